@@ -1,0 +1,233 @@
+//! JSON Web Key Sets: parsing a document into verification keys, and fetching it from a
+//! file or an https URL.
+//!
+//! A JWKS document from the outside is untrusted input: a key that does not parse is
+//! skipped with a warning instead of failing the whole set, and a document that is not a
+//! JWKS at all is an error that leaves the previously loaded keys in place.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+/// Largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+/// One verification key.
+pub struct Key {
+    pub kid: Option<String>,
+    /// The algorithm the key is pinned to by its `alg`, when it has one.
+    pub alg: Option<Algorithm>,
+    pub family: KeyFamily,
+    pub key: DecodingKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFamily {
+    Rsa,
+    Ec,
+    Ed,
+    Hmac,
+}
+
+impl KeyFamily {
+    pub fn of(alg: Algorithm) -> KeyFamily {
+        match alg {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => KeyFamily::Hmac,
+            Algorithm::ES256 | Algorithm::ES384 => KeyFamily::Ec,
+            Algorithm::EdDSA => KeyFamily::Ed,
+            _ => KeyFamily::Rsa,
+        }
+    }
+}
+
+impl Key {
+    /// Whether this key may verify a token signed with `alg`.
+    pub fn fits(&self, alg: Algorithm) -> bool {
+        self.family == KeyFamily::of(alg) && self.alg.is_none_or(|pinned| pinned == alg)
+    }
+}
+
+/// The keys of one issuer.
+#[derive(Default)]
+pub struct KeySet {
+    pub keys: Vec<Key>,
+}
+
+impl KeySet {
+    /// Parses a JWKS document. Keys that do not parse, or are meant for encryption, are
+    /// skipped and reported in the second value.
+    pub fn parse(document: &[u8]) -> Result<(KeySet, Vec<String>), String> {
+        let value: serde_json::Value = serde_json::from_slice(document)
+            .map_err(|e| format!("jwks document is not JSON: {e}"))?;
+        let Some(entries) = value.get("keys").and_then(|keys| keys.as_array()) else {
+            return Err("jwks document has no `keys` array".into());
+        };
+        let mut keys = Vec::new();
+        let mut skipped = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
+            match parse_key(entry) {
+                Ok(Some(key)) => keys.push(key),
+                Ok(None) => {}
+                Err(e) => skipped.push(format!("key {index}: {e}")),
+            }
+        }
+        Ok((KeySet { keys }, skipped))
+    }
+
+    pub fn find<'a>(&'a self, kid: Option<&'a str>, alg: Algorithm) -> Option<&'a Key> {
+        self.candidates(kid, alg).next()
+    }
+
+    /// Keys that may verify a token with this `kid` and `alg`: the key with that `kid`, or,
+    /// for a token without `kid`, every key of the right type.
+    pub fn candidates<'a>(
+        &'a self,
+        kid: Option<&'a str>,
+        alg: Algorithm,
+    ) -> impl Iterator<Item = &'a Key> {
+        self.keys.iter().filter(move |key| {
+            key.fits(alg)
+                && match kid {
+                    Some(kid) => key.kid.as_deref() == Some(kid),
+                    None => true,
+                }
+        })
+    }
+
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|key| key.kid.as_deref() == Some(kid))
+    }
+}
+
+fn parse_key(entry: &serde_json::Value) -> Result<Option<Key>, String> {
+    let jwk: Jwk = serde_json::from_value(entry.clone()).map_err(|e| e.to_string())?;
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return Ok(None);
+    }
+    let family = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => KeyFamily::Rsa,
+        AlgorithmParameters::EllipticCurve(_) => KeyFamily::Ec,
+        AlgorithmParameters::OctetKeyPair(_) => KeyFamily::Ed,
+        // Symmetric keys are never published: a JWKS `oct` key would let anyone who can
+        // read the document mint tokens.
+        AlgorithmParameters::OctetKey(_) => return Err("symmetric key in a JWKS".into()),
+        _ => return Err("unsupported key type".into()),
+    };
+    let alg = match jwk.common.key_algorithm {
+        None => None,
+        Some(alg) => Some(signing_algorithm(alg)?),
+    };
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
+    Ok(Some(Key {
+        kid: jwk.common.key_id.clone(),
+        alg,
+        family,
+        key,
+    }))
+}
+
+fn signing_algorithm(alg: KeyAlgorithm) -> Result<Algorithm, String> {
+    Ok(match alg {
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        other => return Err(format!("`{other:?}` is not a signing algorithm")),
+    })
+}
+
+/// Where an issuer's JWKS document comes from.
+pub enum KeySource {
+    File(PathBuf),
+    Url {
+        url: String,
+        client: reqwest::Client,
+    },
+}
+
+impl KeySource {
+    pub fn url(url: &str, timeout: Duration) -> Result<KeySource, String> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .build()
+            .map_err(|e| format!("cannot build an http client: {e}"))?;
+        Ok(KeySource::Url {
+            url: url.to_owned(),
+            client,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            KeySource::File(path) => path.display().to_string(),
+            KeySource::Url { url, .. } => url.clone(),
+        }
+    }
+
+    /// Reads the document.
+    pub async fn fetch(&self) -> Result<Vec<u8>, String> {
+        match self {
+            KeySource::File(path) => tokio::fs::read(path)
+                .await
+                .map_err(|e| format!("cannot read `{}`: {e}", path.display())),
+            KeySource::Url { url, client } => {
+                let mut response = client
+                    .get(url)
+                    .header("accept", "application/json, application/jwk-set+json")
+                    .send()
+                    .await
+                    .map_err(|e| format!("cannot fetch `{url}`: {e}"))?;
+                if !response.status().is_success() {
+                    return Err(format!("`{url}` answered {}", response.status()));
+                }
+                let mut body = Vec::new();
+                while let Some(chunk) = response
+                    .chunk()
+                    .await
+                    .map_err(|e| format!("cannot read `{url}`: {e}"))?
+                {
+                    if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                        return Err(format!("`{url}` sent more than {MAX_JWKS_BYTES} bytes"));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(body)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(KeySet::parse(b"<html>").unwrap_err().contains("not JSON"));
+        assert!(KeySet::parse(b"{}").unwrap_err().contains("no `keys`"));
+    }
+
+    #[test]
+    fn bad_keys_are_skipped_not_fatal() {
+        let doc = br#"{"keys":[
+            {"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","kid":"good","alg":"ES256","use":"sig"},
+            {"kty":"RSA","n":"!!!","e":"AQAB","kid":"bad"},
+            {"kty":"oct","k":"c2VjcmV0","kid":"sym"},
+            {"nonsense":true}
+        ]}"#;
+        let (set, skipped) = KeySet::parse(doc).unwrap();
+        assert_eq!(set.keys.len(), 1);
+        assert!(set.has_kid("good"));
+        assert_eq!(skipped.len(), 3, "{skipped:?}");
+        assert!(set.find(Some("good"), Algorithm::ES256).is_some());
+        assert!(set.find(Some("good"), Algorithm::RS256).is_none());
+    }
+}

@@ -1,0 +1,417 @@
+//! One JWT issuer: its keys, its rules for acceptable tokens, and verification.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value as Json;
+use tokio::sync::Mutex;
+
+use super::jwks::{KeySet, KeySource};
+use super::{AuthnError, Identity, now_secs, parse_algorithm};
+use crate::config::IssuerConfig;
+
+/// A configured issuer of JWT access tokens.
+pub struct JwtIssuer {
+    name: Arc<str>,
+    iss: String,
+    audiences: Vec<String>,
+    single_audience: bool,
+    algorithms: Vec<Algorithm>,
+    leeway: Duration,
+    max_lifetime: Option<Duration>,
+    scope_claim: String,
+    /// HS* key, when the issuer shares a secret with us instead of publishing keys.
+    secret: Option<DecodingKey>,
+    source: Option<KeySource>,
+    refresh_interval: Duration,
+    min_refresh_interval: Duration,
+    /// The current keys; swapped whole when a fetch succeeds.
+    keys: ArcSwap<KeySet>,
+    /// Whether a fetch ever succeeded: until then a token we cannot verify is our problem
+    /// (unavailable), not the caller's (invalid).
+    loaded: AtomicBool,
+    /// Serialises fetches and remembers the last one, for the unknown-`kid` rate limit.
+    last_fetch: Mutex<Option<Instant>>,
+}
+
+impl JwtIssuer {
+    pub fn new(config: &IssuerConfig, base_dir: &Path) -> Result<JwtIssuer, String> {
+        let context = |e: String| format!("issuer `{}`: {e}", config.name);
+        let algorithms = config
+            .algorithms
+            .iter()
+            .map(|a| parse_algorithm(a))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(context)?;
+        let secret = match &config.shared_secret {
+            Some(secret) => Some(DecodingKey::from_secret(
+                &secret.resolve(base_dir).map_err(context)?,
+            )),
+            None => None,
+        };
+        let (source, refresh_interval, min_refresh_interval) = match &config.jwks {
+            Some(jwks) => {
+                let source = match (&jwks.file, &jwks.url) {
+                    (Some(file), _) => KeySource::File(base_dir.join(file)),
+                    (None, Some(url)) => KeySource::url(url, jwks.timeout).map_err(context)?,
+                    (None, None) => return Err(context("`jwks` needs `file` or `url`".into())),
+                };
+                (
+                    Some(source),
+                    jwks.refresh_interval,
+                    jwks.min_refresh_interval,
+                )
+            }
+            None => (None, Duration::MAX, Duration::MAX),
+        };
+        let loaded = source.is_none();
+        Ok(JwtIssuer {
+            name: Arc::from(config.name.as_str()),
+            iss: config.issuer.clone(),
+            audiences: config.audiences.clone(),
+            single_audience: config.single_audience,
+            algorithms,
+            leeway: config.leeway,
+            max_lifetime: config.max_lifetime,
+            scope_claim: config.scope_claim.clone(),
+            secret,
+            source,
+            refresh_interval,
+            min_refresh_interval,
+            keys: ArcSwap::from_pointee(KeySet::default()),
+            loaded: AtomicBool::new(loaded),
+            last_fetch: Mutex::new(None),
+        })
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    pub fn has_keys(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Fetches the keys now. On failure the previous keys stay.
+    pub async fn refresh(&self) -> Result<usize, String> {
+        let mut last = self.last_fetch.lock().await;
+        self.fetch_locked(&mut last).await
+    }
+
+    async fn fetch_locked(&self, last: &mut Option<Instant>) -> Result<usize, String> {
+        let Some(source) = &self.source else {
+            return Ok(0);
+        };
+        *last = Some(Instant::now());
+        let document = source.fetch().await?;
+        let (set, skipped) = KeySet::parse(&document)
+            .map_err(|e| format!("{} from `{}`", e, source.describe()))?;
+        for problem in &skipped {
+            tracing::warn!(issuer = %self.name, source = %source.describe(), "skipped a jwks key: {problem}");
+        }
+        let count = set.keys.len();
+        self.keys.store(Arc::new(set));
+        self.loaded.store(true, Ordering::Release);
+        tracing::info!(issuer = %self.name, keys = count, source = %source.describe(), "loaded jwks");
+        Ok(count)
+    }
+
+    /// Refreshes because a token named a `kid` we do not know, at most once per
+    /// `min_refresh_interval`. Returns whether a fetch happened and succeeded.
+    async fn refresh_for_unknown_kid(&self) -> bool {
+        let mut last = self.last_fetch.lock().await;
+        if last.is_some_and(|at| at.elapsed() < self.min_refresh_interval) {
+            return false;
+        }
+        match self.fetch_locked(&mut last).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(issuer = %self.name, "jwks refresh for an unknown kid failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Loads the keys, retrying until they load, then refreshes them periodically.
+    pub fn spawn_refresher(self: Arc<Self>) {
+        if self.source.is_none() {
+            return;
+        }
+        tokio::spawn(async move {
+            let mut retry = Duration::from_millis(500);
+            loop {
+                let wait = match self.refresh().await {
+                    Ok(_) => {
+                        retry = Duration::from_millis(500);
+                        self.refresh_interval
+                    }
+                    Err(e) => {
+                        tracing::error!(issuer = %self.name, "cannot load jwks: {e}");
+                        retry = (retry * 2).min(Duration::from_secs(30)).min(self.refresh_interval);
+                        retry
+                    }
+                };
+                tokio::time::sleep(wait).await;
+            }
+        });
+    }
+
+    /// Verifies the signature and the claims of `token`.
+    pub async fn verify(&self, token: &str, token_hash: String) -> Result<Identity, AuthnError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            // Name an algorithm we refuse (`none`, or one the library does not know)
+            // rather than calling the header malformed.
+            match raw_algorithm(token) {
+                Some(alg) if !self.algorithms.iter().any(|a| format!("{a:?}") == alg) => {
+                    AuthnError::Invalid(format!("algorithm `{alg}` is not accepted"))
+                }
+                _ => AuthnError::Invalid(format!("malformed token header: {}", brief(&e))),
+            }
+        })?;
+        let alg = header.alg;
+        if !self.algorithms.contains(&alg) {
+            return Err(AuthnError::Invalid(format!(
+                "algorithm `{alg:?}` is not accepted"
+            )));
+        }
+        let validation = self.validation(alg);
+        let claims = if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+            let key = self
+                .secret
+                .as_ref()
+                .ok_or_else(|| AuthnError::Invalid(format!("algorithm `{alg:?}` is not accepted")))?;
+            decode(token, key, &validation)?
+        } else {
+            self.verify_with_keys(token, header.kid.as_deref(), alg, &validation)
+                .await?
+        };
+        self.identity(claims, token, token_hash)
+    }
+
+    async fn verify_with_keys(
+        &self,
+        token: &str,
+        kid: Option<&str>,
+        alg: Algorithm,
+        validation: &Validation,
+    ) -> Result<serde_json::Map<String, Json>, AuthnError> {
+        if !self.has_keys() {
+            // Maybe the provider is back; if not, this is our outage, not a bad token.
+            if !self.refresh_for_unknown_kid().await {
+                return Err(AuthnError::Unavailable(format!(
+                    "keys of issuer `{}` are not loaded",
+                    self.name
+                )));
+            }
+        }
+        let mut keys = self.keys.load_full();
+        if let Some(kid) = kid
+            && !keys.has_kid(kid)
+            && self.refresh_for_unknown_kid().await
+        {
+            keys = self.keys.load_full();
+        }
+        let mut last_error = AuthnError::Invalid(match kid {
+            Some(kid) => format!("unknown key id `{kid}`"),
+            None => "no key fits the token".into(),
+        });
+        for key in keys.candidates(kid, alg) {
+            match decode(token, &key.key, validation) {
+                Ok(claims) => return Ok(claims),
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
+    }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut validation = Validation::new(alg);
+        validation.leeway = self.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.iss]);
+        validation.set_required_spec_claims(&["exp", "iss"]);
+        if self.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&self.audiences);
+        }
+        validation
+    }
+
+    /// Checks what the JWT library does not and builds the identity.
+    fn identity(
+        &self,
+        claims: serde_json::Map<String, Json>,
+        token: &str,
+        token_hash: String,
+    ) -> Result<Identity, AuthnError> {
+        let string = |name: &str| claims.get(name).and_then(Json::as_str).map(str::to_owned);
+        let int = |name: &str| claims.get(name).and_then(Json::as_i64);
+        let aud: Vec<String> = match claims.get("aud") {
+            Some(Json::String(aud)) => vec![aud.clone()],
+            Some(Json::Array(auds)) => auds
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        if self.single_audience && aud.len() != 1 {
+            return Err(AuthnError::Invalid(
+                "token must have exactly one audience".into(),
+            ));
+        }
+        let exp = int("exp");
+        let iat = int("iat");
+        if let Some(max) = self.max_lifetime {
+            let Some(iat) = iat else {
+                return Err(AuthnError::Invalid("token has no `iat`".into()));
+            };
+            let lifetime = exp.unwrap_or(i64::MAX).saturating_sub(iat);
+            if lifetime > max.as_secs() as i64 {
+                return Err(AuthnError::Invalid(format!(
+                    "token lifetime {lifetime}s exceeds the maximum of {}s",
+                    max.as_secs()
+                )));
+            }
+            if iat > now_secs() + self.leeway.as_secs() as i64 {
+                return Err(AuthnError::Invalid("token is issued in the future".into()));
+            }
+        }
+        let scopes = match claims.get(&self.scope_claim) {
+            Some(Json::String(scope)) => scope.split_whitespace().map(str::to_owned).collect(),
+            Some(Json::Array(scopes)) => scopes
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Identity {
+            issuer: self.name.clone(),
+            iss: self.iss.clone(),
+            sub: string("sub"),
+            client_id: string("client_id"),
+            aud,
+            scopes,
+            exp,
+            iat,
+            payload_json: payload_json(token, &claims),
+            claims,
+            token_hash,
+            cel_value: OnceLock::new(),
+        })
+    }
+}
+
+fn decode(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<serde_json::Map<String, Json>, AuthnError> {
+    jsonwebtoken::decode::<serde_json::Map<String, Json>>(token, key, validation)
+        .map(|data| data.claims)
+        .map_err(|e| AuthnError::Invalid(brief(&e)))
+}
+
+/// A description of a verification failure fit for a client: what is wrong, not how.
+fn brief(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "token has expired".into(),
+        ErrorKind::ImmatureSignature => "token is not valid yet".into(),
+        ErrorKind::InvalidSignature => "signature is invalid".into(),
+        ErrorKind::InvalidIssuer => "wrong issuer".into(),
+        ErrorKind::InvalidAudience => "wrong audience".into(),
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+            "algorithm is not accepted".into()
+        }
+        ErrorKind::MissingRequiredClaim(claim) => format!("token has no `{claim}`"),
+        ErrorKind::InvalidClaimFormat(claim) => format!("claim `{claim}` is malformed"),
+        ErrorKind::Base64(_) => "token is not valid base64url".into(),
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) => "token is not valid JSON".into(),
+        ErrorKind::InvalidToken => "token is malformed".into(),
+        _ => "token cannot be verified".into(),
+    }
+}
+
+/// The `alg` of a token's header as written, for error messages only.
+fn raw_algorithm(token: &str) -> Option<String> {
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()?;
+    let value: Json = serde_json::from_slice(&bytes).ok()?;
+    value.get("alg")?.as_str().map(|alg| alg.chars().take(20).collect())
+}
+
+#[derive(serde::Deserialize)]
+struct IssOnly {
+    iss: Option<String>,
+}
+
+/// The `iss` of a token before verification: only to choose which keys to verify with.
+pub fn unverified_issuer(token: &str) -> Result<String, AuthnError> {
+    if token.split('.').count() != 3 {
+        return Err(AuthnError::Invalid("token is malformed".into()));
+    }
+    let claims: IssOnly = jsonwebtoken::dangerous::insecure_decode_claims(token)
+        .map_err(|e| AuthnError::Invalid(brief(&e)))?;
+    claims
+        .iss
+        .ok_or_else(|| AuthnError::Invalid("token has no `iss`".into()))
+}
+
+/// The payload as compact JSON with every non-ASCII character escaped, so it fits in an
+/// HTTP header value (iWlz RFC0014 `claims` header). Uses the token's own encoding when it
+/// is already compact ASCII.
+fn payload_json(token: &str, claims: &serde_json::Map<String, Json>) -> String {
+    let original = token
+        .split('.')
+        .nth(1)
+        .and_then(|part| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    if let Some(text) = original
+        && text.bytes().all(|b| (0x20..0x7f).contains(&b))
+    {
+        return text;
+    }
+    let json = Json::Object(claims.clone()).to_string();
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() && !c.is_ascii_control() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unverified_issuer_needs_three_parts() {
+        assert!(unverified_issuer("abc").is_err());
+        assert!(unverified_issuer("a.b").is_err());
+        assert!(unverified_issuer("!!.??.xx").is_err());
+    }
+
+    #[test]
+    fn payload_json_escapes_non_ascii() {
+        let mut claims = serde_json::Map::new();
+        claims.insert("name".into(), Json::String("Zoë\n".into()));
+        assert_eq!(
+            payload_json("x.%%%.y", &claims),
+            r#"{"name":"Zo\u00eb\n"}"#
+        );
+    }
+}

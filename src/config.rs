@@ -1,0 +1,421 @@
+//! The service configuration file (YAML): listeners, issuers, policy locations, caches,
+//! logging. Every struct rejects unknown keys, so a typo fails the load with the key's name
+//! instead of being silently ignored.
+//!
+//! Relative paths in the file are resolved against the directory the file lives in, so a
+//! config and its policies can be moved together.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Errors loading the configuration file. Each names the file and what is wrong in it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listeners: Listeners,
+    /// Token issuers Sluis trusts. Policies name the ones they accept.
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    /// Policy files or directories (every `*.yaml`/`*.yml` in a directory, not recursive;
+    /// files ending in `.test.yaml` are test suites, not policies).
+    #[serde(default)]
+    pub policies: Vec<PathBuf>,
+    #[serde(default)]
+    pub token_cache: TokenCacheConfig,
+    /// Headers removed from every allowed request whatever the policy says, e.g. a prefix
+    /// of headers only Sluis may set (`x-sluis-*` is always removed).
+    #[serde(default)]
+    pub strip_headers: Vec<String>,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    /// Directory the file was loaded from; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listeners {
+    /// Envoy ext_authz gRPC (`envoy.service.auth.v3.Authorization`) and `grpc.health.v1`.
+    #[serde(default = "default_grpc")]
+    pub grpc: SocketAddr,
+    /// Admin HTTP: `/healthz`, `/readyz`.
+    #[serde(default = "default_admin")]
+    pub admin: SocketAddr,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            grpc: default_grpc(),
+            admin: default_admin(),
+        }
+    }
+}
+
+fn default_grpc() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9191))
+}
+
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9190))
+}
+
+/// A JWT issuer: where its keys are, which tokens of it are acceptable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The name policies use to accept this issuer.
+    pub name: String,
+    /// The exact `iss` value of its tokens.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must name at least one of them. Empty accepts any
+    /// audience, which is only sensible when the issuer audience-restricts by other means.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Require exactly one audience (iWlz RFC0014: one https audience per token).
+    #[serde(default)]
+    pub single_audience: bool,
+    /// Where the verification keys come from. Required unless `shared_secret` is set.
+    pub jwks: Option<JwksSource>,
+    /// Allowed signature algorithms. `none` is never accepted; HS* only with a shared secret.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// A shared secret for HS256/384/512 tokens of this issuer.
+    pub shared_secret: Option<Secret>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Maximum `exp - iat` (iWlz: 1h). Tokens without `iat` are rejected when set.
+    #[serde(default, with = "humantime_serde")]
+    pub max_lifetime: Option<Duration>,
+    /// The claim holding the scopes: a space-separated string (`scope`) or an array
+    /// (`scp`, iWlz `scopes`). Both shapes are accepted in whichever claim is named.
+    #[serde(default = "default_scope_claim")]
+    pub scope_claim: String,
+    /// Largest token accepted, in bytes. Larger ones are rejected before any parsing.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+}
+
+fn default_algorithms() -> Vec<String> {
+    ["RS256", "PS256", "ES256", "EdDSA"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_scope_claim() -> String {
+    "scope".into()
+}
+
+fn default_max_token_bytes() -> usize {
+    16 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksSource {
+    /// A local JWKS document.
+    pub file: Option<PathBuf>,
+    /// An https URL serving the JWKS document.
+    pub url: Option<String>,
+    /// Allow a plain `http://` URL. Only for loopback test setups: keys fetched over plain
+    /// HTTP can be swapped by anyone on the path.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// How often the document is fetched again (URL) or re-read (file).
+    #[serde(default = "default_refresh_interval", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// Shortest time between two fetches triggered by tokens with an unknown `kid`, so a
+    /// stream of forged `kid`s cannot hammer the identity provider.
+    #[serde(default = "default_min_refresh_interval", with = "humantime_serde")]
+    pub min_refresh_interval: Duration,
+    /// Timeout of one fetch.
+    #[serde(default = "default_fetch_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_refresh_interval() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_min_refresh_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_fetch_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// A secret value, never written in the config itself: read from an environment variable
+/// or a file (e.g. a mounted Kubernetes Secret). Trailing newlines of files are dropped.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field("env", &self.env)
+            .field("file", &self.file)
+            .finish()
+    }
+}
+
+impl Secret {
+    /// Reads the secret. `base_dir` resolves a relative file path.
+    pub fn resolve(&self, base_dir: &Path) -> Result<Vec<u8>, String> {
+        match (&self.env, &self.file) {
+            (Some(var), None) => std::env::var(var)
+                .map(String::into_bytes)
+                .map_err(|_| format!("environment variable `{var}` is not set")),
+            (None, Some(file)) => {
+                let path = base_dir.join(file);
+                let mut bytes = std::fs::read(&path)
+                    .map_err(|e| format!("cannot read secret file `{}`: {e}", path.display()))?;
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                Ok(bytes)
+            }
+            _ => Err("a secret needs exactly one of `env` or `file`".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCacheConfig {
+    /// Verified tokens kept, at most. Each entry holds the token's claims (about 1–2 KiB).
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: u64,
+}
+
+impl Default for TokenCacheConfig {
+    fn default() -> Self {
+        TokenCacheConfig {
+            max_entries: default_cache_entries(),
+        }
+    }
+}
+
+fn default_cache_entries() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// A tracing filter, e.g. `info` or `sluis=debug,info`. `RUST_LOG` overrides it.
+    #[serde(default = "default_level")]
+    pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: default_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Reads and checks the file. Policies are not loaded here (see [`crate::policy`]).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        Config::parse(&text, path, base_dir)
+    }
+
+    pub fn parse(text: &str, path: &Path, base_dir: PathBuf) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let mut config: Config =
+            serde_yaml_ng::from_str(text).map_err(|e| invalid(crate::yaml_error_message(&e)))?;
+        config.base_dir = base_dir;
+        config.check().map_err(invalid)?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: consistency between fields.
+    fn check(&self) -> Result<(), String> {
+        let mut names = std::collections::HashSet::new();
+        for issuer in &self.issuers {
+            let name = &issuer.name;
+            if !names.insert(name.as_str()) {
+                return Err(format!("issuer `{name}` is defined twice"));
+            }
+            for alg in &issuer.algorithms {
+                crate::authn::parse_algorithm(alg)
+                    .map_err(|e| format!("issuer `{name}`: {e}"))?;
+                if alg.starts_with("HS") && issuer.shared_secret.is_none() {
+                    return Err(format!(
+                        "issuer `{name}`: algorithm `{alg}` needs a `shared_secret`"
+                    ));
+                }
+            }
+            match &issuer.jwks {
+                None if issuer.shared_secret.is_none() => {
+                    return Err(format!(
+                        "issuer `{name}`: needs `jwks` (file or url) or a `shared_secret`"
+                    ));
+                }
+                Some(jwks) => match (&jwks.file, &jwks.url) {
+                    (Some(_), Some(_)) | (None, None) => {
+                        return Err(format!(
+                            "issuer `{name}`: `jwks` needs exactly one of `file` or `url`"
+                        ));
+                    }
+                    (None, Some(url)) => {
+                        let insecure = url.starts_with("http://");
+                        if !(url.starts_with("https://") || insecure) {
+                            return Err(format!(
+                                "issuer `{name}`: jwks url `{url}` must be https"
+                            ));
+                        }
+                        if insecure && !jwks.allow_insecure_http {
+                            return Err(format!(
+                                "issuer `{name}`: jwks url `{url}` is plain http; set \
+                                 `allow_insecure_http: true` only for loopback test setups"
+                            ));
+                        }
+                    }
+                    _ => {}
+                },
+                None => {}
+            }
+            if issuer.scope_claim.is_empty() {
+                return Err(format!("issuer `{name}`: `scope_claim` is empty"));
+            }
+        }
+        if self.policies.is_empty() {
+            return Err("`policies` lists no policy file or directory".into());
+        }
+        if self.token_cache.max_entries == 0 {
+            return Err("`token_cache.max_entries` must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// A path from the config, resolved against the config's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.base_dir.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("sluis.yaml"), PathBuf::new()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse("policies: [p]\nlisteners:\n  grcp: 127.0.0.1:1\n").unwrap_err();
+        assert!(err.contains("unknown field `grcp`"), "{err}");
+        assert!(err.starts_with("sluis.yaml:"), "{err}");
+    }
+
+    #[test]
+    fn hs_algorithms_need_a_secret() {
+        let err = parse(
+            "policies: [p]\nissuers:\n- name: a\n  issuer: https://a\n  jwks: {file: k.json}\n  algorithms: [HS256]\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("needs a `shared_secret`"), "{err}");
+    }
+
+    #[test]
+    fn none_is_never_an_algorithm() {
+        let err = parse(
+            "policies: [p]\nissuers:\n- name: a\n  issuer: https://a\n  jwks: {file: k.json}\n  algorithms: [none]\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("`none`"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_jwks_needs_consent() {
+        let err = parse(
+            "policies: [p]\nissuers:\n- name: a\n  issuer: https://a\n  jwks: {url: 'http://127.0.0.1:1/jwks'}\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("allow_insecure_http"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_humane() {
+        let config = parse(
+            "policies: [p]\nissuers:\n- name: a\n  issuer: https://a\n  jwks: {file: k.json}\n  max_lifetime: 1h\n  leeway: 5s\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.issuers[0].max_lifetime,
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(config.issuers[0].leeway, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn secrets_come_from_env_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s"), "hunter2\n").unwrap();
+        let secret = Secret {
+            env: None,
+            file: Some("s".into()),
+        };
+        assert_eq!(secret.resolve(dir.path()).unwrap(), b"hunter2");
+        let missing = Secret {
+            env: Some("SLUIS_TEST_SURELY_UNSET".into()),
+            file: None,
+        };
+        assert!(missing.resolve(dir.path()).unwrap_err().contains("not set"));
+    }
+}

@@ -1,0 +1,218 @@
+//! Envoy's external authorization gRPC API (`envoy.service.auth.v3.Authorization/Check`).
+//!
+//! Translation only: `CheckRequest` → [`AccessRequest`], [`Decision`] → `CheckResponse`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{
+    Address, Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
+    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse, QueryParameter,
+};
+use envoy_types::pb::google::rpc;
+use tonic::{Request, Response, Status};
+
+use crate::decision::{Allow, Decision, Deny, Outcome};
+use crate::engine::Engine;
+use crate::request::{AccessRequest, Source};
+
+/// The gRPC service Envoy's `ext_authz` filter calls.
+pub struct EnvoyDoor {
+    engine: Arc<Engine>,
+}
+
+impl EnvoyDoor {
+    pub fn new(engine: Arc<Engine>) -> EnvoyDoor {
+        EnvoyDoor { engine }
+    }
+}
+
+/// gRPC status codes (google.rpc.Code) used in `CheckResponse.status`.
+const OK: i32 = 0;
+const PERMISSION_DENIED: i32 = 7;
+const UNAUTHENTICATED: i32 = 16;
+
+#[tonic::async_trait]
+impl Authorization for EnvoyDoor {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let access = access_request(request.into_inner());
+        match self.engine.decide(&access).await {
+            Ok(decision) => {
+                tracing::debug!(
+                    policy = decision.policy.as_deref().unwrap_or("-"),
+                    rule = %decision.rule,
+                    status = decision.status(),
+                    reason = %decision.reason,
+                    method = %access.method,
+                    path = %access.path,
+                    "decision"
+                );
+                Ok(Response::new(check_response(decision)))
+            }
+            // UNAVAILABLE, not a CheckResponse and not UNKNOWN: Envoy treats a failed call
+            // as an error and applies the filter's `failure_mode_allow` (and
+            // `status_on_error`), so the operator's choice decides what happens while we
+            // cannot, instead of an answer we would have to make up. With
+            // `failure_mode_allow: false` (our example config) that is a deny.
+            Err(unavailable) => {
+                tracing::warn!(method = %access.method, path = %access.path, "{unavailable}");
+                Err(Status::unavailable(unavailable.to_string()))
+            }
+        }
+    }
+}
+
+/// Translates Envoy's view of the request.
+pub fn access_request(check: CheckRequest) -> AccessRequest {
+    let mut access = AccessRequest::default();
+    let Some(attributes) = check.attributes else {
+        return access;
+    };
+    access.context = attributes.context_extensions;
+    if let Some(source) = attributes.source {
+        let address = source
+            .address
+            .and_then(|a| a.address)
+            .map(|address| match address {
+                Address::SocketAddress(socket) => match socket.port_specifier {
+                    Some(port) => format!("{}:{}", socket.address, port_number(port)),
+                    None => socket.address,
+                },
+                Address::Pipe(pipe) => pipe.path,
+                Address::EnvoyInternalAddress(_) => String::new(),
+            })
+            .unwrap_or_default();
+        let certificate = (!source.certificate.is_empty()).then(|| {
+            // Envoy sends the peer certificate URL-encoded.
+            percent_encoding::percent_decode_str(&source.certificate)
+                .decode_utf8_lossy()
+                .into_owned()
+        });
+        access.source = Source {
+            address,
+            certificate,
+        };
+    }
+    let Some(http) = attributes.request.and_then(|r| r.http) else {
+        return access;
+    };
+    access.method = http.method;
+    access.scheme = http.scheme;
+    access.host = http.host;
+    access.protocol = http.protocol;
+    // `path` is the request target as sent: path and query together.
+    access.set_target(&http.path);
+    access.headers = if http.headers.is_empty() {
+        raw_headers(http.header_map)
+    } else {
+        http.headers
+    };
+    access
+}
+
+fn port_number(
+    port: envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier,
+) -> String {
+    use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+    match port {
+        PortSpecifier::PortValue(port) => port.to_string(),
+        PortSpecifier::NamedPort(name) => name,
+    }
+}
+
+/// Headers sent as a `HeaderMap` (`encode_raw_headers: true`), joined like Envoy joins them.
+fn raw_headers(
+    map: Option<envoy_types::pb::envoy::config::core::v3::HeaderMap>,
+) -> HashMap<String, String> {
+    let mut headers: HashMap<String, String> = HashMap::new();
+    for header in map.map(|m| m.headers).unwrap_or_default() {
+        let value = if header.raw_value.is_empty() {
+            header.value
+        } else {
+            String::from_utf8_lossy(&header.raw_value).into_owned()
+        };
+        headers
+            .entry(header.key.to_ascii_lowercase())
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    headers
+}
+
+/// Encodes a decision.
+pub fn check_response(decision: Decision) -> CheckResponse {
+    match decision.outcome {
+        Outcome::Allow(allow) => CheckResponse {
+            status: Some(rpc::Status {
+                code: OK,
+                ..Default::default()
+            }),
+            http_response: Some(HttpResponse::OkResponse(ok_response(allow))),
+            ..Default::default()
+        },
+        Outcome::Deny(deny) => CheckResponse {
+            status: Some(rpc::Status {
+                code: if deny.status == 401 {
+                    UNAUTHENTICATED
+                } else {
+                    PERMISSION_DENIED
+                },
+                ..Default::default()
+            }),
+            http_response: Some(HttpResponse::DeniedResponse(denied_response(deny))),
+            ..Default::default()
+        },
+    }
+}
+
+fn header(name: String, value: String, action: HeaderAppendAction) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: name,
+            value,
+            ..Default::default()
+        }),
+        append_action: action as i32,
+        ..Default::default()
+    }
+}
+
+fn ok_response(allow: Allow) -> OkHttpResponse {
+    OkHttpResponse {
+        // Overwrite, never append: a client-supplied header of the same name must not
+        // survive next to ours.
+        headers: allow
+            .set_headers
+            .into_iter()
+            .map(|(n, v)| header(n, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
+            .collect(),
+        headers_to_remove: allow.remove_headers,
+        query_parameters_to_set: allow
+            .set_query
+            .into_iter()
+            .map(|(key, value)| QueryParameter { key, value })
+            .collect(),
+        query_parameters_to_remove: allow.remove_query,
+        ..Default::default()
+    }
+}
+
+fn denied_response(deny: Deny) -> DeniedHttpResponse {
+    DeniedHttpResponse {
+        status: Some(HttpStatus {
+            code: i32::from(deny.status),
+        }),
+        headers: deny
+            .headers
+            .into_iter()
+            .map(|(n, v)| header(n, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
+            .collect(),
+        body: deny.body,
+    }
+}

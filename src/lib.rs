@@ -1,0 +1,59 @@
+//! Sluis: external authorization for API gateways.
+//!
+//! A gateway asks, for every request, "may this pass?". Sluis validates the caller's
+//! OAuth2 access token, evaluates the operator's CEL policies (written in YAML) and answers
+//! allow, with headers to set or strip and query parameters to rewrite, or deny, with a
+//! status, headers and a body.
+//!
+//! # Architecture
+//!
+//! ```text
+//!  doors::envoy (gRPC ext_authz)  ──► AccessRequest ──► engine::Engine::decide ──► Decision
+//!                                                        │
+//!                        policy::PolicySet::select ◄─────┤  (which policy decides)
+//!                        authn::Authenticator     ◄─────┤  (JWT via JWKS, cached by hash)
+//!                        policy::Policy::evaluate  ◄─────┘  (CEL rules, deny overrides)
+//! ```
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`request`] | [`request::AccessRequest`]: the gateway-neutral question |
+//! | [`decision`] | [`decision::Decision`]: the gateway-neutral answer, with stable deny codes |
+//! | [`engine`] | the decision core; the only thing doors call |
+//! | [`authn`] | identities from tokens: [`authn::jwt`] issuers, [`authn::jwks`] key sets, the token cache |
+//! | [`policy`] | policy files ([`policy::spec`]), CEL ([`policy::expr`]), selection and evaluation |
+//! | [`config`] | the service configuration file |
+//! | [`doors`] | front doors: translate a gateway's protocol to and from the engine's types |
+//! | [`admin`] | admin HTTP listener: health and readiness |
+//! | [`reload`] | hot reload of policies: file watching, SIGHUP, validate-then-swap |
+//! | [`server`] | wires listeners, engine and reloader together; `sluis serve` |
+//!
+//! The core (`engine`, `authn`, `policy`) never imports tonic, axum or envoy-types: front
+//! doors translate, the engine decides.
+
+pub mod admin;
+pub mod authn;
+pub mod config;
+pub mod decision;
+pub mod doors;
+pub mod engine;
+pub mod policy;
+pub mod reload;
+pub mod request;
+pub mod server;
+
+/// A serde YAML error without its trailing location, which callers report separately.
+pub(crate) fn yaml_error_message(error: &serde_yaml_ng::Error) -> String {
+    let text = error.to_string();
+    match (error.location(), text.rfind(" at line ")) {
+        (Some(location), Some(cut)) => {
+            let rest = text.get(cut..).unwrap_or("");
+            if rest.starts_with(&format!(" at line {}", location.line())) {
+                text.get(..cut).unwrap_or(&text).to_string()
+            } else {
+                text
+            }
+        }
+        _ => text,
+    }
+}

@@ -1,0 +1,776 @@
+//! Policies: loading and checking the YAML files ([`spec`]), compiling their CEL
+//! ([`expr`]), choosing the policy for a request and evaluating its rules.
+//!
+//! Semantics, in order: the policy named by the gateway (`sluis_policy` context extension)
+//! or else the first whose `match` fits decides; no policy → deny. The policy's issuers and
+//! scopes are checked (by the engine, see [`crate::engine`]), then its rules: any deny rule
+//! that is true denies (deny overrides allow), else the first allow rule that is true
+//! allows, else the request is denied. A rule whose expression fails to evaluate counts as
+//! true for deny rules and false for allow rules: an error never lets a request through.
+
+pub mod expr;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::authn::Identity;
+use crate::config::Config;
+use crate::decision::{Allow, Decision, Deny, DenyCode, Outcome, deny_body};
+use crate::request::AccessRequest;
+use expr::{Expr, Vars};
+use spec::{PolicyFile, PolicySpec, RuleSpec};
+
+/// Every loaded policy, compiled, in decision order. Immutable: a reload builds a new set
+/// and swaps it in whole.
+#[derive(Debug)]
+pub struct PolicySet {
+    pub policies: Vec<Arc<Policy>>,
+    by_id: HashMap<String, usize>,
+    /// Files the set was loaded from, for the reload watcher.
+    pub files: Vec<PathBuf>,
+    /// A hash of every policy file's content: which policy set decided, for logs.
+    pub version: String,
+}
+
+#[derive(Debug)]
+pub struct Policy {
+    pub id: Arc<str>,
+    pub file: PathBuf,
+    pub description: String,
+    hosts: Vec<String>,
+    paths: Vec<String>,
+    methods: Vec<String>,
+    /// Accepted issuers (configured names); empty when the policy is anonymous.
+    pub issuers: Vec<Arc<str>>,
+    pub anonymous: bool,
+    pub scopes: Vec<String>,
+    pub realm: String,
+    pub rules: Vec<Rule>,
+    response: Response,
+    deny_response: Option<Deny>,
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub id: Arc<str>,
+    pub effect: Effect,
+    pub condition: Expr,
+    status: u16,
+    message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Default)]
+struct Response {
+    set_headers: Vec<(String, Expr)>,
+    remove_headers: Vec<String>,
+    /// Header names and `prefix*` patterns removed from every allowed request.
+    strip_headers: Vec<String>,
+    keep_authorization: bool,
+    forward_claims: Option<String>,
+    set_query: Vec<(String, Expr)>,
+    remove_query: Vec<String>,
+}
+
+/// A problem in a policy file, located as precisely as we can.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub policy: Option<String>,
+    pub rule: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        write!(f, ":")?;
+        if let Some(policy) = &self.policy {
+            write!(f, " policy `{policy}`")?;
+        }
+        if let Some(rule) = &self.rule {
+            write!(f, " rule `{rule}`")?;
+        }
+        if self.policy.is_some() || self.rule.is_some() {
+            write!(f, ":")?;
+        }
+        write!(f, " {}", self.message)
+    }
+}
+
+impl PolicySet {
+    /// Loads every policy the config names. All problems are reported, not just the first.
+    pub fn load(config: &Config) -> Result<PolicySet, Vec<LoadError>> {
+        let mut errors = Vec::new();
+        let files = policy_files(config, &mut errors);
+        let issuers: Vec<&str> = config.issuers.iter().map(|i| i.name.as_str()).collect();
+        let mut policies: Vec<Arc<Policy>> = Vec::new();
+        let mut by_id: HashMap<String, usize> = HashMap::new();
+        let mut hasher = Sha256::new();
+        for file in &files {
+            let text = match std::fs::read_to_string(file) {
+                Ok(text) => text,
+                Err(e) => {
+                    errors.push(LoadError::in_file(file, format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            hasher.update(file.to_string_lossy().as_bytes());
+            hasher.update(text.as_bytes());
+            for policy in load_file(file, &text, &issuers, &config.strip_headers, &mut errors) {
+                if let Some(&index) = by_id.get(&*policy.id) {
+                    let first = policies.get(index).map(|p| p.file.display().to_string());
+                    errors.push(LoadError {
+                        line: find_line(&text, &policy.id, 0),
+                        policy: Some(policy.id.to_string()),
+                        message: format!(
+                            "duplicate policy id, first defined in `{}`",
+                            first.unwrap_or_default()
+                        ),
+                        ..LoadError::in_file(file, String::new())
+                    });
+                    continue;
+                }
+                by_id.insert(policy.id.to_string(), policies.len());
+                policies.push(Arc::new(policy));
+            }
+        }
+        if errors.is_empty() && policies.is_empty() {
+            errors.push(LoadError {
+                file: config.base_dir.clone(),
+                line: None,
+                column: None,
+                policy: None,
+                rule: None,
+                message: "no policies found in the configured locations".into(),
+            });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let digest = hasher.finalize();
+        let version = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        Ok(PolicySet {
+            policies,
+            by_id,
+            files,
+            version,
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Policy>> {
+        self.by_id.get(id).and_then(|&i| self.policies.get(i))
+    }
+
+    /// The policy that decides `request`: the one the gateway names, else the first match.
+    pub fn select(&self, request: &AccessRequest) -> Result<&Arc<Policy>, String> {
+        if let Some(name) = request.context.get(crate::request::POLICY_CONTEXT_KEY) {
+            return self
+                .get(name)
+                .ok_or_else(|| format!("the gateway names policy `{name}`, which is not loaded"));
+        }
+        self.policies
+            .iter()
+            .find(|policy| policy.matches(request))
+            .ok_or_else(|| "no policy matches this request".to_string())
+    }
+}
+
+impl LoadError {
+    fn in_file(file: &Path, message: String) -> LoadError {
+        LoadError {
+            file: file.to_owned(),
+            line: None,
+            column: None,
+            policy: None,
+            rule: None,
+            message,
+        }
+    }
+}
+
+/// The policy files named by the config: files as given, directories' `*.yaml`/`*.yml`
+/// (sorted, not recursive, skipping `*.test.yaml` suites and hidden files).
+pub fn policy_files(config: &Config, errors: &mut Vec<LoadError>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in &config.policies {
+        let path = config.resolve(entry);
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = match std::fs::read_dir(&path) {
+                Ok(dir) => dir
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| is_policy_file(p))
+                    .collect(),
+                Err(e) => {
+                    errors.push(LoadError::in_file(&path, format!("cannot list: {e}")));
+                    continue;
+                }
+            };
+            found.sort();
+            files.extend(found);
+        } else if path.is_file() {
+            files.push(path);
+        } else {
+            errors.push(LoadError::in_file(
+                &path,
+                "no such policy file or directory".into(),
+            ));
+        }
+    }
+    files
+}
+
+fn is_policy_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    !name.starts_with('.')
+        && (name.ends_with(".yaml") || name.ends_with(".yml"))
+        && !name.ends_with(".test.yaml")
+        && !name.ends_with(".test.yml")
+        && path.is_file()
+}
+
+/// The 1-based line of the first `id: <id>` at or after line `from`.
+fn find_line(text: &str, id: &str, from: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .skip(from.saturating_sub(1))
+        .find(|(_, line)| {
+            let line = line.trim_start().trim_start_matches("- ").trim_start();
+            line.strip_prefix("id:").is_some_and(|rest| {
+                rest.trim().trim_matches(|c| c == '"' || c == '\'') == id
+            })
+        })
+        .map(|(i, _)| i + 1)
+}
+
+fn load_file(
+    file: &Path,
+    text: &str,
+    issuers: &[&str],
+    strip_headers: &[String],
+    errors: &mut Vec<LoadError>,
+) -> Vec<Policy> {
+    let parsed: PolicyFile = match serde_yaml_ng::from_str(text) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let location = e.location();
+            errors.push(LoadError {
+                line: location.as_ref().map(|l| l.line()),
+                column: location.as_ref().map(|l| l.column()),
+                ..LoadError::in_file(file, crate::yaml_error_message(&e))
+            });
+            return Vec::new();
+        }
+    };
+    let mut policies = Vec::new();
+    for (index, value) in parsed.policies.into_iter().enumerate() {
+        let id = value
+            .get("id")
+            .and_then(|id| id.as_str())
+            .map(str::to_owned);
+        let line = id.as_deref().and_then(|id| find_line(text, id, 0));
+        let located = |message: String, rule: Option<String>, rule_line: Option<usize>| LoadError {
+            file: file.to_owned(),
+            line: rule_line.or(line),
+            column: None,
+            policy: Some(id.clone().unwrap_or_else(|| format!("#{}", index + 1))),
+            rule,
+            message,
+        };
+        let spec: PolicySpec = match serde_yaml_ng::from_value(value) {
+            Ok(spec) => spec,
+            Err(e) => {
+                errors.push(located(crate::yaml_error_message(&e), None, None));
+                continue;
+            }
+        };
+        let before = errors.len();
+        let policy = compile_policy(file, text, spec, line, issuers, strip_headers, &mut |m, r, l| {
+            errors.push(located(m, r, l))
+        });
+        if errors.len() == before
+            && let Some(policy) = policy
+        {
+            policies.push(policy);
+        }
+    }
+    policies
+}
+
+type Report<'a> = dyn FnMut(String, Option<String>, Option<usize>) + 'a;
+
+fn compile_policy(
+    file: &Path,
+    text: &str,
+    spec: PolicySpec,
+    line: Option<usize>,
+    issuers: &[&str],
+    strip_headers: &[String],
+    report: &mut Report,
+) -> Option<Policy> {
+    if spec.id.trim().is_empty() {
+        report("`id` is empty".into(), None, None);
+    }
+    if spec.anonymous && !spec.issuers.is_empty() {
+        report(
+            "`anonymous: true` and `issuers` exclude each other".into(),
+            None,
+            None,
+        );
+    }
+    if !spec.anonymous && spec.issuers.is_empty() {
+        report(
+            "names no `issuers`; set `anonymous: true` to decide without a token".into(),
+            None,
+            None,
+        );
+    }
+    for issuer in &spec.issuers {
+        if !issuers.contains(&issuer.as_str()) {
+            report(
+                format!(
+                    "issuer `{issuer}` is not configured (configured: {})",
+                    issuers.join(", ")
+                ),
+                None,
+                None,
+            );
+        }
+    }
+    if spec.anonymous && (!spec.scopes.is_empty() || spec.response.forward_claims.is_some()) {
+        report(
+            "an anonymous policy cannot require scopes or forward claims".into(),
+            None,
+            None,
+        );
+    }
+    for method in &spec.matcher.methods {
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+            report(format!("`{method}` is not an HTTP method"), None, None);
+        }
+    }
+    let mut rules = Vec::new();
+    for (index, value) in spec.rules.into_iter().enumerate() {
+        let rule_id = value
+            .get("id")
+            .and_then(|id| id.as_str())
+            .map(str::to_owned);
+        let rule_line = rule_id
+            .as_deref()
+            .and_then(|rid| find_line(text, rid, line.unwrap_or(0)));
+        let name = rule_id.clone().unwrap_or_else(|| format!("#{}", index + 1));
+        let rule: RuleSpec = match serde_yaml_ng::from_value(value) {
+            Ok(rule) => rule,
+            Err(e) => {
+                report(crate::yaml_error_message(&e), Some(name), rule_line);
+                continue;
+            }
+        };
+        if rules.iter().any(|r: &Rule| *r.id == *rule.id) {
+            report("duplicate rule id".into(), Some(name), rule_line);
+            continue;
+        }
+        let (effect, source) = match (&rule.allow, &rule.deny) {
+            (Some(source), None) => (Effect::Allow, source),
+            (None, Some(source)) => (Effect::Deny, source),
+            _ => {
+                report(
+                    "a rule needs exactly one of `allow` or `deny`".into(),
+                    Some(name),
+                    rule_line,
+                );
+                continue;
+            }
+        };
+        if effect == Effect::Allow && (rule.status.is_some() || rule.message.is_some()) {
+            report(
+                "`status` and `message` belong to deny rules".into(),
+                Some(name.clone()),
+                rule_line,
+            );
+        }
+        let status = rule.status.unwrap_or(403);
+        if !(400..=599).contains(&status) {
+            report(
+                format!("deny status {status} is not a 4xx or 5xx"),
+                Some(name.clone()),
+                rule_line,
+            );
+        }
+        match Expr::compile(source) {
+            Ok(condition) => rules.push(Rule {
+                id: Arc::from(rule.id.as_str()),
+                effect,
+                condition,
+                status,
+                message: rule.message,
+            }),
+            Err(e) => {
+                let at = e
+                    .position
+                    .map(|(l, c)| format!(" (line {l}, column {c} of the expression)"))
+                    .unwrap_or_default();
+                report(
+                    format!("invalid CEL `{source}`: {}{at}", e.message),
+                    Some(name),
+                    rule_line,
+                );
+            }
+        }
+    }
+    let response = compile_response(spec.response, strip_headers, report);
+    let deny_response = spec.deny_response.map(|d| {
+        if !(400..=599).contains(&d.status) {
+            report(
+                format!("deny_response status {} is not a 4xx or 5xx", d.status),
+                None,
+                None,
+            );
+        }
+        Deny {
+            status: d.status,
+            headers: d
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
+            body: d.body,
+        }
+    });
+    Some(Policy {
+        id: Arc::from(spec.id.as_str()),
+        file: file.to_owned(),
+        description: spec.description,
+        hosts: spec
+            .matcher
+            .hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        paths: spec.matcher.paths,
+        methods: spec
+            .matcher
+            .methods
+            .iter()
+            .map(|m| m.to_ascii_uppercase())
+            .collect(),
+        issuers: spec.issuers.iter().map(|i| Arc::from(i.as_str())).collect(),
+        anonymous: spec.anonymous,
+        scopes: spec.scopes,
+        realm: spec.realm.unwrap_or_else(|| "sluis".into()),
+        rules,
+        response,
+        deny_response,
+    })
+}
+
+fn compile_response(
+    spec: spec::ResponseSpec,
+    strip_headers: &[String],
+    report: &mut Report,
+) -> Response {
+    let mut compile_all = |entries: std::collections::BTreeMap<String, String>, what: &str| {
+        let mut compiled = Vec::new();
+        for (name, source) in entries {
+            let name = name.to_ascii_lowercase();
+            if what == "header" && !valid_header_name(&name) {
+                report(format!("`{name}` is not a header name Sluis may set"), None, None);
+                continue;
+            }
+            match Expr::compile(&source) {
+                Ok(expr) => compiled.push((name, expr)),
+                Err(e) => report(
+                    format!("invalid CEL for {what} `{name}`: `{source}`: {}", e.message),
+                    None,
+                    None,
+                ),
+            }
+        }
+        compiled
+    };
+    let set_headers = compile_all(spec.set_headers, "header");
+    let set_query = compile_all(spec.set_query, "query parameter");
+    if let Some(name) = &spec.forward_claims
+        && !valid_header_name(&name.to_ascii_lowercase())
+    {
+        report(format!("`{name}` is not a header name Sluis may set"), None, None);
+    }
+    let mut strip: Vec<String> = strip_headers.iter().map(|h| h.to_ascii_lowercase()).collect();
+    strip.push("x-sluis-*".into());
+    Response {
+        set_headers,
+        remove_headers: spec
+            .remove_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        strip_headers: strip,
+        keep_authorization: spec.keep_authorization,
+        forward_claims: spec.forward_claims.map(|h| h.to_ascii_lowercase()),
+        set_query,
+        remove_query: spec.remove_query,
+    }
+}
+
+/// A header name that is an HTTP token and not one the gateway owns.
+fn valid_header_name(name: &str) -> bool {
+    const RESERVED: [&str; 6] = [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+    ];
+    !name.is_empty()
+        && !RESERVED.contains(&name)
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A header value Envoy will accept and that cannot smuggle a second header.
+fn valid_header_value(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+impl Policy {
+    pub fn matches(&self, request: &AccessRequest) -> bool {
+        (self.methods.is_empty() || self.methods.iter().any(|m| *m == request.method))
+            && (self.paths.is_empty()
+                || self
+                    .paths
+                    .iter()
+                    .any(|p| fast_glob::glob_match(p.as_str(), request.path.as_str())))
+            && (self.hosts.is_empty() || {
+                let host = host_without_port(&request.host).to_ascii_lowercase();
+                self.hosts
+                    .iter()
+                    .any(|h| fast_glob::glob_match(h.as_str(), host.as_str()))
+            })
+    }
+
+    /// The scopes `identity` lacks, in the policy's order.
+    pub fn missing_scopes(&self, identity: &Identity) -> Vec<&str> {
+        self.scopes
+            .iter()
+            .filter(|s| !identity.scopes.contains(s))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Runs the rules and, on allow, computes the changes to the request.
+    pub fn evaluate(&self, request: &AccessRequest, identity: Option<&Identity>) -> Decision {
+        let vars = Vars::new(request, identity);
+        for rule in self.rules.iter().filter(|r| r.effect == Effect::Deny) {
+            match rule.condition.eval_bool(&vars) {
+                Ok(false) => {}
+                Ok(true) => {
+                    return self.deny(
+                        &rule.id,
+                        rule.status,
+                        rule.message.as_deref().unwrap_or("access denied by policy"),
+                        format!("deny rule `{}` matched", rule.id),
+                    );
+                }
+                Err(e) => {
+                    return self.deny(
+                        &rule.id,
+                        rule.status,
+                        "access denied by policy",
+                        format!("deny rule `{}` failed to evaluate, failing closed: {e}", rule.id),
+                    );
+                }
+            }
+        }
+        let mut failures = Vec::new();
+        for rule in self.rules.iter().filter(|r| r.effect == Effect::Allow) {
+            match rule.condition.eval_bool(&vars) {
+                Ok(true) => return self.allow(&rule.id, &vars, identity, request),
+                Ok(false) => {}
+                Err(e) => failures.push(format!("allow rule `{}` failed: {e}", rule.id)),
+            }
+        }
+        let reason = if failures.is_empty() {
+            "no allow rule matched".to_string()
+        } else {
+            format!("no allow rule matched; {}", failures.join("; "))
+        };
+        self.deny("default-deny", 403, "access denied by policy", reason)
+    }
+
+    fn allow(
+        &self,
+        rule: &Arc<str>,
+        vars: &Vars,
+        identity: Option<&Identity>,
+        request: &AccessRequest,
+    ) -> Decision {
+        let response = &self.response;
+        let mut allow = Allow::default();
+        for (name, expr) in &response.set_headers {
+            match expr.eval_text(vars) {
+                Ok(Some(value)) if valid_header_value(&value) => {
+                    allow.set_headers.push((name.clone(), value))
+                }
+                Ok(Some(_)) => {
+                    return self.deny(
+                        "response",
+                        403,
+                        "access denied by policy",
+                        format!("header `{name}` would carry control characters, failing closed"),
+                    );
+                }
+                Ok(None) => allow.remove_headers.push(name.clone()),
+                Err(e) => {
+                    return self.deny(
+                        "response",
+                        403,
+                        "access denied by policy",
+                        format!("header `{name}` failed to evaluate, failing closed: {e}"),
+                    );
+                }
+            }
+        }
+        if let (Some(name), Some(identity)) = (&response.forward_claims, identity) {
+            allow
+                .set_headers
+                .push((name.clone(), identity.payload_json.clone()));
+        }
+        for (name, expr) in &response.set_query {
+            match expr.eval_text(vars) {
+                Ok(Some(value)) => allow.set_query.push((name.clone(), value)),
+                Ok(None) => allow.remove_query.push(name.clone()),
+                Err(e) => {
+                    return self.deny(
+                        "response",
+                        403,
+                        "access denied by policy",
+                        format!("query parameter `{name}` failed to evaluate, failing closed: {e}"),
+                    );
+                }
+            }
+        }
+        allow.remove_query.extend(response.remove_query.iter().cloned());
+        let set: Vec<&str> = allow.set_headers.iter().map(|(n, _)| n.as_str()).collect();
+        let mut remove: Vec<String> = Vec::new();
+        let mut push = |name: &str| {
+            if !set.contains(&name) && !remove.iter().any(|r| r == name) {
+                remove.push(name.to_owned());
+            }
+        };
+        if !response.keep_authorization {
+            push("authorization");
+        }
+        for name in &response.remove_headers {
+            push(name);
+        }
+        for pattern in &response.strip_headers {
+            match pattern.strip_suffix('*') {
+                Some(prefix) => request
+                    .headers
+                    .keys()
+                    .filter(|h| h.starts_with(prefix))
+                    .for_each(|h| push(h)),
+                None => push(pattern),
+            }
+        }
+        for name in std::mem::take(&mut allow.remove_headers) {
+            push(&name);
+        }
+        allow.remove_headers = remove;
+        Decision {
+            outcome: Outcome::Allow(allow),
+            policy: Some(self.id.clone()),
+            rule: rule.clone(),
+            reason: format!("allow rule `{rule}` matched"),
+        }
+    }
+
+    /// A policy denial, uniform when the policy asks for it.
+    pub fn deny(&self, rule: &str, status: u16, message: &str, reason: String) -> Decision {
+        let deny = self.deny_response.clone().unwrap_or_else(|| Deny {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: deny_body(DenyCode::AccessDenied, message),
+        });
+        Decision {
+            outcome: Outcome::Deny(deny),
+            policy: Some(self.id.clone()),
+            rule: Arc::from(rule),
+            reason,
+        }
+    }
+
+    /// 403 `insufficient_scope` (RFC 6750 §3.1), uniform when the policy asks for it.
+    pub fn deny_scopes(&self, missing: &[&str]) -> Decision {
+        let reason = format!("token lacks scopes: {}", missing.join(" "));
+        if self.deny_response.is_some() {
+            return self.deny("scopes", 403, "", reason);
+        }
+        let challenge = format!(
+            "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{}\"",
+            self.realm,
+            self.scopes.join(" ")
+        );
+        Decision {
+            outcome: Outcome::Deny(Deny {
+                status: 403,
+                headers: vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("www-authenticate".into(), challenge),
+                ],
+                body: deny_body(
+                    DenyCode::InsufficientScope,
+                    &format!("the token lacks a required scope: {}", missing.join(" ")),
+                ),
+            }),
+            policy: Some(self.id.clone()),
+            rule: Arc::from("scopes"),
+            reason,
+        }
+    }
+
+    /// The headers this policy may set (for documentation and gateway capability checks).
+    pub fn injected_headers(&self) -> impl Iterator<Item = &str> {
+        self.response
+            .set_headers
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .chain(self.response.forward_claims.as_deref())
+    }
+}
+
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host.split(']').next().map(|h| &h[1..]).unwrap_or(host);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,119 @@
+//! The policy file format as policy authors write it (YAML). These types only describe
+//! the file; [`super::load`] checks and compiles them into a [`super::PolicySet`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// A policy file: a list of policies.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    pub policies: Vec<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    /// Unique across all loaded files; names the policy in decisions and logs.
+    pub id: String,
+    #[serde(default)]
+    pub description: String,
+    /// Which requests this policy decides. A request is decided by the first policy (in
+    /// load order: files sorted by name, policies in file order) whose `match` fits, or by
+    /// the policy the gateway names in the `sluis_policy` context extension.
+    #[serde(default, rename = "match")]
+    pub matcher: MatchSpec,
+    /// Names of configured issuers whose tokens this policy accepts.
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    /// Decide without any token: `token` is null in rules. Must be said explicitly.
+    #[serde(default)]
+    pub anonymous: bool,
+    /// Scopes the token must all carry; otherwise 403 `insufficient_scope`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The `realm` of `WWW-Authenticate` challenges.
+    pub realm: Option<String>,
+    /// Allow and deny rules. Any matching deny rule denies; otherwise the first matching
+    /// allow rule allows; otherwise the request is denied.
+    #[serde(default)]
+    pub rules: Vec<serde_yaml_ng::Value>,
+    /// What to do to an allowed request.
+    #[serde(default)]
+    pub response: ResponseSpec,
+    /// One answer for every policy denial (rules, default deny, missing scopes), so that
+    /// e.g. "no such data" and "no consent" cannot be told apart (MedMij). Token errors
+    /// keep their 401 so clients can renew tokens.
+    pub deny_response: Option<DenyResponseSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    /// Host globs, e.g. `api.example.org`, `*.example.org`. A port in the request's host is
+    /// ignored. Empty matches every host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Path globs: `*` matches within one segment, `**` across segments. Empty matches
+    /// every path.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// HTTP methods. Empty matches every method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub id: String,
+    #[serde(default)]
+    pub description: String,
+    /// A CEL condition that allows the request when true.
+    pub allow: Option<String>,
+    /// A CEL condition that denies the request when true.
+    pub deny: Option<String>,
+    /// Status of a deny (default 403).
+    pub status: Option<u16>,
+    /// Message in the deny body (default: a generic one).
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseSpec {
+    /// Headers to set on the upstream request: name → CEL expression. A null result
+    /// sets nothing but still removes any client-supplied header of that name.
+    #[serde(default)]
+    pub set_headers: BTreeMap<String, String>,
+    /// Headers to remove from the upstream request.
+    #[serde(default)]
+    pub remove_headers: Vec<String>,
+    /// Keep the `Authorization` header for the upstream (removed by default).
+    #[serde(default)]
+    pub keep_authorization: bool,
+    /// Set this header to the verified token's payload as JSON (iWlz RFC0014 `claims`).
+    pub forward_claims: Option<String>,
+    /// Query parameters to set: name → CEL expression.
+    #[serde(default)]
+    pub set_query: BTreeMap<String, String>,
+    /// Query parameters to remove.
+    #[serde(default)]
+    pub remove_query: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyResponseSpec {
+    #[serde(default = "default_deny_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: String,
+}
+
+fn default_deny_status() -> u16 {
+    403
+}

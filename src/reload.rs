@@ -1,0 +1,149 @@
+//! Hot reload of policies: validate the new set in full, then swap it in atomically. A
+//! bad edit keeps the last good set in force and is reported (log and `/readyz`).
+//!
+//! Triggers: changes in the directories holding the policy files, and SIGHUP. The watcher
+//! watches the *parent directories*, not the files: editors replace files by rename and
+//! Kubernetes updates a mounted ConfigMap by swapping a `..data` symlink, and neither is
+//! seen by a watch on the old file.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use notify::{RecursiveMode, Watcher};
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::policy::{LoadError, PolicySet};
+
+/// Outcome of the most recent reloads, for readiness detail and operators.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    pub last_success: Option<SystemTime>,
+    /// The errors of the last failed reload, cleared by a successful one.
+    pub last_error: Option<String>,
+    pub successes: u64,
+    pub failures: u64,
+}
+
+pub struct Reloader {
+    config: Config,
+    engine: Arc<Engine>,
+    status: Mutex<ReloadStatus>,
+}
+
+impl Reloader {
+    /// `config` must be the config `engine` was built from; its policy set counts as the
+    /// first successful load.
+    pub fn new(config: Config, engine: Arc<Engine>) -> Reloader {
+        let status = ReloadStatus {
+            last_success: Some(SystemTime::now()),
+            successes: 1,
+            ..Default::default()
+        };
+        Reloader {
+            config,
+            engine,
+            status: Mutex::new(status),
+        }
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Loads the policies again and swaps them in if they are valid. Returns whether the
+    /// policy set changed.
+    pub fn reload(&self) -> Result<bool, Vec<LoadError>> {
+        let result = PolicySet::load(&self.config);
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(set) => {
+                let changed = set.version != self.engine.policies().version;
+                if changed {
+                    tracing::info!(version = %set.version, policies = set.policies.len(), "policies reloaded");
+                    self.engine.swap_policies(set);
+                }
+                status.last_success = Some(SystemTime::now());
+                status.last_error = None;
+                status.successes += 1;
+                Ok(changed)
+            }
+            Err(errors) => {
+                let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                for error in &text {
+                    tracing::error!("policy reload failed, keeping the last good set: {error}");
+                }
+                status.last_error = Some(text.join("\n"));
+                status.failures += 1;
+                Err(errors)
+            }
+        }
+    }
+
+    /// Directories to watch: the configured directories and the parents of files.
+    fn watched_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for entry in &self.config.policies {
+            let path = self.config.resolve(entry);
+            let dir = if path.is_dir() {
+                path
+            } else {
+                path.parent().map(PathBuf::from).unwrap_or_default()
+            };
+            let dir = if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            };
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        dirs
+    }
+
+    /// Starts watching for changes and SIGHUP. Events are debounced: a burst of writes
+    /// (an editor's save, a ConfigMap swap) gives one reload.
+    pub fn spawn(self: Arc<Self>, debounce: Duration) -> Result<(), String> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let file_tx = tx.clone();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event
+                && !matches!(event.kind, notify::EventKind::Access(_))
+            {
+                let _ = file_tx.send(());
+            }
+        })
+        .map_err(|e| format!("cannot watch policy files: {e}"))?;
+        for dir in self.watched_dirs() {
+            watcher
+                .watch(&dir, RecursiveMode::NonRecursive)
+                .map_err(|e| format!("cannot watch `{}`: {e}", dir.display()))?;
+        }
+        #[cfg(unix)]
+        {
+            let hup_tx = tx.clone();
+            let mut hangup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                    .map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading policies");
+                    let _ = hup_tx.send(());
+                }
+            });
+        }
+        tokio::spawn(async move {
+            // The watcher lives as long as this task.
+            let _watcher = watcher;
+            while rx.recv().await.is_some() {
+                tokio::time::sleep(debounce).await;
+                while rx.try_recv().is_ok() {}
+                let reloader = self.clone();
+                let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,103 @@
+//! The gateway-neutral question every front door asks: [`AccessRequest`].
+//!
+//! A door fills one in from whatever its gateway sends (an Envoy `CheckRequest`, NGINX
+//! `auth_request` headers, an AuthZEN evaluation) and hands it to
+//! [`crate::engine::Engine::decide`]. Nothing here knows about a particular gateway.
+
+use std::collections::HashMap;
+
+/// One request to authorize, as the gateway saw it.
+#[derive(Debug, Clone, Default)]
+pub struct AccessRequest {
+    /// Upper-case HTTP method, e.g. `GET`.
+    pub method: String,
+    /// `http` or `https`, as the gateway received the request.
+    pub scheme: String,
+    /// The `Host`/`:authority`, without changes.
+    pub host: String,
+    /// The path without the query string, as sent (not decoded).
+    pub path: String,
+    /// The raw query string, without the leading `?`.
+    pub query: String,
+    /// e.g. `HTTP/1.1`, `HTTP/2`.
+    pub protocol: String,
+    /// Request headers, names lower-cased. Repeated headers are joined with `,` as
+    /// Envoy does.
+    pub headers: HashMap<String, String>,
+    pub source: Source,
+    /// Per-route settings the gateway passes along (Envoy `context_extensions`). The key
+    /// `sluis_policy` names the policy that must decide.
+    pub context: HashMap<String, String>,
+}
+
+/// The peer that sent the request.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// `ip:port` of the client as the gateway saw it.
+    pub address: String,
+    /// The client certificate in PEM, when the gateway terminated mutual TLS and passed it.
+    pub certificate: Option<String>,
+}
+
+/// The context key naming the policy that must decide this request.
+pub const POLICY_CONTEXT_KEY: &str = "sluis_policy";
+
+impl AccessRequest {
+    /// A header by its lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// Splits a request target (`/a/b?x=1`) into path and query.
+    pub fn set_target(&mut self, target: &str) {
+        match target.split_once('?') {
+            Some((path, query)) => {
+                self.path = path.to_owned();
+                self.query = query.to_owned();
+            }
+            None => {
+                self.path = target.to_owned();
+                self.query.clear();
+            }
+        }
+    }
+
+    /// The query string's parameters, percent-decoded, in order.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        self.query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (decode_component(key), decode_component(value))
+            })
+            .collect()
+    }
+}
+
+fn decode_component(raw: &str) -> String {
+    let spaced = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_splits_into_path_and_query() {
+        let mut request = AccessRequest::default();
+        request.set_target("/fhir/Patient?name=de%20Vries&active=true&flag");
+        assert_eq!(request.path, "/fhir/Patient");
+        assert_eq!(
+            request.query_pairs(),
+            vec![
+                ("name".to_string(), "de Vries".to_string()),
+                ("active".to_string(), "true".to_string()),
+                ("flag".to_string(), String::new()),
+            ]
+        );
+    }
+}

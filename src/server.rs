@@ -1,0 +1,72 @@
+//! `sluis serve`: builds the engine from a config and runs the listeners until shutdown.
+//!
+//! [`run`] takes bound listeners and a shutdown future, so tests start a real server on
+//! port 0 and stop it when they like.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::doors::envoy::EnvoyDoor;
+use crate::engine::Engine;
+use crate::policy::PolicySet;
+use crate::reload::Reloader;
+
+/// Loads and checks everything a server needs. Every problem is reported.
+pub fn build_engine(config: &Config) -> Result<Engine, Vec<String>> {
+    let policies =
+        PolicySet::load(config).map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    Engine::new(config, policies).map_err(|e| vec![e])
+}
+
+/// Runs the gRPC and admin listeners until `shutdown` completes, then drains in-flight
+/// requests.
+pub async fn run(
+    config: Config,
+    grpc: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let engine = Arc::new(build_engine(&config).map_err(|e| e.join("\n"))?);
+    engine.authenticator().start_refreshers();
+    let reloader = Arc::new(Reloader::new(config, engine.clone()));
+    reloader.clone().spawn(Duration::from_millis(200))?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<AuthorizationServer<EnvoyDoor>>()
+        .await;
+    let door = AuthorizationServer::new(EnvoyDoor::new(engine.clone()))
+        .max_decoding_message_size(1024 * 1024);
+    let mut grpc_stop = stop_rx.clone();
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(door)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc),
+            async move {
+                let _ = grpc_stop.wait_for(|stop| *stop).await;
+            },
+        );
+
+    let mut admin_stop = stop_rx.clone();
+    let admin_server = axum::serve(admin, crate::admin::router(engine, reloader))
+        .with_graceful_shutdown(async move {
+            let _ = admin_stop.wait_for(|stop| *stop).await;
+        });
+
+    let (grpc_result, admin_result) = tokio::join!(grpc_server, admin_server.into_future());
+    grpc_result.map_err(|e| format!("grpc listener failed: {e}"))?;
+    admin_result.map_err(|e| format!("admin listener failed: {e}"))?;
+    Ok(())
+}

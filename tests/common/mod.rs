@@ -1,0 +1,293 @@
+//! Shared test helpers: minting tokens with the fixture keys, writing configs, starting a
+//! real Sluis on port 0 and asking it over gRPC like Envoy does.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest, CheckResponse, attribute_context, check_response,
+};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+pub fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub const ISSUER: &str = "https://issuer.test";
+pub const AUDIENCE: &str = "https://api.test";
+
+/// Claims of a valid token for the test issuer.
+pub fn claims() -> Value {
+    json!({
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "user-1",
+        "client_id": "client-1",
+        "scope": "read write",
+        "iat": now() - 10,
+        "exp": now() + 600,
+    })
+}
+
+/// Signs `claims` with a fixture key: `rsa`, `rsa-other`, `ec`, `ed25519`.
+pub fn sign(key: &str, alg: Algorithm, kid: Option<&str>, claims: &Value) -> String {
+    let pem = std::fs::read(fixture(&format!("keys/{key}.pem"))).unwrap();
+    let encoding = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).unwrap(),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem).unwrap(),
+        _ => EncodingKey::from_rsa_pem(&pem).unwrap(),
+    };
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &encoding).unwrap()
+}
+
+/// A valid RS256 token with these claims.
+pub fn token(claims: &Value) -> String {
+    sign("rsa", Algorithm::RS256, Some("rsa-1"), claims)
+}
+
+/// The test config: one issuer with the fixture JWKS, policies in `dir/policies`.
+pub fn config_yaml(grpc: &str, admin: &str) -> String {
+    format!(
+        r#"
+listeners:
+  grpc: {grpc}
+  admin: {admin}
+issuers:
+  - name: test
+    issuer: {ISSUER}
+    audiences: [{AUDIENCE}]
+    jwks: {{ file: {jwks} }}
+policies: [policies]
+"#,
+        jwks = fixture("keys/jwks.json").display()
+    )
+}
+
+/// A policy for the test issuer: `/api/**` needs scope `read`; GET allowed; `x-user`
+/// set from `sub`; `/api/admin/**` denied by a deny rule.
+pub const POLICY: &str = r#"
+policies:
+  - id: api
+    match:
+      paths: ["/api/**"]
+    issuers: [test]
+    scopes: [read]
+    rules:
+      - id: no-admin
+        deny: request.path.startsWith("/api/admin")
+        message: admin is off limits
+      - id: get
+        allow: request.method == "GET"
+    response:
+      set_headers:
+        x-user: token.sub
+        x-client: token.client_id
+"#;
+
+/// A temp dir holding `sluis.yaml` and `policies/api.yaml`.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    pub fn new(config: &str, policies: &[(&str, &str)]) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sluis.yaml"), config).unwrap();
+        std::fs::create_dir(dir.path().join("policies")).unwrap();
+        for (name, text) in policies {
+            std::fs::write(dir.path().join("policies").join(name), text).unwrap();
+        }
+        Setup { dir }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("sluis.yaml")
+    }
+
+    pub fn write_policy(&self, name: &str, text: &str) {
+        // Write then rename, as editors and kubelet do, so a reader never sees half a file.
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join("policies").join(name)).unwrap();
+    }
+}
+
+/// A Sluis server running in this process on ephemeral ports.
+pub struct Server {
+    pub grpc: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl Server {
+    pub async fn start(config_path: &Path) -> Server {
+        let config = sluis::config::Config::load(config_path).unwrap();
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (grpc_addr, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(sluis::server::run(config, grpc, admin, async move {
+            let _ = stopped.await;
+        }));
+        let server = Server {
+            grpc: grpc_addr,
+            admin: admin_addr,
+            stop: Some(stop),
+            task,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..100 {
+            if let Ok(response) = reqwest::get(format!("http://{}/readyz", self.admin)).await
+                && response.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("sluis did not become ready");
+    }
+
+    pub async fn check(&self, request: Req) -> Answer {
+        let mut client = AuthorizationClient::connect(format!("http://{}", self.grpc))
+            .await
+            .unwrap();
+        let response = client.check(request.into_check()).await.unwrap().into_inner();
+        Answer::from(response)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// A request as Envoy would describe it.
+#[derive(Clone, Default)]
+pub struct Req {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub context: HashMap<String, String>,
+}
+
+impl Req {
+    pub fn get(path: &str) -> Req {
+        Req {
+            method: "GET".into(),
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn method(mut self, method: &str) -> Req {
+        self.method = method.into();
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Req {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    pub fn bearer(self, token: &str) -> Req {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    pub fn into_check(self) -> CheckRequest {
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                context_extensions: self.context,
+                request: Some(attribute_context::Request {
+                    http: Some(attribute_context::HttpRequest {
+                        method: self.method,
+                        path: self.path,
+                        host: "api.test".into(),
+                        scheme: "https".into(),
+                        protocol: "HTTP/1.1".into(),
+                        headers: self.headers,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+/// The parts of a CheckResponse tests look at.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub grpc_code: i32,
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub headers_to_remove: Vec<String>,
+    pub body: String,
+    pub query_set: Vec<(String, String)>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    pub fn body_json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+}
+
+impl From<CheckResponse> for Answer {
+    fn from(response: CheckResponse) -> Answer {
+        let mut answer = Answer {
+            grpc_code: response.status.map(|s| s.code).unwrap_or(-1),
+            ..Default::default()
+        };
+        match response.http_response {
+            Some(check_response::HttpResponse::OkResponse(ok)) => {
+                answer.status = 200;
+                for h in ok.headers {
+                    let h = h.header.unwrap();
+                    answer.headers.insert(h.key, h.value);
+                }
+                answer.headers_to_remove = ok.headers_to_remove;
+                answer.query_set = ok
+                    .query_parameters_to_set
+                    .into_iter()
+                    .map(|q| (q.key, q.value))
+                    .collect();
+            }
+            Some(check_response::HttpResponse::DeniedResponse(denied)) => {
+                answer.status = denied.status.map(|s| s.code as u16).unwrap_or(0);
+                for h in denied.headers {
+                    let h = h.header.unwrap();
+                    answer.headers.insert(h.key, h.value);
+                }
+                answer.body = denied.body;
+            }
+            _ => {}
+        }
+        answer
+    }
+}
