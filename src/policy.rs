@@ -123,6 +123,8 @@ impl PolicySet {
         let issuers: Vec<&str> = config.issuers.iter().map(|i| i.name.as_str()).collect();
         let mut policies: Vec<Arc<Policy>> = Vec::new();
         let mut by_id: HashMap<String, usize> = HashMap::new();
+        // Every id seen, also of policies with errors, so duplicates are reported too.
+        let mut seen: HashMap<String, PathBuf> = HashMap::new();
         let mut hasher = Sha256::new();
         for file in &files {
             let text = match std::fs::read_to_string(file) {
@@ -134,22 +136,26 @@ impl PolicySet {
             };
             hasher.update(file.to_string_lossy().as_bytes());
             hasher.update(text.as_bytes());
-            for policy in load_file(file, &text, &issuers, &config.strip_headers, &mut errors) {
-                if let Some(&index) = by_id.get(&*policy.id) {
-                    let first = policies.get(index).map(|p| p.file.display().to_string());
+            for (id, policy) in
+                load_file(file, &text, &issuers, &config.strip_headers, &mut errors)
+            {
+                if let Some(first) = seen.get(&id) {
                     errors.push(LoadError {
-                        line: find_line(&text, &policy.id, 0),
-                        policy: Some(policy.id.to_string()),
+                        line: find_line(&text, &id, 0),
+                        policy: Some(id.clone()),
                         message: format!(
                             "duplicate policy id, first defined in `{}`",
-                            first.unwrap_or_default()
+                            first.display()
                         ),
                         ..LoadError::in_file(file, String::new())
                     });
                     continue;
                 }
-                by_id.insert(policy.id.to_string(), policies.len());
-                policies.push(Arc::new(policy));
+                seen.insert(id, file.clone());
+                if let Some(policy) = policy {
+                    by_id.insert(policy.id.to_string(), policies.len());
+                    policies.push(Arc::new(policy));
+                }
             }
         }
         if errors.is_empty() && policies.is_empty() {
@@ -249,17 +255,27 @@ fn is_policy_file(path: &Path) -> bool {
         && path.is_file()
 }
 
-/// The 1-based line of the first `id: <id>` at or after line `from`.
+/// The 1-based line of the first `id: <id>` at or after line `from`, in block
+/// (`id: x`) or flow (`{id: x, ...}`) style. Only for error locations: serde's YAML value
+/// tree keeps no positions.
 fn find_line(text: &str, id: &str, from: usize) -> Option<usize> {
+    let mentions = |line: &str| {
+        line.match_indices("id:").any(|(at, _)| {
+            let before = line.get(..at).and_then(|b| b.chars().last());
+            if before.is_some_and(|c| !(c.is_whitespace() || c == '{' || c == '-' || c == ',')) {
+                return false;
+            }
+            let rest = line.get(at + 3..).unwrap_or("").trim_start();
+            let rest = rest.trim_start_matches(['"', '\'']);
+            rest.strip_prefix(id).is_some_and(|after| {
+                after.is_empty() || after.starts_with([',', '}', '"', '\'', ' ', '#'])
+            })
+        })
+    };
     text.lines()
         .enumerate()
         .skip(from.saturating_sub(1))
-        .find(|(_, line)| {
-            let line = line.trim_start().trim_start_matches("- ").trim_start();
-            line.strip_prefix("id:").is_some_and(|rest| {
-                rest.trim().trim_matches(|c| c == '"' || c == '\'') == id
-            })
-        })
+        .find(|(_, line)| mentions(line))
         .map(|(i, _)| i + 1)
 }
 
@@ -269,7 +285,7 @@ fn load_file(
     issuers: &[&str],
     strip_headers: &[String],
     errors: &mut Vec<LoadError>,
-) -> Vec<Policy> {
+) -> Vec<(String, Option<Policy>)> {
     let parsed: PolicyFile = match serde_yaml_ng::from_str(text) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -301,18 +317,17 @@ fn load_file(
             Ok(spec) => spec,
             Err(e) => {
                 errors.push(located(crate::yaml_error_message(&e), None, None));
+                policies.extend(id.clone().map(|id| (id, None)));
                 continue;
             }
         };
+        let spec_id = spec.id.clone();
         let before = errors.len();
         let policy = compile_policy(file, text, spec, line, issuers, strip_headers, &mut |m, r, l| {
             errors.push(located(m, r, l))
         });
-        if errors.len() == before
-            && let Some(policy) = policy
-        {
-            policies.push(policy);
-        }
+        let policy = policy.filter(|_| errors.len() == before);
+        policies.push((spec_id, policy));
     }
     policies
 }
@@ -370,6 +385,7 @@ fn compile_policy(
         }
     }
     let mut rules = Vec::new();
+    let mut rule_ids: Vec<String> = Vec::new();
     for (index, value) in spec.rules.into_iter().enumerate() {
         let rule_id = value
             .get("id")
@@ -386,10 +402,11 @@ fn compile_policy(
                 continue;
             }
         };
-        if rules.iter().any(|r: &Rule| *r.id == *rule.id) {
+        if rule_ids.contains(&rule.id) {
             report("duplicate rule id".into(), Some(name), rule_line);
             continue;
         }
+        rule_ids.push(rule.id.clone());
         let (effect, source) = match (&rule.allow, &rule.deny) {
             (Some(source), None) => (Effect::Allow, source),
             (None, Some(source)) => (Effect::Deny, source),

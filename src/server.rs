@@ -36,6 +36,11 @@ pub async fn run(
     let reloader = Arc::new(Reloader::new(config, engine.clone()));
     reloader.clone().spawn(Duration::from_millis(200))?;
 
+    tracing::info!(
+        policies = engine.policies().policies.len(),
+        version = %engine.policies().version,
+        "sluis serving"
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;

@@ -55,6 +55,13 @@ pub struct KeySet {
     pub keys: Vec<Key>,
 }
 
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<_> = self.keys.iter().map(|k| (&k.kid, k.family)).collect();
+        f.debug_struct("KeySet").field("keys", &kids).finish()
+    }
+}
+
 impl KeySet {
     /// Parses a JWKS document. Keys that do not parse, or are meant for encryption, are
     /// skipped and reported in the second value.

@@ -70,14 +70,34 @@ pub struct RuleSpec {
     pub id: String,
     #[serde(default)]
     pub description: String,
-    /// A CEL condition that allows the request when true.
+    /// A CEL condition that allows the request when true. YAML `true` is the condition
+    /// `true`.
+    #[serde(default, deserialize_with = "condition")]
     pub allow: Option<String>,
     /// A CEL condition that denies the request when true.
+    #[serde(default, deserialize_with = "condition")]
     pub deny: Option<String>,
     /// Status of a deny (default 403).
     pub status: Option<u16>,
     /// Message in the deny body (default: a generic one).
     pub message: Option<String>,
+}
+
+/// A condition written as a string, or as a YAML boolean (`allow: true`), which an author
+/// means as the CEL literal.
+fn condition<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Condition {
+        Text(String),
+        Bool(bool),
+    }
+    Ok(Some(match Condition::deserialize(deserializer).map_err(|_| {
+        serde::de::Error::custom("a condition must be a CEL expression (a string) or true/false")
+    })? {
+        Condition::Text(text) => text,
+        Condition::Bool(b) => b.to_string(),
+    }))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,0 +1,264 @@
+//! Policy semantics: selection, deny overrides allow, default deny, failing closed, and
+//! what an allow does to the request.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use super::*;
+use crate::authn::Identity;
+
+fn set(policies: &str) -> Result<PolicySet, Vec<LoadError>> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), policies).unwrap();
+    let config = Config::parse(
+        "policies: [p.yaml]\nissuers:\n- {name: test, issuer: 'https://i', jwks: {file: k.json}}\n",
+        Path::new("sluis.yaml"),
+        dir.path().to_owned(),
+    )
+    .unwrap();
+    PolicySet::load(&config)
+}
+
+fn errors(policies: &str) -> Vec<String> {
+    set(policies)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn identity(scopes: &[&str]) -> Identity {
+    let mut claims = serde_json::Map::new();
+    claims.insert("sub".into(), "alice".into());
+    claims.insert("act".into(), serde_json::json!({"sub": "bob"}));
+    Identity {
+        issuer: Arc::from("test"),
+        iss: "https://i".into(),
+        sub: Some("alice".into()),
+        client_id: Some("app".into()),
+        aud: vec![],
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        exp: None,
+        iat: None,
+        claims,
+        payload_json: r#"{"sub":"alice"}"#.into(),
+        token_hash: "00".into(),
+        cel_value: OnceLock::new(),
+    }
+}
+
+fn request(method: &str, target: &str) -> AccessRequest {
+    let mut request = AccessRequest {
+        method: method.into(),
+        host: "api.example.org:8443".into(),
+        ..Default::default()
+    };
+    request.set_target(target);
+    request
+}
+
+const POLICIES: &str = r#"
+policies:
+  - id: first
+    match: {paths: ["/a/**"], methods: [get]}
+    issuers: [test]
+    rules:
+      - {id: broken-allow, allow: "token.claims.nope.deeper == 1"}
+      - {id: allow-all, allow: "true"}
+      - {id: deny-bob, deny: "token.act.sub == 'bob' && request.path == '/a/bob'", status: 404, message: gone}
+    response:
+      set_headers:
+        x-user: token.sub
+        x-maybe: "null"
+        x-actor: token.act.sub
+      remove_headers: [X-Debug]
+      forward_claims: claims
+      set_query: {tenant: "'t1'"}
+      remove_query: [debug]
+  - id: second
+    match: {hosts: ["*.example.org"], paths: ["/a/**"]}
+    issuers: [test]
+    rules:
+      - {id: broken-deny, deny: "token.claims.nope.deeper == 1"}
+      - {id: allow-all, allow: "true"}
+  - id: uniform
+    match: {paths: ["/u/**"]}
+    issuers: [test]
+    scopes: [needed]
+    rules:
+      - {id: never, allow: "false"}
+    deny_response: {status: 404, headers: {content-type: text/plain}, body: "not found"}
+"#;
+
+#[test]
+fn first_matching_policy_decides() {
+    let set = set(POLICIES).unwrap();
+    assert_eq!(&*set.select(&request("GET", "/a/x")).unwrap().id, "first");
+    assert_eq!(&*set.select(&request("POST", "/a/x")).unwrap().id, "second");
+    assert!(set.select(&request("GET", "/b")).is_err());
+}
+
+#[test]
+fn the_gateway_can_name_the_policy() {
+    let set = set(POLICIES).unwrap();
+    let mut named = request("GET", "/anything");
+    named
+        .context
+        .insert(crate::request::POLICY_CONTEXT_KEY.into(), "uniform".into());
+    assert_eq!(&*set.select(&named).unwrap().id, "uniform");
+    named
+        .context
+        .insert(crate::request::POLICY_CONTEXT_KEY.into(), "missing".into());
+    assert!(set.select(&named).unwrap_err().contains("`missing`"));
+}
+
+#[test]
+fn deny_overrides_allow() {
+    let set = set(POLICIES).unwrap();
+    let policy = set.get("first").unwrap();
+    let decision = policy.evaluate(&request("GET", "/a/bob"), Some(&identity(&[])));
+    assert_eq!(&*decision.rule, "deny-bob");
+    assert_eq!(decision.status(), 404);
+    match decision.outcome {
+        Outcome::Deny(deny) => assert_eq!(deny.body, r#"{"error":"access_denied","message":"gone"}"#),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_failing_allow_rule_does_not_allow_and_the_next_one_decides() {
+    let set = set(POLICIES).unwrap();
+    let decision = set
+        .get("first")
+        .unwrap()
+        .evaluate(&request("GET", "/a/x"), Some(&identity(&[])));
+    assert!(decision.is_allow(), "{decision:?}");
+    assert_eq!(&*decision.rule, "allow-all");
+}
+
+#[test]
+fn a_failing_deny_rule_denies() {
+    let set = set(POLICIES).unwrap();
+    let decision = set
+        .get("second")
+        .unwrap()
+        .evaluate(&request("POST", "/a/x"), Some(&identity(&[])));
+    assert_eq!(decision.status(), 403);
+    assert_eq!(&*decision.rule, "broken-deny");
+    assert!(decision.reason.contains("failing closed"), "{}", decision.reason);
+}
+
+#[test]
+fn allow_sets_and_strips_headers_and_query() {
+    let set = set(POLICIES).unwrap();
+    let mut request = request("GET", "/a/x?debug=1");
+    request.headers.insert("x-sluis-spoofed".into(), "1".into());
+    request.headers.insert("x-user".into(), "mallory".into());
+    let decision = set
+        .get("first")
+        .unwrap()
+        .evaluate(&request, Some(&identity(&[])));
+    let Outcome::Allow(allow) = decision.outcome else {
+        panic!("{decision:?}")
+    };
+    assert_eq!(
+        allow.set_headers,
+        vec![
+            ("x-actor".to_string(), "bob".to_string()),
+            ("x-user".to_string(), "alice".to_string()),
+            ("claims".to_string(), r#"{"sub":"alice"}"#.to_string()),
+        ]
+    );
+    // authorization by default; the policy's own; every x-sluis-* the client sent; and a
+    // header whose value is null this time, so a client copy cannot pass for ours.
+    for removed in ["authorization", "x-debug", "x-sluis-spoofed", "x-maybe"] {
+        assert!(allow.remove_headers.contains(&removed.to_string()), "{removed}: {allow:?}");
+    }
+    // Set headers are overwritten, never also removed (Envoy would drop our value).
+    assert!(!allow.remove_headers.contains(&"x-user".to_string()));
+    assert_eq!(allow.set_query, vec![("tenant".to_string(), "t1".to_string())]);
+    assert_eq!(allow.remove_query, vec!["debug".to_string()]);
+}
+
+#[test]
+fn uniform_denials_hide_the_reason() {
+    let set = set(POLICIES).unwrap();
+    let policy = set.get("uniform").unwrap();
+    let expected = Deny {
+        status: 404,
+        headers: vec![("content-type".into(), "text/plain".into())],
+        body: "not found".into(),
+    };
+    let by_rule = policy.evaluate(&request("GET", "/u/1"), Some(&identity(&["needed"])));
+    assert_eq!(by_rule.outcome, Outcome::Deny(expected.clone()));
+    let by_scope = policy.deny_scopes(&["needed"]);
+    assert_eq!(by_scope.outcome, Outcome::Deny(expected));
+    // ...while the log still knows why.
+    assert_ne!(by_rule.reason, by_scope.reason);
+}
+
+#[test]
+fn header_values_cannot_smuggle_lines() {
+    let set = set(r#"
+policies:
+  - id: p
+    issuers: [test]
+    rules: [{id: a, allow: "true"}]
+    response: {set_headers: {x-user: "'a\\r\\nx-admin: yes'"}}
+"#)
+    .unwrap();
+    let decision = set
+        .get("p")
+        .unwrap()
+        .evaluate(&request("GET", "/"), Some(&identity(&[])));
+    assert_eq!(decision.status(), 403);
+    assert!(decision.reason.contains("control characters"));
+}
+
+#[test]
+fn load_errors_name_file_policy_rule_and_line() {
+    let errs = errors(
+        "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r1\n        allow: 'request.method =='\n",
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("p.yaml:5: policy `p` rule `r1`: invalid CEL"), "{errs:?}");
+
+    let errs = errors("policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r1\n        allow: 'tokn.sub == 1'\n");
+    assert!(errs[0].contains("unknown variable `tokn`"), "{errs:?}");
+
+    let errs = errors("policies:\n  - id: p\n    issuers: [test]\n    rulez: []\n");
+    assert!(errs[0].contains("p.yaml:2: policy `p`: unknown field `rulez`"), "{errs:?}");
+
+    let errs = errors("policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r\n        alow: 'true'\n");
+    assert!(errs[0].contains("rule `r`: unknown field `alow`"), "{errs:?}");
+
+    let errs = errors("policies:\n  - id: p\n    issuers: [nope]\n    rules: []\n");
+    assert!(errs[0].contains("issuer `nope` is not configured"), "{errs:?}");
+
+    let errs = errors("policies:\n  - id: p\n    rules: []\n");
+    assert!(errs[0].contains("anonymous: true"), "{errs:?}");
+
+    let errs = errors("policies: [\n  - id: p\n");
+    assert!(errs[0].starts_with(&format!("{}", Path::new("p.yaml").display())) || errs[0].contains("p.yaml:"), "{errs:?}");
+}
+
+#[test]
+fn every_error_is_reported_not_just_the_first() {
+    let errs = errors(
+        r#"
+policies:
+  - id: p
+    issuers: [test]
+    rules:
+      - {id: a, allow: "nope"}
+      - {id: b, deny: "1 +"}
+      - {id: a, allow: "true"}
+  - id: p
+    issuers: [test]
+"#,
+    );
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+    assert!(errs.iter().any(|e| e.contains("duplicate rule id")));
+    assert!(errs.iter().any(|e| e.contains("duplicate policy id")));
+}

@@ -1,0 +1,212 @@
+//! Policy loading as an operator meets it: `sluis validate` messages and exit codes,
+//! `serve` refusing a bad set, and hot reload keeping the last good set.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn sluis(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_sluis"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn validate(policy: &str) -> (i32, String, String) {
+    let setup = Setup::new(&config_yaml("127.0.0.1:0", "127.0.0.1:0"), &[("bad.yaml", policy)]);
+    let config = setup.config_path();
+    sluis(&["validate", "--config", config.to_str().unwrap()])
+}
+
+#[test]
+fn validate_accepts_the_examples() {
+    let (code, stdout, stderr) = sluis(&["validate", "--config", "examples/config.yaml"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("ok: 3 policies"), "{stdout}");
+}
+
+#[test]
+fn validate_names_file_policy_rule_and_position() {
+    let cases: [(&str, &str, &str); 5] = [
+        (
+            "yaml syntax",
+            "policies:\n  - id: p\n    issuers: [test\n",
+            "bad.yaml:4:1: ",
+        ),
+        (
+            "cel syntax",
+            "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r\n        allow: request.method ==\n",
+            "bad.yaml:5: policy `p` rule `r`: invalid CEL `request.method ==`: Syntax error",
+        ),
+        (
+            "unknown variable",
+            "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r\n        allow: requst.method == 'GET'\n",
+            "bad.yaml:5: policy `p` rule `r`: invalid CEL `requst.method == 'GET'`: unknown variable `requst`",
+        ),
+        (
+            "unknown key",
+            "policies:\n  - id: p\n    issuers: [test]\n    scope: [read]\n",
+            "bad.yaml:2: policy `p`: unknown field `scope`, expected one of",
+        ),
+        (
+            "duplicate id",
+            "policies:\n  - id: p\n    issuers: [test]\n  - id: p\n    issuers: [test]\n",
+            "policy `p`: duplicate policy id, first defined in",
+        ),
+    ];
+    for (what, policy, expected) in cases {
+        let (code, _stdout, stderr) = validate(policy);
+        assert_eq!(code, 1, "{what}: {stderr}");
+        assert!(stderr.contains(expected), "{what}: expected `{expected}` in:\n{stderr}");
+    }
+}
+
+#[test]
+fn unknown_config_keys_are_named() {
+    let setup = Setup::new(
+        &format!("{}\ntoken_cahce: {{max_entries: 5}}\n", config_yaml("127.0.0.1:0", "127.0.0.1:0")),
+        &[("api.yaml", POLICY)],
+    );
+    let (code, _, stderr) = sluis(&["validate", "--config", setup.config_path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("unknown field `token_cahce`"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_to_start_with_a_bad_policy() {
+    let setup = Setup::new(
+        &config_yaml("127.0.0.1:0", "127.0.0.1:0"),
+        &[("bad.yaml", "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - {id: r, allow: '1 +'}\n")],
+    );
+    let (code, _, stderr) = sluis(&["serve", "--config", setup.config_path().to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("policy `p` rule `r`: invalid CEL"), "{stderr}");
+}
+
+async fn readyz(server: &Server) -> serde_json::Value {
+    reqwest::get(format!("http://{}/readyz", server.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls until `check` holds, for at most 10 s (file events are asynchronous).
+async fn eventually<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn hot_reload_swaps_good_sets_and_keeps_the_last_good_one() {
+    let setup = Setup::new(&config_yaml("127.0.0.1:0", "127.0.0.1:0"), &[("api.yaml", POLICY)]);
+    let server = Server::start(&setup.config_path()).await;
+    let token = token(&claims());
+    let delete = || Req::get("/api/things").method("DELETE").bearer(&token);
+    assert_eq!(server.check(delete()).await.status, 403);
+
+    // A good edit: DELETE becomes allowed.
+    setup.write_policy("api.yaml", &POLICY.replace("request.method == \"GET\"", "true"));
+    assert!(eventually(|| async { server.check(delete()).await.status == 200 }).await);
+
+    // A bad edit: the last good set stays in force and the failure is visible.
+    setup.write_policy("api.yaml", &POLICY.replace("request.method == \"GET\"", "true &&"));
+    assert!(
+        eventually(|| async { !readyz(&server).await["last_reload_error"].is_null() }).await
+    );
+    let status = readyz(&server).await;
+    assert!(
+        status["last_reload_error"].as_str().unwrap().contains("policy `api` rule `get`: invalid CEL"),
+        "{status}"
+    );
+    assert_eq!(status["ready"], true, "a failed reload does not make Sluis unready");
+    assert_eq!(server.check(delete()).await.status, 200);
+
+    // Fixed again: the error clears.
+    setup.write_policy("api.yaml", POLICY);
+    assert!(eventually(|| async { server.check(delete()).await.status == 403 }).await);
+    assert!(readyz(&server).await["last_reload_error"].is_null());
+    server.stop().await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn hot_reload_follows_a_kubernetes_configmap_symlink_swap() {
+    // A mounted ConfigMap: policies/api.yaml -> ..data/api.yaml, ..data -> ..v1; an update
+    // writes ..v2 and atomically renames a new ..data link over the old one.
+    use std::os::unix::fs::symlink;
+    let setup = Setup::new(&config_yaml("127.0.0.1:0", "127.0.0.1:0"), &[]);
+    let policies = setup.dir.path().join("policies");
+    std::fs::create_dir(policies.join("..v1")).unwrap();
+    std::fs::write(policies.join("..v1/api.yaml"), POLICY).unwrap();
+    symlink("..v1", policies.join("..data")).unwrap();
+    symlink("..data/api.yaml", policies.join("api.yaml")).unwrap();
+
+    let server = Server::start(&setup.config_path()).await;
+    let token = token(&claims());
+    let delete = || Req::get("/api/things").method("DELETE").bearer(&token);
+    assert_eq!(server.check(delete()).await.status, 403);
+
+    std::fs::create_dir(policies.join("..v2")).unwrap();
+    std::fs::write(
+        policies.join("..v2/api.yaml"),
+        POLICY.replace("request.method == \"GET\"", "true"),
+    )
+    .unwrap();
+    symlink("..v2", policies.join("..data_tmp")).unwrap();
+    std::fs::rename(policies.join("..data_tmp"), policies.join("..data")).unwrap();
+    assert!(eventually(|| async { server.check(delete()).await.status == 200 }).await);
+    server.stop().await;
+}
+
+#[cfg(unix)]
+#[test]
+fn sighup_reloads_a_running_server() {
+    use std::io::{BufRead, BufReader};
+    // Fixed ports would collide between parallel runs: take free ones.
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (grpc, admin) = (free(), free());
+    let setup = Setup::new(
+        &config_yaml(&grpc.to_string(), &admin.to_string()),
+        &[("api.yaml", POLICY)],
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluis"))
+        .args(["serve", "--config", setup.config_path().to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = stdout.lines();
+    // Wait until it listens.
+    let listening = lines.by_ref().take(50).any(|l| l.unwrap().contains("sluis serving"));
+    assert!(listening);
+    // SIGHUP must reload, not kill (its default action).
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let reloaded = lines.by_ref().take(50).any(|l| l.unwrap().contains("SIGHUP: reloading policies"));
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(reloaded);
+    assert!(status.success(), "SIGTERM is a clean shutdown: {status:?}");
+}
