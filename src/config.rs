@@ -263,10 +263,7 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let base_dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Config::parse(&text, path, base_dir)
     }
 
@@ -291,8 +288,7 @@ impl Config {
                 return Err(format!("issuer `{name}` is defined twice"));
             }
             for alg in &issuer.algorithms {
-                crate::authn::parse_algorithm(alg)
-                    .map_err(|e| format!("issuer `{name}`: {e}"))?;
+                crate::authn::parse_algorithm(alg).map_err(|e| format!("issuer `{name}`: {e}"))?;
                 if alg.starts_with("HS") && issuer.shared_secret.is_none() {
                     return Err(format!(
                         "issuer `{name}`: algorithm `{alg}` needs a `shared_secret`"
@@ -314,9 +310,7 @@ impl Config {
                     (None, Some(url)) => {
                         let insecure = url.starts_with("http://");
                         if !(url.starts_with("https://") || insecure) {
-                            return Err(format!(
-                                "issuer `{name}`: jwks url `{url}` must be https"
-                            ));
+                            return Err(format!("issuer `{name}`: jwks url `{url}` must be https"));
                         }
                         if insecure && !jwks.allow_insecure_http {
                             return Err(format!(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::authn::{AuthnError, Authenticator, bearer_token};
+use crate::authn::{Authenticator, AuthnError, bearer_token};
 use crate::config::Config;
 use crate::decision::{Decision, Deny, DenyCode, Outcome, deny_body};
 use crate::policy::{Policy, PolicySet};
@@ -140,6 +140,12 @@ fn authn_denial(policy: &Policy, error: AuthnError) -> Decision {
 /// Text safe inside a quoted-string of a challenge.
 fn quotable(text: &str) -> String {
     text.chars()
-        .map(|c| if c == '"' || c == '\\' || c.is_control() { '\'' } else { c })
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '\''
+            } else {
+                c
+            }
+        })
         .collect()
 }

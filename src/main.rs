@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use sluis::config::{Config, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "sluis", about = "External authorization for API gateways", version)]
+#[command(
+    name = "sluis",
+    about = "External authorization for API gateways",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

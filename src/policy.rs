@@ -136,8 +136,7 @@ impl PolicySet {
             };
             hasher.update(file.to_string_lossy().as_bytes());
             hasher.update(text.as_bytes());
-            for (id, policy) in
-                load_file(file, &text, &issuers, &config.strip_headers, &mut errors)
+            for (id, policy) in load_file(file, &text, &issuers, &config.strip_headers, &mut errors)
             {
                 if let Some(first) = seen.get(&id) {
                     errors.push(LoadError {
@@ -323,9 +322,15 @@ fn load_file(
         };
         let spec_id = spec.id.clone();
         let before = errors.len();
-        let policy = compile_policy(file, text, spec, line, issuers, strip_headers, &mut |m, r, l| {
-            errors.push(located(m, r, l))
-        });
+        let policy = compile_policy(
+            file,
+            text,
+            spec,
+            line,
+            issuers,
+            strip_headers,
+            &mut |m, r, l| errors.push(located(m, r, l)),
+        );
         let policy = policy.filter(|_| errors.len() == before);
         policies.push((spec_id, policy));
     }
@@ -511,7 +516,11 @@ fn compile_response(
         for (name, source) in entries {
             let name = name.to_ascii_lowercase();
             if what == "header" && !valid_header_name(&name) {
-                report(format!("`{name}` is not a header name Sluis may set"), None, None);
+                report(
+                    format!("`{name}` is not a header name Sluis may set"),
+                    None,
+                    None,
+                );
                 continue;
             }
             match Expr::compile(&source) {
@@ -530,9 +539,16 @@ fn compile_response(
     if let Some(name) = &spec.forward_claims
         && !valid_header_name(&name.to_ascii_lowercase())
     {
-        report(format!("`{name}` is not a header name Sluis may set"), None, None);
+        report(
+            format!("`{name}` is not a header name Sluis may set"),
+            None,
+            None,
+        );
     }
-    let mut strip: Vec<String> = strip_headers.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let mut strip: Vec<String> = strip_headers
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
     strip.push("x-sluis-*".into());
     Response {
         set_headers,
@@ -568,12 +584,14 @@ fn valid_header_name(name: &str) -> bool {
 
 /// A header value Envoy will accept and that cannot smuggle a second header.
 fn valid_header_value(value: &str) -> bool {
-    value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 impl Policy {
     pub fn matches(&self, request: &AccessRequest) -> bool {
-        (self.methods.is_empty() || self.methods.iter().any(|m| *m == request.method))
+        (self.methods.is_empty() || self.methods.contains(&request.method))
             && (self.paths.is_empty()
                 || self
                     .paths
@@ -615,7 +633,10 @@ impl Policy {
                         &rule.id,
                         rule.status,
                         "access denied by policy",
-                        format!("deny rule `{}` failed to evaluate, failing closed: {e}", rule.id),
+                        format!(
+                            "deny rule `{}` failed to evaluate, failing closed: {e}",
+                            rule.id
+                        ),
                     );
                 }
             }
@@ -688,7 +709,9 @@ impl Policy {
                 }
             }
         }
-        allow.remove_query.extend(response.remove_query.iter().cloned());
+        allow
+            .remove_query
+            .extend(response.remove_query.iter().cloned());
         let set: Vec<&str> = allow.set_headers.iter().map(|(n, _)| n.as_str()).collect();
         let mut remove: Vec<String> = Vec::new();
         let mut push = |name: &str| {

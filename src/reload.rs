@@ -108,14 +108,15 @@ impl Reloader {
     pub fn spawn(self: Arc<Self>, debounce: Duration) -> Result<(), String> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let file_tx = tx.clone();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event
-                && !matches!(event.kind, notify::EventKind::Access(_))
-            {
-                let _ = file_tx.send(());
-            }
-        })
-        .map_err(|e| format!("cannot watch policy files: {e}"))?;
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event
+                    && !matches!(event.kind, notify::EventKind::Access(_))
+                {
+                    let _ = file_tx.send(());
+                }
+            })
+            .map_err(|e| format!("cannot watch policy files: {e}"))?;
         for dir in self.watched_dirs() {
             watcher
                 .watch(&dir, RecursiveMode::NonRecursive)
@@ -124,9 +125,8 @@ impl Reloader {
         #[cfg(unix)]
         {
             let hup_tx = tx.clone();
-            let mut hangup =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                    .map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
+            let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
             tokio::spawn(async move {
                 while hangup.recv().await.is_some() {
                     tracing::info!("SIGHUP: reloading policies");

@@ -18,8 +18,8 @@ use crate::reload::Reloader;
 
 /// Loads and checks everything a server needs. Every problem is reported.
 pub fn build_engine(config: &Config) -> Result<Engine, Vec<String>> {
-    let policies =
-        PolicySet::load(config).map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let policies = PolicySet::load(config)
+        .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     Engine::new(config, policies).map_err(|e| vec![e])
 }
 
@@ -48,9 +48,7 @@ pub async fn run(
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<AuthorizationServer<EnvoyDoor>>()
-        .await;
+    health.set_serving::<AuthorizationServer<EnvoyDoor>>().await;
     let door = AuthorizationServer::new(EnvoyDoor::new(engine.clone()))
         .max_decoding_message_size(1024 * 1024);
     let mut grpc_stop = stop_rx.clone();

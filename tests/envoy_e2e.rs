@@ -24,7 +24,10 @@ fn envoy_binary() -> Option<PathBuf> {
     if std::env::var("SLUIS_REQUIRE_ENVOY").as_deref() == Ok("1") {
         panic!("Envoy is required but missing: run scripts/install-envoy.sh");
     }
-    eprintln!("SKIPPED: no Envoy at {} (run scripts/install-envoy.sh)", path.display());
+    eprintln!(
+        "SKIPPED: no Envoy at {} (run scripts/install-envoy.sh)",
+        path.display()
+    );
     None
 }
 
@@ -104,7 +107,10 @@ fn http_ok(address: &str, path: &str) -> bool {
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     if stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .is_err()
     {
         return false;
@@ -149,7 +155,11 @@ async fn envoy_enforces_sluis_decisions() {
     .unwrap();
     let _envoy = Process(
         Command::new(envoy)
-            .args(["-c", envoy_config.to_str().unwrap(), "--disable-hot-restart"])
+            .args([
+                "-c",
+                envoy_config.to_str().unwrap(),
+                "--disable-hot-restart",
+            ])
             .args(["--log-level", "warning", "--concurrency", "1"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -180,8 +190,14 @@ async fn envoy_enforces_sluis_decisions() {
     let headers = &echoed["headers"];
     assert_eq!(headers["x-user"], "user-1", "{echoed}");
     assert_eq!(headers["x-client"], "client-1");
-    assert!(headers.get("authorization").is_none(), "token leaked upstream: {echoed}");
-    assert!(headers.get("x-sluis-role").is_none(), "spoofed x-sluis-* passed: {echoed}");
+    assert!(
+        headers.get("authorization").is_none(),
+        "token leaked upstream: {echoed}"
+    );
+    assert!(
+        headers.get("x-sluis-role").is_none(),
+        "spoofed x-sluis-* passed: {echoed}"
+    );
     assert_eq!(seen.lock().unwrap().len(), 1);
 
     // Query rewrite: set from the token, the client's debug flag removed.
@@ -195,20 +211,31 @@ async fn envoy_enforces_sluis_decisions() {
     let echoed: Value = response.json().await.unwrap();
     let uri = echoed["uri"].as_str().unwrap();
     assert!(uri.contains("tenant=client-1"), "{uri}");
-    assert!(!uri.contains("tenant=evil") && !uri.contains("debug"), "{uri}");
+    assert!(
+        !uri.contains("tenant=evil") && !uri.contains("debug"),
+        "{uri}"
+    );
     assert!(uri.contains("name=x"), "{uri}");
 
     // Denied: Sluis's status, challenge and body reach the client; nothing goes upstream.
     let before = seen.lock().unwrap().len();
     let response = client.get(url("/api/things")).send().await.unwrap();
     assert_eq!(response.status(), 401);
-    assert_eq!(response.headers()["www-authenticate"], "Bearer realm=\"sluis\"");
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        "Bearer realm=\"sluis\""
+    );
     assert_eq!(
         response.json::<Value>().await.unwrap(),
         json!({"error": "unauthorized", "message": "an access token is required"})
     );
 
-    let response = client.get(url("/api/things")).bearer_auth("garbage").send().await.unwrap();
+    let response = client
+        .get(url("/api/things"))
+        .bearer_auth("garbage")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(
         response.headers()["www-authenticate"],
@@ -241,11 +268,20 @@ async fn envoy_enforces_sluis_decisions() {
         response.headers()["www-authenticate"],
         "Bearer realm=\"sluis\", error=\"insufficient_scope\", scope=\"read\""
     );
-    assert_eq!(seen.lock().unwrap().len(), before, "a denied request reached the upstream");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        before,
+        "a denied request reached the upstream"
+    );
 
     // Sluis gone: Envoy fails closed (status_on_error 503), nothing goes upstream.
     drop(sluis);
-    let response = client.get(url("/api/things")).bearer_auth(&token).send().await.unwrap();
+    let response = client
+        .get(url("/api/things"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(seen.lock().unwrap().len(), before);
 }

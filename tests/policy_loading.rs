@@ -22,7 +22,10 @@ fn sluis(args: &[&str]) -> (i32, String, String) {
 }
 
 fn validate(policy: &str) -> (i32, String, String) {
-    let setup = Setup::new(&config_yaml("127.0.0.1:0", "127.0.0.1:0"), &[("bad.yaml", policy)]);
+    let setup = Setup::new(
+        &config_yaml("127.0.0.1:0", "127.0.0.1:0"),
+        &[("bad.yaml", policy)],
+    );
     let config = setup.config_path();
     sluis(&["validate", "--config", config.to_str().unwrap()])
 }
@@ -66,17 +69,27 @@ fn validate_names_file_policy_rule_and_position() {
     for (what, policy, expected) in cases {
         let (code, _stdout, stderr) = validate(policy);
         assert_eq!(code, 1, "{what}: {stderr}");
-        assert!(stderr.contains(expected), "{what}: expected `{expected}` in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{what}: expected `{expected}` in:\n{stderr}"
+        );
     }
 }
 
 #[test]
 fn unknown_config_keys_are_named() {
     let setup = Setup::new(
-        &format!("{}\ntoken_cahce: {{max_entries: 5}}\n", config_yaml("127.0.0.1:0", "127.0.0.1:0")),
+        &format!(
+            "{}\ntoken_cahce: {{max_entries: 5}}\n",
+            config_yaml("127.0.0.1:0", "127.0.0.1:0")
+        ),
         &[("api.yaml", POLICY)],
     );
-    let (code, _, stderr) = sluis(&["validate", "--config", setup.config_path().to_str().unwrap()]);
+    let (code, _, stderr) = sluis(&[
+        "validate",
+        "--config",
+        setup.config_path().to_str().unwrap(),
+    ]);
     assert_eq!(code, 1);
     assert!(stderr.contains("unknown field `token_cahce`"), "{stderr}");
 }
@@ -85,11 +98,17 @@ fn unknown_config_keys_are_named() {
 fn serve_refuses_to_start_with_a_bad_policy() {
     let setup = Setup::new(
         &config_yaml("127.0.0.1:0", "127.0.0.1:0"),
-        &[("bad.yaml", "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - {id: r, allow: '1 +'}\n")],
+        &[(
+            "bad.yaml",
+            "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - {id: r, allow: '1 +'}\n",
+        )],
     );
     let (code, _, stderr) = sluis(&["serve", "--config", setup.config_path().to_str().unwrap()]);
     assert_ne!(code, 0);
-    assert!(stderr.contains("policy `p` rule `r`: invalid CEL"), "{stderr}");
+    assert!(
+        stderr.contains("policy `p` rule `r`: invalid CEL"),
+        "{stderr}"
+    );
 }
 
 async fn readyz(server: &Server) -> serde_json::Value {
@@ -118,27 +137,40 @@ where
 
 #[tokio::test]
 async fn hot_reload_swaps_good_sets_and_keeps_the_last_good_one() {
-    let setup = Setup::new(&config_yaml("127.0.0.1:0", "127.0.0.1:0"), &[("api.yaml", POLICY)]);
+    let setup = Setup::new(
+        &config_yaml("127.0.0.1:0", "127.0.0.1:0"),
+        &[("api.yaml", POLICY)],
+    );
     let server = Server::start(&setup.config_path()).await;
     let token = token(&claims());
     let delete = || Req::get("/api/things").method("DELETE").bearer(&token);
     assert_eq!(server.check(delete()).await.status, 403);
 
     // A good edit: DELETE becomes allowed.
-    setup.write_policy("api.yaml", &POLICY.replace("request.method == \"GET\"", "true"));
+    setup.write_policy(
+        "api.yaml",
+        &POLICY.replace("request.method == \"GET\"", "true"),
+    );
     assert!(eventually(|| async { server.check(delete()).await.status == 200 }).await);
 
     // A bad edit: the last good set stays in force and the failure is visible.
-    setup.write_policy("api.yaml", &POLICY.replace("request.method == \"GET\"", "true &&"));
-    assert!(
-        eventually(|| async { !readyz(&server).await["last_reload_error"].is_null() }).await
+    setup.write_policy(
+        "api.yaml",
+        &POLICY.replace("request.method == \"GET\"", "true &&"),
     );
+    assert!(eventually(|| async { !readyz(&server).await["last_reload_error"].is_null() }).await);
     let status = readyz(&server).await;
     assert!(
-        status["last_reload_error"].as_str().unwrap().contains("policy `api` rule `get`: invalid CEL"),
+        status["last_reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("policy `api` rule `get`: invalid CEL"),
         "{status}"
     );
-    assert_eq!(status["ready"], true, "a failed reload does not make Sluis unready");
+    assert_eq!(
+        status["ready"], true,
+        "a failed reload does not make Sluis unready"
+    );
     assert_eq!(server.check(delete()).await.status, 200);
 
     // Fixed again: the error clears.
@@ -183,7 +215,12 @@ async fn hot_reload_follows_a_kubernetes_configmap_symlink_swap() {
 fn sighup_reloads_a_running_server() {
     use std::io::{BufRead, BufReader};
     // Fixed ports would collide between parallel runs: take free ones.
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
     let (grpc, admin) = (free(), free());
     let setup = Setup::new(
         &config_yaml(&grpc.to_string(), &admin.to_string()),
@@ -199,12 +236,18 @@ fn sighup_reloads_a_running_server() {
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let mut lines = stdout.lines();
     // Wait until it listens.
-    let listening = lines.by_ref().take(50).any(|l| l.unwrap().contains("sluis serving"));
+    let listening = lines
+        .by_ref()
+        .take(50)
+        .any(|l| l.unwrap().contains("sluis serving"));
     assert!(listening);
     // SIGHUP must reload, not kill (its default action).
     let pid = child.id().to_string();
     Command::new("kill").args(["-HUP", &pid]).status().unwrap();
-    let reloaded = lines.by_ref().take(50).any(|l| l.unwrap().contains("SIGHUP: reloading policies"));
+    let reloaded = lines
+        .by_ref()
+        .take(50)
+        .any(|l| l.unwrap().contains("SIGHUP: reloading policies"));
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let status = child.wait().unwrap();
     assert!(reloaded);

@@ -10,7 +10,10 @@ use jsonwebtoken::Algorithm;
 use serde_json::json;
 
 async fn server() -> (Setup, Server) {
-    let setup = Setup::new(&config_yaml("127.0.0.1:0", "127.0.0.1:0"), &[("api.yaml", POLICY)]);
+    let setup = Setup::new(
+        &config_yaml("127.0.0.1:0", "127.0.0.1:0"),
+        &[("api.yaml", POLICY)],
+    );
     let server = Server::start(&setup.config_path()).await;
     (setup, server)
 }
@@ -55,7 +58,11 @@ async fn valid_tokens_of_every_default_algorithm_are_allowed() {
         assert_eq!(answer.grpc_code, 0);
         assert_eq!(answer.header("x-user"), Some("user-1"));
         assert_eq!(answer.header("x-client"), Some("client-1"));
-        assert!(answer.headers_to_remove.contains(&"authorization".to_string()));
+        assert!(
+            answer
+                .headers_to_remove
+                .contains(&"authorization".to_string())
+        );
     }
     server.stop().await;
 }
@@ -65,7 +72,10 @@ async fn a_missing_token_gets_a_challenge_without_error() {
     let (_setup, server) = server().await;
     let answer = server.check(Req::get("/api/things")).await;
     assert_eq!(answer.status, 401);
-    assert_eq!(answer.header("www-authenticate"), Some("Bearer realm=\"sluis\""));
+    assert_eq!(
+        answer.header("www-authenticate"),
+        Some("Bearer realm=\"sluis\"")
+    );
     assert_eq!(
         answer.body_json(),
         json!({"error": "unauthorized", "message": "an access token is required"})
@@ -75,7 +85,10 @@ async fn a_missing_token_gets_a_challenge_without_error() {
         .check(Req::get("/api/things").header("authorization", "Basic dXNlcjpwYXNz"))
         .await;
     assert_eq!(answer.status, 401);
-    assert_eq!(answer.header("www-authenticate"), Some("Bearer realm=\"sluis\""));
+    assert_eq!(
+        answer.header("www-authenticate"),
+        Some("Bearer realm=\"sluis\"")
+    );
     server.stop().await;
 }
 
@@ -95,17 +108,23 @@ async fn expired_and_not_yet_valid_tokens() {
     let (_setup, server) = server().await;
     let mut expired = claims();
     expired["exp"] = json!(now() - 3600);
-    let answer = server.check(Req::get("/api/x").bearer(&token(&expired))).await;
+    let answer = server
+        .check(Req::get("/api/x").bearer(&token(&expired)))
+        .await;
     assert_invalid(&answer, "token has expired");
 
     let mut early = claims();
     early["nbf"] = json!(now() + 3600);
-    let answer = server.check(Req::get("/api/x").bearer(&token(&early))).await;
+    let answer = server
+        .check(Req::get("/api/x").bearer(&token(&early)))
+        .await;
     assert_invalid(&answer, "token is not valid yet");
 
     let mut no_exp = claims();
     no_exp.as_object_mut().unwrap().remove("exp");
-    let answer = server.check(Req::get("/api/x").bearer(&token(&no_exp))).await;
+    let answer = server
+        .check(Req::get("/api/x").bearer(&token(&no_exp)))
+        .await;
     assert_invalid(&answer, "token has no `exp`");
     server.stop().await;
 }
@@ -115,12 +134,16 @@ async fn wrong_issuer_and_audience() {
     let (_setup, server) = server().await;
     let mut other_iss = claims();
     other_iss["iss"] = json!("https://evil.test");
-    let answer = server.check(Req::get("/api/x").bearer(&token(&other_iss))).await;
+    let answer = server
+        .check(Req::get("/api/x").bearer(&token(&other_iss)))
+        .await;
     assert_invalid(&answer, "issuer `https://evil.test` is not accepted here");
 
     let mut other_aud = claims();
     other_aud["aud"] = json!("https://other-api.test");
-    let answer = server.check(Req::get("/api/x").bearer(&token(&other_aud))).await;
+    let answer = server
+        .check(Req::get("/api/x").bearer(&token(&other_aud)))
+        .await;
     assert_invalid(&answer, "wrong audience");
     server.stop().await;
 }
@@ -130,7 +153,10 @@ async fn alg_none_is_refused() {
     let (_setup, server) = server().await;
     let header = b64(br#"{"alg":"none","typ":"JWT"}"#);
     let payload = b64(claims().to_string().as_bytes());
-    for unsigned in [format!("{header}.{payload}."), format!("{header}.{payload}.c2ln")] {
+    for unsigned in [
+        format!("{header}.{payload}."),
+        format!("{header}.{payload}.c2ln"),
+    ] {
         let answer = server.check(Req::get("/api/x").bearer(&unsigned)).await;
         assert_invalid(&answer, "algorithm `none` is not accepted");
     }
@@ -189,10 +215,20 @@ async fn malformed_tokens() {
         ("a.b".to_string(), "token is malformed"),
         ("a.b.c.d".to_string(), "token is malformed"),
         (format!("{header}.!!!.sig"), "token is not valid base64url"),
-        (format!("{header}.{}.sig", b64(b"{not json")), "token is not valid JSON"),
-        (format!("{header}.{}.sig", b64(b"[1,2]")), "token is not valid JSON"),
         (
-            format!("{}.{}.sig", b64(b"{oops"), b64(claims().to_string().as_bytes())),
+            format!("{header}.{}.sig", b64(b"{not json")),
+            "token is not valid JSON",
+        ),
+        (
+            format!("{header}.{}.sig", b64(b"[1,2]")),
+            "token is not valid JSON",
+        ),
+        (
+            format!(
+                "{}.{}.sig",
+                b64(b"{oops"),
+                b64(claims().to_string().as_bytes())
+            ),
             "malformed token header: token is not valid JSON",
         ),
     ];
@@ -218,7 +254,9 @@ async fn missing_scope_is_insufficient_scope() {
     let (_setup, server) = server().await;
     let mut narrow = claims();
     narrow["scope"] = json!("write");
-    let answer = server.check(Req::get("/api/x").bearer(&token(&narrow))).await;
+    let answer = server
+        .check(Req::get("/api/x").bearer(&token(&narrow)))
+        .await;
     assert_eq!(answer.status, 403);
     assert_eq!(answer.grpc_code, 7, "PERMISSION_DENIED");
     assert_eq!(
@@ -237,10 +275,9 @@ async fn two_tokens_are_an_invalid_request() {
     let (_setup, server) = server().await;
     let token = token(&claims());
     let answer = server
-        .check(Req::get("/api/x").header(
-            "authorization",
-            &format!("Bearer {token},Bearer {token}"),
-        ))
+        .check(
+            Req::get("/api/x").header("authorization", &format!("Bearer {token},Bearer {token}")),
+        )
         .await;
     assert_eq!(answer.status, 400);
     assert_eq!(
@@ -256,14 +293,18 @@ async fn two_tokens_are_an_invalid_request() {
 async fn policy_denials_name_no_token_details() {
     let (_setup, server) = server().await;
     let token = token(&claims());
-    let answer = server.check(Req::get("/api/admin/users").bearer(&token)).await;
+    let answer = server
+        .check(Req::get("/api/admin/users").bearer(&token))
+        .await;
     assert_eq!(answer.status, 403);
     assert_eq!(answer.header("www-authenticate"), None);
     assert_eq!(
         answer.body_json(),
         json!({"error": "access_denied", "message": "admin is off limits"})
     );
-    let answer = server.check(Req::get("/api/x").method("DELETE").bearer(&token)).await;
+    let answer = server
+        .check(Req::get("/api/x").method("DELETE").bearer(&token))
+        .await;
     assert_eq!(answer.status, 403);
     assert_eq!(
         answer.body_json(),

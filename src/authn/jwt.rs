@@ -109,8 +109,8 @@ impl JwtIssuer {
         };
         *last = Some(Instant::now());
         let document = source.fetch().await?;
-        let (set, skipped) = KeySet::parse(&document)
-            .map_err(|e| format!("{} from `{}`", e, source.describe()))?;
+        let (set, skipped) =
+            KeySet::parse(&document).map_err(|e| format!("{} from `{}`", e, source.describe()))?;
         for problem in &skipped {
             tracing::warn!(issuer = %self.name, source = %source.describe(), "skipped a jwks key: {problem}");
         }
@@ -152,7 +152,9 @@ impl JwtIssuer {
                     }
                     Err(e) => {
                         tracing::error!(issuer = %self.name, "cannot load jwks: {e}");
-                        retry = (retry * 2).min(Duration::from_secs(30)).min(self.refresh_interval);
+                        retry = (retry * 2)
+                            .min(Duration::from_secs(30))
+                            .min(self.refresh_interval);
                         retry
                     }
                 };
@@ -181,10 +183,9 @@ impl JwtIssuer {
         }
         let validation = self.validation(alg);
         let claims = if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
-            let key = self
-                .secret
-                .as_ref()
-                .ok_or_else(|| AuthnError::Invalid(format!("algorithm `{alg:?}` is not accepted")))?;
+            let key = self.secret.as_ref().ok_or_else(|| {
+                AuthnError::Invalid(format!("algorithm `{alg:?}` is not accepted"))
+            })?;
             decode(token, key, &validation)?
         } else {
             self.verify_with_keys(token, header.kid.as_deref(), alg, &validation)
@@ -345,7 +346,10 @@ fn raw_algorithm(token: &str) -> Option<String> {
         .decode(header.trim_end_matches('='))
         .ok()?;
     let value: Json = serde_json::from_slice(&bytes).ok()?;
-    value.get("alg")?.as_str().map(|alg| alg.chars().take(20).collect())
+    value
+        .get("alg")?
+        .as_str()
+        .map(|alg| alg.chars().take(20).collect())
 }
 
 #[derive(serde::Deserialize)]
@@ -372,7 +376,11 @@ fn payload_json(token: &str, claims: &serde_json::Map<String, Json>) -> String {
     let original = token
         .split('.')
         .nth(1)
-        .and_then(|part| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok())
+        .and_then(|part| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .ok()
+        })
         .and_then(|bytes| String::from_utf8(bytes).ok());
     if let Some(text) = original
         && text.bytes().all(|b| (0x20..0x7f).contains(&b))
@@ -409,9 +417,6 @@ mod tests {
     fn payload_json_escapes_non_ascii() {
         let mut claims = serde_json::Map::new();
         claims.insert("name".into(), Json::String("Zoë\n".into()));
-        assert_eq!(
-            payload_json("x.%%%.y", &claims),
-            r#"{"name":"Zo\u00eb\n"}"#
-        );
+        assert_eq!(payload_json("x.%%%.y", &claims), r#"{"name":"Zo\u00eb\n"}"#);
     }
 }

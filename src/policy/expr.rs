@@ -232,7 +232,7 @@ impl cel::context::VariableResolver for Vars<'_> {
                 .request_value
                 .get_or_init(|| to_val(request_value(self.request))),
             "token" => match self.identity {
-                Some(identity) => &**identity_val(identity),
+                Some(identity) => identity_val(identity),
                 None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
             },
             "source" => &**self
@@ -252,8 +252,8 @@ fn to_val(value: Value) -> Box<dyn Val> {
 }
 
 /// The `token` variable of an identity, built once and kept with the (cached) identity.
-fn identity_val(identity: &Identity) -> &Box<dyn Val> {
-    identity
+fn identity_val(identity: &Identity) -> &dyn Val {
+    &**identity
         .cel_value
         .get_or_init(|| to_val(token_value(identity)))
 }
@@ -296,19 +296,40 @@ fn request_value(request: &AccessRequest) -> Value {
         ("host", text(&request.host)),
         ("path", text(&request.path)),
         ("query_string", text(&request.query)),
-        ("segments", Value::List(Arc::new(
-            request.path.split('/').filter(|s| !s.is_empty()).map(text).collect(),
-        ))),
-        ("query", Value::Map(cel::objects::Map { map: Arc::new(query) })),
+        (
+            "segments",
+            Value::List(Arc::new(
+                request
+                    .path
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(text)
+                    .collect(),
+            )),
+        ),
+        (
+            "query",
+            Value::Map(cel::objects::Map {
+                map: Arc::new(query),
+            }),
+        ),
         ("protocol", text(&request.protocol)),
-        ("headers", Value::Map(cel::objects::Map { map: Arc::new(headers) })),
+        (
+            "headers",
+            Value::Map(cel::objects::Map {
+                map: Arc::new(headers),
+            }),
+        ),
     ])
 }
 
 fn source_value(request: &AccessRequest) -> Value {
     map(vec![
         ("address", text(&request.source.address)),
-        ("certificate", opt_text(request.source.certificate.as_deref())),
+        (
+            "certificate",
+            opt_text(request.source.certificate.as_deref()),
+        ),
     ])
 }
 
@@ -367,9 +388,7 @@ mod tests {
             ..Default::default()
         };
         request.set_target("/fhir/Patient/123?_format=json");
-        request
-            .headers
-            .insert("x-request-id".into(), "abc".into());
+        request.headers.insert("x-request-id".into(), "abc".into());
         request
     }
 
@@ -386,7 +405,10 @@ mod tests {
             eval("request.headers['x-request-id']"),
             Ok(Value::String(Arc::new("abc".into())))
         );
-        assert_eq!(eval("request.query._format == 'json'"), Ok(Value::Bool(true)));
+        assert_eq!(
+            eval("request.query._format == 'json'"),
+            Ok(Value::Bool(true))
+        );
         assert_eq!(eval("token == null"), Ok(Value::Bool(true)));
     }
 
@@ -409,8 +431,14 @@ mod tests {
     #[test]
     fn list_helpers() {
         assert_eq!(eval("['a','b'].containsAll(['a'])"), Ok(Value::Bool(true)));
-        assert_eq!(eval("['a','b'].containsAll(['a','c'])"), Ok(Value::Bool(false)));
-        assert_eq!(eval("['a','b'].containsAny(['c','b'])"), Ok(Value::Bool(true)));
+        assert_eq!(
+            eval("['a','b'].containsAll(['a','c'])"),
+            Ok(Value::Bool(false))
+        );
+        assert_eq!(
+            eval("['a','b'].containsAny(['c','b'])"),
+            Ok(Value::Bool(true))
+        );
     }
 
     #[test]

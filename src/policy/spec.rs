@@ -85,19 +85,25 @@ pub struct RuleSpec {
 
 /// A condition written as a string, or as a YAML boolean (`allow: true`), which an author
 /// means as the CEL literal.
-fn condition<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+fn condition<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Condition {
         Text(String),
         Bool(bool),
     }
-    Ok(Some(match Condition::deserialize(deserializer).map_err(|_| {
-        serde::de::Error::custom("a condition must be a CEL expression (a string) or true/false")
-    })? {
-        Condition::Text(text) => text,
-        Condition::Bool(b) => b.to_string(),
-    }))
+    Ok(Some(
+        match Condition::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom(
+                "a condition must be a CEL expression (a string) or true/false",
+            )
+        })? {
+            Condition::Text(text) => text,
+            Condition::Bool(b) => b.to_string(),
+        },
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]

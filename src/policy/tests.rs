@@ -121,7 +121,9 @@ fn deny_overrides_allow() {
     assert_eq!(&*decision.rule, "deny-bob");
     assert_eq!(decision.status(), 404);
     match decision.outcome {
-        Outcome::Deny(deny) => assert_eq!(deny.body, r#"{"error":"access_denied","message":"gone"}"#),
+        Outcome::Deny(deny) => {
+            assert_eq!(deny.body, r#"{"error":"access_denied","message":"gone"}"#)
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -146,7 +148,11 @@ fn a_failing_deny_rule_denies() {
         .evaluate(&request("POST", "/a/x"), Some(&identity(&[])));
     assert_eq!(decision.status(), 403);
     assert_eq!(&*decision.rule, "broken-deny");
-    assert!(decision.reason.contains("failing closed"), "{}", decision.reason);
+    assert!(
+        decision.reason.contains("failing closed"),
+        "{}",
+        decision.reason
+    );
 }
 
 #[test]
@@ -173,11 +179,17 @@ fn allow_sets_and_strips_headers_and_query() {
     // authorization by default; the policy's own; every x-sluis-* the client sent; and a
     // header whose value is null this time, so a client copy cannot pass for ours.
     for removed in ["authorization", "x-debug", "x-sluis-spoofed", "x-maybe"] {
-        assert!(allow.remove_headers.contains(&removed.to_string()), "{removed}: {allow:?}");
+        assert!(
+            allow.remove_headers.contains(&removed.to_string()),
+            "{removed}: {allow:?}"
+        );
     }
     // Set headers are overwritten, never also removed (Envoy would drop our value).
     assert!(!allow.remove_headers.contains(&"x-user".to_string()));
-    assert_eq!(allow.set_query, vec![("tenant".to_string(), "t1".to_string())]);
+    assert_eq!(
+        allow.set_query,
+        vec![("tenant".to_string(), "t1".to_string())]
+    );
     assert_eq!(allow.remove_query, vec!["debug".to_string()]);
 }
 
@@ -222,25 +234,45 @@ fn load_errors_name_file_policy_rule_and_line() {
         "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r1\n        allow: 'request.method =='\n",
     );
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].contains("p.yaml:5: policy `p` rule `r1`: invalid CEL"), "{errs:?}");
+    assert!(
+        errs[0].contains("p.yaml:5: policy `p` rule `r1`: invalid CEL"),
+        "{errs:?}"
+    );
 
-    let errs = errors("policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r1\n        allow: 'tokn.sub == 1'\n");
+    let errs = errors(
+        "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r1\n        allow: 'tokn.sub == 1'\n",
+    );
     assert!(errs[0].contains("unknown variable `tokn`"), "{errs:?}");
 
     let errs = errors("policies:\n  - id: p\n    issuers: [test]\n    rulez: []\n");
-    assert!(errs[0].contains("p.yaml:2: policy `p`: unknown field `rulez`"), "{errs:?}");
+    assert!(
+        errs[0].contains("p.yaml:2: policy `p`: unknown field `rulez`"),
+        "{errs:?}"
+    );
 
-    let errs = errors("policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r\n        alow: 'true'\n");
-    assert!(errs[0].contains("rule `r`: unknown field `alow`"), "{errs:?}");
+    let errs = errors(
+        "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r\n        alow: 'true'\n",
+    );
+    assert!(
+        errs[0].contains("rule `r`: unknown field `alow`"),
+        "{errs:?}"
+    );
 
     let errs = errors("policies:\n  - id: p\n    issuers: [nope]\n    rules: []\n");
-    assert!(errs[0].contains("issuer `nope` is not configured"), "{errs:?}");
+    assert!(
+        errs[0].contains("issuer `nope` is not configured"),
+        "{errs:?}"
+    );
 
     let errs = errors("policies:\n  - id: p\n    rules: []\n");
     assert!(errs[0].contains("anonymous: true"), "{errs:?}");
 
     let errs = errors("policies: [\n  - id: p\n");
-    assert!(errs[0].starts_with(&format!("{}", Path::new("p.yaml").display())) || errs[0].contains("p.yaml:"), "{errs:?}");
+    assert!(
+        errs[0].starts_with(&format!("{}", Path::new("p.yaml").display()))
+            || errs[0].contains("p.yaml:"),
+        "{errs:?}"
+    );
 }
 
 #[test]

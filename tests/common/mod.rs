@@ -171,7 +171,11 @@ impl Server {
         let mut client = AuthorizationClient::connect(format!("http://{}", self.grpc))
             .await
             .unwrap();
-        let response = client.check(request.into_check()).await.unwrap().into_inner();
+        let response = client
+            .check(request.into_check())
+            .await
+            .unwrap()
+            .into_inner();
         Answer::from(response)
     }
 
