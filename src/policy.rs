@@ -21,7 +21,7 @@ use crate::authn::Identity;
 use crate::config::Config;
 use crate::decision::{Allow, Decision, Deny, DenyCode, Outcome, deny_body};
 use crate::request::AccessRequest;
-use expr::{Expr, Vars};
+use expr::{Expr, RequestFields, Vars};
 use spec::{PolicyFile, PolicySpec, RuleSpec};
 
 /// Every loaded policy, compiled, in decision order. Immutable: a reload builds a new set
@@ -52,6 +52,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     response: Response,
     deny_response: Option<Deny>,
+    /// The `request` fields any of its expressions read.
+    request_fields: RequestFields,
 }
 
 #[derive(Debug)]
@@ -479,7 +481,16 @@ fn compile_policy(
             body: d.body,
         }
     });
+    let request_fields = rules
+        .iter()
+        .map(|r| &r.condition)
+        .chain(response.set_headers.iter().map(|(_, e)| e))
+        .chain(response.set_query.iter().map(|(_, e)| e))
+        .fold(RequestFields::default(), |fields, e| {
+            fields.union(e.request_fields)
+        });
     Some(Policy {
+        request_fields,
         id: Arc::from(spec.id.as_str()),
         file: file.to_owned(),
         description: spec.description,
@@ -616,7 +627,7 @@ impl Policy {
 
     /// Runs the rules and, on allow, computes the changes to the request.
     pub fn evaluate(&self, request: &AccessRequest, identity: Option<&Identity>) -> Decision {
-        let vars = Vars::new(request, identity);
+        let vars = Vars::new(request, identity, self.request_fields);
         for rule in self.rules.iter().filter(|r| r.effect == Effect::Deny) {
             match rule.condition.eval_bool(&vars) {
                 Ok(false) => {}

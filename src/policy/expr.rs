@@ -8,13 +8,17 @@
 //! built once per thread, and each request gets a child scope. Variables are resolved
 //! lazily, so a request pays only for the variables its policy's expressions touch, and the
 //! `token` value is built once per verified token and shared by every request carrying it.
+//! CEL's own `matches` compiles its regular expression on every call (hundreds of µs for
+//! a long pattern); a `matches` with a literal pattern is therefore rewritten at load to a
+//! function using the regex compiled once, which also reports a bad pattern at load.
 
-use std::collections::HashSet;
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 
+use cel::common::ast::{Expr as Node, LiteralValue};
 use cel::common::value::{CowVal, Val};
 use cel::extractors::This;
-use cel::{Context, ExecutionError, Program, Value};
+use cel::{Context, ExecutionError, IdedExpr, Program, Value};
 
 use crate::authn::Identity;
 use crate::request::AccessRequest;
@@ -25,7 +29,47 @@ pub const VARIABLES: [&str; 4] = ["request", "token", "source", "now"];
 /// A compiled CEL expression and its source text.
 pub struct Expr {
     pub source: String,
-    program: Program,
+    /// The parsed expression, with literal-pattern `matches` calls rewritten.
+    tree: IdedExpr,
+    /// The fields of `request` it reads, so a request builds only those.
+    pub request_fields: RequestFields,
+}
+
+/// A set of `request` fields. Building the whole `request` value (every header, the
+/// parsed query) costs more than evaluating a typical rule, so only what a policy reads is
+/// built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestFields(u16);
+
+const REQUEST_FIELDS: [&str; 9] = [
+    "method",
+    "scheme",
+    "host",
+    "path",
+    "segments",
+    "query",
+    "query_string",
+    "protocol",
+    "headers",
+];
+
+impl RequestFields {
+    pub const ALL: RequestFields = RequestFields(u16::MAX);
+
+    fn bit(name: &str) -> Option<u16> {
+        REQUEST_FIELDS
+            .iter()
+            .position(|f| *f == name)
+            .map(|i| 1 << i)
+    }
+
+    pub fn union(self, other: RequestFields) -> RequestFields {
+        RequestFields(self.0 | other.0)
+    }
+
+    fn has(self, name: &str) -> bool {
+        Self::bit(name).is_some_and(|bit| self.0 & bit != 0)
+    }
 }
 
 impl std::fmt::Debug for Expr {
@@ -53,9 +97,10 @@ impl Expr {
                     .unwrap_or_else(|| errors.to_string()),
             }
         })?;
-        let mut unknown = Vec::new();
-        free_variables(&program.expression().expr, &mut Vec::new(), &mut unknown);
-        if let Some(name) = unknown.first() {
+        let mut tree = program.expression().clone();
+        let mut check = Check::default();
+        check.walk(&mut tree.expr);
+        if let Some(name) = check.unknown.first() {
             return Err(ExprError {
                 position: None,
                 message: format!(
@@ -64,9 +109,16 @@ impl Expr {
                 ),
             });
         }
+        if let Some(message) = check.errors.into_iter().next() {
+            return Err(ExprError {
+                position: None,
+                message,
+            });
+        }
         Ok(Expr {
             source: source.to_owned(),
-            program,
+            tree,
+            request_fields: check.request_fields,
         })
     }
 
@@ -100,77 +152,152 @@ impl Expr {
     }
 
     pub fn eval(&self, vars: &Vars) -> Result<Value, String> {
+        debug_assert!(
+            vars.fields.0 & self.request_fields.0 == self.request_fields.0,
+            "vars lack request fields the expression reads"
+        );
         ROOT.with(|root| {
             let root: &Context = root;
             let mut scope = root.new_inner_scope();
             scope.set_variable_resolver(vars);
-            self.program
-                .execute(&scope)
-                .map_err(|e| format!("`{}`: {e}", self.source))
+            Value::resolve(&self.tree, &scope).map_err(|e| format!("`{}`: {e}", self.source))
         })
     }
 }
 
-/// Collects identifiers that are neither known variables nor bound by a comprehension
-/// (`list.exists(x, ...)` binds `x`).
-fn free_variables(
-    expr: &cel::common::ast::Expr,
-    bound: &mut Vec<String>,
-    unknown: &mut Vec<String>,
-) {
-    use cel::common::ast::Expr as E;
-    match expr {
-        E::Ident(name) => {
-            let known = VARIABLES.contains(&name.as_str())
-                || name.starts_with('@')
-                || bound.iter().any(|b| b == name);
-            if !known && !unknown.contains(name) {
-                unknown.push(name.clone());
-            }
-        }
-        E::Call(call) => {
-            if let Some(target) = &call.target {
-                free_variables(&target.expr, bound, unknown);
-            }
-            for arg in &call.args {
-                free_variables(&arg.expr, bound, unknown);
-            }
-        }
-        E::Comprehension(comp) => {
-            free_variables(&comp.iter_range.expr, bound, unknown);
-            free_variables(&comp.accu_init.expr, bound, unknown);
-            let depth = bound.len();
-            bound.push(comp.iter_var.clone());
-            bound.extend(comp.iter_var2.clone());
-            bound.push(comp.accu_var.clone());
-            free_variables(&comp.loop_cond.expr, bound, unknown);
-            free_variables(&comp.loop_step.expr, bound, unknown);
-            free_variables(&comp.result.expr, bound, unknown);
-            bound.truncate(depth);
-        }
-        E::List(list) => {
-            for element in &list.elements {
-                free_variables(&element.expr, bound, unknown);
-            }
-        }
-        E::Map(map) => {
-            for entry in &map.entries {
-                if let cel::common::ast::EntryExpr::MapEntry(entry) = &entry.expr {
-                    free_variables(&entry.key.expr, bound, unknown);
-                    free_variables(&entry.value.expr, bound, unknown);
+/// Walks a parsed expression at load: finds identifiers that are neither known variables
+/// nor bound by a comprehension (`list.exists(x, ...)` binds `x`), and rewrites
+/// `matches` calls with a literal pattern to use a regex compiled here, once.
+#[derive(Default)]
+struct Check {
+    bound: Vec<String>,
+    unknown: Vec<String>,
+    errors: Vec<String>,
+    request_fields: RequestFields,
+}
+
+/// The function `matches` calls with a literal pattern are rewritten to.
+const COMPILED_MATCHES: &str = "@sluis_matches";
+
+impl Check {
+    fn walk(&mut self, expr: &mut Node) {
+        match expr {
+            Node::Ident(name) => {
+                let known = VARIABLES.contains(&name.as_str())
+                    || name.starts_with('@')
+                    || self.bound.iter().any(|b| b == name);
+                if !known && !self.unknown.contains(name) {
+                    self.unknown.push(name.clone());
+                }
+                if name == "request" && !self.bound.iter().any(|b| b == "request") {
+                    // Used whole (e.g. passed to a function): build all of it.
+                    self.request_fields = RequestFields::ALL;
                 }
             }
-        }
-        E::Select(select) => free_variables(&select.operand.expr, bound, unknown),
-        E::Struct(structure) => {
-            for field in &structure.entries {
-                if let cel::common::ast::EntryExpr::StructField(field) = &field.expr {
-                    free_variables(&field.value.expr, bound, unknown);
+            Node::Call(call) => {
+                if call.func_name == "matches" {
+                    self.precompile(call);
+                }
+                if let Some(target) = &mut call.target {
+                    self.walk(&mut target.expr);
+                }
+                for arg in &mut call.args {
+                    self.walk(&mut arg.expr);
                 }
             }
+            Node::Comprehension(comp) => {
+                self.walk(&mut comp.iter_range.expr);
+                self.walk(&mut comp.accu_init.expr);
+                let depth = self.bound.len();
+                self.bound.push(comp.iter_var.clone());
+                self.bound.extend(comp.iter_var2.clone());
+                self.bound.push(comp.accu_var.clone());
+                self.walk(&mut comp.loop_cond.expr);
+                self.walk(&mut comp.loop_step.expr);
+                self.walk(&mut comp.result.expr);
+                self.bound.truncate(depth);
+            }
+            Node::List(list) => {
+                for element in &mut list.elements {
+                    self.walk(&mut element.expr);
+                }
+            }
+            Node::Map(map) => {
+                for entry in &mut map.entries {
+                    if let cel::common::ast::EntryExpr::MapEntry(entry) = &mut entry.expr {
+                        self.walk(&mut entry.key.expr);
+                        self.walk(&mut entry.value.expr);
+                    }
+                }
+            }
+            Node::Select(select) => match &select.operand.expr {
+                Node::Ident(name)
+                    if name == "request" && !self.bound.iter().any(|b| b == "request") =>
+                {
+                    match RequestFields::bit(&select.field) {
+                        Some(bit) => self.request_fields.0 |= bit,
+                        None => self.errors.push(format!(
+                            "`request` has no field `{}` (fields: {})",
+                            select.field,
+                            REQUEST_FIELDS.join(", ")
+                        )),
+                    }
+                }
+                _ => self.walk(&mut select.operand.expr),
+            },
+            Node::Struct(structure) => {
+                for field in &mut structure.entries {
+                    if let cel::common::ast::EntryExpr::StructField(field) = &mut field.expr {
+                        self.walk(&mut field.value.expr);
+                    }
+                }
+            }
+            Node::Literal(_) | Node::Unspecified => {}
         }
-        E::Literal(_) | E::Unspecified => {}
     }
+
+    /// `s.matches('lit')` or `matches(s, 'lit')` → `@sluis_matches(s, 'lit')`.
+    fn precompile(&mut self, call: &mut cel::common::ast::CallExpr) {
+        let pattern_index = if call.target.is_some() { 0 } else { 1 };
+        let Some(Node::Literal(LiteralValue::String(pattern))) =
+            call.args.get(pattern_index).map(|a| &a.expr)
+        else {
+            return;
+        };
+        let pattern = pattern.to_string();
+        if let Err(e) = compiled_regex(&pattern) {
+            self.errors.push(e);
+            return;
+        }
+        if let Some(target) = call.target.take() {
+            call.args.insert(0, *target);
+        }
+        call.func_name = COMPILED_MATCHES.to_owned();
+    }
+}
+
+/// Regexes of policy literals, compiled once. Bounded by what policies contain: only
+/// literal patterns found at load are added.
+static REGEXES: LazyLock<RwLock<HashMap<String, Arc<regex::Regex>>>> =
+    LazyLock::new(Default::default);
+
+fn compiled_regex(pattern: &str) -> Result<Arc<regex::Regex>, String> {
+    if let Some(re) = REGEXES
+        .read()
+        .ok()
+        .and_then(|map| map.get(pattern).cloned())
+    {
+        return Ok(re);
+    }
+    let re = regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map(Arc::new)
+        .map_err(|e| format!("invalid regular expression `{pattern}`: {e}"))?;
+    if let Ok(mut map) = REGEXES.write() {
+        map.insert(pattern.to_owned(), re.clone());
+    }
+    Ok(re)
 }
 
 thread_local! {
@@ -187,6 +314,14 @@ fn root_context() -> Context<'static, 'static> {
         "matchesGlob",
         |This(path): This<Arc<String>>, pattern: Arc<String>| {
             fast_glob::glob_match(pattern.as_str(), path.as_str())
+        },
+    );
+    let _ = context.add_function(
+        COMPILED_MATCHES,
+        |text: Arc<String>, pattern: Arc<String>| -> Result<bool, ExecutionError> {
+            compiled_regex(&pattern)
+                .map(|re| re.is_match(&text))
+                .map_err(|e| ExecutionError::function_error("matches", e))
         },
     );
     let _ = context.add_function(
@@ -207,6 +342,7 @@ fn root_context() -> Context<'static, 'static> {
 /// The variables of one request, built on first use.
 pub struct Vars<'a> {
     request: &'a AccessRequest,
+    fields: RequestFields,
     identity: Option<&'a Identity>,
     request_value: OnceLock<Box<dyn Val>>,
     source_value: OnceLock<Box<dyn Val>>,
@@ -214,9 +350,15 @@ pub struct Vars<'a> {
 }
 
 impl<'a> Vars<'a> {
-    pub fn new(request: &'a AccessRequest, identity: Option<&'a Identity>) -> Vars<'a> {
+    /// The variables of `request`, building only the `fields` of `request` given.
+    pub fn new(
+        request: &'a AccessRequest,
+        identity: Option<&'a Identity>,
+        fields: RequestFields,
+    ) -> Vars<'a> {
         Vars {
             request,
+            fields,
             identity,
             request_value: OnceLock::new(),
             source_value: OnceLock::new(),
@@ -230,7 +372,7 @@ impl cel::context::VariableResolver for Vars<'_> {
         let value: &dyn Val = match variable {
             "request" => &**self
                 .request_value
-                .get_or_init(|| to_val(request_value(self.request))),
+                .get_or_init(|| to_val(request_value(self.request, self.fields))),
             "token" => match self.identity {
                 Some(identity) => identity_val(identity),
                 None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
@@ -278,49 +420,51 @@ fn json(value: &serde_json::Value) -> Value {
     cel::to_value(value).unwrap_or(Value::Null)
 }
 
-fn request_value(request: &AccessRequest) -> Value {
-    let headers: std::collections::HashMap<cel::objects::Key, Value> = request
-        .headers
-        .iter()
-        .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), text(v)))
-        .collect();
-    let mut query = std::collections::HashMap::new();
-    for (key, value) in request.query_pairs() {
-        query
-            .entry(cel::objects::Key::String(Arc::new(key)))
-            .or_insert_with(|| Value::String(Arc::new(value)));
-    }
-    map(vec![
-        ("method", text(&request.method)),
-        ("scheme", text(&request.scheme)),
-        ("host", text(&request.host)),
-        ("path", text(&request.path)),
-        ("query_string", text(&request.query)),
-        (
-            "segments",
-            Value::List(Arc::new(
-                request
-                    .path
-                    .split('/')
-                    .filter(|s| !s.is_empty())
-                    .map(text)
-                    .collect(),
-            )),
-        ),
-        (
-            "query",
-            Value::Map(cel::objects::Map {
-                map: Arc::new(query),
-            }),
-        ),
-        ("protocol", text(&request.protocol)),
-        (
-            "headers",
-            Value::Map(cel::objects::Map {
-                map: Arc::new(headers),
-            }),
-        ),
-    ])
+fn request_value(request: &AccessRequest, fields: RequestFields) -> Value {
+    let mut entries = Vec::with_capacity(4);
+    let mut add = |name: &'static str, value: &dyn Fn() -> Value| {
+        if fields.has(name) {
+            entries.push((name, value()));
+        }
+    };
+    add("method", &|| text(&request.method));
+    add("scheme", &|| text(&request.scheme));
+    add("host", &|| text(&request.host));
+    add("path", &|| text(&request.path));
+    add("query_string", &|| text(&request.query));
+    add("protocol", &|| text(&request.protocol));
+    add("segments", &|| {
+        Value::List(Arc::new(
+            request
+                .path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(text)
+                .collect(),
+        ))
+    });
+    add("query", &|| {
+        let mut query = std::collections::HashMap::new();
+        for (key, value) in request.query_pairs() {
+            query
+                .entry(cel::objects::Key::String(Arc::new(key)))
+                .or_insert_with(|| Value::String(Arc::new(value)));
+        }
+        Value::Map(cel::objects::Map {
+            map: Arc::new(query),
+        })
+    });
+    add("headers", &|| {
+        let headers: std::collections::HashMap<cel::objects::Key, Value> = request
+            .headers
+            .iter()
+            .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), text(v)))
+            .collect();
+        Value::Map(cel::objects::Map {
+            map: Arc::new(headers),
+        })
+    });
+    map(entries)
 }
 
 fn source_value(request: &AccessRequest) -> Value {
@@ -355,19 +499,6 @@ fn now_value() -> Value {
     Value::Timestamp(now)
 }
 
-/// The variables an expression set uses, so callers can tell which are needed.
-pub fn referenced_variables<'e>(exprs: impl Iterator<Item = &'e Expr>) -> HashSet<String> {
-    let mut names = HashSet::new();
-    for expr in exprs {
-        for name in expr.program.references().variables() {
-            if VARIABLES.contains(&name) {
-                names.insert(name.to_owned());
-            }
-        }
-    }
-    names
-}
-
 impl From<ExecutionError> for ExprError {
     fn from(e: ExecutionError) -> Self {
         ExprError {
@@ -395,7 +526,7 @@ mod tests {
     fn eval(source: &str) -> Result<Value, String> {
         let expr = Expr::compile(source).map_err(|e| e.message)?;
         let request = request();
-        expr.eval(&Vars::new(&request, None))
+        expr.eval(&Vars::new(&request, None, expr.request_fields))
     }
 
     #[test]
@@ -454,6 +585,46 @@ mod tests {
     fn syntax_errors_have_positions() {
         let err = Expr::compile("request.method ==").unwrap_err();
         assert!(err.position.is_some(), "{err:?}");
+    }
+
+    #[test]
+    fn literal_regexes_are_compiled_at_load() {
+        assert_eq!(
+            eval("request.path.matches('^/fhir/Patient/[0-9]+$')"),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            eval("matches(request.path, '^/fhir/Task')"),
+            Ok(Value::Bool(false))
+        );
+        // A dynamic pattern still works, through CEL's own `matches`.
+        assert_eq!(
+            eval("request.path.matches('^/' + 'fhir')"),
+            Ok(Value::Bool(true))
+        );
+        let err = Expr::compile("request.path.matches('(unclosed')").unwrap_err();
+        assert!(
+            err.message.contains("invalid regular expression"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn only_read_request_fields_are_known_and_built() {
+        let expr = Expr::compile("request.method == 'GET' && request.headers.size() > 0").unwrap();
+        assert!(expr.request_fields.has("method") && expr.request_fields.has("headers"));
+        assert!(!expr.request_fields.has("query"));
+        let err = Expr::compile("request.paht == '/'").unwrap_err();
+        assert!(
+            err.message.contains("`request` has no field `paht`"),
+            "{err:?}"
+        );
+        // A comprehension variable named `request` is not the request.
+        assert!(Expr::compile("[{'x': 1}].exists(request, request.x == 1)").is_ok());
+        assert_eq!(
+            Expr::compile("size(request) > 0").unwrap().request_fields,
+            RequestFields::ALL
+        );
     }
 
     #[test]
