@@ -1,0 +1,245 @@
+//! The example policies in `policy/` with the example config, decided by the engine:
+//! what each allows, what it denies, and with which answer.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use sluis::decision::{Decision, Outcome};
+use sluis::engine::Engine;
+use sluis::request::AccessRequest;
+
+async fn engine() -> Engine {
+    let config = sluis::config::Config::load(Path::new("examples/config.yaml")).unwrap();
+    let engine = sluis::server::build_engine(&config).unwrap();
+    for issuer in engine.authenticator().issuers() {
+        issuer.refresh().await.unwrap();
+    }
+    engine
+}
+
+/// A token signed with the example development key.
+fn dev_token(claims: Value) -> String {
+    let key = EncodingKey::from_rsa_pem(&std::fs::read("examples/keys/dev-rsa.pem").unwrap())
+        .unwrap();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("dev-1".into());
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+fn request(method: &str, target: &str, token: Option<&str>) -> AccessRequest {
+    let mut request = AccessRequest {
+        method: method.into(),
+        host: "fhir.example.org".into(),
+        scheme: "https".into(),
+        ..Default::default()
+    };
+    request.set_target(target);
+    if let Some(token) = token {
+        request
+            .headers
+            .insert("authorization".into(), format!("Bearer {token}"));
+    }
+    request
+}
+
+async fn decide(engine: &Engine, method: &str, target: &str, token: &str) -> Decision {
+    engine
+        .decide(&request(method, target, Some(token)))
+        .await
+        .unwrap()
+}
+
+fn header<'a>(decision: &'a Decision, name: &str) -> Option<&'a str> {
+    match &decision.outcome {
+        Outcome::Allow(allow) => allow
+            .set_headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str()),
+        Outcome::Deny(deny) => deny
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str()),
+    }
+}
+
+fn body(decision: &Decision) -> Value {
+    match &decision.outcome {
+        Outcome::Deny(deny) => serde_json::from_str(&deny.body).unwrap(),
+        Outcome::Allow(_) => panic!("allowed: {decision:?}"),
+    }
+}
+
+// --- eOverdracht receiver (policy/eoverdracht-receiver.yaml) ---
+
+fn nuts_claims() -> Value {
+    json!({
+        "iss": "https://nuts.example.org",
+        "aud": "https://fhir.example.org",
+        "sub": "did:web:receiver.example.org",
+        "client_id": "did:web:receiver.example.org",
+        "scope": "eOverdracht-receiver",
+        "iat": common::now(),
+        "exp": common::now() + 300,
+    })
+}
+
+#[tokio::test]
+async fn eoverdracht_receiver_reads_transfer_resources() {
+    let engine = engine().await;
+    let token = dev_token(nuts_claims());
+    for target in [
+        "/eoverdracht/fhir/Task/abc",
+        "/eoverdracht/fhir/Patient/123",
+        "/eoverdracht/fhir/Composition/c-1?_format=json",
+    ] {
+        let decision = decide(&engine, "GET", target, &token).await;
+        assert!(decision.is_allow(), "{target}: {decision:?}");
+        assert_eq!(decision.policy.as_deref(), Some("eoverdracht-receiver"));
+        assert_eq!(&*decision.rule, "transfer-resources");
+        assert_eq!(header(&decision, "x-sluis-client-id"), Some("did:web:receiver.example.org"));
+    }
+}
+
+#[tokio::test]
+async fn eoverdracht_receiver_denials() {
+    let engine = engine().await;
+    let token = dev_token(nuts_claims());
+
+    let post = decide(&engine, "POST", "/eoverdracht/fhir/Patient", &token).await;
+    assert_eq!((post.status(), &*post.rule), (405, "read-only"));
+    assert_eq!(body(&post)["message"], "eOverdracht receivers may only read");
+
+    for target in [
+        "/eoverdracht/fhir/Claim/1",
+        "/eoverdracht/fhir/Patient",
+        "/eoverdracht/fhir/Patient/123/_history",
+    ] {
+        let decision = decide(&engine, "GET", target, &token).await;
+        assert_eq!((decision.status(), &*decision.rule), (403, "default-deny"), "{target}");
+    }
+
+    let mut other_scope = nuts_claims();
+    other_scope["scope"] = json!("eOverdracht-sender");
+    let decision = decide(&engine, "GET", "/eoverdracht/fhir/Task/1", &dev_token(other_scope)).await;
+    assert_eq!(decision.status(), 403);
+    assert_eq!(body(&decision)["error"], "insufficient_scope");
+
+    // A token of another issuer, valid there, is not accepted here.
+    let decision = decide(&engine, "GET", "/eoverdracht/fhir/Task/1", &dev_token(smart_claims("system/*.read"))).await;
+    assert_eq!(decision.status(), 401);
+    assert_eq!(body(&decision)["message"], "issuer `https://auth.example.org` is not accepted here");
+}
+
+// --- iWlz Indicatieregister (policy/iwlz-indicatieregister.yaml) ---
+
+const IWLZ_PATH: &str = "/iwlz/indicatieregister/v2/graphql";
+const IWLZ_SCOPE: &str = "registers/wlzindicatieregister/indicaties/indicatie:read";
+
+/// Shaped like the RFC0014 token example (iwlz-rfc0014-autorisatie §4.1.4.2).
+fn iwlz_claims() -> Value {
+    json!({
+        "iss": "auth.nid",
+        "sub": "uzovi:5000",
+        "aud": "https://koppelpunt.ciz.nl/iwlz/indicatieregister/v2/graphql",
+        "iat": common::now(),
+        "nbf": common::now() - 5,
+        "exp": common::now() + 3000,
+        "jti": "eaa55b46-8d97-46ab-82a3-3a5a44170c67",
+        "client_id": "uzovi:5000",
+        "subjects": null,
+        "scopes": [IWLZ_SCOPE],
+        "consent_id": "7a8ddf4d-8953-4232-9714-4d1926888a65",
+        "client_metadata": null,
+        "act": {"sub": "20001000001131"}
+    })
+}
+
+#[tokio::test]
+async fn iwlz_reader_gets_the_claims_header() {
+    let engine = engine().await;
+    let claims = iwlz_claims();
+    let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(claims.clone())).await;
+    assert!(decision.is_allow(), "{decision:?}");
+    let forwarded: Value = serde_json::from_str(header(&decision, "claims").unwrap()).unwrap();
+    assert_eq!(forwarded, claims, "the claims header is the verified payload");
+    assert_eq!(header(&decision, "x-sluis-actor"), Some("20001000001131"));
+    assert_eq!(header(&decision, "x-sluis-client-id"), Some("uzovi:5000"));
+
+    // Without an actor, no actor header — and a client's own copy is removed.
+    let mut own = iwlz_claims();
+    own.as_object_mut().unwrap().remove("act");
+    let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(own)).await;
+    let Outcome::Allow(allow) = &decision.outcome else { panic!("{decision:?}") };
+    assert!(header(&decision, "x-sluis-actor").is_none());
+    assert!(allow.remove_headers.contains(&"x-sluis-actor".to_string()));
+}
+
+#[tokio::test]
+async fn iwlz_token_rules() {
+    let engine = engine().await;
+    let mut long = iwlz_claims();
+    long["exp"] = json!(common::now() + 7200);
+    let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(long)).await;
+    assert_eq!(decision.status(), 401);
+    assert_eq!(body(&decision)["message"], "token lifetime 7200s exceeds the maximum of 3600s");
+
+    let mut two_audiences = iwlz_claims();
+    two_audiences["aud"] = json!([
+        "https://koppelpunt.ciz.nl/iwlz/indicatieregister/v2/graphql",
+        "https://elsewhere.example"
+    ]);
+    let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(two_audiences)).await;
+    assert_eq!(body(&decision)["message"], "token must have exactly one audience");
+
+    // The scope RFC0014 struck through is not enough.
+    let mut old_scope = iwlz_claims();
+    old_scope["scopes"] = json!(["registers/wlzindicatieregister/indicaties:read"]);
+    let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(old_scope)).await;
+    assert_eq!(decision.status(), 403);
+    assert_eq!(body(&decision)["error"], "insufficient_scope");
+
+    let decision = decide(&engine, "GET", IWLZ_PATH, &dev_token(iwlz_claims())).await;
+    assert_eq!((decision.status(), &*decision.rule), (405, "graphql-post"));
+}
+
+// --- SMART on FHIR read (policy/smart-fhir-read.yaml) ---
+
+fn smart_claims(scope: &str) -> Value {
+    json!({
+        "iss": "https://auth.example.org",
+        "aud": "https://fhir.example.org",
+        "sub": "app-1",
+        "client_id": "app-1",
+        "scope": format!("openid {scope}"),
+        "iat": common::now(),
+        "exp": common::now() + 300,
+    })
+}
+
+#[tokio::test]
+async fn smart_scopes_grant_reads_per_resource_type() {
+    let engine = engine().await;
+    let cases: [(&str, &str, &str, u16); 10] = [
+        ("system/Observation.rs", "GET", "/fhir/Observation/1", 200),
+        ("system/Observation.rs", "GET", "/fhir/Observation?code=x", 200),
+        ("patient/Observation.read", "GET", "/fhir/Observation", 200),
+        ("user/*.read", "GET", "/fhir/Patient/7", 200),
+        ("user/*.cruds", "HEAD", "/fhir/Patient/7", 200),
+        ("system/Observation.rs", "GET", "/fhir/Patient/1", 403),
+        ("system/Observation.c", "GET", "/fhir/Observation/1", 403),
+        ("system/Observation.rs", "GET", "/fhir/Observation/1/_history/2", 403),
+        // A path segment cannot smuggle a pattern or a scope into the comparison.
+        ("system/Observation.rs", "GET", "/fhir/.rs/1", 403),
+        ("system/Observation.rs", "POST", "/fhir/Observation", 405),
+    ];
+    for (scope, method, target, status) in cases {
+        let decision = decide(&engine, method, target, &dev_token(smart_claims(scope))).await;
+        assert_eq!(decision.status(), status, "{scope} {method} {target}: {decision:?}");
+    }
+}
