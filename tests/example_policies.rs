@@ -23,8 +23,8 @@ async fn engine() -> Engine {
 
 /// A token signed with the example development key.
 fn dev_token(claims: Value) -> String {
-    let key = EncodingKey::from_rsa_pem(&std::fs::read("examples/keys/dev-rsa.pem").unwrap())
-        .unwrap();
+    let key =
+        EncodingKey::from_rsa_pem(&std::fs::read("examples/keys/dev-rsa.pem").unwrap()).unwrap();
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some("dev-1".into());
     jsonwebtoken::encode(&header, &claims, &key).unwrap()
@@ -102,7 +102,10 @@ async fn eoverdracht_receiver_reads_transfer_resources() {
         assert!(decision.is_allow(), "{target}: {decision:?}");
         assert_eq!(decision.policy.as_deref(), Some("eoverdracht-receiver"));
         assert_eq!(&*decision.rule, "transfer-resources");
-        assert_eq!(header(&decision, "x-sluis-client-id"), Some("did:web:receiver.example.org"));
+        assert_eq!(
+            header(&decision, "x-sluis-client-id"),
+            Some("did:web:receiver.example.org")
+        );
     }
 }
 
@@ -113,7 +116,10 @@ async fn eoverdracht_receiver_denials() {
 
     let post = decide(&engine, "POST", "/eoverdracht/fhir/Patient", &token).await;
     assert_eq!((post.status(), &*post.rule), (405, "read-only"));
-    assert_eq!(body(&post)["message"], "eOverdracht receivers may only read");
+    assert_eq!(
+        body(&post)["message"],
+        "eOverdracht receivers may only read"
+    );
 
     for target in [
         "/eoverdracht/fhir/Claim/1",
@@ -121,19 +127,38 @@ async fn eoverdracht_receiver_denials() {
         "/eoverdracht/fhir/Patient/123/_history",
     ] {
         let decision = decide(&engine, "GET", target, &token).await;
-        assert_eq!((decision.status(), &*decision.rule), (403, "default-deny"), "{target}");
+        assert_eq!(
+            (decision.status(), &*decision.rule),
+            (403, "default-deny"),
+            "{target}"
+        );
     }
 
     let mut other_scope = nuts_claims();
     other_scope["scope"] = json!("eOverdracht-sender");
-    let decision = decide(&engine, "GET", "/eoverdracht/fhir/Task/1", &dev_token(other_scope)).await;
+    let decision = decide(
+        &engine,
+        "GET",
+        "/eoverdracht/fhir/Task/1",
+        &dev_token(other_scope),
+    )
+    .await;
     assert_eq!(decision.status(), 403);
     assert_eq!(body(&decision)["error"], "insufficient_scope");
 
     // A token of another issuer, valid there, is not accepted here.
-    let decision = decide(&engine, "GET", "/eoverdracht/fhir/Task/1", &dev_token(smart_claims("system/*.read"))).await;
+    let decision = decide(
+        &engine,
+        "GET",
+        "/eoverdracht/fhir/Task/1",
+        &dev_token(smart_claims("system/*.read")),
+    )
+    .await;
     assert_eq!(decision.status(), 401);
-    assert_eq!(body(&decision)["message"], "issuer `https://auth.example.org` is not accepted here");
+    assert_eq!(
+        body(&decision)["message"],
+        "issuer `https://auth.example.org` is not accepted here"
+    );
 }
 
 // --- iWlz Indicatieregister (policy/iwlz-indicatieregister.yaml) ---
@@ -167,7 +192,10 @@ async fn iwlz_reader_gets_the_claims_header() {
     let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(claims.clone())).await;
     assert!(decision.is_allow(), "{decision:?}");
     let forwarded: Value = serde_json::from_str(header(&decision, "claims").unwrap()).unwrap();
-    assert_eq!(forwarded, claims, "the claims header is the verified payload");
+    assert_eq!(
+        forwarded, claims,
+        "the claims header is the verified payload"
+    );
     assert_eq!(header(&decision, "x-sluis-actor"), Some("20001000001131"));
     assert_eq!(header(&decision, "x-sluis-client-id"), Some("uzovi:5000"));
 
@@ -175,7 +203,9 @@ async fn iwlz_reader_gets_the_claims_header() {
     let mut own = iwlz_claims();
     own.as_object_mut().unwrap().remove("act");
     let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(own)).await;
-    let Outcome::Allow(allow) = &decision.outcome else { panic!("{decision:?}") };
+    let Outcome::Allow(allow) = &decision.outcome else {
+        panic!("{decision:?}")
+    };
     assert!(header(&decision, "x-sluis-actor").is_none());
     assert!(allow.remove_headers.contains(&"x-sluis-actor".to_string()));
 }
@@ -187,7 +217,10 @@ async fn iwlz_token_rules() {
     long["exp"] = json!(common::now() + 7200);
     let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(long)).await;
     assert_eq!(decision.status(), 401);
-    assert_eq!(body(&decision)["message"], "token lifetime 7200s exceeds the maximum of 3600s");
+    assert_eq!(
+        body(&decision)["message"],
+        "token lifetime 7200s exceeds the maximum of 3600s"
+    );
 
     let mut two_audiences = iwlz_claims();
     two_audiences["aud"] = json!([
@@ -195,7 +228,10 @@ async fn iwlz_token_rules() {
         "https://elsewhere.example"
     ]);
     let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(two_audiences)).await;
-    assert_eq!(body(&decision)["message"], "token must have exactly one audience");
+    assert_eq!(
+        body(&decision)["message"],
+        "token must have exactly one audience"
+    );
 
     // The scope RFC0014 struck through is not enough.
     let mut old_scope = iwlz_claims();
@@ -227,19 +263,33 @@ async fn smart_scopes_grant_reads_per_resource_type() {
     let engine = engine().await;
     let cases: [(&str, &str, &str, u16); 10] = [
         ("system/Observation.rs", "GET", "/fhir/Observation/1", 200),
-        ("system/Observation.rs", "GET", "/fhir/Observation?code=x", 200),
+        (
+            "system/Observation.rs",
+            "GET",
+            "/fhir/Observation?code=x",
+            200,
+        ),
         ("patient/Observation.read", "GET", "/fhir/Observation", 200),
         ("user/*.read", "GET", "/fhir/Patient/7", 200),
         ("user/*.cruds", "HEAD", "/fhir/Patient/7", 200),
         ("system/Observation.rs", "GET", "/fhir/Patient/1", 403),
         ("system/Observation.c", "GET", "/fhir/Observation/1", 403),
-        ("system/Observation.rs", "GET", "/fhir/Observation/1/_history/2", 403),
+        (
+            "system/Observation.rs",
+            "GET",
+            "/fhir/Observation/1/_history/2",
+            403,
+        ),
         // A path segment cannot smuggle a pattern or a scope into the comparison.
         ("system/Observation.rs", "GET", "/fhir/.rs/1", 403),
         ("system/Observation.rs", "POST", "/fhir/Observation", 405),
     ];
     for (scope, method, target, status) in cases {
         let decision = decide(&engine, method, target, &dev_token(smart_claims(scope))).await;
-        assert_eq!(decision.status(), status, "{scope} {method} {target}: {decision:?}");
+        assert_eq!(
+            decision.status(),
+            status,
+            "{scope} {method} {target}: {decision:?}"
+        );
     }
 }
