@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 
 /// One request to authorize, as the gateway saw it.
-#[derive(Debug, Clone, Default)]
+///
+/// Its `Debug` output redacts credentials, so a request can be logged without its token.
+#[derive(Clone, Default)]
 pub struct AccessRequest {
     /// Upper-case HTTP method, e.g. `GET`.
     pub method: String,
@@ -28,6 +30,43 @@ pub struct AccessRequest {
     /// Per-route settings the gateway passes along (Envoy `context_extensions`). The key
     /// `sluis_policy` names the policy that must decide.
     pub context: HashMap<String, String>,
+}
+
+/// Headers whose values are credentials: never printed.
+const SECRET_HEADERS: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "dpop",
+    "x-api-key",
+];
+
+impl std::fmt::Debug for AccessRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: std::collections::BTreeMap<&str, &str> = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let shown = if SECRET_HEADERS.contains(&name.as_str()) {
+                    "[redacted]"
+                } else {
+                    value.as_str()
+                };
+                (name.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("AccessRequest")
+            .field("method", &self.method)
+            .field("scheme", &self.scheme)
+            .field("host", &self.host)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("protocol", &self.protocol)
+            .field("headers", &headers)
+            .field("source", &self.source)
+            .field("context", &self.context)
+            .finish()
+    }
 }
 
 /// The peer that sent the request.
@@ -85,6 +124,18 @@ fn decode_component(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_credentials() {
+        let mut request = AccessRequest::default();
+        request
+            .headers
+            .insert("authorization".into(), "Bearer secret-token".into());
+        request.headers.insert("x-request-id".into(), "r-1".into());
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("secret-token"), "{shown}");
+        assert!(shown.contains("r-1"));
+    }
 
     #[test]
     fn target_splits_into_path_and_query() {

@@ -256,3 +256,29 @@ policies: [policies]
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_token_cache_is_bounded() {
+    let setup = Setup::new(
+        &format!(
+            "{}token_cache: {{max_entries: 3}}\n",
+            config_yaml("127.0.0.1:0", "127.0.0.1:0")
+        ),
+        &[("api.yaml", POLICY)],
+    );
+    let config = sluis::config::Config::load(&setup.config_path()).unwrap();
+    let engine = sluis::server::build_engine(&config).unwrap();
+    for issuer in engine.authenticator().issuers() {
+        issuer.refresh().await.unwrap();
+    }
+    for i in 0..50 {
+        let mut unique = claims();
+        unique["jti"] = serde_json::json!(format!("t-{i}"));
+        let request = {
+            let check = Req::get("/api/x").bearer(&token(&unique)).into_check();
+            sluis::doors::envoy::access_request(check)
+        };
+        assert!(engine.decide(&request).await.unwrap().is_allow());
+    }
+    assert!(engine.authenticator().cached_tokens() <= 3);
+}
