@@ -56,7 +56,9 @@ pub async fn run(
         .add_service(health_service)
         .add_service(door)
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc),
+            // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs hold ~2.5% of
+            // Check answers for 40 ms (measured: p99 46 ms instead of 18 ms).
+            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
             async move {
                 let _ = grpc_stop.wait_for(|stop| *stop).await;
             },
