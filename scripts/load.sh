@@ -1,0 +1,355 @@
+#!/usr/bin/env bash
+# Load comparison: what does putting Sluis behind Envoy's ext_authz cost?
+#
+# Runs, one after the other in a single go, everything on 127.0.0.1 only and
+# bounded in time/count:
+#   HTTP through Envoy (wrk, HTTP/1.1, Authorization: Bearer $SLUIS_TOKEN):
+#     a) envoy-only   Envoy without ext_authz -> upstream       (baseline)
+#     b) envoy+noop   Envoy + ext_authz -> sluis-noop-authz    (cost of the gRPC hop)
+#     c) envoy+sluis  Envoy + ext_authz -> Sluis               (cost of Sluis)
+#   gRPC straight at the authz server (h2load, no Envoy):
+#     d) grpc noop    CheckRequest -> sluis-noop-authz          (baseline)
+#     e) grpc sluis   CheckRequest -> Sluis
+# and prints req/s, p50, p99 per scenario and the ratio to its baseline.
+#
+# The upstream is a second Envoy process answering with a direct_response
+# (envoy/bench-upstream.yaml.tmpl): no extra dependency, and a fixed 200 costs
+# it next to nothing, so it is never the bottleneck. It runs in its own
+# process (not as a second listener of the front Envoy) so that its work is
+# not counted against the front Envoy's worker threads.
+#
+# Prerequisites: scripts/install-envoy.sh, scripts/install-load-tools.sh,
+#   cargo build --release --bin sluis-noop-authz [--bin sluis]
+#
+# Environment (defaults in brackets):
+#   DURATION [10s] THREADS [2] CONNECTIONS [32]   wrk settings per run
+#   WARMUP [2s]                                   wrk warm-up run, not reported
+#   LOAD_PATH [/eoverdracht/fhir/Patient/123]     request path (must be allowed by Sluis' policy;
+#                                                 the default is allowed by examples/ for the
+#                                                 default token below)
+#   LOAD_HOST [127.0.0.1:$FRONT_PORT]             Host / :authority sent
+#   SLUIS_TOKEN [minted]                          bearer token (sent in every scenario). When
+#                                                 unset, and Sluis is run, a development token
+#                                                 for the examples/ config is minted with
+#                                                 `sluis dev-token` (examples/keys/dev-rsa.pem),
+#                                                 the same one scripts/demo.sh uses
+#   SLUIS_CMD [target/release/sluis serve --config examples/config.yaml]
+#   SLUIS_PORT [9191]                             gRPC port Sluis listens on (per its config)
+#   SKIP_SLUIS [auto]                             1 = skip c) and e); 0 = run them; auto = skip
+#                                                 if SLUIS_CMD's first word is not an executable
+#   NOOP_BIN [target/release/sluis-noop-authz]    NOOP_PORT [9292]
+#   H2LOAD_N [200000] H2LOAD_C [8] H2LOAD_M [16] H2LOAD_T [$THREADS] h2load settings
+#   H2LOAD_MAX_SECONDS [60]                       hard cap per h2load run
+#   FRONT_CONCURRENCY [1]                         worker threads of the front Envoy
+#   UPSTREAM_CONCURRENCY [1]                      worker threads of the upstream Envoy
+#   FRONT_PORT [10000] FRONT_ADMIN [10001] UPSTREAM_PORT [10002] UPSTREAM_ADMIN [10003]
+#   OUT_DIR [tmp/load-YYYYmmdd-HHMMSS]            logs, configs, raw tool output, results
+#   ENVOY [.tools/bin/envoy]
+
+# -e: abort on the first unexpected failure (a half-run benchmark is worse
+#     than none); -u: unset variables are bugs; -o pipefail: a failing tool in
+#     a pipeline (e.g. wrk | tee) fails the step instead of being masked.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+ENVOY="${ENVOY:-$REPO/.tools/bin/envoy}"
+DURATION="${DURATION:-10s}"
+WARMUP="${WARMUP:-2s}"
+THREADS="${THREADS:-2}"
+CONNECTIONS="${CONNECTIONS:-32}"
+LOAD_PATH="${LOAD_PATH:-/eoverdracht/fhir/Patient/123}"
+SLUIS_TOKEN="${SLUIS_TOKEN:-}"
+SLUIS_CMD="${SLUIS_CMD:-target/release/sluis serve --config examples/config.yaml}"
+SLUIS_PORT="${SLUIS_PORT:-9191}"
+SKIP_SLUIS="${SKIP_SLUIS:-auto}"
+NOOP_BIN="${NOOP_BIN:-target/release/sluis-noop-authz}"
+NOOP_PORT="${NOOP_PORT:-9292}"
+H2LOAD_N="${H2LOAD_N:-200000}"
+H2LOAD_C="${H2LOAD_C:-8}"
+H2LOAD_M="${H2LOAD_M:-16}"
+H2LOAD_T="${H2LOAD_T:-$THREADS}"
+H2LOAD_MAX_SECONDS="${H2LOAD_MAX_SECONDS:-60}"
+FRONT_CONCURRENCY="${FRONT_CONCURRENCY:-1}"
+UPSTREAM_CONCURRENCY="${UPSTREAM_CONCURRENCY:-1}"
+FRONT_PORT="${FRONT_PORT:-10000}"
+FRONT_ADMIN="${FRONT_ADMIN:-10001}"
+UPSTREAM_PORT="${UPSTREAM_PORT:-10002}"
+UPSTREAM_ADMIN="${UPSTREAM_ADMIN:-10003}"
+LOAD_HOST="${LOAD_HOST:-127.0.0.1:$FRONT_PORT}"
+OUT_DIR="${OUT_DIR:-$REPO/tmp/load-$(date +%Y%m%d-%H%M%S)}"
+
+mkdir -p "$OUT_DIR"
+RESULTS="$OUT_DIR/results.tsv"
+: >"$RESULTS"
+
+log() { printf '[load] %s\n' "$*" >&2; }
+die() { printf '[load] error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- processes
+# Every process we start is recorded here and killed on exit, whatever the
+# exit path (success, error under set -e, Ctrl-C).
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    # give each process up to ~5 s to exit, then SIGKILL it
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  PIDS=()
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# stop PID: stop one process we started (TERM, then KILL after ~5 s) and forget it
+stop() {
+  local pid="$1" keep=() p
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do [[ "$p" == "$pid" ]] || keep+=("$p"); done
+  PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_port PORT PID NAME: until something accepts on PORT (max 20 s), failing
+# early if the process died (its log is printed).
+wait_port() {
+  local port="$1" pid="$2" name="$3" logf="$OUT_DIR/$3.log"
+  for _ in $(seq 200); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 30 "$logf" >&2 || true
+      die "$name exited before listening on 127.0.0.1:$port (log: $logf)"
+    fi
+    port_open "$port" && return 0
+    sleep 0.1
+  done
+  tail -n 30 "$logf" >&2 || true
+  die "$name did not listen on 127.0.0.1:$port within 20 s (log: $logf)"
+}
+
+require_free() {
+  local port
+  for port in "$@"; do
+    if port_open "$port"; then
+      die "port 127.0.0.1:$port is already in use (set the *_PORT variables to free ones)"
+    fi
+  done
+}
+
+# render TEMPLATE OUT ADMIN_PORT AUTHZ_PORT: substitute the {{...}} placeholders
+render() {
+  sed -e "s/{{LISTEN_PORT}}/$FRONT_PORT/g" -e "s/{{ADMIN_PORT}}/$3/g" \
+      -e "s/{{UPSTREAM_PORT}}/$UPSTREAM_PORT/g" -e "s/{{SLUIS_PORT}}/$4/g" "$1" >"$2"
+  if grep -q '{{' "$2"; then die "unsubstituted placeholder left in $2"; fi
+}
+
+# start_envoy NAME CONFIG CONCURRENCY PORT: sets STARTED_PID
+start_envoy() {
+  local name="$1" cfg="$2" conc="$3" port="$4"
+  # --disable-hot-restart: two Envoys run side by side (front + upstream);
+  # without it they would fight over the same shared-memory hot-restart region.
+  "$ENVOY" -c "$cfg" --concurrency "$conc" --disable-hot-restart \
+    --log-level warn >"$OUT_DIR/$name.log" 2>&1 &
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
+  wait_port "$port" "$STARTED_PID" "$name"
+}
+
+# ---------------------------------------------------------------- tools
+command -v wrk >/dev/null || die "wrk not found: run scripts/install-load-tools.sh"
+command -v h2load >/dev/null || die "h2load not found: run scripts/install-load-tools.sh"
+[[ -x "$ENVOY" ]] || die "$ENVOY not found: run scripts/install-envoy.sh"
+[[ -x "$NOOP_BIN" ]] || die "$NOOP_BIN not found: cargo build --release --bin sluis-noop-authz"
+HAVE_CURL=0
+command -v curl >/dev/null && HAVE_CURL=1
+
+read -r -a SLUIS_ARGV <<<"$SLUIS_CMD"
+if [[ "$SKIP_SLUIS" == "auto" ]]; then
+  if [[ -x "${SLUIS_ARGV[0]}" ]] || command -v "${SLUIS_ARGV[0]}" >/dev/null 2>&1; then
+    SKIP_SLUIS=0
+  else
+    log "Sluis binary '${SLUIS_ARGV[0]}' not found: skipping the Sluis scenarios"
+    SKIP_SLUIS=1
+  fi
+fi
+if [[ "$SKIP_SLUIS" != "1" && -z "$SLUIS_TOKEN" && -f examples/keys/dev-rsa.pem ]]; then
+  # Same claims as scripts/demo.sh: allowed by examples/policy for LOAD_PATH's default.
+  SLUIS_TOKEN="$("${SLUIS_ARGV[0]}" dev-token --key examples/keys/dev-rsa.pem --kid dev-1 --claims '{
+    "iss": "https://nuts.example.org", "aud": "https://fhir.example.org",
+    "sub": "did:web:receiver.example.org", "client_id": "did:web:receiver.example.org",
+    "scope": "eOverdracht-receiver"}' 2>/dev/null || true)"
+  if [[ -n "$SLUIS_TOKEN" ]]; then log "minted a development token for the examples/ config (sluis dev-token)"; fi
+fi
+if [[ "$SKIP_SLUIS" != "1" && -z "$SLUIS_TOKEN" ]]; then
+  log "warning: SLUIS_TOKEN is empty: Sluis will most likely deny every request"
+fi
+
+require_free "$FRONT_PORT" "$FRONT_ADMIN" "$UPSTREAM_PORT" "$UPSTREAM_ADMIN" "$NOOP_PORT"
+[[ "$SKIP_SLUIS" == "1" ]] || require_free "$SLUIS_PORT"
+
+# ---------------------------------------------------------------- parsing
+# to_ms VALUE: "812.00us" / "1.23ms" / "1.05s" -> milliseconds
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v * 60000 }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+    else { printf "%s", v }
+  }'
+}
+
+# record SCENARIO TOOL RPS P50_MS P99_MS ERRORS
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; }
+
+# run_wrk SCENARIO: load the front Envoy
+run_wrk() {
+  local name="$1" out="$OUT_DIR/wrk-$1.txt" rps p50 p99 non2xx sockerr
+  local -a hdr=(-H "Authorization: Bearer ${SLUIS_TOKEN:-none}" -H "Host: $LOAD_HOST")
+  local url="http://127.0.0.1:$FRONT_PORT$LOAD_PATH"
+  if [[ "$HAVE_CURL" == 1 ]]; then
+    local code
+    code="$(curl -s -o "$OUT_DIR/smoke-$name.body" -w '%{http_code}' "${hdr[@]}" "$url" || true)"
+    log "$name: smoke request $LOAD_PATH -> HTTP $code"
+    [[ "$code" == 200 ]] || log "warning: $name: expected 200 (check SLUIS_TOKEN / LOAD_PATH / the policy)"
+  fi
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "${hdr[@]}" "$url" >/dev/null
+  log "$name: wrk -t$THREADS -c$CONNECTIONS -d$DURATION $url"
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${hdr[@]}" "$url" >"$out"
+  rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
+  p50="$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")"
+  p99="$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")"
+  non2xx="$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")"
+  sockerr="$(awk '/Socket errors:/ {gsub(",", ""); print $4 + $6 + $8 + $10}' "$out")"
+  record "$name" wrk "$rps" "$p50" "$p99" "$(( ${non2xx:-0} + ${sockerr:-0} ))"
+}
+
+# run_h2load SCENARIO PORT: load a gRPC ext_authz server directly
+run_h2load() {
+  local name="$1" port="$2" out="$OUT_DIR/h2load-$1.txt" lat="$OUT_DIR/h2load-$1.latency.log"
+  local url="http://127.0.0.1:$port/envoy.service.auth.v3.Authorization/Check"
+  local -a hdr=(-H 'content-type: application/grpc' -H 'te: trailers')
+  if [[ "$HAVE_CURL" == 1 ]]; then
+    # one call first, decoded, so a deny-path benchmark is not mistaken for an allow-path one
+    if curl -s --http2-prior-knowledge "${hdr[@]}" --data-binary "@$CHECK_FILE" \
+         -o "$OUT_DIR/smoke-$name.bin" "$url"; then
+      log "$name: smoke Check -> $(python3 scripts/gen-check-request.py --decode-response "$OUT_DIR/smoke-$name.bin")"
+    else
+      log "warning: $name: smoke Check call failed"
+    fi
+  fi
+  log "$name: h2load -n $H2LOAD_N -c $H2LOAD_C -m $H2LOAD_M -t $H2LOAD_T $url"
+  # `timeout` bounds the run even if the server stalls.
+  timeout "$H2LOAD_MAX_SECONDS" h2load -n "$H2LOAD_N" -c "$H2LOAD_C" -m "$H2LOAD_M" -t "$H2LOAD_T" \
+    --data="$CHECK_FILE" "${hdr[@]}" --log-file="$lat" "$url" >"$out" || {
+      tail -n 20 "$out" >&2 || true
+      die "$name: h2load failed or exceeded ${H2LOAD_MAX_SECONDS}s"
+    }
+  local rps failed p50 p99
+  rps="$(awk '/^finished in/ {for (i = 1; i <= NF; i++) if ($(i+1) ~ /^req\/s/) {gsub(",", "", $i); print $i}}' "$out")"
+  failed="$(awk '/^requests:/ {for (i = 1; i <= NF; i++) if ($(i+1) ~ /^(failed|errored|timeout)/) s += $i} END {print s + 0}' "$out")"
+  # --log-file columns: start time (us), HTTP status, time to response end (us)
+  read -r p50 p99 < <(awk '{print $3}' "$lat" | sort -n | awk '
+    { v[NR] = $1 }
+    END {
+      if (NR == 0) { print "nan nan"; exit }
+      i50 = int(NR * 0.50); if (i50 < 1) i50 = 1
+      i99 = int(NR * 0.99); if (i99 < 1) i99 = 1
+      printf "%.3f %.3f\n", v[i50] / 1000, v[i99] / 1000
+    }')
+  record "$name" h2load "$rps" "$p50" "$p99" "$failed"
+}
+
+# ---------------------------------------------------------------- run
+log "output: $OUT_DIR"
+# On a 2-core box a concurrent build halves every number: say so up front.
+LOADAVG="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)"
+if awk -v l="$LOADAVG" 'BEGIN { exit !(l > 0.5) }'; then
+  log "warning: 1-min load average is $LOADAVG before starting: other work (a cargo build?) will skew the numbers"
+fi
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "host: $(nproc) cores, $(uname -sr)"
+  echo "envoy: $("$ENVOY" --version 2>/dev/null | sed -n 's/.*version: //p')"
+  echo "wrk: $(wrk -v 2>&1 | head -n1)"
+  echo "h2load: $(h2load --version 2>&1 | head -n1)"
+  echo "loadavg before start: $LOADAVG"
+  echo "settings: DURATION=$DURATION THREADS=$THREADS CONNECTIONS=$CONNECTIONS FRONT_CONCURRENCY=$FRONT_CONCURRENCY UPSTREAM_CONCURRENCY=$UPSTREAM_CONCURRENCY H2LOAD_N=$H2LOAD_N H2LOAD_C=$H2LOAD_C H2LOAD_M=$H2LOAD_M LOAD_PATH=$LOAD_PATH"
+} >"$OUT_DIR/env.txt"
+
+CHECK_FILE="$OUT_DIR/check-request.bin"
+python3 scripts/gen-check-request.py -o "$CHECK_FILE" --path "$LOAD_PATH" --host "$LOAD_HOST" \
+  --token "${SLUIS_TOKEN:-none}" 2>/dev/null
+
+render envoy/bench-upstream.yaml.tmpl "$OUT_DIR/upstream.yaml" "$UPSTREAM_ADMIN" -
+render envoy/bench-front-noauthz.yaml.tmpl "$OUT_DIR/front-noauthz.yaml" "$FRONT_ADMIN" -
+render envoy/envoy-test.yaml.tmpl "$OUT_DIR/front-noop.yaml" "$FRONT_ADMIN" "$NOOP_PORT"
+render envoy/envoy-test.yaml.tmpl "$OUT_DIR/front-sluis.yaml" "$FRONT_ADMIN" "$SLUIS_PORT"
+
+start_envoy upstream "$OUT_DIR/upstream.yaml" "$UPSTREAM_CONCURRENCY" "$UPSTREAM_PORT"
+
+# a) Envoy alone
+start_envoy front-envoy-only "$OUT_DIR/front-noauthz.yaml" "$FRONT_CONCURRENCY" "$FRONT_PORT"
+FRONT_PID=$STARTED_PID
+run_wrk envoy-only
+stop "$FRONT_PID"
+
+# b) + d) no-op ext_authz server
+"$NOOP_BIN" "127.0.0.1:$NOOP_PORT" >"$OUT_DIR/noop.log" 2>&1 &
+NOOP_PID=$!
+PIDS+=("$NOOP_PID")
+wait_port "$NOOP_PORT" "$NOOP_PID" noop
+start_envoy front-envoy-noop "$OUT_DIR/front-noop.yaml" "$FRONT_CONCURRENCY" "$FRONT_PORT"
+FRONT_PID=$STARTED_PID
+run_wrk envoy+noop
+stop "$FRONT_PID"
+run_h2load grpc-noop "$NOOP_PORT"
+stop "$NOOP_PID"
+
+# c) + e) Sluis
+if [[ "$SKIP_SLUIS" != "1" ]]; then
+  log "starting Sluis: $SLUIS_CMD"
+  # exec: the recorded PID is Sluis itself, not a wrapper shell
+  bash -c "exec $SLUIS_CMD" >"$OUT_DIR/sluis.log" 2>&1 &
+  SLUIS_PID=$!
+  PIDS+=("$SLUIS_PID")
+  wait_port "$SLUIS_PORT" "$SLUIS_PID" sluis
+  start_envoy front-envoy-sluis "$OUT_DIR/front-sluis.yaml" "$FRONT_CONCURRENCY" "$FRONT_PORT"
+  FRONT_PID=$STARTED_PID
+  run_wrk envoy+sluis
+  stop "$FRONT_PID"
+  run_h2load grpc-sluis "$SLUIS_PORT"
+  stop "$SLUIS_PID"
+fi
+
+# ---------------------------------------------------------------- report
+# Ratios: Envoy scenarios vs envoy-only, gRPC scenarios vs grpc-noop.
+# rps ratio = scenario/baseline (1.00 = no cost); latency shown as +ms vs baseline.
+awk -F'\t' '
+  { name[NR] = $1; tool[NR] = $2; rps[NR] = $3; p50[NR] = $4; p99[NR] = $5; err[NR] = $6
+    if ($1 == "envoy-only") { brps["wrk"] = $3; bp50["wrk"] = $4; bp99["wrk"] = $5 }
+    if ($1 == "grpc-noop")  { brps["h2load"] = $3; bp50["h2load"] = $4; bp99["h2load"] = $5 } }
+  END {
+    printf "\n| scenario | tool | req/s | p50 ms | p99 ms | errors | req/s vs baseline | p50 delta ms | p99 delta ms |\n"
+    printf "|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    for (i = 1; i <= NR; i++) {
+      t = tool[i]
+      ratio = (brps[t] > 0) ? sprintf("%.2f", rps[i] / brps[t]) : "n/a"
+      d50 = (bp50[t] != "") ? sprintf("%+.3f", p50[i] - bp50[t]) : "n/a"
+      d99 = (bp99[t] != "") ? sprintf("%+.3f", p99[i] - bp99[t]) : "n/a"
+      printf "| %s | %s | %.0f | %.3f | %.3f | %d | %s | %s | %s |\n", name[i], t, rps[i], p50[i], p99[i], err[i], ratio, d50, d99
+    }
+  }' "$RESULTS" | tee "$OUT_DIR/results.md"
+echo
+echo "baselines: wrk rows vs envoy-only, h2load rows vs grpc-noop; errors = non-2xx + socket errors (wrk) or failed/errored/timeout (h2load)"
+echo "raw output, configs and logs: $OUT_DIR"
