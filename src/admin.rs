@@ -6,7 +6,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::engine::Engine;
 use crate::reload::Reloader;
@@ -17,11 +17,35 @@ struct Admin {
     reloader: Arc<Reloader>,
 }
 
-pub fn router(engine: Arc<Engine>, reloader: Arc<Reloader>) -> Router {
-    Router::new()
+pub fn router(engine: Arc<Engine>, reloader: Arc<Reloader>, explain_enabled: bool) -> Router {
+    let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(Admin { engine, reloader })
+        .route("/readyz", get(readyz));
+    if explain_enabled {
+        router = router.route("/explain", post(explain));
+    }
+    router.with_state(Admin { engine, reloader })
+}
+
+/// `POST /explain` with a case (`{"request": ..., "token": ...}`, as in a test suite):
+/// the decision and how it was reached. A case that is not valid JSON, or not a case,
+/// is a 400 saying why.
+async fn explain(State(admin): State<Admin>, body: axum::body::Bytes) -> impl IntoResponse {
+    let case: crate::testing::Case = match serde_json::from_slice(&body) {
+        Ok(case) => case,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({"error": "bad_request", "message": e.to_string()})),
+            );
+        }
+    };
+    let mut trace = crate::engine::Trace::default();
+    let decision = case.decide(&admin.engine, Some(&mut trace)).await;
+    (
+        StatusCode::OK,
+        Json(crate::testing::explanation_json(&decision, &trace)),
+    )
 }
 
 /// Ready when policies are loaded and every issuer has keys. The body says what is

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// Errors loading the configuration file. Each names the file and what is wrong in it.
@@ -23,7 +24,7 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -43,12 +44,15 @@ pub struct Config {
     pub strip_headers: Vec<String>,
     #[serde(default)]
     pub logging: LoggingConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Directory the file was loaded from; relative paths resolve against it.
     #[serde(skip)]
+    #[schemars(skip)]
     pub base_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Listeners {
     /// Envoy ext_authz gRPC (`envoy.service.auth.v3.Authorization`) and `grpc.health.v1`.
@@ -77,7 +81,7 @@ fn default_admin() -> SocketAddr {
 }
 
 /// A JWT issuer: where its keys are, which tokens of it are acceptable.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerConfig {
     /// The name policies use to accept this issuer.
@@ -100,9 +104,11 @@ pub struct IssuerConfig {
     pub shared_secret: Option<Secret>,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`.
     #[serde(default = "default_leeway", with = "humantime_serde")]
+    #[schemars(with = "String", example = "30s")]
     pub leeway: Duration,
     /// Maximum `exp - iat` (iWlz: 1h). Tokens without `iat` are rejected when set.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>", example = "1h")]
     pub max_lifetime: Option<Duration>,
     /// The claim holding the scopes: a space-separated string (`scope`) or an array
     /// (`scp`, iWlz `scopes`). Both shapes are accepted in whichever claim is named.
@@ -131,7 +137,7 @@ fn default_max_token_bytes() -> usize {
     16 * 1024
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwksSource {
     /// A local JWKS document.
@@ -144,13 +150,16 @@ pub struct JwksSource {
     pub allow_insecure_http: bool,
     /// How often the document is fetched again (URL) or re-read (file).
     #[serde(default = "default_refresh_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub refresh_interval: Duration,
     /// Shortest time between two fetches triggered by tokens with an unknown `kid`, so a
     /// stream of forged `kid`s cannot hammer the identity provider.
     #[serde(default = "default_min_refresh_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub min_refresh_interval: Duration,
     /// Timeout of one fetch.
     #[serde(default = "default_fetch_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 
@@ -168,7 +177,7 @@ fn default_fetch_timeout() -> Duration {
 
 /// A secret value, never written in the config itself: read from an environment variable
 /// or a file (e.g. a mounted Kubernetes Secret). Trailing newlines of files are dropped.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Secret {
     pub env: Option<String>,
@@ -205,7 +214,7 @@ impl Secret {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCacheConfig {
     /// Verified tokens kept, at most. Each entry holds the token's claims (about 1–2 KiB).
@@ -225,7 +234,18 @@ fn default_cache_entries() -> u64 {
     10_000
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// What the admin listener offers besides health and readiness.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `POST /explain`: decide a request given as JSON (with a token or bare claims) and
+    /// return the decision with its trace. Off by default: it reveals how policies work
+    /// to whoever can reach the admin listener.
+    #[serde(default)]
+    pub explain: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoggingConfig {
     /// A tracing filter, e.g. `info` or `sluis=debug,info`. `RUST_LOG` overrides it.
@@ -248,7 +268,7 @@ fn default_level() -> String {
     "info".into()
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]

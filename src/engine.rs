@@ -54,29 +54,146 @@ impl Engine {
         self.authn.ready()
     }
 
+    /// Decides a request from a gateway: the caller is whoever the request's token says.
     pub async fn decide(&self, request: &AccessRequest) -> Result<Decision, Unavailable> {
-        let selected = self.policies.load().select(request).cloned();
-        let policy = match selected {
-            Ok(policy) => policy,
-            Err(reason) => return Ok(no_policy(reason)),
+        self.decide_as(request, &Credentials::Request, None).await
+    }
+
+    /// Decides with the given credentials, recording each step in `trace` when asked
+    /// (`sluis explain`, `sluis test`). Doors use [`Engine::decide`].
+    pub async fn decide_as(
+        &self,
+        request: &AccessRequest,
+        credentials: &Credentials<'_>,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Decision, Unavailable> {
+        let policies = self.policies.load_full();
+        let policy = match policies.select(request) {
+            Ok(policy) => policy.clone(),
+            Err(reason) => {
+                if let Some(trace) = trace.as_deref_mut() {
+                    trace.policy = format!("{reason}; {}", policies.why_not(request));
+                }
+                return Ok(no_policy(reason));
+            }
         };
-        if policy.anonymous {
-            return Ok(policy.evaluate(request, None));
+        if let Some(trace) = trace.as_deref_mut() {
+            trace.policy = policies.why(request, &policy);
         }
-        let identity = match bearer_token(request) {
-            Ok(token) => self.authn.authenticate(token, &policy.issuers).await,
-            Err(e) => Err(e),
+        if policy.anonymous {
+            note(
+                &mut trace,
+                "anonymous policy: no token checked, `token` is null".into(),
+            );
+            return Ok(policy.evaluate(request, None, trace));
+        }
+        let identity = match credentials {
+            Credentials::Request => match bearer_token(request) {
+                Ok(token) => {
+                    let identity = self.authn.authenticate(token, &policy.issuers).await;
+                    if let Ok(identity) = &identity {
+                        note(
+                            &mut trace,
+                            format!(
+                                "bearer token verified by issuer `{}` ({}): algorithm, signature, iss, aud, exp and nbf checked",
+                                identity.issuer, identity.iss
+                            ),
+                        );
+                    }
+                    identity
+                }
+                Err(e) => Err(e),
+            },
+            Credentials::Claims { issuer, claims } => {
+                let identity = self
+                    .authn
+                    .identity_from_claims(issuer, claims, &policy.issuers)
+                    .map(Arc::new);
+                if identity.is_ok() {
+                    note(
+                        &mut trace,
+                        format!(
+                            "token given as claims for issuer `{issuer}`: no signature checked; iss, aud, exp, nbf and lifetime checked as for a real token"
+                        ),
+                    );
+                }
+                identity
+            }
         };
         let identity = match identity {
             Ok(identity) => identity,
-            Err(AuthnError::Unavailable(reason)) => return Err(Unavailable(reason)),
-            Err(e) => return Ok(authn_denial(&policy, e)),
+            Err(AuthnError::Unavailable(reason)) => {
+                note(
+                    &mut trace,
+                    format!("identity could not be checked: {reason}"),
+                );
+                return Err(Unavailable(reason));
+            }
+            Err(e) => {
+                note(&mut trace, format!("authentication failed: {e}"));
+                return Ok(authn_denial(&policy, e));
+            }
         };
         let missing = policy.missing_scopes(&identity);
+        if let Some(trace) = trace.as_deref_mut() {
+            trace.scopes = Some(ScopeCheck {
+                required: policy.scopes.clone(),
+                present: identity.scopes.clone(),
+                missing: missing.iter().map(|s| s.to_string()).collect(),
+            });
+        }
         if !missing.is_empty() {
             return Ok(policy.deny_scopes(&missing));
         }
-        Ok(policy.evaluate(request, Some(&identity)))
+        Ok(policy.evaluate(request, Some(&identity), trace))
+    }
+}
+
+/// Who the caller is, for [`Engine::decide_as`].
+pub enum Credentials<'a> {
+    /// The request's own `Authorization` header, verified: what every door uses.
+    Request,
+    /// Claims taken as if the named issuer had signed them. Only for offline tools
+    /// (`sluis test`, `explain`, `replay`): a door never builds this.
+    Claims {
+        issuer: &'a str,
+        claims: &'a serde_json::Map<String, serde_json::Value>,
+    },
+}
+
+/// How a decision was reached, step by step.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Trace {
+    /// Which policy was chosen and why (or why none).
+    pub policy: String,
+    /// The identity checks that ran, in order.
+    pub identity: Vec<String>,
+    pub scopes: Option<ScopeCheck>,
+    /// Each rule, in evaluation order (deny rules first), with its result.
+    pub rules: Vec<RuleTrace>,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ScopeCheck {
+    pub required: Vec<String>,
+    pub present: Vec<String>,
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleTrace {
+    pub rule: String,
+    pub effect: &'static str,
+    pub condition: String,
+    /// `true`, `false` or `error: ...`.
+    pub result: String,
+    /// Values of the condition's parts (operands of `&&`, `||`, `!` and comparisons).
+    pub parts: Vec<(String, String)>,
+}
+
+fn note(trace: &mut Option<&mut Trace>, step: String) {
+    if let Some(trace) = trace.as_deref_mut() {
+        trace.identity.push(step);
     }
 }
 

@@ -27,6 +27,8 @@
 //! | [`admin`] | admin HTTP listener: health and readiness |
 //! | [`reload`] | hot reload of policies: file watching, SIGHUP, validate-then-swap |
 //! | [`server`] | wires listeners, engine and reloader together; `sluis serve` |
+//! | [`testing`] | offline tools for policy authors: test suites, explain, replay |
+//! | [`schema`] | JSON Schemas of config, policy and test files, generated from the types |
 //!
 //! The core (`engine`, `authn`, `policy`) never imports tonic, axum or envoy-types: front
 //! doors translate, the engine decides.
@@ -40,7 +42,9 @@ pub mod engine;
 pub mod policy;
 pub mod reload;
 pub mod request;
+pub mod schema;
 pub mod server;
+pub mod testing;
 
 /// A serde YAML error without its trailing location, which callers report separately.
 pub(crate) fn yaml_error_message(error: &serde_yaml_ng::Error) -> String {

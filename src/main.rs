@@ -32,6 +32,46 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Run the policy test suites (`*.test.yaml` beside the policies, or PATHS).
+    Test {
+        #[arg(long, short, default_value = "sluis.yaml")]
+        config: PathBuf,
+        /// Also list the rules that decided no test case.
+        #[arg(long)]
+        coverage: bool,
+        /// Suite files or directories; default: beside the configured policies.
+        paths: Vec<PathBuf>,
+    },
+    /// Show how a request would be decided, step by step.
+    Explain {
+        #[arg(long, short, default_value = "sluis.yaml")]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// A YAML or JSON file with `request` and optionally `token` (as in a test case).
+        case: PathBuf,
+    },
+    /// Replay recorded requests against a candidate policy set and report every decision
+    /// that would change. Exits 1 when any would.
+    Replay {
+        #[arg(long, short, default_value = "sluis.yaml")]
+        config: PathBuf,
+        /// A candidate policy file or directory (repeatable), replacing the config's `policies`.
+        #[arg(long, required = true)]
+        candidate: Vec<PathBuf>,
+        /// JSON lines, each `{"request": ..., "token": ...}` as in a test case.
+        records: PathBuf,
+    },
+    /// Print, write or check the JSON Schemas of the config, policy and test files.
+    Schema {
+        /// Write the schemas into this directory.
+        #[arg(long, conflicts_with = "check")]
+        write: Option<PathBuf>,
+        /// Check that the schemas in this directory match the code.
+        #[arg(long)]
+        check: Option<PathBuf>,
+    },
     /// Development only: sign a token with a local private key (PEM), e.g. the example
     /// issuer's key in `examples/keys/`. Never point this at a production key.
     DevToken {
@@ -66,6 +106,51 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { config } => Ok(validate(&config)),
+        Command::Test {
+            config,
+            coverage,
+            paths,
+        } => {
+            let config = Config::load(&config)?;
+            let passed = runtime()?.block_on(sluis::testing::run_and_report(
+                &config,
+                &paths,
+                coverage,
+                &mut std::io::stdout(),
+            ))?;
+            Ok(exit(passed))
+        }
+        Command::Explain { config, json, case } => explain(&config, json, &case),
+        Command::Replay {
+            config,
+            candidate,
+            records,
+        } => replay(&config, candidate, &records),
+        Command::Schema { write, check } => match (write, check) {
+            (Some(dir), _) => {
+                sluis::schema::write(&dir).map_err(anyhow::Error::msg)?;
+                println!("wrote the schemas to {}", dir.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            (None, Some(dir)) => match sluis::schema::check(&dir) {
+                Ok(()) => {
+                    println!("schemas in {} match the code", dir.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(problems) => {
+                    for problem in problems {
+                        eprintln!("{problem}");
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            },
+            (None, None) => {
+                for (name, schema) in sluis::schema::generate() {
+                    println!("# {name}\n{}", serde_json::to_string_pretty(&schema)?);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Command::Serve { config } => serve(&config),
         Command::DevToken {
             key,
@@ -77,6 +162,86 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn exit(success: bool) -> ExitCode {
+    if success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn offline_engine(config: &Config) -> anyhow::Result<sluis::engine::Engine> {
+    runtime()?
+        .block_on(sluis::testing::offline_engine(config))
+        .map_err(|errors| anyhow::anyhow!(errors.join("\n")))
+}
+
+fn explain(config: &Path, json: bool, case: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config)?;
+    let engine = offline_engine(&config)?;
+    let text = std::fs::read_to_string(case)
+        .with_context(|| format!("cannot read `{}`", case.display()))?;
+    let case: sluis::testing::Case = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("`{}` is not a request case", case.display()))?;
+    let mut trace = sluis::engine::Trace::default();
+    let decision = runtime()?.block_on(case.decide(&engine, Some(&mut trace)));
+    if json {
+        let document = sluis::testing::explanation_json(&decision, &trace);
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        print!("{}", sluis::testing::explanation_text(&decision, &trace));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(config: &Path, candidate: Vec<PathBuf>, records: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config)?;
+    let mut candidate_config = config.clone();
+    // Candidate paths are given on the command line: relative to where we run.
+    let cwd = std::env::current_dir()?;
+    candidate_config.policies = candidate.into_iter().map(|p| cwd.join(p)).collect();
+    let current = offline_engine(&config)?;
+    let candidate = offline_engine(&candidate_config)?;
+    let records = std::fs::read_to_string(records)
+        .with_context(|| format!("cannot read `{}`", records.display()))?;
+    let (changes, count) = runtime()?
+        .block_on(sluis::testing::replay(&current, &candidate, &records))
+        .map_err(anyhow::Error::msg)?;
+    if changes.is_empty() {
+        println!("no decision changes in {count} requests");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} of {count} requests would be decided differently",
+        changes.len()
+    );
+    let mut groups: std::collections::BTreeMap<&str, Vec<&sluis::testing::Change>> =
+        Default::default();
+    for change in &changes {
+        groups
+            .entry(change.now_decided_by.as_str())
+            .or_default()
+            .push(change);
+    }
+    for (rule, group) in groups {
+        println!("\n{rule}: {} request(s)", group.len());
+        for change in group {
+            println!(
+                "  line {}: {}: {} -> {}",
+                change.line, change.request, change.before, change.after
+            );
+        }
+    }
+    Ok(ExitCode::FAILURE)
 }
 
 fn validate(path: &Path) -> ExitCode {

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::authn::Identity;
 use crate::config::Config;
 use crate::decision::{Allow, Decision, Deny, DenyCode, Outcome, deny_body};
+use crate::engine::{RuleTrace, Trace};
 use crate::request::AccessRequest;
 use expr::{Expr, RequestFields, Vars};
 use spec::{PolicyFile, PolicySpec, RuleSpec};
@@ -197,6 +198,51 @@ impl PolicySet {
             .iter()
             .find(|policy| policy.matches(request))
             .ok_or_else(|| "no policy matches this request".to_string())
+    }
+
+    /// Why `chosen` decides `request`, for explain output.
+    pub fn why(&self, request: &AccessRequest, chosen: &Policy) -> String {
+        if request
+            .context
+            .contains_key(crate::request::POLICY_CONTEXT_KEY)
+        {
+            return format!(
+                "policy `{}`, named by the gateway (context extension `{}`)",
+                chosen.id,
+                crate::request::POLICY_CONTEXT_KEY
+            );
+        }
+        let skipped = self.why_not(request);
+        format!(
+            "policy `{}` ({}): the first whose match fits (methods {:?}, paths {:?}, hosts {:?}){}",
+            chosen.id,
+            chosen.file.display(),
+            chosen.methods,
+            chosen.paths,
+            chosen.hosts,
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; {skipped}")
+            }
+        )
+    }
+
+    /// The policies before the first match, and what of theirs did not fit.
+    pub fn why_not(&self, request: &AccessRequest) -> String {
+        let skipped: Vec<String> = self
+            .policies
+            .iter()
+            .map_while(|p| {
+                p.mismatch(request)
+                    .map(|what| format!("`{}` ({what})", p.id))
+            })
+            .collect();
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!("skipped: {}", skipped.join(", "))
+        }
     }
 }
 
@@ -602,18 +648,33 @@ fn valid_header_value(value: &str) -> bool {
 
 impl Policy {
     pub fn matches(&self, request: &AccessRequest) -> bool {
-        (self.methods.is_empty() || self.methods.contains(&request.method))
-            && (self.paths.is_empty()
-                || self
-                    .paths
-                    .iter()
-                    .any(|p| fast_glob::glob_match(p.as_str(), request.path.as_str())))
-            && (self.hosts.is_empty() || {
-                let host = host_without_port(&request.host).to_ascii_lowercase();
-                self.hosts
-                    .iter()
-                    .any(|h| fast_glob::glob_match(h.as_str(), host.as_str()))
-            })
+        self.mismatch(request).is_none()
+    }
+
+    /// The first part of `match` the request does not fit, if any.
+    pub fn mismatch(&self, request: &AccessRequest) -> Option<&'static str> {
+        if !(self.methods.is_empty() || self.methods.contains(&request.method)) {
+            return Some("method");
+        }
+        if !(self.paths.is_empty()
+            || self
+                .paths
+                .iter()
+                .any(|p| fast_glob::glob_match(p.as_str(), request.path.as_str())))
+        {
+            return Some("path");
+        }
+        if !self.hosts.is_empty() {
+            let host = host_without_port(&request.host).to_ascii_lowercase();
+            if !self
+                .hosts
+                .iter()
+                .any(|h| fast_glob::glob_match(h.as_str(), host.as_str()))
+            {
+                return Some("host");
+            }
+        }
+        None
     }
 
     /// The scopes `identity` lacks, in the policy's order.
@@ -625,11 +686,36 @@ impl Policy {
             .collect()
     }
 
-    /// Runs the rules and, on allow, computes the changes to the request.
-    pub fn evaluate(&self, request: &AccessRequest, identity: Option<&Identity>) -> Decision {
+    /// Runs the rules and, on allow, computes the changes to the request. With a
+    /// `trace`, every rule's result and the values of its parts are recorded.
+    pub fn evaluate(
+        &self,
+        request: &AccessRequest,
+        identity: Option<&Identity>,
+        mut trace: Option<&mut Trace>,
+    ) -> Decision {
         let vars = Vars::new(request, identity, self.request_fields);
+        let mut record = |rule: &Rule, result: &Result<bool, String>| {
+            if let Some(trace) = trace.as_deref_mut() {
+                trace.rules.push(RuleTrace {
+                    rule: rule.id.to_string(),
+                    effect: match rule.effect {
+                        Effect::Allow => "allow",
+                        Effect::Deny => "deny",
+                    },
+                    condition: rule.condition.source.clone(),
+                    result: match result {
+                        Ok(b) => b.to_string(),
+                        Err(e) => format!("error: {e}"),
+                    },
+                    parts: rule.condition.explain(&vars),
+                });
+            }
+        };
         for rule in self.rules.iter().filter(|r| r.effect == Effect::Deny) {
-            match rule.condition.eval_bool(&vars) {
+            let result = rule.condition.eval_bool(&vars);
+            record(rule, &result);
+            match result {
                 Ok(false) => {}
                 Ok(true) => {
                     return self.deny(
@@ -654,7 +740,9 @@ impl Policy {
         }
         let mut failures = Vec::new();
         for rule in self.rules.iter().filter(|r| r.effect == Effect::Allow) {
-            match rule.condition.eval_bool(&vars) {
+            let result = rule.condition.eval_bool(&vars);
+            record(rule, &result);
+            match result {
                 Ok(true) => return self.allow(&rule.id, &vars, identity, request),
                 Ok(false) => {}
                 Err(e) => failures.push(format!("allow rule `{}` failed: {e}", rule.id)),

@@ -27,6 +27,8 @@ pub struct AccessRequest {
     /// Envoy does.
     pub headers: HashMap<String, String>,
     pub source: Source,
+    /// The request body, when the gateway sends it (Envoy `with_request_body`).
+    pub body: String,
     /// Per-route settings the gateway passes along (Envoy `context_extensions`). The key
     /// `sluis_policy` names the policy that must decide.
     pub context: HashMap<String, String>,
@@ -63,6 +65,7 @@ impl std::fmt::Debug for AccessRequest {
             .field("query", &self.query)
             .field("protocol", &self.protocol)
             .field("headers", &headers)
+            .field("body_bytes", &self.body.len())
             .field("source", &self.source)
             .field("context", &self.context)
             .finish()

@@ -33,6 +33,7 @@ pub async fn run(
 ) -> Result<(), String> {
     let engine = Arc::new(build_engine(&config).map_err(|e| e.join("\n"))?);
     engine.authenticator().start_refreshers();
+    let explain = config.admin.explain;
     let reloader = Arc::new(Reloader::new(config, engine.clone()));
     reloader.clone().spawn(Duration::from_millis(200))?;
 
@@ -65,7 +66,7 @@ pub async fn run(
         );
 
     let mut admin_stop = stop_rx.clone();
-    let admin_server = axum::serve(admin, crate::admin::router(engine, reloader))
+    let admin_server = axum::serve(admin, crate::admin::router(engine, reloader, explain))
         .with_graceful_shutdown(async move {
             let _ = admin_stop.wait_for(|stop| *stop).await;
         });

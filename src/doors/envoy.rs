@@ -103,6 +103,11 @@ pub fn access_request(check: CheckRequest) -> AccessRequest {
     access.scheme = http.scheme;
     access.host = http.host;
     access.protocol = http.protocol;
+    access.body = if http.raw_body.is_empty() {
+        http.body
+    } else {
+        String::from_utf8_lossy(&http.raw_body).into_owned()
+    };
     // `path` is the request target as sent: path and query together.
     access.set_target(&http.path);
     access.headers = if http.headers.is_empty() {

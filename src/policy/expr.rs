@@ -31,6 +31,8 @@ pub struct Expr {
     pub source: String,
     /// The parsed expression, with literal-pattern `matches` calls rewritten.
     tree: IdedExpr,
+    /// Where each node of `tree` was written (node ids survive the rewrite), for explain.
+    program: Program,
     /// The fields of `request` it reads, so a request builds only those.
     pub request_fields: RequestFields,
 }
@@ -41,7 +43,7 @@ pub struct Expr {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RequestFields(u16);
 
-const REQUEST_FIELDS: [&str; 9] = [
+const REQUEST_FIELDS: [&str; 10] = [
     "method",
     "scheme",
     "host",
@@ -51,6 +53,7 @@ const REQUEST_FIELDS: [&str; 9] = [
     "query_string",
     "protocol",
     "headers",
+    "body",
 ];
 
 impl RequestFields {
@@ -118,6 +121,7 @@ impl Expr {
         Ok(Expr {
             source: source.to_owned(),
             tree,
+            program,
             request_fields: check.request_fields,
         })
     }
@@ -162,6 +166,171 @@ impl Expr {
             scope.set_variable_resolver(vars);
             Value::resolve(&self.tree, &scope).map_err(|e| format!("`{}`: {e}", self.source))
         })
+    }
+}
+
+impl Expr {
+    /// The values of this expression's parts: the operands of `&&`, `||` and `!`, and
+    /// of comparisons, each with its source text. For explain output, not the hot path.
+    pub fn explain(&self, vars: &Vars) -> Vec<(String, String)> {
+        let mut nodes = Vec::new();
+        parts(&self.tree, &mut nodes);
+        ROOT.with(|root| {
+            let root: &Context = root;
+            let mut scope = root.new_inner_scope();
+            scope.set_variable_resolver(vars);
+            nodes
+                .into_iter()
+                .map(|node| {
+                    let value = match Value::resolve(node, &scope) {
+                        Ok(value) => show(&value),
+                        Err(e) => format!("error: {e}"),
+                    };
+                    (self.text_of(node), value)
+                })
+                .collect()
+        })
+    }
+
+    /// The source text of a node. The parser records only each node's own token (the
+    /// operator, the `.` of a call), so the span is widened over the node's descendants
+    /// and then to the brackets it leaves open.
+    fn text_of(&self, node: &IdedExpr) -> String {
+        let info = self.program.source_info();
+        let mut span: Option<(u32, u32)> = None;
+        visit(node, &mut |n| {
+            if let Some((start, mut stop)) = info.offset_for(n.id) {
+                // A select is recorded at its `.`: the field name follows.
+                if let Node::Select(select) = &n.expr {
+                    stop += select.field.chars().count() as u32;
+                }
+                span = Some(match span {
+                    Some((s, e)) => (s.min(start), e.max(stop)),
+                    None => (start, stop),
+                });
+            }
+        });
+        let Some((start, stop)) = span else {
+            return format!("#{}", node.id);
+        };
+        let chars: Vec<char> = self.source.chars().collect();
+        let mut end = (stop as usize).min(chars.len().saturating_sub(1));
+        // Close what the span opened: `f(x` → `f(x)`, `[a, b` → `[a, b]`.
+        let mut depth: i32 = 0;
+        let mut quote: Option<char> = None;
+        for &c in chars.get(start as usize..=end).unwrap_or(&[]) {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '\'' | '"') => quote = Some(c),
+                (None, '(' | '[' | '{') => depth += 1,
+                (None, ')' | ']' | '}') => depth -= 1,
+                _ => {}
+            }
+        }
+        while depth > 0 && end + 1 < chars.len() {
+            end += 1;
+            if let Some(')' | ']' | '}') = chars.get(end) {
+                depth -= 1;
+            }
+        }
+        chars
+            .get(start as usize..=end)
+            .map(|s| s.iter().collect::<String>().trim().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Calls `f` on a node and every node below it.
+fn visit(node: &IdedExpr, f: &mut dyn FnMut(&IdedExpr)) {
+    f(node);
+    match &node.expr {
+        Node::Call(call) => {
+            if let Some(target) = &call.target {
+                visit(target, f);
+            }
+            for arg in &call.args {
+                visit(arg, f);
+            }
+        }
+        Node::Select(select) => visit(&select.operand, f),
+        Node::List(list) => list.elements.iter().for_each(|e| visit(e, f)),
+        Node::Map(map) => {
+            for entry in &map.entries {
+                if let cel::common::ast::EntryExpr::MapEntry(entry) = &entry.expr {
+                    visit(&entry.key, f);
+                    visit(&entry.value, f);
+                }
+            }
+        }
+        Node::Comprehension(comp) => {
+            visit(&comp.iter_range, f);
+            visit(&comp.loop_step, f);
+        }
+        _ => {}
+    }
+}
+
+/// The nodes worth showing: leaves of the boolean structure, and comparison operands.
+fn parts<'e>(node: &'e IdedExpr, out: &mut Vec<&'e IdedExpr>) {
+    if let Node::Call(call) = &node.expr {
+        match call.func_name.as_str() {
+            "_&&_" | "_||_" | "!_" => {
+                for arg in &call.args {
+                    parts(arg, out);
+                }
+                return;
+            }
+            "_==_" | "_!=_" | "_<_" | "_<=_" | "_>_" | "_>=_" | "@in" => {
+                out.push(node);
+                for arg in &call.args {
+                    if !constant(arg) {
+                        out.push(arg);
+                    }
+                }
+                return;
+            }
+            _ => {}
+        }
+    }
+    if !constant(node) {
+        out.push(node);
+    }
+}
+
+/// A literal, or a list of literals: nothing to explain.
+fn constant(node: &IdedExpr) -> bool {
+    match &node.expr {
+        Node::Literal(_) => true,
+        Node::List(list) => list.elements.iter().all(constant),
+        _ => false,
+    }
+}
+
+/// A short, readable rendering of a value.
+fn show(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{:?}", s.as_str()),
+        Value::Int(i) => i.to_string(),
+        Value::UInt(u) => format!("{u}u"),
+        Value::Float(f) => f.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "null".into(),
+        Value::List(items) => {
+            let shown: Vec<String> = items.iter().map(show).collect();
+            format!("[{}]", shown.join(", "))
+        }
+        Value::Map(map) => {
+            let mut shown: Vec<String> = map
+                .map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", show(&Value::from(k)), show(v)))
+                .collect();
+            shown.sort();
+            format!("{{{}}}", shown.join(", "))
+        }
+        Value::Timestamp(t) => t.to_rfc3339(),
+        other => format!("{other:?}"),
     }
 }
 
@@ -433,6 +602,7 @@ fn request_value(request: &AccessRequest, fields: RequestFields) -> Value {
     add("path", &|| text(&request.path));
     add("query_string", &|| text(&request.query));
     add("protocol", &|| text(&request.protocol));
+    add("body", &|| text(&request.body));
     add("segments", &|| {
         Value::List(Arc::new(
             request
@@ -624,6 +794,30 @@ mod tests {
         assert_eq!(
             Expr::compile("size(request) > 0").unwrap().request_fields,
             RequestFields::ALL
+        );
+    }
+
+    #[test]
+    fn explain_shows_the_parts_and_their_values() {
+        let expr = Expr::compile(
+            "request.method in ['GET', 'HEAD'] && !request.path.startsWith('/admin')",
+        )
+        .unwrap();
+        let request = request();
+        let parts = expr.explain(&Vars::new(&request, None, expr.request_fields));
+        assert_eq!(
+            parts,
+            vec![
+                (
+                    "request.method in ['GET', 'HEAD']".to_string(),
+                    "true".to_string()
+                ),
+                ("request.method".to_string(), "\"GET\"".to_string()),
+                (
+                    "request.path.startsWith('/admin')".to_string(),
+                    "false".to_string()
+                ),
+            ]
         );
     }
 

@@ -3,16 +3,19 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// A policy file: a list of policies.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyFile {
+    /// Deserialized one by one, so an error names its policy.
+    #[schemars(with = "Vec<PolicySpec>")]
     pub policies: Vec<serde_yaml_ng::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySpec {
     /// Unique across all loaded files; names the policy in decisions and logs.
@@ -38,6 +41,7 @@ pub struct PolicySpec {
     /// Allow and deny rules. Any matching deny rule denies; otherwise the first matching
     /// allow rule allows; otherwise the request is denied.
     #[serde(default)]
+    #[schemars(with = "Vec<RuleSpec>")]
     pub rules: Vec<serde_yaml_ng::Value>,
     /// What to do to an allowed request.
     #[serde(default)]
@@ -48,7 +52,7 @@ pub struct PolicySpec {
     pub deny_response: Option<DenyResponseSpec>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchSpec {
     /// Host globs, e.g. `api.example.org`, `*.example.org`. A port in the request's host is
@@ -64,7 +68,7 @@ pub struct MatchSpec {
     pub methods: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     pub id: String,
@@ -73,14 +77,27 @@ pub struct RuleSpec {
     /// A CEL condition that allows the request when true. YAML `true` is the condition
     /// `true`.
     #[serde(default, deserialize_with = "condition")]
+    #[schemars(with = "Option<ConditionSchema>")]
     pub allow: Option<String>,
     /// A CEL condition that denies the request when true.
     #[serde(default, deserialize_with = "condition")]
+    #[schemars(with = "Option<ConditionSchema>")]
     pub deny: Option<String>,
     /// Status of a deny (default 403).
     pub status: Option<u16>,
     /// Message in the deny body (default: a generic one).
     pub message: Option<String>,
+}
+
+/// How a condition may be written, for the JSON Schema.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum ConditionSchema {
+    /// A CEL expression.
+    Cel(String),
+    /// `true` or `false`.
+    Literal(bool),
 }
 
 /// A condition written as a string, or as a YAML boolean (`allow: true`), which an author
@@ -106,7 +123,7 @@ fn condition<'de, D: serde::Deserializer<'de>>(
     ))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseSpec {
     /// Headers to set on the upstream request: name → CEL expression. A null result
@@ -129,7 +146,7 @@ pub struct ResponseSpec {
     pub remove_query: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DenyResponseSpec {
     #[serde(default = "default_deny_status")]

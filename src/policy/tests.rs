@@ -117,7 +117,7 @@ fn the_gateway_can_name_the_policy() {
 fn deny_overrides_allow() {
     let set = set(POLICIES).unwrap();
     let policy = set.get("first").unwrap();
-    let decision = policy.evaluate(&request("GET", "/a/bob"), Some(&identity(&[])));
+    let decision = policy.evaluate(&request("GET", "/a/bob"), Some(&identity(&[])), None);
     assert_eq!(&*decision.rule, "deny-bob");
     assert_eq!(decision.status(), 404);
     match decision.outcome {
@@ -131,10 +131,10 @@ fn deny_overrides_allow() {
 #[test]
 fn a_failing_allow_rule_does_not_allow_and_the_next_one_decides() {
     let set = set(POLICIES).unwrap();
-    let decision = set
-        .get("first")
-        .unwrap()
-        .evaluate(&request("GET", "/a/x"), Some(&identity(&[])));
+    let decision =
+        set.get("first")
+            .unwrap()
+            .evaluate(&request("GET", "/a/x"), Some(&identity(&[])), None);
     assert!(decision.is_allow(), "{decision:?}");
     assert_eq!(&*decision.rule, "allow-all");
 }
@@ -142,10 +142,10 @@ fn a_failing_allow_rule_does_not_allow_and_the_next_one_decides() {
 #[test]
 fn a_failing_deny_rule_denies() {
     let set = set(POLICIES).unwrap();
-    let decision = set
-        .get("second")
-        .unwrap()
-        .evaluate(&request("POST", "/a/x"), Some(&identity(&[])));
+    let decision =
+        set.get("second")
+            .unwrap()
+            .evaluate(&request("POST", "/a/x"), Some(&identity(&[])), None);
     assert_eq!(decision.status(), 403);
     assert_eq!(&*decision.rule, "broken-deny");
     assert!(
@@ -164,7 +164,7 @@ fn allow_sets_and_strips_headers_and_query() {
     let decision = set
         .get("first")
         .unwrap()
-        .evaluate(&request, Some(&identity(&[])));
+        .evaluate(&request, Some(&identity(&[])), None);
     let Outcome::Allow(allow) = decision.outcome else {
         panic!("{decision:?}")
     };
@@ -202,7 +202,7 @@ fn uniform_denials_hide_the_reason() {
         headers: vec![("content-type".into(), "text/plain".into())],
         body: "not found".into(),
     };
-    let by_rule = policy.evaluate(&request("GET", "/u/1"), Some(&identity(&["needed"])));
+    let by_rule = policy.evaluate(&request("GET", "/u/1"), Some(&identity(&["needed"])), None);
     assert_eq!(by_rule.outcome, Outcome::Deny(expected.clone()));
     let by_scope = policy.deny_scopes(&["needed"]);
     assert_eq!(by_scope.outcome, Outcome::Deny(expected));
@@ -223,7 +223,7 @@ policies:
     let decision = set
         .get("p")
         .unwrap()
-        .evaluate(&request("GET", "/"), Some(&identity(&[])));
+        .evaluate(&request("GET", "/"), Some(&identity(&[])), None);
     assert_eq!(decision.status(), 403);
     assert!(decision.reason.contains("control characters"));
 }
