@@ -7,8 +7,12 @@
 //! The unverified `iss` of a token is only used to pick which issuer's keys to try; every
 //! claim a policy sees comes from a verified token.
 
+pub mod certificate;
+pub mod dpop;
+pub mod introspection;
+pub mod issuer;
 pub mod jwks;
-pub mod jwt;
+pub mod replay;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -22,7 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::config::Config;
 use crate::request::AccessRequest;
 
-pub use jwt::JwtIssuer;
+pub use issuer::Issuer;
 
 /// A verified caller.
 #[derive(Debug)]
@@ -42,6 +46,9 @@ pub struct Identity {
     pub payload_json: String,
     /// A short hash of the token, safe to log.
     pub token_hash: String,
+    /// Until when (unix seconds) this identity may be reused for the same token: `exp`
+    /// for a JWT, the introspection cache deadline for an introspected token.
+    pub cache_until: i64,
     /// The policy engine's view of this identity, built on first use and then shared by
     /// every request carrying the same (cached) token.
     pub(crate) cel_value: OnceLock<Box<dyn cel::common::value::Val>>,
@@ -113,9 +120,9 @@ pub fn bearer_token(request: &AccessRequest) -> Result<&str, AuthnError> {
 /// All configured issuers and the cache of verified tokens.
 pub struct Authenticator {
     /// By their `iss` value: how an incoming token finds its keys.
-    by_iss: HashMap<String, Arc<JwtIssuer>>,
+    by_iss: HashMap<String, Arc<Issuer>>,
     /// By configured name: how policies refer to them.
-    by_name: HashMap<String, Arc<JwtIssuer>>,
+    by_name: HashMap<String, Arc<Issuer>>,
     /// Verified tokens by SHA-256 of the token. Bounded by `token_cache.max_entries`;
     /// each entry expires at its token's `exp`.
     cache: Cache<[u8; 32], Arc<Identity>>,
@@ -128,7 +135,7 @@ impl Authenticator {
         let mut by_iss = HashMap::new();
         let mut by_name = HashMap::new();
         for issuer_config in &config.issuers {
-            let issuer = Arc::new(JwtIssuer::new(issuer_config, &config.base_dir)?);
+            let issuer = Arc::new(Issuer::new(issuer_config, &config.base_dir)?);
             if by_iss
                 .insert(issuer_config.issuer.clone(), issuer.clone())
                 .is_some()
@@ -158,11 +165,11 @@ impl Authenticator {
         })
     }
 
-    pub fn issuer(&self, name: &str) -> Option<&Arc<JwtIssuer>> {
+    pub fn issuer(&self, name: &str) -> Option<&Arc<Issuer>> {
         self.by_name.get(name)
     }
 
-    pub fn issuers(&self) -> impl Iterator<Item = &Arc<JwtIssuer>> {
+    pub fn issuers(&self) -> impl Iterator<Item = &Arc<Issuer>> {
         self.by_name.values()
     }
 
@@ -192,21 +199,19 @@ impl Authenticator {
         }
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(identity) = self.cache.get(&key) {
-            // The cache expires entries at `exp`, but check: expiry is not exact.
-            if identity.exp.is_some_and(|exp| exp < now_secs()) {
+            // The cache expires entries on time, but check: expiry is not exact.
+            let now = now_secs();
+            if identity.exp.is_some_and(|exp| exp < now) || identity.cache_until <= now {
                 self.cache.invalidate(&key);
             } else {
                 return accept(identity, accepted);
             }
         }
-        let iss = jwt::unverified_issuer(token)?;
-        let issuer = self
-            .by_iss
-            .get(&iss)
-            .filter(|issuer| accepted.iter().any(|name| **name == **issuer.name()))
-            .ok_or_else(|| AuthnError::Invalid(format!("issuer `{iss}` is not accepted here")))?;
-        let identity = Arc::new(issuer.verify(token, hex_prefix(&key)).await?);
-        self.cache.insert(key, identity.clone());
+        let issuer = self.issuer_for(token, accepted)?;
+        let identity = Arc::new(issuer.verify(token, key, hex_prefix(&key)).await?);
+        if identity.cache_until > now_secs() {
+            self.cache.insert(key, identity.clone());
+        }
         Ok(identity)
     }
 
@@ -230,6 +235,23 @@ impl Authenticator {
             )));
         }
         found.verify_claims(claims)
+    }
+
+    /// The accepted issuer that must judge `token`: for a JWT the one its (unverified)
+    /// `iss` names, for an opaque token the first accepted issuer that introspects.
+    fn issuer_for(&self, token: &str, accepted: &[Arc<str>]) -> Result<&Arc<Issuer>, AuthnError> {
+        if !issuer::looks_like_jwt(token) {
+            return accepted
+                .iter()
+                .filter_map(|name| self.by_name.get(&**name))
+                .find(|issuer| issuer.introspection.is_some())
+                .ok_or_else(|| AuthnError::Invalid("token is malformed".into()));
+        }
+        let iss = issuer::unverified_issuer(token)?;
+        self.by_iss
+            .get(&iss)
+            .filter(|issuer| accepted.iter().any(|name| **name == **issuer.name()))
+            .ok_or_else(|| AuthnError::Invalid(format!("issuer `{iss}` is not accepted here")))
     }
 
     /// Number of verified tokens cached.
@@ -271,11 +293,8 @@ impl moka::Expiry<[u8; 32], Arc<Identity>> for UntilExp {
         identity: &Arc<Identity>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        let remaining = match identity.exp {
-            Some(exp) => (exp - now_secs()).max(0) as u64,
-            None => 24 * 3600,
-        };
-        Some(Duration::from_secs(remaining))
+        let until = identity.cache_until.min(now_secs() + 24 * 3600);
+        Some(Duration::from_secs((until - now_secs()).max(0) as u64))
     }
 }
 

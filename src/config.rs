@@ -95,8 +95,16 @@ pub struct IssuerConfig {
     /// Require exactly one audience (iWlz RFC0014: one https audience per token).
     #[serde(default)]
     pub single_audience: bool,
-    /// Where the verification keys come from. Required unless `shared_secret` is set.
+    /// Where the verification keys come from. Required for JWTs unless `shared_secret`
+    /// is set or every token is introspected.
     pub jwks: Option<JwksSource>,
+    /// RFC 7662 token introspection: opaque tokens (and, with `always`, JWTs too) are
+    /// sent to this endpoint.
+    pub introspection: Option<IntrospectionConfig>,
+    /// RFC 9068 JWT access token profile: require header `typ` `at+jwt` (or
+    /// `application/at+jwt`).
+    #[serde(default)]
+    pub rfc9068: bool,
     /// Allowed signature algorithms. `none` is never accepted; HS* only with a shared secret.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
@@ -144,6 +152,11 @@ pub struct JwksSource {
     pub file: Option<PathBuf>,
     /// An https URL serving the JWKS document.
     pub url: Option<String>,
+    /// Find `jwks_uri` through discovery: this URL, or `true`-like `auto` for the
+    /// issuer's `/.well-known/openid-configuration` (falling back to RFC 8414
+    /// `/.well-known/oauth-authorization-server`). The document's `issuer` must equal the
+    /// configured `issuer`.
+    pub discovery: Option<String>,
     /// Allow a plain `http://` URL. Only for loopback test setups: keys fetched over plain
     /// HTTP can be swapped by anyone on the path.
     #[serde(default)]
@@ -161,6 +174,103 @@ pub struct JwksSource {
     #[serde(default = "default_fetch_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub timeout: Duration,
+}
+
+/// How Sluis asks an authorization server about a token (RFC 7662).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// e.g. a Nuts node's `/internal/auth/v2/accesstoken/introspect`.
+    pub endpoint: String,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Sent as `token_type_hint`.
+    pub token_type_hint: Option<String>,
+    /// Introspect JWT-shaped tokens of this issuer too, instead of verifying them locally.
+    #[serde(default)]
+    pub always: bool,
+    /// Timeout of one call.
+    #[serde(default = "default_introspection_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub timeout: Duration,
+    /// Extra attempts after a failed call (connection error, timeout, 5xx).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Active results are reused for at most this long (and never past the token's `exp`).
+    #[serde(default = "default_positive_ttl", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub cache_ttl: Duration,
+    /// Inactive results are remembered this long, so a flood of bad tokens does not
+    /// become a flood of introspection calls.
+    #[serde(default = "default_negative_ttl", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub negative_cache_ttl: Duration,
+    /// Cached results kept, at most (active and inactive together).
+    #[serde(default = "default_cache_entries")]
+    pub max_cache_entries: u64,
+    /// While the endpoint is down, keep accepting a token whose earlier active result is
+    /// cached and whose `exp` has not passed. Off by default: revocations are not seen
+    /// during an outage.
+    #[serde(default)]
+    pub serve_stale_on_error: bool,
+    /// Allow a plain `http://` endpoint (loopback test setups only).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+}
+
+/// How Sluis authenticates itself to the introspection endpoint.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, tag = "method", rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// No client authentication (e.g. a Nuts node's internal API on a private network).
+    #[default]
+    None,
+    /// HTTP Basic with client id and secret (RFC 6749 §2.3.1).
+    ClientSecretBasic {
+        client_id: String,
+        client_secret: Secret,
+    },
+    /// Client id and secret in the form body.
+    ClientSecretPost {
+        client_id: String,
+        client_secret: Secret,
+    },
+    /// A signed client assertion (RFC 7523), e.g. with an RS256 or ES256 key.
+    PrivateKeyJwt {
+        client_id: String,
+        /// PEM private key.
+        private_key: Secret,
+        #[serde(default = "default_assertion_alg")]
+        algorithm: String,
+        key_id: Option<String>,
+    },
+    /// Mutual TLS with a client certificate (RFC 8705 `tls_client_auth`).
+    TlsClientAuth {
+        client_id: String,
+        /// PEM certificate chain and private key.
+        certificate: PathBuf,
+        private_key: Secret,
+    },
+}
+
+fn default_assertion_alg() -> String {
+    "RS256".into()
+}
+
+fn default_introspection_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_retries() -> u32 {
+    1
+}
+
+fn default_positive_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_negative_ttl() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_refresh_interval() -> Duration {
@@ -276,6 +386,26 @@ pub enum LogFormat {
     Json,
 }
 
+/// An URL Sluis fetches security material from: https, or plain http with consent.
+fn check_url(issuer: &str, what: &str, url: &str, allow_http: bool) -> Result<(), String> {
+    if url == "auto" && what == "jwks" {
+        return Ok(());
+    }
+    let insecure = url.starts_with("http://");
+    if !(url.starts_with("https://") || insecure) {
+        return Err(format!(
+            "issuer `{issuer}`: {what} url `{url}` must be https"
+        ));
+    }
+    if insecure && !allow_http {
+        return Err(format!(
+            "issuer `{issuer}`: {what} url `{url}` is plain http; set \
+             `allow_insecure_http: true` only for loopback test setups"
+        ));
+    }
+    Ok(())
+}
+
 impl Config {
     /// Reads and checks the file. Policies are not loaded here (see [`crate::policy`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -315,33 +445,47 @@ impl Config {
                     ));
                 }
             }
+            let introspects_all = issuer.introspection.as_ref().is_some_and(|i| i.always);
             match &issuer.jwks {
-                None if issuer.shared_secret.is_none() => {
+                None if issuer.shared_secret.is_none() && issuer.introspection.is_none() => {
                     return Err(format!(
-                        "issuer `{name}`: needs `jwks` (file or url) or a `shared_secret`"
+                        "issuer `{name}`: needs `jwks` (file, url or discovery), a `shared_secret` or `introspection`"
                     ));
                 }
-                Some(jwks) => match (&jwks.file, &jwks.url) {
-                    (Some(_), Some(_)) | (None, None) => {
+                Some(_) if introspects_all => {
+                    return Err(format!(
+                        "issuer `{name}`: `introspection.always` makes `jwks` unused; remove one"
+                    ));
+                }
+                Some(jwks) => {
+                    let given = [
+                        jwks.file.is_some(),
+                        jwks.url.is_some(),
+                        jwks.discovery.is_some(),
+                    ];
+                    if given.iter().filter(|g| **g).count() != 1 {
                         return Err(format!(
-                            "issuer `{name}`: `jwks` needs exactly one of `file` or `url`"
+                            "issuer `{name}`: `jwks` needs exactly one of `file`, `url` or `discovery`"
                         ));
                     }
-                    (None, Some(url)) => {
-                        let insecure = url.starts_with("http://");
-                        if !(url.starts_with("https://") || insecure) {
-                            return Err(format!("issuer `{name}`: jwks url `{url}` must be https"));
-                        }
-                        if insecure && !jwks.allow_insecure_http {
-                            return Err(format!(
-                                "issuer `{name}`: jwks url `{url}` is plain http; set \
-                                 `allow_insecure_http: true` only for loopback test setups"
-                            ));
-                        }
+                    for url in [&jwks.url, &jwks.discovery].into_iter().flatten() {
+                        check_url(name, "jwks", url, jwks.allow_insecure_http)?;
                     }
-                    _ => {}
-                },
+                }
                 None => {}
+            }
+            if let Some(introspection) = &issuer.introspection {
+                check_url(
+                    name,
+                    "introspection endpoint",
+                    &introspection.endpoint,
+                    introspection.allow_insecure_http,
+                )?;
+                if introspection.max_cache_entries == 0 {
+                    return Err(format!(
+                        "issuer `{name}`: `introspection.max_cache_entries` must be at least 1"
+                    ));
+                }
             }
             if issuer.scope_claim.is_empty() {
                 return Err(format!("issuer `{name}`: `scope_claim` is empty"));

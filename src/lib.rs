@@ -20,7 +20,7 @@
 //! | [`request`] | [`request::AccessRequest`]: the gateway-neutral question |
 //! | [`decision`] | [`decision::Decision`]: the gateway-neutral answer, with stable deny codes |
 //! | [`engine`] | the decision core; the only thing doors call |
-//! | [`authn`] | identities from tokens: [`authn::jwt`] issuers, [`authn::jwks`] key sets, the token cache |
+//! | [`authn`] | identities from tokens: [`authn::issuer`] (JWT via JWKS or discovery, RFC 7662 introspection), [`authn::jwks`] key sets, [`authn::certificate`] client certificates, [`authn::dpop`] proofs, [`authn::replay`] caches; the verified-token cache |
 //! | [`policy`] | policy files ([`policy::spec`]), CEL ([`policy::expr`]), selection and evaluation |
 //! | [`config`] | the service configuration file |
 //! | [`doors`] | front doors: translate a gateway's protocol to and from the engine's types |

@@ -157,18 +157,69 @@ pub enum KeySource {
         url: String,
         client: reqwest::Client,
     },
+    /// OIDC discovery / RFC 8414 metadata naming the `jwks_uri`; looked up at every
+    /// refresh, so a provider can move its keys.
+    Discovery {
+        /// Metadata documents to try, in order.
+        urls: Vec<String>,
+        /// The `issuer` the metadata must state: a document for another issuer is refused.
+        issuer: String,
+        allow_insecure_http: bool,
+        client: reqwest::Client,
+    },
 }
 
 impl KeySource {
     pub fn url(url: &str, timeout: Duration) -> Result<KeySource, String> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .build()
-            .map_err(|e| format!("cannot build an http client: {e}"))?;
         Ok(KeySource::Url {
             url: url.to_owned(),
-            client,
+            client: http_client(timeout)?,
+        })
+    }
+
+    /// Discovery for `issuer`: `setting` is a metadata URL, or `auto` for the well-known
+    /// locations (OIDC first, then RFC 8414).
+    pub fn discovery(
+        setting: &str,
+        issuer: &str,
+        allow_insecure_http: bool,
+        timeout: Duration,
+    ) -> Result<KeySource, String> {
+        let urls = if setting == "auto" {
+            let base = issuer.trim_end_matches('/');
+            let mut urls = vec![format!("{base}/.well-known/openid-configuration")];
+            // RFC 8414 §3: the well-known part goes between host and path.
+            if let Some(rest) = base
+                .strip_prefix("https://")
+                .or(base.strip_prefix("http://"))
+            {
+                let scheme = if base.starts_with("https://") {
+                    "https"
+                } else {
+                    "http"
+                };
+                let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+                let path = if path.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{path}")
+                };
+                urls.push(format!(
+                    "{scheme}://{host}/.well-known/oauth-authorization-server{path}"
+                ));
+            }
+            urls
+        } else {
+            vec![setting.to_owned()]
+        };
+        for url in &urls {
+            check_scheme(url, allow_insecure_http)?;
+        }
+        Ok(KeySource::Discovery {
+            urls,
+            issuer: issuer.to_owned(),
+            allow_insecure_http,
+            client: http_client(timeout)?,
         })
     }
 
@@ -176,6 +227,7 @@ impl KeySource {
         match self {
             KeySource::File(path) => path.display().to_string(),
             KeySource::Url { url, .. } => url.clone(),
+            KeySource::Discovery { urls, .. } => urls.join(" or "),
         }
     }
 
@@ -185,31 +237,83 @@ impl KeySource {
             KeySource::File(path) => tokio::fs::read(path)
                 .await
                 .map_err(|e| format!("cannot read `{}`: {e}", path.display())),
-            KeySource::Url { url, client } => {
-                let mut response = client
-                    .get(url)
-                    .header("accept", "application/json, application/jwk-set+json")
-                    .send()
-                    .await
-                    .map_err(|e| format!("cannot fetch `{url}`: {e}"))?;
-                if !response.status().is_success() {
-                    return Err(format!("`{url}` answered {}", response.status()));
-                }
-                let mut body = Vec::new();
-                while let Some(chunk) = response
-                    .chunk()
-                    .await
-                    .map_err(|e| format!("cannot read `{url}`: {e}"))?
-                {
-                    if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                        return Err(format!("`{url}` sent more than {MAX_JWKS_BYTES} bytes"));
+            KeySource::Url { url, client } => get(client, url).await,
+            KeySource::Discovery {
+                urls,
+                issuer,
+                allow_insecure_http,
+                client,
+            } => {
+                let mut problems = Vec::new();
+                for url in urls {
+                    let metadata = match get(client, url).await {
+                        Ok(body) => body,
+                        Err(e) => {
+                            problems.push(e);
+                            continue;
+                        }
+                    };
+                    let metadata: serde_json::Value = serde_json::from_slice(&metadata)
+                        .map_err(|_| format!("discovery document `{url}` is not JSON"))?;
+                    let stated = metadata.get("issuer").and_then(|i| i.as_str());
+                    if stated != Some(issuer.as_str()) {
+                        return Err(format!(
+                            "discovery document `{url}` is for issuer `{}`, not `{issuer}`",
+                            stated.unwrap_or("(none)")
+                        ));
                     }
-                    body.extend_from_slice(&chunk);
+                    let jwks_uri = metadata
+                        .get("jwks_uri")
+                        .and_then(|u| u.as_str())
+                        .ok_or_else(|| format!("discovery document `{url}` has no `jwks_uri`"))?;
+                    check_scheme(jwks_uri, *allow_insecure_http)?;
+                    return get(client, jwks_uri).await;
                 }
-                Ok(body)
+                Err(problems.join("; "))
             }
         }
     }
+}
+
+fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .build()
+        .map_err(|e| format!("cannot build an http client: {e}"))
+}
+
+fn check_scheme(url: &str, allow_insecure_http: bool) -> Result<(), String> {
+    if url.starts_with("https://") || (allow_insecure_http && url.starts_with("http://")) {
+        Ok(())
+    } else {
+        Err(format!("`{url}` is not an https URL"))
+    }
+}
+
+/// GETs a JSON document of at most [`MAX_JWKS_BYTES`].
+async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let mut response = client
+        .get(url)
+        .header("accept", "application/json, application/jwk-set+json")
+        .send()
+        .await
+        .map_err(|e| format!("cannot fetch `{url}`: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("`{url}` answered {}", response.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("cannot read `{url}`: {e}"))?
+    {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(format!("`{url}` sent more than {MAX_JWKS_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ fn identity(scopes: &[&str]) -> Identity {
         claims,
         payload_json: r#"{"sub":"alice"}"#.into(),
         token_hash: "00".into(),
+        cache_until: i64::MAX,
         cel_value: OnceLock::new(),
     }
 }

@@ -1,4 +1,5 @@
-//! One JWT issuer: its keys, its rules for acceptable tokens, and verification.
+//! One issuer: its keys (JWKS file, URL or OIDC discovery) or its introspection
+//! endpoint, its rules for acceptable tokens, and verification.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,12 +13,13 @@ use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
+use super::introspection::Introspector;
 use super::jwks::{KeySet, KeySource};
 use super::{AuthnError, Identity, now_secs, parse_algorithm};
 use crate::config::IssuerConfig;
 
-/// A configured issuer of JWT access tokens.
-pub struct JwtIssuer {
+/// A configured token issuer.
+pub struct Issuer {
     name: Arc<str>,
     iss: String,
     audiences: Vec<String>,
@@ -38,10 +40,14 @@ pub struct JwtIssuer {
     loaded: AtomicBool,
     /// Serialises fetches and remembers the last one, for the unknown-`kid` rate limit.
     last_fetch: Mutex<Option<Instant>>,
+    /// RFC 7662: for opaque tokens, or every token with `always`.
+    pub introspection: Option<Introspector>,
+    /// RFC 9068: JWTs must have `typ: at+jwt`.
+    rfc9068: bool,
 }
 
-impl JwtIssuer {
-    pub fn new(config: &IssuerConfig, base_dir: &Path) -> Result<JwtIssuer, String> {
+impl Issuer {
+    pub fn new(config: &IssuerConfig, base_dir: &Path) -> Result<Issuer, String> {
         let context = |e: String| format!("issuer `{}`: {e}", config.name);
         let algorithms = config
             .algorithms
@@ -57,10 +63,19 @@ impl JwtIssuer {
         };
         let (source, refresh_interval, min_refresh_interval) = match &config.jwks {
             Some(jwks) => {
-                let source = match (&jwks.file, &jwks.url) {
-                    (Some(file), _) => KeySource::File(base_dir.join(file)),
-                    (None, Some(url)) => KeySource::url(url, jwks.timeout).map_err(context)?,
-                    (None, None) => return Err(context("`jwks` needs `file` or `url`".into())),
+                let source = match (&jwks.file, &jwks.url, &jwks.discovery) {
+                    (Some(file), _, _) => KeySource::File(base_dir.join(file)),
+                    (None, Some(url), _) => KeySource::url(url, jwks.timeout).map_err(context)?,
+                    (None, None, Some(discovery)) => KeySource::discovery(
+                        discovery,
+                        &config.issuer,
+                        jwks.allow_insecure_http,
+                        jwks.timeout,
+                    )
+                    .map_err(context)?,
+                    (None, None, None) => {
+                        return Err(context("`jwks` needs `file`, `url` or `discovery`".into()));
+                    }
                 };
                 (
                     Some(source),
@@ -71,7 +86,15 @@ impl JwtIssuer {
             None => (None, Duration::MAX, Duration::MAX),
         };
         let loaded = source.is_none();
-        Ok(JwtIssuer {
+        let introspection = match &config.introspection {
+            Some(introspection) => {
+                Some(Introspector::new(introspection, base_dir).map_err(context)?)
+            }
+            None => None,
+        };
+        Ok(Issuer {
+            introspection,
+            rfc9068: config.rfc9068,
             name: Arc::from(config.name.as_str()),
             iss: config.issuer.clone(),
             audiences: config.audiences.clone(),
@@ -104,7 +127,7 @@ impl JwtIssuer {
         matches!(self.source, Some(KeySource::File(_)))
     }
 
-    /// Checks claims as [`JwtIssuer::verify`] checks a token's, but without a signature:
+    /// Checks claims as [`Issuer::verify`] checks a token's, but without a signature:
     /// `iss`, `aud`, `iat` and `exp` default to this issuer's values and a 5-minute token.
     /// For offline tools (`sluis test`, `explain`, `replay`) only.
     pub fn verify_claims(
@@ -211,8 +234,79 @@ impl JwtIssuer {
         });
     }
 
-    /// Verifies the signature and the claims of `token`.
-    pub async fn verify(&self, token: &str, token_hash: String) -> Result<Identity, AuthnError> {
+    /// Whether this issuer would send `token` to its introspection endpoint.
+    pub fn introspects(&self, token: &str) -> bool {
+        self.introspection
+            .as_ref()
+            .is_some_and(|i| i.always || !looks_like_jwt(token))
+    }
+
+    /// Asks the introspection endpoint, and checks what it says as a token's claims are
+    /// checked.
+    async fn verify_by_introspection(
+        &self,
+        introspection: &Introspector,
+        token: &str,
+        key: [u8; 32],
+        token_hash: String,
+    ) -> Result<Identity, AuthnError> {
+        let (claims, fresh_until) = introspection.introspect(token, key).await?;
+        let claims: Arc<serde_json::Map<String, Json>> = claims;
+        let now = now_secs();
+        if let Some(iss) = claims.get("iss").and_then(Json::as_str)
+            && iss != self.iss
+        {
+            return Err(AuthnError::Invalid("wrong issuer".into()));
+        }
+        if let Some(exp) = claims.get("exp").and_then(Json::as_i64)
+            && exp + (self.leeway.as_secs() as i64) < now
+        {
+            return Err(AuthnError::Invalid("token has expired".into()));
+        }
+        if let Some(nbf) = claims.get("nbf").and_then(Json::as_i64)
+            && nbf > now + self.leeway.as_secs() as i64
+        {
+            return Err(AuthnError::Invalid("token is not valid yet".into()));
+        }
+        // RFC 7662 `aud` is optional; when present it must name us.
+        if !self.audiences.is_empty()
+            && let Some(aud) = claims.get("aud")
+        {
+            let named: Vec<&str> = match aud {
+                Json::String(a) => vec![a.as_str()],
+                Json::Array(list) => list.iter().filter_map(Json::as_str).collect(),
+                _ => Vec::new(),
+            };
+            if !named
+                .iter()
+                .any(|a| self.audiences.iter().any(|ours| ours == a))
+            {
+                return Err(AuthnError::Invalid("wrong audience".into()));
+            }
+        }
+        let mut claims = (*claims).clone();
+        claims
+            .entry("iss")
+            .or_insert_with(|| Json::String(self.iss.clone()));
+        let mut identity = self.identity(claims, "", token_hash)?;
+        identity.cache_until = fresh_until;
+        Ok(identity)
+    }
+
+    /// Verifies `token`: its signature and claims, or by introspection.
+    pub async fn verify(
+        &self,
+        token: &str,
+        key: [u8; 32],
+        token_hash: String,
+    ) -> Result<Identity, AuthnError> {
+        if let Some(introspection) = &self.introspection
+            && self.introspects(token)
+        {
+            return self
+                .verify_by_introspection(introspection, token, key, token_hash)
+                .await;
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             // Name an algorithm we refuse (`none`, or one the library does not know)
             // rather than calling the header malformed.
@@ -224,6 +318,14 @@ impl JwtIssuer {
             }
         })?;
         let alg = header.alg;
+        if self.rfc9068 {
+            let typ = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
+            if typ != "at+jwt" && typ != "application/at+jwt" {
+                return Err(AuthnError::Invalid(
+                    "token is not an RFC 9068 access token (`typ` must be `at+jwt`)".into(),
+                ));
+            }
+        }
         if !self.algorithms.contains(&alg) {
             return Err(AuthnError::Invalid(format!(
                 "algorithm `{alg:?}` is not accepted"
@@ -349,6 +451,7 @@ impl JwtIssuer {
             exp,
             iat,
             payload_json: payload_json(token, &claims),
+            cache_until: exp.unwrap_or(i64::MAX),
             claims,
             token_hash,
             cel_value: OnceLock::new(),
@@ -398,6 +501,12 @@ fn raw_algorithm(token: &str) -> Option<String> {
         .get("alg")?
         .as_str()
         .map(|alg| alg.chars().take(20).collect())
+}
+
+/// Three dot-separated parts: the shape of a JWS. Anything else is an opaque token,
+/// for introspection.
+pub fn looks_like_jwt(token: &str) -> bool {
+    token.split('.').count() == 3
 }
 
 #[derive(serde::Deserialize)]

@@ -1,0 +1,425 @@
+//! RFC 7662 introspection against a real HTTP server on loopback standing in for the
+//! authorization server: active and inactive tokens, caching bounded by `exp`, request
+//! coalescing, outages (down, slow, 5xx, garbage) that never allow, the opt-in stale
+//! mode, client authentication, and OIDC discovery with an issuer mismatch.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::*;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use serde_json::{Value, json};
+
+/// How the stand-in answers.
+#[derive(Clone)]
+enum Mode {
+    /// `active: true` with these claims for the token `good-*`, inactive otherwise.
+    Normal,
+    Status(u16),
+    Garbage,
+    Slow(Duration),
+}
+
+struct AuthServer {
+    address: std::net::SocketAddr,
+    calls: Arc<AtomicUsize>,
+    mode: Arc<Mutex<Mode>>,
+    /// The form fields and Authorization header of the last call.
+    last: Arc<Mutex<(String, Option<String>)>>,
+}
+
+async fn auth_server() -> AuthServer {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mode = Arc::new(Mutex::new(Mode::Normal));
+    let last = Arc::new(Mutex::new((String::new(), None)));
+    let (c, m, l) = (calls.clone(), mode.clone(), last.clone());
+    let app = axum::Router::new().route(
+        "/introspect",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (c, m, l) = (c.clone(), m.clone(), l.clone());
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                let auth = headers
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_string());
+                *l.lock().unwrap() = (body.clone(), auth);
+                let mode = m.lock().unwrap().clone();
+                match mode {
+                    Mode::Status(code) => {
+                        return (StatusCode::from_u16(code).unwrap(), "oops".to_string());
+                    }
+                    Mode::Garbage => return (StatusCode::OK, "<html>".to_string()),
+                    Mode::Slow(delay) => tokio::time::sleep(delay).await,
+                    Mode::Normal => {}
+                }
+                // Give concurrent callers time to pile up, so coalescing is visible.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let token = body
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("token="))
+                    .unwrap_or("");
+                let answer = if token.starts_with("good") {
+                    json!({
+                        "active": true,
+                        "iss": ISSUER,
+                        "client_id": "client-1",
+                        "sub": "user-1",
+                        "scope": "read write",
+                        "exp": now() + 600,
+                        "organization_ura": "12345678",
+                    })
+                } else if token.starts_with("soon") {
+                    json!({"active": true, "scope": "read", "sub": "x", "organization_ura": "1", "exp": now() + 1})
+                } else {
+                    json!({"active": false})
+                };
+                (StatusCode::OK, answer.to_string())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    AuthServer {
+        address,
+        calls,
+        mode,
+        last,
+    }
+}
+
+fn config(server: &AuthServer, extra: &str) -> String {
+    format!(
+        r#"
+listeners: {{grpc: "127.0.0.1:0", admin: "127.0.0.1:0"}}
+issuers:
+  - name: test
+    issuer: {ISSUER}
+    introspection:
+      endpoint: http://{}/introspect
+      allow_insecure_http: true
+      token_type_hint: access_token
+      timeout: 300ms
+      retries: 1
+{extra}
+policies: [policies]
+"#,
+        server.address
+    )
+}
+
+const POLICY_WITH_CLAIM: &str = r#"
+policies:
+  - id: api
+    match: {paths: ["/api/**"]}
+    issuers: [test]
+    scopes: [read]
+    rules:
+      - {id: get, allow: request.method == "GET"}
+    response:
+      set_headers:
+        x-ura: token.claims.organization_ura
+"#;
+
+async fn start(extra: &str) -> (AuthServer, Setup, Server) {
+    let auth = auth_server().await;
+    let setup = Setup::new(&config(&auth, extra), &[("api.yaml", POLICY_WITH_CLAIM)]);
+    let server = Server::start(&setup.config_path()).await;
+    (auth, setup, server)
+}
+
+#[tokio::test]
+async fn active_tokens_become_identities_and_are_cached() {
+    let (auth, _setup, server) = start("").await;
+    let answer = server
+        .check(Req::get("/api/x").bearer("good-opaque-1"))
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        answer.header("x-ura"),
+        Some("12345678"),
+        "extra fields reach CEL"
+    );
+    let (form, _) = auth.last.lock().unwrap().clone();
+    assert!(form.contains("token=good-opaque-1") && form.contains("token_type_hint=access_token"));
+    for _ in 0..5 {
+        assert_eq!(
+            server
+                .check(Req::get("/api/x").bearer("good-opaque-1"))
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        auth.calls.load(Ordering::SeqCst),
+        1,
+        "cached after the first call"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn inactive_tokens_are_401_and_briefly_remembered() {
+    let (auth, _setup, server) = start("").await;
+    for _ in 0..3 {
+        let answer = server
+            .check(Req::get("/api/x").bearer("revoked-token"))
+            .await;
+        assert_eq!(answer.status, 401);
+        assert_eq!(
+            answer.header("www-authenticate"),
+            Some(
+                "Bearer realm=\"sluis\", error=\"invalid_token\", error_description=\"token is not active\""
+            )
+        );
+        assert_eq!(
+            answer.body_json(),
+            json!({"error": "invalid_token", "message": "token is not active"})
+        );
+    }
+    assert_eq!(
+        auth.calls.load(Ordering::SeqCst),
+        1,
+        "negative answers are cached"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_checks_of_one_new_token_make_one_call() {
+    let (auth, _setup, server) = start("").await;
+    let mut checks = Vec::new();
+    for _ in 0..20 {
+        let mut client = AuthorizationClient::connect(format!("http://{}", server.grpc))
+            .await
+            .unwrap();
+        checks.push(tokio::spawn(async move {
+            let request = Req::get("/api/x").bearer("good-coalesced").into_check();
+            Answer::from(client.check(request).await.unwrap().into_inner()).status
+        }));
+    }
+    for check in checks {
+        assert_eq!(check.await.unwrap(), 200);
+    }
+    assert_eq!(auth.calls.load(Ordering::SeqCst), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_cache_never_outlives_exp() {
+    let (auth, _setup, server) = start("").await;
+    let mut one = Req::get("/api/x").bearer("soon-expiring");
+    one.headers.insert("x".into(), "1".into());
+    assert_eq!(server.check(one.clone()).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // The cached answer is past `exp`: the endpoint is asked again (and vouches anew).
+    let answer = server.check(one).await;
+    assert_eq!(auth.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    server.stop().await;
+}
+
+async fn unavailable(server: &Server, token: &str) -> tonic::Status {
+    let mut client = AuthorizationClient::connect(format!("http://{}", server.grpc))
+        .await
+        .unwrap();
+    client
+        .check(Req::get("/api/x").bearer(token).into_check())
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn outages_never_allow() {
+    let (auth, _setup, server) = start("").await;
+    for (mode, token) in [
+        (Mode::Status(503), "good-a"),
+        (Mode::Garbage, "good-b"),
+        (Mode::Slow(Duration::from_secs(2)), "good-c"),
+    ] {
+        *auth.mode.lock().unwrap() = mode;
+        let status = unavailable(&server, token).await;
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
+    // Retries are bounded: 503 twice (1 + retries), garbage once (not retried), slow twice.
+    assert_eq!(auth.calls.load(Ordering::SeqCst), 5);
+    server.stop().await;
+
+    // Nothing listening at all.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let setup = Setup::new(
+        &config(&auth, "").replace(&auth.address.to_string(), &closed.to_string()),
+        &[("api.yaml", POLICY_WITH_CLAIM)],
+    );
+    let server = Server::start(&setup.config_path()).await;
+    assert_eq!(
+        unavailable(&server, "good-d").await.code(),
+        tonic::Code::Unavailable
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stale_results_are_served_only_when_asked_and_never_past_exp() {
+    let extra = "      cache_ttl: 1s\n      serve_stale_on_error: true";
+    let (auth, _setup, server) = start(extra).await;
+    assert_eq!(
+        server
+            .check(Req::get("/api/x").bearer("good-stale"))
+            .await
+            .status,
+        200
+    );
+    *auth.mode.lock().unwrap() = Mode::Status(500);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Past the TTL, endpoint down, token not expired: the cached answer carries on.
+    assert_eq!(
+        server
+            .check(Req::get("/api/x").bearer("good-stale"))
+            .await
+            .status,
+        200
+    );
+    // A token never seen before cannot be vouched for.
+    assert_eq!(
+        unavailable(&server, "good-new").await.code(),
+        tonic::Code::Unavailable
+    );
+    server.stop().await;
+
+    // Off by default: the same situation is unavailable.
+    let (auth, _setup, server) = start("      cache_ttl: 1s").await;
+    assert_eq!(
+        server
+            .check(Req::get("/api/x").bearer("good-stale"))
+            .await
+            .status,
+        200
+    );
+    *auth.mode.lock().unwrap() = Mode::Status(500);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        unavailable(&server, "good-stale").await.code(),
+        tonic::Code::Unavailable
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn client_authentication_is_sent() {
+    let extra = "      client_auth: {method: client_secret_basic, client_id: sluis, client_secret: {file: secret.txt}}";
+    let auth = auth_server().await;
+    let setup = Setup::new(&config(&auth, extra), &[("api.yaml", POLICY_WITH_CLAIM)]);
+    std::fs::write(setup.dir.path().join("secret.txt"), "s3cret\n").unwrap();
+    let server = Server::start(&setup.config_path()).await;
+    assert_eq!(
+        server
+            .check(Req::get("/api/x").bearer("good-auth"))
+            .await
+            .status,
+        200
+    );
+    let (_, authorization) = auth.last.lock().unwrap().clone();
+    // base64("sluis:s3cret")
+    assert_eq!(authorization.as_deref(), Some("Basic c2x1aXM6czNjcmV0"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn jwt_issuers_can_introspect_everything() {
+    let extra = "      always: true";
+    let (auth, _setup, server) = start(extra).await;
+    // A JWT-shaped token that the stand-in does not know: inactive, not verified locally.
+    let jwt = token(&claims());
+    let answer = server.check(Req::get("/api/x").bearer(&jwt)).await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(answer.body_json()["message"], "token is not active");
+    assert_eq!(auth.calls.load(Ordering::SeqCst), 1);
+    server.stop().await;
+}
+
+/// Serves OIDC discovery metadata naming `issuer`, and the fixture JWKS.
+async fn discovery_server(issuer_override: Option<String>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let issuer = issuer_override.unwrap_or_else(|| format!("http://{address}"));
+    let jwks = std::fs::read_to_string(fixture("keys/jwks.json")).unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || {
+                let issuer = issuer.clone();
+                async move {
+                    axum::Json(json!({
+                        "issuer": issuer,
+                        "jwks_uri": format!("http://{address}/keys"),
+                    }))
+                }
+            }),
+        )
+        .route(
+            "/keys",
+            axum::routing::get(move || async move { jwks.clone() }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+fn discovery_config(issuer: &str) -> String {
+    format!(
+        r#"
+listeners: {{grpc: "127.0.0.1:0", admin: "127.0.0.1:0"}}
+issuers:
+  - name: test
+    issuer: {issuer}
+    audiences: [{AUDIENCE}]
+    jwks: {{discovery: auto, allow_insecure_http: true}}
+policies: [policies]
+"#
+    )
+}
+
+#[tokio::test]
+async fn oidc_discovery_finds_the_keys() {
+    let address = discovery_server(None).await;
+    let issuer = format!("http://{address}");
+    let setup = Setup::new(&discovery_config(&issuer), &[("api.yaml", POLICY)]);
+    let server = Server::start(&setup.config_path()).await;
+    let mut claims = claims();
+    claims["iss"] = Value::String(issuer);
+    assert_eq!(
+        server
+            .check(Req::get("/api/x").bearer(&token(&claims)))
+            .await
+            .status,
+        200
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn discovery_for_another_issuer_is_refused() {
+    let address = discovery_server(Some("https://evil.example".into())).await;
+    let setup = Setup::new(
+        &discovery_config(&format!("http://{address}")),
+        &[("api.yaml", POLICY)],
+    );
+    let config = sluis::config::Config::load(&setup.config_path()).unwrap();
+    let engine = sluis::server::build_engine(&config).unwrap();
+    let issuer = engine.authenticator().issuer("test").unwrap();
+    let error = issuer.refresh().await.unwrap_err();
+    assert!(
+        error.contains("is for issuer `https://evil.example`"),
+        "{error}"
+    );
+    assert!(!engine.ready());
+}
