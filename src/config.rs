@@ -46,6 +46,14 @@ pub struct Config {
     pub logging: LoggingConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Where a client certificate comes from when the gateway does not send it in the
+    /// check itself (Envoy's `include_peer_certificate` does): a header set by the proxy
+    /// that terminated mutual TLS. Used for certificate-bound tokens (RFC 8705) and
+    /// `source.certificate` in policies.
+    pub client_certificate: Option<CertificateHeader>,
+    /// DPoP (RFC 9449) proof checking for DPoP-bound tokens.
+    #[serde(default)]
+    pub dpop: DpopConfig,
     /// Directory the file was loaded from; relative paths resolve against it.
     #[serde(skip)]
     #[schemars(skip)]
@@ -344,6 +352,95 @@ fn default_cache_entries() -> u64 {
     10_000
 }
 
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateHeader {
+    /// e.g. `x-forwarded-client-cert` or `client-cert`. Only trust it when the proxy
+    /// in front always sets (and overwrites) it.
+    pub header: String,
+    pub format: CertificateHeaderFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertificateHeaderFormat {
+    /// Envoy's `x-forwarded-client-cert` (`Cert="<url-encoded PEM>"`; last element).
+    Xfcc,
+    /// RFC 9440 `Client-Cert` (`:<base64 DER>:`).
+    ClientCert,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DpopConfig {
+    /// How old a proof's `iat` may be.
+    #[serde(default = "default_dpop_max_age", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub max_age: Duration,
+    /// How far in the future a proof's `iat` may be (clock skew).
+    #[serde(default = "default_dpop_leeway", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub leeway: Duration,
+    /// Accepted proof algorithms (asymmetric only).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Where used proof ids (`jti`) are remembered, so a proof is accepted once.
+    #[serde(default)]
+    pub replay_cache: ReplayCacheConfig,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        DpopConfig {
+            max_age: default_dpop_max_age(),
+            leeway: default_dpop_leeway(),
+            algorithms: default_algorithms(),
+            replay_cache: ReplayCacheConfig::default(),
+        }
+    }
+}
+
+fn default_dpop_max_age() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_dpop_leeway() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// One replica: in memory. Several replicas: Redis, so a proof used at one is refused at
+/// all (a replica that cannot reach Redis refuses DPoP requests: fail closed).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum ReplayCacheConfig {
+    Memory {
+        #[serde(default = "default_replay_entries")]
+        max_entries: u64,
+    },
+    Redis {
+        /// e.g. `redis://127.0.0.1:6379`.
+        url: String,
+        #[serde(default = "default_replay_prefix")]
+        prefix: String,
+    },
+}
+
+impl Default for ReplayCacheConfig {
+    fn default() -> Self {
+        ReplayCacheConfig::Memory {
+            max_entries: default_replay_entries(),
+        }
+    }
+}
+
+fn default_replay_entries() -> u64 {
+    100_000
+}
+
+fn default_replay_prefix() -> String {
+    "sluis:dpop:".into()
+}
+
 /// What the admin listener offers besides health and readiness.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -413,7 +510,10 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base_dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         Config::parse(&text, path, base_dir)
     }
 
@@ -489,6 +589,14 @@ impl Config {
             }
             if issuer.scope_claim.is_empty() {
                 return Err(format!("issuer `{name}`: `scope_claim` is empty"));
+            }
+        }
+        for alg in &self.dpop.algorithms {
+            let parsed = crate::authn::parse_algorithm(alg).map_err(|e| format!("dpop: {e}"))?;
+            if crate::authn::jwks::KeyFamily::of(parsed) == crate::authn::jwks::KeyFamily::Hmac {
+                return Err(format!(
+                    "dpop: `{alg}` is symmetric; proofs are signed with private keys"
+                ));
             }
         }
         if self.policies.is_empty() {

@@ -571,7 +571,13 @@ fn compile_response(
     let mut compile_all = |entries: std::collections::BTreeMap<String, String>, what: &str| {
         let mut compiled = Vec::new();
         for (name, source) in entries {
-            let name = name.to_ascii_lowercase();
+            // Header names are case-insensitive; query parameter names are not
+            // (`managingOrganization` is not `managingorganization`).
+            let name = if what == "header" {
+                name.to_ascii_lowercase()
+            } else {
+                name
+            };
             if what == "header" && !valid_header_name(&name) {
                 report(
                     format!("`{name}` is not a header name Sluis may set"),
@@ -775,7 +781,9 @@ impl Policy {
                         "response",
                         403,
                         "access denied by policy",
-                        format!("header `{name}` would carry control characters, failing closed"),
+                        format!(
+                            "header `{name}` would carry control or non-ASCII characters, failing closed"
+                        ),
                     );
                 }
                 Ok(None) => allow.remove_headers.push(name.clone()),

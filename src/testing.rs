@@ -293,7 +293,11 @@ pub fn differences(expect: &Expect, decision: &Decision) -> Vec<String> {
         }
     }
     for (name, expected) in &expect.query {
-        let actual = lookup(query, name);
+        // Query parameter names are case-sensitive, unlike header names.
+        let actual = query
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone());
         if actual.as_deref() != Some(expected.as_str()) {
             out.push(format!(
                 "query `{name}`: expected {}, got {}",

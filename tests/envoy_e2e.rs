@@ -86,6 +86,7 @@ policies:
     response:
       set_query:
         tenant: token.client_id
+        managingOrganization: "'Organization/ura|1234&evil=1'"
       remove_query: [debug]
 "#;
 
@@ -216,6 +217,12 @@ async fn envoy_enforces_sluis_decisions() {
         "{uri}"
     );
     assert!(uri.contains("name=x"), "{uri}");
+    // Case kept, value encoded: one parameter, not two.
+    assert!(
+        uri.contains("managingOrganization=Organization%2Fura%7C1234%26evil%3D1"),
+        "{uri}"
+    );
+    assert!(!uri.contains("evil=1"), "{uri}");
 
     // Denied: Sluis's status, challenge and body reach the client; nothing goes upstream.
     let before = seen.lock().unwrap().len();

@@ -198,14 +198,33 @@ fn ok_response(allow: Allow) -> OkHttpResponse {
             .map(|(n, v)| header(n, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
             .collect(),
         headers_to_remove: allow.remove_headers,
+        // Envoy inserts these into the query string as given: encode them, so a value
+        // with `&`, `#` or `=` stays one value.
         query_parameters_to_set: allow
             .set_query
             .into_iter()
-            .map(|(key, value)| QueryParameter { key, value })
+            .map(|(key, value)| QueryParameter {
+                key: query_encode(&key),
+                value: query_encode(&value),
+            })
             .collect(),
-        query_parameters_to_remove: allow.remove_query,
+        query_parameters_to_remove: allow
+            .remove_query
+            .iter()
+            .map(|key| query_encode(key))
+            .collect(),
         ..Default::default()
     }
+}
+
+/// Percent-encodes all but RFC 3986 unreserved characters.
+fn query_encode(text: &str) -> String {
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
 }
 
 fn denied_response(deny: Deny) -> DeniedHttpResponse {

@@ -26,6 +26,21 @@ use crate::request::AccessRequest;
 /// The variables expressions may use.
 pub const VARIABLES: [&str; 4] = ["request", "token", "source", "now"];
 
+/// CEL's type names, which expressions may use as values (`type(x) == int`).
+const TYPE_NAMES: [&str; 11] = [
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+    "dyn",
+];
+
 /// A compiled CEL expression and its source text.
 pub struct Expr {
     pub source: String,
@@ -94,7 +109,8 @@ impl Expr {
         let program = Program::compile(source).map_err(|errors| {
             let first = errors.errors.first();
             ExprError {
-                position: first.map(|e| (e.pos.0.max(0) as usize + 1, e.pos.1.max(0) as usize + 1)),
+                // The parser's line is 1-based already, its column 0-based.
+                position: first.map(|e| (e.pos.0.max(1) as usize, e.pos.1.max(0) as usize + 1)),
                 message: first
                     .map(|e| e.msg.clone())
                     .unwrap_or_else(|| errors.to_string()),
@@ -353,6 +369,7 @@ impl Check {
         match expr {
             Node::Ident(name) => {
                 let known = VARIABLES.contains(&name.as_str())
+                    || TYPE_NAMES.contains(&name.as_str())
                     || name.starts_with('@')
                     || self.bound.iter().any(|b| b == name);
                 if !known && !self.unknown.contains(name) {
@@ -818,6 +835,14 @@ mod tests {
                     "false".to_string()
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn type_names_are_not_unknown_variables() {
+        assert_eq!(
+            eval("type(request.method) == string"),
+            Ok(Value::Bool(true))
         );
     }
 

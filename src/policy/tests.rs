@@ -226,7 +226,7 @@ policies:
         .unwrap()
         .evaluate(&request("GET", "/"), Some(&identity(&[])), None);
     assert_eq!(decision.status(), 403);
-    assert!(decision.reason.contains("control characters"));
+    assert!(decision.reason.contains("control or non-ASCII characters"));
 }
 
 #[test]
