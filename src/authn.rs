@@ -73,6 +73,9 @@ pub enum AuthnError {
     /// The token is not acceptable: 401 `invalid_token`.
     #[error("{0}")]
     Invalid(String),
+    /// The DPoP proof is not acceptable: 401 `invalid_dpop_proof` (RFC 9449 §7.1).
+    #[error("{0}")]
+    InvalidProof(String),
     /// We could not check the token (keys not loaded, identity provider down): the gateway's
     /// failure mode decides, never an allow.
     #[error("{0}")]
@@ -88,22 +91,28 @@ pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
         .map_err(|_| format!("unknown algorithm `{name}`"))
 }
 
-/// The bearer token of a request, if any. The scheme is case-insensitive (RFC 7235).
-pub fn bearer_token(request: &AccessRequest) -> Result<&str, AuthnError> {
+/// How a token was presented (RFC 6750 Bearer or RFC 9449 DPoP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+/// The access token of a request and its scheme. The scheme is case-insensitive
+/// (RFC 7235); other schemes (Basic, ...) count as no token.
+pub fn presented_token(request: &AccessRequest) -> Result<(Scheme, &str), AuthnError> {
     let Some(value) = request.header("authorization") else {
         return Err(AuthnError::Missing);
     };
     let value = value.trim();
-    let Some((scheme, token)) = value.split_once(' ') else {
-        return if value.eq_ignore_ascii_case("bearer") {
-            Err(AuthnError::Invalid("empty bearer token".into()))
-        } else {
-            Err(AuthnError::Missing)
-        };
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
         return Err(AuthnError::Missing);
-    }
+    };
     let token = token.trim();
     // Envoy joins repeated headers with commas; a token never contains one.
     if token.contains(',') {
@@ -112,9 +121,60 @@ pub fn bearer_token(request: &AccessRequest) -> Result<&str, AuthnError> {
         ));
     }
     if token.is_empty() {
-        return Err(AuthnError::Invalid("empty bearer token".into()));
+        return Err(AuthnError::Invalid("empty access token".into()));
     }
-    Ok(token)
+    Ok((scheme, token))
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer_token(request: &AccessRequest) -> Result<&str, AuthnError> {
+    match presented_token(request)? {
+        (Scheme::Bearer, token) => Ok(token),
+        (Scheme::Dpop, _) => Err(AuthnError::Missing),
+    }
+}
+
+/// The client certificate of a request: the one the gateway put in the check (Envoy's
+/// peer certificate), else the one in the configured header.
+pub fn client_certificate(
+    request: &AccessRequest,
+    header: Option<&crate::config::CertificateHeader>,
+) -> Result<Option<certificate::ClientCertificate>, certificate::CertificateError> {
+    if let Some(pem) = &request.source.certificate {
+        return certificate::ClientCertificate::from_pem(pem).map(Some);
+    }
+    let Some(header) = header else {
+        return Ok(None);
+    };
+    let Some(value) = request.header(&header.header.to_ascii_lowercase()) else {
+        return Ok(None);
+    };
+    match header.format {
+        crate::config::CertificateHeaderFormat::Xfcc => certificate::from_xfcc(value),
+        crate::config::CertificateHeaderFormat::ClientCert => {
+            certificate::from_client_cert_header(value).map(Some)
+        }
+    }
+}
+
+/// How DPoP proofs are checked.
+pub struct DpopSettings {
+    pub max_age: i64,
+    pub leeway: i64,
+    pub algorithms: Vec<Algorithm>,
+    /// Proof ids seen; swapped for a Redis-backed one at start when configured.
+    pub replay: arc_swap::ArcSwap<replay::ReplayCache>,
+}
+
+impl DpopSettings {
+    /// The `algs` of a DPoP challenge.
+    pub fn algs(&self) -> String {
+        self.algorithms
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// All configured issuers and the cache of verified tokens.
@@ -128,6 +188,8 @@ pub struct Authenticator {
     cache: Cache<[u8; 32], Arc<Identity>>,
     /// The largest token any issuer accepts: tokens beyond it are refused unparsed.
     max_token_bytes: usize,
+    pub dpop: DpopSettings,
+    certificate_header: Option<crate::config::CertificateHeader>,
 }
 
 impl Authenticator {
@@ -157,11 +219,26 @@ impl Authenticator {
             .max_capacity(config.token_cache.max_entries)
             .expire_after(UntilExp)
             .build();
+        let dpop = &config.dpop;
+        // A Redis cache is connected in `connect_replay_cache`; until then, and in offline
+        // tools, memory.
+        let replay = replay::ReplayCache::memory(dpop.replay_cache.max_entries);
         Ok(Authenticator {
             by_iss,
             by_name,
             cache,
             max_token_bytes,
+            dpop: DpopSettings {
+                max_age: dpop.max_age.as_secs() as i64,
+                leeway: dpop.leeway.as_secs() as i64,
+                algorithms: dpop
+                    .algorithms
+                    .iter()
+                    .map(|a| parse_algorithm(a))
+                    .collect::<Result<_, _>>()?,
+                replay: arc_swap::ArcSwap::from_pointee(replay),
+            },
+            certificate_header: config.client_certificate.clone(),
         })
     }
 
@@ -252,6 +329,120 @@ impl Authenticator {
             .get(&iss)
             .filter(|issuer| accepted.iter().any(|name| **name == **issuer.name()))
             .ok_or_else(|| AuthnError::Invalid(format!("issuer `{iss}` is not accepted here")))
+    }
+
+    /// Connects the shared DPoP replay cache when the config asks for Redis. A server
+    /// that cannot reach it does not start: several replicas must share it.
+    pub async fn connect_replay_cache(&self, config: &Config) -> Result<(), String> {
+        let settings = &config.dpop.replay_cache;
+        if let Some(url) = &settings.redis_url {
+            let cache = replay::ReplayCache::redis(url, &settings.prefix)
+                .await
+                .map_err(|e| format!("dpop replay cache: {e}"))?;
+            self.dpop.replay.store(Arc::new(cache));
+        }
+        Ok(())
+    }
+
+    /// Sender constraints: a DPoP-bound token (`cnf.jkt`) needs the DPoP scheme and a
+    /// valid, unused proof by that key; a certificate-bound token (`cnf.x5t#S256`, RFC
+    /// 8705) needs the client certificate it names. An unbound token must come as Bearer.
+    pub async fn check_binding(
+        &self,
+        request: &AccessRequest,
+        scheme: Scheme,
+        token: &str,
+        identity: &Identity,
+    ) -> Result<(), AuthnError> {
+        let cnf = identity.claims.get("cnf");
+        let jkt = cnf.and_then(|c| c.get("jkt")).and_then(Json::as_str);
+        match (scheme, jkt) {
+            (Scheme::Bearer, Some(_)) => {
+                return Err(AuthnError::Invalid(
+                    "token is bound to a DPoP key: present it with the DPoP scheme and a proof"
+                        .into(),
+                ));
+            }
+            (Scheme::Dpop, None) => {
+                return Err(AuthnError::Invalid(
+                    "token is not DPoP-bound: present it as a Bearer token".into(),
+                ));
+            }
+            (Scheme::Dpop, Some(jkt)) => self.check_proof(request, token, jkt).await?,
+            (Scheme::Bearer, None) => {}
+        }
+        if let Some(x5t) = cnf.and_then(|c| c.get("x5t#S256")).and_then(Json::as_str) {
+            let certificate = client_certificate(request, self.certificate_header.as_ref())
+                .map_err(|e| AuthnError::Invalid(format!("{e}")))?
+                .ok_or_else(|| {
+                    AuthnError::Invalid(
+                        "token is bound to a client certificate, but none was presented".into(),
+                    )
+                })?;
+            if certificate.thumbprint != x5t {
+                return Err(AuthnError::Invalid(
+                    "client certificate does not match the token".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn check_proof(
+        &self,
+        request: &AccessRequest,
+        token: &str,
+        jkt: &str,
+    ) -> Result<(), AuthnError> {
+        let Some(proof) = request.header("dpop") else {
+            return Err(AuthnError::InvalidProof("DPoP proof missing".into()));
+        };
+        if proof.contains(',') {
+            return Err(AuthnError::InvalidProof("more than one DPoP proof".into()));
+        }
+        let scheme = if request.scheme.is_empty() {
+            "https"
+        } else {
+            &request.scheme
+        };
+        let url = format!("{scheme}://{}{}", request.host, request.path);
+        let now = now_secs();
+        let settings = &self.dpop;
+        let verified = dpop::verify_proof(&dpop::ProofCheck {
+            proof,
+            method: &request.method,
+            url: &url,
+            access_token: token,
+            now,
+            max_age: settings.max_age,
+            leeway: settings.leeway,
+            algorithms: &settings.algorithms,
+            nonce: None,
+        })
+        .map_err(|e| match e {
+            dpop::DpopError::Invalid(reason) => AuthnError::InvalidProof(reason),
+            dpop::DpopError::UseNonce => {
+                AuthnError::InvalidProof("a DPoP nonce is required".into())
+            }
+        })?;
+        if verified.jkt != jkt {
+            return Err(AuthnError::Invalid(
+                "token is bound to another DPoP key".into(),
+            ));
+        }
+        let ttl = verified.replay_ttl(now, settings.max_age, settings.leeway);
+        match settings
+            .replay
+            .load()
+            .first_use(&verified.replay_key(), ttl)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(AuthnError::InvalidProof(
+                "DPoP proof was already used".into(),
+            )),
+            Err(e) => Err(AuthnError::Unavailable(format!("dpop replay cache: {e}"))),
+        }
     }
 
     /// Number of verified tokens cached.

@@ -411,24 +411,24 @@ fn default_dpop_leeway() -> Duration {
 /// One replica: in memory. Several replicas: Redis, so a proof used at one is refused at
 /// all (a replica that cannot reach Redis refuses DPoP requests: fail closed).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum ReplayCacheConfig {
-    Memory {
-        #[serde(default = "default_replay_entries")]
-        max_entries: u64,
-    },
-    Redis {
-        /// e.g. `redis://127.0.0.1:6379`.
-        url: String,
-        #[serde(default = "default_replay_prefix")]
-        prefix: String,
-    },
+#[serde(deny_unknown_fields)]
+pub struct ReplayCacheConfig {
+    /// Proof ids kept in memory, at most (without `redis_url`).
+    #[serde(default = "default_replay_entries")]
+    pub max_entries: u64,
+    /// Share the cache through Redis, e.g. `redis://127.0.0.1:6379`.
+    pub redis_url: Option<String>,
+    /// Key prefix in Redis.
+    #[serde(default = "default_replay_prefix")]
+    pub prefix: String,
 }
 
 impl Default for ReplayCacheConfig {
     fn default() -> Self {
-        ReplayCacheConfig::Memory {
+        ReplayCacheConfig {
             max_entries: default_replay_entries(),
+            redis_url: None,
+            prefix: default_replay_prefix(),
         }
     }
 }

@@ -64,6 +64,8 @@ pub enum DenyCode {
     Unauthorized,
     /// RFC 6750 `invalid_token` (401).
     InvalidToken,
+    /// RFC 9449 `invalid_dpop_proof` (401).
+    InvalidDpopProof,
     /// RFC 6750 `invalid_request` (400): e.g. two tokens in one request.
     InvalidRequest,
     /// RFC 6750 `insufficient_scope` (403).
@@ -77,6 +79,7 @@ impl DenyCode {
         match self {
             DenyCode::Unauthorized => "unauthorized",
             DenyCode::InvalidToken => "invalid_token",
+            DenyCode::InvalidDpopProof => "invalid_dpop_proof",
             DenyCode::InvalidRequest => "invalid_request",
             DenyCode::InsufficientScope => "insufficient_scope",
             DenyCode::AccessDenied => "access_denied",

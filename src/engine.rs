@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::authn::{Authenticator, AuthnError, bearer_token};
+use crate::authn::{Authenticator, AuthnError, Scheme, presented_token};
 use crate::config::Config;
 use crate::decision::{Decision, Deny, DenyCode, Outcome, deny_body};
 use crate::policy::{Policy, PolicySet};
@@ -87,20 +87,33 @@ impl Engine {
             );
             return Ok(policy.evaluate(request, None, trace));
         }
+        let mut scheme = Scheme::Bearer;
         let identity = match credentials {
-            Credentials::Request => match bearer_token(request) {
-                Ok(token) => {
+            Credentials::Request => match presented_token(request) {
+                Ok((presented, token)) => {
+                    scheme = presented;
                     let identity = self.authn.authenticate(token, &policy.issuers).await;
-                    if let Ok(identity) = &identity {
-                        note(
-                            &mut trace,
-                            format!(
-                                "bearer token verified by issuer `{}` ({}): algorithm, signature, iss, aud, exp and nbf checked",
-                                identity.issuer, identity.iss
-                            ),
-                        );
+                    match identity {
+                        Ok(identity) => {
+                            note(
+                                &mut trace,
+                                format!(
+                                    "{} verified by issuer `{}` ({}): algorithm, signature, iss, aud, exp and nbf checked",
+                                    match presented {
+                                        Scheme::Bearer => "bearer token",
+                                        Scheme::Dpop => "DPoP token",
+                                    },
+                                    identity.issuer,
+                                    identity.iss
+                                ),
+                            );
+                            self.authn
+                                .check_binding(request, presented, token, &identity)
+                                .await
+                                .map(|()| identity)
+                        }
+                        Err(e) => Err(e),
                     }
-                    identity
                 }
                 Err(e) => Err(e),
             },
@@ -131,7 +144,7 @@ impl Engine {
             }
             Err(e) => {
                 note(&mut trace, format!("authentication failed: {e}"));
-                return Ok(authn_denial(&policy, e));
+                return Ok(authn_denial(&policy, scheme, &self.authn.dpop.algs(), e));
             }
         };
         let missing = policy.missing_scopes(&identity);
@@ -211,8 +224,21 @@ fn no_policy(reason: String) -> Decision {
 }
 
 /// RFC 6750 §3: 401 with a challenge; `error` only when a token was presented.
-fn authn_denial(policy: &Policy, error: AuthnError) -> Decision {
+/// RFC 6750 §3 / RFC 9449 §7: 401 with a challenge in the scheme the client used;
+/// `error` only when a token was presented.
+fn authn_denial(policy: &Policy, scheme: Scheme, dpop_algs: &str, error: AuthnError) -> Decision {
     let realm = &policy.realm;
+    let challenge = |error_code: &str, description: &str| {
+        let description = quotable(description);
+        match scheme {
+            Scheme::Bearer => format!(
+                "Bearer realm=\"{realm}\", error=\"{error_code}\", error_description=\"{description}\""
+            ),
+            Scheme::Dpop => format!(
+                "DPoP realm=\"{realm}\", algs=\"{dpop_algs}\", error=\"{error_code}\", error_description=\"{description}\""
+            ),
+        }
+    };
     let (status, code, challenge, message) = match &error {
         AuthnError::Missing => (
             401,
@@ -223,19 +249,19 @@ fn authn_denial(policy: &Policy, error: AuthnError) -> Decision {
         AuthnError::Invalid(description) => (
             401,
             DenyCode::InvalidToken,
-            format!(
-                "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
-                quotable(description)
-            ),
+            challenge("invalid_token", description),
+            description.clone(),
+        ),
+        AuthnError::InvalidProof(description) => (
+            401,
+            DenyCode::InvalidDpopProof,
+            challenge("invalid_dpop_proof", description),
             description.clone(),
         ),
         AuthnError::BadRequest(description) | AuthnError::Unavailable(description) => (
             400,
             DenyCode::InvalidRequest,
-            format!(
-                "Bearer realm=\"{realm}\", error=\"invalid_request\", error_description=\"{}\"",
-                quotable(description)
-            ),
+            challenge("invalid_request", description),
             description.clone(),
         ),
     };

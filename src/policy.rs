@@ -55,6 +55,8 @@ pub struct Policy {
     deny_response: Option<Deny>,
     /// The `request` fields any of its expressions read.
     request_fields: RequestFields,
+    /// Where a client certificate comes from besides the gateway's check (config).
+    certificate_header: Option<crate::config::CertificateHeader>,
 }
 
 #[derive(Debug)]
@@ -123,7 +125,6 @@ impl PolicySet {
     pub fn load(config: &Config) -> Result<PolicySet, Vec<LoadError>> {
         let mut errors = Vec::new();
         let files = policy_files(config, &mut errors);
-        let issuers: Vec<&str> = config.issuers.iter().map(|i| i.name.as_str()).collect();
         let mut policies: Vec<Arc<Policy>> = Vec::new();
         let mut by_id: HashMap<String, usize> = HashMap::new();
         // Every id seen, also of policies with errors, so duplicates are reported too.
@@ -139,8 +140,7 @@ impl PolicySet {
             };
             hasher.update(file.to_string_lossy().as_bytes());
             hasher.update(text.as_bytes());
-            for (id, policy) in load_file(file, &text, &issuers, &config.strip_headers, &mut errors)
-            {
+            for (id, policy) in load_file(file, &text, config, &mut errors) {
                 if let Some(first) = seen.get(&id) {
                     errors.push(LoadError {
                         line: find_line(&text, &id, 0),
@@ -329,8 +329,7 @@ fn find_line(text: &str, id: &str, from: usize) -> Option<usize> {
 fn load_file(
     file: &Path,
     text: &str,
-    issuers: &[&str],
-    strip_headers: &[String],
+    config: &Config,
     errors: &mut Vec<LoadError>,
 ) -> Vec<(String, Option<Policy>)> {
     let parsed: PolicyFile = match serde_yaml_ng::from_str(text) {
@@ -370,15 +369,9 @@ fn load_file(
         };
         let spec_id = spec.id.clone();
         let before = errors.len();
-        let policy = compile_policy(
-            file,
-            text,
-            spec,
-            line,
-            issuers,
-            strip_headers,
-            &mut |m, r, l| errors.push(located(m, r, l)),
-        );
+        let policy = compile_policy(file, text, spec, line, config, &mut |m, r, l| {
+            errors.push(located(m, r, l))
+        });
         let policy = policy.filter(|_| errors.len() == before);
         policies.push((spec_id, policy));
     }
@@ -392,10 +385,10 @@ fn compile_policy(
     text: &str,
     spec: PolicySpec,
     line: Option<usize>,
-    issuers: &[&str],
-    strip_headers: &[String],
+    config: &Config,
     report: &mut Report,
 ) -> Option<Policy> {
+    let issuers: Vec<&str> = config.issuers.iter().map(|i| i.name.as_str()).collect();
     if spec.id.trim().is_empty() {
         report("`id` is empty".into(), None, None);
     }
@@ -508,7 +501,7 @@ fn compile_policy(
             }
         }
     }
-    let response = compile_response(spec.response, strip_headers, report);
+    let response = compile_response(spec.response, &config.strip_headers, report);
     let deny_response = spec.deny_response.map(|d| {
         if !(400..=599).contains(&d.status) {
             report(
@@ -537,6 +530,7 @@ fn compile_policy(
         });
     Some(Policy {
         request_fields,
+        certificate_header: config.client_certificate.clone(),
         id: Arc::from(spec.id.as_str()),
         file: file.to_owned(),
         description: spec.description,
@@ -700,7 +694,8 @@ impl Policy {
         identity: Option<&Identity>,
         mut trace: Option<&mut Trace>,
     ) -> Decision {
-        let vars = Vars::new(request, identity, self.request_fields);
+        let vars = Vars::new(request, identity, self.request_fields)
+            .with_certificate_header(self.certificate_header.as_ref());
         let mut record = |rule: &Rule, result: &Result<bool, String>| {
             if let Some(trace) = trace.as_deref_mut() {
                 trace.rules.push(RuleTrace {

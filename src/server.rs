@@ -32,6 +32,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let engine = Arc::new(build_engine(&config).map_err(|e| e.join("\n"))?);
+    engine.authenticator().connect_replay_cache(&config).await?;
     engine.authenticator().start_refreshers();
     let explain = config.admin.explain;
     let reloader = Arc::new(Reloader::new(config, engine.clone()));

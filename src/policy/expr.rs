@@ -528,6 +528,7 @@ fn root_context() -> Context<'static, 'static> {
 /// The variables of one request, built on first use.
 pub struct Vars<'a> {
     request: &'a AccessRequest,
+    certificate_header: Option<&'a crate::config::CertificateHeader>,
     fields: RequestFields,
     identity: Option<&'a Identity>,
     request_value: OnceLock<Box<dyn Val>>,
@@ -544,12 +545,24 @@ impl<'a> Vars<'a> {
     ) -> Vars<'a> {
         Vars {
             request,
+            certificate_header: None,
             fields,
             identity,
             request_value: OnceLock::new(),
             source_value: OnceLock::new(),
             now_value: OnceLock::new(),
         }
+    }
+}
+
+impl<'a> Vars<'a> {
+    /// Also look for the client certificate in this configured header.
+    pub fn with_certificate_header(
+        mut self,
+        header: Option<&'a crate::config::CertificateHeader>,
+    ) -> Vars<'a> {
+        self.certificate_header = header;
+        self
     }
 }
 
@@ -565,7 +578,7 @@ impl cel::context::VariableResolver for Vars<'_> {
             },
             "source" => &**self
                 .source_value
-                .get_or_init(|| to_val(source_value(self.request))),
+                .get_or_init(|| to_val(source_value(self.request, self.certificate_header))),
             "now" => &**self.now_value.get_or_init(|| to_val(now_value())),
             _ => return None,
         };
@@ -654,13 +667,20 @@ fn request_value(request: &AccessRequest, fields: RequestFields) -> Value {
     map(entries)
 }
 
-fn source_value(request: &AccessRequest) -> Value {
+/// `source`: the peer address and its client certificate as an object (subject,
+/// issuer, SANs, thumbprint, ...), or null without one. A certificate that does not parse
+/// is null too: a policy that needs one denies.
+fn source_value(
+    request: &AccessRequest,
+    header: Option<&crate::config::CertificateHeader>,
+) -> Value {
+    let certificate = match crate::authn::client_certificate(request, header) {
+        Ok(Some(certificate)) => json(&certificate.to_json()),
+        _ => Value::Null,
+    };
     map(vec![
         ("address", text(&request.source.address)),
-        (
-            "certificate",
-            opt_text(request.source.certificate.as_deref()),
-        ),
+        ("certificate", certificate),
     ])
 }
 
