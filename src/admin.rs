@@ -53,11 +53,18 @@ async fn explain(State(admin): State<Admin>, body: axum::body::Bytes) -> impl In
 /// then, so that alone does not make Sluis unready).
 async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
     let policies = admin.engine.policies();
-    let issuers: serde_json::Map<String, serde_json::Value> = admin
-        .engine
-        .authenticator()
+    let authn = admin.engine.authenticator();
+    let issuers: serde_json::Map<String, serde_json::Value> = authn
         .issuers()
         .map(|i| (i.name().to_string(), serde_json::Value::Bool(i.has_keys())))
+        .collect();
+    let introspection: serde_json::Map<String, serde_json::Value> = authn
+        .issuers()
+        .filter_map(|i| {
+            i.introspection
+                .as_ref()
+                .map(|x| (i.name().to_string(), x.report()))
+        })
         .collect();
     let ready = admin.engine.ready();
     let reload = admin.reloader.status();
@@ -66,6 +73,8 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
         "policy_set": policies.version,
         "policies": policies.policies.len(),
         "issuer_keys_loaded": issuers,
+        "verified_tokens_cached": authn.cached_tokens(),
+        "introspection": introspection,
         "last_reload_error": reload.last_error,
         "reload_failures": reload.failures,
     });

@@ -161,6 +161,20 @@ async fn active_tokens_become_identities_and_are_cached() {
         1,
         "cached after the first call"
     );
+    // Exported on /readyz: the identity cache answers repeats, so introspection saw one
+    // call and holds one result.
+    let status: Value = reqwest::get(format!("http://{}/readyz", server.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["introspection"]["test"]["upstream_calls"], 1,
+        "{status}"
+    );
+    assert_eq!(status["introspection"]["test"]["cached"], 1, "{status}");
+    assert_eq!(status["verified_tokens_cached"], 1, "{status}");
     server.stop().await;
 }
 

@@ -193,6 +193,25 @@ impl Introspector {
         self.cache.entry_count()
     }
 
+    /// Cache size, hit ratio and call counts, for `/readyz` (and metrics).
+    pub fn report(&self) -> serde_json::Value {
+        let hits = self.stats.cache_hits.load(Ordering::Relaxed);
+        let misses = self.stats.cache_misses.load(Ordering::Relaxed);
+        let ratio = if hits + misses == 0 {
+            0.0
+        } else {
+            hits as f64 / (hits + misses) as f64
+        };
+        serde_json::json!({
+            "cached": self.cached(),
+            "cache_hits": hits,
+            "cache_misses": misses,
+            "hit_ratio": ratio,
+            "upstream_calls": self.stats.upstream_calls.load(Ordering::Relaxed),
+            "stale_served": self.stats.stale_served.load(Ordering::Relaxed),
+        })
+    }
+
     /// The active token's claims, from cache or the endpoint, and until when they may be
     /// reused without asking again.
     pub async fn introspect(
