@@ -437,3 +437,84 @@ async fn discovery_for_another_issuer_is_refused() {
     );
     assert!(!engine.ready());
 }
+
+#[tokio::test]
+async fn client_secret_post_and_private_key_jwt() {
+    let auth = auth_server().await;
+    let post = "      client_auth: {method: client_secret_post, client_id: sluis, client_secret: {file: secret.txt}}";
+    let setup = Setup::new(&config(&auth, post), &[("api.yaml", POLICY_WITH_CLAIM)]);
+    std::fs::write(setup.dir.path().join("secret.txt"), "from-file\n").unwrap();
+    let server = Server::start(&setup.config_path()).await;
+    assert_eq!(
+        server
+            .check(Req::get("/api/x").bearer("good-post"))
+            .await
+            .status,
+        200
+    );
+    let (form, authorization) = auth.last.lock().unwrap().clone();
+    assert!(
+        form.contains("client_id=sluis") && form.contains("client_secret=from-file"),
+        "{form}"
+    );
+    assert_eq!(authorization, None);
+    server.stop().await;
+
+    let jwt = format!(
+        "      client_auth: {{method: private_key_jwt, client_id: sluis, algorithm: ES256, key_id: ec-1, private_key: {{file: {}}}}}",
+        fixture("keys/ec.pem").display()
+    );
+    let setup = Setup::new(&config(&auth, &jwt), &[("api.yaml", POLICY_WITH_CLAIM)]);
+    let server = Server::start(&setup.config_path()).await;
+    assert_eq!(
+        server
+            .check(Req::get("/api/x").bearer("good-jwt"))
+            .await
+            .status,
+        200
+    );
+    let (form, _) = auth.last.lock().unwrap().clone();
+    let field = |name: &str| {
+        form.split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .map(|v| {
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+    };
+    assert_eq!(
+        field("client_assertion_type").as_deref(),
+        Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+    );
+    // The assertion verifies with the client's public key and names us and the endpoint.
+    let assertion = field("client_assertion").unwrap();
+    let jwks: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("keys/jwks.json")).unwrap()).unwrap();
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == "ec-1")
+            .unwrap()
+            .clone(),
+    )
+    .unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&[format!("http://{}/introspect", auth.address)]);
+    validation.set_issuer(&["sluis"]);
+    let verified = jsonwebtoken::decode::<Value>(
+        &assertion,
+        &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+        &validation,
+    )
+    .unwrap();
+    assert_eq!(verified.claims["sub"], "sluis");
+    assert!(
+        verified.claims["jti"]
+            .as_str()
+            .is_some_and(|j| !j.is_empty())
+    );
+    server.stop().await;
+}

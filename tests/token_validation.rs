@@ -318,3 +318,40 @@ async fn policy_denials_name_no_token_details() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn rfc9068_issuers_require_the_at_jwt_type() {
+    let config = config_yaml("127.0.0.1:0", "127.0.0.1:0").replace(
+        "    audiences: [https://api.test]\n",
+        "    audiences: [https://api.test]\n    rfc9068: true\n",
+    );
+    assert!(config.contains("rfc9068: true"));
+    let setup = Setup::new(&config, &[("api.yaml", POLICY)]);
+    let server = Server::start(&setup.config_path()).await;
+    let sign_typ = |typ: &str| {
+        let pem = std::fs::read(fixture("keys/rsa.pem")).unwrap();
+        let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+        header.kid = Some("rsa-1".into());
+        header.typ = Some(typ.into());
+        jsonwebtoken::encode(
+            &header,
+            &claims(),
+            &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
+        )
+        .unwrap()
+    };
+    for typ in ["at+jwt", "application/at+jwt"] {
+        let answer = server
+            .check(Req::get("/api/x").bearer(&sign_typ(typ)))
+            .await;
+        assert_eq!(answer.status, 200, "{typ}: {answer:?}");
+    }
+    let answer = server
+        .check(Req::get("/api/x").bearer(&sign_typ("JWT")))
+        .await;
+    assert_invalid(
+        &answer,
+        "token is not an RFC 9068 access token (`typ` must be `at+jwt`)",
+    );
+    server.stop().await;
+}
