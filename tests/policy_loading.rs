@@ -9,18 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn sluis(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_sluis"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 fn validate(policy: &str) -> (i32, String, String) {
     let setup = Setup::new(
         &config_yaml("127.0.0.1:0", "127.0.0.1:0"),

@@ -2,6 +2,8 @@
 //! real Sluis on port 0 and asking it over gRPC like Envoy does.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod gateway;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -294,4 +296,17 @@ impl From<CheckResponse> for Answer {
         }
         answer
     }
+}
+
+/// Runs the `sluis` binary; returns exit code, stdout and stderr.
+pub fn sluis(args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluis"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
