@@ -94,8 +94,9 @@ impl ReplayCache {
             ReplayCache::Memory(cache) => {
                 let hashed: [u8; 32] = Sha256::digest(key.as_bytes()).into();
                 let ttl = ttl.max(Duration::from_secs(1));
-                // `entry` is atomic per key: of two concurrent callers, one sees it fresh.
-                Ok(cache.entry(hashed).or_insert(ttl).is_fresh())
+                // `or_insert_with` coalesces concurrent calls on one key (`or_insert` does
+                // not promise that): of two concurrent callers, exactly one sees it fresh.
+                Ok(cache.entry(hashed).or_insert_with(|| ttl).is_fresh())
             }
             ReplayCache::Redis { manager, prefix } => {
                 let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
