@@ -224,6 +224,9 @@ pub struct IntrospectionConfig {
     /// Allow a plain `http://` endpoint (loopback test setups only).
     #[serde(default)]
     pub allow_insecure_http: bool,
+    /// PEM CA certificate(s) to trust for the endpoint instead of the system's roots,
+    /// e.g. a private CA of a Nuts node's internal API.
+    pub ca_certificate: Option<PathBuf>,
 }
 
 /// How Sluis authenticates itself to the introspection endpoint.

@@ -294,9 +294,23 @@ fn assert_tls_alert(response: reqwest::Result<reqwest::Response>, alert: &str) {
         chain.push_str(&format!(" <- {cause:?}"));
         source = cause.source();
     }
+    // With TLS 1.3 the client may finish its side of the handshake before the server's
+    // verdict arrives; under load it then sees the connection close instead of the alert.
+    // Either way the request failed at the TLS layer: what matters is that no other alert
+    // (and no HTTP answer) came back.
+    let closed = [
+        "connection reset",
+        "ConnectionReset",
+        "broken pipe",
+        "BrokenPipe",
+        "connection closed",
+        "UnexpectedEof",
+        "IncompleteMessage",
+    ];
     assert!(
-        chain.contains(&format!("AlertReceived({alert})")),
-        "expected TLS alert {alert}: {chain}"
+        chain.contains(&format!("AlertReceived({alert})"))
+            || (!chain.contains("AlertReceived") && closed.iter().any(|c| chain.contains(c))),
+        "expected TLS alert {alert} (or the connection closed): {chain}"
     );
 }
 

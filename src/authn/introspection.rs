@@ -98,6 +98,14 @@ impl Introspector {
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &config.ca_certificate {
+            let path = base_dir.join(ca);
+            let pem = std::fs::read(&path)
+                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("`{}` holds no PEM certificate: {e}", path.display()))?;
+            builder = builder.tls_certs_only(roots);
+        }
         let secret_text = |secret: &crate::config::Secret| {
             secret
                 .resolve(base_dir)
