@@ -77,6 +77,7 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
         "introspection": introspection,
         "last_reload_error": reload.last_error,
         "reload_failures": reload.failures,
+        "reloads": reload.successes,
     });
     let status = if ready {
         StatusCode::OK

@@ -221,23 +221,34 @@ fn sighup_reloads_a_running_server() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Read the log on its own thread, so a silent process cannot hang the test.
     let stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = stdout.lines();
-    // Wait until it listens.
-    let listening = lines
-        .by_ref()
-        .take(50)
-        .any(|l| l.unwrap().contains("sluis serving"));
-    assert!(listening);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |text: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    };
+    assert!(wait_for("sluis serving"));
     // SIGHUP must reload, not kill (its default action).
     let pid = child.id().to_string();
     Command::new("kill").args(["-HUP", &pid]).status().unwrap();
-    let reloaded = lines
-        .by_ref()
-        .take(50)
-        .any(|l| l.unwrap().contains("SIGHUP: reloading policies"));
+    let reloaded = wait_for("SIGHUP: reloading policies");
+    let alive = child.try_wait().unwrap().is_none();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let status = child.wait().unwrap();
-    assert!(reloaded);
+    assert!(alive, "SIGHUP killed the server: {status:?}");
+    assert!(reloaded, "no reload logged after SIGHUP");
     assert!(status.success(), "SIGTERM is a clean shutdown: {status:?}");
 }
