@@ -126,14 +126,6 @@ pub fn presented_token(request: &AccessRequest) -> Result<(Scheme, &str), AuthnE
     Ok((scheme, token))
 }
 
-/// The bearer token of a request, if any.
-pub fn bearer_token(request: &AccessRequest) -> Result<&str, AuthnError> {
-    match presented_token(request)? {
-        (Scheme::Bearer, token) => Ok(token),
-        (Scheme::Dpop, _) => Err(AuthnError::Missing),
-    }
-}
-
 /// The client certificate of a request: the one the gateway put in the check (Envoy's
 /// peer certificate), else the one in the configured header.
 pub fn client_certificate(
@@ -503,18 +495,28 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive() {
-        assert_eq!(bearer_token(&with_auth("bearer abc")), Ok("abc"));
-        assert_eq!(bearer_token(&with_auth("BEARER  abc ")), Ok("abc"));
+        assert_eq!(
+            presented_token(&with_auth("bearer abc")),
+            Ok((Scheme::Bearer, "abc"))
+        );
+        assert_eq!(
+            presented_token(&with_auth("BEARER  abc ")),
+            Ok((Scheme::Bearer, "abc"))
+        );
+        assert_eq!(
+            presented_token(&with_auth("dpop abc")),
+            Ok((Scheme::Dpop, "abc"))
+        );
     }
 
     #[test]
     fn other_schemes_count_as_no_token() {
         assert_eq!(
-            bearer_token(&with_auth("Basic dXNlcjpwdw==")),
+            presented_token(&with_auth("Basic dXNlcjpwdw==")),
             Err(AuthnError::Missing)
         );
         assert_eq!(
-            bearer_token(&AccessRequest::default()),
+            presented_token(&AccessRequest::default()),
             Err(AuthnError::Missing)
         );
     }
@@ -522,7 +524,7 @@ mod tests {
     #[test]
     fn two_tokens_are_a_bad_request() {
         assert!(matches!(
-            bearer_token(&with_auth("Bearer a,Bearer b")),
+            presented_token(&with_auth("Bearer a,Bearer b")),
             Err(AuthnError::BadRequest(_))
         ));
     }
