@@ -148,13 +148,7 @@ async fn active_tokens_become_identities_and_are_cached() {
     let (form, _) = auth.last.lock().unwrap().clone();
     assert!(form.contains("token=good-opaque-1") && form.contains("token_type_hint=access_token"));
     for _ in 0..5 {
-        assert_eq!(
-            server
-                .check(Req::get("/api/x").bearer("good-opaque-1"))
-                .await
-                .status,
-            200
-        );
+        assert_eq!(status(&server, "good-opaque-1").await, 200);
     }
     assert_eq!(
         auth.calls.load(Ordering::SeqCst),
@@ -239,6 +233,11 @@ async fn the_cache_never_outlives_exp() {
     server.stop().await;
 }
 
+/// The HTTP status Sluis answers for `GET /api/x` with this bearer token.
+async fn status(server: &Server, token: &str) -> u16 {
+    server.check(Req::get("/api/x").bearer(token)).await.status
+}
+
 async fn unavailable(server: &Server, token: &str) -> tonic::Status {
     let mut client = AuthorizationClient::connect(format!("http://{}", server.grpc))
         .await
@@ -286,23 +285,11 @@ async fn outages_never_allow() {
 async fn stale_results_are_served_only_when_asked_and_never_past_exp() {
     let extra = "      cache_ttl: 1s\n      serve_stale_on_error: true";
     let (auth, _setup, server) = start(extra).await;
-    assert_eq!(
-        server
-            .check(Req::get("/api/x").bearer("good-stale"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(status(&server, "good-stale").await, 200);
     *auth.mode.lock().unwrap() = Mode::Status(500);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     // Past the TTL, endpoint down, token not expired: the cached answer carries on.
-    assert_eq!(
-        server
-            .check(Req::get("/api/x").bearer("good-stale"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(status(&server, "good-stale").await, 200);
     // A token never seen before cannot be vouched for.
     assert_eq!(
         unavailable(&server, "good-new").await.code(),
@@ -312,13 +299,7 @@ async fn stale_results_are_served_only_when_asked_and_never_past_exp() {
 
     // Off by default: the same situation is unavailable.
     let (auth, _setup, server) = start("      cache_ttl: 1s").await;
-    assert_eq!(
-        server
-            .check(Req::get("/api/x").bearer("good-stale"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(status(&server, "good-stale").await, 200);
     *auth.mode.lock().unwrap() = Mode::Status(500);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(
@@ -335,13 +316,7 @@ async fn client_authentication_is_sent() {
     let setup = Setup::new(&config(&auth, extra), &[("api.yaml", POLICY_WITH_CLAIM)]);
     std::fs::write(setup.dir.path().join("secret.txt"), "s3cret\n").unwrap();
     let server = Server::start(&setup.config_path()).await;
-    assert_eq!(
-        server
-            .check(Req::get("/api/x").bearer("good-auth"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(status(&server, "good-auth").await, 200);
     let (_, authorization) = auth.last.lock().unwrap().clone();
     // base64("sluis:s3cret")
     assert_eq!(authorization.as_deref(), Some("Basic c2x1aXM6czNjcmV0"));
@@ -445,13 +420,7 @@ async fn client_secret_post_and_private_key_jwt() {
     let setup = Setup::new(&config(&auth, post), &[("api.yaml", POLICY_WITH_CLAIM)]);
     std::fs::write(setup.dir.path().join("secret.txt"), "from-file\n").unwrap();
     let server = Server::start(&setup.config_path()).await;
-    assert_eq!(
-        server
-            .check(Req::get("/api/x").bearer("good-post"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(status(&server, "good-post").await, 200);
     let (form, authorization) = auth.last.lock().unwrap().clone();
     assert!(
         form.contains("client_id=sluis") && form.contains("client_secret=from-file"),
@@ -466,13 +435,7 @@ async fn client_secret_post_and_private_key_jwt() {
     );
     let setup = Setup::new(&config(&auth, &jwt), &[("api.yaml", POLICY_WITH_CLAIM)]);
     let server = Server::start(&setup.config_path()).await;
-    assert_eq!(
-        server
-            .check(Req::get("/api/x").bearer("good-jwt"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(status(&server, "good-jwt").await, 200);
     let (form, _) = auth.last.lock().unwrap().clone();
     let field = |name: &str| {
         form.split('&')
