@@ -54,6 +54,9 @@ pub struct Config {
     /// DPoP (RFC 9449) proof checking for DPoP-bound tokens.
     #[serde(default)]
     pub dpop: DpopConfig,
+    /// Where registered flows are kept. Without a store, policies see no flows and the
+    /// flows API is off.
+    pub store: Option<StoreConfig>,
     /// Directory the file was loaded from; relative paths resolve against it.
     #[serde(skip)]
     #[schemars(skip)]
@@ -453,6 +456,48 @@ pub struct AdminConfig {
     /// to whoever can reach the admin listener.
     #[serde(default)]
     pub explain: bool,
+    /// The bearer token the flows API (HTTP `/v1/flows` and gRPC) requires.
+    pub token: Option<Secret>,
+    /// Serve the flows API without authentication. For development only; Sluis warns at
+    /// start.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+}
+
+/// The flow store.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite:flows.db` (a file, relative to this config's directory, created when
+    /// missing), `sqlite::memory:` (tests), or `postgres://user@host:5432/db` when several
+    /// replicas share flows. Put the password in `password`, not here.
+    pub url: String,
+    /// The PostgreSQL password, from an environment variable or file.
+    pub password: Option<Secret>,
+    /// Database connections, at most.
+    #[serde(default = "default_store_connections")]
+    pub max_connections: u32,
+    /// How long a write waits for a connection before failing with 503.
+    #[serde(default = "default_store_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub timeout: Duration,
+    /// How often the index checks the store for changes it was not told about (with
+    /// PostgreSQL, changes are pushed; this is the safety net).
+    #[serde(default = "default_store_poll", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub poll_interval: Duration,
+}
+
+fn default_store_connections() -> u32 {
+    8
+}
+
+fn default_store_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+
+fn default_store_poll() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -604,6 +649,21 @@ impl Config {
         }
         if self.policies.is_empty() {
             return Err("`policies` lists no policy file or directory".into());
+        }
+        if let Some(store) = &self.store {
+            let url = store.url.as_str();
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                return Err("`store.url` must start with `sqlite:` or `postgres://`".into());
+            }
+            if store.max_connections == 0 {
+                return Err("`store.max_connections` must be at least 1".into());
+            }
+        }
+        if self.admin.token.is_some() && self.admin.allow_anonymous {
+            return Err("`admin.token` and `admin.allow_anonymous` exclude each other".into());
         }
         if self.token_cache.max_entries == 0 {
             return Err("`token_cache.max_entries` must be at least 1".into());

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use crate::authn::{Authenticator, AuthnError, Scheme, presented_token};
 use crate::config::Config;
 use crate::decision::{Decision, Deny, DenyCode, Outcome, deny_body};
+use crate::flows::FlowIndex;
 use crate::policy::{Policy, PolicySet};
 use crate::request::AccessRequest;
 
@@ -24,6 +25,8 @@ pub struct Engine {
     /// The policy set in force; a reload swaps it whole, in-flight decisions keep theirs.
     policies: ArcSwap<PolicySet>,
     authn: Authenticator,
+    /// The flow index policies read; the store's sync loop keeps it current.
+    flows: ArcSwap<FlowIndex>,
 }
 
 impl Engine {
@@ -31,7 +34,19 @@ impl Engine {
         Ok(Engine {
             policies: ArcSwap::from_pointee(policies),
             authn: Authenticator::new(config)?,
+            flows: ArcSwap::from_pointee(FlowIndex::new()),
         })
+    }
+
+    /// The flow index decisions read.
+    pub fn flows(&self) -> Arc<FlowIndex> {
+        self.flows.load_full()
+    }
+
+    /// Decides with another flow index from now on (the server's store, a test suite's
+    /// fixtures).
+    pub fn set_flows(&self, flows: Arc<FlowIndex>) {
+        self.flows.store(flows);
     }
 
     pub fn authenticator(&self) -> &Authenticator {
@@ -85,7 +100,7 @@ impl Engine {
                 &mut trace,
                 "anonymous policy: no token checked, `token` is null".into(),
             );
-            return Ok(policy.evaluate(request, None, trace));
+            return Ok(policy.evaluate(request, None, &self.flows.load(), trace));
         }
         let mut scheme = Scheme::Bearer;
         let identity = match credentials {
@@ -158,7 +173,7 @@ impl Engine {
         if !missing.is_empty() {
             return Ok(policy.deny_scopes(&missing));
         }
-        Ok(policy.evaluate(request, Some(&identity), trace))
+        Ok(policy.evaluate(request, Some(&identity), &self.flows.load(), trace))
     }
 }
 
@@ -182,6 +197,8 @@ pub struct Trace {
     /// The identity checks that ran, in order.
     pub identity: Vec<String>,
     pub scopes: Option<ScopeCheck>,
+    /// Whose flows the policy read, and which were active.
+    pub flows: Option<String>,
     /// Each rule, in evaluation order (deny rules first), with its result.
     pub rules: Vec<RuleTrace>,
 }

@@ -39,6 +39,7 @@ pub mod config;
 pub mod decision;
 pub mod doors;
 pub mod engine;
+pub mod flows;
 pub mod policy;
 pub mod reload;
 pub mod request;

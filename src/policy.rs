@@ -21,8 +21,9 @@ use crate::authn::Identity;
 use crate::config::Config;
 use crate::decision::{Allow, Decision, Deny, DenyCode, Outcome, deny_body};
 use crate::engine::{RuleTrace, Trace};
+use crate::flows::FlowIndex;
 use crate::request::AccessRequest;
-use expr::{Expr, RequestFields, Vars};
+use expr::{Expr, FlowSource, RequestFields, Vars};
 use spec::{PolicyFile, PolicySpec, RuleSpec};
 
 /// Every loaded policy, compiled, in decision order. Immutable: a reload builds a new set
@@ -57,6 +58,15 @@ pub struct Policy {
     request_fields: RequestFields,
     /// Where a client certificate comes from besides the gateway's check (config).
     certificate_header: Option<crate::config::CertificateHeader>,
+    /// How the caller's flows are found, when the policy reads them.
+    flows: Option<PolicyFlows>,
+}
+
+#[derive(Debug)]
+struct PolicyFlows {
+    actor: Expr,
+    base_path: String,
+    purposes: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -502,6 +512,30 @@ fn compile_policy(
         }
     }
     let response = compile_response(spec.response, &config.strip_headers, report);
+    let flows = spec.flows.and_then(|f| match Expr::compile(&f.actor) {
+        Ok(actor) if actor.uses_flows => {
+            report("`flows.actor` cannot read `flows`".into(), None, None);
+            None
+        }
+        Ok(actor) => {
+            if !(f.base_path.is_empty() || f.base_path.starts_with('/')) {
+                report("`flows.base_path` must start with `/`".into(), None, None);
+            }
+            Some(PolicyFlows {
+                actor,
+                base_path: f.base_path,
+                purposes: f.purposes,
+            })
+        }
+        Err(e) => {
+            report(
+                format!("invalid CEL in `flows.actor` `{}`: {}", f.actor, e.message),
+                None,
+                None,
+            );
+            None
+        }
+    });
     let deny_response = spec.deny_response.map(|d| {
         if !(400..=599).contains(&d.status) {
             report(
@@ -520,16 +554,28 @@ fn compile_policy(
             body: d.body,
         }
     });
-    let request_fields = rules
-        .iter()
-        .map(|r| &r.condition)
-        .chain(response.set_headers.iter().map(|(_, e)| e))
-        .chain(response.set_query.iter().map(|(_, e)| e))
+    let expressions = || {
+        rules
+            .iter()
+            .map(|r| &r.condition)
+            .chain(response.set_headers.iter().map(|(_, e)| e))
+            .chain(response.set_query.iter().map(|(_, e)| e))
+    };
+    let request_fields = expressions()
+        .chain(flows.as_ref().map(|f| &f.actor))
         .fold(RequestFields::default(), |fields, e| {
             fields.union(e.request_fields)
         });
+    if flows.is_none() && expressions().any(|e| e.uses_flows) {
+        report(
+            "reads `flows` but has no `flows` block saying whose flows (e.g. `flows: {actor: token.client_id}`)".into(),
+            None,
+            None,
+        );
+    }
     Some(Policy {
         request_fields,
+        flows,
         certificate_header: config.client_certificate.clone(),
         id: Arc::from(spec.id.as_str()),
         file: file.to_owned(),
@@ -692,10 +738,35 @@ impl Policy {
         &self,
         request: &AccessRequest,
         identity: Option<&Identity>,
+        flows: &FlowIndex,
         mut trace: Option<&mut Trace>,
     ) -> Decision {
         let vars = Vars::new(request, identity, self.request_fields)
-            .with_certificate_header(self.certificate_header.as_ref());
+            .with_certificate_header(self.certificate_header.as_ref())
+            .with_flows(self.flows.as_ref().map(|f| FlowSource {
+                index: flows,
+                actor: &f.actor,
+                base_path: &f.base_path,
+                purposes: &f.purposes,
+            }));
+        if let (Some(trace), Some(_)) = (trace.as_deref_mut(), &self.flows) {
+            trace.flows = Some(match vars.caller_flows() {
+                Ok((Some(actor), flows)) => format!(
+                    "flows of actor `{actor}`: {}",
+                    if flows.is_empty() {
+                        "none active".to_string()
+                    } else {
+                        flows
+                            .iter()
+                            .map(|f| f.id.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+                Ok((None, _)) => "flows: the actor expression gave no actor, so no flows".into(),
+                Err(e) => format!("flows: the actor expression failed: {e}"),
+            });
+        }
         let mut record = |rule: &Rule, result: &Result<bool, String>| {
             if let Some(trace) = trace.as_deref_mut() {
                 trace.rules.push(RuleTrace {

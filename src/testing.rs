@@ -21,6 +21,11 @@ use crate::request::{AccessRequest, Source};
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestFile {
+    /// Flows the suite's requests are decided against (as the flows API takes them, or
+    /// NutsAuthorizationCredentials). Without it, policies see no flows.
+    #[serde(default)]
+    #[schemars(with = "Vec<crate::flows::Flow>")]
+    pub flows: Vec<Json>,
     pub tests: Vec<TestCase>,
 }
 
@@ -460,6 +465,24 @@ pub async fn run_suite(engine: &Engine, file: &Path) -> SuiteResult {
             return result;
         }
     };
+    let mut flows = Vec::new();
+    let mut errors = Vec::new();
+    for (i, value) in suite.flows.into_iter().enumerate() {
+        match crate::flows::Flow::from_json(value) {
+            Ok(flow) => flows.push(flow),
+            Err(e) => errors.extend(e.into_iter().map(|e| {
+                let e = e.at(i);
+                format!("flows{}: {}", e.field, e.message)
+            })),
+        }
+    }
+    if !errors.is_empty() {
+        result.error = Some(errors.join("; "));
+        return result;
+    }
+    engine.set_flows(std::sync::Arc::new(crate::flows::FlowIndex::from_flows(
+        &flows,
+    )));
     for test in suite.tests {
         let case = Case {
             request: test.request,
@@ -623,6 +646,9 @@ pub fn explanation_text(decision: &Result<Decision, String>, trace: &Trace) -> S
     line(format!("policy: {}", trace.policy));
     for step in &trace.identity {
         line(format!("identity: {step}"));
+    }
+    if let Some(flows) = &trace.flows {
+        line(format!("flows: {flows}"));
     }
     if let Some(scopes) = &trace.scopes {
         line(format!(

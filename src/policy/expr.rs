@@ -1,8 +1,11 @@
 //! CEL in policies: compiling expressions at load, the variables a request exposes to
 //! them, and the functions Sluis adds.
 //!
-//! Variables: `request`, `token`, `source`, `now`. Functions added to CEL's standard ones:
-//! `string.matchesGlob(pattern)`, `list.containsAll(list)`, `list.containsAny(list)`.
+//! Variables: `request`, `token`, `source`, `now`, and `flows` (the caller's active flows,
+//! in policies with a `flows` block). Functions added to CEL's standard ones:
+//! `string.matchesGlob(pattern)`, `list.containsAll(list)`, `list.containsAny(list)`,
+//! `flow.permits(request)` (a resource of the flow allows this method on this path) and
+//! `flow.covers(request)` (a resource of the flow is this path, whatever the method).
 //!
 //! Cost on the hot path: a CEL root context (with every built-in function registered) is
 //! built once per thread, and each request gets a child scope. Variables are resolved
@@ -18,13 +21,18 @@ use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 use cel::common::ast::{Expr as Node, LiteralValue};
 use cel::common::value::{CowVal, Val};
 use cel::extractors::This;
-use cel::{Context, ExecutionError, IdedExpr, Program, Value};
+use cel::{Context, ExecutionError, FunctionContext, IdedExpr, Program, Value};
 
 use crate::authn::Identity;
+use crate::flows::index::IndexedFlow;
+use crate::flows::{FlowIndex, Operations};
 use crate::request::AccessRequest;
 
 /// The variables expressions may use.
-pub const VARIABLES: [&str; 4] = ["request", "token", "source", "now"];
+pub const VARIABLES: [&str; 5] = ["request", "token", "source", "now", "flows"];
+
+/// The hidden variable holding the policy's `flows.base_path`, for `permits`/`covers`.
+const FLOWS_BASE: &str = "@flows_base";
 
 /// CEL's type names, which expressions may use as values (`type(x) == int`).
 const TYPE_NAMES: [&str; 11] = [
@@ -50,6 +58,8 @@ pub struct Expr {
     program: Program,
     /// The fields of `request` it reads, so a request builds only those.
     pub request_fields: RequestFields,
+    /// Whether it reads `flows`.
+    pub uses_flows: bool,
 }
 
 /// A set of `request` fields. Building the whole `request` value (every header, the
@@ -139,6 +149,7 @@ impl Expr {
             tree,
             program,
             request_fields: check.request_fields,
+            uses_flows: check.uses_flows,
         })
     }
 
@@ -359,6 +370,7 @@ struct Check {
     unknown: Vec<String>,
     errors: Vec<String>,
     request_fields: RequestFields,
+    uses_flows: bool,
 }
 
 /// The function `matches` calls with a literal pattern are rewritten to.
@@ -379,10 +391,28 @@ impl Check {
                     // Used whole (e.g. passed to a function): build all of it.
                     self.request_fields = RequestFields::ALL;
                 }
+                if name == "flows" && !self.bound.iter().any(|b| b == "flows") {
+                    self.uses_flows = true;
+                }
             }
             Node::Call(call) => {
                 if call.func_name == "matches" {
                     self.precompile(call);
+                }
+                if matches!(call.func_name.as_str(), "permits" | "covers")
+                    && call.target.is_some()
+                    && call.args.len() == 1
+                    && matches!(&call.args[0].expr, Node::Ident(name) if name == "request")
+                    && !self.bound.iter().any(|b| b == "request")
+                {
+                    // `f.permits(request)` reads only the method and path.
+                    for field in ["method", "path"] {
+                        self.request_fields.0 |= RequestFields::bit(field).unwrap_or(0);
+                    }
+                    if let Some(target) = &mut call.target {
+                        self.walk(&mut target.expr);
+                    }
+                    return;
                 }
                 if let Some(target) = &mut call.target {
                     self.walk(&mut target.expr);
@@ -522,7 +552,96 @@ fn root_context() -> Context<'static, 'static> {
             wanted.iter().any(|w| list.contains(w))
         },
     );
+    let _ = context.add_function(
+        "permits",
+        |ftx: &FunctionContext, This(flow): This<Value>, request: Value| {
+            flow_allows(ftx, &flow, &request, true)
+        },
+    );
+    let _ = context.add_function(
+        "covers",
+        |ftx: &FunctionContext, This(flow): This<Value>, request: Value| {
+            flow_allows(ftx, &flow, &request, false)
+        },
+    );
     context
+}
+
+/// `flow.permits(request)` (`with_method`) or `flow.covers(request)`: whether a resource
+/// of the flow matches the request's path below the policy's base path, and allows its
+/// method. The flow is a value of `flows`; the request anything with `method` and `path`.
+fn flow_allows(
+    ftx: &FunctionContext,
+    flow: &Value,
+    request: &Value,
+    with_method: bool,
+) -> Result<bool, ExecutionError> {
+    let field = |value: &Value, name: &str| -> Option<Value> {
+        match value {
+            Value::Map(map) => map
+                .get(&cel::objects::Key::String(Arc::new(name.to_owned())))
+                .cloned(),
+            _ => None,
+        }
+    };
+    let string = |value: Option<Value>| match value {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    };
+    let invalid = |what: &str| ExecutionError::function_error(ftx.name, what);
+    let path =
+        string(field(request, "path")).ok_or_else(|| invalid("the request has no `path`"))?;
+    let method = string(field(request, "method"));
+    if with_method && method.is_none() {
+        return Err(invalid("the request has no `method`"));
+    }
+    let base = ftx
+        .ptx
+        .get_variable(FLOWS_BASE)
+        .and_then(|v| Value::try_from(&*v).ok())
+        .and_then(|v| string(Some(v)))
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let Some(relative) = crate::flows::relative_path(&path, &base) else {
+        return Ok(false);
+    };
+    let Some(Value::List(resources)) = field(flow, "resources") else {
+        return Err(invalid("not a flow: no `resources`"));
+    };
+    for resource in resources.iter() {
+        let Some(pattern) = string(field(resource, "path")) else {
+            continue;
+        };
+        let operations = match field(resource, "operations") {
+            Some(Value::List(names)) => names
+                .iter()
+                .filter_map(|n| match n {
+                    Value::String(n) => Operations::parse(n),
+                    _ => None,
+                })
+                .fold(Operations::default(), Operations::union),
+            _ => Operations::default(),
+        };
+        let method = if with_method {
+            method.as_deref().map(String::as_str)
+        } else {
+            None
+        };
+        if crate::flows::resource_permits(&pattern, operations, relative, method) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// What a policy says about flows, as `Vars` needs it.
+pub struct FlowSource<'a> {
+    pub index: &'a FlowIndex,
+    /// Evaluates to the caller's actor key: a string, or null for none.
+    pub actor: &'a Expr,
+    pub base_path: &'a str,
+    /// Only flows of these purposes; all when empty.
+    pub purposes: &'a [String],
 }
 
 /// The variables of one request, built on first use.
@@ -534,6 +653,9 @@ pub struct Vars<'a> {
     request_value: OnceLock<Box<dyn Val>>,
     source_value: OnceLock<Box<dyn Val>>,
     now_value: OnceLock<Box<dyn Val>>,
+    flows: Option<FlowSource<'a>>,
+    flows_value: OnceLock<Box<dyn Val>>,
+    flows_base: OnceLock<Box<dyn Val>>,
 }
 
 impl<'a> Vars<'a> {
@@ -551,7 +673,33 @@ impl<'a> Vars<'a> {
             request_value: OnceLock::new(),
             source_value: OnceLock::new(),
             now_value: OnceLock::new(),
+            flows: None,
+            flows_value: OnceLock::new(),
+            flows_base: OnceLock::new(),
         }
+    }
+
+    /// Where `flows` comes from; without it, `flows` is an empty list.
+    pub fn with_flows(mut self, flows: Option<FlowSource<'a>>) -> Vars<'a> {
+        self.flows = flows;
+        self
+    }
+
+    /// The caller's actor key and their active flows (of the policy's purposes), or why
+    /// there are none.
+    pub fn caller_flows(&self) -> Result<(Option<String>, Vec<Arc<IndexedFlow>>), String> {
+        let Some(source) = &self.flows else {
+            return Ok((None, Vec::new()));
+        };
+        let actor = source.actor.eval_text(self)?;
+        let Some(actor) = actor.filter(|a| !a.is_empty()) else {
+            return Ok((None, Vec::new()));
+        };
+        let mut flows = source.index.active(&actor, chrono::Utc::now().timestamp());
+        if !source.purposes.is_empty() {
+            flows.retain(|f| source.purposes.iter().any(|p| **p == *f.purpose));
+        }
+        Ok((Some(actor), flows))
     }
 }
 
@@ -580,6 +728,17 @@ impl cel::context::VariableResolver for Vars<'_> {
                 .source_value
                 .get_or_init(|| to_val(source_value(self.request, self.certificate_header))),
             "now" => &**self.now_value.get_or_init(|| to_val(now_value())),
+            "flows" => &**self.flows_value.get_or_init(|| {
+                // An actor expression that fails leaves `flows` unresolved, which fails
+                // the rule: closed.
+                match self.caller_flows() {
+                    Ok((actor, flows)) => to_val(flows_value(actor.as_deref(), &flows)),
+                    Err(_) => Box::new(cel::common::types::CelNull),
+                }
+            }),
+            FLOWS_BASE => &**self
+                .flows_base
+                .get_or_init(|| to_val(text(self.flows.as_ref().map_or("", |f| f.base_path)))),
             _ => return None,
         };
         Some(CowVal::Borrowed(value))
@@ -699,6 +858,53 @@ fn token_value(identity: &Identity) -> Value {
         ("exp", identity.exp.map(Value::Int).unwrap_or(Value::Null)),
         ("iat", identity.iat.map(Value::Int).unwrap_or(Value::Null)),
     ])
+}
+
+/// `flows`: the caller's active flows as CEL maps.
+fn flows_value(actor: Option<&str>, flows: &[Arc<IndexedFlow>]) -> Value {
+    let strings =
+        |items: &[Arc<str>]| Value::List(Arc::new(items.iter().map(|s| text(s)).collect()));
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or(Value::Null, |t| Value::Timestamp(t.fixed_offset()))
+    };
+    Value::List(Arc::new(
+        flows
+            .iter()
+            .map(|flow| {
+                let resources = flow
+                    .resources
+                    .iter()
+                    .map(|r| {
+                        map(vec![
+                            ("path", text(&r.path)),
+                            (
+                                "operations",
+                                Value::List(Arc::new(r.operations.names().map(text).collect())),
+                            ),
+                        ])
+                    })
+                    .collect();
+                map(vec![
+                    ("id", text(&flow.id)),
+                    ("purpose", text(&flow.purpose)),
+                    ("custodian", text(&flow.custodian)),
+                    ("actor", opt_text(actor)),
+                    ("patient", opt_text(flow.patient.as_deref())),
+                    ("resources", Value::List(Arc::new(resources))),
+                    ("scopes", strings(&flow.scopes)),
+                    ("valid_from", time(flow.valid_from_time())),
+                    ("valid_until", time(flow.valid_until_time())),
+                    (
+                        "attributes",
+                        flow.attributes.as_ref().map_or_else(
+                            || map(Vec::new()),
+                            |a| json(&serde_json::Value::Object((**a).clone())),
+                        ),
+                    ),
+                ])
+            })
+            .collect(),
+    ))
 }
 
 fn now_value() -> Value {

@@ -43,6 +43,8 @@ pub struct PolicySpec {
     #[serde(default)]
     #[schemars(with = "Vec<RuleSpec>")]
     pub rules: Vec<serde_yaml_ng::Value>,
+    /// Where the caller's registered flows come from: rules then see them as `flows`.
+    pub flows: Option<FlowsSpec>,
     /// What to do to an allowed request.
     #[serde(default)]
     pub response: ResponseSpec,
@@ -121,6 +123,23 @@ fn condition<'de, D: serde::Deserializer<'de>>(
             Condition::Bool(b) => b.to_string(),
         },
     ))
+}
+
+/// How a policy finds the caller's flows.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlowsSpec {
+    /// A CEL expression giving the caller's actor key, compared with each flow's `actor`:
+    /// e.g. `token.client_id`, `token.sub`, `token.claims.organization_ura`. Null means
+    /// no flows.
+    pub actor: String,
+    /// The part of request paths above the flows' resource paths, e.g. `/fhir` when
+    /// flows name `/Patient/123` and requests go to `/fhir/Patient/123`.
+    #[serde(default)]
+    pub base_path: String,
+    /// Only flows of these purposes count; all when empty.
+    #[serde(default)]
+    pub purposes: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

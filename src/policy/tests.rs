@@ -118,7 +118,12 @@ fn the_gateway_can_name_the_policy() {
 fn deny_overrides_allow() {
     let set = set(POLICIES).unwrap();
     let policy = set.get("first").unwrap();
-    let decision = policy.evaluate(&request("GET", "/a/bob"), Some(&identity(&[])), None);
+    let decision = policy.evaluate(
+        &request("GET", "/a/bob"),
+        Some(&identity(&[])),
+        &FlowIndex::new(),
+        None,
+    );
     assert_eq!(&*decision.rule, "deny-bob");
     assert_eq!(decision.status(), 404);
     match decision.outcome {
@@ -132,10 +137,12 @@ fn deny_overrides_allow() {
 #[test]
 fn a_failing_allow_rule_does_not_allow_and_the_next_one_decides() {
     let set = set(POLICIES).unwrap();
-    let decision =
-        set.get("first")
-            .unwrap()
-            .evaluate(&request("GET", "/a/x"), Some(&identity(&[])), None);
+    let decision = set.get("first").unwrap().evaluate(
+        &request("GET", "/a/x"),
+        Some(&identity(&[])),
+        &FlowIndex::new(),
+        None,
+    );
     assert!(decision.is_allow(), "{decision:?}");
     assert_eq!(&*decision.rule, "allow-all");
 }
@@ -143,10 +150,12 @@ fn a_failing_allow_rule_does_not_allow_and_the_next_one_decides() {
 #[test]
 fn a_failing_deny_rule_denies() {
     let set = set(POLICIES).unwrap();
-    let decision =
-        set.get("second")
-            .unwrap()
-            .evaluate(&request("POST", "/a/x"), Some(&identity(&[])), None);
+    let decision = set.get("second").unwrap().evaluate(
+        &request("POST", "/a/x"),
+        Some(&identity(&[])),
+        &FlowIndex::new(),
+        None,
+    );
     assert_eq!(decision.status(), 403);
     assert_eq!(&*decision.rule, "broken-deny");
     assert!(
@@ -162,10 +171,10 @@ fn allow_sets_and_strips_headers_and_query() {
     let mut request = request("GET", "/a/x?debug=1");
     request.headers.insert("x-sluis-spoofed".into(), "1".into());
     request.headers.insert("x-user".into(), "mallory".into());
-    let decision = set
-        .get("first")
-        .unwrap()
-        .evaluate(&request, Some(&identity(&[])), None);
+    let decision =
+        set.get("first")
+            .unwrap()
+            .evaluate(&request, Some(&identity(&[])), &FlowIndex::new(), None);
     let Outcome::Allow(allow) = decision.outcome else {
         panic!("{decision:?}")
     };
@@ -203,7 +212,12 @@ fn uniform_denials_hide_the_reason() {
         headers: vec![("content-type".into(), "text/plain".into())],
         body: "not found".into(),
     };
-    let by_rule = policy.evaluate(&request("GET", "/u/1"), Some(&identity(&["needed"])), None);
+    let by_rule = policy.evaluate(
+        &request("GET", "/u/1"),
+        Some(&identity(&["needed"])),
+        &FlowIndex::new(),
+        None,
+    );
     assert_eq!(by_rule.outcome, Outcome::Deny(expected.clone()));
     let by_scope = policy.deny_scopes(&["needed"]);
     assert_eq!(by_scope.outcome, Outcome::Deny(expected));
@@ -221,10 +235,12 @@ policies:
     response: {set_headers: {x-user: "'a\\r\\nx-admin: yes'"}}
 "#)
     .unwrap();
-    let decision = set
-        .get("p")
-        .unwrap()
-        .evaluate(&request("GET", "/"), Some(&identity(&[])), None);
+    let decision = set.get("p").unwrap().evaluate(
+        &request("GET", "/"),
+        Some(&identity(&[])),
+        &FlowIndex::new(),
+        None,
+    );
     assert_eq!(decision.status(), 403);
     assert!(decision.reason.contains("control or non-ASCII characters"));
 }

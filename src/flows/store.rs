@@ -1,0 +1,587 @@
+//! The durable flow store: SQLite (a file, WAL, synchronous commits) by default,
+//! PostgreSQL when `store.url` is `postgres://...` and several replicas share flows.
+//!
+//! Every write gets a version one above the highest in the table, and writes are
+//! serialized (a mutex for SQLite, a transaction-scoped advisory lock for PostgreSQL), so
+//! versions are committed in order. An index catches up by fetching the rows with a
+//! version above its own, which makes one mechanism serve the first load, a replica's
+//! own writes, PostgreSQL `NOTIFY`s from other replicas, reconnects and the periodic poll.
+//! Flows are never deleted: a revoke is a write, so it reaches every replica the same way.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, SqlSafeStr};
+
+use super::{Filter, Flow, FlowIndex};
+use crate::config::StoreConfig;
+
+/// The PostgreSQL channel replicas listen on; the payload is the committed version.
+const CHANNEL: &str = "sluis_flows";
+/// Serializes writers across replicas on PostgreSQL (an arbitrary, fixed key).
+const WRITE_LOCK: i64 = 0x5115_f10e;
+/// Rows fetched per catch-up query.
+const CATCH_UP_BATCH: i64 = 10_000;
+/// Flows written per statement in a bulk import.
+const IMPORT_BATCH: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("flow `{0}` exists with different content")]
+    Conflict(String),
+    #[error("{0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        StoreError::Database(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> StoreError {
+        StoreError::Database(format!("migrating the flow store: {e}"))
+    }
+}
+
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+pub struct Store {
+    pool: Pool,
+    /// One writer at a time in this process (SQLite has no advisory locks).
+    write: tokio::sync::Mutex<()>,
+    /// One catch-up at a time: applying an older fetch after a newer one would undo it.
+    catching_up: tokio::sync::Mutex<()>,
+    /// Where the store lives, without credentials, for logs.
+    pub location: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+fn migrator(sql: &'static str) -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "flows".into(),
+        MigrationType::Simple,
+        sql.into_sql_str(),
+        false,
+    )])
+}
+
+const SQLITE_SCHEMA: &str = "
+CREATE TABLE flows (
+    id TEXT PRIMARY KEY NOT NULL,
+    actor TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    patient TEXT,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL,
+    document TEXT NOT NULL
+);
+CREATE INDEX flows_version ON flows (version);
+CREATE INDEX flows_actor ON flows (actor, id);
+CREATE INDEX flows_purpose ON flows (purpose, id);
+CREATE INDEX flows_patient ON flows (patient, id);
+";
+
+const POSTGRES_SCHEMA: &str = "
+CREATE TABLE flows (
+    id TEXT PRIMARY KEY,
+    actor TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    patient TEXT,
+    revoked BOOLEAN NOT NULL DEFAULT FALSE,
+    version BIGINT NOT NULL,
+    document TEXT NOT NULL
+);
+CREATE INDEX flows_version ON flows (version);
+CREATE INDEX flows_actor ON flows (actor, id);
+CREATE INDEX flows_purpose ON flows (purpose, id);
+CREATE INDEX flows_patient ON flows (patient, id);
+";
+
+impl Store {
+    /// Connects and migrates. `sqlite:PATH` (relative to `base_dir`; created when
+    /// missing), `sqlite::memory:`, or `postgres://...`.
+    pub async fn connect(config: &StoreConfig, base_dir: &Path) -> Result<Store, StoreError> {
+        let url = config.url.as_str();
+        let pool = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let options = if rest == ":memory:" {
+                SqliteConnectOptions::new().in_memory(true)
+            } else {
+                let file = rest.trim_start_matches("//");
+                SqliteConnectOptions::new()
+                    .filename(base_dir.join(file))
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // Acknowledged means on disk, even across a power cut.
+                    .synchronous(SqliteSynchronous::Full)
+            }
+            .busy_timeout(Duration::from_secs(5));
+            let max = if rest == ":memory:" {
+                1
+            } else {
+                config.max_connections
+            };
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(config.timeout)
+                .connect_with(options)
+                .await?;
+            migrator(SQLITE_SCHEMA).run(&pool).await?;
+            Pool::Sqlite(pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let mut options: PgConnectOptions = url.parse()?;
+            if let Some(password) = &config.password {
+                let password = password.resolve(base_dir).map_err(StoreError::Database)?;
+                options = options.password(&String::from_utf8_lossy(&password));
+            }
+            let pool = PgPoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(config.timeout)
+                .connect_with(options)
+                .await?;
+            migrator(POSTGRES_SCHEMA).run(&pool).await?;
+            Pool::Postgres(pool)
+        } else {
+            return Err(StoreError::Database(format!(
+                "store.url must start with sqlite: or postgres://, not `{}`",
+                redact(url)
+            )));
+        };
+        Ok(Store {
+            pool,
+            write: tokio::sync::Mutex::new(()),
+            catching_up: tokio::sync::Mutex::new(()),
+            location: redact(url),
+        })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
+    /// Creates a flow unless one with its id exists. `Ok(true)` when created, `Ok(false)`
+    /// when an identical flow was there, a conflict when it differs.
+    pub async fn create(&self, flow: &Flow) -> Result<bool, StoreError> {
+        Ok(self.import(std::slice::from_ref(flow)).await? == 1)
+    }
+
+    /// Creates every flow that does not exist yet, in one transaction: on any conflict
+    /// nothing is written. Returns how many were created.
+    pub async fn import(&self, flows: &[Flow]) -> Result<usize, StoreError> {
+        let _writer = self.write.lock().await;
+        let mut created = 0;
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let mut version: i64 =
+                    sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM flows")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                for batch in flows.chunks(IMPORT_BATCH) {
+                    let documents = documents(batch)?;
+                    let inserted: Vec<String> = sqlx::query_scalar(
+                        "INSERT INTO flows (id, actor, purpose, patient, revoked, version, document)
+                         SELECT json_extract(value, '$.id'), json_extract(value, '$.actor'),
+                                json_extract(value, '$.purpose'), json_extract(value, '$.patient'),
+                                json_extract(value, '$.revoked_at') IS NOT NULL,
+                                ? + key + 1, value
+                         FROM json_each(?) WHERE true
+                         ON CONFLICT (id) DO NOTHING RETURNING id",
+                    )
+                    .bind(version)
+                    .bind(&documents)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    version += batch.len() as i64;
+                    created += inserted.len();
+                    if inserted.len() < batch.len() {
+                        let existing: Vec<String> = sqlx::query_scalar(
+                            "SELECT document FROM flows WHERE id IN
+                             (SELECT json_extract(value, '$.id') FROM json_each(?))",
+                        )
+                        .bind(&documents)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        check_unchanged(batch, &inserted, &existing)?;
+                    }
+                }
+                tx.commit().await?;
+            }
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                let mut version: i64 =
+                    sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM flows")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                for batch in flows.chunks(IMPORT_BATCH) {
+                    let documents = documents(batch)?;
+                    let inserted: Vec<String> = sqlx::query_scalar(
+                        "INSERT INTO flows (id, actor, purpose, patient, revoked, version, document)
+                         SELECT doc->>'id', doc->>'actor', doc->>'purpose', doc->>'patient',
+                                doc ? 'revoked_at', $1 + n, doc::text
+                         FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(doc, n)
+                         ON CONFLICT (id) DO NOTHING RETURNING id",
+                    )
+                    .bind(version)
+                    .bind(&documents)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    version += batch.len() as i64;
+                    created += inserted.len();
+                    if inserted.len() < batch.len() {
+                        let existing: Vec<String> = sqlx::query_scalar(
+                            "SELECT document FROM flows WHERE id IN
+                             (SELECT doc->>'id' FROM jsonb_array_elements($1::jsonb) AS t(doc))",
+                        )
+                        .bind(&documents)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        check_unchanged(batch, &inserted, &existing)?;
+                    }
+                }
+                if created > 0 {
+                    notify(&mut tx, version).await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(created)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Flow>, StoreError> {
+        let document: Option<String> = match &self.pool {
+            Pool::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT document FROM flows WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query_scalar("SELECT document FROM flows WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        };
+        document.as_deref().map(parse).transpose()
+    }
+
+    /// Flows matching `filter`, ordered by id, after the id `after`, at most `limit`.
+    pub async fn list(
+        &self,
+        filter: &Filter,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Vec<Flow>, StoreError> {
+        let postgres = self.is_postgres();
+        let mut sql = String::from("SELECT document FROM flows WHERE id > ");
+        let mut binds: Vec<&str> = vec![after.unwrap_or("")];
+        let placeholder = |sql: &mut String, binds: &Vec<&str>| {
+            if postgres {
+                sql.push_str(&format!("${}", binds.len()));
+            } else {
+                sql.push('?');
+            }
+        };
+        placeholder(&mut sql, &binds);
+        // Fixed column names only: the values are bound, never spliced.
+        for (column, value) in [
+            ("actor", &filter.actor),
+            ("purpose", &filter.purpose),
+            ("patient", &filter.patient),
+        ] {
+            if let Some(value) = value {
+                binds.push(value);
+                sql.push_str(&format!(" AND {column} = "));
+                placeholder(&mut sql, &binds);
+            }
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
+        let documents: Vec<String> = match &self.pool {
+            Pool::Sqlite(pool) => {
+                let mut query = sqlx::query_scalar(AssertSqlSafe(sql));
+                for bind in binds {
+                    query = query.bind(bind);
+                }
+                query.fetch_all(pool).await?
+            }
+            Pool::Postgres(pool) => {
+                let mut query = sqlx::query_scalar(AssertSqlSafe(sql));
+                for bind in binds {
+                    query = query.bind(bind);
+                }
+                query.fetch_all(pool).await?
+            }
+        };
+        documents.iter().map(|d| parse(d)).collect()
+    }
+
+    /// Marks a flow revoked at `at`, unless it already is. `None` when there is no such
+    /// flow.
+    pub async fn revoke(&self, id: &str, at: DateTime<Utc>) -> Result<Option<Flow>, StoreError> {
+        let _writer = self.write.lock().await;
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let document: Option<String> =
+                    sqlx::query_scalar("SELECT document FROM flows WHERE id = ?")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some(mut flow) = document.as_deref().map(parse).transpose()? else {
+                    return Ok(None);
+                };
+                if flow.revoked_at.is_none() {
+                    flow.revoked_at = Some(at);
+                    sqlx::query(
+                        "UPDATE flows SET revoked = 1, document = ?,
+                         version = (SELECT MAX(version) + 1 FROM flows) WHERE id = ?",
+                    )
+                    .bind(document_of(&flow)?)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                }
+                Ok(Some(flow))
+            }
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                let document: Option<String> =
+                    sqlx::query_scalar("SELECT document FROM flows WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some(mut flow) = document.as_deref().map(parse).transpose()? else {
+                    return Ok(None);
+                };
+                if flow.revoked_at.is_none() {
+                    flow.revoked_at = Some(at);
+                    let version: i64 = sqlx::query_scalar(
+                        "UPDATE flows SET revoked = TRUE, document = $1,
+                         version = (SELECT MAX(version) + 1 FROM flows) WHERE id = $2
+                         RETURNING version",
+                    )
+                    .bind(document_of(&flow)?)
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    notify(&mut tx, version).await?;
+                    tx.commit().await?;
+                }
+                Ok(Some(flow))
+            }
+        }
+    }
+
+    /// Every flow, in version order: for export.
+    pub async fn all_after(&self, version: i64) -> Result<Vec<(i64, Flow)>, StoreError> {
+        let rows: Vec<(i64, String)> = match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query_as(
+                "SELECT version, document FROM flows WHERE version > ? ORDER BY version LIMIT ?",
+            )
+            .bind(version)
+            .bind(CATCH_UP_BATCH)
+            .fetch_all(pool)
+            .await?,
+            Pool::Postgres(pool) => sqlx::query_as(
+                "SELECT version, document FROM flows WHERE version > $1 ORDER BY version LIMIT $2",
+            )
+            .bind(version)
+            .bind(CATCH_UP_BATCH)
+            .fetch_all(pool)
+            .await?,
+        };
+        rows.into_iter()
+            .map(|(version, document)| Ok((version, parse(&document)?)))
+            .collect()
+    }
+
+    /// Applies every change the index has not seen. Returns how many rows were applied.
+    pub async fn catch_up(&self, index: &FlowIndex) -> Result<usize, StoreError> {
+        let _one = self.catching_up.lock().await;
+        let mut applied = 0;
+        loop {
+            let rows = self.all_after(index.version()).await?;
+            let fetched = rows.len();
+            index.apply(rows.iter().map(|(version, flow)| (flow, *version)));
+            applied += fetched;
+            if (fetched as i64) < CATCH_UP_BATCH {
+                return Ok(applied);
+            }
+        }
+    }
+
+    /// Keeps `index` current until the process ends: the first full load (then the index
+    /// is marked loaded), then on every PostgreSQL notification, after every reconnect,
+    /// and every `poll` (which also covers SQLite files written by another process).
+    /// Expired flows are swept out of the index as it goes. Errors are logged and
+    /// retried: decisions go on from the index while the database is away.
+    pub async fn sync(self: Arc<Store>, index: Arc<FlowIndex>, poll: Duration) {
+        let mut backoff = Duration::from_millis(100);
+        while !index.is_loaded() {
+            match self.catch_up(&index).await {
+                Ok(count) => {
+                    index.mark_loaded();
+                    tracing::info!(flows = index.len(), rows = count, store = %self.location, "flow index loaded");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, store = %self.location, "loading the flow index failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let mut sweep = tokio::time::interval(Duration::from_secs(60));
+        match &self.pool {
+            Pool::Sqlite(_) => loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => self.logged_catch_up(&index).await,
+                    _ = sweep.tick() => { index.sweep_expired(Utc::now().timestamp()); }
+                }
+            },
+            Pool::Postgres(pool) => loop {
+                let mut listener = match PgListener::connect_with(pool).await {
+                    Ok(listener) => listener,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "flow change listener cannot connect; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                };
+                if let Err(e) = listener.listen(CHANNEL).await {
+                    tracing::warn!(error = %e, "LISTEN failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+                backoff = Duration::from_millis(100);
+                // Whatever happened while not listening.
+                self.logged_catch_up(&index).await;
+                loop {
+                    tokio::select! {
+                        received = listener.try_recv() => match received {
+                            Ok(Some(_)) => self.logged_catch_up(&index).await,
+                            Ok(None) => {
+                                tracing::warn!("flow change listener lost its connection; catching up");
+                                self.logged_catch_up(&index).await;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "flow change listener failed; reconnecting");
+                                tokio::time::sleep(backoff).await;
+                                break;
+                            }
+                        },
+                        _ = tokio::time::sleep(poll) => self.logged_catch_up(&index).await,
+                        _ = sweep.tick() => { index.sweep_expired(Utc::now().timestamp()); }
+                    }
+                }
+            },
+        }
+    }
+
+    async fn logged_catch_up(&self, index: &FlowIndex) {
+        match self.catch_up(index).await {
+            Ok(0) => {}
+            Ok(count) => tracing::debug!(
+                rows = count,
+                version = index.version(),
+                "flow index caught up"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "flow index catch-up failed; decisions use the index as it is")
+            }
+        }
+    }
+}
+
+async fn notify(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    version: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(version.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn document_of(flow: &Flow) -> Result<String, StoreError> {
+    serde_json::to_string(flow).map_err(|e| StoreError::Database(e.to_string()))
+}
+
+fn documents(flows: &[Flow]) -> Result<String, StoreError> {
+    serde_json::to_string(flows).map_err(|e| StoreError::Database(e.to_string()))
+}
+
+fn parse(document: &str) -> Result<Flow, StoreError> {
+    serde_json::from_str(document)
+        .map_err(|e| StoreError::Database(format!("a stored flow does not parse: {e}")))
+}
+
+/// Flows of `batch` that were not inserted must equal what is stored (ignoring a
+/// revocation, which a re-create does not undo).
+fn check_unchanged(
+    batch: &[Flow],
+    inserted: &[String],
+    existing: &[String],
+) -> Result<(), StoreError> {
+    let stored: std::collections::HashMap<String, Flow> = existing
+        .iter()
+        .map(|d| parse(d).map(|f| (f.id.clone(), f)))
+        .collect::<Result<_, _>>()?;
+    for flow in batch {
+        if inserted.contains(&flow.id) {
+            continue;
+        }
+        let same = stored.get(&flow.id).is_some_and(|s| {
+            let mut s = s.clone();
+            s.revoked_at = flow.revoked_at;
+            &s == flow
+        });
+        if !same {
+            return Err(StoreError::Conflict(flow.id.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// A database URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{user}@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
