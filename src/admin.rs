@@ -1,4 +1,7 @@
-//! The admin HTTP listener: liveness (`/healthz`) and readiness (`/readyz`).
+//! The admin HTTP listener: liveness (`/healthz`), readiness (`/readyz`), the opt-in
+//! `/explain`, and the flows API ([`flows`]) behind the admin token.
+
+pub mod flows;
 
 use std::sync::Arc;
 
@@ -8,6 +11,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::{get, post};
 
+use sha2::{Digest, Sha256};
+
 use crate::engine::Engine;
 use crate::reload::Reloader;
 
@@ -15,16 +20,109 @@ use crate::reload::Reloader;
 struct Admin {
     engine: Arc<Engine>,
     reloader: Arc<Reloader>,
+    store_configured: bool,
 }
 
-pub fn router(engine: Arc<Engine>, reloader: Arc<Reloader>, explain_enabled: bool) -> Router {
+/// Who may use the flows API.
+#[derive(Clone)]
+pub enum AdminAuth {
+    /// Callers present this bearer token (compared by SHA-256 digest).
+    Token([u8; 32]),
+    /// Anyone: development only.
+    Anonymous,
+    /// Nobody: no token is configured.
+    Closed,
+}
+
+impl AdminAuth {
+    pub fn token(token: &[u8]) -> AdminAuth {
+        AdminAuth::Token(Sha256::digest(token).into())
+    }
+
+    /// Whether a request with these headers may call the API.
+    pub fn permits(&self, authorization: Option<&str>) -> bool {
+        match self {
+            AdminAuth::Anonymous => true,
+            AdminAuth::Closed => false,
+            AdminAuth::Token(expected) => authorization
+                .and_then(|value| value.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .is_some_and(|(_, token)| {
+                    let presented: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+                    presented == *expected
+                }),
+        }
+    }
+}
+
+/// What the admin listener serves besides health and readiness.
+pub struct AdminOptions {
+    pub explain: bool,
+    /// The flows API, when a store is configured.
+    pub flows: Option<crate::flows::Flows>,
+    pub auth: AdminAuth,
+}
+
+pub fn router(engine: Arc<Engine>, reloader: Arc<Reloader>, options: AdminOptions) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz));
-    if explain_enabled {
+    if options.explain {
         router = router.route("/explain", post(explain));
     }
-    router.with_state(Admin { engine, reloader })
+    let router = router.with_state(Admin {
+        engine,
+        reloader,
+        store_configured: options.flows.is_some(),
+    });
+    match options.flows {
+        Some(flows) => {
+            let auth = options.auth;
+            router.merge(flows::router(flows).layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let auth = auth.clone();
+                    async move { authorize(&auth, request, next).await }
+                },
+            )))
+        }
+        None => {
+            let no_store = || async {
+                flows::error_response(crate::flows::FlowError::Unavailable(
+                    "no flow store is configured (`store` in the config)".into(),
+                ))
+            };
+            router
+                .route("/v1/flows", axum::routing::any(no_store))
+                .route("/v1/flows/{*rest}", axum::routing::any(no_store))
+        }
+    }
+}
+
+async fn authorize(
+    auth: &AdminAuth,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let authorization = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if auth.permits(authorization) {
+        return next.run(request).await;
+    }
+    let message = match auth {
+        AdminAuth::Closed => "the flows API is closed: configure `admin.token`",
+        _ => "a valid admin bearer token is required",
+    };
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            axum::http::header::WWW_AUTHENTICATE,
+            "Bearer realm=\"sluis-admin\"",
+        )],
+        Json(serde_json::json!({"error": "unauthorized", "message": message})),
+    )
+        .into_response()
 }
 
 /// `POST /explain` with a case (`{"request": ..., "token": ...}`, as in a test suite):
@@ -66,7 +164,15 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
                 .map(|x| (i.name().to_string(), x.report()))
         })
         .collect();
-    let ready = admin.engine.ready();
+    let index = admin.engine.flows();
+    let flows = admin.store_configured.then(|| {
+        serde_json::json!({
+            "loaded": index.is_loaded(),
+            "count": index.len(),
+            "version": index.version(),
+        })
+    });
+    let ready = admin.engine.ready() && (!admin.store_configured || index.is_loaded());
     let reload = admin.reloader.status();
     let body = serde_json::json!({
         "ready": ready,
@@ -78,6 +184,7 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
         "last_reload_error": reload.last_error,
         "reload_failures": reload.failures,
         "reloads": reload.successes,
+        "flows": flows,
     });
     let status = if ready {
         StatusCode::OK

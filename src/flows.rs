@@ -637,6 +637,13 @@ impl Flows {
     }
 }
 
+impl Flows {
+    /// The next rows of an export: flows written after `version`, in write order.
+    pub async fn export_after(&self, version: i64) -> Result<Vec<(i64, Flow)>, FlowError> {
+        Ok(self.store.all_after(version).await?)
+    }
+}
+
 /// Cuts a listing fetched with one extra row into a page and the next page's token.
 fn page(mut flows: Vec<Flow>, size: usize) -> Page {
     let next_page_token = if flows.len() > size {

@@ -964,6 +964,11 @@ impl Policy {
         }
     }
 
+    /// Whether its rules read the caller's flows.
+    pub fn reads_flows(&self) -> bool {
+        self.flows.is_some()
+    }
+
     /// The headers this policy may set (for documentation and gateway capability checks).
     pub fn injected_headers(&self) -> impl Iterator<Item = &str> {
         self.response

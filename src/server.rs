@@ -10,9 +10,11 @@ use std::time::Duration;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 
+use crate::admin::{AdminAuth, AdminOptions};
 use crate::config::Config;
 use crate::doors::envoy::EnvoyDoor;
 use crate::engine::Engine;
+use crate::flows::{Flows, Store};
 use crate::policy::PolicySet;
 use crate::reload::Reloader;
 
@@ -21,6 +23,55 @@ pub fn build_engine(config: &Config) -> Result<Engine, Vec<String>> {
     let policies = PolicySet::load(config)
         .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     Engine::new(config, policies).map_err(|e| vec![e])
+}
+
+/// Opens the flow store, if one is configured, and starts keeping the engine's index
+/// current from it.
+async fn start_flows(config: &Config, engine: &Arc<Engine>) -> Result<Option<Flows>, String> {
+    let Some(store_config) = &config.store else {
+        let reads_flows = engine.policies().policies.iter().any(|p| p.reads_flows());
+        if reads_flows {
+            tracing::warn!("policies read flows but no `store` is configured: they see none");
+        }
+        return Ok(None);
+    };
+    let store = Arc::new(
+        Store::connect(store_config, &config.base_dir)
+            .await
+            .map_err(|e| format!("flow store: {e}"))?,
+    );
+    let index = engine.flows();
+    tokio::spawn(
+        store
+            .clone()
+            .sync(index.clone(), store_config.poll_interval),
+    );
+    tracing::info!(store = %store.location, "flow store opened");
+    Ok(Some(Flows::new(store, index)))
+}
+
+fn admin_auth(config: &Config) -> Result<AdminAuth, String> {
+    if config.admin.allow_anonymous {
+        tracing::warn!("admin.allow_anonymous: the flows API accepts anyone; for development only");
+        return Ok(AdminAuth::Anonymous);
+    }
+    match &config.admin.token {
+        Some(secret) => {
+            let token = secret
+                .resolve(&config.base_dir)
+                .map_err(|e| format!("admin.token: {e}"))?;
+            if token.len() < 16 {
+                return Err("admin.token: use at least 16 characters".into());
+            }
+            Ok(AdminAuth::token(&token))
+        }
+        None => {
+            if config.store.is_some() {
+                tracing::warn!("no `admin.token`: the flows API refuses every call");
+            }
+            Ok(AdminAuth::Closed)
+        }
+    }
 }
 
 /// Runs the gRPC and admin listeners until `shutdown` completes, then drains in-flight
@@ -34,7 +85,11 @@ pub async fn run(
     let engine = Arc::new(build_engine(&config).map_err(|e| e.join("\n"))?);
     engine.authenticator().connect_replay_cache(&config).await?;
     engine.authenticator().start_refreshers();
-    let explain = config.admin.explain;
+    let admin_options = AdminOptions {
+        explain: config.admin.explain,
+        flows: start_flows(&config, &engine).await?,
+        auth: admin_auth(&config)?,
+    };
     let reloader = Arc::new(Reloader::new(config, engine.clone()));
     reloader.clone().spawn(Duration::from_millis(200))?;
 
@@ -67,7 +122,7 @@ pub async fn run(
         );
 
     let mut admin_stop = stop_rx.clone();
-    let admin_server = axum::serve(admin, crate::admin::router(engine, reloader, explain))
+    let admin_server = axum::serve(admin, crate::admin::router(engine, reloader, admin_options))
         .with_graceful_shutdown(async move {
             let _ = admin_stop.wait_for(|stop| *stop).await;
         });

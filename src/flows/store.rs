@@ -118,8 +118,9 @@ CREATE INDEX flows_patient ON flows (patient, id);
 ";
 
 impl Store {
-    /// Connects and migrates. `sqlite:PATH` (relative to `base_dir`; created when
-    /// missing), `sqlite::memory:`, or `postgres://...`.
+    /// Opens the store. `sqlite:PATH` (relative to `base_dir`; created when missing) or
+    /// `sqlite::memory:` is opened and migrated now, so a bad path stops the start;
+    /// `postgres://...` connects on first use and is migrated by [`Store::migrate`].
     pub async fn connect(config: &StoreConfig, base_dir: &Path) -> Result<Store, StoreError> {
         let url = config.url.as_str();
         let pool = if let Some(rest) = url.strip_prefix("sqlite:") {
@@ -153,12 +154,11 @@ impl Store {
                 let password = password.resolve(base_dir).map_err(StoreError::Database)?;
                 options = options.password(&String::from_utf8_lossy(&password));
             }
+            // Lazily: a database that is down at start delays readiness, not the start.
             let pool = PgPoolOptions::new()
                 .max_connections(config.max_connections)
                 .acquire_timeout(config.timeout)
-                .connect_with(options)
-                .await?;
-            migrator(POSTGRES_SCHEMA).run(&pool).await?;
+                .connect_lazy_with(options);
             Pool::Postgres(pool)
         } else {
             return Err(StoreError::Database(format!(
@@ -172,6 +172,16 @@ impl Store {
             catching_up: tokio::sync::Mutex::new(()),
             location: redact(url),
         })
+    }
+
+    /// Brings the schema up to date (idempotent; concurrent replicas are serialized by
+    /// sqlx's migration lock).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => migrator(SQLITE_SCHEMA).run(pool).await?,
+            Pool::Postgres(pool) => migrator(POSTGRES_SCHEMA).run(pool).await?,
+        }
+        Ok(())
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -447,7 +457,11 @@ impl Store {
     pub async fn sync(self: Arc<Store>, index: Arc<FlowIndex>, poll: Duration) {
         let mut backoff = Duration::from_millis(100);
         while !index.is_loaded() {
-            match self.catch_up(&index).await {
+            let loaded = match self.migrate().await {
+                Ok(()) => self.catch_up(&index).await,
+                Err(e) => Err(e),
+            };
+            match loaded {
                 Ok(count) => {
                     index.mark_loaded();
                     tracing::info!(flows = index.len(), rows = count, store = %self.location, "flow index loaded");
