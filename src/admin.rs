@@ -1,7 +1,9 @@
 //! The admin HTTP listener: liveness (`/healthz`), readiness (`/readyz`), the opt-in
-//! `/explain`, and the flows API ([`flows`]) behind the admin token.
+//! `/explain`, and the flows API behind the admin token, over HTTP/JSON ([`flows`]) and
+//! gRPC ([`grpc`]) on the same port (HTTP/1.1, and HTTP/2 with prior knowledge).
 
 pub mod flows;
+pub mod grpc;
 
 use std::sync::Arc;
 
@@ -53,6 +55,14 @@ impl AdminAuth {
                 }),
         }
     }
+
+    /// Why a call was refused.
+    pub fn refusal(&self) -> &'static str {
+        match self {
+            AdminAuth::Closed => "the flows API is closed: configure `admin.token`",
+            _ => "a valid admin bearer token is required",
+        }
+    }
 }
 
 /// What the admin listener serves besides health and readiness.
@@ -78,12 +88,15 @@ pub fn router(engine: Arc<Engine>, reloader: Arc<Reloader>, options: AdminOption
     match options.flows {
         Some(flows) => {
             let auth = options.auth;
-            router.merge(flows::router(flows).layer(axum::middleware::from_fn(
-                move |request: axum::extract::Request, next: axum::middleware::Next| {
-                    let auth = auth.clone();
-                    async move { authorize(&auth, request, next).await }
-                },
-            )))
+            let grpc = grpc::router(flows.clone(), auth.clone());
+            router
+                .merge(flows::router(flows).layer(axum::middleware::from_fn(
+                    move |request: axum::extract::Request, next: axum::middleware::Next| {
+                        let auth = auth.clone();
+                        async move { authorize(&auth, request, next).await }
+                    },
+                )))
+                .merge(grpc)
         }
         None => {
             let no_store = || async {
@@ -94,6 +107,7 @@ pub fn router(engine: Arc<Engine>, reloader: Arc<Reloader>, options: AdminOption
             router
                 .route("/v1/flows", axum::routing::any(no_store))
                 .route("/v1/flows/{*rest}", axum::routing::any(no_store))
+                .merge(grpc::router_without_store())
         }
     }
 }
@@ -110,10 +124,7 @@ async fn authorize(
     if auth.permits(authorization) {
         return next.run(request).await;
     }
-    let message = match auth {
-        AdminAuth::Closed => "the flows API is closed: configure `admin.token`",
-        _ => "a valid admin bearer token is required",
-    };
+    let message = auth.refusal();
     (
         StatusCode::UNAUTHORIZED,
         [(

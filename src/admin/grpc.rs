@@ -1,0 +1,482 @@
+//! The flows API over gRPC (`sluis.flows.v1.FlowService`, `proto/sluis/flows/v1/flows.proto`)
+//! on the admin listener, next to the HTTP/JSON API. It only translates: messages to
+//! [`Flow`]s and back, [`FlowError`]s to statuses. Checking flows is [`Flows`]'s job
+//! ([`Flow::validate`]), as it is for the HTTP door.
+//!
+//! | error | status |
+//! |---|---|
+//! | [`FlowError::Invalid`] | `INVALID_ARGUMENT`, the bad fields in the message and as `google.rpc.BadRequest` details (the first 2 KiB of them) |
+//! | [`FlowError::NotFound`] | `NOT_FOUND` |
+//! | [`FlowError::Conflict`] | `ALREADY_EXISTS` |
+//! | [`FlowError::Unavailable`] | `UNAVAILABLE` |
+//! | no or a wrong admin token | `UNAUTHENTICATED` |
+
+use axum::Router;
+use chrono::{DateTime, Utc};
+use prost_types::value::Kind;
+use tonic::server::NamedService;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+use crate::admin::AdminAuth;
+use crate::flows::{FieldError, Filter, Flow, FlowError, Flows, Resource};
+
+/// The generated messages, client and server.
+// Generated: lints are for the code we write.
+#[allow(clippy::all)]
+pub mod pb {
+    tonic::include_proto!("sluis.flows.v1");
+}
+
+use pb::flow_service_server::{FlowService, FlowServiceServer};
+
+/// Messages at most: an import of many flows is one message. As much as the HTTP door
+/// takes for an import body.
+const MAX_MESSAGE: usize = 128 * 1024 * 1024;
+
+/// Bytes of field errors a status lists at most (at least one is listed). Statuses travel
+/// in HTTP/2 trailers, with the list twice (message and details), and clients cap trailers
+/// (grpc-java at 8 KiB by default): a bad import of 100,000 flows must still arrive as
+/// INVALID_ARGUMENT naming the first problems, not as a protocol error.
+const MAX_LISTED: usize = 2048;
+
+/// The gRPC service on an axum router, behind the admin token, for merging into the admin
+/// listener's router.
+///
+/// The route is added with `route_service` rather than `tonic::service::Routes`, whose
+/// router brings a fallback that would answer unknown HTTP paths of the admin listener
+/// with a gRPC `UNIMPLEMENTED` instead of a 404.
+pub fn router(flows: Flows, auth: AdminAuth) -> Router {
+    let server = FlowServiceServer::new(FlowAdmin { flows }).max_decoding_message_size(MAX_MESSAGE);
+    Router::new().route_service(&path(), InterceptedService::new(server, Authorize { auth }))
+}
+
+/// Without a store, every call is `UNAVAILABLE` saying so, as the HTTP door answers 503.
+pub fn router_without_store() -> Router {
+    Router::new().route(
+        &path(),
+        axum::routing::any(|| async {
+            status(
+                FlowError::Unavailable(
+                    "no flow store is configured (`store` in the config)".into(),
+                ),
+                "",
+            )
+            .into_http::<axum::body::Body>()
+        }),
+    )
+}
+
+/// Every method of the service.
+fn path() -> String {
+    format!("/{}/{{*rest}}", FlowServiceServer::<FlowAdmin>::NAME)
+}
+
+/// Checks `authorization: Bearer <token>` metadata as the HTTP door checks the header.
+/// It sees only the headers: a stranger's call is refused before its message is read.
+#[derive(Clone)]
+pub struct Authorize {
+    auth: AdminAuth,
+}
+
+impl tonic::service::Interceptor for Authorize {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if self.auth.permits(authorization) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated(self.auth.refusal()))
+        }
+    }
+}
+
+/// The service: [`Flows`] behind protobuf messages.
+#[derive(Clone)]
+pub struct FlowAdmin {
+    flows: Flows,
+}
+
+#[tonic::async_trait]
+impl FlowService for FlowAdmin {
+    async fn create_flow(
+        &self,
+        request: Request<pb::CreateFlowRequest>,
+    ) -> Result<Response<pb::CreateFlowResponse>, Status> {
+        let Some(flow) = request.into_inner().flow else {
+            return Err(status(
+                FlowError::Invalid(vec![field_error("", "is required")]),
+                "flow",
+            ));
+        };
+        let flow = flow_from_pb(flow).map_err(|e| status(FlowError::Invalid(e), "flow"))?;
+        let id = flow.id.clone();
+        let created = self
+            .flows
+            .create(flow)
+            .await
+            .map_err(|e| status(e, "flow"))?;
+        Ok(Response::new(pb::CreateFlowResponse {
+            id,
+            created: created.created,
+        }))
+    }
+
+    async fn get_flow(
+        &self,
+        request: Request<pb::GetFlowRequest>,
+    ) -> Result<Response<pb::GetFlowResponse>, Status> {
+        let flow = self
+            .flows
+            .get(&request.into_inner().id)
+            .await
+            .map_err(|e| status(e, ""))?;
+        Ok(Response::new(pb::GetFlowResponse {
+            flow: Some(flow_to_pb(flow)),
+        }))
+    }
+
+    async fn list_flows(
+        &self,
+        request: Request<pb::ListFlowsRequest>,
+    ) -> Result<Response<pb::ListFlowsResponse>, Status> {
+        let request = request.into_inner();
+        let given = |s: String| (!s.is_empty()).then_some(s);
+        let filter = Filter {
+            actor: given(request.actor),
+            purpose: given(request.purpose),
+            patient: given(request.patient),
+        };
+        // 0 is proto3's "not set": the default size. A negative size becomes 0, which
+        // `Flows::list` refuses with the allowed range.
+        let page_size =
+            (request.page_size != 0).then(|| usize::try_from(request.page_size).unwrap_or(0));
+        let page = self
+            .flows
+            .list(&filter, page_size, given(request.page_token).as_deref())
+            .await
+            .map_err(|e| status(e, ""))?;
+        Ok(Response::new(pb::ListFlowsResponse {
+            flows: page.flows.into_iter().map(flow_to_pb).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn revoke_flow(
+        &self,
+        request: Request<pb::RevokeFlowRequest>,
+    ) -> Result<Response<pb::RevokeFlowResponse>, Status> {
+        let flow = self
+            .flows
+            .revoke(&request.into_inner().id)
+            .await
+            .map_err(|e| status(e, ""))?;
+        Ok(Response::new(pb::RevokeFlowResponse {
+            flow: Some(flow_to_pb(flow)),
+        }))
+    }
+
+    async fn import_flows(
+        &self,
+        request: Request<pb::ImportFlowsRequest>,
+    ) -> Result<Response<pb::ImportFlowsResponse>, Status> {
+        let messages = request.into_inner().flows;
+        let mut flows = Vec::with_capacity(messages.len());
+        let mut errors = Vec::new();
+        for (i, message) in messages.into_iter().enumerate() {
+            match flow_from_pb(message) {
+                Ok(flow) => flows.push(flow),
+                Err(e) => errors.extend(e.into_iter().map(|e| e.at(i))),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(status(FlowError::Invalid(errors), "flows"));
+        }
+        let imported = self
+            .flows
+            .import(flows)
+            .await
+            .map_err(|e| status(e, "flows"))?;
+        Ok(Response::new(pb::ImportFlowsResponse {
+            created: imported.created as u64,
+            unchanged: imported.unchanged as u64,
+        }))
+    }
+}
+
+/// The status for an error. Field errors are named from the request message, below
+/// `prefix` (`flow.id`, `flows[2].resources[0].path`), as `google.rpc.BadRequest` expects.
+fn status(error: FlowError, prefix: &str) -> Status {
+    match &error {
+        FlowError::Invalid(fields) => {
+            let mut violations: Vec<FieldViolation> = Vec::new();
+            let mut listed = Vec::new();
+            let mut size = 0;
+            for e in fields {
+                let item = format!("{}: {}", field_path(prefix, &e.field), e.message);
+                size += item.len();
+                if size > MAX_LISTED && !listed.is_empty() {
+                    break;
+                }
+                violations.push(FieldViolation::new(
+                    field_path(prefix, &e.field),
+                    &e.message,
+                ));
+                listed.push(item);
+            }
+            let mut message = format!("{error}: {}", listed.join("; "));
+            if fields.len() > listed.len() {
+                message.push_str(&format!(
+                    "; and {} more ({} in all)",
+                    fields.len() - listed.len(),
+                    fields.len()
+                ));
+            }
+            Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_bad_request(violations),
+            )
+        }
+        FlowError::NotFound(_) => Status::not_found(error.to_string()),
+        // ALREADY_EXISTS rather than FAILED_PRECONDITION: a conflict is always a create of
+        // an id that is taken (an identical flow is not a conflict but `created: false`),
+        // and the more specific code tells a client that no retry or change of state will
+        // help, only another id.
+        FlowError::Conflict(_) => Status::already_exists(error.to_string()),
+        FlowError::Unavailable(e) => {
+            tracing::warn!(error = %e, "flow store unavailable; write refused");
+            Status::unavailable(error.to_string())
+        }
+    }
+}
+
+/// `field` (as [`FieldError`] names it) within the request field `prefix`.
+fn field_path(prefix: &str, field: &str) -> String {
+    if prefix.is_empty() {
+        field.to_owned()
+    } else if field.is_empty() || field.starts_with('[') {
+        format!("{prefix}{field}")
+    } else {
+        format!("{prefix}.{field}")
+    }
+}
+
+fn field_error(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A message as a [`Flow`], not yet validated ([`Flows`] does that). When a timestamp or
+/// attribute cannot be a flow's, the errors name those fields and every other field
+/// [`Flow::validate`] finds wrong, so one answer lists every problem.
+fn flow_from_pb(message: pb::Flow) -> Result<Flow, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut time = |field: &str, t: Option<prost_types::Timestamp>| {
+        let t = t?;
+        let time = u32::try_from(t.nanos)
+            .ok()
+            .filter(|n| *n < 1_000_000_000)
+            .and_then(|n| DateTime::<Utc>::from_timestamp(t.seconds, n));
+        if time.is_none() {
+            errors.push(field_error(field, "is not a valid timestamp"));
+        }
+        time
+    };
+    let valid_from = time("valid_from", message.valid_from);
+    let valid_until = time("valid_until", message.valid_until);
+    let revoked_at = time("revoked_at", message.revoked_at);
+    let attributes = message
+        .attributes
+        .map(|s| struct_to_json(s, "attributes", &mut errors))
+        .unwrap_or_default();
+    let flow = Flow {
+        id: message.id,
+        purpose: message.purpose,
+        custodian: message.custodian,
+        actor: message.actor,
+        patient: message.patient,
+        resources: message
+            .resources
+            .into_iter()
+            .map(|r| Resource {
+                path: r.path,
+                operations: r.operations,
+            })
+            .collect(),
+        scopes: message.scopes,
+        valid_from,
+        valid_until,
+        revoked_at,
+        attributes,
+    };
+    if errors.is_empty() {
+        return Ok(flow);
+    }
+    if let Err(more) = flow.clone().validate() {
+        errors.extend(more);
+    }
+    Err(errors)
+}
+
+fn flow_to_pb(flow: Flow) -> pb::Flow {
+    let timestamp = |t: DateTime<Utc>| prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or_default(),
+    };
+    pb::Flow {
+        id: flow.id,
+        purpose: flow.purpose,
+        custodian: flow.custodian,
+        actor: flow.actor,
+        patient: flow.patient,
+        resources: flow
+            .resources
+            .into_iter()
+            .map(|r| pb::Resource {
+                path: r.path,
+                operations: r.operations,
+            })
+            .collect(),
+        scopes: flow.scopes,
+        valid_from: flow.valid_from.map(timestamp),
+        valid_until: flow.valid_until.map(timestamp),
+        revoked_at: flow.revoked_at.map(timestamp),
+        attributes: (!flow.attributes.is_empty()).then(|| json_to_struct(flow.attributes)),
+    }
+}
+
+/// Numbers this far from zero, at most, are whole numbers exactly in an `f64`.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+fn struct_to_json(
+    s: prost_types::Struct,
+    field: &str,
+    errors: &mut Vec<FieldError>,
+) -> serde_json::Map<String, serde_json::Value> {
+    s.fields
+        .into_iter()
+        .map(|(key, value)| {
+            let value = value_to_json(value, &format!("{field}.{key}"), errors);
+            (key, value)
+        })
+        .collect()
+}
+
+fn value_to_json(
+    value: prost_types::Value,
+    field: &str,
+    errors: &mut Vec<FieldError>,
+) -> serde_json::Value {
+    match value.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(b),
+        // A Struct has only doubles. Whole numbers become JSON integers, as they are when
+        // the same flow comes as JSON: otherwise creating it over both doors would be a
+        // conflict (`1.0` is not `1`), and CEL would see a double where it sees an int.
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER => {
+            serde_json::Value::from(n as i64)
+        }
+        Some(Kind::NumberValue(n)) => match serde_json::Number::from_f64(n) {
+            Some(n) => serde_json::Value::Number(n),
+            None => {
+                errors.push(field_error(field, "is not a finite number"));
+                serde_json::Value::Null
+            }
+        },
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s),
+        Some(Kind::ListValue(list)) => serde_json::Value::Array(
+            list.values
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| value_to_json(v, &format!("{field}[{i}]"), errors))
+                .collect(),
+        ),
+        Some(Kind::StructValue(s)) => serde_json::Value::Object(struct_to_json(s, field, errors)),
+    }
+}
+
+fn json_to_struct(map: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: map
+            .into_iter()
+            .map(|(key, value)| (key, json_to_value(value)))
+            .collect(),
+    }
+}
+
+fn json_to_value(value: serde_json::Value) -> prost_types::Value {
+    let kind = match value {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        // Integers beyond 2^53 lose precision: a Struct cannot carry them exactly.
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(values) => Kind::ListValue(prost_types::ListValue {
+            values: values.into_iter().map(json_to_value).collect(),
+        }),
+        serde_json::Value::Object(map) => Kind::StructValue(json_to_struct(map)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_survive_the_round_trip_as_json_has_them() {
+        let attributes = serde_json::json!({
+            "count": 3,
+            "ratio": 0.5,
+            "nested": {"list": [1, "two", null, true]},
+        });
+        let serde_json::Value::Object(map) = attributes.clone() else {
+            unreachable!()
+        };
+        let mut errors = Vec::new();
+        let back = struct_to_json(json_to_struct(map), "attributes", &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(serde_json::Value::Object(back), attributes);
+    }
+
+    #[test]
+    fn bad_timestamps_and_numbers_are_named_with_the_other_bad_fields() {
+        let message = pb::Flow {
+            id: "f".into(),
+            purpose: "p".into(),
+            actor: "a".into(),
+            resources: Vec::new(),
+            valid_from: Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: -1,
+            }),
+            attributes: Some(prost_types::Struct {
+                fields: [(
+                    "x".to_string(),
+                    prost_types::Value {
+                        kind: Some(Kind::NumberValue(f64::NAN)),
+                    },
+                )]
+                .into(),
+            }),
+            ..Default::default()
+        };
+        let errors = flow_from_pb(message).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["valid_from", "attributes.x", "resources"]);
+    }
+
+    #[test]
+    fn fields_are_named_from_the_request() {
+        assert_eq!(field_path("flow", "id"), "flow.id");
+        assert_eq!(field_path("flow", ""), "flow");
+        assert_eq!(field_path("flows", "[2].id"), "flows[2].id");
+        assert_eq!(field_path("", "page_size"), "page_size");
+    }
+}
