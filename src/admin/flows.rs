@@ -220,7 +220,15 @@ async fn export(State(flows): State<Flows>) -> Response {
         .into_response()
 }
 
+/// Everything but RFC 3986 unreserved characters, which stay as they are so a
+/// `Location` reads like the id (`/v1/flows/transfer-1`, not `transfer%2D1`).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// A path segment, percent-encoded.
 fn encode(segment: &str) -> String {
-    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
 }
