@@ -4,7 +4,9 @@
 #
 # Tests that need a real Envoy fail (instead of skipping) here, so a missing install
 # step cannot pass silently. Tests that need Redis (127.0.0.1:6379) skip with a message
-# when there is none, unless SLUIS_REQUIRE_REDIS=1 (CI sets it).
+# when there is none, unless SLUIS_REQUIRE_REDIS=1 (CI sets it). Likewise the flow store
+# tests that need PostgreSQL (127.0.0.1:5432, user `postgres` allowed to create databases
+# without a password): they skip unless SLUIS_REQUIRE_POSTGRES=1 (CI sets it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
