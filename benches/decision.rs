@@ -122,6 +122,23 @@ fn example_policies(c: &mut Criterion) {
     let rt = runtime();
     let config = Config::load(&manifest_path("examples/config.yaml")).expect("example config");
     let engine = engine_from(&config, &rt);
+    // The receiver's transfer, as the sender would register it.
+    let transfer = sluis::flows::Flow::from_json(json!({
+        "id": "transfer-1",
+        "purpose": "eOverdracht",
+        "custodian": "did:web:sender.example.org",
+        "actor": "did:web:receiver.example.org",
+        "resources": [
+            {"path": "Task/transfer-1", "operations": ["read", "update"]},
+            {"path": "Composition/abc", "operations": ["read", "document"]},
+            {"path": "Patient/123", "operations": ["read"]},
+        ],
+        "scopes": ["eOverdracht-receiver"],
+    }))
+    .expect("flow");
+    engine.set_flows(std::sync::Arc::new(sluis::flows::FlowIndex::from_flows([
+        &transfer,
+    ])));
     let key = encoding_key("examples/keys/dev-rsa.pem", Algorithm::RS256);
     let now = now();
 

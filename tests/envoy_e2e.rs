@@ -8,9 +8,7 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::gateway::*;
 use common::*;
@@ -29,16 +27,6 @@ policies:
         managingOrganization: "'Organization/ura|1234&evil=1'"
       remove_query: [debug]
 "#;
-
-async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if ready() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what} did not become ready");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_enforces_sluis_decisions() {
@@ -60,32 +48,13 @@ async fn envoy_enforces_sluis_decisions() {
             .spawn()
             .unwrap(),
     );
-    let template = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("envoy/envoy-test.yaml.tmpl"),
-    )
-    .unwrap();
-    let envoy_config = setup.dir.path().join("envoy.yaml");
-    std::fs::write(
-        &envoy_config,
-        template
-            .replace("{{LISTEN_PORT}}", &listen.to_string())
-            .replace("{{SLUIS_PORT}}", &grpc.to_string())
-            .replace("{{UPSTREAM_PORT}}", &upstream_port.to_string())
-            .replace("{{ADMIN_PORT}}", &envoy_admin.to_string()),
-    )
-    .unwrap();
-    let _envoy = Process(
-        Command::new(envoy)
-            .args([
-                "-c",
-                envoy_config.to_str().unwrap(),
-                "--disable-hot-restart",
-            ])
-            .args(["--log-level", "warning", "--concurrency", "1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _envoy = start_envoy(
+        &envoy,
+        setup.dir.path(),
+        listen,
+        grpc,
+        upstream_port,
+        envoy_admin,
     );
     let sluis_admin = format!("127.0.0.1:{admin}");
     wait_until("sluis", || http_ok(&sluis_admin, "/readyz")).await;

@@ -24,8 +24,10 @@ use cel::extractors::This;
 use cel::{Context, ExecutionError, FunctionContext, IdedExpr, Program, Value};
 
 use crate::authn::Identity;
+use crate::flows::FlowIndex;
 use crate::flows::index::IndexedFlow;
-use crate::flows::{FlowIndex, Operations};
+
+mod flow_val;
 use crate::request::AccessRequest;
 
 /// The variables expressions may use.
@@ -552,86 +554,55 @@ fn root_context() -> Context<'static, 'static> {
             wanted.iter().any(|w| list.contains(w))
         },
     );
-    let _ = context.add_function(
-        "permits",
-        |ftx: &FunctionContext, This(flow): This<Value>, request: Value| {
-            flow_allows(ftx, &flow, &request, true)
-        },
-    );
-    let _ = context.add_function(
-        "covers",
-        |ftx: &FunctionContext, This(flow): This<Value>, request: Value| {
-            flow_allows(ftx, &flow, &request, false)
-        },
-    );
+    let _ = context.add_function("permits", |ftx: &FunctionContext| flow_allows(ftx, true));
+    let _ = context.add_function("covers", |ftx: &FunctionContext| flow_allows(ftx, false));
     context
 }
 
 /// `flow.permits(request)` (`with_method`) or `flow.covers(request)`: whether a resource
 /// of the flow matches the request's path below the policy's base path, and allows its
-/// method. The flow is a value of `flows`; the request anything with `method` and `path`.
-fn flow_allows(
-    ftx: &FunctionContext,
-    flow: &Value,
-    request: &Value,
-    with_method: bool,
-) -> Result<bool, ExecutionError> {
-    let field = |value: &Value, name: &str| -> Option<Value> {
-        match value {
-            Value::Map(map) => map
-                .get(&cel::objects::Key::String(Arc::new(name.to_owned())))
-                .cloned(),
-            _ => None,
-        }
-    };
-    let string = |value: Option<Value>| match value {
-        Some(Value::String(s)) => Some(s),
-        _ => None,
-    };
+/// method. The flow is an element of `flows`; the request anything with a `path` (and a
+/// `method` for `permits`). Reads both in place, converting nothing.
+fn flow_allows(ftx: &FunctionContext, with_method: bool) -> Result<bool, ExecutionError> {
     let invalid = |what: &str| ExecutionError::function_error(ftx.name, what);
-    let path =
-        string(field(request, "path")).ok_or_else(|| invalid("the request has no `path`"))?;
-    let method = string(field(request, "method"));
-    if with_method && method.is_none() {
-        return Err(invalid("the request has no `method`"));
-    }
+    let flow = ftx
+        .this
+        .as_ref()
+        .and_then(|this| this.downcast_ref::<flow_val::FlowVal>())
+        .ok_or_else(|| invalid("call it on an element of `flows`: f.permits(request)"))?;
+    let request = ftx
+        .args
+        .first()
+        .ok_or_else(|| invalid("pass the request: f.permits(request)"))?;
+    let field = |name: &str| -> Option<String> {
+        let value = request
+            .as_indexer()?
+            .get(&cel::common::types::CelString::from(name))
+            .ok()?;
+        value
+            .downcast_ref::<cel::common::types::CelString>()
+            .map(|s| s.inner().to_owned())
+    };
+    let path = field("path").ok_or_else(|| invalid("the request has no `path`"))?;
+    let method = if with_method {
+        Some(field("method").ok_or_else(|| invalid("the request has no `method`"))?)
+    } else {
+        None
+    };
     let base = ftx
         .ptx
         .get_variable(FLOWS_BASE)
-        .and_then(|v| Value::try_from(&*v).ok())
-        .and_then(|v| string(Some(v)))
-        .map(|s| s.to_string())
+        .and_then(|v| {
+            v.downcast_ref::<cel::common::types::CelString>()
+                .map(|s| s.inner().to_owned())
+        })
         .unwrap_or_default();
     let Some(relative) = crate::flows::relative_path(&path, &base) else {
         return Ok(false);
     };
-    let Some(Value::List(resources)) = field(flow, "resources") else {
-        return Err(invalid("not a flow: no `resources`"));
-    };
-    for resource in resources.iter() {
-        let Some(pattern) = string(field(resource, "path")) else {
-            continue;
-        };
-        let operations = match field(resource, "operations") {
-            Some(Value::List(names)) => names
-                .iter()
-                .filter_map(|n| match n {
-                    Value::String(n) => Operations::parse(n),
-                    _ => None,
-                })
-                .fold(Operations::default(), Operations::union),
-            _ => Operations::default(),
-        };
-        let method = if with_method {
-            method.as_deref().map(String::as_str)
-        } else {
-            None
-        };
-        if crate::flows::resource_permits(&pattern, operations, relative, method) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    Ok(flow.flow.resources.iter().any(|r| {
+        crate::flows::resource_permits(&r.path, r.operations, relative, method.as_deref())
+    }))
 }
 
 /// What a policy says about flows, as `Vars` needs it.
@@ -732,7 +703,8 @@ impl cel::context::VariableResolver for Vars<'_> {
                 // An actor expression that fails leaves `flows` unresolved, which fails
                 // the rule: closed.
                 match self.caller_flows() {
-                    Ok((actor, flows)) => to_val(flows_value(actor.as_deref(), &flows)),
+                    Ok((Some(actor), flows)) => flow_val::flows_val(&actor, flows),
+                    Ok((None, _)) => flow_val::flows_val("", Vec::new()),
                     Err(_) => Box::new(cel::common::types::CelNull),
                 }
             }),
@@ -858,53 +830,6 @@ fn token_value(identity: &Identity) -> Value {
         ("exp", identity.exp.map(Value::Int).unwrap_or(Value::Null)),
         ("iat", identity.iat.map(Value::Int).unwrap_or(Value::Null)),
     ])
-}
-
-/// `flows`: the caller's active flows as CEL maps.
-fn flows_value(actor: Option<&str>, flows: &[Arc<IndexedFlow>]) -> Value {
-    let strings =
-        |items: &[Arc<str>]| Value::List(Arc::new(items.iter().map(|s| text(s)).collect()));
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map_or(Value::Null, |t| Value::Timestamp(t.fixed_offset()))
-    };
-    Value::List(Arc::new(
-        flows
-            .iter()
-            .map(|flow| {
-                let resources = flow
-                    .resources
-                    .iter()
-                    .map(|r| {
-                        map(vec![
-                            ("path", text(&r.path)),
-                            (
-                                "operations",
-                                Value::List(Arc::new(r.operations.names().map(text).collect())),
-                            ),
-                        ])
-                    })
-                    .collect();
-                map(vec![
-                    ("id", text(&flow.id)),
-                    ("purpose", text(&flow.purpose)),
-                    ("custodian", text(&flow.custodian)),
-                    ("actor", opt_text(actor)),
-                    ("patient", opt_text(flow.patient.as_deref())),
-                    ("resources", Value::List(Arc::new(resources))),
-                    ("scopes", strings(&flow.scopes)),
-                    ("valid_from", time(flow.valid_from_time())),
-                    ("valid_until", time(flow.valid_until_time())),
-                    (
-                        "attributes",
-                        flow.attributes.as_ref().map_or_else(
-                            || map(Vec::new()),
-                            |a| json(&serde_json::Value::Object((**a).clone())),
-                        ),
-                    ),
-                ])
-            })
-            .collect(),
-    ))
 }
 
 fn now_value() -> Value {
@@ -1070,6 +995,60 @@ mod tests {
             eval("type(request.method) == string"),
             Ok(Value::Bool(true))
         );
+    }
+
+    #[test]
+    fn flows_show_their_fields_and_test_requests() {
+        let flow = crate::flows::Flow::from_json(serde_json::json!({
+            "id": "t1", "purpose": "eOverdracht", "actor": "did:a",
+            "resources": [{"path": "Patient/123", "operations": ["read"]}],
+            "scopes": ["s"], "attributes": {"x": 1},
+        }))
+        .unwrap();
+        let index = FlowIndex::from_flows([&flow]);
+        let actor = Expr::compile("'did:a'").unwrap();
+        let request = request();
+        let eval = |source: &str| {
+            let expr = Expr::compile(source).unwrap();
+            let vars = Vars::new(&request, None, RequestFields::ALL).with_flows(Some(FlowSource {
+                index: &index,
+                actor: &actor,
+                base_path: "/fhir",
+                purposes: &[],
+            }));
+            expr.eval(&vars)
+        };
+        let yes = Ok(Value::Bool(true));
+        assert_eq!(eval("flows.size()"), Ok(Value::Int(1)));
+        assert_eq!(
+            eval("flows[0].id == 't1' && flows[0].actor == 'did:a'"),
+            yes
+        );
+        assert_eq!(
+            eval("flows[0].scopes == ['s'] && flows[0].patient == null"),
+            yes
+        );
+        assert_eq!(eval("flows[0].resources[0].operations == ['read']"), yes);
+        assert_eq!(
+            eval("flows[0].attributes.x == 1 && flows[0].valid_until == null"),
+            yes
+        );
+        assert_eq!(eval("flows.exists(f, f.permits(request))"), yes);
+        assert_eq!(
+            eval("flows.exists(f, f.permits({'method': 'DELETE', 'path': '/fhir/Patient/123'}))"),
+            Ok(Value::Bool(false))
+        );
+        assert_eq!(
+            eval("flows.exists(f, f.covers({'path': '/fhir/Patient/123'}))"),
+            yes
+        );
+        // Outside the base path nothing is covered.
+        assert_eq!(
+            eval("flows.exists(f, f.covers({'path': '/other/Patient/123'}))"),
+            Ok(Value::Bool(false))
+        );
+        assert!(eval("flows[0].colour").is_err());
+        assert!(eval("'x'.permits(request)").is_err());
     }
 
     #[test]

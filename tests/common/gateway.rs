@@ -90,3 +90,50 @@ pub fn http_ok(address: &str, path: &str) -> bool {
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
 }
+
+/// Envoy on `envoy/envoy-test.yaml.tmpl`: listening on `listen`, asking Sluis's gRPC
+/// port `sluis`, forwarding to `upstream`, its admin on `admin`. Its config is written
+/// into `dir`.
+pub fn start_envoy(
+    envoy: &std::path::Path,
+    dir: &std::path::Path,
+    listen: u16,
+    sluis: u16,
+    upstream: u16,
+    admin: u16,
+) -> Process {
+    let template = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("envoy/envoy-test.yaml.tmpl"),
+    )
+    .unwrap();
+    let config = dir.join("envoy.yaml");
+    std::fs::write(
+        &config,
+        template
+            .replace("{{LISTEN_PORT}}", &listen.to_string())
+            .replace("{{SLUIS_PORT}}", &sluis.to_string())
+            .replace("{{UPSTREAM_PORT}}", &upstream.to_string())
+            .replace("{{ADMIN_PORT}}", &admin.to_string()),
+    )
+    .unwrap();
+    Process(
+        std::process::Command::new(envoy)
+            .args(["-c", config.to_str().unwrap(), "--disable-hot-restart"])
+            .args(["--log-level", "warning", "--concurrency", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Polls `ready` every 50 ms for up to 10 s.
+pub async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if ready() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not become ready");
+}
