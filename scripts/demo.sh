@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sluis behind a real Envoy, on this machine only: starts Sluis with the example config,
 # a demo upstream that echoes what it receives, and Envoy (envoy/envoy.yaml), then sends
-# one allowed and a few denied requests and shows what happened. Stops everything on exit.
+# registers an eOverdracht transfer (a flow), sends one allowed and a few denied requests,
+# revokes the transfer and shows what happened. Stops everything on exit.
 #
 #   scripts/demo.sh            # needs cargo and python3; installs Envoy into .tools/
 set -euo pipefail
@@ -43,9 +44,24 @@ show() { # title, curl args...
   echo
 }
 
+# The sender registers the transfer (a flow) over the admin API: which resources the
+# receiver may read. A new id each run, so a transfer revoked by an earlier run stays so.
+flow="transfer-demo-$(date +%s)"
+printf '\n### the sender registers flow %s\n' "$flow"
+curl -s -X POST http://127.0.0.1:9190/v1/flows -H 'content-type: application/json' -d '{
+  "id": "'"$flow"'", "purpose": "eOverdracht", "custodian": "did:web:sender.example.org",
+  "actor": "did:web:receiver.example.org", "scopes": ["eOverdracht-receiver"],
+  "resources": [{"path": "Patient/123", "operations": ["read"]},
+                {"path": "Task/'"$flow"'", "operations": ["read", "update"]}]}' | sed 's/^/  /'
+echo
+
 show "allowed: the receiver reads a Patient of the transfer (note the injected x-sluis-* headers, no Authorization upstream, the spoofed header replaced)" \
   -H "Authorization: Bearer $token" -H "x-sluis-client-id: spoofed" http://127.0.0.1:8080/eoverdracht/fhir/Patient/123
 show "denied: no token" http://127.0.0.1:8080/eoverdracht/fhir/Patient/123
-show "denied: POST is not a read" -X POST -H "Authorization: Bearer $token" http://127.0.0.1:8080/eoverdracht/fhir/Patient
-show "denied: a resource type outside eOverdracht" -H "Authorization: Bearer $token" http://127.0.0.1:8080/eoverdracht/fhir/Claim/1
+show "denied: a resource outside the transfer (the answer is the same for every policy denial)" -H "Authorization: Bearer $token" http://127.0.0.1:8080/eoverdracht/fhir/Patient/456
+show "denied: the transfer does not allow deleting" -X DELETE -H "Authorization: Bearer $token" http://127.0.0.1:8080/eoverdracht/fhir/Patient/123
+printf '\n### the sender revokes the transfer\n'
+curl -s -X POST "http://127.0.0.1:9190/v1/flows/$flow/revoke" | sed 's/^/  /'
+echo
+show "denied: the transfer is revoked" -H "Authorization: Bearer $token" http://127.0.0.1:8080/eoverdracht/fhir/Patient/123
 rm -f tmp-demo-sluis.log tmp-demo-envoy.log

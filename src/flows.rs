@@ -217,8 +217,18 @@ pub fn resource_permits(
                 .filter(|(_, last)| !last.is_empty())
                 .and_then(|(rest, _)| rest.strip_suffix(before)),
         };
-        root.is_some_and(|root| !root.is_empty() && fast_glob::glob_match(pattern, root))
+        root.is_some_and(|root| !root.is_empty() && path_matches(pattern, root))
     })
+}
+
+/// A resource pattern against a path: plain paths (the usual case) by comparison, globs
+/// by `fast_glob`.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    if pattern.contains(['*', '?', '[', '{']) {
+        fast_glob::glob_match(pattern, path)
+    } else {
+        pattern == path
+    }
 }
 
 /// The part of a request path a flow's resources are matched against: the path below
@@ -563,12 +573,22 @@ impl Flows {
     }
 
     /// Creates a flow, or confirms an identical one exists. Acknowledged only after the
-    /// store committed it; the index of this replica has it before this returns.
+    /// store committed it; the index of this replica has it before this returns, unless
+    /// the database went away in between (then the sync loop brings it in later).
     pub async fn create(&self, mut flow: Flow) -> Result<Created, FlowError> {
         flow.validate().map_err(FlowError::Invalid)?;
         let created = self.store.create(&flow).await?;
-        self.store.catch_up(&self.index).await?;
+        self.index_committed().await;
         Ok(Created { created })
+    }
+
+    /// Brings this replica's index up to a write that has committed. A failure here must
+    /// not turn the acknowledged write into an error: the client would retry a write
+    /// that happened. The sync loop catches up when the database is back.
+    async fn index_committed(&self) {
+        if let Err(e) = self.store.catch_up(&self.index).await {
+            tracing::warn!(error = %e, "flow written, but this replica's index could not catch up yet");
+        }
     }
 
     pub async fn get(&self, id: &str) -> Result<Flow, FlowError> {
@@ -603,7 +623,7 @@ impl Flows {
             .revoke(id, Utc::now())
             .await?
             .ok_or_else(|| FlowError::NotFound(id.to_owned()))?;
-        self.store.catch_up(&self.index).await?;
+        self.index_committed().await;
         Ok(flow)
     }
 
@@ -629,7 +649,7 @@ impl Flows {
             return Err(FlowError::Invalid(errors));
         }
         let created = self.store.import(&flows).await?;
-        self.store.catch_up(&self.index).await?;
+        self.index_committed().await;
         Ok(Imported {
             created,
             unchanged: flows.len() - created,

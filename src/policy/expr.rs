@@ -33,9 +33,6 @@ use crate::request::AccessRequest;
 /// The variables expressions may use.
 pub const VARIABLES: [&str; 5] = ["request", "token", "source", "now", "flows"];
 
-/// The hidden variable holding the policy's `flows.base_path`, for `permits`/`covers`.
-const FLOWS_BASE: &str = "@flows_base";
-
 /// CEL's type names, which expressions may use as values (`type(x) == int`).
 const TYPE_NAMES: [&str; 11] = [
     "int",
@@ -564,6 +561,7 @@ fn root_context() -> Context<'static, 'static> {
 /// method. The flow is an element of `flows`; the request anything with a `path` (and a
 /// `method` for `permits`). Reads both in place, converting nothing.
 fn flow_allows(ftx: &FunctionContext, with_method: bool) -> Result<bool, ExecutionError> {
+    use cel::common::types::CelString;
     let invalid = |what: &str| ExecutionError::function_error(ftx.name, what);
     let flow = ftx
         .this
@@ -573,36 +571,33 @@ fn flow_allows(ftx: &FunctionContext, with_method: bool) -> Result<bool, Executi
     let request = ftx
         .args
         .first()
+        .and_then(|r| r.as_indexer())
         .ok_or_else(|| invalid("pass the request: f.permits(request)"))?;
-    let field = |name: &str| -> Option<String> {
-        let value = request
-            .as_indexer()?
-            .get(&cel::common::types::CelString::from(name))
-            .ok()?;
-        value
-            .downcast_ref::<cel::common::types::CelString>()
-            .map(|s| s.inner().to_owned())
+    let path = request
+        .get(&CelString::from("path"))
+        .map_err(|_| invalid("the request has no `path`"))?;
+    let path = path
+        .downcast_ref::<CelString>()
+        .ok_or_else(|| invalid("the request's `path` is not a string"))?
+        .inner();
+    let method = match with_method {
+        true => Some(
+            request
+                .get(&CelString::from("method"))
+                .map_err(|_| invalid("the request has no `method`"))?,
+        ),
+        false => None,
     };
-    let path = field("path").ok_or_else(|| invalid("the request has no `path`"))?;
-    let method = if with_method {
-        Some(field("method").ok_or_else(|| invalid("the request has no `method`"))?)
-    } else {
-        None
+    let method = match &method {
+        Some(method) => Some(
+            method
+                .downcast_ref::<CelString>()
+                .ok_or_else(|| invalid("the request's `method` is not a string"))?
+                .inner(),
+        ),
+        None => None,
     };
-    let base = ftx
-        .ptx
-        .get_variable(FLOWS_BASE)
-        .and_then(|v| {
-            v.downcast_ref::<cel::common::types::CelString>()
-                .map(|s| s.inner().to_owned())
-        })
-        .unwrap_or_default();
-    let Some(relative) = crate::flows::relative_path(&path, &base) else {
-        return Ok(false);
-    };
-    Ok(flow.flow.resources.iter().any(|r| {
-        crate::flows::resource_permits(&r.path, r.operations, relative, method.as_deref())
-    }))
+    Ok(flow.allows(path, method))
 }
 
 /// What a policy says about flows, as `Vars` needs it.
@@ -626,7 +621,6 @@ pub struct Vars<'a> {
     now_value: OnceLock<Box<dyn Val>>,
     flows: Option<FlowSource<'a>>,
     flows_value: OnceLock<Box<dyn Val>>,
-    flows_base: OnceLock<Box<dyn Val>>,
 }
 
 impl<'a> Vars<'a> {
@@ -646,7 +640,6 @@ impl<'a> Vars<'a> {
             now_value: OnceLock::new(),
             flows: None,
             flows_value: OnceLock::new(),
-            flows_base: OnceLock::new(),
         }
     }
 
@@ -703,14 +696,14 @@ impl cel::context::VariableResolver for Vars<'_> {
                 // An actor expression that fails leaves `flows` unresolved, which fails
                 // the rule: closed.
                 match self.caller_flows() {
-                    Ok((Some(actor), flows)) => flow_val::flows_val(&actor, flows),
-                    Ok((None, _)) => flow_val::flows_val("", Vec::new()),
+                    Ok((Some(actor), flows)) => {
+                        let base = self.flows.as_ref().map_or("", |f| f.base_path);
+                        flow_val::flows_val(&actor, base, flows)
+                    }
+                    Ok((None, _)) => flow_val::flows_val("", "", Vec::new()),
                     Err(_) => Box::new(cel::common::types::CelNull),
                 }
             }),
-            FLOWS_BASE => &**self
-                .flows_base
-                .get_or_init(|| to_val(text(self.flows.as_ref().map_or("", |f| f.base_path)))),
             _ => return None,
         };
         Some(CowVal::Borrowed(value))

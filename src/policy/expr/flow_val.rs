@@ -23,6 +23,8 @@ static FLOW_TYPE: Type = Type::simple_type(Kind::Opaque, "sluis.Flow");
 pub struct FlowVal {
     pub flow: Arc<IndexedFlow>,
     pub actor: Arc<str>,
+    /// The policy's `flows.base_path`: request paths below it are matched.
+    pub base_path: Arc<str>,
 }
 
 fn string(s: &str) -> Box<dyn Val> {
@@ -47,6 +49,18 @@ fn from_value(value: cel::Value) -> Box<dyn Val> {
 }
 
 impl FlowVal {
+    /// Whether a resource of the flow is `path` (below the base path) and, with a
+    /// `method`, allows it.
+    pub fn allows(&self, path: &str, method: Option<&str>) -> bool {
+        let Some(relative) = crate::flows::relative_path(path, &self.base_path) else {
+            return false;
+        };
+        self.flow
+            .resources
+            .iter()
+            .any(|r| crate::flows::resource_permits(&r.path, r.operations, relative, method))
+    }
+
     fn field(&self, name: &str) -> Option<Box<dyn Val>> {
         let flow = &self.flow;
         Some(match name {
@@ -157,8 +171,9 @@ impl Indexer for FlowVal {
 }
 
 /// `flows`: the caller's active flows.
-pub fn flows_val(actor: &str, flows: Vec<Arc<IndexedFlow>>) -> Box<dyn Val> {
+pub fn flows_val(actor: &str, base_path: &str, flows: Vec<Arc<IndexedFlow>>) -> Box<dyn Val> {
     let actor: Arc<str> = Arc::from(actor);
+    let base_path: Arc<str> = Arc::from(base_path);
     Box::new(CelList::from(
         flows
             .into_iter()
@@ -166,6 +181,7 @@ pub fn flows_val(actor: &str, flows: Vec<Arc<IndexedFlow>>) -> Box<dyn Val> {
                 Box::new(FlowVal {
                     flow,
                     actor: actor.clone(),
+                    base_path: base_path.clone(),
                 }) as Box<dyn Val>
             })
             .collect::<Vec<_>>(),
