@@ -13,6 +13,11 @@
 //!                        policy::PolicySet::select ◄─────┤  (which policy decides)
 //!                        authn::Authenticator     ◄─────┤  (JWT via JWKS, cached by hash)
 //!                        policy::Policy::evaluate  ◄─────┘  (CEL rules, deny overrides)
+//!                                 ▲ flows of the caller
+//!   admin (/v1/flows, gRPC) ──► flows::Flows ──► flows::Store (SQLite | PostgreSQL)
+//!                                                   │ catch-up: own writes, NOTIFY, poll
+//!                                                   ▼
+//!                                          flows::FlowIndex (in memory, per actor)
 //! ```
 //!
 //! | module | what it is |
@@ -21,6 +26,7 @@
 //! | [`decision`] | [`decision::Decision`]: the gateway-neutral answer, with stable deny codes |
 //! | [`engine`] | the decision core; the only thing doors call |
 //! | [`authn`] | identities from tokens: [`authn::issuer`] (JWT via JWKS or discovery, RFC 7662 introspection), [`authn::jwks`] key sets, [`authn::certificate`] client certificates, [`authn::dpop`] proofs, [`authn::replay`] caches; the verified-token cache |
+//! | [`flows`] | registered grants: the model and its validation ([`flows::Flow`]), the in-memory index decisions read ([`flows::index`]), the SQLite/PostgreSQL store and its sync loop ([`flows::store`]), and [`flows::Flows`], the API both admin doors call |
 //! | [`policy`] | policy files ([`policy::spec`]), CEL ([`policy::expr`]), selection and evaluation |
 //! | [`config`] | the service configuration file |
 //! | [`doors`] | front doors: translate a gateway's protocol to and from the engine's types |
@@ -30,7 +36,7 @@
 //! | [`testing`] | offline tools for policy authors: test suites, explain, replay |
 //! | [`schema`] | JSON Schemas of config, policy and test files, generated from the types |
 //!
-//! The core (`engine`, `authn`, `policy`) never imports tonic, axum or envoy-types: front
+//! The core (`engine`, `authn`, `policy`, `flows`) never imports tonic, axum or envoy-types: front
 //! doors translate, the engine decides.
 
 pub mod admin;

@@ -752,7 +752,7 @@ impl Policy {
         if let (Some(trace), Some(_)) = (trace.as_deref_mut(), &self.flows) {
             trace.flows = Some(match vars.caller_flows() {
                 Ok((Some(actor), flows)) => format!(
-                    "flows of actor `{actor}`: {}",
+                    "actor `{actor}`, active: {}",
                     if flows.is_empty() {
                         "none active".to_string()
                     } else {
@@ -763,8 +763,8 @@ impl Policy {
                             .join(", ")
                     }
                 ),
-                Ok((None, _)) => "flows: the actor expression gave no actor, so no flows".into(),
-                Err(e) => format!("flows: the actor expression failed: {e}"),
+                Ok((None, _)) => "the actor expression gave no actor, so no flows".into(),
+                Err(e) => format!("the actor expression failed: {e}"),
             });
         }
         let mut record = |rule: &Rule, result: &Result<bool, String>| {
