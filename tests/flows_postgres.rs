@@ -127,23 +127,19 @@ impl Database {
 
     /// As a restart looks to clients: no new connections, existing ones cut.
     async fn go_away(&self) {
-        let mut admin = self.admin().await;
-        admin
-            .execute(AssertSqlSafe(format!(
-                "ALTER DATABASE {} ALLOW_CONNECTIONS false",
-                self.name
-            )))
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
+        self.allow_connections(false).await;
         self.terminate(None).await;
     }
 
     async fn come_back(&self) {
+        self.allow_connections(true).await;
+    }
+
+    async fn allow_connections(&self, allow: bool) {
         let mut admin = self.admin().await;
         admin
             .execute(AssertSqlSafe(format!(
-                "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+                "ALTER DATABASE {} ALLOW_CONNECTIONS {allow}",
                 self.name
             )))
             .await

@@ -117,6 +117,108 @@ CREATE INDEX flows_purpose ON flows (purpose, id);
 CREATE INDEX flows_patient ON flows (patient, id);
 ";
 
+/// The statements whose text differs between SQLite and PostgreSQL; the steps around
+/// them are the same for both (`import_in!`, `revoke_in!`).
+struct Dialect {
+    /// Inserts a JSON array of flows (bind: first version - 1, the array), skipping ids
+    /// that exist; returns the inserted ids.
+    insert: &'static str,
+    /// The stored documents of the ids in a JSON array of flows.
+    existing: &'static str,
+    /// One flow's document by id.
+    document: &'static str,
+    /// Marks a flow revoked (bind: document, id) with the next version; returns it.
+    revoke: &'static str,
+    /// Rows after a version, in version order (bind: version, limit).
+    after: &'static str,
+}
+
+const SQLITE: Dialect = Dialect {
+    insert: "INSERT INTO flows (id, actor, purpose, patient, revoked, version, document)
+             SELECT json_extract(value, '$.id'), json_extract(value, '$.actor'),
+                    json_extract(value, '$.purpose'), json_extract(value, '$.patient'),
+                    json_extract(value, '$.revoked_at') IS NOT NULL,
+                    ? + key + 1, value
+             FROM json_each(?) WHERE true
+             ON CONFLICT (id) DO NOTHING RETURNING id",
+    existing: "SELECT document FROM flows WHERE id IN
+               (SELECT json_extract(value, '$.id') FROM json_each(?))",
+    document: "SELECT document FROM flows WHERE id = ?",
+    revoke: "UPDATE flows SET revoked = 1, document = ?,
+             version = (SELECT MAX(version) + 1 FROM flows) WHERE id = ? RETURNING version",
+    after: "SELECT version, document FROM flows WHERE version > ? ORDER BY version LIMIT ?",
+};
+
+const POSTGRES: Dialect = Dialect {
+    insert: "INSERT INTO flows (id, actor, purpose, patient, revoked, version, document)
+             SELECT doc->>'id', doc->>'actor', doc->>'purpose', doc->>'patient',
+                    doc ? 'revoked_at', $1 + n, doc::text
+             FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(doc, n)
+             ON CONFLICT (id) DO NOTHING RETURNING id",
+    existing: "SELECT document FROM flows WHERE id IN
+               (SELECT doc->>'id' FROM jsonb_array_elements($1::jsonb) AS t(doc))",
+    document: "SELECT document FROM flows WHERE id = $1",
+    revoke: "UPDATE flows SET revoked = TRUE, document = $1,
+             version = (SELECT MAX(version) + 1 FROM flows) WHERE id = $2 RETURNING version",
+    after: "SELECT version, document FROM flows WHERE version > $1 ORDER BY version LIMIT $2",
+};
+
+/// The body of an import in transaction `$tx` (either database): inserts `$flows` in
+/// batches with consecutive versions and checks that every one not inserted equals
+/// what is stored. Gives `(created, last version)`; `?` leaves on any error, and
+/// dropping the transaction then rolls it back.
+macro_rules! import_in {
+    ($tx:ident, $dialect:expr, $flows:expr) => {{
+        let mut version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM flows")
+            .fetch_one(&mut *$tx)
+            .await?;
+        let mut created = 0;
+        for batch in $flows.chunks(IMPORT_BATCH) {
+            let documents = documents(batch)?;
+            let inserted: Vec<String> = sqlx::query_scalar($dialect.insert)
+                .bind(version)
+                .bind(&documents)
+                .fetch_all(&mut *$tx)
+                .await?;
+            version += batch.len() as i64;
+            created += inserted.len();
+            if inserted.len() < batch.len() {
+                let existing: Vec<String> = sqlx::query_scalar($dialect.existing)
+                    .bind(&documents)
+                    .fetch_all(&mut *$tx)
+                    .await?;
+                check_unchanged(batch, &inserted, &existing)?;
+            }
+        }
+        (created, version)
+    }};
+}
+
+/// The body of a revoke in transaction `$tx`: `None` without such a flow, else the flow
+/// as revoked and the new version (`None` when it was revoked already: nothing written).
+macro_rules! revoke_in {
+    ($tx:ident, $dialect:expr, $id:expr, $at:expr) => {{
+        let document: Option<String> = sqlx::query_scalar($dialect.document)
+            .bind($id)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        match document.as_deref().map(parse).transpose()? {
+            None => None,
+            Some(flow) if flow.revoked_at.is_some() => Some((flow, None)),
+            Some(mut flow) => {
+                flow.revoked_at = Some($at);
+                let version: i64 = sqlx::query_scalar($dialect.revoke)
+                    .bind(document_of(&flow)?)
+                    .bind($id)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                Some((flow, Some(version)))
+            }
+        }
+    }};
+}
+
+
 impl Store {
     /// Opens the store. `sqlite:PATH` (relative to `base_dir`; created when missing) or
     /// `sqlite::memory:` is opened and migrated now, so a bad path stops the start;
@@ -198,99 +300,36 @@ impl Store {
     /// nothing is written. Returns how many were created.
     pub async fn import(&self, flows: &[Flow]) -> Result<usize, StoreError> {
         let _writer = self.write.lock().await;
-        let mut created = 0;
         match &self.pool {
             Pool::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
-                let mut version: i64 =
-                    sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM flows")
-                        .fetch_one(&mut *tx)
-                        .await?;
-                for batch in flows.chunks(IMPORT_BATCH) {
-                    let documents = documents(batch)?;
-                    let inserted: Vec<String> = sqlx::query_scalar(
-                        "INSERT INTO flows (id, actor, purpose, patient, revoked, version, document)
-                         SELECT json_extract(value, '$.id'), json_extract(value, '$.actor'),
-                                json_extract(value, '$.purpose'), json_extract(value, '$.patient'),
-                                json_extract(value, '$.revoked_at') IS NOT NULL,
-                                ? + key + 1, value
-                         FROM json_each(?) WHERE true
-                         ON CONFLICT (id) DO NOTHING RETURNING id",
-                    )
-                    .bind(version)
-                    .bind(&documents)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    version += batch.len() as i64;
-                    created += inserted.len();
-                    if inserted.len() < batch.len() {
-                        let existing: Vec<String> = sqlx::query_scalar(
-                            "SELECT document FROM flows WHERE id IN
-                             (SELECT json_extract(value, '$.id') FROM json_each(?))",
-                        )
-                        .bind(&documents)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                        check_unchanged(batch, &inserted, &existing)?;
-                    }
-                }
+                let (created, _) = import_in!(tx, SQLITE, flows);
                 tx.commit().await?;
+                Ok(created)
             }
             Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(WRITE_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-                let mut version: i64 =
-                    sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM flows")
-                        .fetch_one(&mut *tx)
-                        .await?;
-                for batch in flows.chunks(IMPORT_BATCH) {
-                    let documents = documents(batch)?;
-                    let inserted: Vec<String> = sqlx::query_scalar(
-                        "INSERT INTO flows (id, actor, purpose, patient, revoked, version, document)
-                         SELECT doc->>'id', doc->>'actor', doc->>'purpose', doc->>'patient',
-                                doc ? 'revoked_at', $1 + n, doc::text
-                         FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(doc, n)
-                         ON CONFLICT (id) DO NOTHING RETURNING id",
-                    )
-                    .bind(version)
-                    .bind(&documents)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    version += batch.len() as i64;
-                    created += inserted.len();
-                    if inserted.len() < batch.len() {
-                        let existing: Vec<String> = sqlx::query_scalar(
-                            "SELECT document FROM flows WHERE id IN
-                             (SELECT doc->>'id' FROM jsonb_array_elements($1::jsonb) AS t(doc))",
-                        )
-                        .bind(&documents)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                        check_unchanged(batch, &inserted, &existing)?;
-                    }
-                }
+                lock_writers(&mut tx).await?;
+                let (created, version) = import_in!(tx, POSTGRES, flows);
                 if created > 0 {
                     notify(&mut tx, version).await?;
                 }
                 tx.commit().await?;
+                Ok(created)
             }
         }
-        Ok(created)
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Flow>, StoreError> {
         let document: Option<String> = match &self.pool {
             Pool::Sqlite(pool) => {
-                sqlx::query_scalar("SELECT document FROM flows WHERE id = ?")
+                sqlx::query_scalar(SQLITE.document)
                     .bind(id)
                     .fetch_optional(pool)
                     .await?
             }
             Pool::Postgres(pool) => {
-                sqlx::query_scalar("SELECT document FROM flows WHERE id = $1")
+                sqlx::query_scalar(POSTGRES.document)
                     .bind(id)
                     .fetch_optional(pool)
                     .await?
@@ -356,57 +395,21 @@ impl Store {
         match &self.pool {
             Pool::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
-                let document: Option<String> =
-                    sqlx::query_scalar("SELECT document FROM flows WHERE id = ?")
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let Some(mut flow) = document.as_deref().map(parse).transpose()? else {
-                    return Ok(None);
-                };
-                if flow.revoked_at.is_none() {
-                    flow.revoked_at = Some(at);
-                    sqlx::query(
-                        "UPDATE flows SET revoked = 1, document = ?,
-                         version = (SELECT MAX(version) + 1 FROM flows) WHERE id = ?",
-                    )
-                    .bind(document_of(&flow)?)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                let revoked = revoke_in!(tx, SQLITE, id, at);
+                if let Some((_, Some(_))) = &revoked {
                     tx.commit().await?;
                 }
-                Ok(Some(flow))
+                Ok(revoked.map(|(flow, _)| flow))
             }
             Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(WRITE_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-                let document: Option<String> =
-                    sqlx::query_scalar("SELECT document FROM flows WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let Some(mut flow) = document.as_deref().map(parse).transpose()? else {
-                    return Ok(None);
-                };
-                if flow.revoked_at.is_none() {
-                    flow.revoked_at = Some(at);
-                    let version: i64 = sqlx::query_scalar(
-                        "UPDATE flows SET revoked = TRUE, document = $1,
-                         version = (SELECT MAX(version) + 1 FROM flows) WHERE id = $2
-                         RETURNING version",
-                    )
-                    .bind(document_of(&flow)?)
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    notify(&mut tx, version).await?;
+                lock_writers(&mut tx).await?;
+                let revoked = revoke_in!(tx, POSTGRES, id, at);
+                if let Some((_, Some(version))) = &revoked {
+                    notify(&mut tx, *version).await?;
                     tx.commit().await?;
                 }
-                Ok(Some(flow))
+                Ok(revoked.map(|(flow, _)| flow))
             }
         }
     }
@@ -414,20 +417,20 @@ impl Store {
     /// Every flow, in version order: for export.
     pub async fn all_after(&self, version: i64) -> Result<Vec<(i64, Flow)>, StoreError> {
         let rows: Vec<(i64, String)> = match &self.pool {
-            Pool::Sqlite(pool) => sqlx::query_as(
-                "SELECT version, document FROM flows WHERE version > ? ORDER BY version LIMIT ?",
-            )
-            .bind(version)
-            .bind(CATCH_UP_BATCH)
-            .fetch_all(pool)
-            .await?,
-            Pool::Postgres(pool) => sqlx::query_as(
-                "SELECT version, document FROM flows WHERE version > $1 ORDER BY version LIMIT $2",
-            )
-            .bind(version)
-            .bind(CATCH_UP_BATCH)
-            .fetch_all(pool)
-            .await?,
+            Pool::Sqlite(pool) => {
+                sqlx::query_as(SQLITE.after)
+                    .bind(version)
+                    .bind(CATCH_UP_BATCH)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query_as(POSTGRES.after)
+                    .bind(version)
+                    .bind(CATCH_UP_BATCH)
+                    .fetch_all(pool)
+                    .await?
+            }
         };
         rows.into_iter()
             .map(|(version, document)| Ok((version, parse(&document)?)))
@@ -534,6 +537,16 @@ impl Store {
             }
         }
     }
+}
+
+/// Serializes writers across replicas until the transaction ends, so versions commit in
+/// order and a catch-up by version misses nothing.
+async fn lock_writers(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(WRITE_LOCK)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn notify(

@@ -98,15 +98,7 @@ pub fn flow(id: &str, resource: &str) -> Value {
 
 /// Asks the Sluis whose gRPC listener is `grpc`, as Envoy does.
 pub async fn decide(grpc: SocketAddr, request: Req) -> Answer {
-    let mut client = AuthorizationClient::connect(format!("http://{grpc}"))
-        .await
-        .unwrap();
-    let response = client
-        .check(request.into_check())
-        .await
-        .unwrap()
-        .into_inner();
-    Answer::from(response)
+    Decider::connect(grpc).await.decide(request).await
 }
 
 /// Decisions over one gRPC connection, for many in a row.
