@@ -218,7 +218,6 @@ macro_rules! revoke_in {
     }};
 }
 
-
 impl Store {
     /// Opens the store. `sqlite:PATH` (relative to `base_dir`; created when missing) or
     /// `sqlite::memory:` is opened and migrated now, so a bad path stops the start;

@@ -398,8 +398,10 @@ impl Check {
                 if call.func_name == "matches" {
                     self.precompile(call);
                 }
-                if matches!(call.func_name.as_str(), "permits" | "covers")
-                    && call.target.is_some()
+                if matches!(
+                    call.func_name.as_str(),
+                    "permits" | "covers" | "permitting" | "covering"
+                ) && call.target.is_some()
                     && call.args.len() == 1
                     && matches!(&call.args[0].expr, Node::Ident(name) if name == "request")
                     && !self.bound.iter().any(|b| b == "request")
@@ -553,6 +555,10 @@ fn root_context() -> Context<'static, 'static> {
     );
     let _ = context.add_function("permits", |ftx: &FunctionContext| flow_allows(ftx, true));
     let _ = context.add_function("covers", |ftx: &FunctionContext| flow_allows(ftx, false));
+    let permitting: RawFunction = Box::new(|ftx| flows_filter(ftx, true));
+    let _ = context.add_function("permitting", permitting);
+    let covering: RawFunction = Box::new(|ftx| flows_filter(ftx, false));
+    let _ = context.add_function("covering", covering);
     context
 }
 
@@ -561,18 +567,67 @@ fn root_context() -> Context<'static, 'static> {
 /// method. The flow is an element of `flows`; the request anything with a `path` (and a
 /// `method` for `permits`). Reads both in place, converting nothing.
 fn flow_allows(ftx: &FunctionContext, with_method: bool) -> Result<bool, ExecutionError> {
-    use cel::common::types::CelString;
-    let invalid = |what: &str| ExecutionError::function_error(ftx.name, what);
     let flow = ftx
         .this
         .as_ref()
         .and_then(|this| this.downcast_ref::<flow_val::FlowVal>())
-        .ok_or_else(|| invalid("call it on an element of `flows`: f.permits(request)"))?;
+        .ok_or_else(|| {
+            ExecutionError::function_error(
+                ftx.name,
+                "call it on an element of `flows`: f.permits(request)",
+            )
+        })?;
+    with_request(ftx, with_method, |path, method| flow.allows(path, method))
+}
+
+/// `flows.permitting(request)` (`with_method`) or `flows.covering(request)`: the flows
+/// of the list for which `permits`/`covers` holds, in one pass over the list. Rules
+/// that ask several questions of the same request then scan the caller's flows once,
+/// not once per rule: `flows.permitting(request).exists(f, ...)`.
+fn flows_filter<'c, 'cl>(
+    ftx: &mut FunctionContext<'c, 'cl>,
+    with_method: bool,
+) -> Result<CowVal<'c, 'cl>, ExecutionError> {
+    use cel::common::types::CelList;
+    let list = ftx
+        .this
+        .as_ref()
+        .and_then(|this| this.downcast_ref::<CelList>())
+        .ok_or_else(|| {
+            ExecutionError::function_error(
+                ftx.name,
+                "call it on `flows`: flows.permitting(request)",
+            )
+        })?;
+    let kept = with_request(ftx, with_method, |path, method| {
+        let mut kept: Vec<Box<dyn Val>> = Vec::new();
+        for item in list.inner() {
+            let flow = item.downcast_ref::<flow_val::FlowVal>().ok_or_else(|| {
+                ExecutionError::function_error(ftx.name, "the list holds something not a flow")
+            })?;
+            if flow.allows(path, method) {
+                kept.push(Box::new(flow.clone()));
+            }
+        }
+        Ok(kept)
+    })??;
+    Ok(CowVal::owned(CelList::from(kept)))
+}
+
+/// Calls `f` with the `path` and (`with_method`) the `method` of the function's first
+/// argument, borrowed in place.
+fn with_request<T>(
+    ftx: &FunctionContext,
+    with_method: bool,
+    f: impl FnOnce(&str, Option<&str>) -> T,
+) -> Result<T, ExecutionError> {
+    use cel::common::types::CelString;
+    let invalid = |what: &str| ExecutionError::function_error(ftx.name, what);
     let request = ftx
         .args
         .first()
         .and_then(|r| r.as_indexer())
-        .ok_or_else(|| invalid("pass the request: f.permits(request)"))?;
+        .ok_or_else(|| invalid("pass the request, e.g. f.permits(request)"))?;
     let path = request
         .get(&CelString::from("path"))
         .map_err(|_| invalid("the request has no `path`"))?;
@@ -580,25 +635,26 @@ fn flow_allows(ftx: &FunctionContext, with_method: bool) -> Result<bool, Executi
         .downcast_ref::<CelString>()
         .ok_or_else(|| invalid("the request's `path` is not a string"))?
         .inner();
-    let method = match with_method {
-        true => Some(
-            request
-                .get(&CelString::from("method"))
-                .map_err(|_| invalid("the request has no `method`"))?,
-        ),
-        false => None,
-    };
-    let method = match &method {
-        Some(method) => Some(
-            method
-                .downcast_ref::<CelString>()
-                .ok_or_else(|| invalid("the request's `method` is not a string"))?
-                .inner(),
-        ),
-        None => None,
-    };
-    Ok(flow.allows(path, method))
+    if !with_method {
+        return Ok(f(path, None));
+    }
+    let method = request
+        .get(&CelString::from("method"))
+        .map_err(|_| invalid("the request has no `method`"))?;
+    let method = method
+        .downcast_ref::<CelString>()
+        .ok_or_else(|| invalid("the request's `method` is not a string"))?
+        .inner();
+    Ok(f(path, Some(method)))
 }
+
+/// A function that returns a CEL value of its own kind (a list of flows), which the
+/// typed registration cannot express.
+type RawFunction = Box<
+    dyn for<'c, 'cl> Fn(&mut FunctionContext<'c, 'cl>) -> Result<CowVal<'c, 'cl>, ExecutionError>
+        + Send
+        + Sync,
+>;
 
 /// What a policy says about flows, as `Vars` needs it.
 pub struct FlowSource<'a> {
@@ -1040,6 +1096,18 @@ mod tests {
             eval("flows.exists(f, f.covers({'path': '/other/Patient/123'}))"),
             Ok(Value::Bool(false))
         );
+        assert_eq!(eval("flows.permitting(request).size()"), Ok(Value::Int(1)));
+        assert_eq!(
+            eval("flows.permitting({'method': 'PUT', 'path': '/fhir/Patient/123'}).size()"),
+            Ok(Value::Int(0))
+        );
+        assert_eq!(
+            eval("flows.covering({'path': '/fhir/Patient/123'}).map(f, f.id)"),
+            Ok(Value::List(Arc::new(vec![Value::String(Arc::new(
+                "t1".into()
+            ))])))
+        );
+        assert!(eval("[1].permitting(request)").is_err());
         assert!(eval("flows[0].colour").is_err());
         assert!(eval("'x'.permits(request)").is_err());
     }
