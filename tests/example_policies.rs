@@ -89,9 +89,31 @@ fn nuts_claims() -> Value {
     })
 }
 
+/// An engine on the example config with the receiver's transfer registered.
+async fn engine_with_transfer() -> Engine {
+    let engine = engine().await;
+    let transfer = sluis::flows::Flow::from_json(json!({
+        "id": "transfer-abc",
+        "purpose": "eOverdracht",
+        "custodian": "did:web:sender.example.org",
+        "actor": "did:web:receiver.example.org",
+        "resources": [
+            {"path": "Task/abc", "operations": ["read", "update"]},
+            {"path": "Patient/123", "operations": ["read"]},
+            {"path": "Composition/c-1", "operations": ["read", "document"]},
+        ],
+        "scopes": ["eOverdracht-receiver"],
+    }))
+    .unwrap();
+    engine.set_flows(std::sync::Arc::new(sluis::flows::FlowIndex::from_flows([
+        &transfer,
+    ])));
+    engine
+}
+
 #[tokio::test]
 async fn eoverdracht_receiver_reads_transfer_resources() {
-    let engine = engine().await;
+    let engine = engine_with_transfer().await;
     let token = dev_token(nuts_claims());
     for target in [
         "/eoverdracht/fhir/Task/abc",
@@ -101,7 +123,7 @@ async fn eoverdracht_receiver_reads_transfer_resources() {
         let decision = decide(&engine, "GET", target, &token).await;
         assert!(decision.is_allow(), "{target}: {decision:?}");
         assert_eq!(decision.policy.as_deref(), Some("eoverdracht-receiver"));
-        assert_eq!(&*decision.rule, "transfer-resources");
+        assert_eq!(&*decision.rule, "transfer");
         assert_eq!(
             header(&decision, "x-sluis-client-id"),
             Some("did:web:receiver.example.org")
@@ -111,28 +133,41 @@ async fn eoverdracht_receiver_reads_transfer_resources() {
 
 #[tokio::test]
 async fn eoverdracht_receiver_denials() {
-    let engine = engine().await;
+    let engine = engine_with_transfer().await;
     let token = dev_token(nuts_claims());
+    let uniform = json!({"error": "access_denied", "message": "access denied"});
 
-    let post = decide(&engine, "POST", "/eoverdracht/fhir/Patient", &token).await;
-    assert_eq!((post.status(), &*post.rule), (405, "read-only"));
-    assert_eq!(
-        body(&post)["message"],
-        "eOverdracht receivers may only read"
-    );
-
-    for target in [
-        "/eoverdracht/fhir/Claim/1",
-        "/eoverdracht/fhir/Patient",
-        "/eoverdracht/fhir/Patient/123/_history",
+    // Every policy denial gets the same answer; the rule says which check failed.
+    for (method, target, rule) in [
+        ("POST", "/eoverdracht/fhir/Patient", "resource-in-flow"),
+        ("GET", "/eoverdracht/fhir/Claim/1", "resource-in-flow"),
+        ("GET", "/eoverdracht/fhir/Patient", "resource-in-flow"),
+        (
+            "GET",
+            "/eoverdracht/fhir/Patient/123/_history",
+            "resource-in-flow",
+        ),
+        ("DELETE", "/eoverdracht/fhir/Patient/123", "method-allowed"),
+        ("PUT", "/eoverdracht/fhir/Composition/c-1", "method-allowed"),
     ] {
-        let decision = decide(&engine, "GET", target, &token).await;
+        let decision = decide(&engine, method, target, &token).await;
         assert_eq!(
             (decision.status(), &*decision.rule),
-            (403, "default-deny"),
-            "{target}"
+            (403, rule),
+            "{method} {target}"
         );
+        assert_eq!(body(&decision), uniform);
     }
+    let mut stranger = nuts_claims();
+    stranger["client_id"] = json!("did:web:stranger.example.org");
+    let decision = decide(
+        &engine,
+        "GET",
+        "/eoverdracht/fhir/Task/abc",
+        &dev_token(stranger),
+    )
+    .await;
+    assert_eq!((decision.status(), &*decision.rule), (403, "receiver"));
 
     let mut other_scope = nuts_claims();
     other_scope["scope"] = json!("eOverdracht-sender");
@@ -143,8 +178,9 @@ async fn eoverdracht_receiver_denials() {
         &dev_token(other_scope),
     )
     .await;
-    assert_eq!(decision.status(), 403);
-    assert_eq!(body(&decision)["error"], "insufficient_scope");
+    // Missing scopes get the uniform answer too; the rule says `scopes`.
+    assert_eq!((decision.status(), &*decision.rule), (403, "scopes"));
+    assert_eq!(body(&decision), uniform);
 
     // A token of another issuer, valid there, is not accepted here.
     let decision = decide(
