@@ -35,6 +35,9 @@
 #                                                 the same one scripts/demo.sh uses
 #   SLUIS_CMD [target/release/sluis serve --config examples/config.yaml]
 #   SLUIS_PORT [9191]                             gRPC port Sluis listens on (per its config)
+#   SLUIS_ADMIN [127.0.0.1:9190]                  Sluis's admin listener, for registering SLUIS_FLOW
+#   SLUIS_FLOW [the receiver's transfer of Patient/123]  a flow (JSON) registered before the
+#                                                 load, which the eOverdracht policy needs; empty: none
 #   SKIP_SLUIS [auto]                             1 = skip c) and e); 0 = run them; auto = skip
 #                                                 if SLUIS_CMD's first word is not an executable
 #   NOOP_BIN [target/release/sluis-noop-authz]    NOOP_PORT [9292]
@@ -62,6 +65,9 @@ CONNECTIONS="${CONNECTIONS:-32}"
 LOAD_PATH="${LOAD_PATH:-/eoverdracht/fhir/Patient/123}"
 SLUIS_TOKEN="${SLUIS_TOKEN:-}"
 SLUIS_CMD="${SLUIS_CMD:-target/release/sluis serve --config examples/config.yaml}"
+SLUIS_ADMIN="${SLUIS_ADMIN:-127.0.0.1:9190}"
+DEFAULT_FLOW='{"id": "load-transfer", "purpose": "eOverdracht", "actor": "did:web:receiver.example.org", "scopes": ["eOverdracht-receiver"], "resources": [{"path": "Patient/123", "operations": ["read"]}]}'
+SLUIS_FLOW="${SLUIS_FLOW-$DEFAULT_FLOW}"
 SLUIS_PORT="${SLUIS_PORT:-9191}"
 SKIP_SLUIS="${SKIP_SLUIS:-auto}"
 NOOP_BIN="${NOOP_BIN:-target/release/sluis-noop-authz}"
@@ -324,6 +330,12 @@ if [[ "$SKIP_SLUIS" != "1" ]]; then
   SLUIS_PID=$!
   PIDS+=("$SLUIS_PID")
   wait_port "$SLUIS_PORT" "$SLUIS_PID" sluis
+  if [[ -n "$SLUIS_FLOW" ]]; then
+    # The eOverdracht example policy allows only resources of a registered transfer.
+    code=$(curl -s -o "$OUT_DIR/flow.json" -w '%{http_code}' -X POST \
+      "http://$SLUIS_ADMIN/v1/flows" -H 'content-type: application/json' -d "$SLUIS_FLOW")
+    log "registered the load test's flow at $SLUIS_ADMIN -> HTTP $code"
+  fi
   start_envoy front-envoy-sluis "$OUT_DIR/front-sluis.yaml" "$FRONT_CONCURRENCY" "$FRONT_PORT"
   FRONT_PID=$STARTED_PID
   run_wrk envoy+sluis
