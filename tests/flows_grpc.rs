@@ -265,6 +265,40 @@ async fn get_and_revoke_answer_not_found_for_unknown_ids() {
 }
 
 #[tokio::test]
+async fn export_streams_every_flow_in_write_order() {
+    let (_setup, _server, mut client) = server().await;
+    for (id, path) in [("a", "Patient/1"), ("b", "Patient/2"), ("c", "Patient/3")] {
+        assert!(
+            create(&mut client, flow(id, "did:web:receiver", path))
+                .await
+                .unwrap()
+        );
+    }
+    client
+        .revoke_flow(RevokeFlowRequest { id: "b".into() })
+        .await
+        .unwrap();
+    let mut stream = client
+        .export_flows(sluis::admin::grpc::pb::ExportFlowsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut exported = Vec::new();
+    while let Some(flow) = stream.message().await.unwrap() {
+        exported.push((flow.id, flow.revoked_at.is_some()));
+    }
+    // The revoke is the latest write, so `b` comes last, revoked.
+    assert_eq!(
+        exported,
+        [
+            ("a".to_string(), false),
+            ("c".to_string(), false),
+            ("b".to_string(), true)
+        ]
+    );
+}
+
+#[tokio::test]
 async fn revoke_keeps_the_flow_on_record_once() {
     let (_setup, server, mut client) = server().await;
     assert!(

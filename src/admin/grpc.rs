@@ -179,6 +179,36 @@ impl FlowService for FlowAdmin {
         }))
     }
 
+    type ExportFlowsStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<pb::Flow, Status>> + Send + 'static>,
+    >;
+
+    async fn export_flows(
+        &self,
+        _request: Request<pb::ExportFlowsRequest>,
+    ) -> Result<Response<Self::ExportFlowsStream>, Status> {
+        use futures_util::StreamExt;
+        let flows = self.flows.clone();
+        // Pages of the store in write order, each flattened into its flows.
+        let pages = futures_util::stream::unfold(Some(0i64), move |after| {
+            let flows = flows.clone();
+            async move {
+                let after = after?;
+                match flows.export_after(after).await {
+                    Ok(rows) if rows.is_empty() => None,
+                    Ok(rows) => {
+                        let next = rows.last().map(|(version, _)| *version);
+                        let items: Vec<Result<pb::Flow, Status>> =
+                            rows.into_iter().map(|(_, f)| Ok(flow_to_pb(f))).collect();
+                        Some((futures_util::stream::iter(items), next))
+                    }
+                    Err(e) => Some((futures_util::stream::iter(vec![Err(status(e, ""))]), None)),
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(pages.flatten())))
+    }
+
     async fn import_flows(
         &self,
         request: Request<pb::ImportFlowsRequest>,
