@@ -658,9 +658,25 @@ impl Flows {
 }
 
 impl Flows {
-    /// The next rows of an export: flows written after `version`, in write order.
-    pub async fn export_after(&self, version: i64) -> Result<Vec<(i64, Flow)>, FlowError> {
-        Ok(self.store.all_after(version).await?)
+    /// Every flow, revoked ones included, in write order: a page of the store at a time.
+    /// An error is the last item, so a cut export cannot pass for a whole one.
+    pub fn export(
+        &self,
+    ) -> impl futures_util::Stream<Item = Result<Vec<Flow>, FlowError>> + Send + 'static {
+        let store = self.store.clone();
+        futures_util::stream::unfold(Some(0i64), move |after| {
+            let store = store.clone();
+            async move {
+                match store.all_after(after?).await {
+                    Ok(rows) if rows.is_empty() => None,
+                    Ok(rows) => {
+                        let next = rows.last().map(|(version, _)| *version);
+                        Some((Ok(rows.into_iter().map(|(_, flow)| flow).collect()), next))
+                    }
+                    Err(e) => Some((Err(e.into()), None)),
+                }
+            }
+        })
     }
 }
 

@@ -65,7 +65,8 @@ pub struct Policy {
 #[derive(Debug)]
 struct PolicyFlows {
     actor: Expr,
-    base_path: String,
+    /// Shared with every request's flow values, not copied per request.
+    base_path: Arc<str>,
     purposes: Vec<String>,
 }
 
@@ -523,7 +524,7 @@ fn compile_policy(
             }
             Some(PolicyFlows {
                 actor,
-                base_path: f.base_path,
+                base_path: Arc::from(f.base_path.as_str()),
                 purposes: f.purposes,
             })
         }

@@ -191,28 +191,18 @@ async fn import(State(flows): State<Flows>, headers: HeaderMap, body: Bytes) -> 
 
 /// Every flow, revoked ones included, one JSON document per line: what `import` takes.
 async fn export(State(flows): State<Flows>) -> Response {
-    let stream = futures_util::stream::unfold(Some(0i64), move |after| {
-        let flows = flows.clone();
-        async move {
-            let after = after?;
-            match flows.export_after(after).await {
-                Ok(rows) if rows.is_empty() => None,
-                Ok(rows) => {
-                    let next = rows.last().map(|(version, _)| *version);
-                    let mut chunk = Vec::new();
-                    for (_, flow) in &rows {
-                        if serde_json::to_writer(&mut chunk, flow).is_ok() {
-                            chunk.push(b'\n');
-                        }
-                    }
-                    Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), next))
-                }
-                // The status is sent already: end the stream with an error, which cuts the
-                // response short so the client cannot take a partial export for a whole one.
-                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+    use futures_util::StreamExt;
+    let stream = flows.export().map(|page| {
+        let mut chunk = Vec::new();
+        for flow in &page? {
+            if serde_json::to_writer(&mut chunk, flow).is_ok() {
+                chunk.push(b'\n');
             }
         }
+        Ok::<_, FlowError>(Bytes::from(chunk))
     });
+    // The status is sent already: a failing page ends the body with an error, which cuts
+    // the response short so the client cannot take a partial export for a whole one.
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         axum::body::Body::from_stream(stream),

@@ -188,25 +188,14 @@ impl FlowService for FlowAdmin {
         _request: Request<pb::ExportFlowsRequest>,
     ) -> Result<Response<Self::ExportFlowsStream>, Status> {
         use futures_util::StreamExt;
-        let flows = self.flows.clone();
-        // Pages of the store in write order, each flattened into its flows.
-        let pages = futures_util::stream::unfold(Some(0i64), move |after| {
-            let flows = flows.clone();
-            async move {
-                let after = after?;
-                match flows.export_after(after).await {
-                    Ok(rows) if rows.is_empty() => None,
-                    Ok(rows) => {
-                        let next = rows.last().map(|(version, _)| *version);
-                        let items: Vec<Result<pb::Flow, Status>> =
-                            rows.into_iter().map(|(_, f)| Ok(flow_to_pb(f))).collect();
-                        Some((futures_util::stream::iter(items), next))
-                    }
-                    Err(e) => Some((futures_util::stream::iter(vec![Err(status(e, ""))]), None)),
-                }
-            }
+        let flows = self.flows.export().flat_map(|page| {
+            let items: Vec<Result<pb::Flow, Status>> = match page {
+                Ok(flows) => flows.into_iter().map(|f| Ok(flow_to_pb(f))).collect(),
+                Err(e) => vec![Err(status(e, ""))],
+            };
+            futures_util::stream::iter(items)
         });
-        Ok(Response::new(Box::pin(pages.flatten())))
+        Ok(Response::new(Box::pin(flows)))
     }
 
     async fn import_flows(

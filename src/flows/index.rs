@@ -92,7 +92,10 @@ impl Inner {
         }
     }
 
-    fn upsert(&mut self, flow: &Flow) {
+    /// Adds or replaces a flow; returns its actor's key. The actor's list is left with
+    /// spare capacity: [`FlowIndex::apply`] trims each list it touched once, at the end,
+    /// so a batch of many flows of one actor is not copied once per flow.
+    fn upsert(&mut self, flow: &Flow) -> Arc<str> {
         self.remove(&flow.actor, &flow.id);
         let indexed = IndexedFlow {
             id: flow.id.as_str().into(),
@@ -120,10 +123,12 @@ impl Inner {
             Some((actor, _)) => actor.clone(),
             None => Arc::from(flow.actor.as_str()),
         };
-        let flows = self.actors.entry(actor).or_default();
-        flows.push(Arc::new(indexed));
-        flows.shrink_to_fit();
+        self.actors
+            .entry(actor.clone())
+            .or_default()
+            .push(Arc::new(indexed));
         self.len += 1;
+        actor
     }
 }
 
@@ -148,13 +153,20 @@ impl FlowIndex {
         let Ok(mut inner) = self.inner.write() else {
             return;
         };
+        let mut grown: HashSet<Arc<str>> = HashSet::new();
         for (flow, version) in changes {
             if flow.revoked_at.is_some() || flow.valid_until.is_some_and(|u| u <= now) {
                 inner.remove(&flow.actor, &flow.id);
             } else {
-                inner.upsert(flow);
+                grown.insert(inner.upsert(flow));
             }
             self.version.fetch_max(version, Ordering::AcqRel);
+        }
+        // Most actors hold a few flows: spare capacity would cost more than the flows.
+        for actor in grown {
+            if let Some(flows) = inner.actors.get_mut(&actor) {
+                flows.shrink_to_fit();
+            }
         }
     }
 

@@ -584,8 +584,9 @@ fn check_unchanged(
         .iter()
         .map(|d| parse(d).map(|f| (f.id.clone(), f)))
         .collect::<Result<_, _>>()?;
+    let inserted: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
     for flow in batch {
-        if inserted.contains(&flow.id) {
+        if inserted.contains(flow.id.as_str()) {
             continue;
         }
         let same = stored.get(&flow.id).is_some_and(|s| {

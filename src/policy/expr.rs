@@ -661,7 +661,7 @@ pub struct FlowSource<'a> {
     pub index: &'a FlowIndex,
     /// Evaluates to the caller's actor key: a string, or null for none.
     pub actor: &'a Expr,
-    pub base_path: &'a str,
+    pub base_path: &'a Arc<str>,
     /// Only flows of these purposes; all when empty.
     pub purposes: &'a [String],
 }
@@ -753,10 +753,10 @@ impl cel::context::VariableResolver for Vars<'_> {
                 // the rule: closed.
                 match self.caller_flows() {
                     Ok((Some(actor), flows)) => {
-                        let base = self.flows.as_ref().map_or("", |f| f.base_path);
-                        flow_val::flows_val(&actor, base, flows)
+                        let base = self.flows.as_ref().map(|f| f.base_path.clone());
+                        flow_val::flows_val(&actor, base.unwrap_or_else(|| Arc::from("")), flows)
                     }
-                    Ok((None, _)) => flow_val::flows_val("", "", Vec::new()),
+                    Ok((None, _)) => flow_val::flows_val("", Arc::from(""), Vec::new()),
                     Err(_) => Box::new(cel::common::types::CelNull),
                 }
             }),
@@ -1056,13 +1056,14 @@ mod tests {
         .unwrap();
         let index = FlowIndex::from_flows([&flow]);
         let actor = Expr::compile("'did:a'").unwrap();
+        let base: Arc<str> = Arc::from("/fhir");
         let request = request();
         let eval = |source: &str| {
             let expr = Expr::compile(source).unwrap();
             let vars = Vars::new(&request, None, RequestFields::ALL).with_flows(Some(FlowSource {
                 index: &index,
                 actor: &actor,
-                base_path: "/fhir",
+                base_path: &base,
                 purposes: &[],
             }));
             expr.eval(&vars)

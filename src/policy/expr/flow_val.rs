@@ -171,9 +171,8 @@ impl Indexer for FlowVal {
 }
 
 /// `flows`: the caller's active flows.
-pub fn flows_val(actor: &str, base_path: &str, flows: Vec<Arc<IndexedFlow>>) -> Box<dyn Val> {
+pub fn flows_val(actor: &str, base_path: Arc<str>, flows: Vec<Arc<IndexedFlow>>) -> Box<dyn Val> {
     let actor: Arc<str> = Arc::from(actor);
-    let base_path: Arc<str> = Arc::from(base_path);
     Box::new(CelList::from(
         flows
             .into_iter()
