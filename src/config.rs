@@ -72,6 +72,11 @@ pub struct Listeners {
     /// Admin HTTP: `/healthz`, `/readyz`.
     #[serde(default = "default_admin")]
     pub admin: SocketAddr,
+    /// The HTTP front doors, on one port: forward-auth for NGINX, Traefik, Caddy and
+    /// Envoy's `http_service`, the OPA Data API for Kong and APISIX, AuthZEN and the Care
+    /// Services Proxy endpoints. Off unless set.
+    #[serde(default)]
+    pub http: Option<SocketAddr>,
 }
 
 impl Default for Listeners {
@@ -79,6 +84,7 @@ impl Default for Listeners {
         Listeners {
             grpc: default_grpc(),
             admin: default_admin(),
+            http: None,
         }
     }
 }

@@ -3,3 +3,4 @@
 //! [`crate::decision::Decision`] back. No door decides anything itself.
 
 pub mod envoy;
+pub mod http;

@@ -289,14 +289,16 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let grpc = tokio::net::TcpListener::bind(config.listeners.grpc)
+        let listeners = sluis::server::Bound::bind(&config.listeners)
             .await
-            .with_context(|| format!("cannot listen on {}", config.listeners.grpc))?;
-        let admin = tokio::net::TcpListener::bind(config.listeners.admin)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listeners.admin))?;
-        tracing::info!(grpc = %config.listeners.grpc, admin = %config.listeners.admin, "sluis listening");
-        sluis::server::run(config, grpc, admin, shutdown_signal())
+            .map_err(anyhow::Error::msg)?;
+        tracing::info!(
+            grpc = %config.listeners.grpc,
+            admin = %config.listeners.admin,
+            http = %config.listeners.http.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+            "sluis listening"
+        );
+        sluis::server::run(config, listeners, shutdown_signal())
             .await
             .map_err(anyhow::Error::msg)
     })?;

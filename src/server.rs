@@ -74,14 +74,40 @@ fn admin_auth(config: &Config) -> Result<AdminAuth, String> {
     }
 }
 
-/// Runs the gRPC and admin listeners until `shutdown` completes, then drains in-flight
-/// requests.
+/// The listeners a server answers on, already bound (tests bind port 0).
+pub struct Bound {
+    pub grpc: TcpListener,
+    pub admin: TcpListener,
+    /// The HTTP front doors ([`crate::doors::http`]), when configured.
+    pub http: Option<TcpListener>,
+}
+
+impl Bound {
+    /// Binds the addresses of `listeners`.
+    pub async fn bind(listeners: &crate::config::Listeners) -> Result<Bound, String> {
+        let bind = |address: std::net::SocketAddr| async move {
+            TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("cannot listen on {address}: {e}"))
+        };
+        Ok(Bound {
+            grpc: bind(listeners.grpc).await?,
+            admin: bind(listeners.admin).await?,
+            http: match listeners.http {
+                Some(address) => Some(bind(address).await?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// Runs the listeners until `shutdown` completes, then drains in-flight requests.
 pub async fn run(
     config: Config,
-    grpc: TcpListener,
-    admin: TcpListener,
+    listeners: Bound,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    let Bound { grpc, admin, http } = listeners;
     let engine = Arc::new(build_engine(&config).map_err(|e| e.join("\n"))?);
     engine.authenticator().connect_replay_cache(&config).await?;
     engine.authenticator().start_refreshers();
@@ -121,14 +147,29 @@ pub async fn run(
             },
         );
 
+    let door_engine = engine.clone();
     let mut admin_stop = stop_rx.clone();
     let admin_server = axum::serve(admin, crate::admin::router(engine, reloader, admin_options))
         .with_graceful_shutdown(async move {
             let _ = admin_stop.wait_for(|stop| *stop).await;
         });
 
-    let (grpc_result, admin_result) = tokio::join!(grpc_server, admin_server.into_future());
+    let http_server = async move {
+        let Some(http) = http else {
+            return Ok(());
+        };
+        let mut http_stop = stop_rx.clone();
+        axum::serve(http, crate::doors::http::router(door_engine))
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    };
+
+    let (grpc_result, admin_result, http_result) =
+        tokio::join!(grpc_server, admin_server.into_future(), http_server);
     grpc_result.map_err(|e| format!("grpc listener failed: {e}"))?;
     admin_result.map_err(|e| format!("admin listener failed: {e}"))?;
+    http_result.map_err(|e| format!("http listener failed: {e}"))?;
     Ok(())
 }

@@ -147,7 +147,12 @@ async fn an_unreachable_provider_means_unready_and_unavailable() {
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (grpc_addr, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(sluis::server::run(config, grpc, admin, async move {
+    let listeners = sluis::server::Bound {
+        grpc,
+        admin,
+        http: None,
+    };
+    let task = tokio::spawn(sluis::server::run(config, listeners, async move {
         let _ = stopped.await;
     }));
     tokio::time::sleep(Duration::from_millis(300)).await;

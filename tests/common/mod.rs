@@ -133,6 +133,8 @@ impl Setup {
 pub struct Server {
     pub grpc: std::net::SocketAddr,
     pub admin: std::net::SocketAddr,
+    /// The HTTP front doors.
+    pub http: std::net::SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), String>>,
 }
@@ -144,12 +146,20 @@ impl Server {
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(sluis::server::run(config, grpc, admin, async move {
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_addr = http.local_addr().unwrap();
+        let listeners = sluis::server::Bound {
+            grpc,
+            admin,
+            http: Some(http),
+        };
+        let task = tokio::spawn(sluis::server::run(config, listeners, async move {
             let _ = stopped.await;
         }));
         let server = Server {
             grpc: grpc_addr,
             admin: admin_addr,
+            http: http_addr,
             stop: Some(stop),
             task,
         };

@@ -1,0 +1,22 @@
+//! The HTTP front doors, served together on `listeners.http`.
+//!
+//! Each door is a router of its own module, translating one HTTP convention to an
+//! [`crate::request::AccessRequest`] and the [`crate::decision::Decision`] back; this
+//! module only puts them on one port. Their paths do not overlap:
+//!
+//! | path | door |
+//! |---|---|
+//! | `/healthz` | liveness of the doors' listener |
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::engine::Engine;
+
+/// Every HTTP door on one router.
+pub fn router(engine: Arc<Engine>) -> Router {
+    let _ = engine;
+    Router::new().route("/healthz", get(|| async { "ok\n" }))
+}
