@@ -200,10 +200,14 @@ fn example_policies(c: &mut Criterion) {
         ),
     ];
 
-    let mut group = c.benchmark_group("decide");
     for (name, request) in &cases {
         // Also verifies the token, so every measured iteration is a cache hit.
         check(&rt, &engine, request, true, name);
+    }
+    count_mode(&rt, &engine, &cases);
+
+    let mut group = c.benchmark_group("decide");
+    for (name, request) in &cases {
         group.bench_function(*name, |b| {
             b.iter(|| rt.block_on(engine.decide(black_box(request))))
         });
@@ -220,6 +224,26 @@ fn example_policies(c: &mut Criterion) {
         b.iter(|| rt.block_on(engine.decide(black_box(&missing))))
     });
     group.finish();
+}
+
+/// `SLUIS_BENCH_COUNT=N SLUIS_BENCH_CASE=eoverdracht/cached-token`: decide that case N
+/// times and exit, without criterion. Under `valgrind --tool=callgrind` the difference
+/// between N and 0 is the instruction count of N decisions: repeatable on a machine whose
+/// timings are not (see BENCHMARKS.md).
+fn count_mode(rt: &Runtime, engine: &Engine, cases: &[(&str, AccessRequest)]) {
+    let Ok(count) = std::env::var("SLUIS_BENCH_COUNT") else {
+        return;
+    };
+    let count: usize = count.parse().expect("SLUIS_BENCH_COUNT: a number");
+    let wanted = std::env::var("SLUIS_BENCH_CASE").unwrap_or_else(|_| cases[0].0.to_owned());
+    let (_, request) = cases
+        .iter()
+        .find(|(name, _)| *name == wanted)
+        .unwrap_or_else(|| panic!("SLUIS_BENCH_CASE: no case `{wanted}`"));
+    for _ in 0..count {
+        black_box(rt.block_on(engine.decide(black_box(request))).ok());
+    }
+    std::process::exit(0);
 }
 
 const BENCH_ISSUER: &str = "https://bench.example.org";

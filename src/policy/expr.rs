@@ -14,6 +14,11 @@
 //! CEL's own `matches` compiles its regular expression on every call (hundreds of µs for
 //! a long pattern); a `matches` with a literal pattern is therefore rewritten at load to a
 //! function using the regex compiled once, which also reports a bad pattern at load.
+//! Two shapes skip the interpreter's per-call overhead (scopes, qualified-name lookups,
+//! overload search): an expression that is just a string field (`token.client_id`,
+//! `request.path`) is read directly, and `flows.permitting(request)` /
+//! `flows.covering(request)` become variables computed once per request, however many
+//! rules ask.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, OnceLock, RwLock};
@@ -59,6 +64,79 @@ pub struct Expr {
     pub request_fields: RequestFields,
     /// Whether it reads `flows`.
     pub uses_flows: bool,
+    /// Set when the whole expression is a plain string field (`token.client_id`,
+    /// `request.path`), which is then read without the interpreter.
+    field: Option<Field>,
+}
+
+/// A string field of `token` or `request`. Header values and `flows.actor` are mostly
+/// such fields; reading one directly costs a fraction of a CEL evaluation (a scope, a
+/// qualified-name lookup, a map lookup and a value conversion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Token(TokenField),
+    Request(&'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenField {
+    Issuer,
+    Iss,
+    Sub,
+    ClientId,
+}
+
+impl Field {
+    fn of(node: &Node) -> Option<Field> {
+        let Node::Select(select) = node else {
+            return None;
+        };
+        let Node::Ident(variable) = &select.operand.expr else {
+            return None;
+        };
+        if select.test {
+            return None;
+        }
+        match (variable.as_str(), select.field.as_str()) {
+            ("token", "issuer") => Some(Field::Token(TokenField::Issuer)),
+            ("token", "iss") => Some(Field::Token(TokenField::Iss)),
+            ("token", "sub") => Some(Field::Token(TokenField::Sub)),
+            ("token", "client_id") => Some(Field::Token(TokenField::ClientId)),
+            ("request", field) => ["method", "scheme", "host", "path", "protocol", "body"]
+                .into_iter()
+                .find(|f| *f == field)
+                .map(Field::Request),
+            _ => None,
+        }
+    }
+
+    /// The field's text, `None` for null; as CEL would give it, errors included.
+    fn read<'v>(self, vars: &'v Vars) -> Result<Option<&'v str>, String> {
+        match self {
+            Field::Token(field) => {
+                let identity = vars
+                    .identity
+                    .ok_or("`token` is null: this policy checks no token")?;
+                Ok(match field {
+                    TokenField::Issuer => Some(&*identity.issuer),
+                    TokenField::Iss => Some(&*identity.iss),
+                    TokenField::Sub => identity.sub.as_deref(),
+                    TokenField::ClientId => identity.client_id.as_deref(),
+                })
+            }
+            Field::Request(name) => {
+                let request = vars.request;
+                Ok(Some(match name {
+                    "method" => &*request.method,
+                    "scheme" => &*request.scheme,
+                    "host" => &*request.host,
+                    "path" => &*request.path,
+                    "protocol" => &*request.protocol,
+                    _ => &*request.body,
+                }))
+            }
+        }
+    }
 }
 
 /// A set of `request` fields. Building the whole `request` value (every header, the
@@ -145,6 +223,7 @@ impl Expr {
         }
         Ok(Expr {
             source: source.to_owned(),
+            field: Field::of(&tree.expr),
             tree,
             program,
             request_fields: check.request_fields,
@@ -167,6 +246,12 @@ impl Expr {
     /// Evaluates to a header or query value: a string, a number or bool in its usual text,
     /// or `None` for null.
     pub fn eval_text(&self, vars: &Vars) -> Result<Option<String>, String> {
+        if let Some(field) = self.field {
+            return field
+                .read(vars)
+                .map(|text| text.map(str::to_owned))
+                .map_err(|e| format!("`{}`: {e}", self.source));
+        }
         match self.eval(vars)? {
             Value::String(s) => Ok(Some(s.to_string())),
             Value::Int(i) => Ok(Some(i.to_string())),
@@ -186,6 +271,12 @@ impl Expr {
             vars.fields.0 & self.request_fields.0 == self.request_fields.0,
             "vars lack request fields the expression reads"
         );
+        if let Some(field) = self.field {
+            return field
+                .read(vars)
+                .map(|value| value.map(text).unwrap_or(Value::Null))
+                .map_err(|e| format!("`{}`: {e}", self.source));
+        }
         ROOT.with(|root| {
             let root: &Context = root;
             let mut scope = root.new_inner_scope();
@@ -375,6 +466,29 @@ struct Check {
 /// The function `matches` calls with a literal pattern are rewritten to.
 const COMPILED_MATCHES: &str = "@sluis_matches";
 
+/// The variables `flows.permitting(request)` and `flows.covering(request)` are rewritten
+/// to, when `flows` and `request` are the policy's: a policy asks the same question in
+/// several rules (resource in a flow? method allowed? scope allowed?), and each answer
+/// is computed once per request instead of once per rule.
+const FLOWS_PERMITTING: &str = "@flows_permitting";
+const FLOWS_COVERING: &str = "@flows_covering";
+
+/// The variable a `flows.permitting(request)`/`flows.covering(request)` call stands for.
+fn memoized_filter(call: &cel::common::ast::CallExpr, bound: &[String]) -> Option<&'static str> {
+    let unbound = |name: &str| !bound.iter().any(|b| b == name);
+    let ident = |node: &IdedExpr, want: &str| matches!(&node.expr, Node::Ident(n) if n == want);
+    let plain = call.target.as_deref().is_some_and(|t| ident(t, "flows"))
+        && call.args.len() == 1
+        && ident(&call.args[0], "request")
+        && unbound("flows")
+        && unbound("request");
+    match call.func_name.as_str() {
+        "permitting" if plain => Some(FLOWS_PERMITTING),
+        "covering" if plain => Some(FLOWS_COVERING),
+        _ => None,
+    }
+}
+
 impl Check {
     fn walk(&mut self, expr: &mut Node) {
         match expr {
@@ -397,6 +511,16 @@ impl Check {
             Node::Call(call) => {
                 if call.func_name == "matches" {
                     self.precompile(call);
+                }
+                if let Some(name) = memoized_filter(call, &self.bound) {
+                    // `flows.permitting(request)`, the same list in every rule that asks:
+                    // computed once per request (see `Vars::resolve`).
+                    for field in ["method", "path"] {
+                        self.request_fields.0 |= RequestFields::bit(field).unwrap_or(0);
+                    }
+                    self.uses_flows = true;
+                    *expr = Node::Ident(name.to_owned());
+                    return;
                 }
                 if matches!(
                     call.func_name.as_str(),
@@ -677,6 +801,8 @@ pub struct Vars<'a> {
     now_value: OnceLock<Box<dyn Val>>,
     flows: Option<FlowSource<'a>>,
     flows_value: OnceLock<Box<dyn Val>>,
+    permitting_value: OnceLock<Box<dyn Val>>,
+    covering_value: OnceLock<Box<dyn Val>>,
 }
 
 impl<'a> Vars<'a> {
@@ -696,6 +822,8 @@ impl<'a> Vars<'a> {
             now_value: OnceLock::new(),
             flows: None,
             flows_value: OnceLock::new(),
+            permitting_value: OnceLock::new(),
+            covering_value: OnceLock::new(),
         }
     }
 
@@ -734,6 +862,31 @@ impl<'a> Vars<'a> {
     }
 }
 
+impl Vars<'_> {
+    /// The caller's flows that permit (`with_method`) or cover this request, as
+    /// `flows.permitting(request)` / `flows.covering(request)` give them.
+    fn flows_allowing(&self, with_method: bool) -> Box<dyn Val> {
+        use cel::common::types::CelList;
+        use cel::context::VariableResolver;
+        let Some(flows) = self.resolve("flows") else {
+            return Box::new(cel::common::types::CelNull);
+        };
+        let Some(list) = flows.downcast_ref::<CelList>() else {
+            // The actor expression failed: `flows` is null, and so is this: closed.
+            return Box::new(cel::common::types::CelNull);
+        };
+        let method = with_method.then_some(self.request.method.as_str());
+        let kept: Vec<Box<dyn Val>> = list
+            .inner()
+            .iter()
+            .filter_map(|item| item.downcast_ref::<flow_val::FlowVal>())
+            .filter(|flow| flow.allows(&self.request.path, method))
+            .map(|flow| Box::new(flow.clone()) as Box<dyn Val>)
+            .collect();
+        Box::new(CelList::from(kept))
+    }
+}
+
 impl cel::context::VariableResolver for Vars<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         let value: &dyn Val = match variable {
@@ -748,6 +901,12 @@ impl cel::context::VariableResolver for Vars<'_> {
                 .source_value
                 .get_or_init(|| to_val(source_value(self.request, self.certificate_header))),
             "now" => &**self.now_value.get_or_init(|| to_val(now_value())),
+            FLOWS_PERMITTING => &**self
+                .permitting_value
+                .get_or_init(|| self.flows_allowing(true)),
+            FLOWS_COVERING => &**self
+                .covering_value
+                .get_or_init(|| self.flows_allowing(false)),
             "flows" => &**self.flows_value.get_or_init(|| {
                 // An actor expression that fails leaves `flows` unresolved, which fails
                 // the rule: closed.
@@ -914,6 +1073,55 @@ mod tests {
         let expr = Expr::compile(source).map_err(|e| e.message)?;
         let request = request();
         expr.eval(&Vars::new(&request, None, expr.request_fields))
+    }
+
+    /// The direct read of a plain field gives what the interpreter gives.
+    #[test]
+    fn field_reads_agree_with_cel() {
+        let request = request();
+        let identity = Identity {
+            issuer: Arc::from("nuts"),
+            iss: "https://idp".into(),
+            sub: Some("s-1".into()),
+            client_id: None,
+            aud: vec![],
+            scopes: vec![],
+            exp: None,
+            iat: None,
+            claims: serde_json::Map::new(),
+            payload_json: "{}".into(),
+            token_hash: "h".into(),
+            cache_until: 0,
+            cel_value: OnceLock::new(),
+        };
+        for source in [
+            "token.issuer",
+            "token.iss",
+            "token.sub",
+            "token.client_id",
+            "request.method",
+            "request.path",
+            "request.host",
+            "request.scheme",
+            "request.protocol",
+            "request.body",
+        ] {
+            let direct = Expr::compile(source).unwrap();
+            assert!(direct.field.is_some(), "{source} is read directly");
+            let mut interpreted = Expr::compile(source).unwrap();
+            interpreted.field = None;
+            for identity in [Some(&identity), None] {
+                let vars = Vars::new(&request, identity, RequestFields::ALL);
+                let (a, b) = (direct.eval(&vars), interpreted.eval(&vars));
+                assert_eq!(a.is_ok(), b.is_ok(), "{source}: {a:?} vs {b:?}");
+                if let (Ok(a), Ok(b)) = (a, b) {
+                    assert_eq!(a, b, "{source}");
+                }
+            }
+        }
+        for source in ["token.claims", "has(token.sub)", "token.sub + 'x'", "flows"] {
+            assert!(Expr::compile(source).unwrap().field.is_none(), "{source}");
+        }
     }
 
     #[test]
