@@ -1160,6 +1160,35 @@ mod tests {
     }
 
     #[test]
+    fn evaluation_variables_are_null_for_http_requests() {
+        for name in ["subject", "action", "resource", "context", "data"] {
+            assert_eq!(
+                eval(&format!("{name} == null")),
+                Ok(Value::Bool(true)),
+                "{name}"
+            );
+        }
+        let request = AccessRequest {
+            evaluation: Some(crate::request::Evaluation {
+                subject: serde_json::json!({"type": "user", "id": "alice", "extra": [1]}),
+                action: serde_json::json!({"name": "read"}),
+                resource: serde_json::json!({"type": "doc", "id": "1"}),
+                context: serde_json::json!({}),
+            }),
+            ..Default::default()
+        };
+        let data =
+            Data::from_yaml(serde_yaml_ng::from_str("{roles: {alice: [admin]}}").unwrap()).unwrap();
+        let expr = Expr::compile(
+            "subject.extra == [1] && action.name == 'read' && resource.type == 'doc' \
+             && context == {} && 'admin' in data.roles[subject.id]",
+        )
+        .unwrap();
+        let vars = Vars::new(&request, None, expr.request_fields).with_data(Some(&data));
+        assert_eq!(expr.eval(&vars), Ok(Value::Bool(true)));
+    }
+
+    #[test]
     fn now_is_a_timestamp() {
         assert_eq!(
             eval("now > timestamp('2020-01-01T00:00:00Z')"),
