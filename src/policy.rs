@@ -236,13 +236,20 @@ impl PolicySet {
             );
         }
         let skipped = self.why_not(request);
+        let fits = match &chosen.evaluation {
+            Some(e) => format!(
+                "evaluation actions {:?}, resource types {:?}, subject types {:?}",
+                e.actions, e.resource_types, e.subject_types
+            ),
+            None => format!(
+                "methods {:?}, paths {:?}, hosts {:?}",
+                chosen.methods, chosen.paths, chosen.hosts
+            ),
+        };
         format!(
-            "policy `{}` ({}): the first whose match fits (methods {:?}, paths {:?}, hosts {:?}){}",
+            "policy `{}` ({}): the first whose match fits ({fits}){}",
             chosen.id,
             chosen.file.display(),
-            chosen.methods,
-            chosen.paths,
-            chosen.hosts,
             if skipped.is_empty() {
                 String::new()
             } else {

@@ -92,7 +92,7 @@ fn valid_issuer(issuer: &str) -> Result<String, String> {
     let rest = issuer
         .strip_prefix("https://")
         .or_else(|| issuer.strip_prefix("http://"))
-        .ok_or_else(|| format!("`{issuer}` is not an https URL"))?;
+        .ok_or_else(|| format!("`{issuer}` is not an https (or http) URL"))?;
     if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#']) {
         return Err(format!(
             "`{issuer}` must be a URL with a host and no query or fragment"
