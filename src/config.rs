@@ -57,6 +57,9 @@ pub struct Config {
     /// Where registered flows are kept. Without a store, policies see no flows and the
     /// flows API is off.
     pub store: Option<StoreConfig>,
+    /// The AuthZEN door on `listeners.http` ([`crate::doors::authzen`]).
+    #[serde(default)]
+    pub authzen: AuthzenConfig,
     /// Directory the file was loaded from; relative paths resolve against it.
     #[serde(skip)]
     #[schemars(skip)]
@@ -468,6 +471,19 @@ pub struct AdminConfig {
     /// start.
     #[serde(default)]
     pub allow_anonymous: bool,
+}
+
+/// The AuthZEN Authorization API door.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzenConfig {
+    /// The bearer token callers (the PEPs) must present. Without it, anyone who can reach
+    /// `listeners.http` may ask for decisions.
+    pub token: Option<Secret>,
+    /// The PDP's issuer identifier (`https://pdp.example.org`), published in
+    /// `/.well-known/authzen-configuration` with the endpoint URLs under it. Default: the
+    /// scheme and host the metadata request was sent to.
+    pub issuer: Option<String>,
 }
 
 /// The flow store.

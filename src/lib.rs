@@ -9,6 +9,7 @@
 //!
 //! ```text
 //!  doors::envoy (gRPC ext_authz)  ──► AccessRequest ──► engine::Engine::decide ──► Decision
+//!  doors::authzen (HTTP, AuthZEN) ──►   (+ Evaluation)
 //!                                                        │
 //!                        policy::PolicySet::select ◄─────┤  (which policy decides)
 //!                        authn::Authenticator     ◄─────┤  (JWT via JWKS, cached by hash)
@@ -29,7 +30,7 @@
 //! | [`flows`] | registered grants: the model and its validation ([`flows::Flow`]), the in-memory index decisions read ([`flows::index`]), the SQLite/PostgreSQL store and its sync loop ([`flows::store`]), and [`flows::Flows`], the API both admin doors call |
 //! | [`policy`] | policy files ([`policy::spec`]), CEL ([`policy::expr`]), selection and evaluation |
 //! | [`config`] | the service configuration file |
-//! | [`doors`] | front doors: translate a gateway's protocol to and from the engine's types |
+//! | [`doors`] | front doors: translate a gateway's protocol to and from the engine's types: [`doors::envoy`] (gRPC ext_authz), [`doors::authzen`] (AuthZEN evaluations, on [`doors::http`]) |
 //! | [`admin`] | admin listener: health, readiness, `/explain`, and the flows API over HTTP/JSON ([`admin::flows`]) and gRPC ([`admin::grpc`], defined in `proto/`) on one port |
 //! | [`reload`] | hot reload of policies: file watching, SIGHUP, validate-then-swap |
 //! | [`server`] | wires listeners, engine and reloader together; `sluis serve` |

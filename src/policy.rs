@@ -60,6 +60,18 @@ pub struct Policy {
     certificate_header: Option<crate::config::CertificateHeader>,
     /// How the caller's flows are found, when the policy reads them.
     flows: Option<PolicyFlows>,
+    /// Which evaluations it decides; `None`: it decides HTTP requests, never evaluations.
+    evaluation: Option<EvaluationMatch>,
+    /// The policy's `data`, converted once at load and shared by every request.
+    data: Option<expr::Data>,
+}
+
+/// `match.evaluation`: empty lists match anything.
+#[derive(Debug)]
+struct EvaluationMatch {
+    actions: Vec<String>,
+    resource_types: Vec<String>,
+    subject_types: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -224,13 +236,20 @@ impl PolicySet {
             );
         }
         let skipped = self.why_not(request);
+        let fits = match &chosen.evaluation {
+            Some(e) => format!(
+                "evaluation actions {:?}, resource types {:?}, subject types {:?}",
+                e.actions, e.resource_types, e.subject_types
+            ),
+            None => format!(
+                "methods {:?}, paths {:?}, hosts {:?}",
+                chosen.methods, chosen.paths, chosen.hosts
+            ),
+        };
         format!(
-            "policy `{}` ({}): the first whose match fits (methods {:?}, paths {:?}, hosts {:?}){}",
+            "policy `{}` ({}): the first whose match fits ({fits}){}",
             chosen.id,
             chosen.file.display(),
-            chosen.methods,
-            chosen.paths,
-            chosen.hosts,
             if skipped.is_empty() {
                 String::new()
             } else {
@@ -436,6 +455,35 @@ fn compile_policy(
             None,
         );
     }
+    if spec.matcher.evaluation.is_some() {
+        if !(spec.matcher.hosts.is_empty()
+            && spec.matcher.paths.is_empty()
+            && spec.matcher.methods.is_empty())
+        {
+            report(
+                "`match.evaluation` decides evaluations, not HTTP requests: it excludes `hosts`, `paths` and `methods`".into(),
+                None,
+                None,
+            );
+        }
+        // The evaluation names its subject; no end-user token comes with it.
+        if !spec.anonymous {
+            report(
+                "a policy that matches evaluations reads the subject from the evaluation, not a token: set `anonymous: true`".into(),
+                None,
+                None,
+            );
+        }
+    }
+    let data = spec
+        .data
+        .and_then(|value| match expr::Data::from_yaml(value) {
+            Ok(data) => Some(data),
+            Err(e) => {
+                report(format!("invalid `data`: {e}"), None, None);
+                None
+            }
+        });
     for method in &spec.matcher.methods {
         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
             report(format!("`{method}` is not an HTTP method"), None, None);
@@ -601,6 +649,12 @@ fn compile_policy(
         rules,
         response,
         deny_response,
+        evaluation: spec.matcher.evaluation.map(|e| EvaluationMatch {
+            actions: e.actions,
+            resource_types: e.resource_types,
+            subject_types: e.subject_types,
+        }),
+        data,
     })
 }
 
@@ -700,6 +754,26 @@ impl Policy {
 
     /// The first part of `match` the request does not fit, if any.
     pub fn mismatch(&self, request: &AccessRequest) -> Option<&'static str> {
+        match (&self.evaluation, &request.evaluation) {
+            (None, None) => {}
+            (Some(_), None) => return Some("not an evaluation"),
+            (None, Some(_)) => return Some("an evaluation"),
+            (Some(wanted), Some(evaluation)) => {
+                let fits = |list: &[String], value: &str| {
+                    list.is_empty() || list.iter().any(|v| v == value)
+                };
+                if !fits(&wanted.actions, evaluation.action_name()) {
+                    return Some("action");
+                }
+                if !fits(&wanted.resource_types, evaluation.resource_type()) {
+                    return Some("resource type");
+                }
+                if !fits(&wanted.subject_types, evaluation.subject_type()) {
+                    return Some("subject type");
+                }
+                return None;
+            }
+        }
         if !(self.methods.is_empty() || self.methods.contains(&request.method)) {
             return Some("method");
         }
@@ -749,7 +823,8 @@ impl Policy {
                 actor: &f.actor,
                 base_path: &f.base_path,
                 purposes: &f.purposes,
-            }));
+            }))
+            .with_data(self.data.as_ref());
         if let (Some(trace), Some(_)) = (trace.as_deref_mut(), &self.flows) {
             trace.flows = Some(match vars.caller_flows() {
                 Ok((Some(actor), flows)) => format!(

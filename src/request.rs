@@ -32,6 +32,52 @@ pub struct AccessRequest {
     /// Per-route settings the gateway passes along (Envoy `context_extensions`). The key
     /// `sluis_policy` names the policy that must decide.
     pub context: HashMap<String, String>,
+    /// A question asked as subject, action and resource (an AuthZEN evaluation) rather
+    /// than as an HTTP request: then the HTTP fields above are empty, and only policies
+    /// that `match` evaluations decide it.
+    pub evaluation: Option<Evaluation>,
+}
+
+/// Who wants to do what to which thing, in the words of the application that asks: the
+/// 4-tuple of an authorization question that is not an HTTP request. Each part is a JSON
+/// object as the caller sent it (unknown fields kept), which policies read as `subject`,
+/// `action`, `resource` and `context`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evaluation {
+    /// At least `type` and `id`.
+    pub subject: serde_json::Value,
+    /// At least `name`.
+    pub action: serde_json::Value,
+    /// At least `type` and `id`.
+    pub resource: serde_json::Value,
+    /// Anything else the caller says about the circumstances; `{}` when nothing.
+    pub context: serde_json::Value,
+}
+
+impl Evaluation {
+    /// `action.name`, for matching policies.
+    pub fn action_name(&self) -> &str {
+        self.action
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("")
+    }
+
+    /// `resource.type`, for matching policies.
+    pub fn resource_type(&self) -> &str {
+        self.resource
+            .get("type")
+            .and_then(|t| t.as_str())
+            .unwrap_or("")
+    }
+
+    /// `subject.type`, for matching policies.
+    pub fn subject_type(&self) -> &str {
+        self.subject
+            .get("type")
+            .and_then(|t| t.as_str())
+            .unwrap_or("")
+    }
 }
 
 /// Headers whose values are credentials: never printed.
@@ -68,6 +114,7 @@ impl std::fmt::Debug for AccessRequest {
             .field("body_bytes", &self.body.len())
             .field("source", &self.source)
             .field("context", &self.context)
+            .field("evaluation", &self.evaluation)
             .finish()
     }
 }

@@ -116,6 +116,7 @@ pub async fn run(
         flows: start_flows(&config, &engine).await?,
         auth: admin_auth(&config)?,
     };
+    let doors = crate::doors::http::router(engine.clone(), &config)?;
     let reloader = Arc::new(Reloader::new(config, engine.clone()));
     reloader.clone().spawn(Duration::from_millis(200))?;
 
@@ -147,7 +148,6 @@ pub async fn run(
             },
         );
 
-    let door_engine = engine.clone();
     let mut admin_stop = stop_rx.clone();
     let admin_server = axum::serve(admin, crate::admin::router(engine, reloader, admin_options))
         .with_graceful_shutdown(async move {
@@ -159,7 +159,7 @@ pub async fn run(
             return Ok(());
         };
         let mut http_stop = stop_rx.clone();
-        axum::serve(http, crate::doors::http::router(door_engine))
+        axum::serve(http, doors)
             .with_graceful_shutdown(async move {
                 let _ = http_stop.wait_for(|stop| *stop).await;
             })

@@ -54,7 +54,9 @@ pub struct Case {
 pub struct RequestSpec {
     #[serde(default = "default_method")]
     pub method: String,
-    /// Path with an optional query string, as sent: `/fhir/Patient?name=x`.
+    /// Path with an optional query string, as sent: `/fhir/Patient?name=x`. Empty for an
+    /// evaluation.
+    #[serde(default)]
     pub path: String,
     #[serde(default)]
     pub host: String,
@@ -70,6 +72,25 @@ pub struct RequestSpec {
     /// Gateway context extensions, e.g. `sluis_policy`.
     #[serde(default)]
     pub context: BTreeMap<String, String>,
+    /// An evaluation (subject, action, resource, context) instead of an HTTP request, as
+    /// the AuthZEN door passes it on: policies with `match.evaluation` decide it.
+    pub evaluation: Option<EvaluationSpec>,
+}
+
+/// The parts of an evaluation, each a JSON object as an AuthZEN request carries it.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationSpec {
+    pub subject: Json,
+    pub action: Json,
+    pub resource: Json,
+    /// `{}` when not given.
+    #[serde(default = "empty_object")]
+    pub context: Json,
+}
+
+fn empty_object() -> Json {
+    Json::Object(serde_json::Map::new())
 }
 
 fn default_method() -> String {
@@ -158,6 +179,15 @@ impl Case {
                 })
                 .unwrap_or_default(),
             context: spec.context.clone().into_iter().collect::<HashMap<_, _>>(),
+            evaluation: spec
+                .evaluation
+                .as_ref()
+                .map(|e| crate::request::Evaluation {
+                    subject: e.subject.clone(),
+                    action: e.action.clone(),
+                    resource: e.resource.clone(),
+                    context: e.context.clone(),
+                }),
             ..Default::default()
         };
         request.set_target(&spec.path);

@@ -7,16 +7,19 @@
 //! | path | door |
 //! |---|---|
 //! | `/healthz` | liveness of the doors' listener |
+//! | `/access/v1/evaluation`, `/access/v1/evaluations`, `/.well-known/authzen-configuration` | [`super::authzen`] |
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
 
+use crate::config::Config;
 use crate::engine::Engine;
 
-/// Every HTTP door on one router.
-pub fn router(engine: Arc<Engine>) -> Router {
-    let _ = engine;
-    Router::new().route("/healthz", get(|| async { "ok\n" }))
+/// Every HTTP door on one router. Fails when a door's configuration cannot be used.
+pub fn router(engine: Arc<Engine>, config: &Config) -> Result<Router, String> {
+    Ok(Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(super::authzen::router(engine, config)?))
 }

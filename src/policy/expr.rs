@@ -2,7 +2,8 @@
 //! them, and the functions Sluis adds.
 //!
 //! Variables: `request`, `token`, `source`, `now`, and `flows` (the caller's active flows,
-//! in policies with a `flows` block). Functions added to CEL's standard ones:
+//! in policies with a `flows` block); `subject`, `action`, `resource` and `context` of an
+//! evaluation (null for HTTP requests); `data`, the policy's own facts (null without). Functions added to CEL's standard ones:
 //! `string.matchesGlob(pattern)`, `list.containsAll(list)`, `list.containsAny(list)`,
 //! `flow.permits(request)` (a resource of the flow allows this method on this path) and
 //! `flow.covers(request)` (a resource of the flow is this path, whatever the method).
@@ -36,7 +37,10 @@ mod flow_val;
 use crate::request::AccessRequest;
 
 /// The variables expressions may use.
-pub const VARIABLES: [&str; 5] = ["request", "token", "source", "now", "flows"];
+pub const VARIABLES: [&str; 10] = [
+    "request", "token", "source", "now", "flows", "subject", "action", "resource", "context",
+    "data",
+];
 
 /// CEL's type names, which expressions may use as values (`type(x) == int`).
 const TYPE_NAMES: [&str; 11] = [
@@ -803,6 +807,23 @@ pub struct Vars<'a> {
     flows_value: OnceLock<Box<dyn Val>>,
     permitting_value: OnceLock<Box<dyn Val>>,
     covering_value: OnceLock<Box<dyn Val>>,
+    data: Option<&'a Data>,
+    /// `subject`, `action`, `resource`, `context` of an evaluation, in that order.
+    evaluation_values: [OnceLock<Box<dyn Val>>; 4],
+}
+
+/// A policy's `data`, as a CEL value built once at load.
+#[derive(Debug)]
+pub struct Data(Box<dyn Val>);
+
+impl Data {
+    /// Checks and converts a policy's `data`: anything JSON can hold (map keys are
+    /// strings or numbers).
+    pub fn from_yaml(value: serde_yaml_ng::Value) -> Result<Data, String> {
+        let json = serde_json::to_value(&value).map_err(|e| e.to_string())?;
+        let value = cel::to_value(&json).map_err(|e| e.to_string())?;
+        Ok(Data(to_val(value)))
+    }
 }
 
 impl<'a> Vars<'a> {
@@ -824,7 +845,15 @@ impl<'a> Vars<'a> {
             flows_value: OnceLock::new(),
             permitting_value: OnceLock::new(),
             covering_value: OnceLock::new(),
+            data: None,
+            evaluation_values: Default::default(),
         }
+    }
+
+    /// The policy's `data`; without it, `data` is null.
+    pub fn with_data(mut self, data: Option<&'a Data>) -> Vars<'a> {
+        self.data = data;
+        self
     }
 
     /// Where `flows` comes from; without it, `flows` is an empty list.
@@ -919,6 +948,23 @@ impl cel::context::VariableResolver for Vars<'_> {
                     Err(_) => Box::new(cel::common::types::CelNull),
                 }
             }),
+            "data" => match self.data {
+                Some(data) => &*data.0,
+                None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
+            },
+            "subject" | "action" | "resource" | "context" => {
+                let Some(evaluation) = &self.request.evaluation else {
+                    return Some(CowVal::Owned(Box::new(cel::common::types::CelNull)));
+                };
+                let (slot, part) = match variable {
+                    "subject" => (0, &evaluation.subject),
+                    "action" => (1, &evaluation.action),
+                    "resource" => (2, &evaluation.resource),
+                    _ => (3, &evaluation.context),
+                };
+                let cell = self.evaluation_values.get(slot)?;
+                &**cell.get_or_init(|| to_val(json(part)))
+            }
             _ => return None,
         };
         Some(CowVal::Borrowed(value))
@@ -1319,6 +1365,35 @@ mod tests {
         assert!(eval("[1].permitting(request)").is_err());
         assert!(eval("flows[0].colour").is_err());
         assert!(eval("'x'.permits(request)").is_err());
+    }
+
+    #[test]
+    fn evaluation_variables_are_null_for_http_requests() {
+        for name in ["subject", "action", "resource", "context", "data"] {
+            assert_eq!(
+                eval(&format!("{name} == null")),
+                Ok(Value::Bool(true)),
+                "{name}"
+            );
+        }
+        let request = AccessRequest {
+            evaluation: Some(crate::request::Evaluation {
+                subject: serde_json::json!({"type": "user", "id": "alice", "extra": [1]}),
+                action: serde_json::json!({"name": "read"}),
+                resource: serde_json::json!({"type": "doc", "id": "1"}),
+                context: serde_json::json!({}),
+            }),
+            ..Default::default()
+        };
+        let data =
+            Data::from_yaml(serde_yaml_ng::from_str("{roles: {alice: [admin]}}").unwrap()).unwrap();
+        let expr = Expr::compile(
+            "subject.extra == [1] && action.name == 'read' && resource.type == 'doc' \
+             && context == {} && 'admin' in data.roles[subject.id]",
+        )
+        .unwrap();
+        let vars = Vars::new(&request, None, expr.request_fields).with_data(Some(&data));
+        assert_eq!(expr.eval(&vars), Ok(Value::Bool(true)));
     }
 
     #[test]

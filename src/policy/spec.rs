@@ -52,6 +52,10 @@ pub struct PolicySpec {
     /// e.g. "no such data" and "no consent" cannot be told apart (MedMij). Token errors
     /// keep their 401 so clients can renew tokens.
     pub deny_response: Option<DenyResponseSpec>,
+    /// Facts the rules read as `data`: any YAML value (e.g. users and their roles),
+    /// checked and converted once at load.
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub data: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -68,6 +72,27 @@ pub struct MatchSpec {
     /// HTTP methods. Empty matches every method.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Decide evaluations (subject, action, resource: the AuthZEN door) instead of HTTP
+    /// requests. A policy decides either kind, never both: without this key it never
+    /// decides an evaluation; with it, it never decides an HTTP request and cannot also
+    /// name `hosts`, `paths` or `methods`.
+    pub evaluation: Option<EvaluationMatchSpec>,
+}
+
+/// Which evaluations a policy decides. Each list, when not empty, must contain the
+/// evaluation's value; `evaluation: {}` decides every evaluation.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationMatchSpec {
+    /// `action.name` values, e.g. `can_read_todos`.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// `resource.type` values, e.g. `todo`.
+    #[serde(default)]
+    pub resource_types: Vec<String>,
+    /// `subject.type` values, e.g. `user`.
+    #[serde(default)]
+    pub subject_types: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

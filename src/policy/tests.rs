@@ -311,3 +311,122 @@ policies:
     assert!(errs.iter().any(|e| e.contains("duplicate rule id")));
     assert!(errs.iter().any(|e| e.contains("duplicate policy id")));
 }
+
+fn evaluation(subject: &str, action: &str, resource_type: &str) -> AccessRequest {
+    AccessRequest {
+        evaluation: Some(crate::request::Evaluation {
+            subject: serde_json::json!({"type": "user", "id": subject}),
+            action: serde_json::json!({"name": action}),
+            resource: serde_json::json!({"type": resource_type, "id": "r-1", "properties": {"owner": subject}}),
+            context: serde_json::json!({"ip": "10.0.0.1"}),
+        }),
+        ..Default::default()
+    }
+}
+
+const EVALUATION_POLICIES: &str = r#"
+policies:
+  - id: http
+    anonymous: true
+    rules: [{id: all, allow: "true"}]
+  - id: docs
+    match: {evaluation: {actions: [read, write], resource_types: [doc]}}
+    anonymous: true
+    data: {admins: [alice], limits: {write: 2}}
+    rules:
+      - id: admin
+        allow: subject.id in data.admins
+      - id: owner-reads
+        allow: action.name == 'read' && resource.properties.owner == subject.id && context.ip.startsWith('10.')
+  - id: any-evaluation
+    match: {evaluation: {}}
+    anonymous: true
+    rules:
+      - id: no-request
+        allow: request.method == '' && token == null && data == null && subject.type == 'user'
+"#;
+
+#[test]
+fn evaluations_go_only_to_policies_that_match_evaluations() {
+    let set = set(EVALUATION_POLICIES).unwrap();
+    let chosen = |request: &AccessRequest| set.select(request).map(|p| p.id.to_string());
+    // An HTTP request never reaches an evaluation policy; an evaluation never an HTTP one.
+    assert_eq!(chosen(&request("GET", "/x")), Ok("http".into()));
+    assert_eq!(chosen(&evaluation("bob", "read", "doc")), Ok("docs".into()));
+    assert_eq!(
+        chosen(&evaluation("bob", "delete", "doc")),
+        Ok("any-evaluation".into())
+    );
+    assert_eq!(
+        chosen(&evaluation("bob", "read", "folder")),
+        Ok("any-evaluation".into())
+    );
+    assert_eq!(
+        set.policies[0].mismatch(&evaluation("bob", "read", "doc")),
+        Some("an evaluation")
+    );
+    assert_eq!(
+        set.policies[1].mismatch(&request("GET", "/x")),
+        Some("not an evaluation")
+    );
+    assert_eq!(
+        set.policies[1].mismatch(&evaluation("b", "x", "doc")),
+        Some("action")
+    );
+    assert_eq!(
+        set.policies[1].mismatch(&evaluation("b", "read", "x")),
+        Some("resource type")
+    );
+}
+
+#[test]
+fn rules_read_the_evaluation_and_the_policy_data() {
+    let set = set(EVALUATION_POLICIES).unwrap();
+    let decide = |request: &AccessRequest| {
+        let policy = set.select(request).unwrap();
+        policy.evaluate(request, None, &FlowIndex::new(), None)
+    };
+    let alice = decide(&evaluation("alice", "write", "doc"));
+    assert_eq!((alice.is_allow(), &*alice.rule), (true, "admin"));
+    let bob = decide(&evaluation("bob", "read", "doc"));
+    assert_eq!((bob.is_allow(), &*bob.rule), (true, "owner-reads"));
+    assert!(!decide(&evaluation("bob", "write", "doc")).is_allow());
+    // Without `data`, `data` is null; the HTTP fields of an evaluation are empty.
+    let other = decide(&evaluation("bob", "delete", "doc"));
+    assert_eq!((other.is_allow(), &*other.rule), (true, "no-request"));
+}
+
+#[test]
+fn evaluation_policies_are_checked_at_load() {
+    let errors = errors(
+        r#"
+policies:
+  - id: mixed
+    match: {paths: ["/x"], evaluation: {}}
+    anonymous: true
+    rules: [{id: a, allow: "true"}]
+  - id: with-token
+    match: {evaluation: {actions: [read]}}
+    issuers: [test]
+    rules: [{id: a, allow: "subject.id == token.sub"}]
+  - id: bad-data
+    anonymous: true
+    data: {[1, 2]: x}
+    rules: [{id: a, allow: "data != null"}]
+  - id: typo
+    match: {evaluation: {action: [read]}}
+    anonymous: true
+"#,
+    );
+    let text = errors.join("\n");
+    assert!(
+        text.contains("policy `mixed`: `match.evaluation` decides evaluations, not HTTP requests"),
+        "{text}"
+    );
+    assert!(text.contains("policy `with-token`: a policy that matches evaluations reads the subject from the evaluation, not a token: set `anonymous: true`"), "{text}");
+    assert!(text.contains("policy `bad-data`: invalid `data`"), "{text}");
+    assert!(
+        text.contains("policy `typo`") && text.contains("unknown field `action`"),
+        "{text}"
+    );
+}

@@ -1,0 +1,546 @@
+//! The OpenID AuthZEN Authorization API 1.0 door: an application (the PEP) asks whether a
+//! subject may perform an action on a resource, and Sluis answers `{"decision": bool}`.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `POST /access/v1/evaluation` | one evaluation |
+//! | `POST /access/v1/evaluations` | several, with top-level defaults and an `options.evaluations_semantic` |
+//! | `GET /.well-known/authzen-configuration` | PDP metadata |
+//!
+//! Translation only: each evaluation becomes an [`AccessRequest`] carrying an
+//! [`Evaluation`] and no HTTP request, which only policies with `match.evaluation` decide;
+//! an allow is `true`, anything else `false`. A payload that is not a valid request (not
+//! JSON, not `application/json`, a missing `subject`, `action`, `resource` or one of their
+//! `type`, `id`, `name`) is refused whole with 400 and a JSON body naming the field.
+//! Fields the spec does not define are ignored here and passed on to policies as sent.
+//! Every answer echoes the caller's `X-Request-ID`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::request::{AccessRequest, Evaluation};
+
+pub const EVALUATION_PATH: &str = "/access/v1/evaluation";
+pub const EVALUATIONS_PATH: &str = "/access/v1/evaluations";
+pub const METADATA_PATH: &str = "/.well-known/authzen-configuration";
+
+/// Most evaluations in one request: each is a full decision, so a bound keeps one call
+/// from holding a worker for long.
+pub const MAX_EVALUATIONS: usize = 1000;
+
+#[derive(Clone)]
+struct Door {
+    engine: Arc<Engine>,
+    /// SHA-256 of the token callers must present; `None`: no caller authentication.
+    /// Digests are compared, so the comparison's timing says nothing about the token.
+    caller_token: Option<[u8; 32]>,
+    /// The configured issuer identifier, without a trailing `/`.
+    issuer: Option<String>,
+}
+
+/// The door's routes. Fails when the configured token cannot be read or the issuer is not
+/// a URL the metadata may publish.
+pub fn router(engine: Arc<Engine>, config: &Config) -> Result<Router, String> {
+    let settings = &config.authzen;
+    let caller_token = match &settings.token {
+        Some(secret) => {
+            let token = secret
+                .resolve(&config.base_dir)
+                .map_err(|e| format!("authzen.token: {e}"))?;
+            if token.is_empty() {
+                return Err("authzen.token: the token is empty".into());
+            }
+            Some(Sha256::digest(&token).into())
+        }
+        None => None,
+    };
+    let issuer = match &settings.issuer {
+        Some(issuer) => Some(valid_issuer(issuer).map_err(|e| format!("authzen.issuer: {e}"))?),
+        None => None,
+    };
+    let door = Door {
+        engine,
+        caller_token,
+        issuer,
+    };
+    let decisions = Router::new()
+        .route(EVALUATION_PATH, post(evaluation))
+        .route(EVALUATIONS_PATH, post(evaluations))
+        .route_layer(axum::middleware::from_fn_with_state(
+            door.clone(),
+            authenticate,
+        ));
+    Ok(decisions
+        .route(METADATA_PATH, get(metadata))
+        .with_state(door)
+        .layer(axum::middleware::from_fn(echo_request_id)))
+}
+
+/// An issuer identifier: an http(s) URL without query or fragment.
+fn valid_issuer(issuer: &str) -> Result<String, String> {
+    let rest = issuer
+        .strip_prefix("https://")
+        .or_else(|| issuer.strip_prefix("http://"))
+        .ok_or_else(|| format!("`{issuer}` is not an https (or http) URL"))?;
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#']) {
+        return Err(format!(
+            "`{issuer}` must be a URL with a host and no query or fragment"
+        ));
+    }
+    Ok(issuer.trim_end_matches('/').to_owned())
+}
+
+/// The spec's HTTPS binding: the PDP returns the `X-Request-ID` it was sent.
+async fn echo_request_id(request: Request, next: Next) -> Response {
+    let id = request.headers().get("x-request-id").cloned();
+    let mut response = next.run(request).await;
+    if let Some(id) = id {
+        response.headers_mut().insert("x-request-id", id);
+    }
+    response
+}
+
+/// Refuses callers without the configured bearer token.
+async fn authenticate(State(door): State<Door>, request: Request, next: Next) -> Response {
+    let Some(expected) = door.caller_token else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| -> [u8; 32] { Sha256::digest(token.trim().as_bytes()).into() });
+    if presented == Some(expected) {
+        return next.run(request).await;
+    }
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid bearer token is required to ask for decisions",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"sluis-authzen\""),
+    );
+    response
+}
+
+/// A JSON error answer: `{"error": code, "message": message}`.
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": code, "message": message})),
+    )
+        .into_response()
+}
+
+/// A request the door refuses whole, with what is wrong in it.
+#[derive(Debug, PartialEq)]
+struct BadRequest(String);
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, "invalid_request", &self.0)
+    }
+}
+
+/// The body as a JSON object, when it is declared and is one.
+fn json_object(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, BadRequest> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return Err(BadRequest(format!(
+            "the content type must be `application/json`, not `{content_type}`"
+        )));
+    }
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(BadRequest("the body must be a JSON object".into())),
+        Err(e) => Err(BadRequest(format!("the body is not valid JSON: {e}"))),
+    }
+}
+
+/// One evaluation from its parts: an item's own, else the request's defaults. `at` is
+/// where the item is in the body, for messages (`evaluations[2].`, or empty).
+fn evaluation_of(
+    item: &Map<String, Value>,
+    defaults: &Map<String, Value>,
+    at: &str,
+) -> Result<Evaluation, BadRequest> {
+    let part = |name: &str| {
+        item.get(name)
+            .filter(|v| !v.is_null())
+            .or(defaults.get(name))
+    };
+    let entity = |name: &str, required: &[&str]| -> Result<Value, BadRequest> {
+        let value = part(name)
+            .filter(|v| !v.is_null())
+            .ok_or_else(|| BadRequest(format!("missing `{at}{name}`")))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| BadRequest(format!("`{at}{name}` must be an object")))?;
+        for field in required {
+            match object.get(*field) {
+                None | Some(Value::Null) => {
+                    return Err(BadRequest(format!("missing `{at}{name}.{field}`")));
+                }
+                Some(Value::String(text)) if text.is_empty() => {
+                    return Err(BadRequest(format!("`{at}{name}.{field}` is empty")));
+                }
+                Some(Value::String(_)) => {}
+                Some(_) => {
+                    return Err(BadRequest(format!("`{at}{name}.{field}` must be a string")));
+                }
+            }
+        }
+        if let Some(properties) = object.get("properties")
+            && !(properties.is_object() || properties.is_null())
+        {
+            return Err(BadRequest(format!(
+                "`{at}{name}.properties` must be an object"
+            )));
+        }
+        Ok(value.clone())
+    };
+    let context = match part("context") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(context @ Value::Object(_)) => context.clone(),
+        Some(_) => return Err(BadRequest(format!("`{at}context` must be an object"))),
+    };
+    Ok(Evaluation {
+        subject: entity("subject", &["type", "id"])?,
+        action: entity("action", &["name"])?,
+        resource: entity("resource", &["type", "id"])?,
+        context,
+    })
+}
+
+/// The engine's answer to one evaluation, as an AuthZEN decision object.
+async fn decide(engine: &Engine, evaluation: Evaluation) -> Value {
+    let request = AccessRequest {
+        evaluation: Some(evaluation),
+        ..Default::default()
+    };
+    let evaluation = request.evaluation.as_ref();
+    let action = evaluation.map(Evaluation::action_name).unwrap_or("");
+    let resource_type = evaluation.map(Evaluation::resource_type).unwrap_or("");
+    match engine.decide(&request).await {
+        Ok(decision) => {
+            // The subject is left out: its id may be personal data.
+            tracing::debug!(
+                policy = decision.policy.as_deref().unwrap_or("-"),
+                rule = %decision.rule,
+                allow = decision.is_allow(),
+                reason = %decision.reason,
+                action,
+                resource_type,
+                "evaluation decided"
+            );
+            json!({"decision": decision.is_allow()})
+        }
+        // Closed, with the error where the spec puts per-evaluation errors.
+        Err(unavailable) => {
+            tracing::warn!(action, resource_type, "{unavailable}");
+            json!({
+                "decision": false,
+                "context": {"error": {"status": 503, "message": unavailable.to_string()}},
+            })
+        }
+    }
+}
+
+/// `POST /access/v1/evaluation`.
+async fn evaluation(State(door): State<Door>, headers: HeaderMap, body: Bytes) -> Response {
+    let parsed =
+        json_object(&headers, &body).and_then(|body| evaluation_of(&body, &Map::new(), ""));
+    match parsed {
+        Ok(evaluation) => axum::Json(decide(&door.engine, evaluation).await).into_response(),
+        Err(bad) => bad.into_response(),
+    }
+}
+
+/// How a batch stops early (`options.evaluations_semantic`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Semantic {
+    ExecuteAll,
+    DenyOnFirstDeny,
+    PermitOnFirstPermit,
+}
+
+fn semantic(body: &Map<String, Value>) -> Result<Semantic, BadRequest> {
+    let options = match body.get("options") {
+        None | Some(Value::Null) => return Ok(Semantic::ExecuteAll),
+        Some(Value::Object(options)) => options,
+        Some(_) => return Err(BadRequest("`options` must be an object".into())),
+    };
+    match options.get("evaluations_semantic") {
+        None | Some(Value::Null) => Ok(Semantic::ExecuteAll),
+        Some(Value::String(name)) => match name.as_str() {
+            "execute_all" => Ok(Semantic::ExecuteAll),
+            "deny_on_first_deny" => Ok(Semantic::DenyOnFirstDeny),
+            "permit_on_first_permit" => Ok(Semantic::PermitOnFirstPermit),
+            other => Err(BadRequest(format!(
+                "unknown `options.evaluations_semantic` `{other}` (known: execute_all, deny_on_first_deny, permit_on_first_permit)"
+            ))),
+        },
+        Some(_) => Err(BadRequest(
+            "`options.evaluations_semantic` must be a string".into(),
+        )),
+    }
+}
+
+/// A parsed `evaluations` request: each item with the defaults applied, or one
+/// evaluation when there is no (or an empty) `evaluations` array.
+#[derive(Debug, PartialEq)]
+enum Batch {
+    Single(Evaluation),
+    Many(Vec<Evaluation>, Semantic),
+}
+
+fn batch(body: &Map<String, Value>) -> Result<Batch, BadRequest> {
+    let items = match body.get("evaluations") {
+        None | Some(Value::Null) => return evaluation_of(body, &Map::new(), "").map(Batch::Single),
+        Some(Value::Array(items)) if items.is_empty() => {
+            return evaluation_of(body, &Map::new(), "").map(Batch::Single);
+        }
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(BadRequest("`evaluations` must be an array".into())),
+    };
+    if items.len() > MAX_EVALUATIONS {
+        return Err(BadRequest(format!(
+            "{} evaluations in one request; at most {MAX_EVALUATIONS}",
+            items.len()
+        )));
+    }
+    let semantic = semantic(body)?;
+    let evaluations = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = format!("evaluations[{i}].");
+            let item = item
+                .as_object()
+                .ok_or_else(|| BadRequest(format!("`evaluations[{i}]` must be an object")))?;
+            evaluation_of(item, body, &at)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Batch::Many(evaluations, semantic))
+}
+
+/// `POST /access/v1/evaluations`: decisions in request order; with a short-circuiting
+/// semantic, up to and including the first deny (or permit).
+async fn evaluations(State(door): State<Door>, headers: HeaderMap, body: Bytes) -> Response {
+    let parsed = json_object(&headers, &body).and_then(|body| batch(&body));
+    let (evaluations, semantic) = match parsed {
+        Ok(Batch::Single(evaluation)) => {
+            return axum::Json(decide(&door.engine, evaluation).await).into_response();
+        }
+        Ok(Batch::Many(evaluations, semantic)) => (evaluations, semantic),
+        Err(bad) => return bad.into_response(),
+    };
+    let mut results = Vec::with_capacity(evaluations.len());
+    for evaluation in evaluations {
+        let result = decide(&door.engine, evaluation).await;
+        let allowed = result.get("decision") == Some(&Value::Bool(true));
+        results.push(result);
+        let stop = match semantic {
+            Semantic::ExecuteAll => false,
+            Semantic::DenyOnFirstDeny => !allowed,
+            Semantic::PermitOnFirstPermit => allowed,
+        };
+        if stop {
+            break;
+        }
+    }
+    axum::Json(json!({"evaluations": results})).into_response()
+}
+
+/// `GET /.well-known/authzen-configuration`: where the endpoints are. The issuer is the
+/// configured one, else the scheme and host this request was sent to.
+async fn metadata(State(door): State<Door>, headers: HeaderMap) -> Response {
+    let issuer = match &door.issuer {
+        Some(issuer) => issuer.clone(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .filter(|h| !h.is_empty() && !h.contains(['/', '?', '#', '@']));
+            let Some(host) = host else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "no usable Host header; configure `authzen.issuer`",
+                );
+            };
+            let scheme = match headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some("https") => "https",
+                _ => "http",
+            };
+            format!("{scheme}://{host}")
+        }
+    };
+    axum::Json(json!({
+        "issuer": issuer,
+        "policy_decision_point": issuer,
+        "access_evaluation_endpoint": format!("{issuer}{EVALUATION_PATH}"),
+        "access_evaluations_endpoint": format!("{issuer}{EVALUATIONS_PATH}"),
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => panic!("not an object"),
+        }
+    }
+
+    fn minimal() -> Value {
+        json!({
+            "subject": {"type": "user", "id": "alice"},
+            "action": {"name": "read"},
+            "resource": {"type": "doc", "id": "1"},
+        })
+    }
+
+    fn problem(body: Value) -> String {
+        match batch(&object(body)) {
+            Err(BadRequest(message)) => message,
+            Ok(parsed) => panic!("accepted: {parsed:?}"),
+        }
+    }
+
+    #[test]
+    fn a_complete_evaluation_keeps_every_field_and_defaults_context() {
+        let mut body = minimal();
+        body["subject"]["properties"] = json!({"department": "x"});
+        body["extra"] = json!("ignored");
+        let Ok(Batch::Single(evaluation)) = batch(&object(body)) else {
+            panic!("not single")
+        };
+        assert_eq!(evaluation.subject["properties"]["department"], "x");
+        assert_eq!(evaluation.context, json!({}));
+        assert_eq!(evaluation.action_name(), "read");
+        assert_eq!(evaluation.resource_type(), "doc");
+    }
+
+    #[test]
+    fn missing_and_mistyped_parts_are_named() {
+        let mut body = minimal();
+        body.as_object_mut().map(|b| b.remove("subject"));
+        assert_eq!(problem(body), "missing `subject`");
+        let mut body = minimal();
+        body["resource"].as_object_mut().map(|r| r.remove("id"));
+        assert_eq!(problem(body), "missing `resource.id`");
+        let mut body = minimal();
+        body["action"] = json!({"nom": "read"});
+        assert_eq!(problem(body), "missing `action.name`");
+        let mut body = minimal();
+        body["subject"]["type"] = json!(7);
+        assert_eq!(problem(body), "`subject.type` must be a string");
+        let mut body = minimal();
+        body["context"] = json!([1]);
+        assert_eq!(problem(body), "`context` must be an object");
+        let mut body = minimal();
+        body["subject"]["id"] = json!("");
+        assert_eq!(problem(body), "`subject.id` is empty");
+    }
+
+    #[test]
+    fn items_take_defaults_and_override_them_whole() {
+        let body = json!({
+            "subject": {"type": "user", "id": "alice"},
+            "action": {"name": "read"},
+            "context": {"time": "now"},
+            "evaluations": [
+                {"resource": {"type": "doc", "id": "1"}},
+                {"action": {"name": "edit"}, "resource": {"type": "doc", "id": "2"}, "context": {"x": 1}},
+            ],
+            "options": {"evaluations_semantic": "deny_on_first_deny"},
+        });
+        let Ok(Batch::Many(items, semantic)) = batch(&object(body)) else {
+            panic!("not many")
+        };
+        assert_eq!(semantic, Semantic::DenyOnFirstDeny);
+        assert_eq!(items[0].action_name(), "read");
+        assert_eq!(items[0].context, json!({"time": "now"}));
+        assert_eq!(items[1].action_name(), "edit");
+        assert_eq!(items[1].context, json!({"x": 1}));
+        assert_eq!(items[1].subject["id"], "alice");
+    }
+
+    #[test]
+    fn item_errors_say_which_item() {
+        let body = json!({
+            "subject": {"type": "user", "id": "alice"},
+            "action": {"name": "read"},
+            "evaluations": [{"resource": {"type": "doc", "id": "1"}}, {"resource": {"type": "doc"}}],
+        });
+        assert_eq!(problem(body), "missing `evaluations[1].resource.id`");
+        let body = json!({"evaluations": [7]});
+        assert_eq!(problem(body), "`evaluations[0]` must be an object");
+        let mut body = minimal();
+        body["evaluations"] = json!([{}]);
+        body["options"] = json!({"evaluations_semantic": "first_wins"});
+        assert!(problem(body).contains("unknown `options.evaluations_semantic` `first_wins`"));
+    }
+
+    #[test]
+    fn no_or_empty_evaluations_is_one_evaluation() {
+        let mut body = minimal();
+        body["evaluations"] = json!([]);
+        assert!(matches!(batch(&object(body)), Ok(Batch::Single(_))));
+    }
+
+    #[test]
+    fn content_type_and_json_are_checked() {
+        let mut headers = HeaderMap::new();
+        assert!(json_object(&headers, b"{}").is_err());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        assert!(json_object(&headers, b"{}").is_ok());
+        assert!(json_object(&headers, b"[]").is_err());
+        let Err(BadRequest(message)) = json_object(&headers, b"{\"a\":") else {
+            panic!("accepted")
+        };
+        assert!(
+            message.starts_with("the body is not valid JSON"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn issuers_are_urls_without_query() {
+        assert_eq!(
+            valid_issuer("https://pdp.example.org/"),
+            Ok("https://pdp.example.org".to_string())
+        );
+        assert!(valid_issuer("pdp.example.org").is_err());
+        assert!(valid_issuer("https://pdp.example.org/?x").is_err());
+    }
+}
