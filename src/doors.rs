@@ -2,5 +2,6 @@
 //! [`crate::request::AccessRequest`] for the [`crate::engine::Engine`], and the
 //! [`crate::decision::Decision`] back. No door decides anything itself.
 
+pub mod care_services;
 pub mod envoy;
 pub mod http;

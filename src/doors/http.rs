@@ -7,6 +7,7 @@
 //! | path | door |
 //! |---|---|
 //! | `/healthz` | liveness of the doors' listener |
+//! | `/authorization/search-narrowing`, `/authorization/scopes` | [`super::care_services`]: the Care Services Proxy API |
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::engine::Engine;
 
 /// Every HTTP door on one router.
 pub fn router(engine: Arc<Engine>) -> Router {
-    let _ = engine;
-    Router::new().route("/healthz", get(|| async { "ok\n" }))
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(super::care_services::router(engine))
 }
