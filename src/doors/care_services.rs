@@ -117,12 +117,24 @@ fn encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, COMPONENT).to_string()
 }
 
+/// An answer given before the engine is asked: a bad request, an unknown use case.
+struct Refused {
+    status: StatusCode,
+    body: Value,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        json_response(self.status, self.body)
+    }
+}
+
 /// 400 with a JSON body naming the problem.
-fn bad_request(message: String) -> Response {
-    json_response(
-        StatusCode::BAD_REQUEST,
-        json!({"error": "invalid_request", "message": message}),
-    )
+fn bad_request(message: String) -> Refused {
+    Refused {
+        status: StatusCode::BAD_REQUEST,
+        body: json!({"error": "invalid_request", "message": message}),
+    }
 }
 
 fn json_response(status: StatusCode, body: Value) -> Response {
@@ -135,7 +147,7 @@ fn json_response(status: StatusCode, body: Value) -> Response {
 }
 
 /// The body as `T`, or the 400 that says why not.
-fn parse<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, Response> {
+fn parse<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, Refused> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -167,19 +179,28 @@ async fn search_narrowing(
 ) -> Response {
     let document: Value = match parse(&headers, &body) {
         Ok(document) => document,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
+    if !document.is_object() {
+        return bad_request("the request body must be a JSON object".into()).into_response();
+    }
     let v2 =
         document.get("http_request").is_some() || document.get("introspection_result").is_some();
     let question = if v2 {
         match serde_json::from_value::<NarrowingV2>(document) {
             Ok(request) => question_v2(request),
-            Err(e) => return bad_request(format!("invalid search-narrowing request (v2): {e}")),
+            Err(e) => {
+                return bad_request(format!("invalid search-narrowing request (v2): {e}"))
+                    .into_response();
+            }
         }
     } else {
         match serde_json::from_value::<NarrowingV1>(document) {
             Ok(request) => question_v1(request),
-            Err(e) => return bad_request(format!("invalid search-narrowing request: {e}")),
+            Err(e) => {
+                return bad_request(format!("invalid search-narrowing request: {e}"))
+                    .into_response();
+            }
         }
     };
     if !METHODS.contains(&question.method.as_str()) {
@@ -187,11 +208,12 @@ async fn search_narrowing(
             "method `{}` is not one of {}",
             question.method,
             METHODS.join(", ")
-        ));
+        ))
+        .into_response();
     }
     let access = match access_request(&engine, &question, &headers) {
         Ok(access) => access,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     let decision = match engine.decide(&access).await {
         Ok(decision) => decision,
@@ -299,7 +321,7 @@ fn access_request(
     engine: &Engine,
     question: &Question,
     headers: &HeaderMap,
-) -> Result<AccessRequest, Response> {
+) -> Result<AccessRequest, Refused> {
     let mut access = AccessRequest {
         method: question.method.clone(),
         scheme: "https".into(),
@@ -318,13 +340,13 @@ fn access_request(
         Some(use_case) => {
             let policies = engine.policies();
             let Some(policy) = policies.for_use_case(use_case) else {
-                return Err(json_response(
-                    StatusCode::FORBIDDEN,
-                    json!({
+                return Err(Refused {
+                    status: StatusCode::FORBIDDEN,
+                    body: json!({
                         "error": "access_denied",
                         "message": format!("no policy answers for use case `{use_case}`"),
                     }),
-                ));
+                });
             };
             access
                 .context
@@ -422,7 +444,7 @@ fn log(decision: &Decision, access: &AccessRequest) {
 async fn scopes(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Bytes) -> Response {
     let request: ScopesV1 = match parse(&headers, &body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     let policies = engine.policies();
     let types: Vec<String> = policies
@@ -447,7 +469,7 @@ async fn scopes(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Byt
         };
         let access = match access_request(&engine, &question, &headers) {
             Ok(access) => access,
-            Err(response) => return response,
+            Err(refused) => return refused.into_response(),
         };
         let decision = match engine.decide(&access).await {
             Ok(decision) => decision,
