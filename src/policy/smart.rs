@@ -553,6 +553,37 @@ mod tests {
     ];
 
     #[test]
+    fn policies_call_it_as_smart_permits() {
+        use crate::policy::expr::{Expr, Vars};
+        use crate::request::AccessRequest;
+        use cel::Value;
+        let mut request = AccessRequest {
+            method: "GET".into(),
+            ..Default::default()
+        };
+        request.set_target("/fhir/Organization?identifier=ura%7C1");
+        let eval = |source: &str| {
+            let expr = Expr::compile(source).unwrap();
+            expr.eval(&Vars::new(&request, None, expr.request_fields))
+        };
+        let yes = Ok(Value::Bool(true));
+        assert_eq!(
+            eval(r#"smartPermits(["system/Organization.rs?identifier=ura|1"], request, "/fhir")"#),
+            yes
+        );
+        assert_eq!(
+            eval(r#"smartPermits(["system/Organization.sr", 7], request, "/fhir")"#),
+            Ok(Value::Bool(false))
+        );
+        assert_eq!(
+            eval(r#"smartPermits(["user/*.r"], {"method": "GET", "path": "/Patient/1"}, "")"#),
+            yes
+        );
+        assert!(eval(r#"smartPermits(["user/*.r"], {"path": "/Patient/1"}, "")"#).is_err());
+        assert!(eval(r#"smartPermits(["user/*.r"], "GET /Patient/1", "")"#).is_err());
+    }
+
+    #[test]
     fn scopes_permit_fhir_requests_by_table() {
         for (scopes, method, target, expected) in TABLE {
             let scopes: Vec<&str> = scopes.split(' ').filter(|s| !s.is_empty()).collect();
