@@ -10,8 +10,8 @@
 //! Never a wider query: a parameter is only ever set, replacing the client's (Envoy
 //! overwrites every occurrence of the name), never merged into a list of values. A client
 //! parameter with the same name is denied or replaced as the policy says; modified,
-//! chained or percent-encoded forms of it (`identifier:missing`, `organization.name`,
-//! `identifi%65r`), and parameters whose effect cannot be narrowed (`_include`,
+//! chained forms of it (`identifier:missing`, `organization.name`), any percent-encoded
+//! parameter name (`identifi%65r`), and parameters whose effect cannot be narrowed (`_include`,
 //! `_revinclude`, `_contained`, `_filter`, `_query`) are always denied. On a listed type,
 //! anything but a GET search is denied (a read by id cannot carry a filter, a POST
 //! `_search` body is not rewritten); system-level searches, history, batches and
@@ -193,6 +193,15 @@ impl Narrowing {
         }
         for pair in request.query.split('&').filter(|p| !p.is_empty()) {
             let raw = pair.split_once('=').map_or(pair, |(name, _)| name);
+            // FHIR parameter names never need encoding: an encoded one (`identifi%65r`,
+            // `identifier%20`) is a name the gateway would not replace but a server might
+            // read as ours.
+            if raw.contains(['%', '+']) {
+                return Err(refuse(
+                    400,
+                    format!("search parameter name `{raw}` must not be percent-encoded"),
+                ));
+            }
             let Some((name, _)) = decoded_pairs(raw).into_iter().next() else {
                 continue;
             };

@@ -129,6 +129,8 @@ fn forms_of_the_parameter_that_cannot_be_replaced_are_denied_in_either_mode() {
             "identifier:not=ura|123",
             "identifier.system=x",
             "identifi%65r=ura|999",
+            "identifier%20=ura|999",
+            "name%3Amissing=true",
             "_filter=identifier eq x",
             "_include=Organization:partof",
             "_revinclude=Location:organization",
