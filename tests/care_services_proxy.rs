@@ -1,7 +1,8 @@
 //! The Care Services Proxy door over HTTP, with the examples of the API's two OpenAPI
 //! versions (nl-generic-functions-ig, `input/images/care-services-proxy-openapi.json` at
-//! commits d68517a (v1.0.0) and f7f1a4d (v2.0.0), copied under
-//! `../shared/reference/nuts/`), and the same narrowing inline through a real Envoy.
+//! commits d68517a (v1.0.0) and f7f1a4d (v2.0.0), copied into
+//! `tests/fixtures/care-services-proxy/`), and the same narrowing inline through a real
+//! Envoy.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -14,18 +15,11 @@ use common::gateway::*;
 use common::*;
 use serde_json::{Value, json};
 
-/// An OpenAPI document of the reference.
+/// An OpenAPI document of the API (`tests/fixtures/care-services-proxy/SOURCE.txt`).
 fn openapi(commit: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
-        "../shared/reference/nuts/care-services-proxy-openapi.{commit}.json"
+    let path = fixture(&format!(
+        "care-services-proxy/care-services-proxy-openapi.{commit}.json"
     ));
-    let path = if path.exists() {
-        path
-    } else {
-        PathBuf::from(format!(
-            "/work/shared/reference/nuts/care-services-proxy-openapi.{commit}.json"
-        ))
-    };
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
