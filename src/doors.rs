@@ -3,5 +3,6 @@
 //! [`crate::decision::Decision`] back. No door decides anything itself.
 
 pub mod authzen;
+pub mod care_services;
 pub mod envoy;
 pub mod http;

@@ -27,6 +27,7 @@
 //! | [`decision`] | [`decision::Decision`]: the gateway-neutral answer, with stable deny codes |
 //! | [`engine`] | the decision core; the only thing doors call |
 //! | [`authn`] | identities from tokens: [`authn::issuer`] (JWT via JWKS or discovery, RFC 7662 introspection), [`authn::jwks`] key sets, [`authn::certificate`] client certificates, [`authn::dpop`] proofs, [`authn::replay`] caches; the verified-token cache |
+//! | [`fhir`] | FHIR REST interactions of a request (read, search, ...), which SMART scopes ([`policy::smart`]) and search narrowing ([`policy::narrowing`]) judge |
 //! | [`flows`] | registered grants: the model and its validation ([`flows::Flow`]), the in-memory index decisions read ([`flows::index`]), the SQLite/PostgreSQL store and its sync loop ([`flows::store`]), and [`flows::Flows`], the API both admin doors call |
 //! | [`policy`] | policy files ([`policy::spec`]), CEL ([`policy::expr`]), selection and evaluation |
 //! | [`config`] | the service configuration file |
@@ -46,6 +47,7 @@ pub mod config;
 pub mod decision;
 pub mod doors;
 pub mod engine;
+pub mod fhir;
 pub mod flows;
 pub mod policy;
 pub mod reload;

@@ -1,5 +1,6 @@
 //! Policies: loading and checking the YAML files ([`spec`]), compiling their CEL
-//! ([`expr`]), choosing the policy for a request and evaluating its rules.
+//! ([`expr`]), choosing the policy for a request and evaluating its rules; SMART scopes
+//! ([`smart`]) and FHIR search narrowing ([`narrowing`]).
 //!
 //! Semantics, in order: the policy named by the gateway (`sluis_policy` context extension)
 //! or else the first whose `match` fits decides; no policy → deny. The policy's issuers and
@@ -9,6 +10,8 @@
 //! true for deny rules and false for allow rules: an error never lets a request through.
 
 pub mod expr;
+pub mod narrowing;
+pub mod smart;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -60,6 +63,8 @@ pub struct Policy {
     certificate_header: Option<crate::config::CertificateHeader>,
     /// How the caller's flows are found, when the policy reads them.
     flows: Option<PolicyFlows>,
+    /// Search parameters its allowed FHIR searches get ([`narrowing`]).
+    narrowing: Option<narrowing::Narrowing>,
     /// Which evaluations it decides; `None`: it decides HTTP requests, never evaluations.
     evaluation: Option<EvaluationMatch>,
     /// The policy's `data`, converted once at load and shared by every request.
@@ -561,6 +566,9 @@ fn compile_policy(
         }
     }
     let response = compile_response(spec.response, &config.strip_headers, report);
+    let narrowing = spec
+        .narrowing
+        .and_then(|n| narrowing::Narrowing::compile(n, report));
     let flows = spec.flows.and_then(|f| match Expr::compile(&f.actor) {
         Ok(actor) if actor.uses_flows => {
             report("`flows.actor` cannot read `flows`".into(), None, None);
@@ -609,6 +617,7 @@ fn compile_policy(
             .map(|r| &r.condition)
             .chain(response.set_headers.iter().map(|(_, e)| e))
             .chain(response.set_query.iter().map(|(_, e)| e))
+            .chain(narrowing.iter().flat_map(|n| n.expressions()))
     };
     let request_fields = expressions()
         .chain(flows.as_ref().map(|f| &f.actor))
@@ -625,6 +634,7 @@ fn compile_policy(
     Some(Policy {
         request_fields,
         flows,
+        narrowing,
         certificate_header: config.client_certificate.clone(),
         id: Arc::from(spec.id.as_str()),
         file: file.to_owned(),
@@ -961,6 +971,21 @@ impl Policy {
         allow
             .remove_query
             .extend(response.remove_query.iter().cloned());
+        if let Some(narrowing) = &self.narrowing {
+            match narrowing.apply(request, vars) {
+                Ok(parameters) => {
+                    for (name, value) in parameters {
+                        allow.set_query.retain(|(set, _)| *set != name);
+                        allow.remove_query.retain(|removed| *removed != name);
+                        allow.set_query.push((name, value));
+                    }
+                }
+                Err(refusal) => {
+                    let reason = format!("search narrowing: {}", refusal.message);
+                    return self.deny("narrowing", refusal.status, &refusal.message, reason);
+                }
+            }
+        }
         let set: Vec<&str> = allow.set_headers.iter().map(|(n, _)| n.as_str()).collect();
         let mut remove: Vec<String> = Vec::new();
         let mut push = |name: &str| {

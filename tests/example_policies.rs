@@ -297,7 +297,7 @@ fn smart_claims(scope: &str) -> Value {
 #[tokio::test]
 async fn smart_scopes_grant_reads_per_resource_type() {
     let engine = engine().await;
-    let cases: [(&str, &str, &str, u16); 10] = [
+    let cases: [(&str, &str, &str, u16); 13] = [
         ("system/Observation.rs", "GET", "/fhir/Observation/1", 200),
         (
             "system/Observation.rs",
@@ -310,10 +310,29 @@ async fn smart_scopes_grant_reads_per_resource_type() {
         ("user/*.cruds", "HEAD", "/fhir/Patient/7", 200),
         ("system/Observation.rs", "GET", "/fhir/Patient/1", 403),
         ("system/Observation.c", "GET", "/fhir/Observation/1", 403),
+        // `r` grants vread and history too (SMART v2).
         (
             "system/Observation.rs",
             "GET",
             "/fhir/Observation/1/_history/2",
+            200,
+        ),
+        (
+            "system/Observation.r",
+            "GET",
+            "/fhir/Observation?code=x",
+            403,
+        ),
+        (
+            "system/Organization.rs?identifier=ura|1",
+            "GET",
+            "/fhir/Organization?identifier=ura|1",
+            200,
+        ),
+        (
+            "system/Organization.rs?identifier=ura|1",
+            "GET",
+            "/fhir/Organization",
             403,
         ),
         // A path segment cannot smuggle a pattern or a scope into the comparison.

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `/healthz` | liveness of the doors' listener |
 //! | `/access/v1/evaluation`, `/access/v1/evaluations`, `/.well-known/authzen-configuration` | [`super::authzen`] |
+//! | `/authorization/search-narrowing`, `/authorization/scopes` | [`super::care_services`]: the Care Services Proxy API |
 
 use std::sync::Arc;
 
@@ -21,5 +22,6 @@ use crate::engine::Engine;
 pub fn router(engine: Arc<Engine>, config: &Config) -> Result<Router, String> {
     Ok(Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .merge(super::authzen::router(engine, config)?))
+        .merge(super::authzen::router(engine.clone(), config)?)
+        .merge(super::care_services::router(engine)))
 }

@@ -6,7 +6,8 @@
 //! evaluation (null for HTTP requests); `data`, the policy's own facts (null without). Functions added to CEL's standard ones:
 //! `string.matchesGlob(pattern)`, `list.containsAll(list)`, `list.containsAny(list)`,
 //! `flow.permits(request)` (a resource of the flow allows this method on this path) and
-//! `flow.covers(request)` (a resource of the flow is this path, whatever the method).
+//! `flow.covers(request)` (a resource of the flow is this path, whatever the method),
+//! `smartPermits(token.scopes, request, '/fhir')` (SMART scopes, [`super::smart`]).
 //!
 //! Cost on the hot path: a CEL root context (with every built-in function registered) is
 //! built once per thread, and each request gets a child scope. Variables are resolved
@@ -149,7 +150,7 @@ impl Field {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RequestFields(u16);
 
-const REQUEST_FIELDS: [&str; 10] = [
+const REQUEST_FIELDS: [&str; 11] = [
     "method",
     "scheme",
     "host",
@@ -160,6 +161,7 @@ const REQUEST_FIELDS: [&str; 10] = [
     "protocol",
     "headers",
     "body",
+    "context",
 ];
 
 impl RequestFields {
@@ -543,6 +545,22 @@ impl Check {
                     }
                     return;
                 }
+                if call.func_name == "smartPermits"
+                    && call.target.is_none()
+                    && matches!(call.args.get(1).map(|a| &a.expr), Some(Node::Ident(name)) if name == "request")
+                    && !self.bound.iter().any(|b| b == "request")
+                {
+                    // `smartPermits(scopes, request, base)` reads the method, path and query.
+                    for field in ["method", "path", "query_string"] {
+                        self.request_fields.0 |= RequestFields::bit(field).unwrap_or(0);
+                    }
+                    for (index, arg) in call.args.iter_mut().enumerate() {
+                        if index != 1 {
+                            self.walk(&mut arg.expr);
+                        }
+                    }
+                    return;
+                }
                 if let Some(target) = &mut call.target {
                     self.walk(&mut target.expr);
                 }
@@ -687,7 +705,44 @@ fn root_context() -> Context<'static, 'static> {
     let _ = context.add_function("permitting", permitting);
     let covering: RawFunction = Box::new(|ftx| flows_filter(ftx, false));
     let _ = context.add_function("covering", covering);
+    let _ = context.add_function("smartPermits", smart_permits);
     context
+}
+
+/// `smartPermits(scopes, request, base)`: whether the SMART scopes permit the request
+/// (anything with a `method`, `path` and optional `query_string`) below the FHIR base path.
+fn smart_permits(
+    scopes: Arc<Vec<Value>>,
+    request: Value,
+    base: Arc<String>,
+) -> Result<bool, ExecutionError> {
+    let invalid = |what: &str| ExecutionError::function_error("smartPermits", what);
+    let Value::Map(request) = request else {
+        return Err(invalid(
+            "pass the request: smartPermits(token.scopes, request, '/fhir')",
+        ));
+    };
+    let field = |name: &str| match request
+        .map
+        .get(&cel::objects::Key::String(Arc::new(name.to_owned())))
+    {
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        None => Ok(None),
+        Some(_) => Err(invalid(&format!("the request's `{name}` is not a string"))),
+    };
+    let method = field("method")?.ok_or_else(|| invalid("the request has no `method`"))?;
+    let path = field("path")?.ok_or_else(|| invalid("the request has no `path`"))?;
+    let query = field("query_string")?.unwrap_or_default();
+    let scopes: Vec<&str> = scopes
+        .iter()
+        .filter_map(|scope| match scope {
+            Value::String(text) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    Ok(super::smart::permits(
+        &scopes, &method, &path, &query, &base,
+    ))
 }
 
 /// `flow.permits(request)` (`with_method`) or `flow.covers(request)`: whether a resource
@@ -1027,6 +1082,16 @@ fn request_value(request: &AccessRequest, fields: RequestFields) -> Value {
                 .map(text)
                 .collect(),
         ))
+    });
+    add("context", &|| {
+        let context: std::collections::HashMap<cel::objects::Key, Value> = request
+            .context
+            .iter()
+            .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), text(v)))
+            .collect();
+        Value::Map(cel::objects::Map {
+            map: Arc::new(context),
+        })
     });
     add("query", &|| {
         let mut query = std::collections::HashMap::new();

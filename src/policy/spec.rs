@@ -48,6 +48,9 @@ pub struct PolicySpec {
     /// What to do to an allowed request.
     #[serde(default)]
     pub response: ResponseSpec,
+    /// FHIR search narrowing: search parameters added to allowed searches, per resource
+    /// type (see [`super::narrowing`]).
+    pub narrowing: Option<NarrowingSpec>,
     /// One answer for every policy denial (rules, default deny, missing scopes), so that
     /// e.g. "no such data" and "no consent" cannot be told apart (MedMij). Token errors
     /// keep their 401 so clients can renew tokens.
@@ -188,6 +191,34 @@ pub struct ResponseSpec {
     /// Query parameters to remove.
     #[serde(default)]
     pub remove_query: Vec<String>,
+}
+
+/// Search narrowing: once a rule allows, a search on a listed resource type gets these
+/// parameters set, so the FHIR server returns only what the caller may see. Requests on a
+/// listed type that cannot be narrowed this way are denied.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NarrowingSpec {
+    /// The FHIR base path resource types are below, e.g. `/fhir` (empty: the root).
+    #[serde(default)]
+    pub base_path: String,
+    /// The Care Services Proxy `use_case` values this policy answers for.
+    #[serde(default)]
+    pub use_cases: Vec<String>,
+    /// A client parameter that names a narrowing parameter: `deny` it (400, the
+    /// default) or `replace` it. Modified, chained or encoded forms are denied either way.
+    #[serde(default)]
+    pub on_conflict: OnConflict,
+    /// Resource type → search parameter → CEL expression giving its value.
+    pub resources: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnConflict {
+    #[default]
+    Deny,
+    Replace,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
