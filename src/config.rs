@@ -60,6 +60,8 @@ pub struct Config {
     /// The AuthZEN door on `listeners.http` ([`crate::doors::authzen`]).
     #[serde(default)]
     pub authzen: AuthzenConfig,
+    /// The decision log ([`crate::audit`]): off unless this block is present.
+    pub decision_log: Option<crate::audit::DecisionLogConfig>,
     /// Directory the file was loaded from; relative paths resolve against it.
     #[serde(skip)]
     #[schemars(skip)]
@@ -686,6 +688,9 @@ impl Config {
         }
         if self.admin.token.is_some() && self.admin.allow_anonymous {
             return Err("`admin.token` and `admin.allow_anonymous` exclude each other".into());
+        }
+        if let Some(log) = &self.decision_log {
+            log.check().map_err(|e| format!("decision_log: {e}"))?;
         }
         if self.token_cache.max_entries == 0 {
             return Err("`token_cache.max_entries` must be at least 1".into());

@@ -5,10 +5,13 @@
 //! translate; nothing here knows which gateway asked.
 
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use crate::authn::{Authenticator, AuthnError, Scheme, presented_token};
+use crate::audit::{DecisionLog, DecisionRecord};
+
+use crate::authn::{Authenticator, AuthnError, Identity, Scheme, presented_token};
 use crate::config::Config;
 use crate::decision::{Decision, Deny, DenyCode, Outcome, deny_body};
 use crate::flows::FlowIndex;
@@ -27,6 +30,16 @@ pub struct Engine {
     authn: Authenticator,
     /// The flow index policies read; the store's sync loop keeps it current.
     flows: ArcSwap<FlowIndex>,
+    /// Where every door's decisions are recorded, when the decision log is on. Only a
+    /// queue: the engine never writes a line itself.
+    log: Option<DecisionLog>,
+}
+
+/// What a decision saw on the way, for its decision log record.
+#[derive(Default)]
+struct Seen {
+    policies: Option<Arc<PolicySet>>,
+    caller: Option<Arc<Identity>>,
 }
 
 impl Engine {
@@ -35,7 +48,18 @@ impl Engine {
             policies: ArcSwap::from_pointee(policies),
             authn: Authenticator::new(config)?,
             flows: ArcSwap::from_pointee(FlowIndex::new()),
+            log: None,
         })
+    }
+
+    /// Records every decision [`Engine::decide`] makes in `log`.
+    pub fn with_decision_log(mut self, log: DecisionLog) -> Engine {
+        self.log = Some(log);
+        self
+    }
+
+    pub fn decision_log(&self) -> Option<&DecisionLog> {
+        self.log.as_ref()
     }
 
     /// The flow index decisions read.
@@ -70,8 +94,28 @@ impl Engine {
     }
 
     /// Decides a request from a gateway: the caller is whoever the request's token says.
+    /// Every door comes through here, so this is where the decision log is fed.
     pub async fn decide(&self, request: &AccessRequest) -> Result<Decision, Unavailable> {
-        self.decide_as(request, &Credentials::Request, None).await
+        let Some(log) = &self.log else {
+            return self.decide_as(request, &Credentials::Request, None).await;
+        };
+        let time = SystemTime::now();
+        let started = Instant::now();
+        let mut seen = Seen::default();
+        let result = self
+            .decide_seen(request, &Credentials::Request, None, &mut seen)
+            .await;
+        let latency = started.elapsed();
+        log.record(DecisionRecord::new(
+            request,
+            &result,
+            seen.policies,
+            seen.caller,
+            time,
+            latency,
+        ))
+        .await;
+        result
     }
 
     /// Decides with the given credentials, recording each step in `trace` when asked
@@ -80,9 +124,21 @@ impl Engine {
         &self,
         request: &AccessRequest,
         credentials: &Credentials<'_>,
+        trace: Option<&mut Trace>,
+    ) -> Result<Decision, Unavailable> {
+        self.decide_seen(request, credentials, trace, &mut Seen::default())
+            .await
+    }
+
+    async fn decide_seen(
+        &self,
+        request: &AccessRequest,
+        credentials: &Credentials<'_>,
         mut trace: Option<&mut Trace>,
+        seen: &mut Seen,
     ) -> Result<Decision, Unavailable> {
         let policies = self.policies.load_full();
+        seen.policies = Some(policies.clone());
         let policy = match policies.select(request) {
             Ok(policy) => policy.clone(),
             Err(reason) => {
@@ -149,7 +205,10 @@ impl Engine {
             }
         };
         let identity = match identity {
-            Ok(identity) => identity,
+            Ok(identity) => {
+                seen.caller = Some(identity.clone());
+                identity
+            }
             Err(AuthnError::Unavailable(reason)) => {
                 note(
                     &mut trace,

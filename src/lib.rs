@@ -30,6 +30,7 @@
 //! | [`fhir`] | FHIR REST interactions of a request (read, search, ...), which SMART scopes ([`policy::smart`]) and search narrowing ([`policy::narrowing`]) judge |
 //! | [`flows`] | registered grants: the model and its validation ([`flows::Flow`]), the in-memory index decisions read ([`flows::index`]), the SQLite/PostgreSQL store and its sync loop ([`flows::store`]), and [`flows::Flows`], the API both admin doors call |
 //! | [`policy`] | policy files ([`policy::spec`]), CEL ([`policy::expr`]), selection and evaluation |
+//! | [`audit`] | the decision log: one JSON line per decision, masked, optionally hash-chained, written off the hot path |
 //! | [`config`] | the service configuration file |
 //! | [`doors`] | front doors: translate a gateway's protocol to and from the engine's types: [`doors::envoy`] (gRPC ext_authz), [`doors::authzen`] (AuthZEN evaluations, on [`doors::http`]) |
 //! | [`admin`] | admin listener: health, readiness, `/explain`, and the flows API over HTTP/JSON ([`admin::flows`]) and gRPC ([`admin::grpc`], defined in `proto/`) on one port |
@@ -42,6 +43,7 @@
 //! doors translate, the engine decides.
 
 pub mod admin;
+pub mod audit;
 pub mod authn;
 pub mod config;
 pub mod decision;

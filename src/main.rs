@@ -38,6 +38,11 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Work with decision logs.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Run the policy test suites (`*.test.yaml` beside the policies, or PATHS).
     Test {
         #[arg(long, short, default_value = "sluis.yaml")]
@@ -95,6 +100,16 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of a decision log (`decision_log.chain: true`). Give rotated
+    /// files oldest first (`FILE.2 FILE.1 FILE`). Exits 1 at the first broken line.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -112,6 +127,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { config } => Ok(validate(&config)),
+        Command::Audit {
+            command: AuditCommand::Verify { files },
+        } => {
+            let intact = sluis::audit::chain::report(&files, &mut std::io::stdout())?;
+            Ok(exit(intact))
+        }
         Command::Test {
             config,
             coverage,

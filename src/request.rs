@@ -36,6 +36,18 @@ pub struct AccessRequest {
     /// than as an HTTP request: then the HTTP fields above are empty, and only policies
     /// that `match` evaluations decide it.
     pub evaluation: Option<Evaluation>,
+    /// Which front door asked, for the decision log; each door sets its own.
+    pub door: Door,
+}
+
+/// The name of a front door, e.g. `envoy-grpc` or `authzen`: `unknown` unless a door says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Door(pub &'static str);
+
+impl Default for Door {
+    fn default() -> Door {
+        Door("unknown")
+    }
 }
 
 /// Who wants to do what to which thing, in the words of the application that asks: the
@@ -115,6 +127,7 @@ impl std::fmt::Debug for AccessRequest {
             .field("source", &self.source)
             .field("context", &self.context)
             .field("evaluation", &self.evaluation)
+            .field("door", &self.door.0)
             .finish()
     }
 }

@@ -11,6 +11,7 @@ use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 
 use crate::admin::{AdminAuth, AdminOptions};
+use crate::audit::DecisionLog;
 use crate::config::Config;
 use crate::doors::envoy::EnvoyDoor;
 use crate::engine::Engine;
@@ -108,7 +109,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let Bound { grpc, admin, http } = listeners;
-    let engine = Arc::new(build_engine(&config).map_err(|e| e.join("\n"))?);
+    let mut engine = build_engine(&config).map_err(|e| e.join("\n"))?;
+    if let Some(log) = &config.decision_log {
+        engine = engine.with_decision_log(DecisionLog::start(log, &config.base_dir)?);
+    }
+    let engine = Arc::new(engine);
     engine.authenticator().connect_replay_cache(&config).await?;
     engine.authenticator().start_refreshers();
     let admin_options = AdminOptions {

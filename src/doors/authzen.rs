@@ -235,6 +235,7 @@ fn evaluation_of(
 async fn decide(engine: &Engine, evaluation: Evaluation) -> Value {
     let request = AccessRequest {
         evaluation: Some(evaluation),
+        door: crate::request::Door("authzen"),
         ..Default::default()
     };
     let evaluation = request.evaluation.as_ref();

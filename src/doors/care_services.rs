@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 use crate::decision::{Allow, Decision, Outcome};
 use crate::engine::Engine;
 use crate::policy::smart::decoded_pairs;
-use crate::request::{AccessRequest, POLICY_CONTEXT_KEY};
+use crate::request::{AccessRequest, Door, POLICY_CONTEXT_KEY};
 
 pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
@@ -328,6 +328,7 @@ fn access_request(
         protocol: "HTTP/1.1".into(),
         headers: question.headers.clone().into_iter().collect(),
         context: question.context.iter().cloned().collect(),
+        door: Door("care-services"),
         ..Default::default()
     };
     for name in ["authorization", "dpop"] {

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::decision::{Allow, Decision, Deny, Outcome};
 use crate::engine::Engine;
-use crate::request::{AccessRequest, Source};
+use crate::request::{AccessRequest, Door, Source};
 
 /// The gRPC service Envoy's `ext_authz` filter calls.
 pub struct EnvoyDoor {
@@ -67,7 +67,10 @@ impl Authorization for EnvoyDoor {
 
 /// Translates Envoy's view of the request.
 pub fn access_request(check: CheckRequest) -> AccessRequest {
-    let mut access = AccessRequest::default();
+    let mut access = AccessRequest {
+        door: Door("envoy-grpc"),
+        ..Default::default()
+    };
     let Some(attributes) = check.attributes else {
         return access;
     };

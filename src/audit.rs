@@ -1,0 +1,447 @@
+//! The decision log: one JSON line per decision, for the accounting care networks owe
+//! ("elk besluit wordt vastgelegd").
+//!
+//! [`crate::engine::Engine::decide`], where every front door meets, hands a
+//! [`DecisionRecord`] to a [`DecisionLog`] handle and goes on deciding. A bounded queue
+//! carries records to a writer thread, which masks identifiers ([`mask`]), formats the
+//! line, chains it to the previous one when asked ([`chain`]) and writes it to a sink
+//! ([`sink`]): stdout or a size-rotated file. The engine does no I/O and never waits on the
+//! disk, unless the operator chose `on_full: block` because losing a line is worse than a
+//! slower answer.
+//!
+//! A line never holds a token: the caller appears as its claims `iss`, `sub`,
+//! `client_id`, `act.sub` and the token's short hash.
+
+pub mod chain;
+pub mod mask;
+pub mod sink;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::authn::Identity;
+use crate::decision::Decision;
+use crate::engine::Unavailable;
+use crate::policy::PolicySet;
+use crate::request::AccessRequest;
+
+use mask::{MaskConfig, Masker};
+use sink::Sink;
+
+/// `decision_log:` in the config. Without the block, no decision is logged.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionLogConfig {
+    /// Where lines go: `stdout` (beside the service's own log) or `file` (`path`).
+    #[serde(default)]
+    pub sink: SinkKind,
+    /// The log file for `sink: file`; relative to the config's directory.
+    pub path: Option<PathBuf>,
+    /// Size in bytes at which the file is rotated: `FILE` becomes `FILE.1`, `FILE.1`
+    /// becomes `FILE.2`, and so on.
+    #[serde(default = "default_max_size")]
+    pub max_size: u64,
+    /// How many rotated files (`FILE.1` .. `FILE.N`) are kept beside the current one.
+    #[serde(default = "default_max_files")]
+    pub max_files: usize,
+    /// How many lines may wait for the writer. Beyond that, `on_full` decides.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    #[serde(default)]
+    pub on_full: OnFull,
+    #[serde(default)]
+    pub mask: MaskConfig,
+    /// Tamper evidence: each line carries `prev`, the SHA-256 of the line before it (the
+    /// first line the genesis value, 64 zeros), across restarts and rotations. Checked by
+    /// `sluis audit verify`.
+    #[serde(default)]
+    pub chain: bool,
+}
+
+fn default_max_size() -> u64 {
+    100 * 1024 * 1024
+}
+
+fn default_max_files() -> usize {
+    5
+}
+
+fn default_queue() -> usize {
+    8192
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    #[default]
+    Stdout,
+    File,
+}
+
+/// What a decision does when the queue is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFull {
+    /// The line is dropped and counted; the decision is not slowed.
+    #[default]
+    Drop,
+    /// The decision waits until the writer has room: no line is lost, but a slow disk
+    /// slows every answer.
+    Block,
+}
+
+impl DecisionLogConfig {
+    /// Checks what serde cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.sink == SinkKind::File && self.path.is_none() {
+            return Err("`sink: file` needs a `path`".into());
+        }
+        if self.queue == 0 {
+            return Err("`queue` must be at least 1".into());
+        }
+        if self.max_size == 0 {
+            return Err("`max_size` must be at least 1 byte".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the engine knows about one decision, unmasked and unformatted: the writer thread
+/// does that work, off the hot path.
+pub struct DecisionRecord {
+    pub time: SystemTime,
+    pub door: &'static str,
+    pub request_id: Option<String>,
+    /// The raw `traceparent` header; the writer extracts the trace id.
+    pub traceparent: Option<String>,
+    /// The set that decided; `None` only when the engine failed before choosing.
+    pub policies: Option<Arc<PolicySet>>,
+    pub policy: Option<Arc<str>>,
+    pub rule: Option<Arc<str>>,
+    pub outcome: &'static str,
+    pub status: u16,
+    pub reason: String,
+    pub caller: Option<Arc<Identity>>,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub query: String,
+    pub latency: Duration,
+}
+
+impl DecisionRecord {
+    /// A record of `request` and what the engine made of it.
+    pub fn new(
+        request: &AccessRequest,
+        result: &Result<Decision, Unavailable>,
+        policies: Option<Arc<PolicySet>>,
+        caller: Option<Arc<Identity>>,
+        time: SystemTime,
+        latency: Duration,
+    ) -> DecisionRecord {
+        let (policy, rule, outcome, status, reason) = match result {
+            Ok(decision) => (
+                decision.policy.clone(),
+                Some(decision.rule.clone()),
+                if decision.is_allow() { "allow" } else { "deny" },
+                decision.status(),
+                decision.reason.clone(),
+            ),
+            // The gateway's failure mode decides; Envoy gets UNAVAILABLE.
+            Err(unavailable) => (None, None, "unavailable", 503, unavailable.0.clone()),
+        };
+        DecisionRecord {
+            time,
+            door: request.door.0,
+            request_id: request.header("x-request-id").map(str::to_owned),
+            traceparent: request.header("traceparent").map(str::to_owned),
+            policies,
+            policy,
+            rule,
+            outcome,
+            status,
+            reason,
+            caller,
+            method: request.method.clone(),
+            host: request.host.clone(),
+            path: request.path.clone(),
+            query: request.query.clone(),
+            latency,
+        }
+    }
+}
+
+/// One line of the log, in field order.
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    decision_id: String,
+    request_id: Option<&'a str>,
+    trace_id: Option<&'a str>,
+    door: &'a str,
+    policy: Option<&'a str>,
+    policy_set_version: Option<&'a str>,
+    rule: Option<&'a str>,
+    outcome: &'a str,
+    status: u16,
+    reason: &'a str,
+    caller: Option<Caller<'a>>,
+    request: RequestLine<'a>,
+    latency_us: u128,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Caller<'a> {
+    iss: &'a str,
+    sub: Option<&'a str>,
+    client_id: Option<&'a str>,
+    act_sub: Option<&'a str>,
+    /// A short hash of the token, to correlate lines of one token; never the token.
+    token_hash: &'a str,
+}
+
+#[derive(Serialize)]
+struct RequestLine<'a> {
+    method: &'a str,
+    host: &'a str,
+    path: &'a str,
+    query: &'a str,
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), when well formed
+/// and not all zeros.
+fn trace_id(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0');
+    valid.then_some(trace)
+}
+
+/// Turns records into lines: masks, formats and chains. Lives on the writer thread.
+struct Formatter {
+    masker: Masker,
+    /// The hash of the last line written, when chaining.
+    prev: Option<String>,
+}
+
+impl Formatter {
+    fn line(&mut self, record: &DecisionRecord) -> String {
+        let time = chrono::DateTime::<chrono::Utc>::from(record.time)
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let path = self.masker.mask(&record.path);
+        let query = self.masker.mask(&record.query);
+        let reason = self.masker.mask(&record.reason);
+        let caller = record.caller.as_deref().map(|identity| Caller {
+            iss: &identity.iss,
+            sub: identity.sub.as_deref(),
+            client_id: identity.client_id.as_deref(),
+            act_sub: identity
+                .act()
+                .and_then(|act| act.get("sub"))
+                .and_then(|sub| sub.as_str()),
+            token_hash: &identity.token_hash,
+        });
+        let line = Line {
+            time,
+            decision_id: uuid::Uuid::new_v4().to_string(),
+            request_id: record.request_id.as_deref(),
+            trace_id: record.traceparent.as_deref().and_then(trace_id),
+            door: record.door,
+            policy: record.policy.as_deref(),
+            policy_set_version: record.policies.as_deref().map(|p| p.version.as_str()),
+            rule: record.rule.as_deref(),
+            outcome: record.outcome,
+            status: record.status,
+            reason: &reason,
+            caller,
+            request: RequestLine {
+                method: &record.method,
+                host: &record.host,
+                path: &path,
+                query: &query,
+            },
+            latency_us: record.latency.as_micros(),
+            prev: self.prev.as_deref(),
+        };
+        // Serializing plain strings and numbers cannot fail; an empty object keeps the
+        // chain and line count honest if it ever did.
+        let text = serde_json::to_string(&line).unwrap_or_else(|_| "{}".into());
+        if self.prev.is_some() {
+            self.prev = Some(chain::line_hash(&text));
+        }
+        text
+    }
+}
+
+/// Counters of the log, for metrics.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Lines lost because the queue was full (or the writer had stopped).
+    pub dropped: AtomicU64,
+    /// Lines the sink accepted.
+    pub written: AtomicU64,
+    /// Lines the sink refused (disk full, closed stdout).
+    pub failed: AtomicU64,
+    /// Unix second of the last "dropping lines" warning, so a full queue warns every
+    /// [`WARN_EVERY`] seconds rather than for every decision.
+    last_drop_warning: AtomicU64,
+    last_failure_warning: AtomicU64,
+}
+
+/// Seconds between two warnings about the same kind of loss.
+const WARN_EVERY: u64 = 10;
+
+/// True at most once per [`WARN_EVERY`] seconds per `last`.
+fn warn_now(last: &AtomicU64) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let before = last.load(Ordering::Relaxed);
+    now >= before + WARN_EVERY
+        && last
+            .compare_exchange(before, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
+/// The engine's handle on the decision log: cheap to clone, never does I/O itself.
+#[derive(Clone)]
+pub struct DecisionLog {
+    sender: mpsc::Sender<DecisionRecord>,
+    on_full: OnFull,
+    stats: Arc<LogStats>,
+}
+
+impl DecisionLog {
+    /// Opens the configured sink and starts the writer thread.
+    pub fn start(config: &DecisionLogConfig, base_dir: &Path) -> Result<DecisionLog, String> {
+        config.check().map_err(|e| format!("decision_log: {e}"))?;
+        let (sink, last_line): (Box<dyn Sink>, Option<String>) = match config.sink {
+            SinkKind::Stdout => (Box::new(sink::Stdout), None),
+            SinkKind::File => {
+                let path = base_dir.join(config.path.as_deref().unwrap_or(Path::new("")));
+                let last = if config.chain {
+                    sink::last_line(&path, config.max_files)
+                        .map_err(|e| format!("decision_log: {e}"))?
+                } else {
+                    None
+                };
+                let file = sink::RotatingFile::open(&path, config.max_size, config.max_files)
+                    .map_err(|e| format!("decision_log: {e}"))?;
+                (Box::new(file), last)
+            }
+        };
+        let prev = config.chain.then(|| match &last_line {
+            Some(line) => chain::line_hash(line),
+            None => chain::GENESIS.to_owned(),
+        });
+        DecisionLog::with_sink(config, sink, prev)
+    }
+
+    /// A log writing to `sink`, chaining from `prev` when given.
+    pub fn with_sink(
+        config: &DecisionLogConfig,
+        sink: Box<dyn Sink>,
+        prev: Option<String>,
+    ) -> Result<DecisionLog, String> {
+        let (sender, receiver) = mpsc::channel(config.queue.max(1));
+        let stats = Arc::new(LogStats::default());
+        let formatter = Formatter {
+            masker: Masker::new(&config.mask),
+            prev,
+        };
+        let writer_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("decision-log".into())
+            .spawn(move || write_lines(receiver, formatter, sink, &writer_stats))
+            .map_err(|e| format!("decision_log: cannot start the writer thread: {e}"))?;
+        Ok(DecisionLog {
+            sender,
+            on_full: config.on_full,
+            stats,
+        })
+    }
+
+    /// Queues a record. With `on_full: drop` this never waits.
+    pub async fn record(&self, record: DecisionRecord) {
+        let queued = match self.on_full {
+            OnFull::Drop => self.sender.try_send(record).is_ok(),
+            OnFull::Block => self.sender.send(record).await.is_ok(),
+        };
+        if !queued {
+            let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if warn_now(&self.stats.last_drop_warning) {
+                tracing::warn!(
+                    dropped,
+                    "decision log queue full: lines are being dropped (raise `decision_log.queue` or set `on_full: block`)"
+                );
+            }
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<LogStats> {
+        &self.stats
+    }
+
+    /// Lines dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.stats.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Lines waiting for the writer.
+    pub fn queued(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
+    }
+}
+
+/// The writer thread: runs until every handle is gone, flushing whenever the queue is
+/// empty so lines reach the sink within a moment without a flush per line under load.
+fn write_lines(
+    mut receiver: mpsc::Receiver<DecisionRecord>,
+    mut formatter: Formatter,
+    mut sink: Box<dyn Sink>,
+    stats: &LogStats,
+) {
+    while let Some(record) = receiver.blocking_recv() {
+        let mut next = Some(record);
+        while let Some(record) = next.take() {
+            let line = formatter.line(&record);
+            drop(record);
+            match sink.write_line(&line) {
+                Ok(()) => {
+                    stats.written.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    if warn_now(&stats.last_failure_warning) {
+                        tracing::error!("decision log: cannot write a line: {e}");
+                    }
+                }
+            }
+            next = receiver.try_recv().ok();
+        }
+        if let Err(e) = sink.flush()
+            && warn_now(&stats.last_failure_warning)
+        {
+            tracing::error!("decision log: cannot flush: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
