@@ -319,10 +319,17 @@ fn warn_now(last: &AtomicU64) -> bool {
             .is_ok()
 }
 
+/// What travels to the writer thread.
+enum Message {
+    Record(Box<DecisionRecord>),
+    /// Answered once every message before it is written and flushed.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// The engine's handle on the decision log: cheap to clone, never does I/O itself.
 #[derive(Clone)]
 pub struct DecisionLog {
-    sender: mpsc::Sender<DecisionRecord>,
+    sender: mpsc::Sender<Message>,
     on_full: OnFull,
     stats: Arc<LogStats>,
 }
@@ -379,9 +386,10 @@ impl DecisionLog {
 
     /// Queues a record. With `on_full: drop` this never waits.
     pub async fn record(&self, record: DecisionRecord) {
+        let message = Message::Record(Box::new(record));
         let queued = match self.on_full {
-            OnFull::Drop => self.sender.try_send(record).is_ok(),
-            OnFull::Block => self.sender.send(record).await.is_ok(),
+            OnFull::Drop => self.sender.try_send(message).is_ok(),
+            OnFull::Block => self.sender.send(message).await.is_ok(),
         };
         if !queued {
             let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -391,6 +399,15 @@ impl DecisionLog {
                     "decision log queue full: lines are being dropped (raise `decision_log.queue` or set `on_full: block`)"
                 );
             }
+        }
+    }
+
+    /// Waits until every line queued before this call is written and flushed: at
+    /// shutdown, so the last decisions are not lost with the process.
+    pub async fn flush(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.sender.send(Message::Flush(done)).await.is_ok() {
+            let _ = written.await;
         }
     }
 
@@ -412,14 +429,23 @@ impl DecisionLog {
 /// The writer thread: runs until every handle is gone, flushing whenever the queue is
 /// empty so lines reach the sink within a moment without a flush per line under load.
 fn write_lines(
-    mut receiver: mpsc::Receiver<DecisionRecord>,
+    mut receiver: mpsc::Receiver<Message>,
     mut formatter: Formatter,
     mut sink: Box<dyn Sink>,
     stats: &LogStats,
 ) {
-    while let Some(record) = receiver.blocking_recv() {
-        let mut next = Some(record);
-        while let Some(record) = next.take() {
+    while let Some(message) = receiver.blocking_recv() {
+        let mut next = Some(message);
+        let mut waiting = Vec::new();
+        while let Some(message) = next.take() {
+            next = receiver.try_recv().ok();
+            let record = match message {
+                Message::Record(record) => record,
+                Message::Flush(done) => {
+                    waiting.push(done);
+                    continue;
+                }
+            };
             let line = formatter.line(&record);
             drop(record);
             match sink.write_line(&line) {
@@ -433,12 +459,14 @@ fn write_lines(
                     }
                 }
             }
-            next = receiver.try_recv().ok();
         }
         if let Err(e) = sink.flush()
             && warn_now(&stats.last_failure_warning)
         {
             tracing::error!("decision log: cannot flush: {e}");
+        }
+        for done in waiting {
+            let _ = done.send(());
         }
     }
 }

@@ -153,6 +153,8 @@ pub async fn run(
             },
         );
 
+    // Kept to flush the last lines after the listeners have drained.
+    let log = engine.decision_log().cloned();
     let mut admin_stop = stop_rx.clone();
     let admin_server = axum::serve(admin, crate::admin::router(engine, reloader, admin_options))
         .with_graceful_shutdown(async move {
@@ -173,6 +175,9 @@ pub async fn run(
 
     let (grpc_result, admin_result, http_result) =
         tokio::join!(grpc_server, admin_server.into_future(), http_server);
+    if let Some(log) = log {
+        log.flush().await;
+    }
     grpc_result.map_err(|e| format!("grpc listener failed: {e}"))?;
     admin_result.map_err(|e| format!("admin listener failed: {e}"))?;
     http_result.map_err(|e| format!("http listener failed: {e}"))?;
