@@ -112,7 +112,7 @@ pub fn last_line(path: &Path, max_files: usize) -> Result<Option<String>, String
     let candidates =
         std::iter::once(path.to_owned()).chain((1..=max_files).map(|n| rotated(path, n)));
     for candidate in candidates {
-        match std::fs::read_to_string(&candidate) {
+        match tail(&candidate) {
             Ok(text) => {
                 if let Some(line) = text.lines().rev().find(|l| !l.is_empty()) {
                     return Ok(Some(line.to_owned()));
@@ -123,4 +123,17 @@ pub fn last_line(path: &Path, max_files: usize) -> Result<Option<String>, String
         }
     }
     Ok(None)
+}
+
+/// The end of a file: enough to hold its last line (lines are a few KiB at most) without
+/// reading a 100 MiB log at every start.
+fn tail(path: &Path) -> io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 1024 * 1024;
+    let mut file = File::open(path)?;
+    let length = file.metadata()?.len();
+    file.seek(SeekFrom::Start(length.saturating_sub(TAIL)))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }

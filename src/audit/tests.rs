@@ -278,3 +278,28 @@ async fn on_full_block_waits_and_loses_nothing() {
     assert_eq!(written.len(), 10);
     assert_eq!(log.dropped(), 0);
 }
+
+#[test]
+fn rotation_keeps_max_files_rotated_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.log");
+    let mut file = sink::RotatingFile::open(&path, 100, 2).unwrap();
+    for n in 0..30 {
+        file.write_line(&format!("{{\"line\":{n},\"pad\":\"{}\"}}", "x".repeat(30)))
+            .unwrap();
+    }
+    file.flush().unwrap();
+    assert!(sink::rotated(&path, 1).exists());
+    assert!(sink::rotated(&path, 2).exists());
+    assert!(!sink::rotated(&path, 3).exists());
+    for file in [
+        path.clone(),
+        sink::rotated(&path, 1),
+        sink::rotated(&path, 2),
+    ] {
+        let size = std::fs::metadata(&file).unwrap().len();
+        assert!(size <= 100, "{} has {size} bytes", file.display());
+    }
+    let newest = std::fs::read_to_string(&path).unwrap();
+    assert!(newest.contains("\"line\":29"), "{newest}");
+}
