@@ -3,4 +3,6 @@
 //! [`crate::decision::Decision`] back. No door decides anything itself.
 
 pub mod envoy;
+pub mod forward_auth;
 pub mod http;
+pub mod opa;
