@@ -1,14 +1,13 @@
 //! End to end through real gateways asking the forward-auth door over HTTP: NGINX
-//! `auth_request` with `examples/nginx/sluis.conf` and Envoy's ext_authz `http_service`
-//! with `envoy/envoy-http.yaml`, each run as is with only their ports replaced, in front of
-//! a recording upstream.
+//! `auth_request` with `examples/nginx/sluis.conf`, Caddy `forward_auth` with
+//! `examples/caddy/Caddyfile` and Envoy's ext_authz `http_service` with
+//! `envoy/envoy-http.yaml`, each run as is with only their ports replaced, in front of a
+//! recording upstream.
 //!
-//! Without NGINX (`scripts/install-nginx.sh`) or Envoy (`scripts/install-envoy.sh`) a
-//! test says so and passes, unless `SLUIS_REQUIRE_NGINX=1` / `SLUIS_REQUIRE_ENVOY=1`
-//! (`scripts/test.sh` sets both), where that is a failure.
-//!
-//! Caddy's `forward_auth` is not tested: Debian 12 has no `caddy` package in its main
-//! archive, so it cannot be installed here the way NGINX is.
+//! Without NGINX or Caddy (`scripts/install-nginx.sh` installs both from Debian) or Envoy
+//! (`scripts/install-envoy.sh`) a test says so and passes, unless `SLUIS_REQUIRE_NGINX=1`,
+//! `SLUIS_REQUIRE_CADDY=1` or `SLUIS_REQUIRE_ENVOY=1` (`scripts/test.sh` sets them), where
+//! that is a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -25,16 +24,18 @@ fn repo_file(path: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
 }
 
-fn nginx_binary() -> Option<PathBuf> {
-    let found = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+/// A Debian-installed tool, or `None` (the caller skips) unless `SLUIS_REQUIRE_<TOOL>=1`.
+fn system_binary(name: &str) -> Option<PathBuf> {
+    let found = ["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"]
         .into_iter()
-        .map(PathBuf::from)
+        .map(|dir| Path::new(dir).join(name))
         .find(|p| p.exists());
     if found.is_none() {
-        if std::env::var("SLUIS_REQUIRE_NGINX").as_deref() == Ok("1") {
-            panic!("NGINX is required but missing: run scripts/install-nginx.sh");
+        let require = format!("SLUIS_REQUIRE_{}", name.to_ascii_uppercase());
+        if std::env::var(&require).as_deref() == Ok("1") {
+            panic!("{name} is required but missing: run scripts/install-nginx.sh");
         }
-        eprintln!("SKIPPED: no NGINX (run scripts/install-nginx.sh)");
+        eprintln!("SKIPPED: no {name} (run scripts/install-nginx.sh)");
     }
     found
 }
@@ -150,7 +151,7 @@ async fn allow_and_deny_through(listen: u16, seen: &Arc<Mutex<Vec<Value>>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_auth_request_enforces_sluis_decisions() {
-    let Some(nginx) = nginx_binary() else {
+    let Some(nginx) = system_binary("nginx") else {
         return;
     };
     let (upstream_port, seen) = upstream().await;
@@ -254,5 +255,38 @@ async fn envoy_http_service_enforces_sluis_decisions() {
         echoed["headers"].get("x-sluis-role").is_none(),
         "spoofed x-sluis-* passed: {echoed}"
     );
+    sluis.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_forward_auth_enforces_sluis_decisions() {
+    let Some(caddy) = system_binary("caddy") else {
+        return;
+    };
+    let (upstream_port, seen) = upstream().await;
+    let (setup, sluis) = sluis().await;
+    let listen = free_port();
+    let dir = setup.dir.path();
+    let caddyfile = repo_file("examples/caddy/Caddyfile")
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{listen}"))
+        .replace("127.0.0.1:9192", &sluis.http.to_string())
+        .replace("127.0.0.1:8000", &format!("127.0.0.1:{upstream_port}"));
+    let path = dir.join("Caddyfile");
+    std::fs::write(&path, caddyfile).unwrap();
+    let _caddy = Process(
+        Command::new(caddy)
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&path)
+            // Caddy's data and config (certificates, autosave) in the temp dir.
+            .env("XDG_DATA_HOME", dir)
+            .env("XDG_CONFIG_HOME", dir)
+            .env("HOME", dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port("caddy", listen).await;
+    allow_and_deny_through(listen, &seen).await;
     sluis.stop().await;
 }
