@@ -134,6 +134,25 @@ async fn allow_and_deny_through(listen: u16, seen: &Arc<Mutex<Vec<Value>>>) {
         "insufficient_scope"
     );
 
+    // A client naming another path or method in the headers Sluis reads does not get
+    // its request decided as that one: each gateway sets its own convention's headers,
+    // and Sluis refuses two conventions that disagree.
+    let response = client
+        .delete(url("/api/admin/users"))
+        .bearer_auth(&token)
+        .header("x-original-uri", "/api/things")
+        .header("x-original-method", "GET")
+        .header("x-forwarded-uri", "/api/things")
+        .header("x-forwarded-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        [400, 403].contains(&response.status().as_u16()),
+        "{}",
+        response.status()
+    );
+
     // The method is the client's: POST is not allowed by the policy.
     let response = client
         .post(url("/api/things"))

@@ -11,14 +11,17 @@
 //!   method come from the gateway itself, so headers a client could have sent
 //!   (`X-Forwarded-Uri`, ...) are ignored.
 //! - **Headers**: exactly `/decisions`, with the original method and request target in
-//!   headers. `X-Original-Method` and `X-Original-URI` (set by the NGINX configuration)
-//!   win over `X-Forwarded-Method` and `X-Forwarded-Uri` (Traefik, Caddy), each looked up
-//!   on its own. Both a method and a target are required: a request that says neither
-//!   way is a 400, never a guess.
+//!   headers: `X-Original-Method` and `X-Original-URI` (set by the NGINX configuration)
+//!   or `X-Forwarded-Method` and `X-Forwarded-Uri` (Traefik, Caddy). The gateways pass
+//!   the client's own headers on too, so a client could send the convention its gateway
+//!   does not set: when both conventions are present they must agree, or the request is
+//!   a 400. Both a method and a target are required: a request that does not say them is
+//!   a 400, never a guess.
 //!
 //! Either way the host is `X-Forwarded-Host`, else `Host`; the scheme `X-Forwarded-Proto`,
-//! else `http`; the client address `X-Real-IP`, else the last `X-Forwarded-For` entry
-//! (the one the gateway itself appended).
+//! else `http`; the client address the last `X-Forwarded-For` entry (the one the gateway
+//! itself appended), else `X-Real-IP`. The gateway must set these (Traefik and Caddy do;
+//! the NGINX example does) or a client can choose them.
 //!
 //! # The answer
 //!
@@ -121,11 +124,9 @@ pub fn access_request(
     let header = |name: &str| joined.get(name).map(String::as_str);
     let rest = uri.path().strip_prefix(PREFIX).unwrap_or("");
     let (original_method, target) = if rest.is_empty() {
-        let method = header("x-original-method")
-            .or_else(|| header("x-forwarded-method"))
+        let method = one_of(header("x-original-method"), header("x-forwarded-method"), "method")?
             .ok_or("the original method is missing: send `X-Original-Method` or `X-Forwarded-Method`, or ask `/decisions/{path}` with the original method")?;
-        let target = header("x-original-uri")
-            .or_else(|| header("x-forwarded-uri"))
+        let target = one_of(header("x-original-uri"), header("x-forwarded-uri"), "URI")?
             .ok_or("the original URI is missing: send `X-Original-URI` or `X-Forwarded-Uri`, or ask `/decisions/{path}`")?;
         (method.trim().to_ascii_uppercase(), origin_form(target)?)
     } else {
@@ -140,8 +141,9 @@ pub fn access_request(
     }
     let host = header("x-forwarded-host").or_else(|| header("host"));
     let scheme = header("x-forwarded-proto").map(|p| p.trim().to_ascii_lowercase());
-    let address = header("x-real-ip")
-        .or_else(|| header("x-forwarded-for").and_then(|chain| chain.rsplit(',').next()))
+    let address = header("x-forwarded-for")
+        .and_then(|chain| chain.rsplit(',').next())
+        .or_else(|| header("x-real-ip"))
         .unwrap_or("")
         .trim()
         .to_owned();
@@ -159,6 +161,25 @@ pub fn access_request(
     access.set_target(&target);
     access.headers = joined;
     Ok(access)
+}
+
+/// The one value of two conventions' headers. Each gateway sets its own convention's
+/// header and passes the client's headers on, so a client could send the other one: two
+/// that disagree are refused, never resolved by picking one.
+fn one_of<'a>(
+    original: Option<&'a str>,
+    forwarded: Option<&'a str>,
+    what: &str,
+) -> Result<Option<&'a str>, String> {
+    match (original, forwarded) {
+        (Some(a), Some(b)) if a.trim() != b.trim() => Err(format!(
+            "`X-Original-{}` and `X-Forwarded-{}` disagree about the original {what}",
+            if what == "URI" { "URI" } else { "Method" },
+            if what == "URI" { "Uri" } else { "Method" },
+        )),
+        (Some(a), _) => Ok(Some(a)),
+        (None, b) => Ok(b),
+    }
 }
 
 /// The path and query of a request target, which may come in absolute form.
