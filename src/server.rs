@@ -109,6 +109,9 @@ pub async fn run(
 ) -> Result<(), String> {
     let Bound { grpc, admin, http } = listeners;
     let engine = Arc::new(build_engine(&config).map_err(|e| e.join("\n"))?);
+    for warning in crate::doors::http::gateway_warnings(&config, &engine.policies()) {
+        tracing::warn!("{warning}");
+    }
     engine.authenticator().connect_replay_cache(&config).await?;
     engine.authenticator().start_refreshers();
     let admin_options = AdminOptions {
