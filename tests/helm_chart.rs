@@ -143,7 +143,10 @@ fn assert_hardened_pod(rendered: &Rendered) {
     let pod = &rendered.get("Deployment", "sluis")["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert!(pod["securityContext"]["runAsUser"].as_u64().unwrap() > 0);
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
     assert_eq!(pod["automountServiceAccountToken"], false);
 
     let container = rendered.container();
@@ -218,7 +221,11 @@ fn default_values_lint_render_and_validate() {
     if !helm_available() {
         return;
     }
-    assert_eq!(lint_errors(&chart(), &json!({})), 0, "helm lint with defaults");
+    assert_eq!(
+        lint_errors(&chart(), &json!({})),
+        0,
+        "helm lint with defaults"
+    );
     let rendered = render(&json!({}));
     assert_eq!(
         rendered.kinds(),
@@ -247,8 +254,15 @@ fn default_values_lint_render_and_validate() {
     assert_eq!(config["listeners"]["admin"], "0.0.0.0:9190");
     assert_eq!(config["store"]["url"], "sqlite:/var/lib/sluis/flows.db");
 
+    // Sluis refuses to start without a policy: the chart's placeholder denies everything.
+    let policies = &rendered.get("ConfigMap", "sluis-policies")["data"];
+    assert_eq!(
+        policies.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["deny-all.yaml"]
+    );
     let (ok, output) = sluis_validate(&rendered, &[]);
     assert!(ok, "sluis validate on the default config: {output}");
+    assert!(output.contains("ok: 1 policies (1 rules)"), "{output}");
 
     let notes = rendered.notes();
     assert!(
@@ -392,14 +406,18 @@ fn production_values_lint_render_and_validate() {
     assert_eq!(config["admin"]["token"]["env"], "SLUIS_ADMIN_TOKEN");
 
     let policies = rendered.get("ConfigMap", "sluis-policies")["data"].clone();
-    assert!(policies["smart-fhir-read.yaml"]
-        .as_str()
-        .unwrap()
-        .contains("id: smart-fhir-read"));
-    assert!(policies["public.yaml"]
-        .as_str()
-        .unwrap()
-        .contains("id: public-status"));
+    assert!(
+        policies["smart-fhir-read.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("id: smart-fhir-read")
+    );
+    assert!(
+        policies["public.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("id: public-status")
+    );
 
     let (ok, output) = sluis_validate(
         &rendered,
@@ -427,7 +445,10 @@ fn a_broken_template_fails_lint_and_render() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\ndata:\n  x: {{ .Values.nothing.here }}\n",
     )
     .unwrap();
-    assert!(lint_errors(&copy, &json!({})) > 0, "lint passed a broken template");
+    assert!(
+        lint_errors(&copy, &json!({})) > 0,
+        "lint passed a broken template"
+    );
     let error = helm("render", &copy, &json!({})).unwrap_err();
     assert!(error.contains("broken.yaml"), "{error}");
 }
@@ -447,7 +468,10 @@ fn the_values_schema_rejects_bad_values() {
         // The chart owns the listeners: they must bind the pod's interfaces and match the
         // Service.
         (json!({ "config": { "listeners": {} } }), "listeners"),
-        (json!({ "policies": { "no-extension": "policies: []" } }), "no-extension"),
+        (
+            json!({ "policies": { "no-extension": "policies: []" } }),
+            "no-extension",
+        ),
     ];
     for (values, key) in cases {
         let error = helm("render", &chart(), &values)
@@ -473,7 +497,12 @@ fn the_chart_refuses_sqlite_with_several_replicas() {
         let error = helm("render", &chart(), &values).unwrap_err();
         assert!(error.contains("store.type postgres"), "{values}: {error}");
     }
-    let error = helm("render", &chart(), &json!({ "store": { "type": "postgres" } })).unwrap_err();
+    let error = helm(
+        "render",
+        &chart(),
+        &json!({ "store": { "type": "postgres" } }),
+    )
+    .unwrap_err();
     assert!(error.contains("store.postgres.url is required"), "{error}");
 }
 
