@@ -4,6 +4,7 @@
 //!
 //! Envoy comes from `scripts/install-envoy.sh`; without it the Envoy test skips, saying
 //! so, unless `SLUIS_REQUIRE_ENVOY=1` (set by `scripts/test.sh`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -68,3 +68,31 @@ PostgreSQL, the admin token from a Secret).
 {{- end }}
 {{- toYaml $cfg }}
 {{- end }}
+
+{{/* The container's env: the Secrets the config refers to, then extraEnv. */}}
+{{- define "sluis.env" -}}
+{{- if .Values.admin.tokenSecret.name }}
+- name: SLUIS_ADMIN_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.admin.tokenSecret.name }}
+      key: {{ .Values.admin.tokenSecret.key }}
+{{- end }}
+{{- if and (eq .Values.store.type "postgres") .Values.store.postgres.passwordSecret.name }}
+- name: SLUIS_DB_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.store.postgres.passwordSecret.name }}
+      key: {{ .Values.store.postgres.passwordSecret.key }}
+{{- end }}
+{{- range .Values.secretEnv }}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ .key }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{- toYaml . | nindent 0 }}
+{{- end }}
+{{- end }}
