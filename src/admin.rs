@@ -23,6 +23,8 @@ struct Admin {
     engine: Arc<Engine>,
     reloader: Arc<Reloader>,
     store_configured: bool,
+    /// When the admin listener started: the policies' first load, for metrics.
+    started: std::time::SystemTime,
 }
 
 /// Who may use the flows API.
@@ -76,7 +78,8 @@ pub struct AdminOptions {
 pub fn router(engine: Arc<Engine>, reloader: Arc<Reloader>, options: AdminOptions) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
     if options.explain {
         router = router.route("/explain", post(explain));
     }
@@ -84,6 +87,7 @@ pub fn router(engine: Arc<Engine>, reloader: Arc<Reloader>, options: AdminOption
         engine,
         reloader,
         store_configured: options.flows.is_some(),
+        started: std::time::SystemTime::now(),
     });
     match options.flows {
         Some(flows) => {
@@ -160,6 +164,48 @@ async fn explain(State(admin): State<Admin>, body: axum::body::Bytes) -> impl In
 /// Ready when policies are loaded and every issuer has keys. The body says what is
 /// missing, and whether the last policy reload failed (the previous set is still in force
 /// then, so that alone does not make Sluis unready).
+/// Prometheus text exposition (OpenMetrics) of [`crate::metrics`].
+async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
+    let authn = admin.engine.authenticator();
+    let index = admin.engine.flows();
+    let reload = admin.reloader.status();
+    let introspection = authn
+        .issuers()
+        .filter_map(|issuer| {
+            let stats = &issuer.introspection.as_ref()?.stats;
+            let get = |counter: &std::sync::atomic::AtomicU64| {
+                counter.load(std::sync::atomic::Ordering::Relaxed)
+            };
+            Some((
+                issuer.name().to_string(),
+                [
+                    get(&stats.upstream_calls),
+                    get(&stats.cache_hits),
+                    get(&stats.cache_misses),
+                    get(&stats.stale_served),
+                ],
+            ))
+        })
+        .collect();
+    let text = crate::metrics::render(&crate::metrics::Snapshot {
+        token_cache_entries: authn.cached_tokens(),
+        // The start-up load counts as a success.
+        reload_successes: reload.successes + 1,
+        reload_failures: reload.failures,
+        last_reload_success: reload.last_success.or(Some(admin.started)),
+        flows_indexed: index.len(),
+        flows_version: index.version(),
+        introspection,
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+}
+
 async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
     let policies = admin.engine.policies();
     let authn = admin.engine.authenticator();

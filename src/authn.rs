@@ -273,9 +273,11 @@ impl Authenticator {
             if identity.exp.is_some_and(|exp| exp < now) || identity.cache_until <= now {
                 self.cache.invalidate(&key);
             } else {
+                crate::metrics::global().token_cache_lookup(true);
                 return accept(identity, accepted);
             }
         }
+        crate::metrics::global().token_cache_lookup(false);
         let issuer = self.issuer_for(token, accepted)?;
         let identity = Arc::new(issuer.verify(token, key, hex_prefix(&key)).await?);
         if identity.cache_until > now_secs() {

@@ -60,6 +60,10 @@ pub struct Config {
     /// The AuthZEN door on `listeners.http` ([`crate::doors::authzen`]).
     #[serde(default)]
     pub authzen: AuthzenConfig,
+    /// Which gateways ask Sluis over the HTTP doors, so that what they cannot do is said at
+    /// load time (`sluis validate`, `sluis serve`) instead of found out in production.
+    #[serde(default)]
+    pub gateways: GatewaysConfig,
     /// The decision log ([`crate::audit`]): off unless this block is present.
     pub decision_log: Option<crate::audit::DecisionLogConfig>,
     /// Directory the file was loaded from; relative paths resolve against it.
@@ -100,6 +104,39 @@ fn default_grpc() -> SocketAddr {
 
 fn default_admin() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9190))
+}
+
+/// The gateways in front of the HTTP doors (forward-auth and the OPA Data API).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaysConfig {
+    /// The gateways that call `listeners.http`. Policies that rewrite the query, or remove
+    /// headers these gateways cannot remove on Sluis's word, are warned about at load.
+    #[serde(default)]
+    pub http: Vec<HttpGateway>,
+    /// Headers the gateways' own configuration removes from every request they forward
+    /// (e.g. NGINX `proxy_set_header Authorization "";`), so a policy removing them needs
+    /// no warning.
+    #[serde(default)]
+    pub removes_headers: Vec<String>,
+}
+
+/// A gateway that calls an HTTP door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpGateway {
+    /// Envoy's ext_authz filter with `http_service` (forward-auth door).
+    Envoy,
+    /// NGINX `auth_request` (forward-auth door).
+    Nginx,
+    /// Traefik `ForwardAuth` (forward-auth door).
+    Traefik,
+    /// Caddy `forward_auth` (forward-auth door).
+    Caddy,
+    /// Kong's `opa` plugin (OPA Data API door).
+    Kong,
+    /// APISIX's `opa` plugin (OPA Data API door).
+    Apisix,
 }
 
 /// A JWT issuer: where its keys are, which tokens of it are acceptable.

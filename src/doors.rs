@@ -5,4 +5,6 @@
 pub mod authzen;
 pub mod care_services;
 pub mod envoy;
+pub mod forward_auth;
 pub mod http;
+pub mod opa;

@@ -34,6 +34,7 @@
 //! | [`config`] | the service configuration file |
 //! | [`doors`] | front doors: translate a gateway's protocol to and from the engine's types: [`doors::envoy`] (gRPC ext_authz), [`doors::authzen`] (AuthZEN evaluations, on [`doors::http`]) |
 //! | [`admin`] | admin listener: health, readiness, `/explain`, and the flows API over HTTP/JSON ([`admin::flows`]) and gRPC ([`admin::grpc`], defined in `proto/`) on one port |
+//! | [`metrics`] | Prometheus metrics (`/metrics` on the admin listener): counters bumped where things happen, sizes read when scraped |
 //! | [`reload`] | hot reload of policies: file watching, SIGHUP, validate-then-swap |
 //! | [`server`] | wires listeners, engine and reloader together; `sluis serve` |
 //! | [`testing`] | offline tools for policy authors: test suites, explain, replay |
@@ -51,6 +52,7 @@ pub mod doors;
 pub mod engine;
 pub mod fhir;
 pub mod flows;
+pub mod metrics;
 pub mod policy;
 pub mod reload;
 pub mod request;

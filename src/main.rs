@@ -282,6 +282,9 @@ fn validate(path: &Path) -> ExitCode {
     match sluis::server::build_engine(&config) {
         Ok(engine) => {
             let set = engine.policies();
+            for warning in sluis::doors::http::gateway_warnings(&config, &set) {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "ok: {} policies ({} rules) from {} files, {} issuers; policy set {}",
                 set.policies.len(),

@@ -1070,6 +1070,30 @@ impl Policy {
         self.flows.is_some()
     }
 
+    /// Whether an allow of this policy may rewrite the query string.
+    pub fn rewrites_query(&self) -> bool {
+        !self.response.set_query.is_empty() || !self.response.remove_query.is_empty()
+    }
+
+    /// The headers an allow of this policy removes from every request, whatever its
+    /// rules compute (`authorization` unless kept, `remove_headers`, configured strips;
+    /// prefix patterns end in `*`). For gateway capability checks.
+    pub fn removed_headers(&self) -> Vec<&str> {
+        let kept = self.response.keep_authorization.then_some("authorization");
+        let mut names: Vec<&str> = Vec::new();
+        for name in ["authorization"]
+            .into_iter()
+            .filter(|n| Some(*n) != kept)
+            .chain(self.response.remove_headers.iter().map(String::as_str))
+            .chain(self.response.strip_headers.iter().map(String::as_str))
+        {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
+
     /// The headers this policy may set (for documentation and gateway capability checks).
     pub fn injected_headers(&self) -> impl Iterator<Item = &str> {
         self.response

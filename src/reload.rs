@@ -62,6 +62,9 @@ impl Reloader {
                 let changed = set.version != self.engine.policies().version;
                 if changed {
                     tracing::info!(version = %set.version, policies = set.policies.len(), "policies reloaded");
+                    for warning in crate::doors::http::gateway_warnings(&self.config, &set) {
+                        tracing::warn!("{warning}");
+                    }
                     self.engine.swap_policies(set);
                 }
                 status.last_success = Some(SystemTime::now());

@@ -114,6 +114,9 @@ pub async fn run(
         engine = engine.with_decision_log(DecisionLog::start(log, &config.base_dir)?);
     }
     let engine = Arc::new(engine);
+    for warning in crate::doors::http::gateway_warnings(&config, &engine.policies()) {
+        tracing::warn!("{warning}");
+    }
     engine.authenticator().connect_replay_cache(&config).await?;
     engine.authenticator().start_refreshers();
     let admin_options = AdminOptions {

@@ -34,7 +34,8 @@ fn actor_token() -> String {
     token(&claims)
 }
 
-/// Four decisions through the gRPC door (two allowed, two denied) into a chained file.
+/// Four decisions through the gRPC door (two allowed, two denied) and one through the
+/// forward-auth door, into a chained file.
 async fn logged_decisions(setup: &Setup) -> PathBuf {
     let log = setup.dir.path().join("decisions.log");
     let server = Server::start(&setup.config_path()).await;
@@ -57,6 +58,17 @@ async fn logged_decisions(setup: &Setup) -> PathBuf {
         .check(Req::get("/api/y").bearer(&token(&claims())))
         .await;
     assert_eq!(allowed.status, 200);
+    // An HTTP door names itself too.
+    let forward = reqwest::Client::new()
+        .get(format!(
+            "http://{}/decisions/api/z?bsn=111222333",
+            server.http
+        ))
+        .bearer_auth(token(&claims()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forward.status(), 200);
     // Stopping flushes the queue: every line is in the file afterwards.
     server.stop().await;
     log
@@ -78,7 +90,7 @@ async fn each_decision_through_the_grpc_door_is_one_json_line() {
         .iter()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert_eq!(lines.len(), 5, "{lines:#?}");
 
     let allow = &lines[0];
     assert_eq!(allow["door"], "envoy-grpc");
@@ -125,11 +137,15 @@ async fn each_decision_through_the_grpc_door_is_one_json_line() {
     assert!(anonymous["caller"].is_null());
     assert!(lines[3]["caller"]["act_sub"].is_null());
 
+    assert_eq!(lines[4]["door"], "forward-auth");
+    assert_eq!(lines[4]["request"]["path"], "/api/z");
+    assert_eq!(lines[4]["request"]["query"], "bsn=[bsn]");
+
     let ids: std::collections::HashSet<&str> = lines
         .iter()
         .map(|line| line["decision_id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids.len(), 4, "decision ids are unique");
+    assert_eq!(ids.len(), 5, "decision ids are unique");
     for line in &lines {
         assert_eq!(line["policy_set_version"], version);
     }
@@ -152,7 +168,7 @@ async fn audit_verify_checks_the_chain_and_names_the_first_broken_line() {
     let log = logged_decisions(&setup).await;
     let (code, output) = verify(&log);
     assert_eq!(code, 0, "{output}");
-    assert!(output.contains("chain intact: 4 lines"), "{output}");
+    assert!(output.contains("chain intact: 5 lines"), "{output}");
     assert!(output.contains("starting at genesis"), "{output}");
     let original = lines(&log);
 

@@ -179,9 +179,11 @@ impl Issuer {
             return Ok(0);
         };
         *last = Some(Instant::now());
-        let document = source.fetch().await?;
-        let (set, skipped) =
-            KeySet::parse(&document).map_err(|e| format!("{} from `{}`", e, source.describe()))?;
+        let fetched = source.fetch().await.and_then(|document| {
+            KeySet::parse(&document).map_err(|e| format!("{} from `{}`", e, source.describe()))
+        });
+        crate::metrics::global().jwks_fetch(&self.name, fetched.is_ok());
+        let (set, skipped) = fetched?;
         for problem in &skipped {
             tracing::warn!(issuer = %self.name, source = %source.describe(), "skipped a jwks key: {problem}");
         }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install NGINX (package `nginx-light`, else `nginx`) and Caddy (`caddy`) from Debian when
+# they are missing, for the end-to-end tests of the forward-auth door
+# (tests/gateways_http.rs). The tests run their own NGINX and Caddy on loopback with
+# temporary configs; the system services are not used.
+# Needs root (CI runs as root); does nothing for a tool already installed.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+updated=no
+install() {
+  if ! apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1; then
+    if [[ $updated == no ]]; then
+      apt-get update >/dev/null
+      updated=yes
+    fi
+    apt-get install -y --no-install-recommends "$@" >/dev/null
+  fi
+}
+
+if ! [[ -x /usr/sbin/nginx ]]; then
+  install nginx-light || install nginx
+fi
+if ! [[ -x /usr/bin/caddy ]]; then
+  install caddy
+fi
+# The packages may start their system services; the tests do not want them.
+if command -v service >/dev/null 2>&1; then
+  service nginx stop >/dev/null 2>&1 || true
+  service caddy stop >/dev/null 2>&1 || true
+fi
+echo "$(/usr/sbin/nginx -v 2>&1); caddy $(/usr/bin/caddy version)"

@@ -1,0 +1,340 @@
+//! The OPA REST Data API (`POST /v1/data/{path}` with `{"input": ...}` → `{"result": ...}`)
+//! as Kong's and APISIX's `opa` plugins call it, so a gateway configured for OPA can point
+//! at Sluis unchanged.
+//!
+//! The plugin is told apart by the input it sends, not by the path (the path is whatever
+//! the operator configured: `opa_path` in Kong, `policy` in APISIX, and is not read):
+//!
+//! - Kong (<https://developer.konghq.com/plugins/opa/>): `input.request.http` with `host`,
+//!   `port`, `tls`, `method`, `scheme`, `path`, `querystring`, `headers` (and `body` with
+//!   `include_body_in_opa_input`), and `input.client_ip`. Answered with Kong's object
+//!   result: `allow`, `headers` (set on the upstream request on allow, on the response on
+//!   deny), `status` and `message` (the deny body: the JSON document itself when it is
+//!   one, which Kong sends as JSON).
+//! - APISIX (<https://apisix.apache.org/docs/apisix/plugins/opa/>): `input.type` `http`,
+//!   `input.request` with `scheme`, `path`, `headers`, `method`, `query`, `port`, `host`,
+//!   and `input.var` with `remote_addr` and `remote_port`. Answered with `allow`,
+//!   `headers`, `status_code` and `reason` (the deny body, as for Kong's `message`).
+//!
+//! Neither plugin can remove a header or rewrite the query: an allow with a query rewrite
+//! is denied ([`super::http::refuse_query_rewrite`]), and header removal must be done in
+//! the gateway's configuration (`gateways.http` warns at load).
+//!
+//! Errors use OPA's shape: 400 `{"code": "invalid_parameter", "message": ...}` for bad
+//! JSON or input, 500 `internal_error` when the engine cannot decide, which both plugins
+//! turn into an error for the client, never an allow.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::decision::{Decision, Outcome};
+use crate::engine::Engine;
+use crate::request::{AccessRequest, Source};
+
+/// The routes of the door.
+pub fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/v1/data/{*path}", post(decide))
+        .with_state(engine)
+}
+
+/// The plugin whose input and result shape a request uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plugin {
+    Kong,
+    Apisix,
+}
+
+async fn decide(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
+    let (plugin, access) = match parse(&body) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            return error(StatusCode::BAD_REQUEST, "invalid_parameter", &message);
+        }
+    };
+    match engine.decide(&access).await {
+        Ok(decision) => {
+            let decision = super::http::refuse_query_rewrite(decision, &access);
+            tracing::debug!(
+                policy = decision.policy.as_deref().unwrap_or("-"),
+                rule = %decision.rule,
+                status = decision.status(),
+                reason = %decision.reason,
+                method = %access.method,
+                path = %access.path,
+                plugin = ?plugin,
+                "decision"
+            );
+            axum::Json(json!({ "result": result(plugin, decision) })).into_response()
+        }
+        Err(unavailable) => {
+            tracing::warn!(method = %access.method, path = %access.path, "{unavailable}");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the authorization service cannot decide now",
+            )
+        }
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({ "code": code, "message": message })),
+    )
+        .into_response()
+}
+
+/// The request document: `{"input": ...}`.
+#[derive(Deserialize)]
+struct DataRequest {
+    input: Option<Value>,
+}
+
+/// Kong's `input`.
+#[derive(Deserialize)]
+struct KongInput {
+    request: KongRequest,
+    #[serde(default)]
+    client_ip: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct KongRequest {
+    http: KongHttp,
+}
+
+#[derive(Deserialize)]
+struct KongHttp {
+    method: String,
+    path: String,
+    #[serde(default)]
+    host: String,
+    #[serde(default)]
+    scheme: String,
+    #[serde(default)]
+    querystring: Map<String, Value>,
+    #[serde(default)]
+    headers: Map<String, Value>,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+/// APISIX's `input`.
+#[derive(Deserialize)]
+struct ApisixInput {
+    request: ApisixRequest,
+    #[serde(default)]
+    var: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct ApisixRequest {
+    method: String,
+    path: String,
+    #[serde(default)]
+    host: String,
+    #[serde(default)]
+    scheme: String,
+    #[serde(default)]
+    query: Map<String, Value>,
+    #[serde(default)]
+    headers: Map<String, Value>,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+/// Reads a Data API request body: which plugin sent it, and the request it describes.
+pub fn parse(body: &[u8]) -> Result<(Plugin, AccessRequest), String> {
+    let request: DataRequest =
+        serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
+    let Some(input) = request.input else {
+        return Err("`input` is missing".into());
+    };
+    let is_kong = input.pointer("/request/http").is_some_and(Value::is_object);
+    let is_apisix = input.get("type").is_some();
+    if is_kong {
+        let input: KongInput =
+            serde_json::from_value(input).map_err(|e| format!("Kong `input`: {e}"))?;
+        let http = input.request.http;
+        let access = AccessRequest {
+            method: method(&http.method)?,
+            scheme: http.scheme.to_ascii_lowercase(),
+            host: http.host,
+            path: path(http.path)?,
+            query: query_string(&http.querystring),
+            headers: headers(&http.headers)?,
+            source: Source {
+                address: input.client_ip.unwrap_or_default(),
+                certificate: None,
+            },
+            body: http.body.unwrap_or_default(),
+            door: crate::request::Door("opa-kong"),
+            ..AccessRequest::default()
+        };
+        return Ok((Plugin::Kong, access));
+    }
+    if is_apisix {
+        match input.get("type").and_then(Value::as_str) {
+            Some("http") => {}
+            other => {
+                return Err(format!(
+                    "APISIX `input.type` must be `http`, not {}",
+                    other.map_or_else(|| "a non-string".to_string(), |t| format!("`{t}`"))
+                ));
+            }
+        }
+        let input: ApisixInput =
+            serde_json::from_value(input).map_err(|e| format!("APISIX `input`: {e}"))?;
+        let request = input.request;
+        let var = |name: &str| match input.var.get(name) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let address = match (var("remote_addr"), var("remote_port")) {
+            (Some(ip), Some(port)) if ip.contains(':') => format!("[{ip}]:{port}"),
+            (Some(ip), Some(port)) => format!("{ip}:{port}"),
+            (Some(ip), None) => ip,
+            _ => String::new(),
+        };
+        let access = AccessRequest {
+            method: method(&request.method)?,
+            scheme: request.scheme.to_ascii_lowercase(),
+            host: request.host,
+            path: path(request.path)?,
+            query: query_string(&request.query),
+            headers: headers(&request.headers)?,
+            source: Source {
+                address,
+                certificate: None,
+            },
+            body: request.body.unwrap_or_default(),
+            door: crate::request::Door("opa-apisix"),
+            ..AccessRequest::default()
+        };
+        return Ok((Plugin::Apisix, access));
+    }
+    Err("`input` is neither Kong's (`input.request.http`) nor APISIX's (`input.type`)".into())
+}
+
+fn method(method: &str) -> Result<String, String> {
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(format!("`{method}` is not an HTTP method"));
+    }
+    Ok(method.to_ascii_uppercase())
+}
+
+fn path(path: String) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err(format!("path `{path}` does not start with `/`"));
+    }
+    Ok(path)
+}
+
+/// Headers as the plugins send them (name → value, or → list of values for a repeated
+/// header), lower-cased and joined with `,`.
+fn headers(map: &Map<String, Value>) -> Result<std::collections::HashMap<String, String>, String> {
+    let mut headers = std::collections::HashMap::new();
+    for (name, value) in map {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Array(values) => values
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    _ => Err(format!("header `{name}`: values must be strings")),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            _ => return Err(format!("header `{name}`: a string or a list of strings")),
+        };
+        headers.insert(name.to_ascii_lowercase(), text);
+    }
+    Ok(headers)
+}
+
+/// A query string from the plugins' decoded arguments (name → value, list of values, or
+/// `true` for a name without a value), percent-encoded, names sorted.
+fn query_string(arguments: &Map<String, Value>) -> String {
+    let sorted: BTreeMap<&String, &Value> = arguments.iter().collect();
+    let mut pairs: Vec<String> = Vec::new();
+    let mut push = |name: &str, value: &Value| match value {
+        Value::Bool(true) => pairs.push(encode(name)),
+        Value::String(s) => pairs.push(format!("{}={}", encode(name), encode(s))),
+        Value::Number(n) => pairs.push(format!("{}={n}", encode(name))),
+        _ => {}
+    };
+    for (name, value) in sorted {
+        match value {
+            Value::Array(values) => values.iter().for_each(|v| push(name, v)),
+            value => push(name, value),
+        }
+    }
+    pairs.join("&")
+}
+
+fn encode(text: &str) -> String {
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
+}
+
+/// The `result` document the plugin acts on.
+pub fn result(plugin: Plugin, decision: Decision) -> Value {
+    match decision.outcome {
+        Outcome::Allow(allow) => json!({
+            "allow": true,
+            "headers": header_object(&allow.set_headers),
+        }),
+        Outcome::Deny(deny) => {
+            // Kong sends an object `message` as JSON and a string one wrapped in
+            // `{"message": ...}`; APISIX likewise for `reason`. Sluis's deny body is JSON
+            // unless a policy's uniform deny says otherwise.
+            let body = match serde_json::from_str::<Value>(&deny.body) {
+                Ok(document @ Value::Object(_)) => document,
+                _ => Value::String(deny.body),
+            };
+            let headers = header_object(&deny.headers);
+            match plugin {
+                Plugin::Kong => json!({
+                    "allow": false,
+                    "status": deny.status,
+                    "headers": headers,
+                    "message": body,
+                }),
+                Plugin::Apisix => json!({
+                    "allow": false,
+                    "status_code": deny.status,
+                    "headers": headers,
+                    "reason": body,
+                }),
+            }
+        }
+    }
+}
+
+fn header_object(headers: &[(String, String)]) -> Value {
+    Value::Object(
+        headers
+            .iter()
+            .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,307 @@
+//! Prometheus metrics, served as text on the admin listener at `/metrics`.
+//!
+//! One registry per process ([`global`]), like Prometheus's own clients: counters are
+//! bumped where things happen (decisions in the engine, cache look-ups in `authn`, key
+//! fetches in the issuers), and values that already live elsewhere (the flow index size,
+//! reload status, cache sizes) are read when scraped ([`render`]), so nothing is kept
+//! twice. Label values are bounded by the configuration: policy and rule ids, issuer
+//! names, door names; never a request's path or a caller's identity.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    policy: String,
+    rule: String,
+    outcome: String,
+    door: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DoorLabels {
+    door: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabels {
+    issuer: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    issuer: String,
+    event: String,
+}
+
+/// Every metric Sluis exports.
+pub struct Metrics {
+    registry: Registry,
+    decisions: Family<DecisionLabels, Counter>,
+    decision_seconds: Family<DoorLabels, Histogram, fn() -> Histogram>,
+    token_cache_hits: Counter,
+    token_cache_misses: Counter,
+    token_cache_entries: Gauge,
+    introspection: Family<EventLabels, Counter>,
+    jwks_fetches: Family<IssuerLabels, Counter>,
+    policy_reloads: Family<ResultLabels, Gauge>,
+    policy_last_reload: Gauge,
+    flows_indexed: Gauge,
+    flows_version: Gauge,
+}
+
+fn decision_histogram() -> Histogram {
+    // 5 µs .. ~80 ms: a cached decision takes microseconds, a first verification
+    // tens of µs, an introspection call or a JWKS fetch milliseconds.
+    Histogram::new(exponential_buckets(0.000_005, 2.0, 15))
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("sluis");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Decisions by policy, deciding rule, outcome and front door",
+            decisions.clone(),
+        );
+        let decision_seconds =
+            Family::<DoorLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                decision_histogram,
+            );
+        registry.register(
+            "decision_duration_seconds",
+            "Time to decide, token verification and policy evaluation included, by front door",
+            decision_seconds.clone(),
+        );
+        let token_cache = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "token_cache_lookups",
+            "Verified-token cache look-ups: hit or miss",
+            token_cache.clone(),
+        );
+        // Handles kept, so the hot path does no label look-up.
+        let lookup = |result: &str| {
+            token_cache
+                .get_or_create(&ResultLabels {
+                    result: result.to_owned(),
+                })
+                .clone()
+        };
+        let (token_cache_hits, token_cache_misses) = (lookup("hit"), lookup("miss"));
+        let token_cache_entries = Gauge::default();
+        registry.register(
+            "token_cache_entries",
+            "Verified tokens held in the cache",
+            token_cache_entries.clone(),
+        );
+        let introspection = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "introspection_events",
+            "RFC 7662 introspection by issuer: endpoint calls (retries included), cache hits and misses, stale answers served during an outage",
+            introspection.clone(),
+        );
+        let jwks_fetches = Family::<IssuerLabels, Counter>::default();
+        registry.register(
+            "jwks_fetches",
+            "JWKS fetches by issuer and result (ok, error)",
+            jwks_fetches.clone(),
+        );
+        let policy_reloads = Family::<ResultLabels, Gauge>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy reloads since start, by result (success, failure)",
+            policy_reloads.clone(),
+        );
+        let policy_last_reload = Gauge::default();
+        registry.register(
+            "policy_last_reload_success_timestamp_seconds",
+            "When the policies last loaded or reloaded successfully (unix seconds)",
+            policy_last_reload.clone(),
+        );
+        let flows_indexed = Gauge::default();
+        registry.register(
+            "flows_indexed",
+            "Active flows in the in-memory index",
+            flows_indexed.clone(),
+        );
+        let flows_version = Gauge::default();
+        registry.register(
+            "flows_index_version",
+            "The flow store version the index has caught up with",
+            flows_version.clone(),
+        );
+        Metrics {
+            registry,
+            decisions,
+            decision_seconds,
+            token_cache_hits,
+            token_cache_misses,
+            token_cache_entries,
+            introspection,
+            jwks_fetches,
+            policy_reloads,
+            policy_last_reload,
+            flows_indexed,
+            flows_version,
+        }
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn global() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    /// One decision: who decided what, through which door, in how long.
+    pub fn decision(&self, policy: &str, rule: &str, allow: bool, door: &str, took: Duration) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                policy: policy.to_owned(),
+                rule: rule.to_owned(),
+                outcome: if allow { "allow" } else { "deny" }.to_owned(),
+                door: door.to_owned(),
+            })
+            .inc();
+        self.decision_seconds
+            .get_or_create(&DoorLabels {
+                door: door.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// A verified-token cache look-up.
+    pub fn token_cache_lookup(&self, hit: bool) {
+        if hit {
+            self.token_cache_hits.inc();
+        } else {
+            self.token_cache_misses.inc();
+        }
+    }
+
+    /// A JWKS fetch's outcome.
+    pub fn jwks_fetch(&self, issuer: &str, ok: bool) {
+        self.jwks_fetches
+            .get_or_create(&IssuerLabels {
+                issuer: issuer.to_owned(),
+                result: if ok { "ok" } else { "error" }.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// What [`render`] reads at scrape time from where it lives.
+pub struct Snapshot {
+    pub token_cache_entries: u64,
+    pub reload_successes: u64,
+    pub reload_failures: u64,
+    pub last_reload_success: Option<std::time::SystemTime>,
+    pub flows_indexed: usize,
+    pub flows_version: i64,
+    /// Per introspecting issuer: endpoint calls, cache hits, cache misses, stale served,
+    /// as counted since start by the issuer's introspector.
+    pub introspection: Vec<(String, [u64; 4])>,
+}
+
+const INTROSPECTION_EVENTS: [&str; 4] = ["calls", "cache_hits", "cache_misses", "stale_served"];
+
+/// The Prometheus text exposition of every metric, with `snapshot`'s values.
+pub fn render(snapshot: &Snapshot) -> String {
+    let metrics = global();
+    let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    metrics
+        .token_cache_entries
+        .set(gauge(snapshot.token_cache_entries));
+    for (result, count) in [
+        ("success", snapshot.reload_successes),
+        ("failure", snapshot.reload_failures),
+    ] {
+        metrics
+            .policy_reloads
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .set(gauge(count));
+    }
+    if let Some(at) = snapshot.last_reload_success
+        && let Ok(since) = at.duration_since(std::time::UNIX_EPOCH)
+    {
+        metrics.policy_last_reload.set(gauge(since.as_secs()));
+    }
+    metrics
+        .flows_indexed
+        .set(gauge(snapshot.flows_indexed as u64));
+    metrics.flows_version.set(snapshot.flows_version);
+    // The introspectors count for themselves; the exported counters catch up with them.
+    for (issuer, counts) in &snapshot.introspection {
+        for (event, count) in INTROSPECTION_EVENTS.iter().zip(counts) {
+            let counter = metrics.introspection.get_or_create(&EventLabels {
+                issuer: issuer.clone(),
+                event: (*event).to_owned(),
+            });
+            counter.inc_by(count.saturating_sub(counter.get()));
+        }
+    }
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &metrics.registry);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_and_snapshots_are_exported() {
+        let metrics = global();
+        metrics.decision(
+            "p-test",
+            "allow-rule",
+            true,
+            "envoy-grpc",
+            Duration::from_micros(7),
+        );
+        metrics.token_cache_lookup(true);
+        metrics.jwks_fetch("issuer-test", false);
+        let text = render(&Snapshot {
+            token_cache_entries: 3,
+            reload_successes: 2,
+            reload_failures: 1,
+            last_reload_success: Some(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            flows_indexed: 42,
+            flows_version: 7,
+            introspection: vec![("idp-test".into(), [5, 3, 2, 0])],
+        });
+        for line in [
+            r#"sluis_decisions_total{policy="p-test",rule="allow-rule",outcome="allow",door="envoy-grpc"} "#,
+            r#"sluis_decision_duration_seconds_bucket{le="0.00001",door="envoy-grpc"} "#,
+            r#"sluis_token_cache_lookups_total{result="hit"} "#,
+            r#"sluis_jwks_fetches_total{issuer="issuer-test",result="error"} "#,
+            "sluis_token_cache_entries 3",
+            r#"sluis_policy_reloads{result="failure"} 1"#,
+            "sluis_policy_last_reload_success_timestamp_seconds 1700000000",
+            "sluis_flows_indexed 42",
+            "sluis_flows_index_version 7",
+            r#"sluis_introspection_events_total{issuer="idp-test",event="calls"} 5"#,
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
+    }
+}
