@@ -196,6 +196,16 @@ async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
         flows_indexed: index.len(),
         flows_version: index.version(),
         introspection,
+        decision_log: admin.engine.decision_log().map(|log| {
+            let stats = log.stats();
+            let get = |counter: &std::sync::atomic::AtomicU64| {
+                counter.load(std::sync::atomic::Ordering::Relaxed)
+            };
+            (
+                log.queued(),
+                [get(&stats.written), get(&stats.dropped), get(&stats.failed)],
+            )
+        }),
     });
     (
         [(

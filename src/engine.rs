@@ -96,25 +96,33 @@ impl Engine {
     /// Decides a request from a gateway: the caller is whoever the request's token says.
     /// Every door comes through here, so this is where the decision log is fed.
     pub async fn decide(&self, request: &AccessRequest) -> Result<Decision, Unavailable> {
-        let Some(log) = &self.log else {
-            return self.decide_as(request, &Credentials::Request, None).await;
-        };
-        let time = SystemTime::now();
+        let time = self.log.is_some().then(SystemTime::now);
         let started = Instant::now();
         let mut seen = Seen::default();
         let result = self
             .decide_seen(request, &Credentials::Request, None, &mut seen)
             .await;
         let latency = started.elapsed();
-        log.record(DecisionRecord::new(
-            request,
-            &result,
-            seen.policies,
-            seen.caller,
-            time,
-            latency,
-        ))
-        .await;
+        let (policy, rule, outcome) = match &result {
+            Ok(decision) => (
+                decision.policy.as_deref().unwrap_or("-"),
+                &*decision.rule,
+                if decision.is_allow() { "allow" } else { "deny" },
+            ),
+            Err(_) => ("-", "-", "unavailable"),
+        };
+        crate::metrics::global().decision(policy, rule, outcome, request.door.0, latency);
+        if let (Some(log), Some(time)) = (&self.log, time) {
+            log.record(DecisionRecord::new(
+                request,
+                &result,
+                seen.policies,
+                seen.caller,
+                time,
+                latency,
+            ))
+            .await;
+        }
         result
     }
 

@@ -61,6 +61,8 @@ pub struct Metrics {
     policy_last_reload: Gauge,
     flows_indexed: Gauge,
     flows_version: Gauge,
+    log_queue: Gauge,
+    log_lines: Family<ResultLabels, Counter>,
 }
 
 fn decision_histogram() -> Histogram {
@@ -144,8 +146,22 @@ impl Metrics {
             "The flow store version the index has caught up with",
             flows_version.clone(),
         );
+        let log_queue = Gauge::default();
+        registry.register(
+            "decision_log_queue_depth",
+            "Decision log lines waiting for the writer",
+            log_queue.clone(),
+        );
+        let log_lines = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "decision_log_lines",
+            "Decision log lines: written, dropped (queue full), failed (the sink refused them)",
+            log_lines.clone(),
+        );
         Metrics {
             registry,
+            log_queue,
+            log_lines,
             decisions,
             decision_seconds,
             token_cache_hits,
@@ -169,13 +185,14 @@ pub fn global() -> &'static Metrics {
 }
 
 impl Metrics {
-    /// One decision: who decided what, through which door, in how long.
-    pub fn decision(&self, policy: &str, rule: &str, allow: bool, door: &str, took: Duration) {
+    /// One decision: who decided what (`allow`, `deny`, or `unavailable` when it could
+    /// not), through which door, in how long.
+    pub fn decision(&self, policy: &str, rule: &str, outcome: &str, door: &str, took: Duration) {
         self.decisions
             .get_or_create(&DecisionLabels {
                 policy: policy.to_owned(),
                 rule: rule.to_owned(),
-                outcome: if allow { "allow" } else { "deny" }.to_owned(),
+                outcome: outcome.to_owned(),
                 door: door.to_owned(),
             })
             .inc();
@@ -217,6 +234,8 @@ pub struct Snapshot {
     /// Per introspecting issuer: endpoint calls, cache hits, cache misses, stale served,
     /// as counted since start by the issuer's introspector.
     pub introspection: Vec<(String, [u64; 4])>,
+    /// The decision log's queue depth and lines written, dropped and failed, when on.
+    pub decision_log: Option<(usize, [u64; 3])>,
 }
 
 const INTROSPECTION_EVENTS: [&str; 4] = ["calls", "cache_hits", "cache_misses", "stale_served"];
@@ -258,6 +277,15 @@ pub fn render(snapshot: &Snapshot) -> String {
             counter.inc_by(count.saturating_sub(counter.get()));
         }
     }
+    if let Some((depth, counts)) = snapshot.decision_log {
+        metrics.log_queue.set(gauge(depth as u64));
+        for (result, count) in ["written", "dropped", "failed"].iter().zip(counts) {
+            let counter = metrics.log_lines.get_or_create(&ResultLabels {
+                result: (*result).to_owned(),
+            });
+            counter.inc_by(count.saturating_sub(counter.get()));
+        }
+    }
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &metrics.registry);
@@ -274,7 +302,7 @@ mod tests {
         metrics.decision(
             "p-test",
             "allow-rule",
-            true,
+            "allow",
             "envoy-grpc",
             Duration::from_micros(7),
         );
@@ -288,6 +316,7 @@ mod tests {
             flows_indexed: 42,
             flows_version: 7,
             introspection: vec![("idp-test".into(), [5, 3, 2, 0])],
+            decision_log: Some((4, [10, 2, 0])),
         });
         for line in [
             r#"sluis_decisions_total{policy="p-test",rule="allow-rule",outcome="allow",door="envoy-grpc"} "#,
@@ -300,6 +329,8 @@ mod tests {
             "sluis_flows_indexed 42",
             "sluis_flows_index_version 7",
             r#"sluis_introspection_events_total{issuer="idp-test",event="calls"} 5"#,
+            "sluis_decision_log_queue_depth 4",
+            r#"sluis_decision_log_lines_total{result="dropped"} 2"#,
         ] {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");
         }
