@@ -82,34 +82,21 @@ async fn decide(
             );
         }
     };
-    match engine.decide(&access).await {
+    match super::http::decide(&engine, &access).await {
         Ok(decision) => {
-            let decision = super::http::refuse_query_rewrite(decision, &access);
-            tracing::debug!(
-                policy = decision.policy.as_deref().unwrap_or("-"),
-                rule = %decision.rule,
-                status = decision.status(),
-                reason = %decision.reason,
-                method = %access.method,
-                path = %access.path,
-                "decision"
-            );
             let body_in_header = headers
                 .get(BODY_IN_HEADER)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
             response(decision, body_in_header)
         }
-        Err(unavailable) => {
-            tracing::warn!(method = %access.method, path = %access.path, "{unavailable}");
-            json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({
-                    "error": "temporarily_unavailable",
-                    "message": "the authorization service cannot decide now",
-                })
-                .to_string(),
-            )
-        }
+        Err(_) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({
+                "error": "temporarily_unavailable",
+                "message": "the authorization service cannot decide now",
+            })
+            .to_string(),
+        ),
     }
 }
 

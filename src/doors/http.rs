@@ -108,6 +108,34 @@ fn quoted(ids: &[&str]) -> String {
         .join(", ")
 }
 
+/// Asks the engine, as every HTTP forward-auth door does: the decision, with a query
+/// rewrite refused ([`refuse_query_rewrite`]), logged at debug; or why it could not.
+pub async fn decide(
+    engine: &Engine,
+    access: &AccessRequest,
+) -> Result<Decision, crate::engine::Unavailable> {
+    match engine.decide(access).await {
+        Ok(decision) => {
+            let decision = refuse_query_rewrite(decision, access);
+            tracing::debug!(
+                door = access.door.0,
+                policy = decision.policy.as_deref().unwrap_or("-"),
+                rule = %decision.rule,
+                status = decision.status(),
+                reason = %decision.reason,
+                method = %access.method,
+                path = %access.path,
+                "decision"
+            );
+            Ok(decision)
+        }
+        Err(unavailable) => {
+            tracing::warn!(door = access.door.0, method = %access.method, path = %access.path, "{unavailable}");
+            Err(unavailable)
+        }
+    }
+}
+
 /// The decision, or a deny when it allows with a query rewrite that would change this
 /// request: no HTTP door's gateway can apply one, and forwarding the request unchanged
 /// could be wider than the policy allows (a search that was to be narrowed), so it fails

@@ -61,29 +61,13 @@ async fn decide(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
             return error(StatusCode::BAD_REQUEST, "invalid_parameter", &message);
         }
     };
-    match engine.decide(&access).await {
-        Ok(decision) => {
-            let decision = super::http::refuse_query_rewrite(decision, &access);
-            tracing::debug!(
-                policy = decision.policy.as_deref().unwrap_or("-"),
-                rule = %decision.rule,
-                status = decision.status(),
-                reason = %decision.reason,
-                method = %access.method,
-                path = %access.path,
-                plugin = ?plugin,
-                "decision"
-            );
-            axum::Json(json!({ "result": result(plugin, decision) })).into_response()
-        }
-        Err(unavailable) => {
-            tracing::warn!(method = %access.method, path = %access.path, "{unavailable}");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "the authorization service cannot decide now",
-            )
-        }
+    match super::http::decide(&engine, &access).await {
+        Ok(decision) => axum::Json(json!({ "result": result(plugin, decision) })).into_response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the authorization service cannot decide now",
+        ),
     }
 }
 
