@@ -1,10 +1,10 @@
 //! The AuthZEN Authorization API 1.0 door over HTTP, against a running server with the
 //! example Todo policy (`policy/authzen-todo.yaml`).
 //!
-//! Conformance data: the AuthZEN interop Todo decision sets, read at run time from
-//! `../shared/reference/authzen/todo/*.json`, copied verbatim from github.com/openid/authzen
+//! Conformance data: the AuthZEN interop Todo decision sets in
+//! `tests/fixtures/authzen-todo/*.json`, copied verbatim from github.com/openid/authzen
 //! `interop/authzen-todo-backend/test/` at commit e287920eed842b227e38531c1735b712337ca44d
-//! (see `../shared/reference/authzen/SOURCES.txt`).
+//! (see `SOURCE.txt` there).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -57,7 +57,8 @@ async fn decisions(server: &Server, body: &Value) -> Value {
 /// boxcar, and the boxcar cases as given.
 #[tokio::test]
 async fn the_interop_todo_decisions_all_pass() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/authzen/todo");
+    // The interop's decision sets (github.com/openid/authzen, see SOURCE.txt there).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/authzen-todo");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("the interop data in `{}`: {e}", dir.display()))
         .map(|entry| entry.unwrap().path())
