@@ -8,8 +8,10 @@
 //! # Architecture
 //!
 //! ```text
-//!  doors::envoy (gRPC ext_authz)  ──► AccessRequest ──► engine::Engine::decide ──► Decision
-//!  doors::authzen (HTTP, AuthZEN) ──►   (+ Evaluation)
+//!  doors::envoy (gRPC ext_authz) ─┐
+//!  doors::http, one HTTP port:    ├─► AccessRequest ─► engine::Engine::decide ─► Decision
+//!    forward_auth, opa, authzen,  │   (+ door name,      │  └─► audit::DecisionLog, metrics
+//!    care_services               ─┘    Evaluation)       │
 //!                                                        │
 //!                        policy::PolicySet::select ◄─────┤  (which policy decides)
 //!                        authn::Authenticator     ◄─────┤  (JWT via JWKS, cached by hash)
@@ -32,7 +34,7 @@
 //! | [`policy`] | policy files ([`policy::spec`]), CEL ([`policy::expr`]), selection and evaluation |
 //! | [`audit`] | the decision log: one JSON line per decision, masked, optionally hash-chained, written off the hot path |
 //! | [`config`] | the service configuration file |
-//! | [`doors`] | front doors: translate a gateway's protocol to and from the engine's types: [`doors::envoy`] (gRPC ext_authz), [`doors::authzen`] (AuthZEN evaluations, on [`doors::http`]) |
+//! | [`doors`] | front doors: translate a gateway's protocol to and from the engine's types: [`doors::envoy`] (gRPC ext_authz); on one HTTP port ([`doors::http`]): [`doors::forward_auth`] (NGINX, Traefik, Caddy, Envoy `http_service`), [`doors::opa`] (OPA Data API for Kong and APISIX), [`doors::authzen`] (AuthZEN evaluations), [`doors::care_services`] (Care Services Proxy) |
 //! | [`admin`] | admin listener: health, readiness, `/explain`, and the flows API over HTTP/JSON ([`admin::flows`]) and gRPC ([`admin::grpc`], defined in `proto/`) on one port |
 //! | [`metrics`] | Prometheus metrics (`/metrics` on the admin listener): counters bumped where things happen, sizes read when scraped |
 //! | [`reload`] | hot reload of policies: file watching, SIGHUP, validate-then-swap |
