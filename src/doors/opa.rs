@@ -95,19 +95,21 @@ struct KongInput {
 
 #[derive(Deserialize)]
 struct KongRequest {
-    http: KongHttp,
+    http: PluginRequest,
 }
 
+/// The HTTP request as either plugin describes it: Kong's `input.request.http`, APISIX's
+/// `input.request` (which calls the parsed query `query`, Kong `querystring`).
 #[derive(Deserialize)]
-struct KongHttp {
+struct PluginRequest {
     method: String,
     path: String,
     #[serde(default)]
     host: String,
     #[serde(default)]
     scheme: String,
-    #[serde(default)]
-    querystring: Map<String, Value>,
+    #[serde(default, alias = "querystring")]
+    query: Map<String, Value>,
     #[serde(default)]
     headers: Map<String, Value>,
     #[serde(default)]
@@ -117,25 +119,9 @@ struct KongHttp {
 /// APISIX's `input`.
 #[derive(Deserialize)]
 struct ApisixInput {
-    request: ApisixRequest,
+    request: PluginRequest,
     #[serde(default)]
     var: Map<String, Value>,
-}
-
-#[derive(Deserialize)]
-struct ApisixRequest {
-    method: String,
-    path: String,
-    #[serde(default)]
-    host: String,
-    #[serde(default)]
-    scheme: String,
-    #[serde(default)]
-    query: Map<String, Value>,
-    #[serde(default)]
-    headers: Map<String, Value>,
-    #[serde(default)]
-    body: Option<String>,
 }
 
 /// Reads a Data API request body: which plugin sent it, and the request it describes.
@@ -150,22 +136,10 @@ pub fn parse(body: &[u8]) -> Result<(Plugin, AccessRequest), String> {
     if is_kong {
         let input: KongInput =
             serde_json::from_value(input).map_err(|e| format!("Kong `input`: {e}"))?;
-        let http = input.request.http;
-        let access = AccessRequest {
-            method: method(&http.method)?,
-            scheme: http.scheme.to_ascii_lowercase(),
-            host: http.host,
-            path: path(http.path)?,
-            query: query_string(&http.querystring),
-            headers: headers(&http.headers)?,
-            source: Source {
-                address: input.client_ip.unwrap_or_default(),
-                certificate: None,
-            },
-            body: http.body.unwrap_or_default(),
-            door: crate::request::Door("opa-kong"),
-            ..AccessRequest::default()
-        };
+        let access = input.request.http.access(
+            input.client_ip.unwrap_or_default(),
+            crate::request::Door("opa-kong"),
+        )?;
         return Ok((Plugin::Kong, access));
     }
     if is_apisix {
@@ -192,24 +166,30 @@ pub fn parse(body: &[u8]) -> Result<(Plugin, AccessRequest), String> {
             (Some(ip), None) => ip,
             _ => String::new(),
         };
-        let access = AccessRequest {
-            method: method(&request.method)?,
-            scheme: request.scheme.to_ascii_lowercase(),
-            host: request.host,
-            path: path(request.path)?,
-            query: query_string(&request.query),
-            headers: headers(&request.headers)?,
+        let access = request.access(address, crate::request::Door("opa-apisix"))?;
+        return Ok((Plugin::Apisix, access));
+    }
+    Err("`input` is neither Kong's (`input.request.http`) nor APISIX's (`input.type`)".into())
+}
+
+impl PluginRequest {
+    fn access(self, address: String, door: crate::request::Door) -> Result<AccessRequest, String> {
+        Ok(AccessRequest {
+            method: method(&self.method)?,
+            scheme: self.scheme.to_ascii_lowercase(),
+            host: self.host,
+            path: path(self.path)?,
+            query: query_string(&self.query),
+            headers: headers(&self.headers)?,
             source: Source {
                 address,
                 certificate: None,
             },
-            body: request.body.unwrap_or_default(),
-            door: crate::request::Door("opa-apisix"),
+            body: self.body.unwrap_or_default(),
+            door,
             ..AccessRequest::default()
-        };
-        return Ok((Plugin::Apisix, access));
+        })
     }
-    Err("`input` is neither Kong's (`input.request.http`) nor APISIX's (`input.type`)".into())
 }
 
 fn method(method: &str) -> Result<String, String> {
