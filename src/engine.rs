@@ -105,11 +105,11 @@ impl Engine {
         let latency = started.elapsed();
         let (policy, rule, outcome) = match &result {
             Ok(decision) => (
-                decision.policy.as_deref().unwrap_or("-"),
-                &*decision.rule,
+                decision.policy.as_ref(),
+                Some(&decision.rule),
                 if decision.is_allow() { "allow" } else { "deny" },
             ),
-            Err(_) => ("-", "-", "unavailable"),
+            Err(_) => (None, None, "unavailable"),
         };
         crate::metrics::global().decision(policy, rule, outcome, request.door.0, latency);
         if let (Some(log), Some(time)) = (&self.log, time) {
