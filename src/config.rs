@@ -392,14 +392,31 @@ pub struct TokenCacheConfig {
     /// Verified tokens kept, at most. Each entry holds the token's claims (about 1–2 KiB).
     #[serde(default = "default_cache_entries")]
     pub max_entries: u64,
+    /// How long a JWT that failed verification for a reason time cannot mend (expired,
+    /// bad signature, wrong issuer or audience, malformed, refused algorithm) is
+    /// remembered, so a client that repeats it costs a hash look-up instead of a
+    /// signature check. Failures that may pass later (unknown `kid`, not valid yet, keys
+    /// not loaded) are never remembered. `0s` turns this off.
+    #[serde(default = "default_rejected_ttl", with = "humantime_serde")]
+    #[schemars(with = "String", example = "60s")]
+    pub rejected_ttl: Duration,
+    /// Rejected tokens remembered, at most (about 100 bytes each).
+    #[serde(default = "default_cache_entries")]
+    pub max_rejected: u64,
 }
 
 impl Default for TokenCacheConfig {
     fn default() -> Self {
         TokenCacheConfig {
             max_entries: default_cache_entries(),
+            rejected_ttl: default_rejected_ttl(),
+            max_rejected: default_cache_entries(),
         }
     }
+}
+
+fn default_rejected_ttl() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_cache_entries() -> u64 {

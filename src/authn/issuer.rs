@@ -475,20 +475,48 @@ fn decode(
 fn brief(error: &jsonwebtoken::errors::Error) -> String {
     use jsonwebtoken::errors::ErrorKind;
     match error.kind() {
-        ErrorKind::ExpiredSignature => "token has expired".into(),
+        ErrorKind::ExpiredSignature => EXPIRED.into(),
         ErrorKind::ImmatureSignature => "token is not valid yet".into(),
-        ErrorKind::InvalidSignature => "signature is invalid".into(),
-        ErrorKind::InvalidIssuer => "wrong issuer".into(),
-        ErrorKind::InvalidAudience => "wrong audience".into(),
-        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-            "algorithm is not accepted".into()
-        }
+        ErrorKind::InvalidSignature => BAD_SIGNATURE.into(),
+        ErrorKind::InvalidIssuer => WRONG_ISSUER.into(),
+        ErrorKind::InvalidAudience => WRONG_AUDIENCE.into(),
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => REFUSED_ALGORITHM.into(),
         ErrorKind::MissingRequiredClaim(claim) => format!("token has no `{claim}`"),
         ErrorKind::InvalidClaimFormat(claim) => format!("claim `{claim}` is malformed"),
-        ErrorKind::Base64(_) => "token is not valid base64url".into(),
-        ErrorKind::Json(_) | ErrorKind::Utf8(_) => "token is not valid JSON".into(),
-        ErrorKind::InvalidToken => "token is malformed".into(),
+        ErrorKind::Base64(_) => NOT_BASE64.into(),
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) => NOT_JSON.into(),
+        ErrorKind::InvalidToken => MALFORMED.into(),
         _ => "token cannot be verified".into(),
+    }
+}
+
+const EXPIRED: &str = "token has expired";
+const BAD_SIGNATURE: &str = "signature is invalid";
+const WRONG_ISSUER: &str = "wrong issuer";
+const WRONG_AUDIENCE: &str = "wrong audience";
+const REFUSED_ALGORITHM: &str = "algorithm is not accepted";
+const NOT_BASE64: &str = "token is not valid base64url";
+const NOT_JSON: &str = "token is not valid JSON";
+const MALFORMED: &str = "token is malformed";
+
+/// Whether a JWT refused with `error` stays refused whatever happens next: expired, badly
+/// signed by a key we have, for someone else, or not a token at all. Not: an unknown
+/// `kid` (keys rotate), not valid yet (time passes), keys or identity provider
+/// unavailable. Such refusals may be remembered ([`crate::authn::Authenticator`]).
+pub fn is_final(error: &AuthnError) -> bool {
+    match error {
+        AuthnError::Invalid(message) => [
+            EXPIRED,
+            BAD_SIGNATURE,
+            WRONG_ISSUER,
+            WRONG_AUDIENCE,
+            REFUSED_ALGORITHM,
+            NOT_BASE64,
+            NOT_JSON,
+            MALFORMED,
+        ]
+        .contains(&message.as_str()),
+        _ => false,
     }
 }
 
