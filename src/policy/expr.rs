@@ -16,11 +16,11 @@
 //! CEL's own `matches` compiles its regular expression on every call (hundreds of µs for
 //! a long pattern); a `matches` with a literal pattern is therefore rewritten at load to a
 //! function using the regex compiled once, which also reports a bad pattern at load.
-//! Two shapes skip the interpreter's per-call overhead (scopes, qualified-name lookups,
-//! overload search): an expression that is just a string field (`token.client_id`,
-//! `request.path`) is read directly, and `flows.permitting(request)` /
-//! `flows.covering(request)` become variables computed once per request, however many
-//! rules ask.
+//! Common shapes skip the interpreter's per-call overhead (scopes, qualified-name lookups,
+//! overload search): a string field (`token.client_id`, `request.path`), a field compared
+//! with a literal, `list.size() == 0` and `true` are evaluated directly ([`fast`]), and
+//! `flows.permitting(request)` / `flows.covering(request)` become variables computed once
+//! per request, however many rules ask.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, OnceLock, RwLock};
@@ -34,8 +34,10 @@ use crate::authn::Identity;
 use crate::flows::FlowIndex;
 use crate::flows::index::IndexedFlow;
 
+mod fast;
 mod flow_val;
 use crate::request::AccessRequest;
+use fast::Fast;
 
 /// The variables expressions may use.
 pub const VARIABLES: [&str; 10] = [
@@ -69,79 +71,9 @@ pub struct Expr {
     pub request_fields: RequestFields,
     /// Whether it reads `flows`.
     pub uses_flows: bool,
-    /// Set when the whole expression is a plain string field (`token.client_id`,
-    /// `request.path`), which is then read without the interpreter.
-    field: Option<Field>,
-}
-
-/// A string field of `token` or `request`. Header values and `flows.actor` are mostly
-/// such fields; reading one directly costs a fraction of a CEL evaluation (a scope, a
-/// qualified-name lookup, a map lookup and a value conversion).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
-    Token(TokenField),
-    Request(&'static str),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TokenField {
-    Issuer,
-    Iss,
-    Sub,
-    ClientId,
-}
-
-impl Field {
-    fn of(node: &Node) -> Option<Field> {
-        let Node::Select(select) = node else {
-            return None;
-        };
-        let Node::Ident(variable) = &select.operand.expr else {
-            return None;
-        };
-        if select.test {
-            return None;
-        }
-        match (variable.as_str(), select.field.as_str()) {
-            ("token", "issuer") => Some(Field::Token(TokenField::Issuer)),
-            ("token", "iss") => Some(Field::Token(TokenField::Iss)),
-            ("token", "sub") => Some(Field::Token(TokenField::Sub)),
-            ("token", "client_id") => Some(Field::Token(TokenField::ClientId)),
-            ("request", field) => ["method", "scheme", "host", "path", "protocol", "body"]
-                .into_iter()
-                .find(|f| *f == field)
-                .map(Field::Request),
-            _ => None,
-        }
-    }
-
-    /// The field's text, `None` for null; as CEL would give it, errors included.
-    fn read<'v>(self, vars: &'v Vars) -> Result<Option<&'v str>, String> {
-        match self {
-            Field::Token(field) => {
-                let identity = vars
-                    .identity
-                    .ok_or("`token` is null: this policy checks no token")?;
-                Ok(match field {
-                    TokenField::Issuer => Some(&*identity.issuer),
-                    TokenField::Iss => Some(&*identity.iss),
-                    TokenField::Sub => identity.sub.as_deref(),
-                    TokenField::ClientId => identity.client_id.as_deref(),
-                })
-            }
-            Field::Request(name) => {
-                let request = vars.request;
-                Ok(Some(match name {
-                    "method" => &*request.method,
-                    "scheme" => &*request.scheme,
-                    "host" => &*request.host,
-                    "path" => &*request.path,
-                    "protocol" => &*request.protocol,
-                    _ => &*request.body,
-                }))
-            }
-        }
-    }
+    /// Set when the whole expression has a shape evaluated without the interpreter
+    /// (see [`fast`]).
+    fast: Option<Fast>,
 }
 
 /// A set of `request` fields. Building the whole `request` value (every header, the
@@ -229,7 +161,7 @@ impl Expr {
         }
         Ok(Expr {
             source: source.to_owned(),
-            field: Field::of(&tree.expr),
+            fast: Fast::of(&tree.expr),
             tree,
             program,
             request_fields: check.request_fields,
@@ -252,7 +184,7 @@ impl Expr {
     /// Evaluates to a header or query value: a string, a number or bool in its usual text,
     /// or `None` for null.
     pub fn eval_text(&self, vars: &Vars) -> Result<Option<String>, String> {
-        if let Some(field) = self.field {
+        if let Some(Fast::Field(field)) = &self.fast {
             return field
                 .read(vars)
                 .map(|text| text.map(str::to_owned))
@@ -277,11 +209,8 @@ impl Expr {
             vars.fields.0 & self.request_fields.0 == self.request_fields.0,
             "vars lack request fields the expression reads"
         );
-        if let Some(field) = self.field {
-            return field
-                .read(vars)
-                .map(|value| value.map(text).unwrap_or(Value::Null))
-                .map_err(|e| format!("`{}`: {e}", self.source));
+        if let Some(result) = self.fast.as_ref().and_then(|fast| fast.eval(vars)) {
+            return result.map_err(|e| format!("`{}`: {e}", self.source));
         }
         ROOT.with(|root| {
             let root: &Context = root;
@@ -1190,21 +1119,7 @@ mod tests {
     #[test]
     fn field_reads_agree_with_cel() {
         let request = request();
-        let identity = Identity {
-            issuer: Arc::from("nuts"),
-            iss: "https://idp".into(),
-            sub: Some("s-1".into()),
-            client_id: None,
-            aud: vec![],
-            scopes: vec![],
-            exp: None,
-            iat: None,
-            claims: serde_json::Map::new(),
-            payload_json: "{}".into(),
-            token_hash: "h".into(),
-            cache_until: 0,
-            cel_value: OnceLock::new(),
-        };
+        let identity = identity();
         for source in [
             "token.issuer",
             "token.iss",
@@ -1218,9 +1133,12 @@ mod tests {
             "request.body",
         ] {
             let direct = Expr::compile(source).unwrap();
-            assert!(direct.field.is_some(), "{source} is read directly");
+            assert!(
+                matches!(direct.fast, Some(Fast::Field(_))),
+                "{source} is read directly"
+            );
             let mut interpreted = Expr::compile(source).unwrap();
-            interpreted.field = None;
+            interpreted.fast = None;
             for identity in [Some(&identity), None] {
                 let vars = Vars::new(&request, identity, RequestFields::ALL);
                 let (a, b) = (direct.eval(&vars), interpreted.eval(&vars));
@@ -1231,7 +1149,76 @@ mod tests {
             }
         }
         for source in ["token.claims", "has(token.sub)", "token.sub + 'x'", "flows"] {
-            assert!(Expr::compile(source).unwrap().field.is_none(), "{source}");
+            assert!(Expr::compile(source).unwrap().fast.is_none(), "{source}");
+        }
+    }
+
+    /// Every shape evaluated without the interpreter gives what the interpreter gives,
+    /// including on values of other types (where it must fall back to it).
+    #[test]
+    fn fast_shapes_agree_with_cel() {
+        let request = request();
+        let list = Data::from_yaml(serde_yaml_ng::from_str("[1, 2]").unwrap()).unwrap();
+        let empty = Data::from_yaml(serde_yaml_ng::from_str("[]").unwrap()).unwrap();
+        let map = Data::from_yaml(serde_yaml_ng::from_str("{a: 1}").unwrap()).unwrap();
+        let sources = [
+            "true",
+            "false",
+            "!true",
+            "flows.size() == 0",
+            "size(flows) == 0",
+            "flows.size() != 0",
+            "flows.size() > 0",
+            "!(flows.size() == 0)",
+            "data.size() == 0",
+            "data.size() > 0",
+            "!(data.size() == 0)",
+            "request.method == 'GET'",
+            "request.method != 'GET'",
+            "'POST' == request.method",
+            "request.path != '/nowhere'",
+            "token.sub == 's-1'",
+            "token.client_id == 'c'",
+            "token.client_id != 'c'",
+            "!(request.method == 'GET')",
+        ];
+        for source in sources {
+            let direct = Expr::compile(source).unwrap();
+            assert!(direct.fast.is_some(), "{source} is evaluated directly");
+            let mut interpreted = Expr::compile(source).unwrap();
+            interpreted.fast = None;
+            for identity in [Some(identity()), None] {
+                for data in [None, Some(&list), Some(&empty), Some(&map)] {
+                    let vars = Vars::new(&request, identity.as_ref(), RequestFields::ALL)
+                        .with_data(data);
+                    let (a, b) = (direct.eval(&vars), interpreted.eval(&vars));
+                    assert_eq!(a.is_ok(), b.is_ok(), "{source}: {a:?} vs {b:?}");
+                    if let (Ok(a), Ok(b)) = (a, b) {
+                        assert_eq!(a, b, "{source} with {data:?}");
+                    }
+                }
+            }
+        }
+        for source in ["flows.size() == 1", "request.method == 1", "!request.path"] {
+            assert!(Expr::compile(source).unwrap().fast.is_none(), "{source}");
+        }
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            issuer: Arc::from("nuts"),
+            iss: "https://idp".into(),
+            sub: Some("s-1".into()),
+            client_id: None,
+            aud: vec![],
+            scopes: vec![],
+            exp: None,
+            iat: None,
+            claims: serde_json::Map::new(),
+            payload_json: "{}".into(),
+            token_hash: "h".into(),
+            cache_until: 0,
+            cel_value: OnceLock::new(),
         }
     }
 
