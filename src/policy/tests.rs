@@ -46,6 +46,8 @@ fn identity(scopes: &[&str]) -> Identity {
         token_hash: "00".into(),
         cache_until: i64::MAX,
         cel_value: OnceLock::new(),
+        claim_sources: None,
+        aggregated: OnceLock::new(),
     }
 }
 
