@@ -684,8 +684,8 @@ impl AggregatedClaimsConfig {
         }
         for alg in self.algorithms.iter().flatten() {
             let parsed = crate::authn::parse_algorithm(alg)?;
-            let symmetric = crate::authn::jwks::KeyFamily::of(parsed)
-                == crate::authn::jwks::KeyFamily::Hmac;
+            let symmetric =
+                crate::authn::jwks::KeyFamily::of(parsed) == crate::authn::jwks::KeyFamily::Hmac;
             if symmetric && (self.jwks_file.is_some() || self.public_key.is_some()) {
                 return Err(format!("`{alg}` needs a `shared_secret`, not a public key"));
             }

@@ -1,6 +1,7 @@
 //! Policies: loading and checking the YAML files ([`spec`]), compiling their CEL
-//! ([`expr`]), choosing the policy for a request and evaluating its rules; SMART scopes
-//! ([`smart`]) and FHIR search narrowing ([`narrowing`]).
+//! ([`expr`]), choosing the policy for a request and evaluating its rules; the caller's
+//! party identifiers ([`caller`]), SMART scopes ([`smart`]) and FHIR search narrowing
+//! ([`narrowing`]).
 //!
 //! Semantics, in order: the policy named by the gateway (`sluis_policy` context extension)
 //! or else the first whose `match` fits decides; no policy → deny. The policy's issuers and

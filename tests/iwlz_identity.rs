@@ -178,8 +178,17 @@ async fn embedded_jwts_are_verified_with_the_configured_secret() {
     // or not signed at all: the claims are not used, so there is no party.
     let parts: Vec<&str> = signed.split('.').collect();
     let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
-    let tampered = format!("{}.{}.{}", parts[0], b64(r#"{"agb":"999999999"}"#), parts[2]);
-    let unsigned = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(r#"{"agb":"012345123"}"#));
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(r#"{"agb":"999999999"}"#),
+        parts[2]
+    );
+    let unsigned = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none"}"#),
+        b64(r#"{"agb":"012345123"}"#)
+    );
     for embedded in [SEED_PARTY, tampered.as_str(), unsigned.as_str()] {
         let token = iwlz_token("auth.secret", "20001000001131", Some(embedded), &[READ]);
         let answer = server.check(graphql(&token)).await;

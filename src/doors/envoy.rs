@@ -81,7 +81,10 @@ impl Authorization for EnvoyDoor {
     ) -> Result<Response<CheckResponse>, Status> {
         let check = request.into_inner();
         if body_len(&check) > self.max_body {
-            tracing::info!(max = self.max_body, "refused a check with a request body over the limit");
+            tracing::info!(
+                max = self.max_body,
+                "refused a check with a request body over the limit"
+            );
             return Ok(Response::new(too_large(self.max_body)));
         }
         let access = access_request(check);

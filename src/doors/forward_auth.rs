@@ -102,7 +102,10 @@ async fn decide(
         Err(_) => {
             return json_response(
                 StatusCode::BAD_REQUEST,
-                deny_body(DenyCode::InvalidRequest, "the request body could not be read"),
+                deny_body(
+                    DenyCode::InvalidRequest,
+                    "the request body could not be read",
+                ),
             );
         }
     };

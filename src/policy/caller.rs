@@ -115,7 +115,9 @@ impl Caller {
                 continue;
             }
             if identifier.from.is_empty() {
-                problems.push(format!("caller identifier `{name}`: `from` lists no source"));
+                problems.push(format!(
+                    "caller identifier `{name}`: `from` lists no source"
+                ));
             }
             if identifier.claim.is_some() && !identifier.from.iter().any(|s| s == "claims") {
                 problems.push(format!(
@@ -314,7 +316,10 @@ agb: {prefix: "agbcode:", from: [client_id, sub, act, claims]}
         );
         assert_eq!(
             found(&caller, &actor),
-            vec![("agb".into(), Found::Nothing), ("uzovi".into(), value("5000"))]
+            vec![
+                ("agb".into(), Found::Nothing),
+                ("uzovi".into(), value("5000"))
+            ]
         );
         // §4.1.4.1: the party itself, its AGB code only in the aggregated claims.
         let party = identity(
@@ -323,7 +328,10 @@ agb: {prefix: "agbcode:", from: [client_id, sub, act, claims]}
         );
         assert_eq!(
             found(&caller, &party),
-            vec![("agb".into(), value("012345123")), ("uzovi".into(), Found::Nothing)]
+            vec![
+                ("agb".into(), value("012345123")),
+                ("uzovi".into(), Found::Nothing)
+            ]
         );
         // An actor's own id counts when it carries the prefix.
         let acting_agb = identity(

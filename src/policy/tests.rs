@@ -530,7 +530,10 @@ fn conflicting_caller_sources_fail_closed() {
         None,
     );
     assert_eq!(&*decision.rule, "not-5529");
-    assert!(decision.reason.contains("failed to evaluate"), "{decision:?}");
+    assert!(
+        decision.reason.contains("failed to evaluate"),
+        "{decision:?}"
+    );
     assert!(!decision.is_allow());
 }
 

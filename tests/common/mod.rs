@@ -251,10 +251,7 @@ impl Req {
                 context_extensions: self.context,
                 source: self.certificate.map(|pem| attribute_context::Peer {
                     // URL-encoded, as Envoy sends it.
-                    certificate: pem
-                        .bytes()
-                        .map(|b| format!("%{b:02X}"))
-                        .collect(),
+                    certificate: pem.bytes().map(|b| format!("%{b:02X}")).collect(),
                     ..Default::default()
                 }),
                 request: Some(attribute_context::Request {

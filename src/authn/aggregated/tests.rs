@@ -111,9 +111,7 @@ fn a_tampered_embedded_jwt_is_rejected() {
     let signed = hs256(&json!({"uzovi": "5000"}), SECRET);
     let forged = tampered(&signed, &json!({"uzovi": "9999"}));
     assert!(sources.resolve(&token_claims(&forged), "iwlz").is_empty());
-    let error = sources
-        .source_claims(&json!({"jwt": forged}))
-        .unwrap_err();
+    let error = sources.source_claims(&json!({"jwt": forged})).unwrap_err();
     assert_eq!(error, "embedded JWT rejected: signature is invalid");
 }
 
@@ -121,7 +119,10 @@ fn a_tampered_embedded_jwt_is_rejected() {
 fn alg_none_is_rejected_however_the_issuer_is_trusted() {
     let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#);
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"uzovi":"5000"}"#);
-    for unsigned in [format!("{header}.{payload}."), format!("{header}.{payload}")] {
+    for unsigned in [
+        format!("{header}.{payload}."),
+        format!("{header}.{payload}"),
+    ] {
         for sources in [vouched(), with_secret()] {
             assert!(
                 sources.resolve(&token_claims(&unsigned), "iwlz").is_empty(),
@@ -148,8 +149,7 @@ fn algorithms_outside_the_list_are_rejected() {
 
 #[test]
 fn a_public_key_verifies_embedded_jwts() {
-    let sources =
-        ClaimSources::new(&config("public_key: keys/rsa.pub.pem"), &fixtures()).unwrap();
+    let sources = ClaimSources::new(&config("public_key: keys/rsa.pub.pem"), &fixtures()).unwrap();
     let pem = std::fs::read(fixtures().join("keys/rsa.pem")).unwrap();
     let signed = jsonwebtoken::encode(
         &Header::new(Algorithm::RS256),
@@ -181,8 +181,16 @@ fn a_public_key_verifies_embedded_jwts() {
 fn an_expired_embedded_jwt_is_rejected_even_when_vouched_for() {
     let past = super::super::now_secs() - 3600;
     let expired = hs256(&json!({"uzovi": "5000", "exp": past}), SECRET);
-    assert!(vouched().resolve(&token_claims(&expired), "iwlz").is_empty());
-    assert!(with_secret().resolve(&token_claims(&expired), "iwlz").is_empty());
+    assert!(
+        vouched()
+            .resolve(&token_claims(&expired), "iwlz")
+            .is_empty()
+    );
+    assert!(
+        with_secret()
+            .resolve(&token_claims(&expired), "iwlz")
+            .is_empty()
+    );
 }
 
 #[test]
@@ -213,7 +221,9 @@ fn unusable_sources_give_nothing() {
     ];
     for case in cases {
         assert!(
-            sources.resolve(case.as_object().unwrap(), "iwlz").is_empty(),
+            sources
+                .resolve(case.as_object().unwrap(), "iwlz")
+                .is_empty(),
             "{case}"
         );
     }
@@ -228,7 +238,11 @@ fn too_many_sources_give_nothing() {
         .map(|i| (format!("s{i}"), json!({"jwt": SEED_ACTOR})))
         .collect();
     let claims = json!({"_claim_names": names, "_claim_sources": sources});
-    assert!(vouched().resolve(claims.as_object().unwrap(), "iwlz").is_empty());
+    assert!(
+        vouched()
+            .resolve(claims.as_object().unwrap(), "iwlz")
+            .is_empty()
+    );
 }
 
 #[test]
@@ -257,5 +271,8 @@ fn the_configuration_must_say_exactly_one_way_to_trust() {
         assert!(message.contains(error), "{yaml}: {message}");
     }
     assert!(config("{vouched_by_issuer: true}").check().is_ok());
-    assert!(!config("{public_key: k.pem}").vouched_by_issuer, "off by default");
+    assert!(
+        !config("{public_key: k.pem}").vouched_by_issuer,
+        "off by default"
+    );
 }
