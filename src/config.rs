@@ -859,6 +859,33 @@ mod tests {
     }
 
     #[test]
+    fn aggregated_claims_and_request_body_are_checked() {
+        let issuer =
+            "policies: [p]\nissuers:\n- name: a\n  issuer: https://a\n  jwks: {file: k.json}\n";
+        let err = parse(&format!("{issuer}  aggregated_claims: {{}}\n")).unwrap_err();
+        assert!(
+            err.contains("issuer `a`: aggregated_claims: needs exactly one of"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{issuer}  aggregated_claims: {{vouched_by_issuer: true, trust: all}}\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("unknown field `trust`"), "{err}");
+        let config = parse(&format!(
+            "{issuer}  aggregated_claims: {{vouched_by_issuer: true}}\n"
+        ))
+        .unwrap();
+        assert!(config.issuers[0].aggregated_claims.is_some());
+        assert_eq!(config.request_body.max_bytes, 64 * 1024);
+        let err = parse("policies: [p]\nrequest_body: {max_bytes: 0}\n").unwrap_err();
+        assert!(
+            err.contains("`request_body.max_bytes` must be at least 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn none_is_never_an_algorithm() {
         let err = parse(
             "policies: [p]\nissuers:\n- name: a\n  issuer: https://a\n  jwks: {file: k.json}\n  algorithms: [none]\n",
