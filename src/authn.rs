@@ -7,6 +7,7 @@
 //! The unverified `iss` of a token is only used to pick which issuer's keys to try; every
 //! claim a policy sees comes from a verified token.
 
+pub mod aggregated;
 pub mod certificate;
 pub mod dpop;
 pub mod introspection;
@@ -52,12 +53,35 @@ pub struct Identity {
     /// The policy engine's view of this identity, built on first use and then shared by
     /// every request carrying the same (cached) token.
     pub(crate) cel_value: OnceLock<Box<dyn cel::common::value::Val>>,
+    /// How the issuer's aggregated claims are trusted; `None`: the issuer has no
+    /// `aggregated_claims` configuration, so none are used.
+    pub claim_sources: Option<Arc<aggregated::ClaimSources>>,
+    /// The trusted aggregated claims, resolved on first use (only policies that read
+    /// `caller` ask) and then shared by every request carrying the same (cached) token.
+    pub(crate) aggregated: OnceLock<serde_json::Map<String, Json>>,
 }
 
 impl Identity {
     /// The `act` claim (RFC 8693 current actor), when present.
     pub fn act(&self) -> Option<&Json> {
         self.claims.get("act").filter(|v| v.is_object())
+    }
+
+    /// The token's aggregated claims (`_claim_names` / `_claim_sources`) whose embedded
+    /// JWTs the issuer's `aggregated_claims` configuration trusts; empty without one.
+    pub fn aggregated_claims(&self) -> &serde_json::Map<String, Json> {
+        self.aggregated.get_or_init(|| match &self.claim_sources {
+            Some(sources) => sources.resolve(&self.claims, &self.issuer),
+            None => {
+                if self.claims.contains_key("_claim_names") {
+                    tracing::debug!(
+                        issuer = %self.issuer,
+                        "token has aggregated claims, but its issuer has no `aggregated_claims` configuration: none used"
+                    );
+                }
+                serde_json::Map::new()
+            }
+        })
     }
 }
 

@@ -266,6 +266,8 @@ pub struct Trace {
     pub scopes: Option<ScopeCheck>,
     /// Whose flows the policy read, and which were active.
     pub flows: Option<String>,
+    /// The caller's identifiers (`caller`), when the policy defines any.
+    pub caller: Option<String>,
     /// Each rule, in evaluation order (deny rules first), with its result.
     pub rules: Vec<RuleTrace>,
 }

@@ -680,6 +680,9 @@ pub fn explanation_text(decision: &Result<Decision, String>, trace: &Trace) -> S
     if let Some(flows) = &trace.flows {
         line(format!("flows: {flows}"));
     }
+    if let Some(caller) = &trace.caller {
+        line(format!("caller: {caller}"));
+    }
     if let Some(scopes) = &trace.scopes {
         line(format!(
             "scopes: required {:?}, present {:?}, missing {:?}",

@@ -247,6 +247,29 @@ async fn iwlz_reader_gets_the_claims_header() {
 }
 
 #[tokio::test]
+async fn iwlz_caller_codes_come_from_the_client_id_or_the_aggregated_claims() {
+    let engine = engine().await;
+    let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(iwlz_claims())).await;
+    assert_eq!(header(&decision, "x-sluis-uzovi"), Some("5000"));
+    // RFC0014 §4.1.4.1: a zorgaanbieder as itself, its AGB code in the embedded JWT, which
+    // the example issuer vouches for.
+    let mut party = iwlz_claims();
+    party["sub"] = json!("20001000001131");
+    party["client_id"] = json!("20001000001131");
+    party.as_object_mut().unwrap().remove("act");
+    party["_claim_names"] = json!({"agb": "localhost", "uzovi": "localhost"});
+    party["_claim_sources"] = json!({"localhost": {"jwt": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhZ2IiOiIwMTIzNDUxMjMiLCJ1em92aSI6bnVsbH0.Y6XJZI7Ri0gV8Xqh6HZ0kk97oLu6sixc3T2v2K2GKfU"}});
+    let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(party.clone())).await;
+    assert!(decision.is_allow(), "{decision:?}");
+    assert_eq!(header(&decision, "x-sluis-agb"), Some("012345123"));
+    assert_eq!(header(&decision, "x-sluis-uzovi"), None);
+    // Without the aggregated claims it names no party.
+    party.as_object_mut().unwrap().remove("_claim_sources");
+    let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(party)).await;
+    assert_eq!((decision.status(), &*decision.rule), (403, "default-deny"));
+}
+
+#[tokio::test]
 async fn iwlz_token_rules() {
     let engine = engine().await;
     let mut long = iwlz_claims();
@@ -269,12 +292,15 @@ async fn iwlz_token_rules() {
         "token must have exactly one audience"
     );
 
-    // The scope RFC0014 struck through is not enough.
+    // The scope RFC0014 struck through is not allowed: 400 in RFC0014's shape ([09]).
     let mut old_scope = iwlz_claims();
     old_scope["scopes"] = json!(["registers/wlzindicatieregister/indicaties:read"]);
     let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(old_scope)).await;
-    assert_eq!(decision.status(), 403);
-    assert_eq!(body(&decision)["error"], "insufficient_scope");
+    assert_eq!(decision.status(), 400);
+    assert_eq!(
+        body(&decision),
+        json!({"ErrorCode": "bad_request", "Error": "Scope is not allowed"})
+    );
 
     let decision = decide(&engine, "GET", IWLZ_PATH, &dev_token(iwlz_claims())).await;
     assert_eq!((decision.status(), &*decision.rule), (405, "graphql-post"));

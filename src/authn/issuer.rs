@@ -44,6 +44,8 @@ pub struct Issuer {
     pub introspection: Option<Introspector>,
     /// RFC 9068: JWTs must have `typ: at+jwt`.
     rfc9068: bool,
+    /// How the JWTs embedded as aggregated claims are trusted, when configured.
+    claim_sources: Option<Arc<super::aggregated::ClaimSources>>,
 }
 
 impl Issuer {
@@ -92,7 +94,15 @@ impl Issuer {
             }
             None => None,
         };
+        let claim_sources = match &config.aggregated_claims {
+            Some(aggregated) => Some(Arc::new(
+                super::aggregated::ClaimSources::new(aggregated, base_dir)
+                    .map_err(|e| context(format!("aggregated_claims: {e}")))?,
+            )),
+            None => None,
+        };
         Ok(Issuer {
+            claim_sources,
             introspection,
             rfc9068: config.rfc9068,
             name: Arc::from(config.name.as_str()),
@@ -457,6 +467,8 @@ impl Issuer {
             claims,
             token_hash,
             cel_value: OnceLock::new(),
+            claim_sources: self.claim_sources.clone(),
+            aggregated: OnceLock::new(),
         })
     }
 }
@@ -472,7 +484,7 @@ fn decode(
 }
 
 /// A description of a verification failure fit for a client: what is wrong, not how.
-fn brief(error: &jsonwebtoken::errors::Error) -> String {
+pub(super) fn brief(error: &jsonwebtoken::errors::Error) -> String {
     use jsonwebtoken::errors::ErrorKind;
     match error.kind() {
         ErrorKind::ExpiredSignature => EXPIRED.into(),

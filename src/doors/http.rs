@@ -30,7 +30,10 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Result<Router, String> {
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(super::authzen::router(engine.clone(), config)?)
         .merge(super::care_services::router(engine.clone()))
-        .merge(super::forward_auth::router(engine.clone()))
+        .merge(super::forward_auth::router(
+            engine.clone(),
+            config.request_body.max_bytes,
+        ))
         .merge(super::opa::router(engine)))
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Variables: `request`, `token`, `source`, `now`, and `flows` (the caller's active flows,
 //! in policies with a `flows` block); `subject`, `action`, `resource` and `context` of an
-//! evaluation (null for HTTP requests); `data`, the policy's own facts (null without). Functions added to CEL's standard ones:
+//! evaluation (null for HTTP requests); `data`, the policy's own facts (null without);
+//! `caller`, the caller's party identifiers ([`super::caller`]). Functions added to CEL's standard ones:
 //! `string.matchesGlob(pattern)`, `list.containsAll(list)`, `list.containsAny(list)`,
 //! `flow.permits(request)` (a resource of the flow allows this method on this path) and
 //! `flow.covers(request)` (a resource of the flow is this path, whatever the method),
@@ -40,9 +41,9 @@ use crate::request::AccessRequest;
 use fast::Fast;
 
 /// The variables expressions may use.
-pub const VARIABLES: [&str; 10] = [
+pub const VARIABLES: [&str; 11] = [
     "request", "token", "source", "now", "flows", "subject", "action", "resource", "context",
-    "data",
+    "data", "caller",
 ];
 
 /// CEL's type names, which expressions may use as values (`type(x) == int`).
@@ -71,6 +72,9 @@ pub struct Expr {
     pub request_fields: RequestFields,
     /// Whether it reads `flows`.
     pub uses_flows: bool,
+    /// Whether it reads `caller`, and which of its fields (`caller.uzovi`).
+    pub uses_caller: bool,
+    pub caller_fields: Vec<String>,
     /// Set when the whole expression has a shape evaluated without the interpreter
     /// (see [`fast`]).
     fast: Option<Fast>,
@@ -166,6 +170,8 @@ impl Expr {
             program,
             request_fields: check.request_fields,
             uses_flows: check.uses_flows,
+            uses_caller: check.uses_caller,
+            caller_fields: check.caller_fields,
         })
     }
 
@@ -396,6 +402,8 @@ struct Check {
     errors: Vec<String>,
     request_fields: RequestFields,
     uses_flows: bool,
+    uses_caller: bool,
+    caller_fields: Vec<String>,
 }
 
 /// The function `matches` calls with a literal pattern are rewritten to.
@@ -441,6 +449,9 @@ impl Check {
                 }
                 if name == "flows" && !self.bound.iter().any(|b| b == "flows") {
                     self.uses_flows = true;
+                }
+                if name == "caller" && !self.bound.iter().any(|b| b == "caller") {
+                    self.uses_caller = true;
                 }
             }
             Node::Call(call) => {
@@ -533,6 +544,14 @@ impl Check {
                             select.field,
                             REQUEST_FIELDS.join(", ")
                         )),
+                    }
+                }
+                Node::Ident(name)
+                    if name == "caller" && !self.bound.iter().any(|b| b == "caller") =>
+                {
+                    self.uses_caller = true;
+                    if !self.caller_fields.contains(&select.field) {
+                        self.caller_fields.push(select.field.clone());
                     }
                 }
                 _ => self.walk(&mut select.operand.expr),
@@ -792,6 +811,9 @@ pub struct Vars<'a> {
     permitting_value: OnceLock<Box<dyn Val>>,
     covering_value: OnceLock<Box<dyn Val>>,
     data: Option<&'a Data>,
+    /// The policy's `caller` block, and its identifiers once resolved.
+    caller: Option<&'a super::caller::Caller>,
+    caller_value: OnceLock<Box<dyn Val>>,
     /// `subject`, `action`, `resource`, `context` of an evaluation, in that order.
     evaluation_values: [OnceLock<Box<dyn Val>>; 4],
 }
@@ -830,8 +852,16 @@ impl<'a> Vars<'a> {
             permitting_value: OnceLock::new(),
             covering_value: OnceLock::new(),
             data: None,
+            caller: None,
+            caller_value: OnceLock::new(),
             evaluation_values: Default::default(),
         }
+    }
+
+    /// The policy's `caller` block; without it, `caller` is an empty map.
+    pub fn with_caller(mut self, caller: Option<&'a super::caller::Caller>) -> Vars<'a> {
+        self.caller = caller;
+        self
     }
 
     /// The policy's `data`; without it, `data` is null.
@@ -932,6 +962,9 @@ impl cel::context::VariableResolver for Vars<'_> {
                     Err(_) => Box::new(cel::common::types::CelNull),
                 }
             }),
+            "caller" => &**self
+                .caller_value
+                .get_or_init(|| to_val(caller_value(self.caller, self.identity))),
             "data" => match self.data {
                 Some(data) => &*data.0,
                 None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
@@ -1080,6 +1113,25 @@ fn token_value(identity: &Identity) -> Value {
     ])
 }
 
+/// `caller`: each identifier of the policy's `caller` block, a string or null. A
+/// conflicting identifier is left out, so reading it fails (closed).
+fn caller_value(caller: Option<&super::caller::Caller>, identity: Option<&Identity>) -> Value {
+    use super::caller::Found;
+    let Some(caller) = caller else {
+        return map(Vec::new());
+    };
+    let entries = caller
+        .resolve(identity)
+        .into_iter()
+        .filter_map(|(name, found)| match found {
+            Found::Nothing => Some((name, Value::Null)),
+            Found::Value(value) => Some((name, Value::String(Arc::new(value)))),
+            Found::Conflict(_) => None,
+        })
+        .collect();
+    map(entries)
+}
+
 fn now_value() -> Value {
     let now = chrono::Utc::now().fixed_offset();
     Value::Timestamp(now)
@@ -1219,6 +1271,8 @@ mod tests {
             token_hash: "h".into(),
             cache_until: 0,
             cel_value: OnceLock::new(),
+            claim_sources: None,
+            aggregated: OnceLock::new(),
         }
     }
 
