@@ -96,12 +96,24 @@ impl Engine {
     /// Decides a request from a gateway: the caller is whoever the request's token says.
     /// Every door comes through here, so this is where the decision log is fed.
     pub async fn decide(&self, request: &AccessRequest) -> Result<Decision, Unavailable> {
+        self.decide_for_door(request, |decision, _| decision).await
+    }
+
+    /// [`Engine::decide`] for a door whose gateway cannot carry out every decision (an
+    /// HTTP door cannot rewrite a query): `door` turns the decision into the answer the
+    /// door will give, and that answer is what metrics and the decision log record.
+    pub async fn decide_for_door(
+        &self,
+        request: &AccessRequest,
+        door: impl FnOnce(Decision, &AccessRequest) -> Decision,
+    ) -> Result<Decision, Unavailable> {
         let time = self.log.is_some().then(SystemTime::now);
         let started = Instant::now();
         let mut seen = Seen::default();
         let result = self
             .decide_seen(request, &Credentials::Request, None, &mut seen)
-            .await;
+            .await
+            .map(|decision| door(decision, request));
         let latency = started.elapsed();
         let (policy, rule, outcome) = match &result {
             Ok(decision) => (

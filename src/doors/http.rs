@@ -117,9 +117,8 @@ pub async fn decide(
     engine: &Engine,
     access: &AccessRequest,
 ) -> Result<Decision, crate::engine::Unavailable> {
-    match engine.decide(access).await {
+    match engine.decide_for_door(access, refuse_query_rewrite).await {
         Ok(decision) => {
-            let decision = refuse_query_rewrite(decision, access);
             tracing::debug!(
                 door = access.door.0,
                 policy = decision.policy.as_deref().unwrap_or("-"),
