@@ -13,6 +13,9 @@
 //!   each checked 10 times concurrently and the endpoint's call count is printed
 //!   (coalescing: at most one call per distinct token).
 //!
+//! - `decision-log/{off,file}`: the eOverdracht decision without and with the decision
+//!   log writing to a file (issue #8: within 10%).
+//!
 //! Run: `cargo bench --bench decision -- --warm-up-time 1 --measurement-time 3`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -122,40 +125,11 @@ fn example_policies(c: &mut Criterion) {
     let rt = runtime();
     let config = Config::load(&manifest_path("examples/config.yaml")).expect("example config");
     let engine = engine_from(&config, &rt);
-    // The receiver's transfer, as the sender would register it.
-    let transfer = sluis::flows::Flow::from_json(json!({
-        "id": "transfer-1",
-        "purpose": "eOverdracht",
-        "custodian": "did:web:sender.example.org",
-        "actor": "did:web:receiver.example.org",
-        "resources": [
-            {"path": "Task/transfer-1", "operations": ["read", "update"]},
-            {"path": "Composition/abc", "operations": ["read", "document"]},
-            {"path": "Patient/123", "operations": ["read"]},
-        ],
-        "scopes": ["eOverdracht-receiver"],
-    }))
-    .expect("flow");
-    engine.set_flows(std::sync::Arc::new(sluis::flows::FlowIndex::from_flows([
-        &transfer,
-    ])));
+    register_transfer(&engine);
     let key = encoding_key("examples/keys/dev-rsa.pem", Algorithm::RS256);
     let now = now();
 
-    let eoverdracht = sign(
-        &key,
-        Algorithm::RS256,
-        "dev-1",
-        &json!({
-            "iss": "https://nuts.example.org",
-            "aud": "https://fhir.example.org",
-            "sub": "did:web:receiver.example.org",
-            "client_id": "did:web:receiver.example.org",
-            "scope": "eOverdracht-receiver",
-            "iat": now - 10,
-            "exp": now + 3000,
-        }),
-    );
+    let eoverdracht = eoverdracht_token(&key, now);
     let iwlz = sign(
         &key,
         Algorithm::RS256,
@@ -163,8 +137,8 @@ fn example_policies(c: &mut Criterion) {
         &json!({
             "iss": "auth.nid",
             "aud": "https://koppelpunt.ciz.nl/iwlz/indicatieregister/v2/graphql",
-            "sub": "zorgkantoor-5501",
-            "client_id": "zorgkantoor-5501",
+            "sub": "uzovi:5501",
+            "client_id": "uzovi:5501",
             "scopes": ["registers/wlzindicatieregister/indicaties/indicatie:read"],
             "iat": now - 10,
             "exp": now + 3000,
@@ -478,9 +452,81 @@ policies: [bench.yaml]
     group.finish();
 }
 
+/// The receiver's transfer, as the sender would register it, for the eOverdracht policy.
+fn register_transfer(engine: &Engine) {
+    let transfer = sluis::flows::Flow::from_json(json!({
+        "id": "transfer-1",
+        "purpose": "eOverdracht",
+        "custodian": "did:web:sender.example.org",
+        "actor": "did:web:receiver.example.org",
+        "resources": [
+            {"path": "Task/transfer-1", "operations": ["read", "update"]},
+            {"path": "Composition/abc", "operations": ["read", "document"]},
+            {"path": "Patient/123", "operations": ["read"]},
+        ],
+        "scopes": ["eOverdracht-receiver"],
+    }))
+    .expect("flow");
+    engine.set_flows(std::sync::Arc::new(sluis::flows::FlowIndex::from_flows([
+        &transfer,
+    ])));
+}
+
+/// The receiver's access token, for the eOverdracht policy.
+fn eoverdracht_token(key: &EncodingKey, now: i64) -> String {
+    sign(
+        key,
+        Algorithm::RS256,
+        "dev-1",
+        &json!({
+            "iss": "https://nuts.example.org",
+            "aud": "https://fhir.example.org",
+            "sub": "did:web:receiver.example.org",
+            "client_id": "did:web:receiver.example.org",
+            "scope": "eOverdracht-receiver",
+            "iat": now - 10,
+            "exp": now + 3000,
+        }),
+    )
+}
+
+/// `decision-log/{off,file}`: the eOverdracht decision with the decision log off, and
+/// writing to a file (the default queue; the writer thread formats, masks and writes
+/// beside the deciding thread), measured alternately in one run.
+fn decision_log(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let off = Config::load(&manifest_path("examples/config.yaml")).expect("example config");
+    let mut on = off.clone();
+    on.decision_log = Some(
+        serde_yaml_ng::from_str(&format!(
+            "{{sink: file, path: {}}}",
+            dir.path().join("decisions.log").display()
+        ))
+        .expect("decision log config"),
+    );
+    let key = encoding_key("examples/keys/dev-rsa.pem", Algorithm::RS256);
+    let token = eoverdracht_token(&key, now());
+    let request = request("GET", "/eoverdracht/fhir/Patient/123", Some(&token));
+    let mut group = c.benchmark_group("decision-log");
+    for (name, config) in [("off", &off), ("file", &on)] {
+        let engine = {
+            let _runtime = rt.enter();
+            engine_from(config, &rt)
+        };
+        register_transfer(&engine);
+        check(&rt, &engine, &request, true, name);
+        group.bench_function(name, |b| {
+            b.iter(|| rt.block_on(engine.decide(black_box(&request))))
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     example_policies,
+    decision_log,
     first_verification,
     introspected_vs_jwt
 );

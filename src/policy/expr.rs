@@ -1241,8 +1241,8 @@ mod tests {
             interpreted.fast = None;
             for identity in [Some(identity()), None] {
                 for data in [None, Some(&list), Some(&empty), Some(&map)] {
-                    let vars = Vars::new(&request, identity.as_ref(), RequestFields::ALL)
-                        .with_data(data);
+                    let vars =
+                        Vars::new(&request, identity.as_ref(), RequestFields::ALL).with_data(data);
                     let (a, b) = (direct.eval(&vars), interpreted.eval(&vars));
                     assert_eq!(a.is_ok(), b.is_ok(), "{source}: {a:?} vs {b:?}");
                     if let (Ok(a), Ok(b)) = (a, b) {
