@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Straight gRPC Check/s at Sluis and at the no-op ext_authz server, alternated ROUNDS
+# times (default 3) in one go, N calls each (default 100000): the ratio issue #2 asks for,
+# without the Envoy runs of scripts/load.sh. Needs: cargo build --release --bin sluis
+# --bin sluis-noop-authz; scripts/install-load-tools.sh (h2load). Uses ports 9190-9292.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=tmp/grpc-ratio; mkdir -p $OUT
+TOKEN=$(target/release/sluis dev-token --key examples/keys/dev-rsa.pem --kid dev-1 --claims '{"iss":"https://nuts.example.org","aud":"https://fhir.example.org","sub":"did:web:receiver.example.org","client_id":"did:web:receiver.example.org","scope":"eOverdracht-receiver"}' 2>/dev/null || true)
+if [[ -z "$TOKEN" ]]; then target/release/sluis dev-token --help; exit 1; fi
+python3 scripts/gen-check-request.py -o $OUT/check.bin --path /eoverdracht/fhir/Patient/123 --host 127.0.0.1:10000 --token "$TOKEN"
+target/release/sluis-noop-authz 127.0.0.1:9292 > $OUT/noop.log 2>&1 & NOOP=$!
+target/release/sluis serve --config examples/config.yaml > $OUT/sluis.log 2>&1 & SLUIS=$!
+trap 'kill $NOOP $SLUIS 2>/dev/null' EXIT
+sleep 3
+curl -s -o /dev/null -w 'flow: %{http_code}\n' -X POST http://127.0.0.1:9190/v1/flows -H 'content-type: application/json' -d '{"id": "load-transfer", "purpose": "eOverdracht", "actor": "did:web:receiver.example.org", "scopes": ["eOverdracht-receiver"], "resources": [{"path": "Patient/123", "operations": ["read"]}]}'
+curl -s --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' --data-binary @$OUT/check.bin http://127.0.0.1:9191/envoy.service.auth.v3.Authorization/Check -o $OUT/smoke.bin
+python3 scripts/gen-check-request.py --decode-response $OUT/smoke.bin
+for i in $(seq 1 ${ROUNDS:-3}); do
+  for port in 9292 9191; do
+    r=$(h2load -n ${N:-100000} -c 8 -m 16 -t 2 --data=$OUT/check.bin -H 'content-type: application/grpc' -H 'te: trailers' http://127.0.0.1:$port/envoy.service.auth.v3.Authorization/Check | awk '/^finished in/ {print $4}')
+    echo "round $i port $port req/s $r"
+  done
+done
