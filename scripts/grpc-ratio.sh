@@ -4,7 +4,7 @@
 # without the Envoy runs of scripts/load.sh. Needs: cargo build --release --bin sluis
 # --bin sluis-noop-authz; scripts/install-load-tools.sh (h2load). Uses ports 9190-9292.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 OUT=tmp/grpc-ratio; mkdir -p $OUT
 TOKEN=$(target/release/sluis dev-token --key examples/keys/dev-rsa.pem --kid dev-1 --claims '{"iss":"https://nuts.example.org","aud":"https://fhir.example.org","sub":"did:web:receiver.example.org","client_id":"did:web:receiver.example.org","scope":"eOverdracht-receiver"}' 2>/dev/null || true)
 if [[ -z "$TOKEN" ]]; then target/release/sluis dev-token --help; exit 1; fi
