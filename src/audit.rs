@@ -9,6 +9,10 @@
 //! disk, unless the operator chose `on_full: block` because losing a line is worse than a
 //! slower answer.
 //!
+//! With a candidate policy set ([`crate::engine::candidate`]) a record first waits for the
+//! candidate's decision, which it then carries; a shadow policy's record carries what it
+//! would have answered.
+//!
 //! A line never holds a token: the caller appears as its claims `iss`, `sub`,
 //! `client_id`, `act.sub` and the token's short hash.
 

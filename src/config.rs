@@ -791,6 +791,27 @@ mod tests {
     }
 
     #[test]
+    fn a_candidate_set_is_checked_like_the_policies() {
+        let err = parse("policies: [p]\ncandidate: {policies: [c], qeue: 1}\n").unwrap_err();
+        assert!(err.contains("unknown field `qeue`"), "{err}");
+        let err = parse("policies: [p]\ncandidate: {policies: []}\n").unwrap_err();
+        assert!(
+            err.contains("`candidate.policies` lists no policy"),
+            "{err}"
+        );
+        let err = parse("policies: [p]\ncandidate: {policies: [c], queue: 0}\n").unwrap_err();
+        assert!(
+            err.contains("`candidate.queue` must be at least 1"),
+            "{err}"
+        );
+        let config = parse("policies: [p]\ncandidate: {policies: [c]}\n").unwrap();
+        let candidate = config.candidate_config().unwrap();
+        assert_eq!(candidate.policies, vec![PathBuf::from("c")]);
+        assert!(candidate.candidate.is_none());
+        assert_eq!(config.candidate.unwrap().queue, 1024);
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let err = parse("policies: [p]\nlisteners:\n  grcp: 127.0.0.1:1\n").unwrap_err();
         assert!(err.contains("unknown field `grcp`"), "{err}");

@@ -396,6 +396,9 @@ mod tests {
         );
         metrics.token_cache_lookup(true);
         metrics.jwks_fetch("issuer-test", false);
+        metrics.shadow_decision("p-test", "deny");
+        metrics.candidate_decision("disagreed");
+        metrics.candidate_disagreement("status", "p-test", "-");
         let text = render(&Snapshot {
             token_cache_entries: 3,
             reload_successes: 2,
@@ -421,6 +424,9 @@ mod tests {
             "sluis_decision_log_queue_depth 4",
             r#"sluis_decision_log_lines_total{result="dropped"} 2"#,
             r#"sluis_candidate_reloads{result="failure"} 1"#,
+            r#"sluis_shadow_decisions_total{policy="p-test",would="deny"} "#,
+            r#"sluis_candidate_decisions_total{result="disagreed"} "#,
+            r#"sluis_candidate_disagreements_total{kind="status",policy="p-test",candidate_policy="-"} "#,
         ] {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");
         }

@@ -324,6 +324,75 @@ fn disagreement(enforced: &Verdict, candidate: &Verdict) -> Option<&'static str>
 mod tests {
     use super::*;
 
+    fn policies() -> PolicySet {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("p.yaml"),
+            "policies:\n  - {id: a, issuers: [a], rules: []}\n  - {id: also-a, issuers: [a], rules: []}\n  - {id: b, issuers: [b], rules: []}\n  - {id: ab, issuers: [b, a], rules: []}\n",
+        )
+        .unwrap();
+        let config = crate::config::Config::parse(
+            "policies: [p.yaml]\nissuers:\n- {name: a, issuer: 'https://a', jwks: {file: k.json}}\n- {name: b, issuer: 'https://b', jwks: {file: k.json}}\n",
+            std::path::Path::new("sluis.yaml"),
+            dir.path().to_owned(),
+        )
+        .unwrap();
+        PolicySet::load(&config).unwrap()
+    }
+
+    fn identity() -> Arc<Identity> {
+        Arc::new(Identity {
+            issuer: Arc::from("a"),
+            iss: "https://a".into(),
+            sub: Some("alice".into()),
+            client_id: None,
+            aud: vec![],
+            scopes: vec![],
+            exp: None,
+            iat: None,
+            claims: serde_json::Map::new(),
+            payload_json: "{}".into(),
+            token_hash: "00".into(),
+            cache_until: i64::MAX,
+            cel_value: std::sync::OnceLock::new(),
+        })
+    }
+
+    #[test]
+    fn the_enforced_token_check_is_reused_where_it_holds() {
+        let set = policies();
+        let policy = |id: &str| set.get(id).unwrap().clone();
+        let verified = Authenticated::new(Scheme::Dpop, &policy("a"), &Ok(identity()));
+        // Same issuers, or the issuer that vouched is accepted: the same identity (and
+        // the scheme it came with), not checked again.
+        for id in ["also-a", "ab"] {
+            let (scheme, result) = verified.for_policy(&policy(id)).unwrap();
+            assert_eq!(scheme, Scheme::Dpop);
+            assert!(Arc::ptr_eq(&result.unwrap(), &identity_of(&verified)));
+        }
+        // Its issuer is not accepted: refused as `authenticate` would.
+        let (_, result) = verified.for_policy(&policy("b")).unwrap();
+        assert_eq!(
+            result.unwrap_err(),
+            AuthnError::Invalid("issuer `https://a` is not accepted here".into())
+        );
+        // A refusal holds where the same issuers are accepted, and a missing token
+        // everywhere; a refused token is checked again against other issuers.
+        let refused = Err(AuthnError::Invalid("token expired".into()));
+        let refused = Authenticated::new(Scheme::Bearer, &policy("a"), &refused);
+        assert!(refused.for_policy(&policy("also-a")).unwrap().1.is_err());
+        assert!(refused.for_policy(&policy("b")).is_none());
+        let missing = Authenticated::new(Scheme::Bearer, &policy("a"), &Err(AuthnError::Missing));
+        assert_eq!(
+            missing.for_policy(&policy("b")).unwrap().1.unwrap_err(),
+            AuthnError::Missing
+        );
+    }
+
+    fn identity_of(authenticated: &Authenticated) -> Arc<Identity> {
+        authenticated.result.clone().unwrap()
+    }
+
     fn verdict(outcome: &'static str, status: u16, policy: &str, rule: &str) -> Verdict {
         Verdict {
             outcome,
