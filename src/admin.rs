@@ -206,6 +206,10 @@ async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
                 [get(&stats.written), get(&stats.dropped), get(&stats.failed)],
             )
         }),
+        candidate_reloads: admin
+            .reloader
+            .candidate_status()
+            .map(|status| (status.successes, status.failures)),
     });
     (
         [(
@@ -241,6 +245,18 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
     });
     let ready = admin.engine.ready() && (!admin.store_configured || index.is_loaded());
     let reload = admin.reloader.status();
+    // The candidate set never makes Sluis unready; it is shown so a rollout can be
+    // followed.
+    let candidate = admin.reloader.candidate_status().map(|status| {
+        let set = admin.engine.candidate_policies();
+        serde_json::json!({
+            "policy_set": set.as_ref().map(|s| s.version.clone()),
+            "policies": set.as_ref().map(|s| s.policies.len()),
+            "last_reload_error": status.last_error,
+            "reload_failures": status.failures,
+            "reloads": status.successes,
+        })
+    });
     let body = serde_json::json!({
         "ready": ready,
         "policy_set": policies.version,
@@ -252,6 +268,7 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
         "reload_failures": reload.failures,
         "reloads": reload.successes,
         "flows": flows,
+        "candidate": candidate,
     });
     let status = if ready {
         StatusCode::OK

@@ -9,6 +9,10 @@
 //! disk, unless the operator chose `on_full: block` because losing a line is worse than a
 //! slower answer.
 //!
+//! With a candidate policy set ([`crate::engine::candidate`]) a record first waits for the
+//! candidate's decision, which it then carries; a shadow policy's record carries what it
+//! would have answered.
+//!
 //! A line never holds a token: the caller appears as its claims `iss`, `sub`,
 //! `client_id`, `act.sub` and the token's short hash.
 
@@ -133,6 +137,59 @@ pub struct DecisionRecord {
     pub path: String,
     pub query: String,
     pub latency: Duration,
+    /// What a shadow policy would have answered; `None` when the deciding policy is
+    /// enforced.
+    pub shadow: Option<Verdict>,
+    /// What the candidate policy set would have answered, when one is evaluated beside
+    /// the enforced set.
+    pub candidate: Option<CandidateVerdict>,
+}
+
+/// One answer, as the log states it: what, how and who decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// `allow`, `deny`, or `unavailable` when it could not be decided.
+    pub outcome: &'static str,
+    /// The HTTP status the client gets (200 for allow, 503 for unavailable).
+    pub status: u16,
+    pub policy: Option<Arc<str>>,
+    pub rule: Option<Arc<str>>,
+    pub reason: String,
+}
+
+impl Verdict {
+    pub fn of(result: &Result<Decision, Unavailable>) -> Verdict {
+        match result {
+            Ok(decision) => Verdict {
+                outcome: if decision.is_allow() { "allow" } else { "deny" },
+                status: decision.status(),
+                policy: decision.policy.clone(),
+                rule: Some(decision.rule.clone()),
+                reason: decision.reason.clone(),
+            },
+            // The gateway's failure mode decides; Envoy gets UNAVAILABLE.
+            Err(unavailable) => Verdict {
+                outcome: "unavailable",
+                status: 503,
+                policy: None,
+                rule: None,
+                reason: unavailable.0.clone(),
+            },
+        }
+    }
+}
+
+/// The candidate policy set's answer to a decision, and how it differs from the
+/// enforced one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateVerdict {
+    /// The candidate set's version (content hash).
+    pub policy_set_version: String,
+    pub verdict: Verdict,
+    /// `None` when the candidate agrees; else `outcome` (allow, deny or unavailable
+    /// differ), `status` (both deny, with different statuses) or `rule` (same answer,
+    /// another policy or rule decided).
+    pub disagreement: Option<&'static str>,
 }
 
 impl DecisionRecord {
@@ -145,17 +202,13 @@ impl DecisionRecord {
         time: SystemTime,
         latency: Duration,
     ) -> DecisionRecord {
-        let (policy, rule, outcome, status, reason) = match result {
-            Ok(decision) => (
-                decision.policy.clone(),
-                Some(decision.rule.clone()),
-                if decision.is_allow() { "allow" } else { "deny" },
-                decision.status(),
-                decision.reason.clone(),
-            ),
-            // The gateway's failure mode decides; Envoy gets UNAVAILABLE.
-            Err(unavailable) => (None, None, "unavailable", 503, unavailable.0.clone()),
-        };
+        let Verdict {
+            outcome,
+            status,
+            policy,
+            rule,
+            reason,
+        } = Verdict::of(result);
         DecisionRecord {
             time,
             door: request.door.0,
@@ -173,6 +226,8 @@ impl DecisionRecord {
             path: request.path.clone(),
             query: request.query.clone(),
             latency,
+            shadow: None,
+            candidate: None,
         }
     }
 }
@@ -194,8 +249,48 @@ struct Line<'a> {
     caller: Option<Caller<'a>>,
     request: RequestLine<'a>,
     latency_us: u128,
+    /// `shadow` when a shadow policy decided (the answer above is then what the gateway
+    /// was told); absent for enforced policies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<&'a str>,
+    /// A shadow policy's would-be answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would: Option<Answer<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    candidate: Option<CandidateLine<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     prev: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Answer<'a> {
+    outcome: &'a str,
+    status: u16,
+    policy: Option<&'a str>,
+    rule: Option<&'a str>,
+    reason: std::borrow::Cow<'a, str>,
+}
+
+impl<'a> Answer<'a> {
+    fn new(verdict: &'a Verdict, masker: &Masker) -> Answer<'a> {
+        Answer {
+            outcome: verdict.outcome,
+            status: verdict.status,
+            policy: verdict.policy.as_deref(),
+            rule: verdict.rule.as_deref(),
+            reason: masker.mask(&verdict.reason),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CandidateLine<'a> {
+    policy_set_version: &'a str,
+    #[serde(flatten)]
+    answer: Answer<'a>,
+    agrees: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disagreement: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -276,6 +371,17 @@ impl Formatter {
                 query: &query,
             },
             latency_us: record.latency.as_micros(),
+            mode: record.shadow.as_ref().map(|_| "shadow"),
+            would: record
+                .shadow
+                .as_ref()
+                .map(|verdict| Answer::new(verdict, &self.masker)),
+            candidate: record.candidate.as_ref().map(|candidate| CandidateLine {
+                policy_set_version: &candidate.policy_set_version,
+                answer: Answer::new(&candidate.verdict, &self.masker),
+                agrees: candidate.disagreement.is_none(),
+                disagreement: candidate.disagreement,
+            }),
             prev: self.prev.as_deref(),
         };
         // Serializing plain strings and numbers cannot fail; an empty object keeps the

@@ -36,6 +36,10 @@ pub struct Config {
     /// files ending in `.test.yaml` are test suites, not policies).
     #[serde(default)]
     pub policies: Vec<PathBuf>,
+    /// A candidate policy set, decided beside the enforced one and never enforced: every
+    /// decision is also put to it, and where it would answer differently that is logged
+    /// and counted. Off unless present.
+    pub candidate: Option<CandidateConfig>,
     #[serde(default)]
     pub token_cache: TokenCacheConfig,
     /// Headers removed from every allowed request whatever the policy says, e.g. a prefix
@@ -73,6 +77,25 @@ pub struct Config {
     #[serde(skip)]
     #[schemars(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `candidate:`: the policy set a rollout is heading for.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateConfig {
+    /// Policy files or directories, as in `policies`. Loaded, validated and hot-reloaded
+    /// like the enforced set, but apart from it: a broken candidate never touches the
+    /// enforced set.
+    pub policies: Vec<PathBuf>,
+    /// How many decisions may wait for the candidate set. It decides after the enforced
+    /// answer is given, off the hot path; beyond this, decisions are not put to it, and
+    /// are counted as dropped.
+    #[serde(default = "default_candidate_queue")]
+    pub queue: usize,
+}
+
+fn default_candidate_queue() -> usize {
+    1024
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -818,6 +841,14 @@ impl Config {
         if self.policies.is_empty() {
             return Err("`policies` lists no policy file or directory".into());
         }
+        if let Some(candidate) = &self.candidate {
+            if candidate.policies.is_empty() {
+                return Err("`candidate.policies` lists no policy file or directory".into());
+            }
+            if candidate.queue == 0 {
+                return Err("`candidate.queue` must be at least 1".into());
+            }
+        }
         if let Some(store) = &self.store {
             let url = store.url.as_str();
             if !(url.starts_with("sqlite:")
@@ -845,6 +876,16 @@ impl Config {
         Ok(())
     }
 
+    /// This config with the candidate set's policies in place of the enforced ones: what
+    /// the candidate set is loaded (and checked) with. `None` without a candidate.
+    pub fn candidate_config(&self) -> Option<Config> {
+        let candidate = self.candidate.as_ref()?;
+        let mut config = self.clone();
+        config.policies = candidate.policies.clone();
+        config.candidate = None;
+        Some(config)
+    }
+
     /// A path from the config, resolved against the config's directory.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         self.base_dir.join(path)
@@ -857,6 +898,27 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, Path::new("sluis.yaml"), PathBuf::new()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_candidate_set_is_checked_like_the_policies() {
+        let err = parse("policies: [p]\ncandidate: {policies: [c], qeue: 1}\n").unwrap_err();
+        assert!(err.contains("unknown field `qeue`"), "{err}");
+        let err = parse("policies: [p]\ncandidate: {policies: []}\n").unwrap_err();
+        assert!(
+            err.contains("`candidate.policies` lists no policy"),
+            "{err}"
+        );
+        let err = parse("policies: [p]\ncandidate: {policies: [c], queue: 0}\n").unwrap_err();
+        assert!(
+            err.contains("`candidate.queue` must be at least 1"),
+            "{err}"
+        );
+        let config = parse("policies: [p]\ncandidate: {policies: [c]}\n").unwrap();
+        let candidate = config.candidate_config().unwrap();
+        assert_eq!(candidate.policies, vec![PathBuf::from("c")]);
+        assert!(candidate.candidate.is_none());
+        assert_eq!(config.candidate.unwrap().queue, 1024);
     }
 
     #[test]

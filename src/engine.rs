@@ -4,12 +4,14 @@
 //! checks scopes, and lets the policy's rules decide. Front doors call it and only
 //! translate; nothing here knows which gateway asked.
 
+pub mod candidate;
+
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use crate::audit::{DecisionLog, DecisionRecord};
+use crate::audit::{DecisionLog, DecisionRecord, Verdict};
 
 use crate::authn::{Authenticator, AuthnError, Identity, Scheme, presented_token};
 use crate::config::Config;
@@ -17,6 +19,7 @@ use crate::decision::{Decision, Deny, DenyCode, Outcome, deny_body};
 use crate::flows::FlowIndex;
 use crate::policy::{Policy, PolicySet};
 use crate::request::AccessRequest;
+use candidate::{Authenticated, Candidate};
 
 /// The engine could not decide: e.g. an identity provider is down. Never an allow; the
 /// door answers so that the gateway's failure mode applies.
@@ -27,34 +30,58 @@ pub struct Unavailable(pub String);
 pub struct Engine {
     /// The policy set in force; a reload swaps it whole, in-flight decisions keep theirs.
     policies: ArcSwap<PolicySet>,
-    authn: Authenticator,
-    /// The flow index policies read; the store's sync loop keeps it current.
-    flows: ArcSwap<FlowIndex>,
+    /// Shared with the candidate set's worker, which authenticates with the same issuers
+    /// and caches.
+    authn: Arc<Authenticator>,
+    /// The flow index policies read; the store's sync loop keeps it current. Shared with
+    /// the candidate set's worker.
+    flows: Arc<ArcSwap<FlowIndex>>,
     /// Where every door's decisions are recorded, when the decision log is on. Only a
     /// queue: the engine never writes a line itself.
     log: Option<DecisionLog>,
+    /// The candidate policy set every decision is also put to, when configured.
+    candidate: Option<Candidate>,
 }
 
-/// What a decision saw on the way, for its decision log record.
+/// What a decision saw on the way, for its decision log record and the candidate set.
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     policies: Option<Arc<PolicySet>>,
+    /// The policy that decided, once chosen: its mode says whether the answer stands.
+    policy: Option<Arc<Policy>>,
     caller: Option<Arc<Identity>>,
+    /// What checking the request's token gave, so the candidate set need not check it
+    /// again.
+    authn: Option<Authenticated>,
 }
 
 impl Engine {
     pub fn new(config: &Config, policies: PolicySet) -> Result<Engine, String> {
         Ok(Engine {
             policies: ArcSwap::from_pointee(policies),
-            authn: Authenticator::new(config)?,
-            flows: ArcSwap::from_pointee(FlowIndex::new()),
+            authn: Arc::new(Authenticator::new(config)?),
+            flows: Arc::new(ArcSwap::from_pointee(FlowIndex::new())),
             log: None,
+            candidate: None,
         })
     }
 
     /// Records every decision [`Engine::decide`] makes in `log`.
     pub fn with_decision_log(mut self, log: DecisionLog) -> Engine {
         self.log = Some(log);
+        self
+    }
+
+    /// Puts every decision to a candidate policy set too, once one is swapped in
+    /// ([`Engine::swap_candidate`]), on a background task with a queue of `queue`
+    /// decisions. Call after [`Engine::with_decision_log`], from within a tokio runtime.
+    pub fn with_candidate(mut self, queue: usize) -> Engine {
+        self.candidate = Some(Candidate::start(
+            queue,
+            self.authn.clone(),
+            self.flows.clone(),
+            self.log.clone(),
+        ));
         self
     }
 
@@ -87,14 +114,43 @@ impl Engine {
         self.policies.store(Arc::new(policies));
     }
 
+    /// The candidate policy set, when one is configured and has loaded.
+    pub fn candidate_policies(&self) -> Option<Arc<PolicySet>> {
+        self.candidate.as_ref().and_then(Candidate::policies)
+    }
+
+    /// Puts a new, already validated candidate set in place. Without
+    /// [`Engine::with_candidate`] there is nowhere to put it, and it is dropped.
+    pub fn swap_candidate(&self, policies: PolicySet) {
+        if let Some(candidate) = &self.candidate {
+            candidate.swap(policies);
+        }
+    }
+
+    /// Waits until the candidate set has decided every decision queued so far (and handed
+    /// its record to the decision log): at shutdown, before the log is flushed.
+    pub async fn flush_candidate(&self) {
+        if let Some(candidate) = &self.candidate {
+            candidate.flush().await;
+        }
+    }
+
     /// Ready to decide: policies are loaded (they always are once built) and every issuer
     /// has keys.
     pub fn ready(&self) -> bool {
         self.authn.ready()
     }
 
+    fn judge(&self) -> Judge<'_> {
+        Judge {
+            authn: &self.authn,
+            flows: &self.flows,
+        }
+    }
+
     /// Decides a request from a gateway: the caller is whoever the request's token says.
-    /// Every door comes through here, so this is where the decision log is fed.
+    /// Every door comes through here, so this is where shadow mode applies and where the
+    /// decision log and the candidate set are fed.
     pub async fn decide(&self, request: &AccessRequest) -> Result<Decision, Unavailable> {
         self.decide_for_door(request, |decision, _| decision).await
     }
@@ -110,10 +166,19 @@ impl Engine {
         let time = self.log.is_some().then(SystemTime::now);
         let started = Instant::now();
         let mut seen = Seen::default();
-        let result = self
-            .decide_seen(request, &Credentials::Request, None, &mut seen)
-            .await
-            .map(|decision| door(decision, request));
+        let decided = self
+            .judge()
+            .decide(
+                self.policies.load_full(),
+                request,
+                &Credentials::Request,
+                None,
+                None,
+                &mut seen,
+            )
+            .await;
+        let (result, shadow) = answer(request, seen.policy.as_deref(), decided);
+        let result = result.map(|decision| door(decision, request));
         let latency = started.elapsed();
         let (policy, rule, outcome) = match &result {
             Ok(decision) => (
@@ -123,54 +188,117 @@ impl Engine {
             ),
             Err(_) => (None, None, "unavailable"),
         };
-        crate::metrics::global().decision(policy, rule, outcome, request.door.0, latency);
-        if let (Some(log), Some(time)) = (&self.log, time) {
-            log.record(DecisionRecord::new(
-                request,
-                &result,
-                seen.policies,
-                seen.caller,
-                time,
-                latency,
-            ))
-            .await;
+        let metrics = crate::metrics::global();
+        metrics.decision(policy, rule, outcome, request.door.0, latency);
+        if let Some(would) = &shadow {
+            metrics.shadow_decision(policy.map_or("-", |p| &**p), would.outcome);
+        }
+        let record = time.map(|time| DecisionRecord {
+            shadow,
+            ..DecisionRecord::new(request, &result, seen.policies, seen.caller, time, latency)
+        });
+        // The candidate set decides after this answer is given; the record waits for it.
+        let record = match &self.candidate {
+            Some(candidate) => candidate.submit(request, &result, seen.authn, record),
+            None => record,
+        };
+        if let (Some(log), Some(record)) = (&self.log, record) {
+            log.record(record).await;
         }
         result
     }
 
     /// Decides with the given credentials, recording each step in `trace` when asked
-    /// (`sluis explain`, `sluis test`). Doors use [`Engine::decide`].
+    /// (`sluis explain`, `sluis test`). Doors use [`Engine::decide`]. A shadow policy's
+    /// decision is given as it would be enforced: what its tests and explanations judge.
     pub async fn decide_as(
         &self,
         request: &AccessRequest,
         credentials: &Credentials<'_>,
         trace: Option<&mut Trace>,
     ) -> Result<Decision, Unavailable> {
-        self.decide_seen(request, credentials, trace, &mut Seen::default())
+        self.judge()
+            .decide(
+                self.policies.load_full(),
+                request,
+                credentials,
+                None,
+                trace,
+                &mut Seen::default(),
+            )
             .await
     }
+}
 
-    async fn decide_seen(
+/// What the gateway is told: the decision, or for a shadow policy an allow, beside the
+/// verdict it would have been told.
+pub(crate) fn answer(
+    request: &AccessRequest,
+    policy: Option<&Policy>,
+    decided: Result<Decision, Unavailable>,
+) -> (Result<Decision, Unavailable>, Option<Verdict>) {
+    let Some(policy) = policy.filter(|p| p.is_shadow()) else {
+        return (decided, None);
+    };
+    let would = Verdict::of(&decided);
+    let answer = match decided {
+        Ok(decision) if decision.is_allow() => decision,
+        _ => Decision {
+            outcome: Outcome::Allow(policy.pass_through(request)),
+            policy: Some(policy.id.clone()),
+            rule: Arc::from("shadow"),
+            reason: format!(
+                "shadow mode, let through: would {} with {} (rule `{}`): {}",
+                would.outcome,
+                would.status,
+                would.rule.as_deref().unwrap_or("-"),
+                would.reason
+            ),
+        },
+    };
+    (Ok(answer), Some(would))
+}
+
+/// What deciding needs besides a policy set: the same for the enforced and the candidate
+/// set.
+struct Judge<'a> {
+    authn: &'a Authenticator,
+    flows: &'a ArcSwap<FlowIndex>,
+}
+
+impl Judge<'_> {
+    /// Chooses the policy of `policies`, authenticates (or takes what `prior`, the
+    /// enforced path, found about the token, when that holds for this policy), checks
+    /// scopes and evaluates the rules.
+    async fn decide(
         &self,
+        policies: Arc<PolicySet>,
         request: &AccessRequest,
         credentials: &Credentials<'_>,
+        prior: Option<&Authenticated>,
         mut trace: Option<&mut Trace>,
         seen: &mut Seen,
     ) -> Result<Decision, Unavailable> {
-        let policies = self.policies.load_full();
-        seen.policies = Some(policies.clone());
         let policy = match policies.select(request) {
             Ok(policy) => policy.clone(),
             Err(reason) => {
                 if let Some(trace) = trace.as_deref_mut() {
                     trace.policy = format!("{reason}; {}", policies.why_not(request));
                 }
+                seen.policies = Some(policies);
                 return Ok(no_policy(reason));
             }
         };
         if let Some(trace) = trace.as_deref_mut() {
             trace.policy = policies.why(request, &policy);
+            if policy.is_shadow() {
+                trace.policy.push_str(
+                    "; it is in shadow mode: a gateway is told allow whatever it decides, and this decision is logged as what it would have answered",
+                );
+            }
         }
+        seen.policies = Some(policies);
+        seen.policy = Some(policy.clone());
         if policy.anonymous {
             note(
                 &mut trace,
@@ -179,36 +307,45 @@ impl Engine {
             return Ok(policy.evaluate(request, None, &self.flows.load(), trace));
         }
         let mut scheme = Scheme::Bearer;
-        let identity = match credentials {
-            Credentials::Request => match presented_token(request) {
-                Ok((presented, token)) => {
-                    scheme = presented;
-                    let identity = self.authn.authenticate(token, &policy.issuers).await;
-                    match identity {
-                        Ok(identity) => {
-                            note(
-                                &mut trace,
-                                format!(
-                                    "{} verified by issuer `{}` ({}): algorithm, signature, iss, aud, exp and nbf checked",
-                                    match presented {
-                                        Scheme::Bearer => "bearer token",
-                                        Scheme::Dpop => "DPoP token",
-                                    },
-                                    identity.issuer,
-                                    identity.iss
-                                ),
-                            );
-                            self.authn
-                                .check_binding(request, presented, token, &identity)
-                                .await
-                                .map(|()| identity)
+        let reused = prior.and_then(|prior| prior.for_policy(&policy));
+        let identity = match (reused, credentials) {
+            (Some((presented, result)), _) => {
+                scheme = presented;
+                result
+            }
+            (None, Credentials::Request) => {
+                let result = match presented_token(request) {
+                    Ok((presented, token)) => {
+                        scheme = presented;
+                        let identity = self.authn.authenticate(token, &policy.issuers).await;
+                        match identity {
+                            Ok(identity) => {
+                                note(
+                                    &mut trace,
+                                    format!(
+                                        "{} verified by issuer `{}` ({}): algorithm, signature, iss, aud, exp and nbf checked",
+                                        match presented {
+                                            Scheme::Bearer => "bearer token",
+                                            Scheme::Dpop => "DPoP token",
+                                        },
+                                        identity.issuer,
+                                        identity.iss
+                                    ),
+                                );
+                                self.authn
+                                    .check_binding(request, presented, token, &identity)
+                                    .await
+                                    .map(|()| identity)
+                            }
+                            Err(e) => Err(e),
                         }
-                        Err(e) => Err(e),
                     }
-                }
-                Err(e) => Err(e),
-            },
-            Credentials::Claims { issuer, claims } => {
+                    Err(e) => Err(e),
+                };
+                seen.authn = Some(Authenticated::new(scheme, &policy, &result));
+                result
+            }
+            (None, Credentials::Claims { issuer, claims }) => {
                 let identity = self
                     .authn
                     .identity_from_claims(issuer, claims, &policy.issuers)

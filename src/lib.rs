@@ -10,8 +10,9 @@
 //! ```text
 //!  doors::envoy (gRPC ext_authz) ─┐
 //!  doors::http, one HTTP port:    ├─► AccessRequest ─► engine::Engine::decide ─► Decision
-//!    forward_auth, opa, authzen,  │   (+ door name,      │  └─► audit::DecisionLog, metrics
-//!    care_services               ─┘    Evaluation)       │
+//!    forward_auth, opa, authzen,  │   (+ door name,      │  ├─► audit::DecisionLog, metrics
+//!    care_services               ─┘    Evaluation)       │  └─► engine::candidate (queue):
+//!                                                        │      candidate set decides too
 //!                                                        │
 //!                        policy::PolicySet::select ◄─────┤  (which policy decides)
 //!                        authn::Authenticator     ◄─────┤  (JWT via JWKS, cached by hash)
@@ -27,7 +28,7 @@
 //! |---|---|
 //! | [`request`] | [`request::AccessRequest`]: the gateway-neutral question |
 //! | [`decision`] | [`decision::Decision`]: the gateway-neutral answer, with stable deny codes |
-//! | [`engine`] | the decision core; the only thing doors call |
+//! | [`engine`] | the decision core; the only thing doors call. Applies shadow mode (a `mode: shadow` policy is logged, not enforced) and feeds [`engine::candidate`], the candidate policy set decided beside the enforced one on a background queue |
 //! | [`authn`] | identities from tokens: [`authn::issuer`] (JWT via JWKS or discovery, RFC 7662 introspection), [`authn::jwks`] key sets, [`authn::aggregated`] OIDC aggregated claims (embedded claim JWTs), [`authn::certificate`] client certificates, [`authn::dpop`] proofs, [`authn::replay`] caches; the verified-token cache |
 //! | [`fhir`] | FHIR REST interactions of a request (read, search, ...), which SMART scopes ([`policy::smart`]) and search narrowing ([`policy::narrowing`]) judge |
 //! | [`flows`] | registered grants: the model and its validation ([`flows::Flow`]), the in-memory index decisions read ([`flows::index`]), the SQLite/PostgreSQL store and its sync loop ([`flows::store`]), and [`flows::Flows`], the API both admin doors call |
@@ -37,7 +38,7 @@
 //! | [`doors`] | front doors: translate a gateway's protocol to and from the engine's types: [`doors::envoy`] (gRPC ext_authz); on one HTTP port ([`doors::http`]): [`doors::forward_auth`] (NGINX, Traefik, Caddy, Envoy `http_service`), [`doors::opa`] (OPA Data API for Kong and APISIX), [`doors::authzen`] (AuthZEN evaluations), [`doors::care_services`] (Care Services Proxy) |
 //! | [`admin`] | admin listener: health, readiness, `/explain`, and the flows API over HTTP/JSON ([`admin::flows`]) and gRPC ([`admin::grpc`], defined in `proto/`) on one port |
 //! | [`metrics`] | Prometheus metrics (`/metrics` on the admin listener): counters bumped where things happen, sizes read when scraped |
-//! | [`reload`] | hot reload of policies: file watching, SIGHUP, validate-then-swap |
+//! | [`reload`] | hot reload of policies (the enforced and the candidate set, apart): file watching, SIGHUP, validate-then-swap |
 //! | [`server`] | wires listeners, engine and reloader together; `sluis serve` |
 //! | [`testing`] | offline tools for policy authors: test suites, explain, replay |
 //! | [`schema`] | JSON Schemas of config, policy and test files, generated from the types |

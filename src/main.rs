@@ -279,30 +279,64 @@ fn validate(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match sluis::server::build_engine(&config) {
+    let summary = |set: &sluis::policy::PolicySet| {
+        let shadow = set.policies.iter().filter(|p| p.is_shadow()).count();
+        format!(
+            "{} policies ({} rules) from {} files{}",
+            set.policies.len(),
+            set.policies.iter().map(|p| p.rules.len()).sum::<usize>(),
+            set.files.len(),
+            if shadow > 0 {
+                format!(", {shadow} in shadow mode")
+            } else {
+                String::new()
+            }
+        )
+    };
+    let enforced = match sluis::server::build_engine(&config) {
         Ok(engine) => {
             let set = engine.policies();
-            for warning in sluis::doors::http::gateway_warnings(&config, &set) {
+            for warning in sluis::server::load_warnings(&config, &set) {
                 eprintln!("warning: {warning}");
             }
             println!(
-                "ok: {} policies ({} rules) from {} files, {} issuers; policy set {}",
-                set.policies.len(),
-                set.policies.iter().map(|p| p.rules.len()).sum::<usize>(),
-                set.files.len(),
+                "ok: {}, {} issuers; policy set {}",
+                summary(&set),
                 config.issuers.len(),
                 set.version
             );
-            ExitCode::SUCCESS
+            true
         }
         Err(errors) => {
             for error in &errors {
                 eprintln!("{error}");
             }
             eprintln!("{} error(s)", errors.len());
-            ExitCode::FAILURE
+            false
         }
-    }
+    };
+    // The candidate set is checked like the enforced one, and its problems are named as
+    // the candidate's.
+    let candidate = match config.candidate_config() {
+        None => true,
+        Some(candidate_config) => match sluis::policy::PolicySet::load(&candidate_config) {
+            Ok(set) => {
+                for warning in sluis::server::load_warnings(&candidate_config, &set) {
+                    eprintln!("warning: candidate: {warning}");
+                }
+                println!("candidate: {}; policy set {}", summary(&set), set.version);
+                true
+            }
+            Err(errors) => {
+                for error in &errors {
+                    eprintln!("candidate: {error}");
+                }
+                eprintln!("candidate: {} error(s)", errors.len());
+                false
+            }
+        },
+    };
+    exit(enforced && candidate)
 }
 
 fn serve(path: &Path) -> anyhow::Result<ExitCode> {

@@ -63,6 +63,19 @@ struct EventLabels {
     event: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    policy: String,
+    would: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DisagreementLabels {
+    kind: String,
+    policy: String,
+    candidate_policy: String,
+}
+
 /// Every metric Sluis exports.
 pub struct Metrics {
     registry: Registry,
@@ -79,6 +92,10 @@ pub struct Metrics {
     flows_version: Gauge,
     log_queue: Gauge,
     log_lines: Family<ResultLabels, Counter>,
+    shadow_decisions: Family<ShadowLabels, Counter>,
+    candidate_decisions: Family<ResultLabels, Counter>,
+    candidate_disagreements: Family<DisagreementLabels, Counter>,
+    candidate_reloads: Family<ResultLabels, Gauge>,
 }
 
 fn decision_histogram() -> Histogram {
@@ -174,8 +191,36 @@ impl Metrics {
             "Decision log lines: written, dropped (queue full), failed (the sink refused them)",
             log_lines.clone(),
         );
+        let shadow_decisions = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "shadow_decisions",
+            "Decisions of shadow policies (let through whatever they decide) by policy and would-be outcome: allow, deny, unavailable",
+            shadow_decisions.clone(),
+        );
+        let candidate_decisions = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "candidate_decisions",
+            "Decisions the candidate policy set made beside the enforced one: agreed, disagreed, dropped (its queue was full)",
+            candidate_decisions.clone(),
+        );
+        let candidate_disagreements = Family::<DisagreementLabels, Counter>::default();
+        registry.register(
+            "candidate_disagreements",
+            "Candidate decisions that differ from the enforced answer, by kind (outcome, status, rule), enforced policy and candidate policy",
+            candidate_disagreements.clone(),
+        );
+        let candidate_reloads = Family::<ResultLabels, Gauge>::default();
+        registry.register(
+            "candidate_reloads",
+            "Loads of the candidate policy set since start, by result (success, failure)",
+            candidate_reloads.clone(),
+        );
         Metrics {
             registry,
+            shadow_decisions,
+            candidate_decisions,
+            candidate_disagreements,
+            candidate_reloads,
             log_queue,
             log_lines,
             decisions,
@@ -226,6 +271,37 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// A decision of a shadow policy: what it would have answered.
+    pub fn shadow_decision(&self, policy: &str, would: &str) {
+        self.shadow_decisions
+            .get_or_create(&ShadowLabels {
+                policy: policy.to_owned(),
+                would: would.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A decision of the candidate set: `agreed`, `disagreed` or `dropped`.
+    pub fn candidate_decision(&self, result: &str) {
+        self.candidate_decisions
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A candidate decision that differs from the enforced one. Policy ids come from the
+    /// configuration (`-` when no policy decided), so the label values stay bounded.
+    pub fn candidate_disagreement(&self, kind: &str, policy: &str, candidate_policy: &str) {
+        self.candidate_disagreements
+            .get_or_create(&DisagreementLabels {
+                kind: kind.to_owned(),
+                policy: policy.to_owned(),
+                candidate_policy: candidate_policy.to_owned(),
+            })
+            .inc();
+    }
+
     /// A verified-token cache look-up.
     pub fn token_cache_lookup(&self, hit: bool) {
         if hit {
@@ -259,6 +335,8 @@ pub struct Snapshot {
     pub introspection: Vec<(String, [u64; 4])>,
     /// The decision log's queue depth and lines written, dropped and failed, when on.
     pub decision_log: Option<(usize, [u64; 3])>,
+    /// Successful and failed loads of the candidate policy set, when one is configured.
+    pub candidate_reloads: Option<(u64, u64)>,
 }
 
 const INTROSPECTION_EVENTS: [&str; 4] = ["calls", "cache_hits", "cache_misses", "stale_served"];
@@ -309,6 +387,16 @@ pub fn render(snapshot: &Snapshot) -> String {
             counter.inc_by(count.saturating_sub(counter.get()));
         }
     }
+    if let Some((successes, failures)) = snapshot.candidate_reloads {
+        for (result, count) in [("success", successes), ("failure", failures)] {
+            metrics
+                .candidate_reloads
+                .get_or_create(&ResultLabels {
+                    result: result.to_owned(),
+                })
+                .set(gauge(count));
+        }
+    }
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &metrics.registry);
@@ -331,6 +419,9 @@ mod tests {
         );
         metrics.token_cache_lookup(true);
         metrics.jwks_fetch("issuer-test", false);
+        metrics.shadow_decision("p-test", "deny");
+        metrics.candidate_decision("disagreed");
+        metrics.candidate_disagreement("status", "p-test", "-");
         let text = render(&Snapshot {
             token_cache_entries: 3,
             reload_successes: 2,
@@ -340,6 +431,7 @@ mod tests {
             flows_version: 7,
             introspection: vec![("idp-test".into(), [5, 3, 2, 0])],
             decision_log: Some((4, [10, 2, 0])),
+            candidate_reloads: Some((3, 1)),
         });
         for line in [
             r#"sluis_decisions_total{policy="p-test",rule="allow-rule",outcome="allow",door="envoy-grpc"} "#,
@@ -354,6 +446,10 @@ mod tests {
             r#"sluis_introspection_events_total{issuer="idp-test",event="calls"} 5"#,
             "sluis_decision_log_queue_depth 4",
             r#"sluis_decision_log_lines_total{result="dropped"} 2"#,
+            r#"sluis_candidate_reloads{result="failure"} 1"#,
+            r#"sluis_shadow_decisions_total{policy="p-test",would="deny"} "#,
+            r#"sluis_candidate_decisions_total{result="disagreed"} "#,
+            r#"sluis_candidate_disagreements_total{kind="status",policy="p-test",candidate_policy="-"} "#,
         ] {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");
         }

@@ -29,7 +29,7 @@ use crate::engine::{RuleTrace, Trace};
 use crate::flows::FlowIndex;
 use crate::request::AccessRequest;
 use expr::{Expr, FlowSource, RequestFields, Vars};
-use spec::{PolicyFile, PolicySpec, RuleSpec};
+use spec::{PolicyFile, PolicyMode, PolicySpec, RuleSpec};
 
 /// Every loaded policy, compiled, in decision order. Immutable: a reload builds a new set
 /// and swaps it in whole.
@@ -48,6 +48,9 @@ pub struct Policy {
     pub id: Arc<str>,
     pub file: PathBuf,
     pub description: String,
+    /// Enforced, or only watched ([`PolicyMode::Shadow`]): the engine turns a shadow
+    /// policy's decision into an allow ([`Policy::pass_through`]).
+    pub mode: PolicyMode,
     hosts: Vec<String>,
     paths: Vec<String>,
     methods: Vec<String>,
@@ -215,6 +218,25 @@ impl PolicySet {
             files,
             version,
         })
+    }
+
+    /// What an operator must know about the set's shadow policies: each lets every
+    /// request it is chosen for through.
+    pub fn shadow_warnings(&self) -> Vec<String> {
+        self.policies
+            .iter()
+            .filter(|p| p.is_shadow())
+            .map(|p| {
+                let mut warning = format!(
+                    "policy `{}` is in shadow mode: every request it decides is let through, its denials are only logged (`mode: enforce` to enforce it)",
+                    p.id
+                );
+                if p.narrowing.is_some() {
+                    warning.push_str("; its searches are not narrowed while it would deny them");
+                }
+                warning
+            })
+            .collect()
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<Policy>> {
@@ -708,6 +730,7 @@ fn compile_policy(
         id: Arc::from(spec.id.as_str()),
         file: file.to_owned(),
         description: spec.description,
+        mode: spec.mode,
         hosts: spec
             .matcher
             .hosts
@@ -1064,6 +1087,21 @@ impl Policy {
             }
         }
         let set: Vec<&str> = allow.set_headers.iter().map(|(n, _)| n.as_str()).collect();
+        let extra = std::mem::take(&mut allow.remove_headers);
+        allow.remove_headers = self.removals(request, &set, extra);
+        Decision {
+            outcome: Outcome::Allow(allow),
+            policy: Some(self.id.clone()),
+            rule: rule.clone(),
+            reason: format!("allow rule `{rule}` matched"),
+        }
+    }
+
+    /// The headers an allow removes: `authorization` unless kept, the policy's
+    /// `remove_headers`, the configured strips (prefix patterns matched against the
+    /// request's headers), then `extra`; never a name in `set`, never one twice.
+    fn removals(&self, request: &AccessRequest, set: &[&str], extra: Vec<String>) -> Vec<String> {
+        let response = &self.response;
         let mut remove: Vec<String> = Vec::new();
         let mut push = |name: &str| {
             if !set.contains(&name) && !remove.iter().any(|r| r == name) {
@@ -1086,15 +1124,26 @@ impl Policy {
                 None => push(pattern),
             }
         }
-        for name in std::mem::take(&mut allow.remove_headers) {
+        for name in extra {
             push(&name);
         }
-        allow.remove_headers = remove;
-        Decision {
-            outcome: Outcome::Allow(allow),
-            policy: Some(self.id.clone()),
-            rule: rule.clone(),
-            reason: format!("allow rule `{rule}` matched"),
+        remove
+    }
+
+    pub fn is_shadow(&self) -> bool {
+        self.mode == PolicyMode::Shadow
+    }
+
+    /// What a shadow policy lets through when it would have denied (or could not decide):
+    /// the request as the client sent it, less what an allow of this policy always
+    /// removes, and less any client copy of a header the policy sets, which the upstream
+    /// trusts as Sluis's. Nothing is set and the query is left alone: there is no allowed
+    /// identity to vouch for.
+    pub fn pass_through(&self, request: &AccessRequest) -> Allow {
+        let vouched: Vec<String> = self.injected_headers().map(str::to_owned).collect();
+        Allow {
+            remove_headers: self.removals(request, &[], vouched),
+            ..Allow::default()
         }
     }
 

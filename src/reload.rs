@@ -1,6 +1,10 @@
 //! Hot reload of policies: validate the new set in full, then swap it in atomically. A
 //! bad edit keeps the last good set in force and is reported (log and `/readyz`).
 //!
+//! The candidate policy set ([`crate::engine::candidate`]), when configured, is reloaded
+//! the same way and on the same triggers, but apart: its errors are reported and counted
+//! on their own ([`Reloader::candidate_status`]) and never touch the enforced set.
+//!
 //! Triggers: changes in the directories holding the policy files, and SIGHUP. The watcher
 //! watches the *parent directories*, not the files: editors replace files by rename and
 //! Kubernetes updates a mounted ConfigMap by swapping a `..data` symlink, and neither is
@@ -28,8 +32,11 @@ pub struct ReloadStatus {
 
 pub struct Reloader {
     config: Config,
+    /// The config with the candidate set's locations as its policies.
+    candidate_config: Option<Config>,
     engine: Arc<Engine>,
     status: Mutex<ReloadStatus>,
+    candidate_status: Mutex<ReloadStatus>,
 }
 
 impl Reloader {
@@ -42,14 +49,72 @@ impl Reloader {
             ..Default::default()
         };
         Reloader {
+            candidate_config: config.candidate_config(),
             config,
             engine,
             status: Mutex::new(status),
+            candidate_status: Mutex::new(ReloadStatus::default()),
         }
     }
 
     pub fn status(&self) -> ReloadStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// How loading the candidate set went (the first load at start included); `None`
+    /// when no candidate set is configured.
+    pub fn candidate_status(&self) -> Option<ReloadStatus> {
+        self.candidate_config.as_ref()?;
+        Some(
+            self.candidate_status
+                .lock()
+                .map(|s| s.clone())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Loads the candidate set again and puts it in place if it is valid; a broken one
+    /// keeps the last good candidate (or none) and is logged and counted. Returns whether
+    /// the candidate set changed; `Ok(false)` without a candidate.
+    pub fn reload_candidate(&self) -> Result<bool, Vec<LoadError>> {
+        let Some(config) = &self.candidate_config else {
+            return Ok(false);
+        };
+        let result = PolicySet::load(config);
+        let mut status = self
+            .candidate_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(set) => {
+                let changed = self
+                    .engine
+                    .candidate_policies()
+                    .is_none_or(|current| current.version != set.version);
+                if changed {
+                    tracing::info!(version = %set.version, policies = set.policies.len(), "candidate policy set loaded");
+                    for warning in crate::server::load_warnings(config, &set) {
+                        tracing::warn!("candidate: {warning}");
+                    }
+                    self.engine.swap_candidate(set);
+                }
+                status.last_success = Some(SystemTime::now());
+                status.last_error = None;
+                status.successes += 1;
+                Ok(changed)
+            }
+            Err(errors) => {
+                let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                for error in &text {
+                    tracing::error!(
+                        "candidate policy set failed to load, keeping the last good candidate (the enforced set is not affected): {error}"
+                    );
+                }
+                status.last_error = Some(text.join("\n"));
+                status.failures += 1;
+                Err(errors)
+            }
+        }
     }
 
     /// Loads the policies again and swaps them in if they are valid. Returns whether the
@@ -62,7 +127,7 @@ impl Reloader {
                 let changed = set.version != self.engine.policies().version;
                 if changed {
                     tracing::info!(version = %set.version, policies = set.policies.len(), "policies reloaded");
-                    for warning in crate::doors::http::gateway_warnings(&self.config, &set) {
+                    for warning in crate::server::load_warnings(&self.config, &set) {
                         tracing::warn!("{warning}");
                     }
                     self.engine.swap_policies(set);
@@ -87,7 +152,8 @@ impl Reloader {
     /// Directories to watch: the configured directories and the parents of files.
     fn watched_dirs(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = Vec::new();
-        for entry in &self.config.policies {
+        let candidates = self.candidate_config.iter().flat_map(|c| c.policies.iter());
+        for entry in self.config.policies.iter().chain(candidates) {
             let path = self.config.resolve(entry);
             let dir = if path.is_dir() {
                 path
@@ -144,7 +210,11 @@ impl Reloader {
                 tokio::time::sleep(debounce).await;
                 while rx.try_recv().is_ok() {}
                 let reloader = self.clone();
-                let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = reloader.reload();
+                    let _ = reloader.reload_candidate();
+                })
+                .await;
             }
         });
         Ok(())

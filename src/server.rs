@@ -26,6 +26,14 @@ pub fn build_engine(config: &Config) -> Result<Engine, Vec<String>> {
     Engine::new(config, policies).map_err(|e| vec![e])
 }
 
+/// What an operator should hear about a loaded policy set (`sluis validate`, `serve`,
+/// reloads): what the configured gateways cannot do, and which policies are only watched.
+pub fn load_warnings(config: &Config, policies: &PolicySet) -> Vec<String> {
+    let mut warnings = crate::doors::http::gateway_warnings(config, policies);
+    warnings.extend(policies.shadow_warnings());
+    warnings
+}
+
 /// Opens the flow store, if one is configured, and starts keeping the engine's index
 /// current from it.
 async fn start_flows(config: &Config, engine: &Arc<Engine>) -> Result<Option<Flows>, String> {
@@ -113,8 +121,11 @@ pub async fn run(
     if let Some(log) = &config.decision_log {
         engine = engine.with_decision_log(DecisionLog::start(log, &config.base_dir)?);
     }
+    if let Some(candidate) = &config.candidate {
+        engine = engine.with_candidate(candidate.queue);
+    }
     let engine = Arc::new(engine);
-    for warning in crate::doors::http::gateway_warnings(&config, &engine.policies()) {
+    for warning in load_warnings(&config, &engine.policies()) {
         tracing::warn!("{warning}");
     }
     engine.authenticator().connect_replay_cache(&config).await?;
@@ -127,6 +138,9 @@ pub async fn run(
     let doors = crate::doors::http::router(engine.clone(), &config)?;
     let max_body = config.request_body.max_bytes;
     let reloader = Arc::new(Reloader::new(config, engine.clone()));
+    // A candidate set that does not load is reported and counted, and Sluis serves
+    // without one until a reload fixes it: it never stands in the enforced set's way.
+    let _ = reloader.reload_candidate();
     reloader.clone().spawn(Duration::from_millis(200))?;
 
     tracing::info!(
@@ -159,6 +173,7 @@ pub async fn run(
 
     // Kept to flush the last lines after the listeners have drained.
     let log = engine.decision_log().cloned();
+    let flushing = engine.clone();
     let mut admin_stop = stop_rx.clone();
     let admin_server = axum::serve(admin, crate::admin::router(engine, reloader, admin_options))
         .with_graceful_shutdown(async move {
@@ -179,6 +194,9 @@ pub async fn run(
 
     let (grpc_result, admin_result, http_result) =
         tokio::join!(grpc_server, admin_server.into_future(), http_server);
+    // Decisions still waiting for the candidate set carry their log records.
+    flushing.flush_candidate().await;
+    drop(flushing);
     if let Some(log) = log {
         log.flush().await;
     }

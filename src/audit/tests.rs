@@ -27,6 +27,8 @@ fn record(path: &str) -> DecisionRecord {
         path: path.into(),
         query: String::new(),
         latency: Duration::from_micros(42),
+        shadow: None,
+        candidate: None,
     }
 }
 

@@ -22,6 +22,12 @@ pub struct PolicySpec {
     pub id: String,
     #[serde(default)]
     pub description: String,
+    /// `enforce` (the default): the gateway is told what the policy decides. `shadow`:
+    /// the policy decides in full (token, scopes, rules) and the decision log and metrics
+    /// say what it would have answered, but the gateway is told allow, so a new policy
+    /// can be watched on real traffic before it is enforced.
+    #[serde(default)]
+    pub mode: PolicyMode,
     /// Which requests this policy decides. A request is decided by the first policy (in
     /// load order: files sorted by name, policies in file order) whose `match` fits, or by
     /// the policy the gateway names in the `sluis_policy` context extension.
@@ -69,6 +75,21 @@ pub struct PolicySpec {
     /// checked and converted once at load.
     #[schemars(with = "Option<serde_json::Value>")]
     pub data: Option<serde_yaml_ng::Value>,
+}
+
+/// Whether a policy's decisions are enforced or only watched.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyMode {
+    /// The gateway is told what the policy decides.
+    #[default]
+    Enforce,
+    /// The gateway is told allow whatever the policy decides; the would-be answer is only
+    /// logged and counted. A would-be denial lets the request through untouched apart from
+    /// the headers the policy always removes (the bearer token unless kept, its
+    /// `remove_headers`, the configured `strip_headers`, `x-sluis-*`, client copies of the
+    /// headers it sets): nothing is set, the query is not rewritten.
+    Shadow,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -206,6 +206,45 @@ fn allow_sets_and_strips_headers_and_query() {
 }
 
 #[test]
+fn a_shadow_policy_lets_through_without_vouching_for_anything() {
+    let set =
+        set(&POLICIES.replace("  - id: first\n", "  - id: first\n    mode: shadow\n")).unwrap();
+    let first = set.get("first").unwrap();
+    assert!(first.is_shadow());
+    assert!(!set.get("second").unwrap().is_shadow());
+    assert_eq!(set.shadow_warnings().len(), 1);
+    let mut request = request("GET", "/a/x?debug=1");
+    request.headers.insert("x-sluis-spoofed".into(), "1".into());
+    request.headers.insert("x-user".into(), "mallory".into());
+    let allow = first.pass_through(&request);
+    // Nothing set, the query untouched; everything an allow removes is removed, and so is
+    // every client copy of a header the policy sets (`claims` included).
+    assert!(allow.set_headers.is_empty() && allow.set_query.is_empty());
+    assert!(allow.remove_query.is_empty());
+    for removed in [
+        "authorization",
+        "x-debug",
+        "x-sluis-spoofed",
+        "x-user",
+        "x-maybe",
+        "x-actor",
+        "claims",
+    ] {
+        assert!(
+            allow.remove_headers.contains(&removed.to_string()),
+            "{removed}: {allow:?}"
+        );
+    }
+    // A policy that keeps the token for its upstream keeps it in shadow mode too.
+    let set = self::set(
+        "policies:\n  - {id: k, mode: shadow, issuers: [test], rules: [{id: r, allow: 'true'}], response: {keep_authorization: true}}\n",
+    )
+    .unwrap();
+    let allow = set.get("k").unwrap().pass_through(&request);
+    assert!(!allow.remove_headers.contains(&"authorization".to_string()));
+}
+
+#[test]
 fn uniform_denials_hide_the_reason() {
     let set = set(POLICIES).unwrap();
     let policy = set.get("uniform").unwrap();
