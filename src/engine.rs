@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use tracing::Instrument;
 
 use crate::audit::{DecisionLog, DecisionRecord};
 
@@ -17,6 +18,7 @@ use crate::decision::{Decision, Deny, DenyCode, Outcome, deny_body};
 use crate::flows::FlowIndex;
 use crate::policy::{Policy, PolicySet};
 use crate::request::AccessRequest;
+use crate::telemetry;
 
 /// The engine could not decide: e.g. an identity provider is down. Never an allow; the
 /// door answers so that the gateway's failure mode applies.
@@ -94,34 +96,34 @@ impl Engine {
     }
 
     /// Decides a request from a gateway: the caller is whoever the request's token says.
-    /// Every door comes through here, so this is where the decision log is fed.
+    /// Every door comes through here, so this is where the decision log is fed and the
+    /// decision's span (a child of the request's `traceparent`) is opened.
     pub async fn decide(&self, request: &AccessRequest) -> Result<Decision, Unavailable> {
         let time = self.log.is_some().then(SystemTime::now);
         let started = Instant::now();
+        let span = telemetry::decision_span(request);
         let mut seen = Seen::default();
         let result = self
             .decide_seen(request, &Credentials::Request, None, &mut seen)
+            .instrument(span.clone())
             .await;
         let latency = started.elapsed();
-        let (policy, rule, outcome) = match &result {
+        let (policy, rule, outcome, status) = match &result {
             Ok(decision) => (
                 decision.policy.as_deref().unwrap_or("-"),
                 &*decision.rule,
                 if decision.is_allow() { "allow" } else { "deny" },
+                decision.status(),
             ),
-            Err(_) => ("-", "-", "unavailable"),
+            Err(_) => ("-", "-", "unavailable", 503),
         };
         crate::metrics::global().decision(policy, rule, outcome, request.door.0, latency);
+        telemetry::record_decision(&span, policy, rule, outcome, status);
         if let (Some(log), Some(time)) = (&self.log, time) {
-            log.record(DecisionRecord::new(
-                request,
-                &result,
-                seen.policies,
-                seen.caller,
-                time,
-                latency,
-            ))
-            .await;
+            let mut record =
+                DecisionRecord::new(request, &result, seen.policies, seen.caller, time, latency);
+            record.trace_id = telemetry::trace_id(&span);
+            log.record(record).await;
         }
         result
     }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sluis::config::{Config, LogFormat};
+use sluis::telemetry::Telemetry;
 
 /// CEL evaluation allocates many small values per decision; with glibc's allocator, two
 /// worker threads doing that contend, and a decision cost up to twice what it costs on one
@@ -307,11 +308,29 @@ fn validate(path: &Path) -> ExitCode {
 
 fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
-    init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // The OTLP gRPC exporter's connection runs as tasks on this runtime: build it inside.
+    let telemetry = {
+        let _entered = runtime.enter();
+        config
+            .tracing
+            .as_ref()
+            .map(Telemetry::start)
+            .transpose()
+            .map_err(anyhow::Error::msg)?
+    };
+    init_logging(&config, telemetry.as_ref());
+    if let Some(tracing) = &config.tracing {
+        tracing::info!(
+            endpoint = %tracing.otlp.endpoint,
+            protocol = ?tracing.otlp.protocol,
+            sampling_ratio = tracing.sampling_ratio,
+            "tracing: exporting decision spans over OTLP"
+        );
+    }
     runtime.block_on(async {
         let listeners = sluis::server::Bound::bind(&config.listeners)
             .await
@@ -322,9 +341,12 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
             http = %config.listeners.http.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             "sluis listening"
         );
-        sluis::server::run(config, listeners, shutdown_signal())
-            .await
-            .map_err(anyhow::Error::msg)
+        let served = sluis::server::run(config, listeners, shutdown_signal()).await;
+        // After the listeners have drained, so the last decisions' spans go too.
+        if let Some(telemetry) = telemetry {
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        }
+        served.map_err(anyhow::Error::msg)
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -358,14 +380,25 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-fn init_logging(config: &Config) {
+/// The service's log, and the exporter of decision spans when tracing is on. Each has its
+/// own filter: `logging.level` (or `RUST_LOG`) never turns spans on or off, and decision
+/// spans never reach the log, where they would cost every decision.
+fn init_logging(config: &Config, telemetry: Option<&Telemetry>) {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.logging.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match config.logging.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let filter = match sluis::telemetry::log_directive().parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
+    let log = match config.logging.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(telemetry.map(Telemetry::layer))
+        .init();
 }
 
 fn dev_token(key: &Path, alg: &str, kid: Option<String>, claims: &str) -> anyhow::Result<String> {
