@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sluis::config::{Config, LogFormat};
+use sluis::config::Config;
 use sluis::telemetry::Telemetry;
 
 /// CEL evaluation allocates many small values per decision; with glibc's allocator, two
@@ -322,7 +322,7 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
             .transpose()
             .map_err(anyhow::Error::msg)?
     };
-    init_logging(&config, telemetry.as_ref());
+    sluis::telemetry::init_subscriber(&config.logging, telemetry.as_ref());
     if let Some(tracing) = &config.tracing {
         tracing::info!(
             endpoint = %tracing.otlp.endpoint,
@@ -378,27 +378,6 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         let _ = interrupt.await;
         tracing::info!("shutting down: draining in-flight checks");
     }
-}
-
-/// The service's log, and the exporter of decision spans when tracing is on. Each has its
-/// own filter: `logging.level` (or `RUST_LOG`) never turns spans on or off, and decision
-/// spans never reach the log, where they would cost every decision.
-fn init_logging(config: &Config, telemetry: Option<&Telemetry>) {
-    use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.logging.level));
-    let filter = match sluis::telemetry::log_directive().parse() {
-        Ok(directive) => filter.add_directive(directive),
-        Err(_) => filter,
-    };
-    let log = match config.logging.format {
-        LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
-    };
-    tracing_subscriber::registry()
-        .with(log.with_filter(filter))
-        .with(telemetry.map(Telemetry::layer))
-        .init();
 }
 
 fn dev_token(key: &Path, alg: &str, kid: Option<String>, claims: &str) -> anyhow::Result<String> {

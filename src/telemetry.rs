@@ -37,15 +37,16 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::config::{LogFormat, LoggingConfig};
 use crate::request::AccessRequest;
 
 /// The `tracing` target of the spans that are exported. The service's log leaves it out
-/// (see [`log_directive`]); the exporter takes nothing else.
+/// ([`init_subscriber`]); the exporter takes nothing else.
 pub const SPAN_TARGET: &str = "sluis::span";
 
 /// A filter directive that keeps decision spans out of the service's own log, where they
-/// would only cost time: add it to the log's filter.
-pub fn log_directive() -> String {
+/// would only cost time.
+fn log_directive() -> String {
     format!("{SPAN_TARGET}=off")
 }
 
@@ -228,6 +229,28 @@ impl Telemetry {
             tracing::warn!("tracing: the last spans may not have been exported: {e}");
         }
     }
+}
+
+/// Installs the global subscriber of `sluis serve`: the service's log, and the exporter of
+/// decision spans when tracing is on. Each has its own filter: `logging.level` (or
+/// `RUST_LOG`) never turns spans on or off, and decision spans never reach the log, where
+/// they would cost every decision.
+pub fn init_subscriber(logging: &LoggingConfig, telemetry: Option<&Telemetry>) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&logging.level));
+    let filter = match log_directive().parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
+    let log = match logging.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(telemetry.map(Telemetry::layer))
+        .init();
 }
 
 /// An exporter that says when exporting starts failing and when it works again, rather
