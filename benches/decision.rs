@@ -19,6 +19,9 @@
 //!   log writing to a file (issue #8: within 10%).
 //!
 //! Run: `cargo bench --bench decision -- --warm-up-time 1 --measurement-time 3`
+//!
+//! `SLUIS_BENCH_TRACING=off|on` decides the example policies under the subscriber `sluis
+//! serve` installs, tracing off or on ([`install_subscriber`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
@@ -123,7 +126,33 @@ fn check(rt: &Runtime, engine: &Engine, request: &AccessRequest, allow: bool, wh
     );
 }
 
+/// `SLUIS_BENCH_TRACING=off`: decide under the subscriber `sluis serve` installs without a
+/// `tracing` block (its log at `info`); `on`: with tracing on, every decision sampled and
+/// exported over OTLP/HTTP to a loopback port nobody listens on (export fails fast, spans
+/// are dropped). Unset: no subscriber at all. One per process: compare runs.
+fn install_subscriber() -> Option<sluis::telemetry::Telemetry> {
+    let mode = std::env::var("SLUIS_BENCH_TRACING").ok()?;
+    let telemetry = match mode.as_str() {
+        "off" => None,
+        "on" => {
+            let closed = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port");
+            let config: sluis::telemetry::TracingConfig = serde_yaml_ng::from_str(&format!(
+                "otlp: {{endpoint: 'http://{closed}', protocol: http}}\nsampling_ratio: 1.0"
+            ))
+            .expect("tracing config");
+            Some(sluis::telemetry::Telemetry::start(&config).expect("exporter"))
+        }
+        other => panic!("SLUIS_BENCH_TRACING: `off` or `on`, not `{other}`"),
+    };
+    sluis::telemetry::init_subscriber(&sluis::config::LoggingConfig::default(), telemetry.as_ref());
+    eprintln!("SLUIS_BENCH_TRACING={mode}");
+    telemetry
+}
+
 fn example_policies(c: &mut Criterion) {
+    let _telemetry = install_subscriber();
     let rt = runtime();
     let config = Config::load(&manifest_path("examples/config.yaml")).expect("example config");
     let engine = engine_from(&config, &rt);

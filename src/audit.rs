@@ -124,6 +124,10 @@ pub struct DecisionRecord {
     pub request_id: Option<String>,
     /// The raw `traceparent` header; the writer extracts the trace id.
     pub traceparent: Option<String>,
+    /// The trace id of the decision's span, when tracing is on ([`crate::telemetry`]):
+    /// logged instead of the header's, so a line and its span name the same trace (the
+    /// header's when it was valid, else the new trace the span started).
+    pub trace_id: Option<String>,
     /// The set that decided; `None` only when the engine failed before choosing.
     pub policies: Option<Arc<PolicySet>>,
     pub policy: Option<Arc<str>>,
@@ -214,6 +218,7 @@ impl DecisionRecord {
             door: request.door.0,
             request_id: request.header("x-request-id").map(str::to_owned),
             traceparent: request.header("traceparent").map(str::to_owned),
+            trace_id: None,
             policies,
             policy,
             rule,
@@ -355,7 +360,10 @@ impl Formatter {
             time,
             decision_id: uuid::Uuid::new_v4().to_string(),
             request_id: record.request_id.as_deref(),
-            trace_id: record.traceparent.as_deref().and_then(trace_id),
+            trace_id: record
+                .trace_id
+                .as_deref()
+                .or_else(|| record.traceparent.as_deref().and_then(trace_id)),
             door: record.door,
             policy: record.policy.as_deref(),
             policy_set_version: record.policies.as_deref().map(|p| p.version.as_str()),

@@ -73,6 +73,8 @@ pub struct Config {
     /// Request bodies the gateways send along (Envoy `with_request_body`, forward-auth).
     #[serde(default)]
     pub request_body: RequestBodyConfig,
+    /// Traces over OTLP ([`crate::telemetry`]): off unless this block is present.
+    pub tracing: Option<crate::telemetry::TracingConfig>,
     /// Directory the file was loaded from; relative paths resolve against it.
     #[serde(skip)]
     #[schemars(skip)]
@@ -870,6 +872,9 @@ impl Config {
         if self.request_body.max_bytes == 0 {
             return Err("`request_body.max_bytes` must be at least 1".into());
         }
+        if let Some(tracing) = &self.tracing {
+            tracing.check().map_err(|e| format!("tracing: {e}"))?;
+        }
         if self.token_cache.max_entries == 0 {
             return Err("`token_cache.max_entries` must be at least 1".into());
         }
@@ -980,6 +985,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("allow_insecure_http"), "{err}");
+    }
+
+    #[test]
+    fn tracing_is_off_unless_configured_and_checked_when_it_is() {
+        assert!(parse("policies: [p]\n").unwrap().tracing.is_none());
+        let err = parse(
+            "policies: [p]\ntracing:\n  otlp: {endpoint: 'http://c:4317'}\n  sampling_ratio: -1\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("sluis.yaml: tracing: `sampling_ratio`"),
+            "{err}"
+        );
+        let err =
+            parse("policies: [p]\ntracing:\n  otlp: {endpoint: 'http://c:4317'}\n  ratio: 1\n")
+                .unwrap_err();
+        assert!(err.contains("unknown field `ratio`"), "{err}");
     }
 
     #[test]

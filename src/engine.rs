@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use tracing::Instrument;
 
 use crate::audit::{DecisionLog, DecisionRecord, Verdict};
 
@@ -19,6 +20,7 @@ use crate::decision::{Decision, Deny, DenyCode, Outcome, deny_body};
 use crate::flows::FlowIndex;
 use crate::policy::{Policy, PolicySet};
 use crate::request::AccessRequest;
+use crate::telemetry;
 use candidate::{Authenticated, Candidate};
 
 /// The engine could not decide: e.g. an identity provider is down. Never an allow; the
@@ -149,8 +151,9 @@ impl Engine {
     }
 
     /// Decides a request from a gateway: the caller is whoever the request's token says.
-    /// Every door comes through here, so this is where shadow mode applies and where the
-    /// decision log and the candidate set are fed.
+    /// Every door comes through here, so this is where shadow mode applies, where the
+    /// decision log and the candidate set are fed, and where the decision's span (a child
+    /// of the request's `traceparent`) is opened.
     pub async fn decide(&self, request: &AccessRequest) -> Result<Decision, Unavailable> {
         self.decide_for_door(request, |decision, _| decision).await
     }
@@ -165,6 +168,7 @@ impl Engine {
     ) -> Result<Decision, Unavailable> {
         let time = self.log.is_some().then(SystemTime::now);
         let started = Instant::now();
+        let span = telemetry::decision_span(request);
         let mut seen = Seen::default();
         let decided = self
             .judge()
@@ -176,25 +180,35 @@ impl Engine {
                 None,
                 &mut seen,
             )
+            .instrument(span.clone())
             .await;
         let (result, shadow) = answer(request, seen.policy.as_deref(), decided);
         let result = result.map(|decision| door(decision, request));
         let latency = started.elapsed();
-        let (policy, rule, outcome) = match &result {
+        let (policy, rule, outcome, status) = match &result {
             Ok(decision) => (
                 decision.policy.as_ref(),
                 Some(&decision.rule),
                 if decision.is_allow() { "allow" } else { "deny" },
+                decision.status(),
             ),
-            Err(_) => (None, None, "unavailable"),
+            Err(_) => (None, None, "unavailable", 503),
         };
         let metrics = crate::metrics::global();
         metrics.decision(policy, rule, outcome, request.door.0, latency);
         if let Some(would) = &shadow {
             metrics.shadow_decision(policy.map_or("-", |p| &**p), would.outcome);
         }
+        telemetry::record_decision(
+            &span,
+            policy.map_or("-", |p| &**p),
+            rule.map_or("-", |r| &**r),
+            outcome,
+            status,
+        );
         let record = time.map(|time| DecisionRecord {
             shadow,
+            trace_id: telemetry::trace_id(&span),
             ..DecisionRecord::new(request, &result, seen.policies, seen.caller, time, latency)
         });
         // The candidate set decides after this answer is given; the record waits for it.

@@ -11,8 +11,9 @@
 //!  doors::envoy (gRPC ext_authz) ─┐
 //!  doors::http, one HTTP port:    ├─► AccessRequest ─► engine::Engine::decide ─► Decision
 //!    forward_auth, opa, authzen,  │   (+ door name,      │  ├─► audit::DecisionLog, metrics
-//!    care_services               ─┘    Evaluation)       │  └─► engine::candidate (queue):
-//!                                                        │      candidate set decides too
+//!    care_services               ─┘    Evaluation)       │  ├─► engine::candidate (queue):
+//!                                                        │  │    candidate set decides too
+//!                                                        │  └─► telemetry: span → OTLP
 //!                                                        │
 //!                        policy::PolicySet::select ◄─────┤  (which policy decides)
 //!                        authn::Authenticator     ◄─────┤  (JWT via JWKS, cached by hash)
@@ -37,6 +38,7 @@
 //! | [`config`] | the service configuration file |
 //! | [`doors`] | front doors: translate a gateway's protocol to and from the engine's types: [`doors::envoy`] (gRPC ext_authz); on one HTTP port ([`doors::http`]): [`doors::forward_auth`] (NGINX, Traefik, Caddy, Envoy `http_service`), [`doors::opa`] (OPA Data API for Kong and APISIX), [`doors::authzen`] (AuthZEN evaluations), [`doors::care_services`] (Care Services Proxy) |
 //! | [`admin`] | admin listener: health, readiness, `/explain`, and the flows API over HTTP/JSON ([`admin::flows`]) and gRPC ([`admin::grpc`], defined in `proto/`) on one port |
+//! | [`telemetry`] | traces over OTLP: one span per decision, child of the request's W3C `traceparent`, exported off the hot path |
 //! | [`metrics`] | Prometheus metrics (`/metrics` on the admin listener): counters bumped where things happen, sizes read when scraped |
 //! | [`reload`] | hot reload of policies (the enforced and the candidate set, apart): file watching, SIGHUP, validate-then-swap |
 //! | [`server`] | wires listeners, engine and reloader together; `sluis serve` |
@@ -61,6 +63,7 @@ pub mod reload;
 pub mod request;
 pub mod schema;
 pub mod server;
+pub mod telemetry;
 pub mod testing;
 
 /// A serde YAML error without its trailing location, which callers report separately.

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sluis::config::{Config, LogFormat};
+use sluis::config::Config;
+use sluis::telemetry::Telemetry;
 
 /// CEL evaluation allocates many small values per decision; with glibc's allocator, two
 /// worker threads doing that contend, and a decision cost up to twice what it costs on one
@@ -341,11 +342,29 @@ fn validate(path: &Path) -> ExitCode {
 
 fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
-    init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // The OTLP gRPC exporter's connection runs as tasks on this runtime: build it inside.
+    let telemetry = {
+        let _entered = runtime.enter();
+        config
+            .tracing
+            .as_ref()
+            .map(Telemetry::start)
+            .transpose()
+            .map_err(anyhow::Error::msg)?
+    };
+    sluis::telemetry::init_subscriber(&config.logging, telemetry.as_ref());
+    if let Some(tracing) = &config.tracing {
+        tracing::info!(
+            endpoint = %tracing.otlp.endpoint,
+            protocol = ?tracing.otlp.protocol,
+            sampling_ratio = tracing.sampling_ratio,
+            "tracing: exporting decision spans over OTLP"
+        );
+    }
     runtime.block_on(async {
         let listeners = sluis::server::Bound::bind(&config.listeners)
             .await
@@ -356,9 +375,12 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
             http = %config.listeners.http.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             "sluis listening"
         );
-        sluis::server::run(config, listeners, shutdown_signal())
-            .await
-            .map_err(anyhow::Error::msg)
+        let served = sluis::server::run(config, listeners, shutdown_signal()).await;
+        // After the listeners have drained, so the last decisions' spans go too.
+        if let Some(telemetry) = telemetry {
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        }
+        served.map_err(anyhow::Error::msg)
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -389,16 +411,6 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         #[cfg(not(unix))]
         let _ = interrupt.await;
         tracing::info!("shutting down: draining in-flight checks");
-    }
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.logging.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match config.logging.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
     }
 }
 

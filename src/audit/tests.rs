@@ -15,6 +15,7 @@ fn record(path: &str) -> DecisionRecord {
         door: "test",
         request_id: Some("r-1".into()),
         traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        trace_id: None,
         policies: None,
         policy: Some(Arc::from("api")),
         rule: Some(Arc::from("get")),

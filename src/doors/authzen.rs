@@ -232,12 +232,13 @@ fn evaluation_of(
 }
 
 /// The engine's answer to one evaluation, as an AuthZEN decision object.
-async fn decide(engine: &Engine, evaluation: Evaluation) -> Value {
-    let request = AccessRequest {
+async fn decide(engine: &Engine, evaluation: Evaluation, headers: &HeaderMap) -> Value {
+    let mut request = AccessRequest {
         evaluation: Some(evaluation),
         door: crate::request::Door("authzen"),
         ..Default::default()
     };
+    super::http::adopt_trace_context(headers, &mut request);
     let evaluation = request.evaluation.as_ref();
     let action = evaluation.map(Evaluation::action_name).unwrap_or("");
     let resource_type = evaluation.map(Evaluation::resource_type).unwrap_or("");
@@ -271,7 +272,9 @@ async fn evaluation(State(door): State<Door>, headers: HeaderMap, body: Bytes) -
     let parsed =
         json_object(&headers, &body).and_then(|body| evaluation_of(&body, &Map::new(), ""));
     match parsed {
-        Ok(evaluation) => axum::Json(decide(&door.engine, evaluation).await).into_response(),
+        Ok(evaluation) => {
+            axum::Json(decide(&door.engine, evaluation, &headers).await).into_response()
+        }
         Err(bad) => bad.into_response(),
     }
 }
@@ -350,14 +353,14 @@ async fn evaluations(State(door): State<Door>, headers: HeaderMap, body: Bytes) 
     let parsed = json_object(&headers, &body).and_then(|body| batch(&body));
     let (evaluations, semantic) = match parsed {
         Ok(Batch::Single(evaluation)) => {
-            return axum::Json(decide(&door.engine, evaluation).await).into_response();
+            return axum::Json(decide(&door.engine, evaluation, &headers).await).into_response();
         }
         Ok(Batch::Many(evaluations, semantic)) => (evaluations, semantic),
         Err(bad) => return bad.into_response(),
     };
     let mut results = Vec::with_capacity(evaluations.len());
     for evaluation in evaluations {
-        let result = decide(&door.engine, evaluation).await;
+        let result = decide(&door.engine, evaluation, &headers).await;
         let allowed = result.get("decision") == Some(&Value::Bool(true));
         results.push(result);
         let stop = match semantic {

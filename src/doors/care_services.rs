@@ -336,6 +336,7 @@ fn access_request(
             access.headers.insert(name.into(), value.to_owned());
         }
     }
+    super::http::adopt_trace_context(headers, &mut access);
     let relative = question.path.trim_start_matches('/');
     let path = match &question.use_case {
         Some(use_case) => {

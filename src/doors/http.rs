@@ -37,6 +37,24 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Result<Router, String> {
         .merge(super::opa::router(engine)))
 }
 
+/// The W3C trace context headers: the engine opens the decision's span in the trace they
+/// name ([`crate::telemetry`]).
+const TRACE_CONTEXT_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+/// For doors asked about something other than the HTTP request they arrive in (an AuthZEN
+/// evaluation, a Care Services Proxy question): the caller's own trace context, from the
+/// call's headers, unless the question carries one of its own.
+pub(crate) fn adopt_trace_context(headers: &axum::http::HeaderMap, access: &mut AccessRequest) {
+    if access.headers.contains_key("traceparent") {
+        return;
+    }
+    for name in TRACE_CONTEXT_HEADERS {
+        if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            access.headers.insert(name.into(), value.to_owned());
+        }
+    }
+}
+
 /// What the configured HTTP gateways (`gateways.http`) cannot do of what the loaded
 /// policies ask, one message each, for `sluis validate` and the server's log.
 ///

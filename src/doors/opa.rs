@@ -30,7 +30,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
@@ -54,13 +54,15 @@ pub enum Plugin {
     Apisix,
 }
 
-async fn decide(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
-    let (plugin, access) = match parse(&body) {
+async fn decide(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (plugin, mut access) = match parse(&body) {
         Ok(parsed) => parsed,
         Err(message) => {
             return error(StatusCode::BAD_REQUEST, "invalid_parameter", &message);
         }
     };
+    // The plugin's own call may carry the trace when the input's headers do not.
+    super::http::adopt_trace_context(&headers, &mut access);
     match super::http::decide(&engine, &access).await {
         Ok(decision) => axum::Json(json!({ "result": result(plugin, decision) })).into_response(),
         Err(_) => error(

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod gateway;
+pub mod process;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
