@@ -54,6 +54,7 @@ pub mod doors;
 pub mod engine;
 pub mod fhir;
 pub mod flows;
+pub mod graphql;
 pub mod metrics;
 pub mod policy;
 pub mod reload;

@@ -680,6 +680,9 @@ pub fn explanation_text(decision: &Result<Decision, String>, trace: &Trace) -> S
     if let Some(flows) = &trace.flows {
         line(format!("flows: {flows}"));
     }
+    if let Some(graphql) = &trace.graphql {
+        line(format!("graphql: {graphql}"));
+    }
     if let Some(scopes) = &trace.scopes {
         line(format!(
             "scopes: required {:?}, present {:?}, missing {:?}",

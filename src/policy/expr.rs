@@ -3,7 +3,9 @@
 //!
 //! Variables: `request`, `token`, `source`, `now`, and `flows` (the caller's active flows,
 //! in policies with a `flows` block); `subject`, `action`, `resource` and `context` of an
-//! evaluation (null for HTTP requests); `data`, the policy's own facts (null without). Functions added to CEL's standard ones:
+//! evaluation (null for HTTP requests); `data`, the policy's own facts (null without);
+//! `graphql`, the request's GraphQL operation (in policies with a `graphql` block, see
+//! [`graphql_value`]). Functions added to CEL's standard ones:
 //! `string.matchesGlob(pattern)`, `list.containsAll(list)`, `list.containsAny(list)`,
 //! `flow.permits(request)` (a resource of the flow allows this method on this path) and
 //! `flow.covers(request)` (a resource of the flow is this path, whatever the method),
@@ -32,15 +34,16 @@ use cel::{Context, ExecutionError, FunctionContext, IdedExpr, Program, Value};
 
 use crate::authn::Identity;
 use crate::flows::FlowIndex;
+use crate::graphql::GraphqlRequest;
 use crate::flows::index::IndexedFlow;
 
 mod flow_val;
 use crate::request::AccessRequest;
 
 /// The variables expressions may use.
-pub const VARIABLES: [&str; 10] = [
+pub const VARIABLES: [&str; 11] = [
     "request", "token", "source", "now", "flows", "subject", "action", "resource", "context",
-    "data",
+    "data", "graphql",
 ];
 
 /// CEL's type names, which expressions may use as values (`type(x) == int`).
@@ -69,6 +72,8 @@ pub struct Expr {
     pub request_fields: RequestFields,
     /// Whether it reads `flows`.
     pub uses_flows: bool,
+    /// The fields of `graphql` it reads.
+    pub graphql_fields: GraphqlFields,
     /// Set when the whole expression is a plain string field (`token.client_id`,
     /// `request.path`), which is then read without the interpreter.
     field: Option<Field>,
@@ -183,6 +188,45 @@ impl RequestFields {
     }
 }
 
+/// A set of `graphql` fields, like [`RequestFields`]: the field paths and arguments of a
+/// large query cost more to build than the rule that asks `graphql.template == "X"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GraphqlFields(u8);
+
+const GRAPHQL_FIELDS: [&str; 7] = [
+    "operation",
+    "name",
+    "root_fields",
+    "fields",
+    "arguments",
+    "variables",
+    "template",
+];
+
+impl GraphqlFields {
+    pub const ALL: GraphqlFields = GraphqlFields(u8::MAX);
+
+    fn bit(name: &str) -> Option<u8> {
+        GRAPHQL_FIELDS
+            .iter()
+            .position(|f| *f == name)
+            .map(|i| 1 << i)
+    }
+
+    pub fn union(self, other: GraphqlFields) -> GraphqlFields {
+        GraphqlFields(self.0 | other.0)
+    }
+
+    /// Whether any field is read.
+    pub fn any(self) -> bool {
+        self.0 != 0
+    }
+
+    fn has(self, name: &str) -> bool {
+        Self::bit(name).is_some_and(|bit| self.0 & bit != 0)
+    }
+}
+
 impl std::fmt::Debug for Expr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("Expr").field(&self.source).finish()
@@ -234,6 +278,7 @@ impl Expr {
             program,
             request_fields: check.request_fields,
             uses_flows: check.uses_flows,
+            graphql_fields: check.graphql_fields,
         })
     }
 
@@ -467,6 +512,7 @@ struct Check {
     errors: Vec<String>,
     request_fields: RequestFields,
     uses_flows: bool,
+    graphql_fields: GraphqlFields,
 }
 
 /// The function `matches` calls with a literal pattern are rewritten to.
@@ -512,6 +558,9 @@ impl Check {
                 }
                 if name == "flows" && !self.bound.iter().any(|b| b == "flows") {
                     self.uses_flows = true;
+                }
+                if name == "graphql" && !self.bound.iter().any(|b| b == "graphql") {
+                    self.graphql_fields = GraphqlFields::ALL;
                 }
             }
             Node::Call(call) => {
@@ -603,6 +652,18 @@ impl Check {
                             "`request` has no field `{}` (fields: {})",
                             select.field,
                             REQUEST_FIELDS.join(", ")
+                        )),
+                    }
+                }
+                Node::Ident(name)
+                    if name == "graphql" && !self.bound.iter().any(|b| b == "graphql") =>
+                {
+                    match GraphqlFields::bit(&select.field) {
+                        Some(bit) => self.graphql_fields.0 |= bit,
+                        None => self.errors.push(format!(
+                            "`graphql` has no field `{}` (fields: {})",
+                            select.field,
+                            GRAPHQL_FIELDS.join(", ")
                         )),
                     }
                 }
@@ -865,6 +926,13 @@ pub struct Vars<'a> {
     data: Option<&'a Data>,
     /// `subject`, `action`, `resource`, `context` of an evaluation, in that order.
     evaluation_values: [OnceLock<Box<dyn Val>>; 4],
+    /// The request's GraphQL operation, in a policy with a `graphql` block.
+    graphql: Option<&'a GraphqlRequest>,
+    graphql_fields: GraphqlFields,
+    /// The template the request fits, set once the policy has matched it: before that,
+    /// and for policies without templates, `graphql.template` is null.
+    graphql_template: OnceLock<Arc<str>>,
+    graphql_value: OnceLock<Box<dyn Val>>,
 }
 
 /// A policy's `data`, as a CEL value built once at load.
@@ -902,7 +970,29 @@ impl<'a> Vars<'a> {
             covering_value: OnceLock::new(),
             data: None,
             evaluation_values: Default::default(),
+            graphql: None,
+            graphql_fields: GraphqlFields::default(),
+            graphql_template: OnceLock::new(),
+            graphql_value: OnceLock::new(),
         }
+    }
+
+    /// The request's GraphQL operation, of which rules read `fields`; without it,
+    /// `graphql` is null.
+    pub fn with_graphql(
+        mut self,
+        graphql: Option<&'a GraphqlRequest>,
+        fields: GraphqlFields,
+    ) -> Vars<'a> {
+        self.graphql = graphql;
+        self.graphql_fields = fields;
+        self
+    }
+
+    /// Names the template the request fits (`graphql.template`). Only before rules read
+    /// `graphql`: the value is built once.
+    pub fn set_graphql_template(&self, name: Arc<str>) {
+        let _ = self.graphql_template.set(name);
     }
 
     /// The policy's `data`; without it, `data` is null.
@@ -1003,6 +1093,16 @@ impl cel::context::VariableResolver for Vars<'_> {
                     Err(_) => Box::new(cel::common::types::CelNull),
                 }
             }),
+            "graphql" => match self.graphql {
+                Some(graphql) => &**self.graphql_value.get_or_init(|| {
+                    to_val(graphql_value(
+                        graphql,
+                        self.graphql_template.get().map(|t| &**t),
+                        self.graphql_fields,
+                    ))
+                }),
+                None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
+            },
             "data" => match self.data {
                 Some(data) => &*data.0,
                 None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
@@ -1149,6 +1249,75 @@ fn token_value(identity: &Identity) -> Value {
         ("exp", identity.exp.map(Value::Int).unwrap_or(Value::Null)),
         ("iat", identity.iat.map(Value::Int).unwrap_or(Value::Null)),
     ])
+}
+
+/// `graphql`: `operation` (`query`, ...), `name` (or null), `root_fields`, `fields` (every
+/// field path, `wlzIndicatie.grondslag.grondslagID`: names, not aliases), `arguments`
+/// (field path → a list with the arguments of each selection of it that has any;
+/// variables as `{"$variable": "name"}`), `variables` (as sent) and `template` (the one
+/// the request fits, or null). Only the `fields` asked for are built.
+pub fn graphql_value(
+    request: &GraphqlRequest,
+    template: Option<&str>,
+    fields: GraphqlFields,
+) -> Value {
+    let strings = |items: Vec<&str>| Value::List(Arc::new(items.into_iter().map(text).collect()));
+    let mut entries = Vec::with_capacity(2);
+    if fields.has("operation") {
+        entries.push(("operation", text(request.operation.as_str())));
+    }
+    if fields.has("name") {
+        entries.push(("name", opt_text(request.name.as_deref())));
+    }
+    if fields.has("root_fields") {
+        entries.push(("root_fields", strings(request.root_fields())));
+    }
+    if fields.has("fields") {
+        let paths = request.paths();
+        entries.push(("fields", strings(paths.iter().map(String::as_str).collect())));
+    }
+    if fields.has("arguments") {
+        let mut arguments = serde_json::Map::new();
+        fn walk(
+            fields: &[crate::graphql::Field],
+            prefix: &str,
+            out: &mut serde_json::Map<String, serde_json::Value>,
+        ) {
+            for field in fields {
+                let path = if prefix.is_empty() {
+                    field.name.clone()
+                } else {
+                    format!("{prefix}.{}", field.name)
+                };
+                if !field.arguments.is_empty() {
+                    let given: serde_json::Map<String, serde_json::Value> = field
+                        .arguments
+                        .iter()
+                        .map(|(name, value)| (name.clone(), value.to_json()))
+                        .collect();
+                    if let serde_json::Value::Array(list) = out
+                        .entry(path.clone())
+                        .or_insert_with(|| serde_json::Value::Array(Vec::new()))
+                    {
+                        list.push(serde_json::Value::Object(given));
+                    }
+                }
+                walk(&field.selection, &path, out);
+            }
+        }
+        walk(&request.fields, "", &mut arguments);
+        entries.push(("arguments", json(&serde_json::Value::Object(arguments))));
+    }
+    if fields.has("variables") {
+        entries.push((
+            "variables",
+            json(&serde_json::Value::Object(request.variables.clone())),
+        ));
+    }
+    if fields.has("template") {
+        entries.push(("template", opt_text(template)));
+    }
+    map(entries)
 }
 
 fn now_value() -> Value {
