@@ -58,7 +58,7 @@ impl Limits {
     /// (`where: {and: [{or: [...]}]}`) and list types count, so it is looser than
     /// `max_depth`; it keeps the parser's stack bounded whatever the input.
     fn parser_recursion(&self) -> usize {
-        self.max_depth.saturating_mul(2).saturating_add(16).min(400)
+        self.max_depth.saturating_mul(4).saturating_add(32).min(500)
     }
 }
 
@@ -829,7 +829,7 @@ pub fn parse_template(text: &str) -> Result<GraphqlRequest, String> {
         if let Some(error) = tree.errors().next() {
             let line = text
                 .get(..error.index())
-                .map(|before| before.lines().count().max(1))
+                .map(|before| before.matches('\n').count() + 1)
                 .unwrap_or(1);
             return Err(format!(
                 "invalid GraphQL at line {line}: {}",

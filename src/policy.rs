@@ -901,17 +901,6 @@ impl Policy {
             });
         }
         if let (Some(graphql), Some(parsed)) = (&self.graphql, &parsed) {
-            let summary = format!(
-                "{} {}: {} root field(s), {} field path(s)",
-                parsed.operation.as_str(),
-                parsed
-                    .name
-                    .as_deref()
-                    .map(|n| format!("`{n}`"))
-                    .unwrap_or_else(|| "(unnamed)".into()),
-                parsed.root_fields().len(),
-                parsed.paths().len()
-            );
             let judged = match graphql.refusal(parsed) {
                 Some(refusal) => Err(self.deny(
                     "graphql",
@@ -934,6 +923,17 @@ impl Policy {
                 },
             };
             if let Some(trace) = trace.as_deref_mut() {
+                let summary = format!(
+                    "{} {}: root fields {:?}, {} field path(s)",
+                    parsed.operation.as_str(),
+                    parsed
+                        .name
+                        .as_deref()
+                        .map(|n| format!("`{n}`"))
+                        .unwrap_or_else(|| "(unnamed)".into()),
+                    parsed.root_fields(),
+                    parsed.paths().len()
+                );
                 trace.graphql = Some(match &judged {
                     Ok(fit) => format!("{summary}; {fit}"),
                     Err(denial) => format!("{summary}; {}", denial.reason),

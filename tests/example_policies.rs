@@ -217,16 +217,45 @@ fn iwlz_claims() -> Value {
         "scopes": [IWLZ_SCOPE],
         "consent_id": "7a8ddf4d-8953-4232-9714-4d1926888a65",
         "client_metadata": null,
-        "act": {"sub": "20001000001131"}
+        "act": {"sub": "20001000001131"},
+        "uzovi": "5000"
     })
+}
+
+/// A QIR-0001-ZKi query (a part of the template) for the zorgkantoor with UZOVI `uzovi`.
+fn qir_body(uzovi: &str) -> String {
+    json!({
+        "query": "query WlzIndicatie($wlzIndicatieID: UUID!, $initieelVerantwoordelijkZorgkantoor: String!) {
+            wlzIndicatie(where: {wlzindicatieID: {eq: $wlzIndicatieID},
+                initieelVerantwoordelijkZorgkantoor: {eq: $initieelVerantwoordelijkZorgkantoor}}) {
+              wlzindicatieID bsn grondslag { grondslagID }
+            }
+          }",
+        "variables": {
+            "wlzIndicatieID": "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+            "initieelVerantwoordelijkZorgkantoor": uzovi
+        }
+    })
+    .to_string()
+}
+
+/// A GraphQL POST to the Indicatieregister.
+async fn iwlz_post(engine: &Engine, token: &str, body: &str) -> Decision {
+    let mut request = request("POST", IWLZ_PATH, Some(token));
+    request
+        .headers
+        .insert("content-type".into(), "application/json".into());
+    request.body = body.into();
+    engine.decide(&request).await.unwrap()
 }
 
 #[tokio::test]
 async fn iwlz_reader_gets_the_claims_header() {
     let engine = engine().await;
     let claims = iwlz_claims();
-    let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(claims.clone())).await;
+    let decision = iwlz_post(&engine, &dev_token(claims.clone()), &qir_body("5000")).await;
     assert!(decision.is_allow(), "{decision:?}");
+    assert_eq!(&*decision.rule, "zorgkantoor-reads-indication");
     let forwarded: Value = serde_json::from_str(header(&decision, "claims").unwrap()).unwrap();
     assert_eq!(
         forwarded, claims,
@@ -238,7 +267,7 @@ async fn iwlz_reader_gets_the_claims_header() {
     // Without an actor, no actor header — and a client's own copy is removed.
     let mut own = iwlz_claims();
     own.as_object_mut().unwrap().remove("act");
-    let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(own)).await;
+    let decision = iwlz_post(&engine, &dev_token(own), &qir_body("5000")).await;
     let Outcome::Allow(allow) = &decision.outcome else {
         panic!("{decision:?}")
     };
@@ -277,7 +306,42 @@ async fn iwlz_token_rules() {
     assert_eq!(body(&decision)["error"], "insufficient_scope");
 
     let decision = decide(&engine, "GET", IWLZ_PATH, &dev_token(iwlz_claims())).await;
-    assert_eq!((decision.status(), &*decision.rule), (405, "graphql-post"));
+    assert_eq!((decision.status(), &*decision.rule), (400, "graphql"));
+    assert_eq!(
+        body(&decision),
+        json!({"ErrorCode": "bad_request", "Error": "No operation found to evaluate"})
+    );
+}
+
+#[tokio::test]
+async fn iwlz_queries_must_fit_the_template_and_name_the_caller() {
+    let engine = engine().await;
+    let token = dev_token(iwlz_claims());
+    // Another zorgkantoor's code: the query fits the template's shape, not its binding.
+    let decision = iwlz_post(&engine, &token, &qir_body("5501")).await;
+    assert_eq!((decision.status(), &*decision.rule), (403, "graphql-template"));
+    assert!(
+        decision
+            .reason
+            .contains("closest `QIR-0001-ZKi`: variable `$initieelVerantwoordelijkZorgkantoor` is not bound to the caller"),
+        "{}",
+        decision.reason
+    );
+    assert_eq!(body(&decision)["error"], "access_denied");
+
+    let smuggled = qir_body("5000").replace("grondslag { grondslagID }", "client { wachtwoord }");
+    let decision = iwlz_post(&engine, &token, &smuggled).await;
+    assert!(
+        decision
+            .reason
+            .ends_with("extra field `wlzIndicatie.client.wachtwoord`"),
+        "{}",
+        decision.reason
+    );
+
+    let decision = iwlz_post(&engine, &token, r#"{"query": "query { wlzIndicatie("}"#).await;
+    assert_eq!(decision.status(), 400);
+    assert_eq!(body(&decision)["ErrorCode"], "bad_request");
 }
 
 // --- SMART on FHIR read (policy/smart-fhir-read.yaml) ---
