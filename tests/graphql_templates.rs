@@ -537,3 +537,32 @@ policies:
         assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
     }
 }
+
+#[test]
+fn explain_shows_the_operation_and_the_closest_template() {
+    let setup = setup();
+    let case = json!({
+        "request": {
+            "method": "POST",
+            "path": "/graphql",
+            "headers": {"content-type": "application/json"},
+            "body": body(&q("bsn client { wachtwoord }"), own()),
+        },
+        "token": {"issuer": "test", "claims": {"sub": "user-1", "uzovi": "5000"}},
+    });
+    let file = setup.dir.path().join("case.json");
+    std::fs::write(&file, case.to_string()).unwrap();
+    let (code, stdout, stderr) = sluis(&[
+        "explain",
+        "--config",
+        setup.config_path().to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    for expected in [
+        "decision: DENY 403 (policy `register`, rule `graphql-template`)",
+        "graphql: query `WlzIndicatie`: root fields [\"wlzIndicatie\"], 4 field path(s); the query fits no query template; closest `QIR-0001-ZKi`: extra field `wlzIndicatie.client.wachtwoord`",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    }
+}
