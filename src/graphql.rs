@@ -274,6 +274,12 @@ pub fn read(request: &AccessRequest, limits: &Limits) -> Result<GraphqlRequest, 
         parse(&query, parts.operation_name.as_deref(), limits)
     }))
     .map_err(|_| malformed("the query could not be parsed"))??;
+    // GraphQL over HTTP: a GET must not change anything, whatever a policy allows.
+    if request.method == "GET" && parsed.operation == OperationType::Mutation {
+        return Err(RequestError::Method(
+            "a mutation is sent with POST, not GET".into(),
+        ));
+    }
     Ok(GraphqlRequest {
         variables,
         ..parsed

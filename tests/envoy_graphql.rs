@@ -108,7 +108,7 @@ fn start_envoy_with_graphql_route(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn envoy_passes_only_queries_that_fit_a_template() {
+async fn envoy_passes_only_graphql_queries_that_fit_a_template() {
     let Some(envoy) = envoy_binary() else {
         return;
     };

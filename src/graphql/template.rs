@@ -235,6 +235,7 @@ fn within(
             && field.name == "__typename"
             && field.arguments.is_empty()
             && field.directives.is_empty()
+            && field.selection.is_empty()
         {
             continue;
         }

@@ -91,6 +91,9 @@ fn a_get_is_read_from_percent_decoded_parameters() {
     assert_eq!(read.root_fields(), vec!["b"]);
     assert_eq!(read.variables.get("x"), Some(&json!(1)));
 
+    request.set_target("/graphql?query=mutation%20%7B%20a%20%7D");
+    assert_eq!(read_default(&request).unwrap_err().status(), 405);
+
     request.set_target("/graphql?query=%7Ba%7D&query=%7Bb%7D");
     assert!(malformed_message(&request).contains("`query` is given more than once"));
 }
