@@ -7,6 +7,7 @@
 //! The unverified `iss` of a token is only used to pick which issuer's keys to try; every
 //! claim a policy sees comes from a verified token.
 
+pub mod aggregated;
 pub mod certificate;
 pub mod dpop;
 pub mod introspection;
@@ -52,12 +53,35 @@ pub struct Identity {
     /// The policy engine's view of this identity, built on first use and then shared by
     /// every request carrying the same (cached) token.
     pub(crate) cel_value: OnceLock<Box<dyn cel::common::value::Val>>,
+    /// How the issuer's aggregated claims are trusted; `None`: the issuer has no
+    /// `aggregated_claims` configuration, so none are used.
+    pub claim_sources: Option<Arc<aggregated::ClaimSources>>,
+    /// The trusted aggregated claims, resolved on first use (only policies that read
+    /// `caller` ask) and then shared by every request carrying the same (cached) token.
+    pub(crate) aggregated: OnceLock<serde_json::Map<String, Json>>,
 }
 
 impl Identity {
     /// The `act` claim (RFC 8693 current actor), when present.
     pub fn act(&self) -> Option<&Json> {
         self.claims.get("act").filter(|v| v.is_object())
+    }
+
+    /// The token's aggregated claims (`_claim_names` / `_claim_sources`) whose embedded
+    /// JWTs the issuer's `aggregated_claims` configuration trusts; empty without one.
+    pub fn aggregated_claims(&self) -> &serde_json::Map<String, Json> {
+        self.aggregated.get_or_init(|| match &self.claim_sources {
+            Some(sources) => sources.resolve(&self.claims, &self.issuer),
+            None => {
+                if self.claims.contains_key("_claim_names") {
+                    tracing::debug!(
+                        issuer = %self.issuer,
+                        "token has aggregated claims, but its issuer has no `aggregated_claims` configuration: none used"
+                    );
+                }
+                serde_json::Map::new()
+            }
+        })
     }
 }
 
@@ -178,6 +202,9 @@ pub struct Authenticator {
     /// Verified tokens by SHA-256 of the token. Bounded by `token_cache.max_entries`;
     /// each entry expires at its token's `exp`.
     cache: Cache<[u8; 32], Arc<Identity>>,
+    /// JWTs refused for good ([`issuer::is_final`]), by SHA-256 of the token, with why;
+    /// `None` when `token_cache.rejected_ttl` is 0.
+    rejected: Option<Cache<[u8; 32], Arc<str>>>,
     /// The largest token any issuer accepts: tokens beyond it are refused unparsed.
     max_token_bytes: usize,
     pub dpop: DpopSettings,
@@ -211,6 +238,12 @@ impl Authenticator {
             .max_capacity(config.token_cache.max_entries)
             .expire_after(UntilExp)
             .build();
+        let rejected = (!config.token_cache.rejected_ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(config.token_cache.max_rejected)
+                .time_to_live(config.token_cache.rejected_ttl)
+                .build()
+        });
         let dpop = &config.dpop;
         // A Redis cache is connected in `connect_replay_cache`; until then, and in offline
         // tools, memory.
@@ -219,6 +252,7 @@ impl Authenticator {
             by_iss,
             by_name,
             cache,
+            rejected,
             max_token_bytes,
             dpop: DpopSettings {
                 max_age: dpop.max_age.as_secs() as i64,
@@ -277,9 +311,24 @@ impl Authenticator {
                 return accept(identity, accepted);
             }
         }
+        if let Some(why) = self.rejected.as_ref().and_then(|r| r.get(&key)) {
+            crate::metrics::global().token_cache_lookup(true);
+            return Err(AuthnError::Invalid(why.to_string()));
+        }
         crate::metrics::global().token_cache_lookup(false);
         let issuer = self.issuer_for(token, accepted)?;
-        let identity = Arc::new(issuer.verify(token, key, hex_prefix(&key)).await?);
+        let identity = match issuer.verify(token, key, hex_prefix(&key)).await {
+            Ok(identity) => Arc::new(identity),
+            Err(error) => {
+                if let Some(rejected) = &self.rejected
+                    && issuer::is_final(&error)
+                    && !issuer.introspects(token)
+                {
+                    rejected.insert(key, Arc::from(error.to_string()));
+                }
+                return Err(error);
+            }
+        };
         if identity.cache_until > now_secs() {
             self.cache.insert(key, identity.clone());
         }
@@ -486,6 +535,84 @@ impl moka::Expiry<[u8; 32], Arc<Identity>> for UntilExp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn final_refusals_are_remembered_and_passing_ones_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = "a-long-shared-secret-for-unit-tests";
+        std::fs::write(dir.path().join("secret.txt"), secret).unwrap();
+        let config = Config::parse(
+            r#"
+listeners: {grpc: "127.0.0.1:0", admin: "127.0.0.1:0"}
+issuers:
+  - name: hs
+    issuer: https://hs.test
+    audiences: [https://api.test]
+    algorithms: [HS256]
+    shared_secret: { file: secret.txt }
+policies: [policy]
+"#,
+            std::path::Path::new("config.yaml"),
+            dir.path().to_path_buf(),
+        )
+        .map_err(|e| e.to_string())
+        .unwrap();
+        let authn = Authenticator::new(&config).unwrap();
+        let sign = |claims: Json| {
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+            )
+            .unwrap()
+        };
+        let now = now_secs();
+        let claims = |exp: i64, nbf: i64| {
+            serde_json::json!({"iss": "https://hs.test", "aud": "https://api.test",
+                "exp": exp, "nbf": nbf, "iat": now - 7200})
+        };
+        let expired = sign(claims(now - 3600, now - 7200));
+        let early = sign(claims(now + 7200, now + 3600));
+        let accepted: [Arc<str>; 1] = [Arc::from("hs")];
+        let refusal = |result: Result<Arc<Identity>, AuthnError>| match result {
+            Err(AuthnError::Invalid(message)) => message,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                refusal(authn.authenticate(&expired, &accepted).await),
+                "token has expired"
+            );
+            assert_eq!(
+                refusal(authn.authenticate(&early, &accepted).await),
+                "token is not valid yet"
+            );
+        }
+        let rejected = authn.rejected.as_ref().unwrap();
+        let key = |token: &str| -> [u8; 32] { Sha256::digest(token.as_bytes()).into() };
+        assert!(rejected.contains_key(&key(&expired)));
+        // Time will make this one valid: it must be verified again next time.
+        assert!(!rejected.contains_key(&key(&early)));
+    }
+
+    #[test]
+    fn only_refusals_time_cannot_mend_are_final() {
+        for message in [
+            "token has expired",
+            "signature is invalid",
+            "wrong audience",
+        ] {
+            assert!(issuer::is_final(&AuthnError::Invalid(message.into())));
+        }
+        for error in [
+            AuthnError::Invalid("token is not valid yet".into()),
+            AuthnError::Invalid("unknown key id `k2`".into()),
+            AuthnError::Unavailable("keys of issuer `x` are not loaded".into()),
+            AuthnError::Missing,
+        ] {
+            assert!(!issuer::is_final(&error), "{error:?}");
+        }
+    }
 
     fn with_auth(value: &str) -> AccessRequest {
         let mut request = AccessRequest::default();

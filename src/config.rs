@@ -66,6 +66,9 @@ pub struct Config {
     pub gateways: GatewaysConfig,
     /// The decision log ([`crate::audit`]): off unless this block is present.
     pub decision_log: Option<crate::audit::DecisionLogConfig>,
+    /// Request bodies the gateways send along (Envoy `with_request_body`, forward-auth).
+    #[serde(default)]
+    pub request_body: RequestBodyConfig,
     /// Directory the file was loaded from; relative paths resolve against it.
     #[serde(skip)]
     #[schemars(skip)]
@@ -184,6 +187,35 @@ pub struct IssuerConfig {
     /// Largest token accepted, in bytes. Larger ones are rejected before any parsing.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
+    /// OIDC aggregated claims (OpenID Connect Core §5.6.2): how the JWTs embedded in this
+    /// issuer's tokens (`_claim_sources.<source>.jwt`, named by `_claim_names`) are
+    /// trusted. Without it no aggregated claim is used. Policies read them through
+    /// `caller` (see [`crate::policy::caller`]).
+    pub aggregated_claims: Option<AggregatedClaimsConfig>,
+}
+
+/// How the JWTs embedded in a token as aggregated claims are trusted: verified with a key
+/// of their own (`shared_secret`, `jwks_file` or `public_key`), or, with
+/// `vouched_by_issuer: true`, taken on the word of the issuer whose verified token carries
+/// them. Exactly one of the four.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatedClaimsConfig {
+    /// Signature algorithms accepted for embedded JWTs. Default: `HS256` with a
+    /// `shared_secret`; `RS256`, `PS256`, `ES256`, `EdDSA` with a public key; any but
+    /// `none` when vouched for. `none` is never accepted.
+    pub algorithms: Option<Vec<String>>,
+    /// The secret of HS256/384/512-signed embedded JWTs (iWlz RFC0014 examples).
+    pub shared_secret: Option<Secret>,
+    /// A local JWKS document with the keys of the claims provider.
+    pub jwks_file: Option<PathBuf>,
+    /// One PEM public key (RSA, EC or Ed25519) of the claims provider.
+    pub public_key: Option<PathBuf>,
+    /// Accept embedded JWTs without checking their signature, because the issuer signed
+    /// the token that carries them (or its introspection endpoint vouched for it). Only
+    /// for issuers known to check what they aggregate; `alg: none` is refused all the same.
+    #[serde(default)]
+    pub vouched_by_issuer: bool,
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -386,20 +418,60 @@ impl Secret {
     }
 }
 
+/// Request bodies sent to the doors for a decision.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestBodyConfig {
+    /// Largest request body a door accepts, in bytes: a larger one is refused with 413,
+    /// never decided on a part. Keep the gateway's own limit (Envoy
+    /// `with_request_body.max_request_bytes`) at or below it.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_bytes: usize,
+}
+
+impl Default for RequestBodyConfig {
+    fn default() -> Self {
+        RequestBodyConfig {
+            max_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCacheConfig {
     /// Verified tokens kept, at most. Each entry holds the token's claims (about 1–2 KiB).
     #[serde(default = "default_cache_entries")]
     pub max_entries: u64,
+    /// How long a JWT that failed verification for a reason time cannot mend (expired,
+    /// bad signature, wrong issuer or audience, malformed, refused algorithm) is
+    /// remembered, so a client that repeats it costs a hash look-up instead of a
+    /// signature check. Failures that may pass later (unknown `kid`, not valid yet, keys
+    /// not loaded) are never remembered. `0s` turns this off.
+    #[serde(default = "default_rejected_ttl", with = "humantime_serde")]
+    #[schemars(with = "String", example = "60s")]
+    pub rejected_ttl: Duration,
+    /// Rejected tokens remembered, at most (about 100 bytes each).
+    #[serde(default = "default_cache_entries")]
+    pub max_rejected: u64,
 }
 
 impl Default for TokenCacheConfig {
     fn default() -> Self {
         TokenCacheConfig {
             max_entries: default_cache_entries(),
+            rejected_ttl: default_rejected_ttl(),
+            max_rejected: default_cache_entries(),
         }
     }
+}
+
+fn default_rejected_ttl() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_cache_entries() -> u64 {
@@ -612,6 +684,36 @@ fn check_url(issuer: &str, what: &str, url: &str, allow_http: bool) -> Result<()
     Ok(())
 }
 
+impl AggregatedClaimsConfig {
+    /// Exactly one way to trust embedded JWTs, and algorithms that fit it.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let given = [
+            self.shared_secret.is_some(),
+            self.jwks_file.is_some(),
+            self.public_key.is_some(),
+            self.vouched_by_issuer,
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(
+                "needs exactly one of `shared_secret`, `jwks_file`, `public_key` or `vouched_by_issuer: true`"
+                    .into(),
+            );
+        }
+        for alg in self.algorithms.iter().flatten() {
+            let parsed = crate::authn::parse_algorithm(alg)?;
+            let symmetric =
+                crate::authn::jwks::KeyFamily::of(parsed) == crate::authn::jwks::KeyFamily::Hmac;
+            if symmetric && (self.jwks_file.is_some() || self.public_key.is_some()) {
+                return Err(format!("`{alg}` needs a `shared_secret`, not a public key"));
+            }
+            if !symmetric && self.shared_secret.is_some() {
+                return Err(format!("`{alg}` needs a public key, not a `shared_secret`"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Reads and checks the file. Policies are not loaded here (see [`crate::policy`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -699,6 +801,11 @@ impl Config {
             if issuer.scope_claim.is_empty() {
                 return Err(format!("issuer `{name}`: `scope_claim` is empty"));
             }
+            if let Some(aggregated) = &issuer.aggregated_claims {
+                aggregated
+                    .check()
+                    .map_err(|e| format!("issuer `{name}`: aggregated_claims: {e}"))?;
+            }
         }
         for alg in &self.dpop.algorithms {
             let parsed = crate::authn::parse_algorithm(alg).map_err(|e| format!("dpop: {e}"))?;
@@ -728,6 +835,9 @@ impl Config {
         }
         if let Some(log) = &self.decision_log {
             log.check().map_err(|e| format!("decision_log: {e}"))?;
+        }
+        if self.request_body.max_bytes == 0 {
+            return Err("`request_body.max_bytes` must be at least 1".into());
         }
         if self.token_cache.max_entries == 0 {
             return Err("`token_cache.max_entries` must be at least 1".into());
@@ -763,6 +873,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("needs a `shared_secret`"), "{err}");
+    }
+
+    #[test]
+    fn aggregated_claims_and_request_body_are_checked() {
+        let issuer =
+            "policies: [p]\nissuers:\n- name: a\n  issuer: https://a\n  jwks: {file: k.json}\n";
+        let err = parse(&format!("{issuer}  aggregated_claims: {{}}\n")).unwrap_err();
+        assert!(
+            err.contains("issuer `a`: aggregated_claims: needs exactly one of"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{issuer}  aggregated_claims: {{vouched_by_issuer: true, trust: all}}\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("unknown field `trust`"), "{err}");
+        let config = parse(&format!(
+            "{issuer}  aggregated_claims: {{vouched_by_issuer: true}}\n"
+        ))
+        .unwrap();
+        assert!(config.issuers[0].aggregated_claims.is_some());
+        assert_eq!(config.request_body.max_bytes, 64 * 1024);
+        let err = parse("policies: [p]\nrequest_body: {max_bytes: 0}\n").unwrap_err();
+        assert!(
+            err.contains("`request_body.max_bytes` must be at least 1"),
+            "{err}"
+        );
     }
 
     #[test]

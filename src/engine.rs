@@ -96,20 +96,32 @@ impl Engine {
     /// Decides a request from a gateway: the caller is whoever the request's token says.
     /// Every door comes through here, so this is where the decision log is fed.
     pub async fn decide(&self, request: &AccessRequest) -> Result<Decision, Unavailable> {
+        self.decide_for_door(request, |decision, _| decision).await
+    }
+
+    /// [`Engine::decide`] for a door whose gateway cannot carry out every decision (an
+    /// HTTP door cannot rewrite a query): `door` turns the decision into the answer the
+    /// door will give, and that answer is what metrics and the decision log record.
+    pub async fn decide_for_door(
+        &self,
+        request: &AccessRequest,
+        door: impl FnOnce(Decision, &AccessRequest) -> Decision,
+    ) -> Result<Decision, Unavailable> {
         let time = self.log.is_some().then(SystemTime::now);
         let started = Instant::now();
         let mut seen = Seen::default();
         let result = self
             .decide_seen(request, &Credentials::Request, None, &mut seen)
-            .await;
+            .await
+            .map(|decision| door(decision, request));
         let latency = started.elapsed();
         let (policy, rule, outcome) = match &result {
             Ok(decision) => (
-                decision.policy.as_deref().unwrap_or("-"),
-                &*decision.rule,
+                decision.policy.as_ref(),
+                Some(&decision.rule),
                 if decision.is_allow() { "allow" } else { "deny" },
             ),
-            Err(_) => ("-", "-", "unavailable"),
+            Err(_) => (None, None, "unavailable"),
         };
         crate::metrics::global().decision(policy, rule, outcome, request.door.0, latency);
         if let (Some(log), Some(time)) = (&self.log, time) {
@@ -268,6 +280,8 @@ pub struct Trace {
     pub flows: Option<String>,
     /// The GraphQL operation read, and the template it fits (or why not).
     pub graphql: Option<String>,
+    /// The caller's identifiers (`caller`), when the policy defines any.
+    pub caller: Option<String>,
     /// Each rule, in evaluation order (deny rules first), with its result.
     pub rules: Vec<RuleTrace>,
 }

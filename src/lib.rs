@@ -28,11 +28,11 @@
 //! | [`request`] | [`request::AccessRequest`]: the gateway-neutral question |
 //! | [`decision`] | [`decision::Decision`]: the gateway-neutral answer, with stable deny codes |
 //! | [`engine`] | the decision core; the only thing doors call |
-//! | [`authn`] | identities from tokens: [`authn::issuer`] (JWT via JWKS or discovery, RFC 7662 introspection), [`authn::jwks`] key sets, [`authn::certificate`] client certificates, [`authn::dpop`] proofs, [`authn::replay`] caches; the verified-token cache |
+//! | [`authn`] | identities from tokens: [`authn::issuer`] (JWT via JWKS or discovery, RFC 7662 introspection), [`authn::jwks`] key sets, [`authn::aggregated`] OIDC aggregated claims (embedded claim JWTs), [`authn::certificate`] client certificates, [`authn::dpop`] proofs, [`authn::replay`] caches; the verified-token cache |
 //! | [`graphql`] | GraphQL requests read out of an `AccessRequest` (POST JSON or GET), parsed within limits, fragments expanded; [`graphql::template`] query templates and whether a request fits one; a policy's `graphql` block is compiled in [`policy::graphql`] |
 //! | [`fhir`] | FHIR REST interactions of a request (read, search, ...), which SMART scopes ([`policy::smart`]) and search narrowing ([`policy::narrowing`]) judge |
 //! | [`flows`] | registered grants: the model and its validation ([`flows::Flow`]), the in-memory index decisions read ([`flows::index`]), the SQLite/PostgreSQL store and its sync loop ([`flows::store`]), and [`flows::Flows`], the API both admin doors call |
-//! | [`policy`] | policy files ([`policy::spec`]), CEL ([`policy::expr`]), selection and evaluation |
+//! | [`policy`] | policy files ([`policy::spec`]), CEL ([`policy::expr`]), the caller's party identifiers ([`policy::caller`]), selection and evaluation |
 //! | [`audit`] | the decision log: one JSON line per decision, masked, optionally hash-chained, written off the hot path |
 //! | [`config`] | the service configuration file |
 //! | [`doors`] | front doors: translate a gateway's protocol to and from the engine's types: [`doors::envoy`] (gRPC ext_authz); on one HTTP port ([`doors::http`]): [`doors::forward_auth`] (NGINX, Traefik, Caddy, Envoy `http_service`), [`doors::opa`] (OPA Data API for Kong and APISIX), [`doors::authzen`] (AuthZEN evaluations), [`doors::care_services`] (Care Services Proxy) |

@@ -7,28 +7,44 @@
 //! twice. Label values are bounded by the configuration: policy and rule ids, issuer
 //! names, door names; never a request's path or a caller's identity.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// Decision labels borrow what the decision already holds (policy and rule ids are
+/// shared `Arc<str>`s, outcome and door static names), so counting a decision allocates
+/// nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
-    policy: String,
-    rule: String,
-    outcome: String,
-    door: String,
+    policy: Id,
+    rule: Id,
+    outcome: &'static str,
+    door: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DoorLabels {
-    door: String,
+    door: &'static str,
 }
+
+/// A policy or rule id as a label value.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Id(Arc<str>);
+
+impl EncodeLabelValue for Id {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
+
+/// `-`: the label value when no policy or rule decided.
+static NONE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("-"));
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IssuerLabels {
@@ -187,19 +203,26 @@ pub fn global() -> &'static Metrics {
 impl Metrics {
     /// One decision: who decided what (`allow`, `deny`, or `unavailable` when it could
     /// not), through which door, in how long.
-    pub fn decision(&self, policy: &str, rule: &str, outcome: &str, door: &str, took: Duration) {
+    /// `policy` and `rule` are `None` when none decided.
+    pub fn decision(
+        &self,
+        policy: Option<&Arc<str>>,
+        rule: Option<&Arc<str>>,
+        outcome: &'static str,
+        door: &'static str,
+        took: Duration,
+    ) {
+        let id = |id: Option<&Arc<str>>| Id(id.unwrap_or(&NONE).clone());
         self.decisions
             .get_or_create(&DecisionLabels {
-                policy: policy.to_owned(),
-                rule: rule.to_owned(),
-                outcome: outcome.to_owned(),
-                door: door.to_owned(),
+                policy: id(policy),
+                rule: id(rule),
+                outcome,
+                door,
             })
             .inc();
         self.decision_seconds
-            .get_or_create(&DoorLabels {
-                door: door.to_owned(),
-            })
+            .get_or_create(&DoorLabels { door })
             .observe(took.as_secs_f64());
     }
 
@@ -300,8 +323,8 @@ mod tests {
     fn decisions_and_snapshots_are_exported() {
         let metrics = global();
         metrics.decision(
-            "p-test",
-            "allow-rule",
+            Some(&Arc::from("p-test")),
+            Some(&Arc::from("allow-rule")),
             "allow",
             "envoy-grpc",
             Duration::from_micros(7),

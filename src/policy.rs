@@ -1,7 +1,7 @@
 //! Policies: loading and checking the YAML files ([`spec`]), compiling their CEL
-//! ([`expr`]), choosing the policy for a request and evaluating its rules; SMART scopes
-//! ([`smart`]), FHIR search narrowing ([`narrowing`]) and GraphQL requests and query
-//! templates ([`graphql`]).
+//! ([`expr`]), choosing the policy for a request and evaluating its rules; the caller's
+//! party identifiers ([`caller`]), SMART scopes ([`smart`]), FHIR search narrowing
+//! ([`narrowing`]) and GraphQL requests and query templates ([`graphql`]).
 //!
 //! Semantics, in order: the policy named by the gateway (`sluis_policy` context extension)
 //! or else the first whose `match` fits decides; no policy → deny. The policy's issuers and
@@ -10,6 +10,7 @@
 //! allows, else the request is denied. A rule whose expression fails to evaluate counts as
 //! true for deny rules and false for allow rules: an error never lets a request through.
 
+pub mod caller;
 pub mod expr;
 pub mod graphql;
 pub mod narrowing;
@@ -75,6 +76,10 @@ pub struct Policy {
     graphql: Option<graphql::PolicyGraphql>,
     /// The `graphql` fields its rules and response read.
     graphql_fields: GraphqlFields,
+    /// The caller's identifiers its expressions read as `caller` (empty: none).
+    caller: caller::Caller,
+    /// The answer to a token lacking a required scope, when not RFC 6750's.
+    scope_response: Option<Deny>,
 }
 
 /// `match.evaluation`: empty lists match anything.
@@ -611,13 +616,22 @@ fn compile_policy(
             None
         }
     });
-    let deny_response = spec.deny_response.map(|d| {
+    let mut fixed_response = |d: spec::DenyResponseSpec, key: &str| {
         if !(400..=599).contains(&d.status) {
             report(
-                format!("deny_response status {} is not a 4xx or 5xx", d.status),
+                format!("{key} status {} is not a 4xx or 5xx", d.status),
                 None,
                 None,
             );
+        }
+        for name in d.headers.keys() {
+            if !valid_header_name(&name.to_ascii_lowercase()) {
+                report(
+                    format!("{key}: `{name}` is not a header name Sluis may set"),
+                    None,
+                    None,
+                );
+            }
         }
         Deny {
             status: d.status,
@@ -628,7 +642,36 @@ fn compile_policy(
                 .collect(),
             body: d.body,
         }
-    });
+    };
+    let deny_response = spec
+        .deny_response
+        .map(|d| fixed_response(d, "deny_response"));
+    let scope_response = spec
+        .scope_response
+        .map(|d| fixed_response(d, "scope_response"));
+    if spec.anonymous && scope_response.is_some() {
+        report(
+            "an anonymous policy checks no scopes: `scope_response` is never used".into(),
+            None,
+            None,
+        );
+    }
+    let caller = match caller::Caller::compile(spec.caller) {
+        Ok(caller) => caller,
+        Err(problems) => {
+            for problem in problems {
+                report(problem, None, None);
+            }
+            caller::Caller::default()
+        }
+    };
+    if spec.anonymous && !caller.is_empty() {
+        report(
+            "an anonymous policy has no token to find its `caller` in".into(),
+            None,
+            None,
+        );
+    }
     let expressions = || {
         rules
             .iter()
@@ -655,6 +698,35 @@ fn compile_policy(
     }
     if flows.as_ref().is_some_and(|f| f.actor.graphql_fields.any()) {
         report("`flows.actor` cannot read `graphql`".into(), None, None);
+    }
+    let readers = || {
+        expressions()
+            .chain(flows.as_ref().map(|f| &f.actor))
+            .chain(graphql.iter().flat_map(|g| g.expressions()))
+    };
+    if caller.is_empty() && readers().any(|e| e.uses_caller) {
+        report(
+            "reads `caller` but has no `caller` block saying where its identifiers come from (e.g. `caller: {uzovi: {prefix: \"uzovi:\", from: [client_id]}}`)".into(),
+            None,
+            None,
+        );
+    } else {
+        let mut unknown: Vec<&str> = Vec::new();
+        for field in readers().flat_map(|e| e.caller_fields.iter()) {
+            if !caller.names().any(|n| n == field) && !unknown.contains(&field.as_str()) {
+                unknown.push(field);
+            }
+        }
+        for field in unknown {
+            report(
+                format!(
+                    "reads `caller.{field}`, which the `caller` block does not define (defined: {})",
+                    caller.names().collect::<Vec<_>>().join(", ")
+                ),
+                None,
+                None,
+            );
+        }
     }
     if flows.is_none() && expressions().any(|e| e.uses_flows) {
         report(
@@ -699,6 +771,8 @@ fn compile_policy(
             subject_types: e.subject_types,
         }),
         data,
+        caller,
+        scope_response,
     })
 }
 
@@ -881,7 +955,13 @@ impl Policy {
                 base_path: &f.base_path,
                 purposes: &f.purposes,
             }))
-            .with_data(self.data.as_ref());
+            .with_data(self.data.as_ref())
+            .with_caller(Some(&self.caller));
+        if let Some(trace) = trace.as_deref_mut()
+            && !self.caller.is_empty()
+        {
+            trace.caller = Some(self.caller.describe(identity));
+        }
         if let (Some(trace), Some(_)) = (trace.as_deref_mut(), &self.flows) {
             trace.flows = Some(match vars.caller_flows() {
                 Ok((Some(actor), flows)) => format!(
@@ -1154,9 +1234,18 @@ impl Policy {
         }
     }
 
-    /// 403 `insufficient_scope` (RFC 6750 §3.1), uniform when the policy asks for it.
+    /// 403 `insufficient_scope` (RFC 6750 §3.1), or the policy's `scope_response`, or
+    /// uniform when the policy asks for it.
     pub fn deny_scopes(&self, missing: &[&str]) -> Decision {
         let reason = format!("token lacks scopes: {}", missing.join(" "));
+        if let Some(deny) = &self.scope_response {
+            return Decision {
+                outcome: Outcome::Deny(deny.clone()),
+                policy: Some(self.id.clone()),
+                rule: Arc::from("scopes"),
+                reason,
+            };
+        }
         if self.deny_response.is_some() {
             return self.deny("scopes", 403, "", reason);
         }

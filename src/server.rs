@@ -125,6 +125,7 @@ pub async fn run(
         auth: admin_auth(&config)?,
     };
     let doors = crate::doors::http::router(engine.clone(), &config)?;
+    let max_body = config.request_body.max_bytes;
     let reloader = Arc::new(Reloader::new(config, engine.clone()));
     reloader.clone().spawn(Duration::from_millis(200))?;
 
@@ -141,8 +142,8 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AuthorizationServer<EnvoyDoor>>().await;
-    let door = AuthorizationServer::new(EnvoyDoor::new(engine.clone()))
-        .max_decoding_message_size(1024 * 1024);
+    let door = AuthorizationServer::new(EnvoyDoor::new(engine.clone(), max_body))
+        .max_decoding_message_size(crate::doors::envoy::max_message_bytes(max_body));
     let mut grpc_stop = stop_rx.clone();
     let grpc_server = tonic::transport::Server::builder()
         .add_service(health_service)

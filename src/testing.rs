@@ -692,6 +692,9 @@ pub fn explanation_text(decision: &Result<Decision, String>, trace: &Trace) -> S
     if let Some(flows) = &trace.flows {
         line(format!("flows: {flows}"));
     }
+    if let Some(caller) = &trace.caller {
+        line(format!("caller: {caller}"));
+    }
     if let Some(graphql) = &trace.graphql {
         line(format!("graphql: {graphql}"));
     }

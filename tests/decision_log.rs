@@ -324,3 +324,46 @@ fn no_token_appears_in_any_log_at_any_level() {
         }
     }
 }
+
+/// An HTTP door cannot rewrite a query, so it refuses an allow that asks for one; the
+/// decision log records that refusal, the answer the client got, not the engine's allow.
+#[tokio::test]
+async fn the_log_records_the_doors_answer_not_the_engines() {
+    let config = with_decision_log(
+        config_yaml("127.0.0.1:0", "127.0.0.1:0"),
+        "  sink: file\n  path: decisions.log\n",
+    );
+    let policy = r#"
+policies:
+  - id: narrowed
+    match:
+      paths: ["/api/**"]
+    issuers: [test]
+    rules:
+      - id: get
+        allow: request.method == "GET"
+    response:
+      set_query:
+        owner: token.sub
+"#;
+    let setup = Setup::new(&config, &[("api.yaml", policy)]);
+    let server = Server::start(&setup.config_path()).await;
+    let forward = reqwest::Client::new()
+        .get(format!(
+            "http://{}/decisions/api/things?owner=someone-else",
+            server.http
+        ))
+        .bearer_auth(token(&claims()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forward.status(), 403);
+    server.stop().await;
+    let lines = lines(&setup.dir.path().join("decisions.log"));
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let line: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(line["door"], "forward-auth", "{line:#}");
+    assert_eq!(line["outcome"], "deny", "{line:#}");
+    assert_eq!(line["status"], 403, "{line:#}");
+    assert_eq!(line["rule"], "gateway-cannot-rewrite-query", "{line:#}");
+}

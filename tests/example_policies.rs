@@ -217,8 +217,7 @@ fn iwlz_claims() -> Value {
         "scopes": [IWLZ_SCOPE],
         "consent_id": "7a8ddf4d-8953-4232-9714-4d1926888a65",
         "client_metadata": null,
-        "act": {"sub": "20001000001131"},
-        "uzovi": "5000"
+        "act": {"sub": "20001000001131"}
     })
 }
 
@@ -241,7 +240,11 @@ fn qir_body(uzovi: &str) -> String {
 
 /// A GraphQL POST to the Indicatieregister.
 async fn iwlz_post(engine: &Engine, token: &str, body: &str) -> Decision {
-    let mut request = request("POST", IWLZ_PATH, Some(token));
+    graphql_post(engine, IWLZ_PATH, token, body).await
+}
+
+async fn graphql_post(engine: &Engine, path: &str, token: &str, body: &str) -> Decision {
+    let mut request = request("POST", path, Some(token));
     request
         .headers
         .insert("content-type".into(), "application/json".into());
@@ -276,6 +279,41 @@ async fn iwlz_reader_gets_the_claims_header() {
 }
 
 #[tokio::test]
+async fn iwlz_caller_codes_come_from_the_client_id_or_the_aggregated_claims() {
+    let engine = engine().await;
+    let decision = iwlz_post(&engine, &dev_token(iwlz_claims()), &qir_body("5000")).await;
+    assert_eq!(header(&decision, "x-sluis-uzovi"), Some("5000"));
+    // RFC0014 §4.1.4.1: a zorgaanbieder as itself, its AGB code in the embedded JWT, which
+    // the example issuer vouches for, reads its bemiddelingspecificatie (QBR-0001-ZA).
+    let bemiddeling = "/iwlz/bemiddelingsregister/v1/graphql";
+    let qbr_body = json!({
+        "query": "query Bemiddelingspecificatie($BemiddelingspecificatieID: UUID!, $Instelling: String!) {
+            bemiddelingspecificatie(where: {bemiddelingspecificatieID: {eq: $BemiddelingspecificatieID},
+                instelling: {eq: $Instelling}}) { bemiddelingspecificatieID zzpCode }
+          }",
+        "variables": {"BemiddelingspecificatieID": "7b2a3c1e-0d6f-4b8e-9a5c-2e4f6a8b0c1d", "Instelling": "012345123"}
+    })
+    .to_string();
+    let mut party = iwlz_claims();
+    party["aud"] = json!(format!("https://bemiddelingsregister.example.nl{bemiddeling}"));
+    party["scopes"] = json!(["registers/wlzbemiddelingsregister/bemiddelingen/bemiddeling:read"]);
+    party["sub"] = json!("20001000001131");
+    party["client_id"] = json!("20001000001131");
+    party.as_object_mut().unwrap().remove("act");
+    party["_claim_names"] = json!({"agb": "localhost", "uzovi": "localhost"});
+    party["_claim_sources"] = json!({"localhost": {"jwt": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhZ2IiOiIwMTIzNDUxMjMiLCJ1em92aSI6bnVsbH0.Y6XJZI7Ri0gV8Xqh6HZ0kk97oLu6sixc3T2v2K2GKfU"}});
+    let decision = graphql_post(&engine, bemiddeling, &dev_token(party.clone()), &qbr_body).await;
+    assert!(decision.is_allow(), "{decision:?}");
+    assert_eq!(header(&decision, "x-sluis-agb"), Some("012345123"));
+    assert_eq!(header(&decision, "x-sluis-uzovi"), None);
+    // Without the aggregated claims it names no party: `$Instelling` binds to nothing.
+    party.as_object_mut().unwrap().remove("_claim_sources");
+    let decision = graphql_post(&engine, bemiddeling, &dev_token(party), &qbr_body).await;
+    assert_eq!((decision.status(), &*decision.rule), (403, "graphql-template"));
+    assert!(decision.reason.contains("`$Instelling` cannot be bound"), "{}", decision.reason);
+}
+
+#[tokio::test]
 async fn iwlz_token_rules() {
     let engine = engine().await;
     let mut long = iwlz_claims();
@@ -298,12 +336,15 @@ async fn iwlz_token_rules() {
         "token must have exactly one audience"
     );
 
-    // The scope RFC0014 struck through is not enough.
+    // The scope RFC0014 struck through is not allowed: 400 in RFC0014's shape ([09]).
     let mut old_scope = iwlz_claims();
     old_scope["scopes"] = json!(["registers/wlzindicatieregister/indicaties:read"]);
     let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(old_scope)).await;
-    assert_eq!(decision.status(), 403);
-    assert_eq!(body(&decision)["error"], "insufficient_scope");
+    assert_eq!(decision.status(), 400);
+    assert_eq!(
+        body(&decision),
+        json!({"ErrorCode": "bad_request", "Error": "Scope is not allowed"})
+    );
 
     let decision = decide(&engine, "GET", IWLZ_PATH, &dev_token(iwlz_claims())).await;
     assert_eq!((decision.status(), &*decision.rule), (400, "graphql"));

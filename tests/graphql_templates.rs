@@ -356,10 +356,10 @@ fn cases() -> Vec<Case> {
 }
 
 fn setup() -> Setup {
-    let setup = Setup::new(
-        &config_yaml("127.0.0.1:0", "127.0.0.1:0"),
-        &[("graphql.yaml", POLICY)],
-    );
+    // The door takes bodies up to 1 MiB, so the policy's own limit (64 KiB) is what
+    // refuses a huge query.
+    let config = config_yaml("127.0.0.1:0", "127.0.0.1:0") + "request_body: {max_bytes: 1048576}\n";
+    let setup = Setup::new(&config, &[("graphql.yaml", POLICY)]);
     let templates = setup.dir.path().join("policies/templates");
     std::fs::create_dir(&templates).unwrap();
     std::fs::write(templates.join("QIR-0001-ZKi.graphql"), QIR).unwrap();

@@ -44,6 +44,8 @@ pub struct Issuer {
     pub introspection: Option<Introspector>,
     /// RFC 9068: JWTs must have `typ: at+jwt`.
     rfc9068: bool,
+    /// How the JWTs embedded as aggregated claims are trusted, when configured.
+    claim_sources: Option<Arc<super::aggregated::ClaimSources>>,
 }
 
 impl Issuer {
@@ -92,7 +94,15 @@ impl Issuer {
             }
             None => None,
         };
+        let claim_sources = match &config.aggregated_claims {
+            Some(aggregated) => Some(Arc::new(
+                super::aggregated::ClaimSources::new(aggregated, base_dir)
+                    .map_err(|e| context(format!("aggregated_claims: {e}")))?,
+            )),
+            None => None,
+        };
         Ok(Issuer {
+            claim_sources,
             introspection,
             rfc9068: config.rfc9068,
             name: Arc::from(config.name.as_str()),
@@ -457,6 +467,8 @@ impl Issuer {
             claims,
             token_hash,
             cel_value: OnceLock::new(),
+            claim_sources: self.claim_sources.clone(),
+            aggregated: OnceLock::new(),
         })
     }
 }
@@ -472,23 +484,51 @@ fn decode(
 }
 
 /// A description of a verification failure fit for a client: what is wrong, not how.
-fn brief(error: &jsonwebtoken::errors::Error) -> String {
+pub(super) fn brief(error: &jsonwebtoken::errors::Error) -> String {
     use jsonwebtoken::errors::ErrorKind;
     match error.kind() {
-        ErrorKind::ExpiredSignature => "token has expired".into(),
+        ErrorKind::ExpiredSignature => EXPIRED.into(),
         ErrorKind::ImmatureSignature => "token is not valid yet".into(),
-        ErrorKind::InvalidSignature => "signature is invalid".into(),
-        ErrorKind::InvalidIssuer => "wrong issuer".into(),
-        ErrorKind::InvalidAudience => "wrong audience".into(),
-        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-            "algorithm is not accepted".into()
-        }
+        ErrorKind::InvalidSignature => BAD_SIGNATURE.into(),
+        ErrorKind::InvalidIssuer => WRONG_ISSUER.into(),
+        ErrorKind::InvalidAudience => WRONG_AUDIENCE.into(),
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => REFUSED_ALGORITHM.into(),
         ErrorKind::MissingRequiredClaim(claim) => format!("token has no `{claim}`"),
         ErrorKind::InvalidClaimFormat(claim) => format!("claim `{claim}` is malformed"),
-        ErrorKind::Base64(_) => "token is not valid base64url".into(),
-        ErrorKind::Json(_) | ErrorKind::Utf8(_) => "token is not valid JSON".into(),
-        ErrorKind::InvalidToken => "token is malformed".into(),
+        ErrorKind::Base64(_) => NOT_BASE64.into(),
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) => NOT_JSON.into(),
+        ErrorKind::InvalidToken => MALFORMED.into(),
         _ => "token cannot be verified".into(),
+    }
+}
+
+const EXPIRED: &str = "token has expired";
+const BAD_SIGNATURE: &str = "signature is invalid";
+const WRONG_ISSUER: &str = "wrong issuer";
+const WRONG_AUDIENCE: &str = "wrong audience";
+const REFUSED_ALGORITHM: &str = "algorithm is not accepted";
+const NOT_BASE64: &str = "token is not valid base64url";
+const NOT_JSON: &str = "token is not valid JSON";
+const MALFORMED: &str = "token is malformed";
+
+/// Whether a JWT refused with `error` stays refused whatever happens next: expired, badly
+/// signed by a key we have, for someone else, or not a token at all. Not: an unknown
+/// `kid` (keys rotate), not valid yet (time passes), keys or identity provider
+/// unavailable. Such refusals may be remembered ([`crate::authn::Authenticator`]).
+pub fn is_final(error: &AuthnError) -> bool {
+    match error {
+        AuthnError::Invalid(message) => [
+            EXPIRED,
+            BAD_SIGNATURE,
+            WRONG_ISSUER,
+            WRONG_AUDIENCE,
+            REFUSED_ALGORITHM,
+            NOT_BASE64,
+            NOT_JSON,
+            MALFORMED,
+        ]
+        .contains(&message.as_str()),
+        _ => false,
     }
 }
 

@@ -1,6 +1,11 @@
 //! Envoy's external authorization gRPC API (`envoy.service.auth.v3.Authorization/Check`).
 //!
 //! Translation only: `CheckRequest` → [`AccessRequest`], [`Decision`] → `CheckResponse`.
+//!
+//! Request bodies (Envoy `with_request_body`) are bounded twice: a whole `CheckRequest`
+//! may be at most [`max_message_bytes`] (tonic refuses larger ones with
+//! `RESOURCE_EXHAUSTED`, which Envoy treats as an error: `status_on_error`, closed), and a
+//! body over `request_body.max_bytes` is answered 413 without a decision.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,12 +24,48 @@ use crate::request::{AccessRequest, Door, Source};
 /// The gRPC service Envoy's `ext_authz` filter calls.
 pub struct EnvoyDoor {
     engine: Arc<Engine>,
+    /// Largest request body decided on (`request_body.max_bytes`).
+    max_body: usize,
 }
 
 impl EnvoyDoor {
-    pub fn new(engine: Arc<Engine>) -> EnvoyDoor {
-        EnvoyDoor { engine }
+    pub fn new(engine: Arc<Engine>, max_body: usize) -> EnvoyDoor {
+        EnvoyDoor { engine, max_body }
     }
+}
+
+/// The largest `CheckRequest` accepted: room for the headers and attributes (Envoy
+/// allows 60 KiB of request headers by default, at most 8 MiB) besides the body.
+pub fn max_message_bytes(max_body: usize) -> usize {
+    max_body.saturating_add(1024 * 1024)
+}
+
+/// The size of the body a `CheckRequest` carries.
+fn body_len(check: &CheckRequest) -> usize {
+    check
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+        .map(|http| http.body.len().max(http.raw_body.len()))
+        .unwrap_or(0)
+}
+
+/// 413 for a body larger than the door decides on.
+fn too_large(max_body: usize) -> CheckResponse {
+    check_response(Decision {
+        outcome: Outcome::Deny(Deny {
+            status: 413,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: crate::decision::deny_body(
+                crate::decision::DenyCode::InvalidRequest,
+                &format!("the request body is larger than {max_body} bytes"),
+            ),
+        }),
+        policy: None,
+        rule: Arc::from("request-body"),
+        reason: "request body too large".into(),
+    })
 }
 
 /// gRPC status codes (google.rpc.Code) used in `CheckResponse.status`.
@@ -38,7 +79,15 @@ impl Authorization for EnvoyDoor {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let access = access_request(request.into_inner());
+        let check = request.into_inner();
+        if body_len(&check) > self.max_body {
+            tracing::info!(
+                max = self.max_body,
+                "refused a check with a request body over the limit"
+            );
+            return Ok(Response::new(too_large(self.max_body)));
+        }
+        let access = access_request(check);
         match self.engine.decide(&access).await {
             Ok(decision) => {
                 tracing::debug!(

@@ -36,13 +36,21 @@
 //!   `return` from a named location.
 //! - The engine cannot decide (an identity provider is down): 503, which every one of these
 //!   gateways turns into an error, not an allow.
+//!
+//! # Request bodies
+//!
+//! A gateway that sends the request body along (Envoy `http_service` with
+//! `with_request_body`, for GraphQL) sends it as this request's body; policies read it as
+//! `request.body`. A body larger than `request_body.max_bytes` is refused with 413 before
+//! anything is decided: a decision on part of a body could allow what the whole would not.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -57,22 +65,50 @@ pub const PREFIX: &str = "/decisions";
 /// Asked for by a request that wants the deny body in a header too (NGINX).
 const BODY_IN_HEADER: &str = "x-sluis-body-in-header";
 
-/// The routes of the door.
-pub fn router(engine: Arc<Engine>) -> Router {
+/// The routes of the door. Request bodies over `max_body` bytes are refused (413).
+pub fn router(engine: Arc<Engine>, max_body: usize) -> Router {
     Router::new()
         .route(PREFIX, any(decide))
         .route(&format!("{PREFIX}/"), any(decide))
         .route(&format!("{PREFIX}/{{*path}}"), any(decide))
-        .with_state(engine)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(Door { engine, max_body })
+}
+
+#[derive(Clone)]
+struct Door {
+    engine: Arc<Engine>,
+    max_body: usize,
 }
 
 async fn decide(
-    State(engine): State<Arc<Engine>>,
+    State(Door { engine, max_body }): State<Door>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                deny_body(
+                    DenyCode::InvalidRequest,
+                    &format!("the request body is larger than {max_body} bytes"),
+                ),
+            );
+        }
+        Err(_) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                deny_body(
+                    DenyCode::InvalidRequest,
+                    "the request body could not be read",
+                ),
+            );
+        }
+    };
     let access = match access_request(&method, &uri, &headers, &body) {
         Ok(access) => access,
         Err(problem) => {

@@ -30,7 +30,10 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Result<Router, String> {
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(super::authzen::router(engine.clone(), config)?)
         .merge(super::care_services::router(engine.clone()))
-        .merge(super::forward_auth::router(engine.clone()))
+        .merge(super::forward_auth::router(
+            engine.clone(),
+            config.request_body.max_bytes,
+        ))
         .merge(super::opa::router(engine)))
 }
 
@@ -114,9 +117,8 @@ pub async fn decide(
     engine: &Engine,
     access: &AccessRequest,
 ) -> Result<Decision, crate::engine::Unavailable> {
-    match engine.decide(access).await {
+    match engine.decide_for_door(access, refuse_query_rewrite).await {
         Ok(decision) => {
-            let decision = refuse_query_rewrite(decision, access);
             tracing::debug!(
                 door = access.door.0,
                 policy = decision.policy.as_deref().unwrap_or("-"),

@@ -4,8 +4,9 @@
 //! Variables: `request`, `token`, `source`, `now`, and `flows` (the caller's active flows,
 //! in policies with a `flows` block); `subject`, `action`, `resource` and `context` of an
 //! evaluation (null for HTTP requests); `data`, the policy's own facts (null without);
-//! `graphql`, the request's GraphQL operation (in policies with a `graphql` block, see
-//! [`graphql_value`]). Functions added to CEL's standard ones:
+//! `caller`, the caller's party identifiers ([`super::caller`]); `graphql`, the request's
+//! GraphQL operation (in policies with a `graphql` block, see [`graphql_value`]).
+//! Functions added to CEL's standard ones:
 //! `string.matchesGlob(pattern)`, `list.containsAll(list)`, `list.containsAny(list)`,
 //! `flow.permits(request)` (a resource of the flow allows this method on this path) and
 //! `flow.covers(request)` (a resource of the flow is this path, whatever the method),
@@ -18,11 +19,11 @@
 //! CEL's own `matches` compiles its regular expression on every call (hundreds of µs for
 //! a long pattern); a `matches` with a literal pattern is therefore rewritten at load to a
 //! function using the regex compiled once, which also reports a bad pattern at load.
-//! Two shapes skip the interpreter's per-call overhead (scopes, qualified-name lookups,
-//! overload search): an expression that is just a string field (`token.client_id`,
-//! `request.path`) is read directly, and `flows.permitting(request)` /
-//! `flows.covering(request)` become variables computed once per request, however many
-//! rules ask.
+//! Common shapes skip the interpreter's per-call overhead (scopes, qualified-name lookups,
+//! overload search): a string field (`token.client_id`, `request.path`), a field compared
+//! with a literal, `list.size() == 0` and `true` are evaluated directly ([`fast`]), and
+//! `flows.permitting(request)` / `flows.covering(request)` become variables computed once
+//! per request, however many rules ask.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, OnceLock, RwLock};
@@ -37,13 +38,15 @@ use crate::flows::FlowIndex;
 use crate::graphql::GraphqlRequest;
 use crate::flows::index::IndexedFlow;
 
+mod fast;
 mod flow_val;
 use crate::request::AccessRequest;
+use fast::Fast;
 
 /// The variables expressions may use.
-pub const VARIABLES: [&str; 11] = [
+pub const VARIABLES: [&str; 12] = [
     "request", "token", "source", "now", "flows", "subject", "action", "resource", "context",
-    "data", "graphql",
+    "data", "caller", "graphql",
 ];
 
 /// CEL's type names, which expressions may use as values (`type(x) == int`).
@@ -74,79 +77,12 @@ pub struct Expr {
     pub uses_flows: bool,
     /// The fields of `graphql` it reads.
     pub graphql_fields: GraphqlFields,
-    /// Set when the whole expression is a plain string field (`token.client_id`,
-    /// `request.path`), which is then read without the interpreter.
-    field: Option<Field>,
-}
-
-/// A string field of `token` or `request`. Header values and `flows.actor` are mostly
-/// such fields; reading one directly costs a fraction of a CEL evaluation (a scope, a
-/// qualified-name lookup, a map lookup and a value conversion).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
-    Token(TokenField),
-    Request(&'static str),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TokenField {
-    Issuer,
-    Iss,
-    Sub,
-    ClientId,
-}
-
-impl Field {
-    fn of(node: &Node) -> Option<Field> {
-        let Node::Select(select) = node else {
-            return None;
-        };
-        let Node::Ident(variable) = &select.operand.expr else {
-            return None;
-        };
-        if select.test {
-            return None;
-        }
-        match (variable.as_str(), select.field.as_str()) {
-            ("token", "issuer") => Some(Field::Token(TokenField::Issuer)),
-            ("token", "iss") => Some(Field::Token(TokenField::Iss)),
-            ("token", "sub") => Some(Field::Token(TokenField::Sub)),
-            ("token", "client_id") => Some(Field::Token(TokenField::ClientId)),
-            ("request", field) => ["method", "scheme", "host", "path", "protocol", "body"]
-                .into_iter()
-                .find(|f| *f == field)
-                .map(Field::Request),
-            _ => None,
-        }
-    }
-
-    /// The field's text, `None` for null; as CEL would give it, errors included.
-    fn read<'v>(self, vars: &'v Vars) -> Result<Option<&'v str>, String> {
-        match self {
-            Field::Token(field) => {
-                let identity = vars
-                    .identity
-                    .ok_or("`token` is null: this policy checks no token")?;
-                Ok(match field {
-                    TokenField::Issuer => Some(&*identity.issuer),
-                    TokenField::Iss => Some(&*identity.iss),
-                    TokenField::Sub => identity.sub.as_deref(),
-                    TokenField::ClientId => identity.client_id.as_deref(),
-                })
-            }
-            Field::Request(name) => {
-                let request = vars.request;
-                Ok(Some(match name {
-                    "method" => &*request.method,
-                    "scheme" => &*request.scheme,
-                    "host" => &*request.host,
-                    "path" => &*request.path,
-                    "protocol" => &*request.protocol,
-                    _ => &*request.body,
-                }))
-            }
-        }
-    }
+    /// Whether it reads `caller`, and which of its fields (`caller.uzovi`).
+    pub uses_caller: bool,
+    pub caller_fields: Vec<String>,
+    /// Set when the whole expression has a shape evaluated without the interpreter
+    /// (see [`fast`]).
+    fast: Option<Fast>,
 }
 
 /// A set of `request` fields. Building the whole `request` value (every header, the
@@ -273,12 +209,14 @@ impl Expr {
         }
         Ok(Expr {
             source: source.to_owned(),
-            field: Field::of(&tree.expr),
+            fast: Fast::of(&tree.expr),
             tree,
             program,
             request_fields: check.request_fields,
             uses_flows: check.uses_flows,
             graphql_fields: check.graphql_fields,
+            uses_caller: check.uses_caller,
+            caller_fields: check.caller_fields,
         })
     }
 
@@ -297,7 +235,7 @@ impl Expr {
     /// Evaluates to a header or query value: a string, a number or bool in its usual text,
     /// or `None` for null.
     pub fn eval_text(&self, vars: &Vars) -> Result<Option<String>, String> {
-        if let Some(field) = self.field {
+        if let Some(Fast::Field(field)) = &self.fast {
             return field
                 .read(vars)
                 .map(|text| text.map(str::to_owned))
@@ -322,11 +260,8 @@ impl Expr {
             vars.fields.0 & self.request_fields.0 == self.request_fields.0,
             "vars lack request fields the expression reads"
         );
-        if let Some(field) = self.field {
-            return field
-                .read(vars)
-                .map(|value| value.map(text).unwrap_or(Value::Null))
-                .map_err(|e| format!("`{}`: {e}", self.source));
+        if let Some(result) = self.fast.as_ref().and_then(|fast| fast.eval(vars)) {
+            return result.map_err(|e| format!("`{}`: {e}", self.source));
         }
         ROOT.with(|root| {
             let root: &Context = root;
@@ -513,6 +448,8 @@ struct Check {
     request_fields: RequestFields,
     uses_flows: bool,
     graphql_fields: GraphqlFields,
+    uses_caller: bool,
+    caller_fields: Vec<String>,
 }
 
 /// The function `matches` calls with a literal pattern are rewritten to.
@@ -561,6 +498,9 @@ impl Check {
                 }
                 if name == "graphql" && !self.bound.iter().any(|b| b == "graphql") {
                     self.graphql_fields = GraphqlFields::ALL;
+                }
+                if name == "caller" && !self.bound.iter().any(|b| b == "caller") {
+                    self.uses_caller = true;
                 }
             }
             Node::Call(call) => {
@@ -665,6 +605,13 @@ impl Check {
                             select.field,
                             GRAPHQL_FIELDS.join(", ")
                         )),
+                    }
+                }
+                    if name == "caller" && !self.bound.iter().any(|b| b == "caller") =>
+                {
+                    self.uses_caller = true;
+                    if !self.caller_fields.contains(&select.field) {
+                        self.caller_fields.push(select.field.clone());
                     }
                 }
                 _ => self.walk(&mut select.operand.expr),
@@ -924,6 +871,9 @@ pub struct Vars<'a> {
     permitting_value: OnceLock<Box<dyn Val>>,
     covering_value: OnceLock<Box<dyn Val>>,
     data: Option<&'a Data>,
+    /// The policy's `caller` block, and its identifiers once resolved.
+    caller: Option<&'a super::caller::Caller>,
+    caller_value: OnceLock<Box<dyn Val>>,
     /// `subject`, `action`, `resource`, `context` of an evaluation, in that order.
     evaluation_values: [OnceLock<Box<dyn Val>>; 4],
     /// The request's GraphQL operation, in a policy with a `graphql` block.
@@ -969,6 +919,8 @@ impl<'a> Vars<'a> {
             permitting_value: OnceLock::new(),
             covering_value: OnceLock::new(),
             data: None,
+            caller: None,
+            caller_value: OnceLock::new(),
             evaluation_values: Default::default(),
             graphql: None,
             graphql_fields: GraphqlFields::default(),
@@ -993,6 +945,12 @@ impl<'a> Vars<'a> {
     /// `graphql`: the value is built once.
     pub fn set_graphql_template(&self, name: Arc<str>) {
         let _ = self.graphql_template.set(name);
+    }
+
+    /// The policy's `caller` block; without it, `caller` is an empty map.
+    pub fn with_caller(mut self, caller: Option<&'a super::caller::Caller>) -> Vars<'a> {
+        self.caller = caller;
+        self
     }
 
     /// The policy's `data`; without it, `data` is null.
@@ -1103,6 +1061,9 @@ impl cel::context::VariableResolver for Vars<'_> {
                 }),
                 None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
             },
+            "caller" => &**self
+                .caller_value
+                .get_or_init(|| to_val(caller_value(self.caller, self.identity))),
             "data" => match self.data {
                 Some(data) => &*data.0,
                 None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
@@ -1320,6 +1281,25 @@ pub fn graphql_value(
     map(entries)
 }
 
+/// `caller`: each identifier of the policy's `caller` block, a string or null. A
+/// conflicting identifier is left out, so reading it fails (closed).
+fn caller_value(caller: Option<&super::caller::Caller>, identity: Option<&Identity>) -> Value {
+    use super::caller::Found;
+    let Some(caller) = caller else {
+        return map(Vec::new());
+    };
+    let entries = caller
+        .resolve(identity)
+        .into_iter()
+        .filter_map(|(name, found)| match found {
+            Found::Nothing => Some((name, Value::Null)),
+            Found::Value(value) => Some((name, Value::String(Arc::new(value)))),
+            Found::Conflict(_) => None,
+        })
+        .collect();
+    map(entries)
+}
+
 fn now_value() -> Value {
     let now = chrono::Utc::now().fixed_offset();
     Value::Timestamp(now)
@@ -1359,21 +1339,7 @@ mod tests {
     #[test]
     fn field_reads_agree_with_cel() {
         let request = request();
-        let identity = Identity {
-            issuer: Arc::from("nuts"),
-            iss: "https://idp".into(),
-            sub: Some("s-1".into()),
-            client_id: None,
-            aud: vec![],
-            scopes: vec![],
-            exp: None,
-            iat: None,
-            claims: serde_json::Map::new(),
-            payload_json: "{}".into(),
-            token_hash: "h".into(),
-            cache_until: 0,
-            cel_value: OnceLock::new(),
-        };
+        let identity = identity();
         for source in [
             "token.issuer",
             "token.iss",
@@ -1387,9 +1353,12 @@ mod tests {
             "request.body",
         ] {
             let direct = Expr::compile(source).unwrap();
-            assert!(direct.field.is_some(), "{source} is read directly");
+            assert!(
+                matches!(direct.fast, Some(Fast::Field(_))),
+                "{source} is read directly"
+            );
             let mut interpreted = Expr::compile(source).unwrap();
-            interpreted.field = None;
+            interpreted.fast = None;
             for identity in [Some(&identity), None] {
                 let vars = Vars::new(&request, identity, RequestFields::ALL);
                 let (a, b) = (direct.eval(&vars), interpreted.eval(&vars));
@@ -1400,7 +1369,78 @@ mod tests {
             }
         }
         for source in ["token.claims", "has(token.sub)", "token.sub + 'x'", "flows"] {
-            assert!(Expr::compile(source).unwrap().field.is_none(), "{source}");
+            assert!(Expr::compile(source).unwrap().fast.is_none(), "{source}");
+        }
+    }
+
+    /// Every shape evaluated without the interpreter gives what the interpreter gives,
+    /// including on values of other types (where it must fall back to it).
+    #[test]
+    fn fast_shapes_agree_with_cel() {
+        let request = request();
+        let list = Data::from_yaml(serde_yaml_ng::from_str("[1, 2]").unwrap()).unwrap();
+        let empty = Data::from_yaml(serde_yaml_ng::from_str("[]").unwrap()).unwrap();
+        let map = Data::from_yaml(serde_yaml_ng::from_str("{a: 1}").unwrap()).unwrap();
+        let sources = [
+            "true",
+            "false",
+            "!true",
+            "flows.size() == 0",
+            "size(flows) == 0",
+            "flows.size() != 0",
+            "flows.size() > 0",
+            "!(flows.size() == 0)",
+            "data.size() == 0",
+            "data.size() > 0",
+            "!(data.size() == 0)",
+            "request.method == 'GET'",
+            "request.method != 'GET'",
+            "'POST' == request.method",
+            "request.path != '/nowhere'",
+            "token.sub == 's-1'",
+            "token.client_id == 'c'",
+            "token.client_id != 'c'",
+            "!(request.method == 'GET')",
+        ];
+        for source in sources {
+            let direct = Expr::compile(source).unwrap();
+            assert!(direct.fast.is_some(), "{source} is evaluated directly");
+            let mut interpreted = Expr::compile(source).unwrap();
+            interpreted.fast = None;
+            for identity in [Some(identity()), None] {
+                for data in [None, Some(&list), Some(&empty), Some(&map)] {
+                    let vars = Vars::new(&request, identity.as_ref(), RequestFields::ALL)
+                        .with_data(data);
+                    let (a, b) = (direct.eval(&vars), interpreted.eval(&vars));
+                    assert_eq!(a.is_ok(), b.is_ok(), "{source}: {a:?} vs {b:?}");
+                    if let (Ok(a), Ok(b)) = (a, b) {
+                        assert_eq!(a, b, "{source} with {data:?}");
+                    }
+                }
+            }
+        }
+        for source in ["flows.size() == 1", "request.method == 1", "!request.path"] {
+            assert!(Expr::compile(source).unwrap().fast.is_none(), "{source}");
+        }
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            issuer: Arc::from("nuts"),
+            iss: "https://idp".into(),
+            sub: Some("s-1".into()),
+            client_id: None,
+            aud: vec![],
+            scopes: vec![],
+            exp: None,
+            iat: None,
+            claims: serde_json::Map::new(),
+            payload_json: "{}".into(),
+            token_hash: "h".into(),
+            cache_until: 0,
+            cel_value: OnceLock::new(),
+            claim_sources: None,
+            aggregated: OnceLock::new(),
         }
     }
 

@@ -45,6 +45,11 @@ pub struct PolicySpec {
     pub rules: Vec<serde_yaml_ng::Value>,
     /// Where the caller's registered flows come from: rules then see them as `flows`.
     pub flows: Option<FlowsSpec>,
+    /// The caller's party identifiers (e.g. iWlz UZOVI and AGB codes) and where each comes
+    /// from: identifier name → its sources. Rules read them as `caller.<name>`, a string
+    /// or null (see [`super::caller`]).
+    #[serde(default)]
+    pub caller: BTreeMap<String, CallerIdentifierSpec>,
     /// What to do to an allowed request.
     #[serde(default)]
     pub response: ResponseSpec,
@@ -55,6 +60,11 @@ pub struct PolicySpec {
     /// e.g. "no such data" and "no consent" cannot be told apart (MedMij). Token errors
     /// keep their 401 so clients can renew tokens.
     pub deny_response: Option<DenyResponseSpec>,
+    /// The answer when the token lacks a scope in `scopes`, instead of RFC 6750's 403
+    /// `insufficient_scope`: e.g. iWlz RFC0014 [09], 400
+    /// `{"ErrorCode":"bad_request","Error":"Scope is not allowed"}`. Takes precedence over
+    /// `deny_response` for that case.
+    pub scope_response: Option<DenyResponseSpec>,
     /// Facts the rules read as `data`: any YAML value (e.g. users and their roles),
     /// checked and converted once at load.
     #[schemars(with = "Option<serde_json::Value>")]
@@ -267,6 +277,26 @@ pub struct ResponseSpec {
     /// Query parameters to remove.
     #[serde(default)]
     pub remove_query: Vec<String>,
+}
+
+/// One identifier of the caller: where it is found and how it is written there.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallerIdentifierSpec {
+    /// What marks this kind of identifier in `client_id`, `sub` and `act.sub`, e.g.
+    /// `uzovi:` in `uzovi:5000`; it is stripped (`5000`). A value there without it does not
+    /// count. Claims hold the identifier itself; a prefix there is stripped too. Empty:
+    /// every value counts as is.
+    #[serde(default)]
+    pub prefix: String,
+    /// Where to look: `client_id`, `sub`, `act` (the actor's `act.sub`, RFC 8693),
+    /// `claims` (an aggregated claim, OIDC Core §5.6.2, trusted as the issuer's
+    /// `aggregated_claims` says) or `claim:NAME` (a plain claim of the token). Every
+    /// source that holds a value must agree: when two disagree, reading the identifier is
+    /// an error, so deny rules deny and allow rules do not allow.
+    pub from: Vec<String>,
+    /// The aggregated claim `claims` reads. Default: the identifier's name.
+    pub claim: Option<String>,
 }
 
 /// Search narrowing: once a rule allows, a search on a listed resource type gets these

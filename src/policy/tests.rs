@@ -46,6 +46,8 @@ fn identity(scopes: &[&str]) -> Identity {
         token_hash: "00".into(),
         cache_until: i64::MAX,
         cel_value: OnceLock::new(),
+        claim_sources: None,
+        aggregated: OnceLock::new(),
     }
 }
 
@@ -429,4 +431,169 @@ policies:
         text.contains("policy `typo`") && text.contains("unknown field `action`"),
         "{text}"
     );
+}
+
+const CALLER_POLICIES: &str = r#"
+policies:
+  - id: register
+    issuers: [test]
+    scopes: [read]
+    caller:
+      uzovi: {prefix: "uzovi:", from: [client_id, sub, "claim:uzovi"]}
+      agb: {prefix: "agbcode:", from: [act]}
+    rules:
+      - {id: not-5529, deny: "caller.uzovi == '5529'", status: 403, message: blocked}
+      - {id: own, allow: "caller.uzovi != null && request.path == '/r/' + caller.uzovi"}
+    response:
+      set_headers:
+        x-sluis-uzovi: caller.uzovi
+        x-sluis-agb: caller.agb
+    scope_response:
+      status: 400
+      headers: {content-type: application/json}
+      body: '{"ErrorCode":"bad_request","Error":"Scope is not allowed"}'
+    deny_response: {status: 404, body: "not found"}
+"#;
+
+fn iwlz_identity(claims: serde_json::Value) -> Identity {
+    let mut identity = identity(&["read"]);
+    identity.claims = claims.as_object().unwrap().clone();
+    identity.sub = None;
+    identity.client_id = identity
+        .claims
+        .get("client_id")
+        .and_then(|c| c.as_str())
+        .map(str::to_owned);
+    identity
+}
+
+#[test]
+fn caller_identifiers_are_read_by_rules_and_headers() {
+    let set = set(CALLER_POLICIES).unwrap();
+    let policy = set.get("register").unwrap();
+    let decide = |target: &str, claims: serde_json::Value| {
+        policy.evaluate(
+            &request("POST", target),
+            Some(&iwlz_identity(claims)),
+            &FlowIndex::new(),
+            None,
+        )
+    };
+    let allowed = decide(
+        "/r/5000",
+        serde_json::json!({"client_id": "uzovi:5000", "act": {"sub": "agbcode:012345678"}}),
+    );
+    assert_eq!(&*allowed.rule, "own");
+    let Outcome::Allow(allow) = &allowed.outcome else {
+        panic!("{allowed:?}")
+    };
+    assert!(
+        allow
+            .set_headers
+            .contains(&("x-sluis-uzovi".into(), "5000".into()))
+    );
+    assert!(
+        allow
+            .set_headers
+            .contains(&("x-sluis-agb".into(), "012345678".into()))
+    );
+    // Another party's path, or no UZOVI at all: default deny.
+    assert_eq!(
+        &*decide("/r/5001", serde_json::json!({"client_id": "uzovi:5000"})).rule,
+        "default-deny"
+    );
+    assert_eq!(
+        &*decide("/r/5000", serde_json::json!({"client_id": "5000"})).rule,
+        "default-deny"
+    );
+    // Without an AGB code the header is removed, not set.
+    let Outcome::Allow(allow) =
+        decide("/r/5000", serde_json::json!({"client_id": "uzovi:5000"})).outcome
+    else {
+        panic!()
+    };
+    assert!(allow.remove_headers.contains(&"x-sluis-agb".to_string()));
+}
+
+#[test]
+fn conflicting_caller_sources_fail_closed() {
+    let set = set(CALLER_POLICIES).unwrap();
+    let policy = set.get("register").unwrap();
+    // client_id says 5000, the plain claim 5529: the deny rule that reads it cannot be
+    // dodged (it fails, so it denies), and no allow rule allows.
+    let decision = policy.evaluate(
+        &request("POST", "/r/5000"),
+        Some(&iwlz_identity(
+            serde_json::json!({"client_id": "uzovi:5000", "uzovi": "5529"}),
+        )),
+        &FlowIndex::new(),
+        None,
+    );
+    assert_eq!(&*decision.rule, "not-5529");
+    assert!(
+        decision.reason.contains("failed to evaluate"),
+        "{decision:?}"
+    );
+    assert!(!decision.is_allow());
+}
+
+#[test]
+fn the_scope_response_answers_missing_scopes() {
+    let policies = set(CALLER_POLICIES).unwrap();
+    let decision = policies.get("register").unwrap().deny_scopes(&["read"]);
+    assert_eq!(&*decision.rule, "scopes");
+    let Outcome::Deny(deny) = decision.outcome else {
+        panic!()
+    };
+    assert_eq!(deny.status, 400);
+    assert_eq!(
+        deny.body,
+        r#"{"ErrorCode":"bad_request","Error":"Scope is not allowed"}"#
+    );
+    assert_eq!(
+        deny.headers,
+        vec![("content-type".to_string(), "application/json".to_string())]
+    );
+    // Without one, RFC 6750's 403 stays the default.
+    let decision = set(POLICIES)
+        .unwrap()
+        .get("first")
+        .unwrap()
+        .deny_scopes(&["x"]);
+    assert_eq!(decision.status(), 403);
+}
+
+#[test]
+fn caller_mistakes_fail_the_load() {
+    let text = errors(
+        r#"
+policies:
+  - id: no-block
+    issuers: [test]
+    rules: [{id: r, allow: "caller.uzovi == '1'"}]
+  - id: undefined
+    issuers: [test]
+    caller: {uzovi: {from: [sub]}}
+    rules: [{id: r, allow: "caller.agb == '1'"}]
+    flows: {actor: caller.ura}
+  - id: anonymous
+    anonymous: true
+    caller: {uzovi: {from: [sub]}}
+    scope_response: {status: 200}
+  - id: bad-source
+    issuers: [test]
+    caller: {uzovi: {from: [subject]}}
+"#,
+    )
+    .join("\n");
+    for expected in [
+        "policy `no-block`: reads `caller` but has no `caller` block",
+        "policy `undefined`: reads `caller.agb`, which the `caller` block does not define (defined: uzovi)",
+        "policy `undefined`: reads `caller.ura`",
+        "policy `anonymous`: an anonymous policy has no token to find its `caller` in",
+        "policy `anonymous`: scope_response status 200 is not a 4xx or 5xx",
+        "policy `bad-source`: caller identifier `uzovi`: `subject` is not a source",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
 }

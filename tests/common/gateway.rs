@@ -102,10 +102,25 @@ pub fn start_envoy(
     upstream: u16,
     admin: u16,
 ) -> Process {
+    start_envoy_edited(envoy, dir, listen, sluis, upstream, admin, |config| config)
+}
+
+/// [`start_envoy`], with the config text changed by `edit` first (a setting the example
+/// only describes in a comment, a shorter timeout).
+pub fn start_envoy_edited(
+    envoy: &std::path::Path,
+    dir: &std::path::Path,
+    listen: u16,
+    sluis: u16,
+    upstream: u16,
+    admin: u16,
+    edit: impl FnOnce(String) -> String,
+) -> Process {
     let template = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("envoy/envoy-test.yaml.tmpl"),
     )
     .unwrap();
+    let template = edit(template);
     let config = dir.join("envoy.yaml");
     std::fs::write(
         &config,

@@ -206,6 +206,10 @@ pub struct Req {
     pub path: String,
     pub headers: HashMap<String, String>,
     pub context: HashMap<String, String>,
+    /// The request body, as Envoy's `with_request_body` sends it (`raw_body`).
+    pub body: Vec<u8>,
+    /// The client certificate, PEM, as Envoy's `include_peer_certificate` sends it.
+    pub certificate: Option<String>,
 }
 
 impl Req {
@@ -227,6 +231,16 @@ impl Req {
         self
     }
 
+    pub fn body(mut self, body: &[u8]) -> Req {
+        self.body = body.to_vec();
+        self
+    }
+
+    pub fn certificate(mut self, pem: &str) -> Req {
+        self.certificate = Some(pem.into());
+        self
+    }
+
     pub fn bearer(self, token: &str) -> Req {
         self.header("authorization", &format!("Bearer {token}"))
     }
@@ -235,6 +249,11 @@ impl Req {
         CheckRequest {
             attributes: Some(AttributeContext {
                 context_extensions: self.context,
+                source: self.certificate.map(|pem| attribute_context::Peer {
+                    // URL-encoded, as Envoy sends it.
+                    certificate: pem.bytes().map(|b| format!("%{b:02X}")).collect(),
+                    ..Default::default()
+                }),
                 request: Some(attribute_context::Request {
                     http: Some(attribute_context::HttpRequest {
                         method: self.method,
@@ -243,6 +262,7 @@ impl Req {
                         scheme: "https".into(),
                         protocol: "HTTP/1.1".into(),
                         headers: self.headers,
+                        raw_body: self.body,
                         ..Default::default()
                     }),
                     ..Default::default()
