@@ -1373,6 +1373,49 @@ mod tests {
         }
     }
 
+    /// `graphql.template` read directly gives what the interpreter gives: with and without
+    /// a template, and an error where the policy reads no GraphQL.
+    #[test]
+    fn the_graphql_template_read_agrees_with_cel() {
+        let mut graphql_request = request();
+        graphql_request.method = "POST".into();
+        graphql_request
+            .headers
+            .insert("content-type".into(), "application/json".into());
+        graphql_request.body = r#"{"query": "{ a { b } }"}"#.into();
+        let parsed =
+            crate::graphql::read(&graphql_request, &crate::graphql::Limits::default()).unwrap();
+        for source in [
+            "graphql.template",
+            "graphql.template == 'T'",
+            "graphql.template != 'T'",
+        ] {
+            let direct = Expr::compile(source).unwrap();
+            assert!(direct.fast.is_some(), "{source} is read directly");
+            let mut interpreted = Expr::compile(source).unwrap();
+            interpreted.fast = None;
+            for (graphql, template) in [(Some(&parsed), Some("T")), (Some(&parsed), None), (None, None)] {
+                let vars = Vars::new(&graphql_request, None, RequestFields::ALL)
+                    .with_graphql(graphql, direct.graphql_fields);
+                if let Some(template) = template {
+                    vars.set_graphql_template(Arc::from(template));
+                }
+                let (a, b) = (direct.eval(&vars), interpreted.eval(&vars));
+                assert_eq!(a.is_ok(), b.is_ok(), "{source}: {a:?} vs {b:?}");
+                if let (Ok(a), Ok(b)) = (a, b) {
+                    assert_eq!(a, b, "{source} with {template:?}");
+                }
+            }
+        }
+        let fields = Expr::compile("graphql.fields.exists(f, f == 'a.b') && graphql.name == null")
+            .unwrap();
+        let vars = Vars::new(&graphql_request, None, RequestFields::ALL)
+            .with_graphql(Some(&parsed), fields.graphql_fields);
+        assert_eq!(fields.eval(&vars), Ok(Value::Bool(true)));
+        let err = Expr::compile("graphql.tempalte == 'T'").unwrap_err();
+        assert!(err.message.contains("`graphql` has no field `tempalte`"), "{err:?}");
+    }
+
     /// Every shape evaluated without the interpreter gives what the interpreter gives,
     /// including on values of other types (where it must fall back to it).
     #[test]
