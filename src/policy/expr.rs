@@ -607,6 +607,7 @@ impl Check {
                         )),
                     }
                 }
+                Node::Ident(name)
                     if name == "caller" && !self.bound.iter().any(|b| b == "caller") =>
                 {
                     self.uses_caller = true;
