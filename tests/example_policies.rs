@@ -295,7 +295,9 @@ async fn iwlz_caller_codes_come_from_the_client_id_or_the_aggregated_claims() {
     })
     .to_string();
     let mut party = iwlz_claims();
-    party["aud"] = json!(format!("https://bemiddelingsregister.example.nl{bemiddeling}"));
+    party["aud"] = json!(format!(
+        "https://bemiddelingsregister.example.nl{bemiddeling}"
+    ));
     party["scopes"] = json!(["registers/wlzbemiddelingsregister/bemiddelingen/bemiddeling:read"]);
     party["sub"] = json!("20001000001131");
     party["client_id"] = json!("20001000001131");
@@ -309,8 +311,15 @@ async fn iwlz_caller_codes_come_from_the_client_id_or_the_aggregated_claims() {
     // Without the aggregated claims it names no party: `$Instelling` binds to nothing.
     party.as_object_mut().unwrap().remove("_claim_sources");
     let decision = graphql_post(&engine, bemiddeling, &dev_token(party), &qbr_body).await;
-    assert_eq!((decision.status(), &*decision.rule), (403, "graphql-template"));
-    assert!(decision.reason.contains("`$Instelling` cannot be bound"), "{}", decision.reason);
+    assert_eq!(
+        (decision.status(), &*decision.rule),
+        (403, "graphql-template")
+    );
+    assert!(
+        decision.reason.contains("`$Instelling` cannot be bound"),
+        "{}",
+        decision.reason
+    );
 }
 
 #[tokio::test]
@@ -360,7 +369,10 @@ async fn iwlz_queries_must_fit_the_template_and_name_the_caller() {
     let token = dev_token(iwlz_claims());
     // Another zorgkantoor's code: the query fits the template's shape, not its binding.
     let decision = iwlz_post(&engine, &token, &qir_body("5501")).await;
-    assert_eq!((decision.status(), &*decision.rule), (403, "graphql-template"));
+    assert_eq!(
+        (decision.status(), &*decision.rule),
+        (403, "graphql-template")
+    );
     assert!(
         decision
             .reason

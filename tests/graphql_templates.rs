@@ -140,7 +140,11 @@ fn cases() -> Vec<Case> {
     let fragment_bomb = {
         let mut document = format!("query({VARS}) {{ wlzIndicatie({WHERE}) {{ ...F0 }} }}");
         for i in 0..30 {
-            document.push_str(&format!(" fragment F{i} on W {{ ...F{} ...F{} }}", i + 1, i + 1));
+            document.push_str(&format!(
+                " fragment F{i} on W {{ ...F{} ...F{} }}",
+                i + 1,
+                i + 1
+            ));
         }
         document.push_str(" fragment F30 on W { bsn }");
         document
@@ -414,7 +418,11 @@ async fn graphql_requests_are_answered_as_rfc0014_says() {
             }
             if case.answer.get("ErrorCode").is_some() {
                 // RFC0014's key order, exactly.
-                assert!(answer.body.starts_with(r#"{"ErrorCode":"#), "{}", answer.body);
+                assert!(
+                    answer.body.starts_with(r#"{"ErrorCode":"#),
+                    "{}",
+                    answer.body
+                );
                 assert_eq!(answer.header("content-type"), Some("application/json"));
             }
         }
@@ -517,7 +525,11 @@ policies:
         )],
     );
     let dir = setup.dir.path().join("policies");
-    std::fs::write(dir.join("t.graphql"), "query($id: ID!) { a(id: $id) { b } }").unwrap();
+    std::fs::write(
+        dir.join("t.graphql"),
+        "query($id: ID!) { a(id: $id) { b } }",
+    )
+    .unwrap();
     std::fs::write(dir.join("bad.graphql"), "query {\n  a(\n}").unwrap();
     let (code, stdout, stderr) = sluis(&[
         "validate",
@@ -534,7 +546,10 @@ policies:
         "rule `r`: invalid CEL `graphql.tempalte == \"x\"`: `graphql` has no field `tempalte`",
         "policy `no-block`: reads `graphql` but has no `graphql` block",
     ] {
-        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
 }
 
@@ -563,6 +578,9 @@ fn explain_shows_the_operation_and_the_closest_template() {
         "decision: DENY 403 (policy `register`, rule `graphql-template`)",
         "graphql: query `WlzIndicatie`: root fields [\"wlzIndicatie\"], 4 field path(s); the query fits no query template; closest `QIR-0001-ZKi`: extra field `wlzIndicatie.client.wachtwoord`",
     ] {
-        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
     }
 }

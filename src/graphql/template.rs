@@ -87,7 +87,10 @@ impl Template {
         let operation = super::parse_template(text)?;
         let mut declared_missing: Vec<String> = Vec::new();
         let mut note = |variable: &str| {
-            if !operation.variable_definitions.iter().any(|d| d.name == variable)
+            if !operation
+                .variable_definitions
+                .iter()
+                .any(|d| d.name == variable)
                 && !declared_missing.iter().any(|m| m == variable)
             {
                 declared_missing.push(variable.to_owned());
@@ -144,7 +147,11 @@ impl Template {
             let Some(wanted) = self.variables.iter().find(|d| d.name == *name) else {
                 continue;
             };
-            match request.variable_definitions.iter().find(|d| d.name == *name) {
+            match request
+                .variable_definitions
+                .iter()
+                .find(|d| d.name == *name)
+            {
                 None => misfit.add(
                     ARGUMENTS,
                     format!("variable `${name}` is used but not declared"),
@@ -163,10 +170,7 @@ impl Template {
                 Some(_) => {}
             }
             if wanted.required() && request.variable(name).is_none_or(|v| v.is_null()) {
-                misfit.add(
-                    ARGUMENTS,
-                    format!("missing required variable `${name}`"),
-                );
+                misfit.add(ARGUMENTS, format!("missing required variable `${name}`"));
             }
         }
         for declared in &request.variable_definitions {
@@ -253,11 +257,10 @@ fn within(
                 && arguments_difference("", &node.arguments, &field.arguments).is_none()
         });
         let Some(node) = fitting else {
-            let problem =
-                match arguments_difference("", &first.arguments, &field.arguments) {
-                    Some(difference) => format!("arguments of `{path}` differ: {difference}"),
-                    None => format!("directives on `{path}` differ from the template's"),
-                };
+            let problem = match arguments_difference("", &first.arguments, &field.arguments) {
+                Some(difference) => format!("arguments of `{path}` differ: {difference}"),
+                None => format!("directives on `{path}` differ from the template's"),
+            };
             misfit.add(if root { ROOT } else { ARGUMENTS }, problem);
             continue;
         };

@@ -13,9 +13,10 @@ fn post(body: &str) -> AccessRequest {
         body: body.into(),
         ..Default::default()
     };
-    request
-        .headers
-        .insert("content-type".into(), "application/json; charset=utf-8".into());
+    request.headers.insert(
+        "content-type".into(),
+        "application/json; charset=utf-8".into(),
+    );
     request.set_target("/graphql");
     request
 }
@@ -122,7 +123,8 @@ fn no_operation_is_its_own_error() {
 fn several_operations_need_an_operation_name() {
     let request = query("query A { a } query B { b }", json!(null));
     assert!(malformed_message(&request).contains("operationName"));
-    let request = post(&json!({"query": "query A { a } query A { b }", "operationName": "A"}).to_string());
+    let request =
+        post(&json!({"query": "query A { a } query A { b }", "operationName": "A"}).to_string());
     assert!(malformed_message(&request).contains("operation `A` is defined twice"));
 }
 
@@ -174,7 +176,11 @@ fn a_fragment_bomb_stops_at_the_field_limit() {
     // Each level doubles: 2^30 fields if expanded naively.
     let mut document = String::from("{ ...F0 }");
     for i in 0..30 {
-        document.push_str(&format!(" fragment F{i} on Q {{ ...F{} ...F{} }}", i + 1, i + 1));
+        document.push_str(&format!(
+            " fragment F{i} on Q {{ ...F{} ...F{} }}",
+            i + 1,
+            i + 1
+        ));
     }
     document.push_str(" fragment F30 on Q { a }");
     let message = malformed_message(&query(&document, json!(null)));
@@ -194,7 +200,10 @@ fn depth_aliases_tokens_and_size_are_bounded() {
         ..Limits::default()
     };
     let error = read(&query(&abyss, json!(null)), &limits).unwrap_err();
-    assert!(error.to_string().contains("too large or too deeply nested"), "{error}");
+    assert!(
+        error.to_string().contains("too large or too deeply nested"),
+        "{error}"
+    );
 
     let aliases: String = (0..10_000).map(|i| format!("a{i}: bsn ")).collect();
     let limits = Limits {
@@ -204,7 +213,10 @@ fn depth_aliases_tokens_and_size_are_bounded() {
         ..Limits::default()
     };
     let error = read(&query(&format!("{{ {aliases} }}"), json!(null)), &limits).unwrap_err();
-    assert!(error.to_string().contains("more than 30 aliases"), "{error}");
+    assert!(
+        error.to_string().contains("more than 30 aliases"),
+        "{error}"
+    );
 
     let fields: String = (0..30_000).map(|_| "a ").collect();
     let limits = Limits {
@@ -214,7 +226,10 @@ fn depth_aliases_tokens_and_size_are_bounded() {
     let error = read(&query(&format!("{{ {fields} }}"), json!(null)), &limits).unwrap_err();
     assert!(error.to_string().contains("too large"), "{error}");
 
-    let big = query(&format!("{{ a(x: \"{}\") }}", "x".repeat(70_000)), json!(null));
+    let big = query(
+        &format!("{{ a(x: \"{}\") }}", "x".repeat(70_000)),
+        json!(null),
+    );
     let message = malformed_message(&big);
     assert!(message.contains("exceeds 65536 bytes"), "{message}");
 }
@@ -232,7 +247,10 @@ fn ambiguous_json_is_refused() {
     let message = malformed_message(&post(r#"{"id": "stored-1"}"#));
     assert!(message.contains("unknown field `id`"), "{message}");
     let message = malformed_message(&post(r#"{"query": "{ a }", "variables": [1]}"#));
-    assert!(message.contains("`variables` must be a JSON object"), "{message}");
+    assert!(
+        message.contains("`variables` must be a JSON object"),
+        "{message}"
+    );
     let message = malformed_message(&post("not json"));
     assert!(message.contains("one JSON object"), "{message}");
     let message = malformed_message(&post(r#"{"query": 1}"#));
@@ -243,8 +261,10 @@ fn ambiguous_json_is_refused() {
     assert!(malformed_message(&in_url).contains("not the URL"));
 
     let mut form = post(r#"{"query": "{ a }"}"#);
-    form.headers
-        .insert("content-type".into(), "application/x-www-form-urlencoded".into());
+    form.headers.insert(
+        "content-type".into(),
+        "application/x-www-form-urlencoded".into(),
+    );
     assert!(malformed_message(&form).contains("application/json"));
 }
 
@@ -260,8 +280,11 @@ fn other_methods_are_refused_with_405() {
 fn introspection_and_mutations_are_recognised() {
     let read = read_default(&query("{ __schema { types { name } } }", json!(null))).unwrap();
     assert!(read.introspection);
-    let read = read_default(&query("{ a { b { __type(name: \"X\") { name } } } }", json!(null)))
-        .unwrap();
+    let read = read_default(&query(
+        "{ a { b { __type(name: \"X\") { name } } } }",
+        json!(null),
+    ))
+    .unwrap();
     assert!(read.introspection);
     let read = read_default(&query("mutation M { delete(id: 1) }", json!(null))).unwrap();
     assert_eq!(read.operation, OperationType::Mutation);
@@ -406,7 +429,10 @@ fn misfits_say_what_differs() {
         &format!("query({VARS}) {{ wlzIndicatie({WHERE}) {{ bsn }} }}"),
         json!({"wlzIndicatieID": "x", "initieelVerantwoordelijkZorgkantoor": null}),
     );
-    assert!(described.contains("missing required variable"), "{described}");
+    assert!(
+        described.contains("missing required variable"),
+        "{described}"
+    );
 }
 
 #[test]
@@ -427,8 +453,8 @@ fn every_reference_template_parses() {
         for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
             let path = entry.unwrap().path();
             let text = std::fs::read_to_string(&path).unwrap();
-            let template = Template::parse("t", &text)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let template =
+                Template::parse("t", &text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             // Each template, sent as it is, fits itself within the default limits.
             let request = read_default(&query(&text, json!({}))).unwrap();
             let variables: serde_json::Map<String, serde_json::Value> = template
@@ -452,7 +478,10 @@ fn every_reference_template_parses() {
 #[test]
 fn templates_must_declare_what_they_use() {
     let error = Template::parse("t", "query { a(x: $undeclared) { b } }").unwrap_err();
-    assert!(error.contains("`$undeclared` without declaring it"), "{error}");
+    assert!(
+        error.contains("`$undeclared` without declaring it"),
+        "{error}"
+    );
     let error = Template::parse("t", "query A { a } query B { b }").unwrap_err();
     assert!(error.contains("exactly one operation"), "{error}");
     let error = Template::parse("t", "query { a(").unwrap_err();

@@ -35,8 +35,8 @@ use cel::{Context, ExecutionError, FunctionContext, IdedExpr, Program, Value};
 
 use crate::authn::Identity;
 use crate::flows::FlowIndex;
-use crate::graphql::GraphqlRequest;
 use crate::flows::index::IndexedFlow;
+use crate::graphql::GraphqlRequest;
 
 mod fast;
 mod flow_val;
@@ -1236,7 +1236,10 @@ pub fn graphql_value(
     }
     if fields.has("fields") {
         let paths = request.paths();
-        entries.push(("fields", strings(paths.iter().map(String::as_str).collect())));
+        entries.push((
+            "fields",
+            strings(paths.iter().map(String::as_str).collect()),
+        ));
     }
     if fields.has("arguments") {
         let mut arguments = serde_json::Map::new();
@@ -1395,7 +1398,11 @@ mod tests {
             assert!(direct.fast.is_some(), "{source} is read directly");
             let mut interpreted = Expr::compile(source).unwrap();
             interpreted.fast = None;
-            for (graphql, template) in [(Some(&parsed), Some("T")), (Some(&parsed), None), (None, None)] {
+            for (graphql, template) in [
+                (Some(&parsed), Some("T")),
+                (Some(&parsed), None),
+                (None, None),
+            ] {
                 let vars = Vars::new(&graphql_request, None, RequestFields::ALL)
                     .with_graphql(graphql, direct.graphql_fields);
                 if let Some(template) = template {
@@ -1408,13 +1415,16 @@ mod tests {
                 }
             }
         }
-        let fields = Expr::compile("graphql.fields.exists(f, f == 'a.b') && graphql.name == null")
-            .unwrap();
+        let fields =
+            Expr::compile("graphql.fields.exists(f, f == 'a.b') && graphql.name == null").unwrap();
         let vars = Vars::new(&graphql_request, None, RequestFields::ALL)
             .with_graphql(Some(&parsed), fields.graphql_fields);
         assert_eq!(fields.eval(&vars), Ok(Value::Bool(true)));
         let err = Expr::compile("graphql.tempalte == 'T'").unwrap_err();
-        assert!(err.message.contains("`graphql` has no field `tempalte`"), "{err:?}");
+        assert!(
+            err.message.contains("`graphql` has no field `tempalte`"),
+            "{err:?}"
+        );
     }
 
     /// Every shape evaluated without the interpreter gives what the interpreter gives,
@@ -1453,8 +1463,8 @@ mod tests {
             interpreted.fast = None;
             for identity in [Some(identity()), None] {
                 for data in [None, Some(&list), Some(&empty), Some(&map)] {
-                    let vars = Vars::new(&request, identity.as_ref(), RequestFields::ALL)
-                        .with_data(data);
+                    let vars =
+                        Vars::new(&request, identity.as_ref(), RequestFields::ALL).with_data(data);
                     let (a, b) = (direct.eval(&vars), interpreted.eval(&vars));
                     assert_eq!(a.is_ok(), b.is_ok(), "{source}: {a:?} vs {b:?}");
                     if let (Ok(a), Ok(b)) = (a, b) {

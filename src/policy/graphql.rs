@@ -89,7 +89,10 @@ impl PolicyGraphql {
             let text = match std::fs::read_to_string(&path) {
                 Ok(text) => text,
                 Err(e) => {
-                    fail(format!("cannot read query template `{}`: {e}", path.display()));
+                    fail(format!(
+                        "cannot read query template `{}`: {e}",
+                        path.display()
+                    ));
                     continue;
                 }
             };
@@ -101,7 +104,9 @@ impl PolicyGraphql {
                 }
             };
             if anonymous && !entry.scopes.is_empty() {
-                fail(format!("query template `{name}`: an anonymous policy cannot require scopes"));
+                fail(format!(
+                    "query template `{name}`: an anonymous policy cannot require scopes"
+                ));
             }
             let mut binds = Vec::new();
             for (variable, source) in entry.bind {
@@ -113,24 +118,28 @@ impl PolicyGraphql {
                         .map(|d| format!("${}", d.name))
                         .collect();
                     fail(format!(
-                            "query template `{name}` (`{}`) declares no `${variable}` to bind (it declares {})",
-                            path.display(),
-                            if declared.is_empty() {
-                                "none".to_string()
-                            } else {
-                                declared.join(", ")
-                            }
-                        ));
+                        "query template `{name}` (`{}`) declares no `${variable}` to bind (it declares {})",
+                        path.display(),
+                        if declared.is_empty() {
+                            "none".to_string()
+                        } else {
+                            declared.join(", ")
+                        }
+                    ));
                     continue;
                 }
                 match Expr::compile(&source) {
-                    Ok(expr) if expr.graphql_fields.any() => fail(format!("the bind of `${variable}` in template `{name}` cannot read `graphql`")),
-                    Ok(expr) if expr.uses_flows => fail(format!("the bind of `${variable}` in template `{name}` cannot read `flows`")),
+                    Ok(expr) if expr.graphql_fields.any() => fail(format!(
+                        "the bind of `${variable}` in template `{name}` cannot read `graphql`"
+                    )),
+                    Ok(expr) if expr.uses_flows => fail(format!(
+                        "the bind of `${variable}` in template `{name}` cannot read `flows`"
+                    )),
                     Ok(expr) => binds.push((variable, expr)),
                     Err(e) => fail(format!(
-                            "invalid CEL in the bind of `${variable}` in template `{name}`: `{source}`: {}",
-                            e.message
-                        )),
+                        "invalid CEL in the bind of `${variable}` in template `{name}`: `{source}`: {}",
+                        e.message
+                    )),
                 }
             }
             sources.push((path, text));
@@ -288,4 +297,3 @@ fn cel_json(value: &cel::Value) -> Option<Json> {
         _ => return None,
     })
 }
-
