@@ -3,7 +3,11 @@
 //!
 //! - `decide/{eoverdracht,iwlz,smart}/cached-token`: the example policies of
 //!   `examples/config.yaml`, an allowed request, the same token every time (verified once,
-//!   then served from the token cache). `eoverdracht` is the headline figure.
+//!   then served from the token cache). `eoverdracht` is the headline figure; `iwlz`
+//!   POSTs a small part of the QIR-0001-ZKi template.
+//! - `decide/iwlz/qir-0001-zki`: the whole QIR-0001-ZKi template (about 150 fields, 3 KB)
+//!   as the query, with a cached token: parsing, template matching with the bound
+//!   UZOVI code, and the rule.
 //! - `decide/first-verification/{RS256,ES256,EdDSA}`: a token never verified before on
 //!   every iteration: signature, claims and cache insert included.
 //! - `decide/denied/missing-token`: the cheap deny path (401, no token at all).
@@ -101,6 +105,22 @@ fn request(method: &str, target: &str, token: Option<&str>) -> AccessRequest {
     request
 }
 
+/// `request` carrying a GraphQL `query` for the zorgkantoor with UZOVI 5501.
+fn graphql(mut request: AccessRequest, query: &str) -> AccessRequest {
+    request
+        .headers
+        .insert("content-type".into(), "application/json".into());
+    request.body = json!({
+        "query": query,
+        "variables": {
+            "wlzIndicatieID": "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+            "initieelVerantwoordelijkZorgkantoor": "5501"
+        }
+    })
+    .to_string();
+    request
+}
+
 /// An engine with every issuer's keys loaded, so key loading is never measured.
 fn engine_from(config: &Config, rt: &Runtime) -> Engine {
     let engine = build_engine(config)
@@ -170,6 +190,7 @@ fn example_policies(c: &mut Criterion) {
             "aud": "https://koppelpunt.ciz.nl/iwlz/indicatieregister/v2/graphql",
             "sub": "uzovi:5501",
             "client_id": "uzovi:5501",
+            "uzovi": "5501",
             "scopes": ["registers/wlzindicatieregister/indicaties/indicatie:read"],
             "iat": now - 10,
             "exp": now + 3000,
@@ -197,7 +218,17 @@ fn example_policies(c: &mut Criterion) {
         ),
         (
             "iwlz/cached-token",
-            request("POST", "/iwlz/indicatieregister/v2/graphql", Some(&iwlz)),
+            graphql(
+                request("POST", "/iwlz/indicatieregister/v2/graphql", Some(&iwlz)),
+                "query WlzIndicatie($wlzIndicatieID: UUID!, $initieelVerantwoordelijkZorgkantoor: String!) { wlzIndicatie(where: {wlzindicatieID: {eq: $wlzIndicatieID}, initieelVerantwoordelijkZorgkantoor: {eq: $initieelVerantwoordelijkZorgkantoor}}) { wlzindicatieID bsn ingangsdatum einddatum } }",
+            ),
+        ),
+        (
+            "iwlz/qir-0001-zki",
+            graphql(
+                request("POST", "/iwlz/indicatieregister/v2/graphql", Some(&iwlz)),
+                include_str!("../policy/iwlz/indicatie/QIR-0001-ZKi.graphql"),
+            ),
         ),
         (
             "smart/cached-token",

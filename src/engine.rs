@@ -429,6 +429,8 @@ pub struct Trace {
     pub scopes: Option<ScopeCheck>,
     /// Whose flows the policy read, and which were active.
     pub flows: Option<String>,
+    /// The GraphQL operation read, and the template it fits (or why not).
+    pub graphql: Option<String>,
     /// The caller's identifiers (`caller`), when the policy defines any.
     pub caller: Option<String>,
     /// Each rule, in evaluation order (deny rules first), with its result.

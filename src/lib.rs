@@ -31,6 +31,7 @@
 //! | [`decision`] | [`decision::Decision`]: the gateway-neutral answer, with stable deny codes |
 //! | [`engine`] | the decision core; the only thing doors call. Applies shadow mode (a `mode: shadow` policy is logged, not enforced) and feeds [`engine::candidate`], the candidate policy set decided beside the enforced one on a background queue |
 //! | [`authn`] | identities from tokens: [`authn::issuer`] (JWT via JWKS or discovery, RFC 7662 introspection), [`authn::jwks`] key sets, [`authn::aggregated`] OIDC aggregated claims (embedded claim JWTs), [`authn::certificate`] client certificates, [`authn::dpop`] proofs, [`authn::replay`] caches; the verified-token cache |
+//! | [`graphql`] | GraphQL requests read out of an `AccessRequest` (POST JSON or GET), parsed within limits, fragments expanded; [`graphql::template`] query templates and whether a request fits one; a policy's `graphql` block is compiled in [`policy::graphql`] |
 //! | [`fhir`] | FHIR REST interactions of a request (read, search, ...), which SMART scopes ([`policy::smart`]) and search narrowing ([`policy::narrowing`]) judge |
 //! | [`flows`] | registered grants: the model and its validation ([`flows::Flow`]), the in-memory index decisions read ([`flows::index`]), the SQLite/PostgreSQL store and its sync loop ([`flows::store`]), and [`flows::Flows`], the API both admin doors call |
 //! | [`policy`] | policy files ([`policy::spec`]), CEL ([`policy::expr`]), the caller's party identifiers ([`policy::caller`]), selection and evaluation |
@@ -45,7 +46,7 @@
 //! | [`testing`] | offline tools for policy authors: test suites, explain, replay |
 //! | [`schema`] | JSON Schemas of config, policy and test files, generated from the types |
 //!
-//! The core (`engine`, `authn`, `policy`, `flows`) never imports tonic, axum or envoy-types: front
+//! The core (`engine`, `authn`, `policy`, `flows`, `graphql`) never imports tonic, axum or envoy-types: front
 //! doors translate, the engine decides.
 
 pub mod admin;
@@ -57,6 +58,7 @@ pub mod doors;
 pub mod engine;
 pub mod fhir;
 pub mod flows;
+pub mod graphql;
 pub mod metrics;
 pub mod policy;
 pub mod reload;

@@ -1,7 +1,7 @@
 //! Policies: loading and checking the YAML files ([`spec`]), compiling their CEL
 //! ([`expr`]), choosing the policy for a request and evaluating its rules; the caller's
-//! party identifiers ([`caller`]), SMART scopes ([`smart`]) and FHIR search narrowing
-//! ([`narrowing`]).
+//! party identifiers ([`caller`]), SMART scopes ([`smart`]), FHIR search narrowing
+//! ([`narrowing`]) and GraphQL requests and query templates ([`graphql`]).
 //!
 //! Semantics, in order: the policy named by the gateway (`sluis_policy` context extension)
 //! or else the first whose `match` fits decides; no policy → deny. The policy's issuers and
@@ -12,6 +12,7 @@
 
 pub mod caller;
 pub mod expr;
+pub mod graphql;
 pub mod narrowing;
 pub mod smart;
 pub mod spec;
@@ -24,11 +25,11 @@ use sha2::{Digest, Sha256};
 
 use crate::authn::Identity;
 use crate::config::Config;
-use crate::decision::{Allow, Decision, Deny, DenyCode, Outcome, deny_body};
+use crate::decision::{Allow, Decision, Deny, DenyCode, Outcome, bad_request_body, deny_body};
 use crate::engine::{RuleTrace, Trace};
 use crate::flows::FlowIndex;
 use crate::request::AccessRequest;
-use expr::{Expr, FlowSource, RequestFields, Vars};
+use expr::{Expr, FlowSource, GraphqlFields, RequestFields, Vars};
 use spec::{PolicyFile, PolicyMode, PolicySpec, RuleSpec};
 
 /// Every loaded policy, compiled, in decision order. Immutable: a reload builds a new set
@@ -74,6 +75,10 @@ pub struct Policy {
     evaluation: Option<EvaluationMatch>,
     /// The policy's `data`, converted once at load and shared by every request.
     data: Option<expr::Data>,
+    /// How its requests are read as GraphQL, and the templates they must fit.
+    graphql: Option<graphql::PolicyGraphql>,
+    /// The `graphql` fields its rules and response read.
+    graphql_fields: GraphqlFields,
     /// The caller's identifiers its expressions read as `caller` (empty: none).
     caller: caller::Caller,
     /// The answer to a token lacking a required scope, when not RFC 6750's.
@@ -178,6 +183,14 @@ impl PolicySet {
             hasher.update(file.to_string_lossy().as_bytes());
             hasher.update(text.as_bytes());
             for (id, policy) in load_file(file, &text, config, &mut errors) {
+                for (path, source) in policy
+                    .iter()
+                    .filter_map(|p| p.graphql.as_ref())
+                    .flat_map(|g| &g.sources)
+                {
+                    hasher.update(path.to_string_lossy().as_bytes());
+                    hasher.update(source.as_bytes());
+                }
                 if let Some(first) = seen.get(&id) {
                     errors.push(LoadError {
                         line: find_line(&text, &id, 0),
@@ -508,6 +521,7 @@ fn compile_policy(
             );
         }
     }
+    let spec_has_no_graphql = spec.graphql.is_none();
     let data = spec
         .data
         .and_then(|value| match expr::Data::from_yaml(value) {
@@ -597,6 +611,9 @@ fn compile_policy(
     let narrowing = spec
         .narrowing
         .and_then(|n| narrowing::Narrowing::compile(n, report));
+    let graphql = spec
+        .graphql
+        .and_then(|g| graphql::PolicyGraphql::compile(g, file, spec.anonymous, report));
     let flows = spec.flows.and_then(|f| match Expr::compile(&f.actor) {
         Ok(actor) if actor.uses_flows => {
             report("`flows.actor` cannot read `flows`".into(), None, None);
@@ -687,10 +704,28 @@ fn compile_policy(
     };
     let request_fields = expressions()
         .chain(flows.as_ref().map(|f| &f.actor))
+        .chain(graphql.iter().flat_map(|g| g.expressions()))
         .fold(RequestFields::default(), |fields, e| {
             fields.union(e.request_fields)
         });
-    let readers = || expressions().chain(flows.as_ref().map(|f| &f.actor));
+    let graphql_fields = expressions().fold(GraphqlFields::default(), |fields, e| {
+        fields.union(e.graphql_fields)
+    });
+    if graphql_fields.any() && graphql.is_none() && spec_has_no_graphql {
+        report(
+            "reads `graphql` but has no `graphql` block saying how requests are read (e.g. `graphql: {}`)".into(),
+            None,
+            None,
+        );
+    }
+    if flows.as_ref().is_some_and(|f| f.actor.graphql_fields.any()) {
+        report("`flows.actor` cannot read `graphql`".into(), None, None);
+    }
+    let readers = || {
+        expressions()
+            .chain(flows.as_ref().map(|f| &f.actor))
+            .chain(graphql.iter().flat_map(|g| g.expressions()))
+    };
     if caller.is_empty() && readers().any(|e| e.uses_caller) {
         report(
             "reads `caller` but has no `caller` block saying where its identifiers come from (e.g. `caller: {uzovi: {prefix: \"uzovi:\", from: [client_id]}}`)".into(),
@@ -724,6 +759,8 @@ fn compile_policy(
     }
     Some(Policy {
         request_fields,
+        graphql,
+        graphql_fields,
         flows,
         narrowing,
         certificate_header: config.client_certificate.clone(),
@@ -920,7 +957,20 @@ impl Policy {
         flows: &FlowIndex,
         mut trace: Option<&mut Trace>,
     ) -> Decision {
+        let parsed = match &self.graphql {
+            Some(graphql) => match crate::graphql::read(request, &graphql.limits) {
+                Ok(parsed) => Some(parsed),
+                Err(e) => {
+                    if let Some(trace) = trace.as_deref_mut() {
+                        trace.graphql = Some(format!("not read: {e}"));
+                    }
+                    return self.graphql_refusal(&e);
+                }
+            },
+            None => None,
+        };
         let vars = Vars::new(request, identity, self.request_fields)
+            .with_graphql(parsed.as_ref(), self.graphql_fields)
             .with_certificate_header(self.certificate_header.as_ref())
             .with_flows(self.flows.as_ref().map(|f| FlowSource {
                 index: flows,
@@ -952,6 +1002,49 @@ impl Policy {
                 Ok((None, _)) => "the actor expression gave no actor, so no flows".into(),
                 Err(e) => format!("the actor expression failed: {e}"),
             });
+        }
+        if let (Some(graphql), Some(parsed)) = (&self.graphql, &parsed) {
+            let judged = match graphql.refusal(parsed) {
+                Some(refusal) => Err(self.deny(
+                    "graphql",
+                    403,
+                    "this GraphQL operation is not allowed",
+                    refusal,
+                )),
+                None => match graphql.fit(parsed, &vars, identity) {
+                    Ok(Some(template)) => {
+                        vars.set_graphql_template(template.clone());
+                        Ok(format!("fits template `{template}`"))
+                    }
+                    Ok(None) => Ok("no templates to fit".to_string()),
+                    Err(reason) => Err(self.deny(
+                        "graphql-template",
+                        403,
+                        "the query does not fit an allowed query template",
+                        reason,
+                    )),
+                },
+            };
+            if let Some(trace) = trace.as_deref_mut() {
+                let summary = format!(
+                    "{} {}: root fields {:?}, {} field path(s)",
+                    parsed.operation.as_str(),
+                    parsed
+                        .name
+                        .as_deref()
+                        .map(|n| format!("`{n}`"))
+                        .unwrap_or_else(|| "(unnamed)".into()),
+                    parsed.root_fields(),
+                    parsed.paths().len()
+                );
+                trace.graphql = Some(match &judged {
+                    Ok(fit) => format!("{summary}; {fit}"),
+                    Err(denial) => format!("{summary}; {}", denial.reason),
+                });
+            }
+            if let Err(denial) = judged {
+                return denial;
+            }
         }
         let mut record = |rule: &Rule, result: &Result<bool, String>| {
             if let Some(trace) = trace.as_deref_mut() {
@@ -1159,6 +1252,34 @@ impl Policy {
             policy: Some(self.id.clone()),
             rule: Arc::from(rule),
             reason,
+        }
+    }
+
+    /// A request that is not GraphQL this policy will judge: 400 (405 for the method)
+    /// with the RFC0014 §6.2 body. Never the uniform deny response: it says nothing about
+    /// data or consent, only that the request is malformed.
+    fn graphql_refusal(&self, error: &crate::graphql::RequestError) -> Decision {
+        let status = error.status();
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        if status == 405 {
+            headers.push(("allow".into(), "GET, POST".into()));
+        }
+        Decision {
+            outcome: Outcome::Deny(Deny {
+                status,
+                headers,
+                body: bad_request_body(
+                    if status == 405 {
+                        "method_not_allowed"
+                    } else {
+                        "bad_request"
+                    },
+                    &error.client_message(),
+                ),
+            }),
+            policy: Some(self.id.clone()),
+            rule: Arc::from("graphql"),
+            reason: format!("not a GraphQL request this policy judges: {error}"),
         }
     }
 

@@ -130,8 +130,12 @@ pub struct Expect {
     pub status: Option<u16>,
     /// The deciding policy's id.
     pub policy: Option<String>,
-    /// The deciding rule (or step: `authentication`, `scopes`, `default-deny`, `no-policy`).
+    /// The deciding rule (or step: `authentication`, `scopes`, `default-deny`, `no-policy`,
+    /// `graphql`, `graphql-template`).
     pub rule: Option<String>,
+    /// Text the decision's reason (what the decision log and explain show) must contain,
+    /// e.g. `closest `QIR-0001-ZKi`: extra field `wlzIndicatie.x``.
+    pub reason: Option<String>,
     /// Headers set on an allowed request, or sent with a denial. `null`: must not be set.
     #[serde(default)]
     pub headers: BTreeMap<String, Option<String>>,
@@ -294,6 +298,14 @@ pub fn differences(expect: &Expect, decision: &Decision) -> Vec<String> {
             &format!("`{rule}`"),
             &format!("`{}`", decision.rule),
         );
+    }
+    if let Some(reason) = &expect.reason
+        && !decision.reason.contains(reason.as_str())
+    {
+        out.push(format!(
+            "reason: expected it to contain {reason:?}, got {:?}",
+            decision.reason
+        ));
     }
     let (headers, removed, query, removed_query, body): Observed = match &decision.outcome {
         Outcome::Allow(allow) => (
@@ -682,6 +694,9 @@ pub fn explanation_text(decision: &Result<Decision, String>, trace: &Trace) -> S
     }
     if let Some(caller) = &trace.caller {
         line(format!("caller: {caller}"));
+    }
+    if let Some(graphql) = &trace.graphql {
+        line(format!("graphql: {graphql}"));
     }
     if let Some(scopes) = &trace.scopes {
         line(format!(

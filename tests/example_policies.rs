@@ -221,12 +221,44 @@ fn iwlz_claims() -> Value {
     })
 }
 
+/// A QIR-0001-ZKi query (a part of the template) for the zorgkantoor with UZOVI `uzovi`.
+fn qir_body(uzovi: &str) -> String {
+    json!({
+        "query": "query WlzIndicatie($wlzIndicatieID: UUID!, $initieelVerantwoordelijkZorgkantoor: String!) {
+            wlzIndicatie(where: {wlzindicatieID: {eq: $wlzIndicatieID},
+                initieelVerantwoordelijkZorgkantoor: {eq: $initieelVerantwoordelijkZorgkantoor}}) {
+              wlzindicatieID bsn grondslag { grondslagID }
+            }
+          }",
+        "variables": {
+            "wlzIndicatieID": "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+            "initieelVerantwoordelijkZorgkantoor": uzovi
+        }
+    })
+    .to_string()
+}
+
+/// A GraphQL POST to the Indicatieregister.
+async fn iwlz_post(engine: &Engine, token: &str, body: &str) -> Decision {
+    graphql_post(engine, IWLZ_PATH, token, body).await
+}
+
+async fn graphql_post(engine: &Engine, path: &str, token: &str, body: &str) -> Decision {
+    let mut request = request("POST", path, Some(token));
+    request
+        .headers
+        .insert("content-type".into(), "application/json".into());
+    request.body = body.into();
+    engine.decide(&request).await.unwrap()
+}
+
 #[tokio::test]
 async fn iwlz_reader_gets_the_claims_header() {
     let engine = engine().await;
     let claims = iwlz_claims();
-    let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(claims.clone())).await;
+    let decision = iwlz_post(&engine, &dev_token(claims.clone()), &qir_body("5000")).await;
     assert!(decision.is_allow(), "{decision:?}");
+    assert_eq!(&*decision.rule, "zorgkantoor-reads-indication");
     let forwarded: Value = serde_json::from_str(header(&decision, "claims").unwrap()).unwrap();
     assert_eq!(
         forwarded, claims,
@@ -238,7 +270,7 @@ async fn iwlz_reader_gets_the_claims_header() {
     // Without an actor, no actor header — and a client's own copy is removed.
     let mut own = iwlz_claims();
     own.as_object_mut().unwrap().remove("act");
-    let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(own)).await;
+    let decision = iwlz_post(&engine, &dev_token(own), &qir_body("5000")).await;
     let Outcome::Allow(allow) = &decision.outcome else {
         panic!("{decision:?}")
     };
@@ -249,24 +281,45 @@ async fn iwlz_reader_gets_the_claims_header() {
 #[tokio::test]
 async fn iwlz_caller_codes_come_from_the_client_id_or_the_aggregated_claims() {
     let engine = engine().await;
-    let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(iwlz_claims())).await;
+    let decision = iwlz_post(&engine, &dev_token(iwlz_claims()), &qir_body("5000")).await;
     assert_eq!(header(&decision, "x-sluis-uzovi"), Some("5000"));
     // RFC0014 §4.1.4.1: a zorgaanbieder as itself, its AGB code in the embedded JWT, which
-    // the example issuer vouches for.
+    // the example issuer vouches for, reads its bemiddelingspecificatie (QBR-0001-ZA).
+    let bemiddeling = "/iwlz/bemiddelingsregister/v1/graphql";
+    let qbr_body = json!({
+        "query": "query Bemiddelingspecificatie($BemiddelingspecificatieID: UUID!, $Instelling: String!) {
+            bemiddelingspecificatie(where: {bemiddelingspecificatieID: {eq: $BemiddelingspecificatieID},
+                instelling: {eq: $Instelling}}) { bemiddelingspecificatieID zzpCode }
+          }",
+        "variables": {"BemiddelingspecificatieID": "7b2a3c1e-0d6f-4b8e-9a5c-2e4f6a8b0c1d", "Instelling": "012345123"}
+    })
+    .to_string();
     let mut party = iwlz_claims();
+    party["aud"] = json!(format!(
+        "https://bemiddelingsregister.example.nl{bemiddeling}"
+    ));
+    party["scopes"] = json!(["registers/wlzbemiddelingsregister/bemiddelingen/bemiddeling:read"]);
     party["sub"] = json!("20001000001131");
     party["client_id"] = json!("20001000001131");
     party.as_object_mut().unwrap().remove("act");
     party["_claim_names"] = json!({"agb": "localhost", "uzovi": "localhost"});
     party["_claim_sources"] = json!({"localhost": {"jwt": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhZ2IiOiIwMTIzNDUxMjMiLCJ1em92aSI6bnVsbH0.Y6XJZI7Ri0gV8Xqh6HZ0kk97oLu6sixc3T2v2K2GKfU"}});
-    let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(party.clone())).await;
+    let decision = graphql_post(&engine, bemiddeling, &dev_token(party.clone()), &qbr_body).await;
     assert!(decision.is_allow(), "{decision:?}");
     assert_eq!(header(&decision, "x-sluis-agb"), Some("012345123"));
     assert_eq!(header(&decision, "x-sluis-uzovi"), None);
-    // Without the aggregated claims it names no party.
+    // Without the aggregated claims it names no party: `$Instelling` binds to nothing.
     party.as_object_mut().unwrap().remove("_claim_sources");
-    let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(party)).await;
-    assert_eq!((decision.status(), &*decision.rule), (403, "default-deny"));
+    let decision = graphql_post(&engine, bemiddeling, &dev_token(party), &qbr_body).await;
+    assert_eq!(
+        (decision.status(), &*decision.rule),
+        (403, "graphql-template")
+    );
+    assert!(
+        decision.reason.contains("`$Instelling` cannot be bound"),
+        "{}",
+        decision.reason
+    );
 }
 
 #[tokio::test]
@@ -303,7 +356,45 @@ async fn iwlz_token_rules() {
     );
 
     let decision = decide(&engine, "GET", IWLZ_PATH, &dev_token(iwlz_claims())).await;
-    assert_eq!((decision.status(), &*decision.rule), (405, "graphql-post"));
+    assert_eq!((decision.status(), &*decision.rule), (400, "graphql"));
+    assert_eq!(
+        body(&decision),
+        json!({"ErrorCode": "bad_request", "Error": "No operation found to evaluate"})
+    );
+}
+
+#[tokio::test]
+async fn iwlz_queries_must_fit_the_template_and_name_the_caller() {
+    let engine = engine().await;
+    let token = dev_token(iwlz_claims());
+    // Another zorgkantoor's code: the query fits the template's shape, not its binding.
+    let decision = iwlz_post(&engine, &token, &qir_body("5501")).await;
+    assert_eq!(
+        (decision.status(), &*decision.rule),
+        (403, "graphql-template")
+    );
+    assert!(
+        decision
+            .reason
+            .contains("closest `QIR-0001-ZKi`: variable `$initieelVerantwoordelijkZorgkantoor` is not bound to the caller"),
+        "{}",
+        decision.reason
+    );
+    assert_eq!(body(&decision)["error"], "access_denied");
+
+    let smuggled = qir_body("5000").replace("grondslag { grondslagID }", "client { wachtwoord }");
+    let decision = iwlz_post(&engine, &token, &smuggled).await;
+    assert!(
+        decision
+            .reason
+            .ends_with("extra field `wlzIndicatie.client.wachtwoord`"),
+        "{}",
+        decision.reason
+    );
+
+    let decision = iwlz_post(&engine, &token, r#"{"query": "query { wlzIndicatie("}"#).await;
+    assert_eq!(decision.status(), 400);
+    assert_eq!(body(&decision)["ErrorCode"], "bad_request");
 }
 
 // --- SMART on FHIR read (policy/smart-fhir-read.yaml) ---

@@ -4,7 +4,9 @@
 //! Variables: `request`, `token`, `source`, `now`, and `flows` (the caller's active flows,
 //! in policies with a `flows` block); `subject`, `action`, `resource` and `context` of an
 //! evaluation (null for HTTP requests); `data`, the policy's own facts (null without);
-//! `caller`, the caller's party identifiers ([`super::caller`]). Functions added to CEL's standard ones:
+//! `caller`, the caller's party identifiers ([`super::caller`]); `graphql`, the request's
+//! GraphQL operation (in policies with a `graphql` block, see [`graphql_value`]).
+//! Functions added to CEL's standard ones:
 //! `string.matchesGlob(pattern)`, `list.containsAll(list)`, `list.containsAny(list)`,
 //! `flow.permits(request)` (a resource of the flow allows this method on this path) and
 //! `flow.covers(request)` (a resource of the flow is this path, whatever the method),
@@ -34,6 +36,7 @@ use cel::{Context, ExecutionError, FunctionContext, IdedExpr, Program, Value};
 use crate::authn::Identity;
 use crate::flows::FlowIndex;
 use crate::flows::index::IndexedFlow;
+use crate::graphql::GraphqlRequest;
 
 mod fast;
 mod flow_val;
@@ -41,9 +44,9 @@ use crate::request::AccessRequest;
 use fast::Fast;
 
 /// The variables expressions may use.
-pub const VARIABLES: [&str; 11] = [
+pub const VARIABLES: [&str; 12] = [
     "request", "token", "source", "now", "flows", "subject", "action", "resource", "context",
-    "data", "caller",
+    "data", "caller", "graphql",
 ];
 
 /// CEL's type names, which expressions may use as values (`type(x) == int`).
@@ -72,6 +75,8 @@ pub struct Expr {
     pub request_fields: RequestFields,
     /// Whether it reads `flows`.
     pub uses_flows: bool,
+    /// The fields of `graphql` it reads.
+    pub graphql_fields: GraphqlFields,
     /// Whether it reads `caller`, and which of its fields (`caller.uzovi`).
     pub uses_caller: bool,
     pub caller_fields: Vec<String>,
@@ -112,6 +117,45 @@ impl RequestFields {
 
     pub fn union(self, other: RequestFields) -> RequestFields {
         RequestFields(self.0 | other.0)
+    }
+
+    fn has(self, name: &str) -> bool {
+        Self::bit(name).is_some_and(|bit| self.0 & bit != 0)
+    }
+}
+
+/// A set of `graphql` fields, like [`RequestFields`]: the field paths and arguments of a
+/// large query cost more to build than the rule that asks `graphql.template == "X"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GraphqlFields(u8);
+
+const GRAPHQL_FIELDS: [&str; 7] = [
+    "operation",
+    "name",
+    "root_fields",
+    "fields",
+    "arguments",
+    "variables",
+    "template",
+];
+
+impl GraphqlFields {
+    pub const ALL: GraphqlFields = GraphqlFields(u8::MAX);
+
+    fn bit(name: &str) -> Option<u8> {
+        GRAPHQL_FIELDS
+            .iter()
+            .position(|f| *f == name)
+            .map(|i| 1 << i)
+    }
+
+    pub fn union(self, other: GraphqlFields) -> GraphqlFields {
+        GraphqlFields(self.0 | other.0)
+    }
+
+    /// Whether any field is read.
+    pub fn any(self) -> bool {
+        self.0 != 0
     }
 
     fn has(self, name: &str) -> bool {
@@ -170,6 +214,7 @@ impl Expr {
             program,
             request_fields: check.request_fields,
             uses_flows: check.uses_flows,
+            graphql_fields: check.graphql_fields,
             uses_caller: check.uses_caller,
             caller_fields: check.caller_fields,
         })
@@ -402,6 +447,7 @@ struct Check {
     errors: Vec<String>,
     request_fields: RequestFields,
     uses_flows: bool,
+    graphql_fields: GraphqlFields,
     uses_caller: bool,
     caller_fields: Vec<String>,
 }
@@ -449,6 +495,9 @@ impl Check {
                 }
                 if name == "flows" && !self.bound.iter().any(|b| b == "flows") {
                     self.uses_flows = true;
+                }
+                if name == "graphql" && !self.bound.iter().any(|b| b == "graphql") {
+                    self.graphql_fields = GraphqlFields::ALL;
                 }
                 if name == "caller" && !self.bound.iter().any(|b| b == "caller") {
                     self.uses_caller = true;
@@ -543,6 +592,18 @@ impl Check {
                             "`request` has no field `{}` (fields: {})",
                             select.field,
                             REQUEST_FIELDS.join(", ")
+                        )),
+                    }
+                }
+                Node::Ident(name)
+                    if name == "graphql" && !self.bound.iter().any(|b| b == "graphql") =>
+                {
+                    match GraphqlFields::bit(&select.field) {
+                        Some(bit) => self.graphql_fields.0 |= bit,
+                        None => self.errors.push(format!(
+                            "`graphql` has no field `{}` (fields: {})",
+                            select.field,
+                            GRAPHQL_FIELDS.join(", ")
                         )),
                     }
                 }
@@ -816,6 +877,13 @@ pub struct Vars<'a> {
     caller_value: OnceLock<Box<dyn Val>>,
     /// `subject`, `action`, `resource`, `context` of an evaluation, in that order.
     evaluation_values: [OnceLock<Box<dyn Val>>; 4],
+    /// The request's GraphQL operation, in a policy with a `graphql` block.
+    graphql: Option<&'a GraphqlRequest>,
+    graphql_fields: GraphqlFields,
+    /// The template the request fits, set once the policy has matched it: before that,
+    /// and for policies without templates, `graphql.template` is null.
+    graphql_template: OnceLock<Arc<str>>,
+    graphql_value: OnceLock<Box<dyn Val>>,
 }
 
 /// A policy's `data`, as a CEL value built once at load.
@@ -855,7 +923,29 @@ impl<'a> Vars<'a> {
             caller: None,
             caller_value: OnceLock::new(),
             evaluation_values: Default::default(),
+            graphql: None,
+            graphql_fields: GraphqlFields::default(),
+            graphql_template: OnceLock::new(),
+            graphql_value: OnceLock::new(),
         }
+    }
+
+    /// The request's GraphQL operation, of which rules read `fields`; without it,
+    /// `graphql` is null.
+    pub fn with_graphql(
+        mut self,
+        graphql: Option<&'a GraphqlRequest>,
+        fields: GraphqlFields,
+    ) -> Vars<'a> {
+        self.graphql = graphql;
+        self.graphql_fields = fields;
+        self
+    }
+
+    /// Names the template the request fits (`graphql.template`). Only before rules read
+    /// `graphql`: the value is built once.
+    pub fn set_graphql_template(&self, name: Arc<str>) {
+        let _ = self.graphql_template.set(name);
     }
 
     /// The policy's `caller` block; without it, `caller` is an empty map.
@@ -962,6 +1052,16 @@ impl cel::context::VariableResolver for Vars<'_> {
                     Err(_) => Box::new(cel::common::types::CelNull),
                 }
             }),
+            "graphql" => match self.graphql {
+                Some(graphql) => &**self.graphql_value.get_or_init(|| {
+                    to_val(graphql_value(
+                        graphql,
+                        self.graphql_template.get().map(|t| &**t),
+                        self.graphql_fields,
+                    ))
+                }),
+                None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
+            },
             "caller" => &**self
                 .caller_value
                 .get_or_init(|| to_val(caller_value(self.caller, self.identity))),
@@ -1113,6 +1213,78 @@ fn token_value(identity: &Identity) -> Value {
     ])
 }
 
+/// `graphql`: `operation` (`query`, ...), `name` (or null), `root_fields`, `fields` (every
+/// field path, `wlzIndicatie.grondslag.grondslagID`: names, not aliases), `arguments`
+/// (field path → a list with the arguments of each selection of it that has any;
+/// variables as `{"$variable": "name"}`), `variables` (as sent) and `template` (the one
+/// the request fits, or null). Only the `fields` asked for are built.
+pub fn graphql_value(
+    request: &GraphqlRequest,
+    template: Option<&str>,
+    fields: GraphqlFields,
+) -> Value {
+    let strings = |items: Vec<&str>| Value::List(Arc::new(items.into_iter().map(text).collect()));
+    let mut entries = Vec::with_capacity(2);
+    if fields.has("operation") {
+        entries.push(("operation", text(request.operation.as_str())));
+    }
+    if fields.has("name") {
+        entries.push(("name", opt_text(request.name.as_deref())));
+    }
+    if fields.has("root_fields") {
+        entries.push(("root_fields", strings(request.root_fields())));
+    }
+    if fields.has("fields") {
+        let paths = request.paths();
+        entries.push((
+            "fields",
+            strings(paths.iter().map(String::as_str).collect()),
+        ));
+    }
+    if fields.has("arguments") {
+        let mut arguments = serde_json::Map::new();
+        fn walk(
+            fields: &[crate::graphql::Field],
+            prefix: &str,
+            out: &mut serde_json::Map<String, serde_json::Value>,
+        ) {
+            for field in fields {
+                let path = if prefix.is_empty() {
+                    field.name.clone()
+                } else {
+                    format!("{prefix}.{}", field.name)
+                };
+                if !field.arguments.is_empty() {
+                    let given: serde_json::Map<String, serde_json::Value> = field
+                        .arguments
+                        .iter()
+                        .map(|(name, value)| (name.clone(), value.to_json()))
+                        .collect();
+                    if let serde_json::Value::Array(list) = out
+                        .entry(path.clone())
+                        .or_insert_with(|| serde_json::Value::Array(Vec::new()))
+                    {
+                        list.push(serde_json::Value::Object(given));
+                    }
+                }
+                walk(&field.selection, &path, out);
+            }
+        }
+        walk(&request.fields, "", &mut arguments);
+        entries.push(("arguments", json(&serde_json::Value::Object(arguments))));
+    }
+    if fields.has("variables") {
+        entries.push((
+            "variables",
+            json(&serde_json::Value::Object(request.variables.clone())),
+        ));
+    }
+    if fields.has("template") {
+        entries.push(("template", opt_text(template)));
+    }
+    map(entries)
+}
+
 /// `caller`: each identifier of the policy's `caller` block, a string or null. A
 /// conflicting identifier is left out, so reading it fails (closed).
 fn caller_value(caller: Option<&super::caller::Caller>, identity: Option<&Identity>) -> Value {
@@ -1203,6 +1375,56 @@ mod tests {
         for source in ["token.claims", "has(token.sub)", "token.sub + 'x'", "flows"] {
             assert!(Expr::compile(source).unwrap().fast.is_none(), "{source}");
         }
+    }
+
+    /// `graphql.template` read directly gives what the interpreter gives: with and without
+    /// a template, and an error where the policy reads no GraphQL.
+    #[test]
+    fn the_graphql_template_read_agrees_with_cel() {
+        let mut graphql_request = request();
+        graphql_request.method = "POST".into();
+        graphql_request
+            .headers
+            .insert("content-type".into(), "application/json".into());
+        graphql_request.body = r#"{"query": "{ a { b } }"}"#.into();
+        let parsed =
+            crate::graphql::read(&graphql_request, &crate::graphql::Limits::default()).unwrap();
+        for source in [
+            "graphql.template",
+            "graphql.template == 'T'",
+            "graphql.template != 'T'",
+        ] {
+            let direct = Expr::compile(source).unwrap();
+            assert!(direct.fast.is_some(), "{source} is read directly");
+            let mut interpreted = Expr::compile(source).unwrap();
+            interpreted.fast = None;
+            for (graphql, template) in [
+                (Some(&parsed), Some("T")),
+                (Some(&parsed), None),
+                (None, None),
+            ] {
+                let vars = Vars::new(&graphql_request, None, RequestFields::ALL)
+                    .with_graphql(graphql, direct.graphql_fields);
+                if let Some(template) = template {
+                    vars.set_graphql_template(Arc::from(template));
+                }
+                let (a, b) = (direct.eval(&vars), interpreted.eval(&vars));
+                assert_eq!(a.is_ok(), b.is_ok(), "{source}: {a:?} vs {b:?}");
+                if let (Ok(a), Ok(b)) = (a, b) {
+                    assert_eq!(a, b, "{source} with {template:?}");
+                }
+            }
+        }
+        let fields =
+            Expr::compile("graphql.fields.exists(f, f == 'a.b') && graphql.name == null").unwrap();
+        let vars = Vars::new(&graphql_request, None, RequestFields::ALL)
+            .with_graphql(Some(&parsed), fields.graphql_fields);
+        assert_eq!(fields.eval(&vars), Ok(Value::Bool(true)));
+        let err = Expr::compile("graphql.tempalte == 'T'").unwrap_err();
+        assert!(
+            err.message.contains("`graphql` has no field `tempalte`"),
+            "{err:?}"
+        );
     }
 
     /// Every shape evaluated without the interpreter gives what the interpreter gives,

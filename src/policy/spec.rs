@@ -75,6 +75,82 @@ pub struct PolicySpec {
     /// checked and converted once at load.
     #[schemars(with = "Option<serde_json::Value>")]
     pub data: Option<serde_yaml_ng::Value>,
+    /// The request is GraphQL: it is parsed (limits, allowed operation types,
+    /// introspection), rules read it as `graphql`, and with `templates` it must fit one.
+    pub graphql: Option<GraphqlSpec>,
+}
+
+/// How a policy reads GraphQL requests (POST `application/json` or GET).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GraphqlSpec {
+    /// Query templates (`.graphql` files). When given, a request that fits none is
+    /// denied (403) before any rule runs, with the closest template and why in the
+    /// decision's reason; rules see the one it fits as `graphql.template`.
+    #[serde(default)]
+    pub templates: Vec<TemplateSpec>,
+    /// Operation types allowed: `query` (the default), `mutation`, `subscription`.
+    /// Others are denied (403).
+    #[serde(default = "default_operations")]
+    pub operations: Vec<crate::graphql::OperationType>,
+    /// Allow the introspection fields `__schema` and `__type` (denied, 403, by default).
+    #[serde(default)]
+    pub introspection: bool,
+    /// Bounds on what one request may cost to read; beyond them it is a 400.
+    #[serde(default)]
+    pub limits: GraphqlLimitsSpec,
+}
+
+fn default_operations() -> Vec<crate::graphql::OperationType> {
+    vec![crate::graphql::OperationType::Query]
+}
+
+/// One query template a request may fit.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSpec {
+    /// The `.graphql` file, relative to the policy file. It holds one operation.
+    pub file: String,
+    /// What decisions and rules call it; by default the file name without `.graphql`
+    /// (`QIR-0001-ZKi`).
+    pub name: Option<String>,
+    /// Template variable (with or without `$`) → CEL expression: the request's value of
+    /// that variable must equal the expression's (e.g. the caller's own UZOVI code), or
+    /// the request does not fit. A null result fits no request.
+    #[serde(default)]
+    pub bind: BTreeMap<String, String>,
+    /// Scopes the token must also carry for a request to fit this template.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// Limits on a GraphQL request. The defaults fit the largest iWlz templates with room.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphqlLimitsSpec {
+    /// Bytes of the POST body (or GET query string). Default 65536.
+    pub max_body_bytes: usize,
+    /// Lexical tokens of the query. Default 20000.
+    pub max_tokens: usize,
+    /// Nesting of fields, a root field being 1. Default 15, at most 100.
+    pub max_depth: usize,
+    /// Fields (and fragment spreads) selected once fragments are expanded. Default 1000.
+    pub max_fields: usize,
+    /// Aliased fields. Default 30.
+    pub max_aliases: usize,
+}
+
+impl Default for GraphqlLimitsSpec {
+    fn default() -> GraphqlLimitsSpec {
+        let limits = crate::graphql::Limits::default();
+        GraphqlLimitsSpec {
+            max_body_bytes: limits.max_body_bytes,
+            max_tokens: limits.max_tokens,
+            max_depth: limits.max_depth,
+            max_fields: limits.max_fields,
+            max_aliases: limits.max_aliases,
+        }
+    }
 }
 
 /// Whether a policy's decisions are enforced or only watched.

@@ -148,6 +148,8 @@ fn int(node: &Node) -> Option<i64> {
 pub(super) enum Field {
     Token(TokenField),
     Request(&'static str),
+    /// `graphql.template`, which template policies' rules ask most.
+    GraphqlTemplate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +180,7 @@ impl Field {
                 .into_iter()
                 .find(|f| *f == field)
                 .map(Field::Request),
+            ("graphql", "template") => Some(Field::GraphqlTemplate),
             _ => None,
         }
     }
@@ -196,6 +199,10 @@ impl Field {
                     TokenField::ClientId => identity.client_id.as_deref(),
                 })
             }
+            Field::GraphqlTemplate => match vars.graphql {
+                Some(_) => Ok(vars.graphql_template.get().map(|t| &**t)),
+                None => Err("`graphql` is null: this policy reads no GraphQL".into()),
+            },
             Field::Request(name) => {
                 let request = vars.request;
                 Ok(Some(match name {

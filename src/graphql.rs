@@ -1,0 +1,861 @@
+//! GraphQL requests as policies judge them: [`read`] takes the query, operation name and
+//! variables out of an [`AccessRequest`] (POST with a JSON body, or GET with query
+//! parameters), parses the document with `apollo-parser` and builds a [`GraphqlRequest`]:
+//! the chosen operation with its fragments expanded, aliases kept beside the field names
+//! they stand for, each field's arguments (variables kept as references), and the
+//! variables. [`template`] holds query templates and decides whether a request fits one.
+//!
+//! Everything a client sends is bounded by [`Limits`] before or while it is looked at:
+//! the body's size, the parser's tokens and nesting, the fields selected after fragments
+//! are expanded (so a "fragment bomb" stops at the limit instead of growing), aliases and
+//! depth. Where a GraphQL server and Sluis could read one request two ways, the request is
+//! refused instead: duplicate JSON keys, unknown keys in the body (persisted-query ids a
+//! server would look up), batches, GraphQL parameters in a POST's URL, several operations
+//! without `operationName`, duplicate operation or fragment names.
+
+pub mod template;
+
+use std::collections::HashMap;
+
+use apollo_parser::Parser;
+use apollo_parser::cst::{self, CstNode};
+use serde::Deserialize;
+use serde_json::{Map, Value as Json};
+
+use crate::request::AccessRequest;
+
+/// Bounds on the work one request may cause. The defaults fit the iWlz templates (the
+/// largest, QBR-0005-ZKu, has about 200 fields, depth 6 and 1,500 tokens) with room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of the POST body, or of the GET query string.
+    pub max_body_bytes: usize,
+    /// Lexical tokens of the query document.
+    pub max_tokens: usize,
+    /// Nesting of fields (a root field is depth 1), after fragments are expanded.
+    pub max_depth: usize,
+    /// Fields, fragment spreads and inline fragments visited while expanding the
+    /// operation: a fragment used twice counts twice.
+    pub max_fields: usize,
+    /// Aliased fields, after fragments are expanded.
+    pub max_aliases: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body_bytes: 64 * 1024,
+            max_tokens: 20_000,
+            max_depth: 15,
+            max_fields: 1_000,
+            max_aliases: 30,
+        }
+    }
+}
+
+impl Limits {
+    /// The parser's own recursion limit: selection sets, but also nested argument values
+    /// (`where: {and: [{or: [...]}]}`) and list types count, so it is looser than
+    /// `max_depth`; it keeps the parser's stack bounded whatever the input.
+    fn parser_recursion(&self) -> usize {
+        self.max_depth.saturating_mul(4).saturating_add(32).min(500)
+    }
+}
+
+/// `query`, `mutation` or `subscription`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OperationType {
+    Query,
+    Mutation,
+    Subscription,
+}
+
+impl OperationType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationType::Query => "query",
+            OperationType::Mutation => "mutation",
+            OperationType::Subscription => "subscription",
+        }
+    }
+}
+
+/// One GraphQL request: the operation that will run, as a tree of fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphqlRequest {
+    pub operation: OperationType,
+    /// The operation's name, if it has one.
+    pub name: Option<String>,
+    pub variable_definitions: Vec<VariableDefinition>,
+    /// Directives on the operation itself.
+    pub directives: Vec<Directive>,
+    /// The root fields, with fragments expanded in place.
+    pub fields: Vec<Field>,
+    /// The `variables` object as sent; empty when none.
+    pub variables: Map<String, Json>,
+    /// Whether any field is `__schema` or `__type`.
+    pub introspection: bool,
+}
+
+/// A selected field. Fragments are gone: their fields sit where they were spread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    pub name: String,
+    pub alias: Option<String>,
+    /// Sorted by name; names are unique.
+    pub arguments: Vec<(String, ArgValue)>,
+    pub directives: Vec<Directive>,
+    pub selection: Vec<Field>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Directive {
+    pub name: String,
+    /// Sorted by name; names are unique.
+    pub arguments: Vec<(String, ArgValue)>,
+}
+
+/// `$name: Type = default` of an operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariableDefinition {
+    pub name: String,
+    /// The type as written, without whitespace: `UUID!`, `[String!]`.
+    pub ty: String,
+    pub default: Option<ArgValue>,
+}
+
+impl VariableDefinition {
+    /// Non-null without a default: the request must give a value.
+    pub fn required(&self) -> bool {
+        self.ty.ends_with('!') && self.default.is_none()
+    }
+}
+
+/// An argument value as written: a variable reference stays a reference.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArgValue {
+    Variable(String),
+    Null,
+    Bool(bool),
+    /// Int and Float literals, as written.
+    Number(String),
+    String(String),
+    Enum(String),
+    List(Vec<ArgValue>),
+    /// Sorted by key; keys are unique.
+    Object(Vec<(String, ArgValue)>),
+}
+
+/// The key a variable reference gets in JSON ([`ArgValue::to_json`]): GraphQL object keys
+/// are names, which cannot start with `$`, so it cannot be confused with a literal.
+pub const VARIABLE_KEY: &str = "$variable";
+
+impl ArgValue {
+    /// The value as JSON: literals as themselves (enums as strings), a variable as
+    /// `{"$variable": "name"}`.
+    pub fn to_json(&self) -> Json {
+        match self {
+            ArgValue::Variable(name) => {
+                let mut map = Map::new();
+                map.insert(VARIABLE_KEY.into(), Json::String(name.clone()));
+                Json::Object(map)
+            }
+            ArgValue::Null => Json::Null,
+            ArgValue::Bool(b) => Json::Bool(*b),
+            ArgValue::Number(text) => serde_json::from_str(text)
+                .ok()
+                .filter(Json::is_number)
+                .unwrap_or_else(|| Json::String(text.clone())),
+            ArgValue::String(text) | ArgValue::Enum(text) => Json::String(text.clone()),
+            ArgValue::List(items) => Json::Array(items.iter().map(ArgValue::to_json).collect()),
+            ArgValue::Object(entries) => Json::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Calls `f` with every variable this value references.
+    pub fn variables<'a>(&'a self, f: &mut impl FnMut(&'a str)) {
+        match self {
+            ArgValue::Variable(name) => f(name),
+            ArgValue::List(items) => items.iter().for_each(|i| i.variables(f)),
+            ArgValue::Object(entries) => entries.iter().for_each(|(_, v)| v.variables(f)),
+            _ => {}
+        }
+    }
+}
+
+/// Why a request is not a GraphQL request Sluis will judge. Each kind has its answer:
+/// see [`RequestError::status`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// No query, or no operation in it (RFC0014 §6.2 [08]).
+    #[error("no operation: {0}")]
+    NoOperation(String),
+    /// Not parseable as GraphQL (RFC0014 §6.2 [07]).
+    #[error("invalid GraphQL syntax: {0}")]
+    Syntax(String),
+    /// Anything else wrong with the request: limits, JSON, variables, ambiguity.
+    #[error("{0}")]
+    Malformed(String),
+    /// Neither GET nor POST (GraphQL over HTTP).
+    #[error("{0}")]
+    Method(String),
+}
+
+/// The message RFC0014 §6.2 [08] prescribes.
+pub const NO_OPERATION: &str = "No operation found to evaluate";
+
+impl RequestError {
+    /// 405 for the method, 400 for everything else.
+    pub fn status(&self) -> u16 {
+        match self {
+            RequestError::Method(_) => 405,
+            _ => 400,
+        }
+    }
+
+    /// What the client is told, in the RFC0014 error body.
+    pub fn client_message(&self) -> String {
+        match self {
+            RequestError::NoOperation(_) => NO_OPERATION.to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+fn malformed(message: impl Into<String>) -> RequestError {
+    RequestError::Malformed(message.into())
+}
+
+/// The parts of a GraphQL-over-HTTP request.
+struct Parts {
+    query: Option<String>,
+    operation_name: Option<String>,
+    variables: Option<Json>,
+}
+
+/// The POST body. Unknown keys are refused: some servers run a stored document named by
+/// `id`, `documentId` or `extensions.persistedQuery` instead of `query`, which Sluis could
+/// not judge. `extensions` without `query` is therefore also "no operation".
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostBody {
+    query: Option<String>,
+    #[serde(rename = "operationName")]
+    operation_name: Option<String>,
+    variables: Option<StrictJson>,
+    #[allow(dead_code)]
+    extensions: Option<StrictJson>,
+}
+
+/// The parameters GraphQL over HTTP reads, which a POST must not carry in its URL too.
+const PARAMETERS: [&str; 4] = ["query", "operationName", "variables", "extensions"];
+
+/// Reads, parses and expands the GraphQL request in `request`.
+pub fn read(request: &AccessRequest, limits: &Limits) -> Result<GraphqlRequest, RequestError> {
+    let parts = parts(request, limits)?;
+    let variables = match parts.variables {
+        None | Some(Json::Null) => Map::new(),
+        Some(Json::Object(map)) => map,
+        Some(_) => return Err(malformed("`variables` must be a JSON object")),
+    };
+    let query = parts
+        .query
+        .filter(|q| !q.trim().is_empty())
+        .ok_or_else(|| RequestError::NoOperation("the request has no query".into()))?;
+    // The parser is a dependency fed hostile input: a panic in it must deny this request,
+    // not take a worker down.
+    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        parse(&query, parts.operation_name.as_deref(), limits)
+    }))
+    .map_err(|_| malformed("the query could not be parsed"))??;
+    // GraphQL over HTTP: a GET must not change anything, whatever a policy allows.
+    if request.method == "GET" && parsed.operation == OperationType::Mutation {
+        return Err(RequestError::Method(
+            "a mutation is sent with POST, not GET".into(),
+        ));
+    }
+    Ok(GraphqlRequest {
+        variables,
+        ..parsed
+    })
+}
+
+fn parts(request: &AccessRequest, limits: &Limits) -> Result<Parts, RequestError> {
+    match request.method.as_str() {
+        "GET" => {
+            if request.query.len() > limits.max_body_bytes {
+                return Err(malformed(format!(
+                    "the query string exceeds {} bytes",
+                    limits.max_body_bytes
+                )));
+            }
+            let mut found: HashMap<&str, String> = HashMap::new();
+            for (key, value) in request.query_pairs() {
+                if let Some(name) = PARAMETERS.iter().find(|p| **p == key)
+                    && found.insert(name, value).is_some()
+                {
+                    return Err(malformed(format!("`{name}` is given more than once")));
+                }
+            }
+            let variables = match found.remove("variables") {
+                Some(text) if !text.is_empty() => Some(strict_json(&text, "variables")?),
+                _ => None,
+            };
+            Ok(Parts {
+                query: found.remove("query"),
+                operation_name: found.remove("operationName").filter(|n| !n.is_empty()),
+                variables,
+            })
+        }
+        "POST" => {
+            let content_type = request
+                .header("content-type")
+                .and_then(|c| c.split(';').next())
+                .map(|c| c.trim().to_ascii_lowercase());
+            if content_type.as_deref() != Some("application/json") {
+                return Err(malformed(
+                    "a GraphQL POST must have content-type application/json",
+                ));
+            }
+            if request.body.len() > limits.max_body_bytes {
+                return Err(malformed(format!(
+                    "the body exceeds {} bytes",
+                    limits.max_body_bytes
+                )));
+            }
+            if request
+                .query_pairs()
+                .iter()
+                .any(|(key, _)| PARAMETERS.contains(&key.as_str()))
+            {
+                return Err(malformed(
+                    "a POST carries its GraphQL parameters in the body, not the URL",
+                ));
+            }
+            // A struct also deserializes from a JSON array; a batch of operations must
+            // not pass as one.
+            if !request.body.trim_start().starts_with('{') {
+                return Err(malformed(
+                    "the body must be one JSON object (batches are not accepted)",
+                ));
+            }
+            let body: PostBody = serde_json::from_str(&request.body)
+                .map_err(|e| malformed(format!("the body is not a GraphQL request: {e}")))?;
+            Ok(Parts {
+                query: body.query,
+                operation_name: body.operation_name,
+                variables: body.variables.map(|v| v.0),
+            })
+        }
+        other => Err(RequestError::Method(format!(
+            "GraphQL is sent with GET or POST, not {other}"
+        ))),
+    }
+}
+
+/// JSON in which no object has a key twice. serde_json keeps the last of duplicate keys;
+/// a server may keep the first, and then a variable Sluis checked is not the one used.
+struct StrictJson(Json);
+
+fn strict_json(text: &str, what: &str) -> Result<Json, RequestError> {
+    serde_json::from_str::<StrictJson>(text)
+        .map(|v| v.0)
+        .map_err(|e| malformed(format!("`{what}` is not valid JSON: {e}")))
+}
+
+impl<'de> Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictJson)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictJson(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Json, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            if map.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+            }
+            let StrictJson(value) = access.next_value()?;
+            map.insert(key, value);
+        }
+        Ok(Json::Object(map))
+    }
+}
+
+/// Parses `query` and expands the operation to run. Variables are added by the caller.
+fn parse(
+    query: &str,
+    operation_name: Option<&str>,
+    limits: &Limits,
+) -> Result<GraphqlRequest, RequestError> {
+    let tree = Parser::new(query)
+        .token_limit(limits.max_tokens)
+        .recursion_limit(limits.parser_recursion())
+        .parse();
+    if let Some(error) = tree.errors().find(|e| e.is_limit()) {
+        return Err(malformed(format!(
+            "the query is too large or too deeply nested ({})",
+            error.message()
+        )));
+    }
+    if let Some(error) = tree.errors().next() {
+        return Err(RequestError::Syntax(format!(
+            "{} (at byte {})",
+            error.message(),
+            error.index()
+        )));
+    }
+    let document = tree.document();
+    let mut operations = Vec::new();
+    let mut fragments: HashMap<String, cst::FragmentDefinition> = HashMap::new();
+    for definition in document.definitions() {
+        match definition {
+            cst::Definition::OperationDefinition(operation) => operations.push(operation),
+            cst::Definition::FragmentDefinition(fragment) => {
+                let name = fragment
+                    .fragment_name()
+                    .and_then(|n| n.name())
+                    .map(|n| n.text().to_string())
+                    .unwrap_or_default();
+                if fragments.insert(name.clone(), fragment).is_some() {
+                    return Err(malformed(format!("fragment `{name}` is defined twice")));
+                }
+            }
+            other => {
+                return Err(malformed(format!(
+                    "a request holds operations and fragments, not a {}",
+                    other.kind()
+                )));
+            }
+        }
+    }
+    let names: Vec<Option<String>> = operations
+        .iter()
+        .map(|o| o.name().map(|n| n.text().to_string()))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        if let Some(name) = name
+            && names.iter().skip(i + 1).any(|n| n.as_deref() == Some(name))
+        {
+            return Err(malformed(format!("operation `{name}` is defined twice")));
+        }
+    }
+    let chosen = match operation_name {
+        Some(wanted) => names
+            .iter()
+            .position(|name| name.as_deref() == Some(wanted))
+            .ok_or_else(|| {
+                RequestError::NoOperation(format!("the query has no operation `{wanted}`"))
+            })?,
+        None => match operations.len() {
+            0 => {
+                return Err(RequestError::NoOperation(
+                    "the query defines no operation".into(),
+                ));
+            }
+            1 => 0,
+            _ => {
+                return Err(malformed(
+                    "the query has several operations: name the one to run in `operationName`",
+                ));
+            }
+        },
+    };
+    let Some(operation) = operations.get(chosen) else {
+        return Err(RequestError::NoOperation(
+            "the query defines no operation".into(),
+        ));
+    };
+    let kind = match operation.operation_type() {
+        None => OperationType::Query,
+        Some(t) if t.mutation_token().is_some() => OperationType::Mutation,
+        Some(t) if t.subscription_token().is_some() => OperationType::Subscription,
+        Some(_) => OperationType::Query,
+    };
+    let mut variable_definitions: Vec<VariableDefinition> = Vec::new();
+    for definition in operation
+        .variable_definitions()
+        .iter()
+        .flat_map(|d| d.variable_definitions())
+    {
+        let name = definition
+            .variable()
+            .and_then(|v| v.name())
+            .map(|n| n.text().to_string())
+            .unwrap_or_default();
+        if variable_definitions.iter().any(|d| d.name == name) {
+            return Err(malformed(format!("variable `${name}` is defined twice")));
+        }
+        variable_definitions.push(VariableDefinition {
+            name,
+            ty: definition
+                .ty()
+                .map(|t| {
+                    t.syntax()
+                        .to_string()
+                        .chars()
+                        .filter(|c| !c.is_whitespace() && *c != ',')
+                        .collect()
+                })
+                .unwrap_or_default(),
+            default: definition
+                .default_value()
+                .and_then(|d| d.value())
+                .map(|v| arg_value(&v))
+                .transpose()?,
+        });
+    }
+    let mut expansion = Expansion {
+        fragments: &fragments,
+        limits,
+        visited: 0,
+        aliases: 0,
+        spreads: Vec::new(),
+        introspection: false,
+    };
+    let fields = match operation.selection_set() {
+        Some(set) => expansion.selection(&set, 1)?,
+        None => Vec::new(),
+    };
+    Ok(GraphqlRequest {
+        operation: kind,
+        name: names.get(chosen).cloned().flatten(),
+        variable_definitions,
+        directives: directives(operation.directives())?,
+        fields,
+        variables: Map::new(),
+        introspection: expansion.introspection,
+    })
+}
+
+/// Expanding an operation's selection: fragments inlined, limits counted as we go.
+struct Expansion<'a> {
+    fragments: &'a HashMap<String, cst::FragmentDefinition>,
+    limits: &'a Limits,
+    visited: usize,
+    aliases: usize,
+    /// The fragments being expanded, outermost first: a spread of one of them is a cycle.
+    spreads: Vec<String>,
+    introspection: bool,
+}
+
+impl Expansion<'_> {
+    fn count(&mut self) -> Result<(), RequestError> {
+        self.visited += 1;
+        if self.visited > self.limits.max_fields {
+            return Err(malformed(format!(
+                "the query selects more than {} fields",
+                self.limits.max_fields
+            )));
+        }
+        Ok(())
+    }
+
+    fn selection(
+        &mut self,
+        set: &cst::SelectionSet,
+        depth: usize,
+    ) -> Result<Vec<Field>, RequestError> {
+        let mut fields = Vec::new();
+        self.into(set, depth, &mut fields)?;
+        Ok(fields)
+    }
+
+    /// Appends the fields of `set` (at `depth`) to `out`.
+    fn into(
+        &mut self,
+        set: &cst::SelectionSet,
+        depth: usize,
+        out: &mut Vec<Field>,
+    ) -> Result<(), RequestError> {
+        if depth > self.limits.max_depth {
+            return Err(malformed(format!(
+                "the query nests fields deeper than {}",
+                self.limits.max_depth
+            )));
+        }
+        for selection in set.selections() {
+            self.count()?;
+            match selection {
+                cst::Selection::Field(field) => {
+                    let name = field
+                        .name()
+                        .map(|n| n.text().to_string())
+                        .unwrap_or_default();
+                    if name == "__schema" || name == "__type" {
+                        self.introspection = true;
+                    }
+                    let alias = field
+                        .alias()
+                        .and_then(|a| a.name())
+                        .map(|n| n.text().to_string());
+                    if alias.is_some() {
+                        self.aliases += 1;
+                        if self.aliases > self.limits.max_aliases {
+                            return Err(malformed(format!(
+                                "the query has more than {} aliases",
+                                self.limits.max_aliases
+                            )));
+                        }
+                    }
+                    let selection = match field.selection_set() {
+                        Some(set) => self.selection(&set, depth + 1)?,
+                        None => Vec::new(),
+                    };
+                    out.push(Field {
+                        name,
+                        alias,
+                        arguments: arguments(field.arguments())?,
+                        directives: directives(field.directives())?,
+                        selection,
+                    });
+                }
+                cst::Selection::InlineFragment(fragment) => {
+                    reject_directives(fragment.directives(), "an inline fragment")?;
+                    if let Some(set) = fragment.selection_set() {
+                        self.into(&set, depth, out)?;
+                    }
+                }
+                cst::Selection::FragmentSpread(spread) => {
+                    reject_directives(spread.directives(), "a fragment spread")?;
+                    let name = spread
+                        .fragment_name()
+                        .and_then(|n| n.name())
+                        .map(|n| n.text().to_string())
+                        .unwrap_or_default();
+                    if let Some(at) = self.spreads.iter().position(|s| *s == name) {
+                        let mut cycle = self.spreads.get(at..).unwrap_or_default().to_vec();
+                        cycle.push(name);
+                        return Err(malformed(format!(
+                            "fragments spread each other in a cycle: {}",
+                            cycle.join(" → ")
+                        )));
+                    }
+                    let fragment = self
+                        .fragments
+                        .get(&name)
+                        .ok_or_else(|| malformed(format!("fragment `{name}` is not defined")))?;
+                    reject_directives(fragment.directives(), "a fragment definition")?;
+                    self.spreads.push(name);
+                    if let Some(set) = fragment.selection_set() {
+                        self.into(&set, depth, out)?;
+                    }
+                    self.spreads.pop();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Directives on fragments would make a field conditional in ways the flat field tree
+/// cannot show: refused.
+fn reject_directives(directives: Option<cst::Directives>, on: &str) -> Result<(), RequestError> {
+    match directives.and_then(|d| d.directives().next()) {
+        Some(_) => Err(malformed(format!("directives on {on} are not accepted"))),
+        None => Ok(()),
+    }
+}
+
+fn arguments(arguments: Option<cst::Arguments>) -> Result<Vec<(String, ArgValue)>, RequestError> {
+    let mut out: Vec<(String, ArgValue)> = Vec::new();
+    for argument in arguments.iter().flat_map(|a| a.arguments()) {
+        let name = argument
+            .name()
+            .map(|n| n.text().to_string())
+            .unwrap_or_default();
+        let value = match argument.value() {
+            Some(value) => arg_value(&value)?,
+            None => ArgValue::Null,
+        };
+        out.push((name, value));
+    }
+    sorted_unique(out, "argument")
+}
+
+fn directives(directives: Option<cst::Directives>) -> Result<Vec<Directive>, RequestError> {
+    directives
+        .iter()
+        .flat_map(|d| d.directives())
+        .map(|directive| {
+            Ok(Directive {
+                name: directive
+                    .name()
+                    .map(|n| n.text().to_string())
+                    .unwrap_or_default(),
+                arguments: arguments(directive.arguments())?,
+            })
+        })
+        .collect()
+}
+
+fn sorted_unique(
+    mut entries: Vec<(String, ArgValue)>,
+    what: &str,
+) -> Result<Vec<(String, ArgValue)>, RequestError> {
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(pair) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(malformed(format!("{what} `{}` is given twice", pair[0].0)));
+    }
+    Ok(entries)
+}
+
+/// The parser's recursion limit bounds how deep this goes.
+fn arg_value(value: &cst::Value) -> Result<ArgValue, RequestError> {
+    let name_of = |name: Option<cst::Name>| name.map(|n| n.text().to_string()).unwrap_or_default();
+    Ok(match value {
+        cst::Value::Variable(variable) => ArgValue::Variable(name_of(variable.name())),
+        cst::Value::StringValue(text) => ArgValue::String(String::from(text)),
+        cst::Value::FloatValue(number) => ArgValue::Number(number.syntax().to_string()),
+        cst::Value::IntValue(number) => ArgValue::Number(number.syntax().to_string()),
+        cst::Value::BooleanValue(b) => ArgValue::Bool(b.true_token().is_some()),
+        cst::Value::NullValue(_) => ArgValue::Null,
+        cst::Value::EnumValue(e) => ArgValue::Enum(name_of(e.name())),
+        cst::Value::ListValue(list) => ArgValue::List(
+            list.values()
+                .map(|v| arg_value(&v))
+                .collect::<Result<_, _>>()?,
+        ),
+        cst::Value::ObjectValue(object) => {
+            let mut entries = Vec::new();
+            for field in object.object_fields() {
+                let value = match field.value() {
+                    Some(value) => arg_value(&value)?,
+                    None => ArgValue::Null,
+                };
+                entries.push((name_of(field.name()), value));
+            }
+            ArgValue::Object(sorted_unique(entries, "input field")?)
+        }
+    })
+}
+
+impl GraphqlRequest {
+    /// Every field path (`wlzIndicatie.grondslag.grondslagID`: field names, not aliases),
+    /// each once, in document order.
+    pub fn paths(&self) -> Vec<String> {
+        fn walk(fields: &[Field], prefix: &str, out: &mut Vec<String>) {
+            for field in fields {
+                let path = if prefix.is_empty() {
+                    field.name.clone()
+                } else {
+                    format!("{prefix}.{}", field.name)
+                };
+                if !out.contains(&path) {
+                    out.push(path.clone());
+                }
+                walk(&field.selection, &path, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.fields, "", &mut out);
+        out
+    }
+
+    /// The root fields' names, each once, in document order.
+    pub fn root_fields(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for field in &self.fields {
+            if !out.contains(&field.name.as_str()) {
+                out.push(&field.name);
+            }
+        }
+        out
+    }
+
+    /// The effective value of a variable: sent, else the definition's default.
+    pub fn variable(&self, name: &str) -> Option<Json> {
+        self.variables.get(name).cloned().or_else(|| {
+            self.variable_definitions
+                .iter()
+                .find(|d| d.name == name)
+                .and_then(|d| d.default.as_ref())
+                .map(ArgValue::to_json)
+        })
+    }
+}
+
+/// Parses a query template (a `.graphql` file an operator wrote): one operation, maybe
+/// with fragments. Limits are generous: the file is trusted, but still parsed safely.
+pub fn parse_template(text: &str) -> Result<GraphqlRequest, String> {
+    let limits = Limits {
+        max_body_bytes: usize::MAX,
+        max_tokens: 1_000_000,
+        max_depth: 64,
+        max_fields: 100_000,
+        max_aliases: 100_000,
+    };
+    let operations = {
+        let tree = Parser::new(text).recursion_limit(200).parse();
+        if let Some(error) = tree.errors().next() {
+            let line = text
+                .get(..error.index())
+                .map(|before| before.matches('\n').count() + 1)
+                .unwrap_or(1);
+            return Err(format!(
+                "invalid GraphQL at line {line}: {}",
+                error.message()
+            ));
+        }
+        tree.document()
+            .definitions()
+            .filter(|d| matches!(d, cst::Definition::OperationDefinition(_)))
+            .count()
+    };
+    if operations != 1 {
+        return Err(format!(
+            "a template holds exactly one operation, this one {operations}"
+        ));
+    }
+    std::panic::catch_unwind(|| parse(text, None, &limits))
+        .map_err(|_| "the template could not be parsed".to_string())?
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests;
