@@ -958,15 +958,17 @@ impl Policy {
         mut trace: Option<&mut Trace>,
     ) -> Decision {
         let parsed = match &self.graphql {
-            Some(graphql) => match crate::graphql::read(request, &graphql.limits) {
-                Ok(parsed) => Some(parsed),
-                Err(e) => {
-                    if let Some(trace) = trace.as_deref_mut() {
-                        trace.graphql = Some(format!("not read: {e}"));
+            Some(graphql) => {
+                match crate::graphql::read(request, &graphql.limits, Some(&graphql.documents)) {
+                    Ok(parsed) => Some(parsed),
+                    Err(e) => {
+                        if let Some(trace) = trace.as_deref_mut() {
+                            trace.graphql = Some(format!("not read: {e}"));
+                        }
+                        return self.graphql_refusal(&e);
                     }
-                    return self.graphql_refusal(&e);
                 }
-            },
+            }
             None => None,
         };
         let vars = Vars::new(request, identity, self.request_fields)

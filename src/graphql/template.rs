@@ -142,7 +142,13 @@ impl Template {
             );
         }
         let mut used: Vec<String> = Vec::new();
-        within(&self.fields, &request.fields, "", &mut used, &mut misfit);
+        within(
+            &self.fields,
+            &request.fields,
+            &mut Vec::new(),
+            &mut used,
+            &mut misfit,
+        );
         for name in &used {
             let Some(wanted) = self.variables.iter().find(|d| d.name == *name) else {
                 continue;
@@ -220,21 +226,17 @@ fn merge(fields: &[Field]) -> Vec<Node> {
         .collect()
 }
 
-/// Checks that `request` fields are within `template` nodes, below `prefix`.
-fn within(
+/// Checks that `request` fields are within `template` nodes, below the field names in
+/// `path` (empty at the root). Paths are only written out for a problem.
+fn within<'r>(
     template: &[Node],
-    request: &[Field],
-    prefix: &str,
+    request: &'r [Field],
+    path: &mut Vec<&'r str>,
     used: &mut Vec<String>,
     misfit: &mut Misfit,
 ) {
-    let root = prefix.is_empty();
+    let root = path.is_empty();
     for field in request {
-        let path = if root {
-            field.name.clone()
-        } else {
-            format!("{prefix}.{}", field.name)
-        };
         if !root
             && field.name == "__typename"
             && field.arguments.is_empty()
@@ -243,12 +245,20 @@ fn within(
         {
             continue;
         }
+        let shown = |path: &[&str]| {
+            let mut text = path.join(".");
+            if !text.is_empty() {
+                text.push('.');
+            }
+            text.push_str(&field.name);
+            text
+        };
         let mut candidates = template.iter().filter(|n| n.name == field.name).peekable();
         let Some(first) = candidates.peek().copied() else {
             if root {
-                misfit.add(ROOT, format!("extra root field `{path}`"));
+                misfit.add(ROOT, format!("extra root field `{}`", shown(path)));
             } else {
-                misfit.add(FIELD, format!("extra field `{path}`"));
+                misfit.add(FIELD, format!("extra field `{}`", shown(path)));
             }
             continue;
         };
@@ -258,8 +268,8 @@ fn within(
         });
         let Some(node) = fitting else {
             let problem = match arguments_difference("", &first.arguments, &field.arguments) {
-                Some(difference) => format!("arguments of `{path}` differ: {difference}"),
-                None => format!("directives on `{path}` differ from the template's"),
+                Some(difference) => format!("arguments of `{}` differ: {difference}", shown(path)),
+                None => format!("directives on `{}` differ from the template's", shown(path)),
             };
             misfit.add(if root { ROOT } else { ARGUMENTS }, problem);
             continue;
@@ -271,7 +281,9 @@ fn within(
                 }
             });
         }
-        within(&node.children, &field.selection, &path, used, misfit);
+        path.push(&field.name);
+        within(&node.children, &field.selection, path, used, misfit);
+        path.pop();
     }
 }
 

@@ -26,7 +26,59 @@ fn query(query: &str, variables: serde_json::Value) -> AccessRequest {
 }
 
 fn read_default(request: &AccessRequest) -> Result<GraphqlRequest, RequestError> {
-    read(request, &Limits::default())
+    read(request, &Limits::default(), None)
+}
+
+fn read_limited(request: &AccessRequest, limits: &Limits) -> Result<GraphqlRequest, RequestError> {
+    read(request, limits, None)
+}
+
+#[test]
+fn the_cache_parses_a_query_once_and_keeps_refusals() {
+    let cache = DocumentCache::new(1 << 20);
+    let limits = Limits::default();
+    let first = read(
+        &query("{ a { b } }", json!({"x": 1})),
+        &limits,
+        Some(&cache),
+    )
+    .unwrap();
+    let second = read(
+        &query("{ a { b } }", json!({"x": 2})),
+        &limits,
+        Some(&cache),
+    )
+    .unwrap();
+    assert!(Arc::ptr_eq(&first.parsed, &second.parsed), "parsed twice");
+    assert_eq!(second.variables.get("x"), Some(&json!(2)));
+    for _ in 0..2 {
+        let error = read(&query("{ a(", json!(null)), &limits, Some(&cache)).unwrap_err();
+        assert!(matches!(error, RequestError::Syntax(_)), "{error:?}");
+    }
+    // The operation name is part of the key.
+    let document = "query A { a } query B { b }";
+    let a = post(&json!({"query": document, "operationName": "A"}).to_string());
+    let b = post(&json!({"query": document, "operationName": "B"}).to_string());
+    assert_eq!(
+        read(&a, &limits, Some(&cache)).unwrap().root_fields(),
+        vec!["a"]
+    );
+    assert_eq!(
+        read(&b, &limits, Some(&cache)).unwrap().root_fields(),
+        vec!["b"]
+    );
+    // A cached mutation is still refused over GET.
+    let mut get = AccessRequest {
+        method: "GET".into(),
+        ..Default::default()
+    };
+    get.set_target("/graphql?query=mutation%20%7B%20a%20%7D");
+    let _ = read(
+        &post(&json!({"query": "mutation { a }"}).to_string()),
+        &limits,
+        Some(&cache),
+    );
+    assert_eq!(read(&get, &limits, Some(&cache)).unwrap_err().status(), 405);
 }
 
 fn malformed_message(request: &AccessRequest) -> String {
@@ -199,7 +251,7 @@ fn depth_aliases_tokens_and_size_are_bounded() {
         max_body_bytes: 1 << 20,
         ..Limits::default()
     };
-    let error = read(&query(&abyss, json!(null)), &limits).unwrap_err();
+    let error = read_limited(&query(&abyss, json!(null)), &limits).unwrap_err();
     assert!(
         error.to_string().contains("too large or too deeply nested"),
         "{error}"
@@ -212,7 +264,8 @@ fn depth_aliases_tokens_and_size_are_bounded() {
         max_fields: 100_000,
         ..Limits::default()
     };
-    let error = read(&query(&format!("{{ {aliases} }}"), json!(null)), &limits).unwrap_err();
+    let error =
+        read_limited(&query(&format!("{{ {aliases} }}"), json!(null)), &limits).unwrap_err();
     assert!(
         error.to_string().contains("more than 30 aliases"),
         "{error}"
@@ -223,7 +276,7 @@ fn depth_aliases_tokens_and_size_are_bounded() {
         max_body_bytes: 1 << 20,
         ..Limits::default()
     };
-    let error = read(&query(&format!("{{ {fields} }}"), json!(null)), &limits).unwrap_err();
+    let error = read_limited(&query(&format!("{{ {fields} }}"), json!(null)), &limits).unwrap_err();
     assert!(error.to_string().contains("too large"), "{error}");
 
     let big = query(
@@ -464,7 +517,7 @@ fn every_reference_template_parses() {
                 .collect();
             let request = GraphqlRequest {
                 variables,
-                ..request
+                parsed: request.parsed,
             };
             template
                 .check(&request)

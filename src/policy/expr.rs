@@ -1388,7 +1388,8 @@ mod tests {
             .insert("content-type".into(), "application/json".into());
         graphql_request.body = r#"{"query": "{ a { b } }"}"#.into();
         let parsed =
-            crate::graphql::read(&graphql_request, &crate::graphql::Limits::default()).unwrap();
+            crate::graphql::read(&graphql_request, &crate::graphql::Limits::default(), None)
+                .unwrap();
         for source in [
             "graphql.template",
             "graphql.template == 'T'",

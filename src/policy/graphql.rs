@@ -18,11 +18,17 @@ use super::expr::{Expr, Vars};
 use super::spec::GraphqlSpec;
 use crate::authn::Identity;
 use crate::graphql::template::{Misfit, Template};
-use crate::graphql::{GraphqlRequest, Limits, OperationType};
+use crate::graphql::{DocumentCache, GraphqlRequest, Limits, OperationType};
+
+/// The query text a policy keeps parsed: a few hundred distinct queries of a few KB, the
+/// iWlz templates and their parts, fit many times over.
+const DOCUMENT_CACHE_BYTES: u64 = 4 << 20;
 
 #[derive(Debug)]
 pub struct PolicyGraphql {
     pub limits: Limits,
+    /// Queries this policy has parsed: a template-shaped query is sent again and again.
+    pub documents: DocumentCache,
     operations: Vec<OperationType>,
     introspection: bool,
     templates: Vec<PolicyTemplate>,
@@ -154,6 +160,7 @@ impl PolicyGraphql {
             return None;
         }
         Some(PolicyGraphql {
+            documents: DocumentCache::new(DOCUMENT_CACHE_BYTES),
             limits: Limits {
                 max_body_bytes: limits.max_body_bytes,
                 max_tokens: limits.max_tokens,
