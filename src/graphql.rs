@@ -1,9 +1,13 @@
 //! GraphQL requests as policies judge them: [`read`] takes the query, operation name and
 //! variables out of an [`AccessRequest`] (POST with a JSON body, or GET with query
-//! parameters), parses the document with `apollo-parser` and builds a [`GraphqlRequest`]:
-//! the chosen operation with its fragments expanded, aliases kept beside the field names
-//! they stand for, each field's arguments (variables kept as references), and the
-//! variables. [`template`] holds query templates and decides whether a request fits one.
+//! parameters), parses the document and builds a [`GraphqlRequest`]: the chosen operation
+//! with its fragments expanded, aliases kept beside the field names they stand for, each
+//! field's arguments (variables kept as references), and the variables. [`template`] holds
+//! query templates and decides whether a request fits one.
+//!
+//! Two readers turn the text into a [`document::Document`]: a fast one for the plain
+//! documents clients send (`plain`), and apollo-parser for everything else and for every
+//! error (`apollo`). They must agree wherever the fast one answers; `tests.rs` checks.
 //!
 //! Everything a client sends is bounded by [`Limits`] before or while it is looked at:
 //! the body's size, the parser's tokens and nesting, the fields selected after fragments
@@ -13,16 +17,18 @@
 //! server would look up), batches, GraphQL parameters in a POST's URL, several operations
 //! without `operationName`, duplicate operation or fragment names.
 
+mod apollo;
+mod document;
+mod plain;
 pub mod template;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use apollo_parser::Parser;
-use apollo_parser::cst::{self, CstNode};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
+use self::document::{FragmentDefinition, Selection};
 use crate::request::AccessRequest;
 
 /// Bounds on the work one request may cause. The defaults fit the iWlz templates (the
@@ -330,16 +336,15 @@ pub fn read(
         .map(Arc::new)
     };
     let parsed = match cache {
+        // One look-up: the key (the whole query text) is hashed once, and concurrent
+        // requests with the same new text wait for one parse.
         Some(cache) => {
             let key = (parts.operation_name, query);
-            match cache.0.get(&key) {
-                Some(parsed) => parsed,
-                None => {
-                    let parsed = parse_safely(&key.1, key.0.as_deref());
-                    cache.0.insert(key, parsed.clone());
-                    parsed
-                }
-            }
+            cache
+                .0
+                .entry_by_ref(&key)
+                .or_insert_with(|| parse_safely(&key.1, key.0.as_deref()))
+                .into_value()
         }
         None => parse_safely(&query, parts.operation_name.as_deref()),
     }?;
@@ -499,62 +504,32 @@ fn parse(
     operation_name: Option<&str>,
     limits: &Limits,
 ) -> Result<Operation, RequestError> {
-    let tree = Parser::new(query)
-        .token_limit(limits.max_tokens)
-        .recursion_limit(limits.parser_recursion())
-        .parse();
-    if let Some(error) = tree.errors().find(|e| e.is_limit()) {
-        return Err(malformed(format!(
-            "the query is too large or too deeply nested ({})",
-            error.message()
-        )));
-    }
-    if let Some(error) = tree.errors().next() {
-        return Err(RequestError::Syntax(format!(
-            "{} (at byte {})",
-            error.message(),
-            error.index()
-        )));
-    }
-    let document = tree.document();
-    let mut operations = Vec::new();
-    let mut fragments: HashMap<String, cst::FragmentDefinition> = HashMap::new();
-    for definition in document.definitions() {
-        match definition {
-            cst::Definition::OperationDefinition(operation) => operations.push(operation),
-            cst::Definition::FragmentDefinition(fragment) => {
-                let name = fragment
-                    .fragment_name()
-                    .and_then(|n| n.name())
-                    .map(|n| n.text().to_string())
-                    .unwrap_or_default();
-                if fragments.insert(name.clone(), fragment).is_some() {
-                    return Err(malformed(format!("fragment `{name}` is defined twice")));
-                }
-            }
-            other => {
-                return Err(malformed(format!(
-                    "a request holds operations and fragments, not a {}",
-                    other.kind()
-                )));
-            }
+    let document = match plain::read(query, limits) {
+        Some(document) => document,
+        None => apollo::read(query, limits)?,
+    };
+    let mut fragments: HashMap<String, FragmentDefinition> = HashMap::new();
+    for fragment in document.fragments {
+        let name = fragment.name.clone();
+        if fragments.insert(name.clone(), fragment).is_some() {
+            return Err(malformed(format!("fragment `{name}` is defined twice")));
         }
     }
-    let names: Vec<Option<String>> = operations
-        .iter()
-        .map(|o| o.name().map(|n| n.text().to_string()))
-        .collect();
-    for (i, name) in names.iter().enumerate() {
-        if let Some(name) = name
-            && names.iter().skip(i + 1).any(|n| n.as_deref() == Some(name))
+    let mut operations = document.operations;
+    for (i, operation) in operations.iter().enumerate() {
+        if let Some(name) = &operation.name
+            && operations
+                .iter()
+                .skip(i + 1)
+                .any(|o| o.name.as_ref() == Some(name))
         {
             return Err(malformed(format!("operation `{name}` is defined twice")));
         }
     }
     let chosen = match operation_name {
-        Some(wanted) => names
+        Some(wanted) => operations
             .iter()
-            .position(|name| name.as_deref() == Some(wanted))
+            .position(|o| o.name.as_deref() == Some(wanted))
             .ok_or_else(|| {
                 RequestError::NoOperation(format!("the query has no operation `{wanted}`"))
             })?,
@@ -572,49 +547,24 @@ fn parse(
             }
         },
     };
-    let Some(operation) = operations.get(chosen) else {
+    if chosen >= operations.len() {
         return Err(RequestError::NoOperation(
             "the query defines no operation".into(),
         ));
-    };
-    let kind = match operation.operation_type() {
-        None => OperationType::Query,
-        Some(t) if t.mutation_token().is_some() => OperationType::Mutation,
-        Some(t) if t.subscription_token().is_some() => OperationType::Subscription,
-        Some(_) => OperationType::Query,
-    };
+    }
+    let operation = operations.swap_remove(chosen);
     let mut variable_definitions: Vec<VariableDefinition> = Vec::new();
-    for definition in operation
-        .variable_definitions()
-        .iter()
-        .flat_map(|d| d.variable_definitions())
-    {
-        let name = definition
-            .variable()
-            .and_then(|v| v.name())
-            .map(|n| n.text().to_string())
-            .unwrap_or_default();
-        if variable_definitions.iter().any(|d| d.name == name) {
-            return Err(malformed(format!("variable `${name}` is defined twice")));
+    for definition in operation.variable_definitions {
+        if variable_definitions
+            .iter()
+            .any(|d| d.name == definition.name)
+        {
+            return Err(malformed(format!(
+                "variable `${}` is defined twice",
+                definition.name
+            )));
         }
-        variable_definitions.push(VariableDefinition {
-            name,
-            ty: definition
-                .ty()
-                .map(|t| {
-                    t.syntax()
-                        .to_string()
-                        .chars()
-                        .filter(|c| !c.is_whitespace() && *c != ',')
-                        .collect()
-                })
-                .unwrap_or_default(),
-            default: definition
-                .default_value()
-                .and_then(|d| d.value())
-                .map(|v| arg_value(&v))
-                .transpose()?,
-        });
+        variable_definitions.push(definition);
     }
     let mut expansion = Expansion {
         fragments: &fragments,
@@ -624,15 +574,15 @@ fn parse(
         spreads: Vec::new(),
         introspection: false,
     };
-    let fields = match operation.selection_set() {
-        Some(set) => expansion.selection(&set, 1)?,
-        None => Vec::new(),
-    };
+    let mut fields = Vec::with_capacity(operation.selection.len());
+    if !operation.selection.is_empty() {
+        expansion.expand(operation.selection, 1, &mut fields)?;
+    }
     Ok(Operation {
-        operation: kind,
-        name: names.get(chosen).cloned().flatten(),
+        operation: operation.operation,
+        name: operation.name,
         variable_definitions,
-        directives: directives(operation.directives())?,
+        directives: operation.directives,
         fields,
         introspection: expansion.introspection,
     })
@@ -640,7 +590,7 @@ fn parse(
 
 /// Expanding an operation's selection: fragments inlined, limits counted as we go.
 struct Expansion<'a> {
-    fragments: &'a HashMap<String, cst::FragmentDefinition>,
+    fragments: &'a HashMap<String, FragmentDefinition>,
     limits: &'a Limits,
     visited: usize,
     aliases: usize,
@@ -661,20 +611,10 @@ impl Expansion<'_> {
         Ok(())
     }
 
-    fn selection(
-        &mut self,
-        set: &cst::SelectionSet,
-        depth: usize,
-    ) -> Result<Vec<Field>, RequestError> {
-        let mut fields = Vec::new();
-        self.into(set, depth, &mut fields)?;
-        Ok(fields)
-    }
-
     /// Appends the fields of `set` (at `depth`) to `out`.
-    fn into(
+    fn expand(
         &mut self,
-        set: &cst::SelectionSet,
+        set: Vec<Selection>,
         depth: usize,
         out: &mut Vec<Field>,
     ) -> Result<(), RequestError> {
@@ -684,22 +624,14 @@ impl Expansion<'_> {
                 self.limits.max_depth
             )));
         }
-        for selection in set.selections() {
+        for selection in set {
             self.count()?;
             match selection {
-                cst::Selection::Field(field) => {
-                    let name = field
-                        .name()
-                        .map(|n| n.text().to_string())
-                        .unwrap_or_default();
-                    if name == "__schema" || name == "__type" {
+                Selection::Field(field) => {
+                    if field.name == "__schema" || field.name == "__type" {
                         self.introspection = true;
                     }
-                    let alias = field
-                        .alias()
-                        .and_then(|a| a.name())
-                        .map(|n| n.text().to_string());
-                    if alias.is_some() {
+                    if field.alias.is_some() {
                         self.aliases += 1;
                         if self.aliases > self.limits.max_aliases {
                             return Err(malformed(format!(
@@ -708,31 +640,27 @@ impl Expansion<'_> {
                             )));
                         }
                     }
-                    let selection = match field.selection_set() {
-                        Some(set) => self.selection(&set, depth + 1)?,
-                        None => Vec::new(),
-                    };
+                    let mut selection = Vec::with_capacity(field.selection.len());
+                    if !field.selection.is_empty() {
+                        self.expand(field.selection, depth + 1, &mut selection)?;
+                    }
                     out.push(Field {
-                        name,
-                        alias,
-                        arguments: arguments(field.arguments())?,
-                        directives: directives(field.directives())?,
+                        name: field.name,
+                        alias: field.alias,
+                        arguments: field.arguments,
+                        directives: field.directives,
                         selection,
                     });
                 }
-                cst::Selection::InlineFragment(fragment) => {
-                    reject_directives(fragment.directives(), "an inline fragment")?;
-                    if let Some(set) = fragment.selection_set() {
-                        self.into(&set, depth, out)?;
-                    }
+                Selection::Inline {
+                    directives,
+                    selection,
+                } => {
+                    refuse_directives(directives, "an inline fragment")?;
+                    self.expand(selection, depth, out)?;
                 }
-                cst::Selection::FragmentSpread(spread) => {
-                    reject_directives(spread.directives(), "a fragment spread")?;
-                    let name = spread
-                        .fragment_name()
-                        .and_then(|n| n.name())
-                        .map(|n| n.text().to_string())
-                        .unwrap_or_default();
+                Selection::Spread { name, directives } => {
+                    refuse_directives(directives, "a fragment spread")?;
                     if let Some(at) = self.spreads.iter().position(|s| *s == name) {
                         let mut cycle = self.spreads.get(at..).unwrap_or_default().to_vec();
                         cycle.push(name);
@@ -745,11 +673,9 @@ impl Expansion<'_> {
                         .fragments
                         .get(&name)
                         .ok_or_else(|| malformed(format!("fragment `{name}` is not defined")))?;
-                    reject_directives(fragment.directives(), "a fragment definition")?;
+                    refuse_directives(fragment.directives, "a fragment definition")?;
                     self.spreads.push(name);
-                    if let Some(set) = fragment.selection_set() {
-                        self.into(&set, depth, out)?;
-                    }
+                    self.expand(fragment.selection.clone(), depth, out)?;
                     self.spreads.pop();
                 }
             }
@@ -760,84 +686,11 @@ impl Expansion<'_> {
 
 /// Directives on fragments would make a field conditional in ways the flat field tree
 /// cannot show: refused.
-fn reject_directives(directives: Option<cst::Directives>, on: &str) -> Result<(), RequestError> {
-    match directives.and_then(|d| d.directives().next()) {
-        Some(_) => Err(malformed(format!("directives on {on} are not accepted"))),
-        None => Ok(()),
+fn refuse_directives(directives: bool, on: &str) -> Result<(), RequestError> {
+    match directives {
+        true => Err(malformed(format!("directives on {on} are not accepted"))),
+        false => Ok(()),
     }
-}
-
-fn arguments(arguments: Option<cst::Arguments>) -> Result<Vec<(String, ArgValue)>, RequestError> {
-    let mut out: Vec<(String, ArgValue)> = Vec::new();
-    for argument in arguments.iter().flat_map(|a| a.arguments()) {
-        let name = argument
-            .name()
-            .map(|n| n.text().to_string())
-            .unwrap_or_default();
-        let value = match argument.value() {
-            Some(value) => arg_value(&value)?,
-            None => ArgValue::Null,
-        };
-        out.push((name, value));
-    }
-    sorted_unique(out, "argument")
-}
-
-fn directives(directives: Option<cst::Directives>) -> Result<Vec<Directive>, RequestError> {
-    directives
-        .iter()
-        .flat_map(|d| d.directives())
-        .map(|directive| {
-            Ok(Directive {
-                name: directive
-                    .name()
-                    .map(|n| n.text().to_string())
-                    .unwrap_or_default(),
-                arguments: arguments(directive.arguments())?,
-            })
-        })
-        .collect()
-}
-
-fn sorted_unique(
-    mut entries: Vec<(String, ArgValue)>,
-    what: &str,
-) -> Result<Vec<(String, ArgValue)>, RequestError> {
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    if let Some(pair) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(malformed(format!("{what} `{}` is given twice", pair[0].0)));
-    }
-    Ok(entries)
-}
-
-/// The parser's recursion limit bounds how deep this goes.
-fn arg_value(value: &cst::Value) -> Result<ArgValue, RequestError> {
-    let name_of = |name: Option<cst::Name>| name.map(|n| n.text().to_string()).unwrap_or_default();
-    Ok(match value {
-        cst::Value::Variable(variable) => ArgValue::Variable(name_of(variable.name())),
-        cst::Value::StringValue(text) => ArgValue::String(String::from(text)),
-        cst::Value::FloatValue(number) => ArgValue::Number(number.syntax().to_string()),
-        cst::Value::IntValue(number) => ArgValue::Number(number.syntax().to_string()),
-        cst::Value::BooleanValue(b) => ArgValue::Bool(b.true_token().is_some()),
-        cst::Value::NullValue(_) => ArgValue::Null,
-        cst::Value::EnumValue(e) => ArgValue::Enum(name_of(e.name())),
-        cst::Value::ListValue(list) => ArgValue::List(
-            list.values()
-                .map(|v| arg_value(&v))
-                .collect::<Result<_, _>>()?,
-        ),
-        cst::Value::ObjectValue(object) => {
-            let mut entries = Vec::new();
-            for field in object.object_fields() {
-                let value = match field.value() {
-                    Some(value) => arg_value(&value)?,
-                    None => ArgValue::Null,
-                };
-                entries.push((name_of(field.name()), value));
-            }
-            ArgValue::Object(sorted_unique(entries, "input field")?)
-        }
-    })
 }
 
 impl Operation {
@@ -903,7 +756,9 @@ pub fn parse_template(text: &str) -> Result<Operation, String> {
         max_aliases: 100_000,
     };
     let operations = {
-        let tree = Parser::new(text).recursion_limit(200).parse();
+        let tree = apollo_parser::Parser::new(text)
+            .recursion_limit(200)
+            .parse();
         if let Some(error) = tree.errors().next() {
             let line = text
                 .get(..error.index())
@@ -916,7 +771,7 @@ pub fn parse_template(text: &str) -> Result<Operation, String> {
         }
         tree.document()
             .definitions()
-            .filter(|d| matches!(d, cst::Definition::OperationDefinition(_)))
+            .filter(|d| matches!(d, apollo_parser::cst::Definition::OperationDefinition(_)))
             .count()
     };
     if operations != 1 {

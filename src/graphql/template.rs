@@ -293,6 +293,11 @@ fn arguments_difference(
     template: &[(String, ArgValue)],
     request: &[(String, ArgValue)],
 ) -> Option<String> {
+    // Both sides are sorted with unique names, so no difference is equality: the common
+    // case, answered without writing a path.
+    if template == request {
+        return None;
+    }
     for (name, wanted) in template {
         let path = format!("{prefix}{name}");
         match request.iter().find(|(n, _)| n == name) {

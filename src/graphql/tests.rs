@@ -540,3 +540,145 @@ fn templates_must_declare_what_they_use() {
     let error = Template::parse("t", "query { a(").unwrap_err();
     assert!(error.contains("line 1"), "{error}");
 }
+
+/// The fast reader must read every document it answers for exactly as apollo-parser does
+/// (`plain.rs`): on the iWlz templates, on odd but valid documents, and on thousands of
+/// damaged copies of a template, where it mostly gives up and must never disagree.
+#[test]
+fn the_fast_reader_agrees_with_apollo_parser() {
+    let limits = Limits::default();
+    let agree = |text: &str| -> bool {
+        let fast = plain::read(text, &limits);
+        if let Some(document) = &fast {
+            assert_eq!(
+                Ok(document),
+                apollo::read(text, &limits).as_ref(),
+                "the readers disagree on {text:?}"
+            );
+        }
+        fast.is_some()
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy/iwlz");
+    let mut templates = Vec::new();
+    for sub in ["indicatie", "bemiddeling"] {
+        for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+            templates.push(std::fs::read_to_string(entry.unwrap().path()).unwrap());
+        }
+    }
+    for text in &templates {
+        assert!(
+            agree(text),
+            "the fast reader gave up on a template:\n{text}"
+        );
+    }
+    let plain = [
+        "{a}",
+        "query { a }",
+        "query query { query mutation fragment on true: false null }",
+        "# a comment\n{ a # another\r\n, b,,, c\t}",
+        r#"query Q($a: Int = 1, $b: [String!]! = ["x", "y"], $c: Boolean) @d(x: 1) {
+            a(x: $a, y: {b: [1, 2.5e3, -0, "s\n\"\\\/\b\f\r\t", []], c: null, d: ENUM, e: true})
+              @skip(if: false) @other {
+              ...F
+              ... on T { b }
+              ... @include(if: $c) { c }
+              ... { d }
+            }
+          }
+          fragment F on T @x { x: y(z: {}) }"#,
+        "{ a(x: \"héllo 😀 €\", y: \"a\tb\") }",
+        "{ a(x: 0, y: -1, z: 1.0, w: 1e10, v: 1E-5, u: -0.5e+3, t: 123456789012345678901234567890) }",
+        "mutation M { a } subscription S { b } query { c }",
+        "{ a(b: $ c) @ d ... F } fragment F on T { e }",
+        "query Q($v: [[Int!]!] = [[1], [2, 3]], $w: In = {a: {b: [{c: ENUM}]}}) { a }",
+        "{ a(z: 1, a: 2) { b(y: {d: 1, c: 2}) } }",
+    ];
+    for text in plain {
+        assert!(agree(text), "the fast reader gave up on {text:?}");
+    }
+    let left_to_apollo = [
+        r#"{ a(x: """block""") }"#,
+        r#"{ a(x: "\u0041") }"#,
+        "\u{feff}{ a }",
+        "{ a\u{1} }",
+        "{ a(x: 01) }",
+        "{ a(x: 1.) }",
+        "{ a(x: 1a) }",
+        "{ a(x: 1.5e) }",
+        "{ a(x: -) }",
+        "{ a(x: .5) }",
+        "{}",
+        "{ a() }",
+        "{ a { } }",
+        "query Q() { a }",
+        "query ($v: Int = $w) { a }",
+        "query ($v: Int @d) { a }",
+        "fragment on on T { a }",
+        "fragment F T { a }",
+        "{ ...on }",
+        "{ ... }",
+        "{ a } garbage",
+        "{ a }}",
+        "{ a",
+        "query",
+        "",
+        "   # nothing\n",
+        "type T { a: Int }",
+        "schema { query: Q }",
+        "extend type T { a: Int }",
+        "{ a(x: 1, x: 2) }",
+        "{ a(x: {y: 1, y: 2}) }",
+        "{ a(x: \"unterminated) }",
+        "{ a(x: \"new\nline\") }",
+        "{ a | b }",
+        "{ a & b }",
+        "{ a(x: [1 2 3) }",
+    ];
+    for text in left_to_apollo {
+        assert!(
+            !agree(text),
+            "the fast reader should leave {text:?} to apollo"
+        );
+    }
+    // Damaged copies: insert a token or drop a few bytes at pseudo-random places.
+    let pieces = [
+        "{", "}", "(", ")", "[", "]", ":", "$", "@", "...", "\"", "\\", "#", ",", " ", "\n", "0",
+        "-", ".", "e", "on", "!", "=", "\"\"\"", "é", "\t", "\u{1}", "1.5", "fragment", "query",
+        "\\u", "a:", "null",
+    ];
+    let base = templates.iter().min_by_key(|t| t.len()).unwrap().clone();
+    let mut seed: u64 = 0x5eed;
+    let mut next = |bound: usize| -> usize {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) as usize) % bound.max(1)
+    };
+    let mut answered = 0;
+    for round in 0..1500 {
+        let mut text = base.clone();
+        for _ in 0..=(round % 3) {
+            let mut at = next(text.len() + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            if next(2) == 0 {
+                text.insert_str(at, pieces[next(pieces.len())]);
+            } else {
+                let mut end = (at + 1 + next(3)).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end += 1;
+                }
+                text.replace_range(at..end, "");
+            }
+        }
+        if agree(&text) {
+            answered += 1;
+        }
+    }
+    // Both kinds of outcome are exercised.
+    assert!(
+        answered > 100 && answered < 1400,
+        "answered {answered} of 1500"
+    );
+}
