@@ -8,6 +8,9 @@
 //! - `decide/iwlz/qir-0001-zki`: the whole QIR-0001-ZKi template (about 150 fields, 3 KB)
 //!   as the query, with a cached token: parsing, template matching with the bound
 //!   UZOVI code, and the rule.
+//! - `decide/iwlz/qir-0001-zki/new-text`: the same, but every query text is new (a comment
+//!   with a counter), so the policy's cache of parsed queries never answers: the parse
+//!   is measured.
 //! - `decide/first-verification/{RS256,ES256,EdDSA}`: a token never verified before on
 //!   every iteration: signature, claims and cache insert included.
 //! - `decide/denied/missing-token`: the cheap deny path (401, no token at all).
@@ -32,7 +35,7 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
@@ -240,7 +243,18 @@ fn example_policies(c: &mut Criterion) {
         // Also verifies the token, so every measured iteration is a cache hit.
         check(&rt, &engine, request, true, name);
     }
-    count_mode(&rt, &engine, &cases);
+    // The whole template as a query text never seen before: a comment with a counter makes
+    // every iteration's text new, so the policy's parsed-query cache never answers.
+    let qir = include_str!("../policy/iwlz/indicatie/QIR-0001-ZKi.graphql");
+    let mut sent = 0u64;
+    let new_text = |sent: &mut u64| {
+        *sent += 1;
+        graphql(
+            request("POST", "/iwlz/indicatieregister/v2/graphql", Some(&iwlz)),
+            &format!("{qir}\n# {sent}"),
+        )
+    };
+    count_mode(&rt, &engine, &cases, || new_text(&mut sent));
 
     let mut group = c.benchmark_group("decide");
     for (name, request) in &cases {
@@ -248,6 +262,24 @@ fn example_policies(c: &mut Criterion) {
             b.iter(|| rt.block_on(engine.decide(black_box(request))))
         });
     }
+
+    check(
+        &rt,
+        &engine,
+        &new_text(&mut sent),
+        true,
+        "iwlz/qir-0001-zki/new-text",
+    );
+    group.bench_function("iwlz/qir-0001-zki/new-text", |b| {
+        b.iter_batched(
+            || new_text(&mut sent),
+            |request| {
+                let decision = rt.block_on(engine.decide(black_box(&request)));
+                (decision, request)
+            },
+            BatchSize::SmallInput,
+        )
+    });
 
     let missing = request("GET", "/eoverdracht/fhir/Patient/123", None);
     check(&rt, &engine, &missing, false, "denied/missing-token");
@@ -294,12 +326,26 @@ fn example_policies(c: &mut Criterion) {
 /// times and exit, without criterion. Under `valgrind --tool=callgrind` the difference
 /// between N and 0 is the instruction count of N decisions: repeatable on a machine whose
 /// timings are not (see BENCHMARKS.md).
-fn count_mode(rt: &Runtime, engine: &Engine, cases: &[(&str, AccessRequest)]) {
+/// `iwlz/qir-0001-zki/new-text` builds its requests in the loop: subtract with
+/// `callgrind_annotate --inclusive=yes`, reading `Engine::decide`, not the whole program.
+fn count_mode(
+    rt: &Runtime,
+    engine: &Engine,
+    cases: &[(&str, AccessRequest)],
+    mut new_text: impl FnMut() -> AccessRequest,
+) {
     let Ok(count) = std::env::var("SLUIS_BENCH_COUNT") else {
         return;
     };
     let count: usize = count.parse().expect("SLUIS_BENCH_COUNT: a number");
     let wanted = std::env::var("SLUIS_BENCH_CASE").unwrap_or_else(|_| cases[0].0.to_owned());
+    if wanted == "iwlz/qir-0001-zki/new-text" {
+        for _ in 0..count {
+            let request = new_text();
+            black_box(rt.block_on(engine.decide(black_box(&request))).ok());
+        }
+        std::process::exit(0);
+    }
     let (_, request) = cases
         .iter()
         .find(|(name, _)| *name == wanted)

@@ -1014,11 +1014,12 @@ impl Policy {
                     refusal,
                 )),
                 None => match graphql.fit(parsed, &vars, identity) {
-                    Ok(Some(template)) => {
-                        vars.set_graphql_template(template.clone());
-                        Ok(format!("fits template `{template}`"))
+                    Ok(template) => {
+                        if let Some(template) = &template {
+                            vars.set_graphql_template(template.clone());
+                        }
+                        Ok(template)
                     }
-                    Ok(None) => Ok("no templates to fit".to_string()),
                     Err(reason) => Err(self.deny(
                         "graphql-template",
                         403,
@@ -1040,7 +1041,8 @@ impl Policy {
                     parsed.paths().len()
                 );
                 trace.graphql = Some(match &judged {
-                    Ok(fit) => format!("{summary}; {fit}"),
+                    Ok(Some(template)) => format!("{summary}; fits template `{template}`"),
+                    Ok(None) => format!("{summary}; no templates to fit"),
                     Err(denial) => format!("{summary}; {}", denial.reason),
                 });
             }
