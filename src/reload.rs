@@ -80,73 +80,34 @@ impl Reloader {
         let Some(config) = &self.candidate_config else {
             return Ok(false);
         };
-        let result = PolicySet::load(config);
-        let mut status = self
-            .candidate_status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match result {
-            Ok(set) => {
-                let changed = self
-                    .engine
-                    .candidate_policies()
-                    .is_none_or(|current| current.version != set.version);
-                if changed {
-                    tracing::info!(version = %set.version, policies = set.policies.len(), "candidate policy set loaded");
-                    for warning in crate::server::load_warnings(config, &set) {
-                        tracing::warn!("candidate: {warning}");
-                    }
-                    self.engine.swap_candidate(set);
-                }
-                status.last_success = Some(SystemTime::now());
-                status.last_error = None;
-                status.successes += 1;
-                Ok(changed)
-            }
-            Err(errors) => {
-                let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                for error in &text {
-                    tracing::error!(
-                        "candidate policy set failed to load, keeping the last good candidate (the enforced set is not affected): {error}"
-                    );
-                }
-                status.last_error = Some(text.join("\n"));
-                status.failures += 1;
-                Err(errors)
-            }
-        }
+        let current = self.engine.candidate_policies().map(|p| p.version.clone());
+        load(
+            SetKind {
+                config,
+                status: &self.candidate_status,
+                current,
+                loaded: "candidate policy set loaded",
+                warning: "candidate: ",
+                failed: "candidate policy set failed to load, keeping the last good candidate (the enforced set is not affected)",
+            },
+            |set| self.engine.swap_candidate(set),
+        )
     }
 
     /// Loads the policies again and swaps them in if they are valid. Returns whether the
     /// policy set changed.
     pub fn reload(&self) -> Result<bool, Vec<LoadError>> {
-        let result = PolicySet::load(&self.config);
-        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        match result {
-            Ok(set) => {
-                let changed = set.version != self.engine.policies().version;
-                if changed {
-                    tracing::info!(version = %set.version, policies = set.policies.len(), "policies reloaded");
-                    for warning in crate::server::load_warnings(&self.config, &set) {
-                        tracing::warn!("{warning}");
-                    }
-                    self.engine.swap_policies(set);
-                }
-                status.last_success = Some(SystemTime::now());
-                status.last_error = None;
-                status.successes += 1;
-                Ok(changed)
-            }
-            Err(errors) => {
-                let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                for error in &text {
-                    tracing::error!("policy reload failed, keeping the last good set: {error}");
-                }
-                status.last_error = Some(text.join("\n"));
-                status.failures += 1;
-                Err(errors)
-            }
-        }
+        load(
+            SetKind {
+                config: &self.config,
+                status: &self.status,
+                current: Some(self.engine.policies().version.clone()),
+                loaded: "policies reloaded",
+                warning: "",
+                failed: "policy reload failed, keeping the last good set",
+            },
+            |set| self.engine.swap_policies(set),
+        )
     }
 
     /// Directories to watch: the configured directories and the parents of files.
@@ -218,5 +179,48 @@ impl Reloader {
             }
         });
         Ok(())
+    }
+}
+
+/// What differs between reloading the enforced set and the candidate set: where the
+/// policies and the status are, which version is in place, and how the log reads.
+struct SetKind<'a> {
+    config: &'a Config,
+    status: &'a Mutex<ReloadStatus>,
+    current: Option<String>,
+    loaded: &'static str,
+    warning: &'static str,
+    failed: &'static str,
+}
+
+/// Loads a policy set and hands it to `swap` when it is valid and not the one in place;
+/// a broken set is logged and counted, and the one in place stays.
+fn load(kind: SetKind, swap: impl FnOnce(PolicySet)) -> Result<bool, Vec<LoadError>> {
+    let result = PolicySet::load(kind.config);
+    let mut status = kind.status.lock().unwrap_or_else(|p| p.into_inner());
+    match result {
+        Ok(set) => {
+            let changed = kind.current.as_ref() != Some(&set.version);
+            if changed {
+                tracing::info!(version = %set.version, policies = set.policies.len(), "{}", kind.loaded);
+                for warning in crate::server::load_warnings(kind.config, &set) {
+                    tracing::warn!("{}{warning}", kind.warning);
+                }
+                swap(set);
+            }
+            status.last_success = Some(SystemTime::now());
+            status.last_error = None;
+            status.successes += 1;
+            Ok(changed)
+        }
+        Err(errors) => {
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            for error in &text {
+                tracing::error!("{}: {error}", kind.failed);
+            }
+            status.last_error = Some(text.join("\n"));
+            status.failures += 1;
+            Err(errors)
+        }
     }
 }
