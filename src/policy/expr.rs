@@ -21,9 +21,10 @@
 //! function using the regex compiled once, which also reports a bad pattern at load.
 //! Common shapes skip the interpreter's per-call overhead (scopes, qualified-name lookups,
 //! overload search): a string field (`token.client_id`, `request.path`), a field compared
-//! with a literal, `list.size() == 0` and `true` are evaluated directly ([`fast`]), and
-//! `flows.permitting(request)` / `flows.covering(request)` become variables computed once
-//! per request, however many rules ask.
+//! with a literal, `list.size() == 0`, `true`, and `exists`/`all` over the caller's flows
+//! with a condition on each flow's and the token's fields are evaluated directly
+//! ([`fast`]), and `flows.permitting(request)` / `flows.covering(request)` become
+//! variables computed once per request, however many rules ask.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, OnceLock, RwLock};
