@@ -372,6 +372,11 @@ impl Strings {
         }
     }
 
+    /// Whether [`Strings::read`] gives the list: not the token's without a token.
+    fn readable(self, token: Option<&Identity>) -> bool {
+        token.is_some() || self == Strings::FlowScopes
+    }
+
     /// The list's strings; `None` for the token's without a token (an error in CEL).
     fn read<'v>(
         self,
@@ -500,8 +505,10 @@ impl Cond {
                 list.read(flow, token)?.next().is_none() == *when_empty
             }
             Cond::Contains { list, wanted, all } => {
-                // Both read first: either may be the token's, an error without one.
-                list.read(flow, token)?;
+                // Either may be the token's, an error without one, whatever the other holds.
+                if !list.readable(token) {
+                    return None;
+                }
                 let mut wanted = wanted.read(flow, token)?;
                 let found = |w: &str| {
                     list.read(flow, token)
