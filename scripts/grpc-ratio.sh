@@ -3,14 +3,17 @@
 # times (default 3) in one go, N calls each (default 100000): the ratio issue #2 asks for,
 # without the Envoy runs of scripts/load.sh. Needs: cargo build --release --bin sluis
 # --bin sluis-noop-authz; scripts/install-load-tools.sh (h2load). Uses ports 9190-9292.
+# BIN=DIR takes both binaries from DIR instead of target/release (an earlier build kept
+# aside, to compare two builds in one sitting).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=tmp/grpc-ratio; mkdir -p $OUT
-TOKEN=$(target/release/sluis dev-token --key examples/keys/dev-rsa.pem --kid dev-1 --claims '{"iss":"https://nuts.example.org","aud":"https://fhir.example.org","sub":"did:web:receiver.example.org","client_id":"did:web:receiver.example.org","scope":"eOverdracht-receiver"}' 2>/dev/null || true)
-if [[ -z "$TOKEN" ]]; then target/release/sluis dev-token --help; exit 1; fi
+BIN=${BIN:-target/release}
+TOKEN=$($BIN/sluis dev-token --key examples/keys/dev-rsa.pem --kid dev-1 --claims '{"iss":"https://nuts.example.org","aud":"https://fhir.example.org","sub":"did:web:receiver.example.org","client_id":"did:web:receiver.example.org","scope":"eOverdracht-receiver"}' 2>/dev/null || true)
+if [[ -z "$TOKEN" ]]; then $BIN/sluis dev-token --help; exit 1; fi
 python3 scripts/gen-check-request.py -o $OUT/check.bin --path /eoverdracht/fhir/Patient/123 --host 127.0.0.1:10000 --token "$TOKEN"
-target/release/sluis-noop-authz 127.0.0.1:9292 > $OUT/noop.log 2>&1 & NOOP=$!
-target/release/sluis serve --config examples/config.yaml > $OUT/sluis.log 2>&1 & SLUIS=$!
+$BIN/sluis-noop-authz 127.0.0.1:9292 > $OUT/noop.log 2>&1 & NOOP=$!
+$BIN/sluis serve --config examples/config.yaml > $OUT/sluis.log 2>&1 & SLUIS=$!
 trap 'kill $NOOP $SLUIS 2>/dev/null' EXIT
 sleep 3
 curl -s -o /dev/null -w 'flow: %{http_code}\n' -X POST http://127.0.0.1:9190/v1/flows -H 'content-type: application/json' -d '{"id": "load-transfer", "purpose": "eOverdracht", "actor": "did:web:receiver.example.org", "scopes": ["eOverdracht-receiver"], "resources": [{"path": "Patient/123", "operations": ["read"]}]}'

@@ -21,9 +21,10 @@
 //! function using the regex compiled once, which also reports a bad pattern at load.
 //! Common shapes skip the interpreter's per-call overhead (scopes, qualified-name lookups,
 //! overload search): a string field (`token.client_id`, `request.path`), a field compared
-//! with a literal, `list.size() == 0` and `true` are evaluated directly ([`fast`]), and
-//! `flows.permitting(request)` / `flows.covering(request)` become variables computed once
-//! per request, however many rules ask.
+//! with a literal, `list.size() == 0`, `true`, and `exists`/`all` over the caller's flows
+//! with a condition on each flow's and the token's fields are evaluated directly
+//! ([`fast`]), and `flows.permitting(request)` / `flows.covering(request)` become
+//! variables computed once per request, however many rules ask.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, OnceLock, RwLock};
@@ -1476,6 +1477,105 @@ mod tests {
         }
         for source in ["flows.size() == 1", "request.method == 1", "!request.path"] {
             assert!(Expr::compile(source).unwrap().fast.is_none(), "{source}");
+        }
+    }
+
+    /// `exists`/`all` over the caller's flows, evaluated on the flows directly, gives
+    /// what CEL's comprehension gives: with and without a token, flows with and without
+    /// scopes, patients and matching resources, and on lists that hold no flows (where
+    /// the interpreter decides).
+    #[test]
+    fn flow_quantifiers_agree_with_cel() {
+        let flow = |id: &str, scopes: &[&str], patient: Option<&str>, operation: &str| {
+            crate::flows::Flow::from_json(serde_json::json!({
+                "id": id, "purpose": "eOverdracht", "actor": "did:a", "custodian": "did:c",
+                "patient": patient,
+                "resources": [{"path": "Patient/123", "operations": [operation]}],
+                "scopes": scopes,
+            }))
+            .unwrap()
+        };
+        let flows = [
+            flow("t1", &["a", "b"], None, "read"),
+            flow("t2", &[], Some("p-1"), "read"),
+            flow("t3", &["c"], Some("p-2"), "update"),
+        ];
+        let flow_sets: Vec<Vec<&crate::flows::Flow>> = vec![
+            vec![],
+            vec![&flows[0]],
+            vec![&flows[1]],
+            vec![&flows[2]],
+            flows.iter().collect(),
+        ];
+        let sources = [
+            "!flows.permitting(request).exists(f, \
+              f.scopes.size() == 0 || token.scopes.containsAny(f.scopes))",
+            "flows.permitting(request).exists(f, token.scopes.containsAny(f.scopes))",
+            "flows.covering(request).all(f, size(f.scopes) > 0 && token.scopes.containsAll(f.scopes))",
+            "flows.exists(f, f.scopes.size() != 0 && !token.scopes.containsAny(f.scopes))",
+            "flows.exists(f, 'b' in f.scopes || 'x' in token.scopes)",
+            "flows.all(f, f.patient == 'p-1' || f.id != 't3')",
+            "flows.exists(f, f.purpose == 'eOverdracht' && f.actor == 'did:a' \
+              && f.custodian != 'did:x' && 'p-2' == f.patient)",
+            "flows.exists(f, f.id == token.sub || token.client_id == 'c')",
+            "flows.exists(f, f.patient == token.client_id)",
+            "flows.exists(f, f.scopes.containsAny(token.aud))",
+            "flows.exists(token, token.scopes.size() == 0)",
+            "data.exists(f, f.scopes.size() == 0)",
+            "data.all(f, f.scopes.size() == 0)",
+        ];
+        let data = Data::from_yaml(serde_yaml_ng::from_str("[1, 2]").unwrap()).unwrap();
+        let empty = Data::from_yaml(serde_yaml_ng::from_str("[]").unwrap()).unwrap();
+        let mut scoped = identity();
+        scoped.scopes = vec!["b".into(), "x".into()];
+        scoped.aud = vec!["c".into()];
+        let mut unscoped = identity();
+        unscoped.client_id = Some("c".into());
+        let actor = Expr::compile("'did:a'").unwrap();
+        let base: Arc<str> = Arc::from("/fhir");
+        let request = request();
+        for source in sources {
+            let direct = Expr::compile(source).unwrap();
+            assert!(direct.fast.is_some(), "{source} is evaluated directly");
+            let mut interpreted = Expr::compile(source).unwrap();
+            interpreted.fast = None;
+            for set in &flow_sets {
+                let index = FlowIndex::from_flows(set.iter().copied());
+                for identity in [Some(&scoped), Some(&unscoped), None] {
+                    for data in [None, Some(&data), Some(&empty)] {
+                        let vars = || {
+                            Vars::new(&request, identity, RequestFields::ALL)
+                                .with_data(data)
+                                .with_flows(Some(FlowSource {
+                                    index: &index,
+                                    actor: &actor,
+                                    base_path: &base,
+                                    purposes: &[],
+                                }))
+                        };
+                        let (a, b) = (direct.eval(&vars()), interpreted.eval(&vars()));
+                        assert_eq!(a.is_ok(), b.is_ok(), "{source}: {a:?} vs {b:?}");
+                        if let (Ok(a), Ok(b)) = (a, b) {
+                            assert_eq!(a, b, "{source} with {} flows", set.len());
+                        }
+                    }
+                }
+            }
+        }
+        for source in [
+            "flows.exists(f, f.permits(request))",
+            "flows.exists_one(f, f.scopes.size() == 0)",
+            "flows.exists(f, f.scopes.size() == 1)",
+            "flows.exists(f, f.attributes.x == 'y')",
+            "[1].exists(f, f.scopes.size() == 0)",
+            "flows.map(f, f.id).exists(i, i == 'x')",
+            "flows.exists(f, g.scopes.size() == 0)",
+        ] {
+            let compiled = Expr::compile(source);
+            assert!(
+                compiled.is_err() || compiled.is_ok_and(|e| e.fast.is_none()),
+                "{source}"
+            );
         }
     }
 
