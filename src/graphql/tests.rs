@@ -682,3 +682,35 @@ fn the_fast_reader_agrees_with_apollo_parser() {
         "answered {answered} of 1500"
     );
 }
+
+/// The cache is bounded by memory, not by text alone: a parsed template weighs several
+/// times its text, and the cache's total stays within its capacity.
+#[test]
+fn the_cache_weighs_the_parsed_operation_too() {
+    let limits = Limits::default();
+    let parsed = read_default(&query(QIR, json!({}))).unwrap();
+    let weight = parsed.approximate_bytes();
+    assert!(
+        weight > 3 * QIR.len(),
+        "{weight} bytes for {} of text",
+        QIR.len()
+    );
+
+    let capacity = 64 * 1024;
+    let cache = DocumentCache::new(capacity);
+    for i in 0..40 {
+        read(
+            &query(&format!("{QIR}\n# {i}"), json!({})),
+            &limits,
+            Some(&cache),
+        )
+        .unwrap();
+    }
+    cache.0.run_pending_tasks();
+    assert!(
+        cache.0.weighted_size() <= capacity,
+        "{}",
+        cache.0.weighted_size()
+    );
+    assert!(cache.0.entry_count() < 40 * QIR.len() as u64 / capacity + 1);
+}
