@@ -61,6 +61,31 @@ pub struct Identity {
     pub(crate) aggregated: OnceLock<serde_json::Map<String, Json>>,
 }
 
+#[cfg(test)]
+impl Identity {
+    /// An identity from `issuer` (its configured name; `iss` is its URL) for `sub`, with
+    /// no audience, scopes or claims: each test sets the fields it reads.
+    pub(crate) fn for_tests(issuer: &str, iss: &str, sub: Option<&str>) -> Identity {
+        Identity {
+            issuer: Arc::from(issuer),
+            iss: iss.into(),
+            sub: sub.map(str::to_owned),
+            client_id: None,
+            aud: vec![],
+            scopes: vec![],
+            exp: None,
+            iat: None,
+            claims: serde_json::Map::new(),
+            payload_json: "{}".into(),
+            token_hash: "00".into(),
+            cache_until: i64::MAX,
+            cel_value: OnceLock::new(),
+            claim_sources: None,
+            aggregated: OnceLock::new(),
+        }
+    }
+}
+
 impl Identity {
     /// The `act` claim (RFC 8693 current actor), when present.
     pub fn act(&self) -> Option<&Json> {

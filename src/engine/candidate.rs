@@ -341,23 +341,7 @@ mod tests {
     }
 
     fn identity() -> Arc<Identity> {
-        Arc::new(Identity {
-            issuer: Arc::from("a"),
-            iss: "https://a".into(),
-            sub: Some("alice".into()),
-            client_id: None,
-            aud: vec![],
-            scopes: vec![],
-            exp: None,
-            iat: None,
-            claims: serde_json::Map::new(),
-            payload_json: "{}".into(),
-            token_hash: "00".into(),
-            cache_until: i64::MAX,
-            cel_value: std::sync::OnceLock::new(),
-            claim_sources: None,
-            aggregated: std::sync::OnceLock::new(),
-        })
+        Arc::new(Identity::for_tests("a", "https://a", Some("alice")))
     }
 
     #[test]

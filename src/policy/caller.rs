@@ -253,7 +253,6 @@ impl Identifier {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::OnceLock;
 
     use serde_json::json;
 
@@ -266,22 +265,11 @@ mod tests {
     fn identity(claims: Json, aggregated: Json) -> Identity {
         let claims = claims.as_object().unwrap().clone();
         let string = |name: &str| claims.get(name).and_then(Json::as_str).map(str::to_owned);
+        let (sub, client_id) = (string("sub"), string("client_id"));
         let identity = Identity {
-            issuer: "iwlz".into(),
-            iss: "auth.nid".into(),
-            sub: string("sub"),
-            client_id: string("client_id"),
-            aud: vec![],
-            scopes: vec![],
-            exp: None,
-            iat: None,
+            client_id,
             claims,
-            payload_json: "{}".into(),
-            token_hash: "h".into(),
-            cache_until: 0,
-            cel_value: OnceLock::new(),
-            claim_sources: None,
-            aggregated: OnceLock::new(),
+            ..Identity::for_tests("iwlz", "auth.nid", sub.as_deref())
         };
         let _ = identity
             .aggregated

@@ -1580,23 +1580,7 @@ mod tests {
     }
 
     fn identity() -> Identity {
-        Identity {
-            issuer: Arc::from("nuts"),
-            iss: "https://idp".into(),
-            sub: Some("s-1".into()),
-            client_id: None,
-            aud: vec![],
-            scopes: vec![],
-            exp: None,
-            iat: None,
-            claims: serde_json::Map::new(),
-            payload_json: "{}".into(),
-            token_hash: "h".into(),
-            cache_until: 0,
-            cel_value: OnceLock::new(),
-            claim_sources: None,
-            aggregated: OnceLock::new(),
-        }
+        Identity::for_tests("nuts", "https://idp", Some("s-1"))
     }
 
     #[test]

@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
 
 use super::*;
 use crate::authn::Identity;
@@ -33,21 +32,11 @@ fn identity(scopes: &[&str]) -> Identity {
     claims.insert("sub".into(), "alice".into());
     claims.insert("act".into(), serde_json::json!({"sub": "bob"}));
     Identity {
-        issuer: Arc::from("test"),
-        iss: "https://i".into(),
-        sub: Some("alice".into()),
         client_id: Some("app".into()),
-        aud: vec![],
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        exp: None,
-        iat: None,
         claims,
         payload_json: r#"{"sub":"alice"}"#.into(),
-        token_hash: "00".into(),
-        cache_until: i64::MAX,
-        cel_value: OnceLock::new(),
-        claim_sources: None,
-        aggregated: OnceLock::new(),
+        ..Identity::for_tests("test", "https://i", Some("alice"))
     }
 }
 
