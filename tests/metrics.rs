@@ -5,15 +5,7 @@
 
 mod common;
 
-use common::{POLICY, Req, Server, Setup, claims, config_yaml, token};
-
-/// The value of the sample line starting with `prefix` (name and labels), if any.
-fn sample(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|line| line.starts_with(prefix))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-}
+use common::{POLICY, Req, Server, Setup, claims, config_yaml, sample, token};
 
 #[tokio::test]
 async fn decisions_and_caches_are_counted() {

@@ -10,17 +10,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{POLICY, Req, Server, Setup, claims, config_yaml, sign, sluis, token};
+use common::{POLICY, Req, Server, Setup, claims, config_yaml, sample, sign, sluis, token};
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
-
-/// The value of the sample line starting with `prefix` (name and labels), if any.
-fn sample(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|line| line.starts_with(prefix))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-}
 
 async fn metrics(server: &Server) -> String {
     reqwest::get(format!("http://{}/metrics", server.admin))
