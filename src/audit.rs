@@ -549,30 +549,30 @@ fn write_lines(
     stats: &LogStats,
 ) {
     while let Some(message) = receiver.blocking_recv() {
+        // The next message is taken only once this one is written, so the writer holds
+        // at most one record outside the queue and `queue` bounds what waits.
         let mut next = Some(message);
         let mut waiting = Vec::new();
         while let Some(message) = next.take() {
-            next = receiver.try_recv().ok();
-            let record = match message {
-                Message::Record(record) => record,
-                Message::Flush(done) => {
-                    waiting.push(done);
-                    continue;
-                }
-            };
-            let line = formatter.line(&record);
-            drop(record);
-            match sink.write_line(&line) {
-                Ok(()) => {
-                    stats.written.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    stats.failed.fetch_add(1, Ordering::Relaxed);
-                    if warn_now(&stats.last_failure_warning) {
-                        tracing::error!("decision log: cannot write a line: {e}");
+            match message {
+                Message::Record(record) => {
+                    let line = formatter.line(&record);
+                    drop(record);
+                    match sink.write_line(&line) {
+                        Ok(()) => {
+                            stats.written.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            stats.failed.fetch_add(1, Ordering::Relaxed);
+                            if warn_now(&stats.last_failure_warning) {
+                                tracing::error!("decision log: cannot write a line: {e}");
+                            }
+                        }
                     }
                 }
+                Message::Flush(done) => waiting.push(done),
             }
+            next = receiver.try_recv().ok();
         }
         if let Err(e) = sink.flush()
             && warn_now(&stats.last_failure_warning)
