@@ -24,6 +24,8 @@ pub mod template;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
@@ -281,18 +283,29 @@ const PARAMETERS: [&str; 4] = ["query", "operationName", "variables", "extension
 
 /// Parsed query documents of one policy, by query text and operation name, so that the
 /// same template-shaped query sent again and again is parsed once: a look-up is a hash of
-/// the text, a parse of the 4.8 KB QIR-0001-ZKi some 100 µs. Refusals are kept too.
+/// the text, a parse of the 4.8 KB QIR-0001-ZKi some 50 µs. Refusals are kept too.
 /// Bounded by the memory it holds: each entry weighs its text and its parsed operation
 /// ([`Operation::approximate_bytes`]: 19.7 KB for the 4.8 KB QIR-0001-ZKi text).
-pub struct DocumentCache(moka::sync::Cache<(Option<String>, String), Parsed>);
+///
+/// A text is kept the second time it is seen, not the first: a client sending ever new
+/// texts then pays neither the insert nor the eviction, and cannot push the texts that are
+/// sent again and again out of the cache. `seen` remembers a hash of each recent text in a
+/// slot of its own; two texts sharing a slot only delay each other's caching.
+pub struct DocumentCache {
+    parsed: moka::sync::Cache<(Option<String>, String), Parsed>,
+    seen: Box<[AtomicU64]>,
+    hasher: foldhash::quality::RandomState,
+}
 
 type Parsed = Result<Arc<Operation>, RequestError>;
 
 impl DocumentCache {
     /// A cache holding about `bytes` of queries and their parsed operations in all.
     pub fn new(bytes: u64) -> DocumentCache {
-        DocumentCache(
-            moka::sync::Cache::builder()
+        // One slot per KiB of capacity: room for many more texts than the cache holds.
+        let slots = (bytes / 1024).clamp(64, 1 << 16).next_power_of_two();
+        DocumentCache {
+            parsed: moka::sync::Cache::builder()
                 .max_capacity(bytes)
                 .weigher(|key: &(Option<String>, String), parsed: &Parsed| {
                     let operation = parsed.as_ref().map_or(0, |o| o.approximate_bytes());
@@ -300,13 +313,46 @@ impl DocumentCache {
                     u32::try_from(key + operation).unwrap_or(u32::MAX).max(1)
                 })
                 .build(),
-        )
+            seen: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            hasher: foldhash::quality::RandomState::default(),
+        }
+    }
+
+    /// The cached parse of `key`, else `parse`'s, which is kept if `key` was seen before.
+    fn get_or_parse(
+        &self,
+        key: &(Option<String>, String),
+        parse: impl FnOnce() -> Parsed,
+    ) -> Parsed {
+        if let Some(parsed) = self.parsed.get(key) {
+            return parsed;
+        }
+        let hash = self.hasher.hash_one(key);
+        let slot = (hash as usize) & (self.seen.len() - 1);
+        let seen_before = self
+            .seen
+            .get(slot)
+            .is_some_and(|s| s.swap(hash, Ordering::Relaxed) == hash);
+        if !seen_before {
+            return parse();
+        }
+        // Concurrent requests with the same text wait for one parse.
+        self.parsed
+            .entry_by_ref(key)
+            .or_insert_with(parse)
+            .into_value()
+    }
+
+    #[cfg(test)]
+    fn settled(&self) -> &moka::sync::Cache<(Option<String>, String), Parsed> {
+        self.parsed.run_pending_tasks();
+        &self.parsed
     }
 }
 
 impl std::fmt::Debug for DocumentCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DocumentCache({} entries)", self.0.entry_count())
+        write!(f, "DocumentCache({} entries)", self.parsed.entry_count())
     }
 }
 
@@ -337,15 +383,9 @@ pub fn read(
         .map(Arc::new)
     };
     let parsed = match cache {
-        // One look-up: the key (the whole query text) is hashed once, and concurrent
-        // requests with the same new text wait for one parse.
         Some(cache) => {
             let key = (parts.operation_name, query);
-            cache
-                .0
-                .entry_by_ref(&key)
-                .or_insert_with(|| parse_safely(&key.1, key.0.as_deref()))
-                .into_value()
+            cache.get_or_parse(&key, || parse_safely(&key.1, key.0.as_deref()))
         }
         None => parse_safely(&query, parts.operation_name.as_deref()),
     }?;
