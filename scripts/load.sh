@@ -10,7 +10,8 @@
 #   gRPC straight at the authz server (h2load, no Envoy):
 #     d) grpc noop    CheckRequest -> sluis-noop-authz          (baseline)
 #     e) grpc sluis   CheckRequest -> Sluis
-# and prints req/s, p50, p99 per scenario and the ratio to its baseline.
+# and prints req/s, p50, p99 and the ext_authz server's CPU per request for each
+# scenario, and its ratio to its baseline (b to a, c to b, e to d).
 #
 # The upstream is a second Envoy process answering with a direct_response
 # (envoy/bench-upstream.yaml.tmpl): no extra dependency, and a fixed 200 costs
@@ -43,6 +44,10 @@
 #   NOOP_BIN [target/release/sluis-noop-authz]    NOOP_PORT [9292]
 #   H2LOAD_N [200000] H2LOAD_C [8] H2LOAD_M [16] H2LOAD_T [$THREADS] h2load settings
 #   H2LOAD_MAX_SECONDS [60]                       hard cap per h2load run
+#   ROUNDS [1]                                    b) with c), and d) with e), alternated this
+#                                                 many times; each Sluis run is compared with
+#                                                 the no-op run of its round, and the medians
+#                                                 of the ratios are printed
 #   FRONT_CONCURRENCY [1]                         worker threads of the front Envoy
 #   UPSTREAM_CONCURRENCY [1]                      worker threads of the upstream Envoy
 #   FRONT_PORT [10000] FRONT_ADMIN [10001] UPSTREAM_PORT [10002] UPSTREAM_ADMIN [10003]
@@ -77,6 +82,7 @@ H2LOAD_C="${H2LOAD_C:-8}"
 H2LOAD_M="${H2LOAD_M:-16}"
 H2LOAD_T="${H2LOAD_T:-$THREADS}"
 H2LOAD_MAX_SECONDS="${H2LOAD_MAX_SECONDS:-60}"
+ROUNDS="${ROUNDS:-1}"
 FRONT_CONCURRENCY="${FRONT_CONCURRENCY:-1}"
 UPSTREAM_CONCURRENCY="${UPSTREAM_CONCURRENCY:-1}"
 FRONT_PORT="${FRONT_PORT:-10000}"
@@ -215,12 +221,27 @@ to_ms() {
   }'
 }
 
-# record SCENARIO TOOL RPS P50_MS P99_MS ERRORS
-record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; }
+# record SCENARIO TOOL RPS P50_MS P99_MS ERRORS AUTHZ_CPU_US FRONT_CPU_US
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; }
 
-# run_wrk SCENARIO: load the front Envoy
+# cpu_ticks PID: user + system CPU time the process has used so far, in clock ticks;
+# 0 for no PID
+cpu_ticks() {
+  if [[ -z "${1:-}" ]]; then echo 0; return; fi
+  awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# per_request TICKS REQUESTS: CPU microseconds per request, "-" when not measured
+per_request() {
+  awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { if (t > 0 && n > 0) printf "%.1f", t * 1e6 / hz / n; else printf "-" }'
+}
+
+# run_wrk SCENARIO [FRONT_PID [AUTHZ_PID]]: load the front Envoy; with PIDs, also the CPU
+# each of them used per request
 run_wrk() {
-  local name="$1" out="$OUT_DIR/wrk-$1.txt" rps p50 p99 non2xx sockerr
+  local name="$1" front="${2:-}" authz="${3:-}" out="$OUT_DIR/wrk-${1//[#+]/_}.txt"
+  local rps p50 p99 non2xx sockerr requests front0 authz0 front_us authz_us
   local -a hdr=(-H "Authorization: Bearer ${SLUIS_TOKEN:-none}" -H "Host: $LOAD_HOST")
   local url="http://127.0.0.1:$FRONT_PORT$LOAD_PATH"
   if [[ "$HAVE_CURL" == 1 ]]; then
@@ -231,18 +252,23 @@ run_wrk() {
   fi
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "${hdr[@]}" "$url" >/dev/null
   log "$name: wrk -t$THREADS -c$CONNECTIONS -d$DURATION $url"
+  front0=$(cpu_ticks "$front"); authz0=$(cpu_ticks "$authz")
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${hdr[@]}" "$url" >"$out"
+  requests="$(awk '/requests in/ {print $1}' "$out")"
+  front_us=$(per_request $(( $(cpu_ticks "$front") - front0 )) "$requests")
+  authz_us=$(per_request $(( $(cpu_ticks "$authz") - authz0 )) "$requests")
   rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
   p50="$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")"
   p99="$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")"
   non2xx="$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")"
   sockerr="$(awk '/Socket errors:/ {gsub(",", ""); print $4 + $6 + $8 + $10}' "$out")"
-  record "$name" wrk "$rps" "$p50" "$p99" "$(( ${non2xx:-0} + ${sockerr:-0} ))"
+  record "$name" wrk "$rps" "$p50" "$p99" "$(( ${non2xx:-0} + ${sockerr:-0} ))" "$authz_us" "$front_us"
 }
 
-# run_h2load SCENARIO PORT: load a gRPC ext_authz server directly
+# run_h2load SCENARIO PORT [AUTHZ_PID]: load a gRPC ext_authz server directly
 run_h2load() {
-  local name="$1" port="$2" out="$OUT_DIR/h2load-$1.txt" lat="$OUT_DIR/h2load-$1.latency.log"
+  local name="$1" port="$2" authz="${3:-}" authz0 authz_us
+  local out="$OUT_DIR/h2load-${1//[#+]/_}.txt" lat="$OUT_DIR/h2load-${1//[#+]/_}.latency.log"
   local url="http://127.0.0.1:$port/envoy.service.auth.v3.Authorization/Check"
   local -a hdr=(-H 'content-type: application/grpc' -H 'te: trailers')
   if [[ "$HAVE_CURL" == 1 ]]; then
@@ -255,6 +281,7 @@ run_h2load() {
     fi
   fi
   log "$name: h2load -n $H2LOAD_N -c $H2LOAD_C -m $H2LOAD_M -t $H2LOAD_T $url"
+  authz0=$(cpu_ticks "$authz")
   # `timeout` bounds the run even if the server stalls.
   timeout "$H2LOAD_MAX_SECONDS" h2load -n "$H2LOAD_N" -c "$H2LOAD_C" -m "$H2LOAD_M" -t "$H2LOAD_T" \
     --data="$CHECK_FILE" "${hdr[@]}" --log-file="$lat" "$url" >"$out" || {
@@ -273,7 +300,8 @@ run_h2load() {
       i99 = int(NR * 0.99); if (i99 < 1) i99 = 1
       printf "%.3f %.3f\n", v[i50] / 1000, v[i99] / 1000
     }')
-  record "$name" h2load "$rps" "$p50" "$p99" "$failed"
+  authz_us=$(per_request $(( $(cpu_ticks "$authz") - authz0 )) "$H2LOAD_N")
+  record "$name" h2load "$rps" "$p50" "$p99" "$failed" "$authz_us" -
 }
 
 # ---------------------------------------------------------------- run
@@ -310,19 +338,12 @@ FRONT_PID=$STARTED_PID
 run_wrk envoy-only
 stop "$FRONT_PID"
 
-# b) + d) no-op ext_authz server
+# Both ext_authz servers run throughout, so that b) and c) can alternate ROUNDS times:
+# a drift in the machine's other load then falls on both, not on whichever ran last.
 "$NOOP_BIN" "127.0.0.1:$NOOP_PORT" >"$OUT_DIR/noop.log" 2>&1 &
 NOOP_PID=$!
 PIDS+=("$NOOP_PID")
 wait_port "$NOOP_PORT" "$NOOP_PID" noop
-start_envoy front-envoy-noop "$OUT_DIR/front-noop.yaml" "$FRONT_CONCURRENCY" "$FRONT_PORT"
-FRONT_PID=$STARTED_PID
-run_wrk envoy+noop
-stop "$FRONT_PID"
-run_h2load grpc-noop "$NOOP_PORT"
-stop "$NOOP_PID"
-
-# c) + e) Sluis
 if [[ "$SKIP_SLUIS" != "1" ]]; then
   log "starting Sluis: $SLUIS_CMD"
   # exec: the recorded PID is Sluis itself, not a wrapper shell
@@ -336,32 +357,69 @@ if [[ "$SKIP_SLUIS" != "1" ]]; then
       "http://$SLUIS_ADMIN/v1/flows" -H 'content-type: application/json' -d "$SLUIS_FLOW")
     log "registered the load test's flow at $SLUIS_ADMIN -> HTTP $code"
   fi
-  start_envoy front-envoy-sluis "$OUT_DIR/front-sluis.yaml" "$FRONT_CONCURRENCY" "$FRONT_PORT"
-  FRONT_PID=$STARTED_PID
-  run_wrk envoy+sluis
-  stop "$FRONT_PID"
-  run_h2load grpc-sluis "$SLUIS_PORT"
-  stop "$SLUIS_PID"
 fi
 
+# b) + c) Envoy with each ext_authz server, alternated
+for round in $(seq 1 "$ROUNDS"); do
+  suffix=""
+  [[ "$ROUNDS" == 1 ]] || suffix="#$round"
+  start_envoy front-envoy-noop "$OUT_DIR/front-noop.yaml" "$FRONT_CONCURRENCY" "$FRONT_PORT"
+  run_wrk "envoy+noop$suffix" "$STARTED_PID" "$NOOP_PID"
+  stop "$STARTED_PID"
+  if [[ "$SKIP_SLUIS" != "1" ]]; then
+    start_envoy front-envoy-sluis "$OUT_DIR/front-sluis.yaml" "$FRONT_CONCURRENCY" "$FRONT_PORT"
+    run_wrk "envoy+sluis$suffix" "$STARTED_PID" "$SLUIS_PID"
+    stop "$STARTED_PID"
+  fi
+done
+
+# d) + e) gRPC straight at each server, alternated
+for round in $(seq 1 "$ROUNDS"); do
+  suffix=""
+  [[ "$ROUNDS" == 1 ]] || suffix="#$round"
+  run_h2load "grpc-noop$suffix" "$NOOP_PORT" "$NOOP_PID"
+  [[ "$SKIP_SLUIS" == "1" ]] || run_h2load "grpc-sluis$suffix" "$SLUIS_PORT" "$SLUIS_PID"
+done
+stop "$NOOP_PID"
+[[ "$SKIP_SLUIS" == "1" ]] || stop "$SLUIS_PID"
+
 # ---------------------------------------------------------------- report
-# Ratios: Envoy scenarios vs envoy-only, gRPC scenarios vs grpc-noop.
-# rps ratio = scenario/baseline (1.00 = no cost); latency shown as +ms vs baseline.
+# Each row against its baseline: envoy+noop against envoy-only, envoy+sluis against the
+# envoy+noop of the same round, grpc-sluis against the grpc-noop of the same round.
+# req/s as a ratio (1.00 = no cost), p99 as a ratio (the issue's "within 1.2x").
 awk -F'\t' '
+  function base(n) {
+    if (n ~ /^envoy\+noop/) return "envoy-only"
+    if (n ~ /^envoy\+sluis/) { sub(/^envoy\+sluis/, "envoy+noop", n); return n }
+    if (n ~ /^grpc-sluis/) { sub(/^grpc-sluis/, "grpc-noop", n); return n }
+    return n
+  }
   { name[NR] = $1; tool[NR] = $2; rps[NR] = $3; p50[NR] = $4; p99[NR] = $5; err[NR] = $6
-    if ($1 == "envoy-only") { brps["wrk"] = $3; bp50["wrk"] = $4; bp99["wrk"] = $5 }
-    if ($1 == "grpc-noop")  { brps["h2load"] = $3; bp50["h2load"] = $4; bp99["h2load"] = $5 } }
+    authz[NR] = $7; front[NR] = $8; row[$1] = NR }
   END {
-    printf "\n| scenario | tool | req/s | p50 ms | p99 ms | errors | req/s vs baseline | p50 delta ms | p99 delta ms |\n"
-    printf "|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    printf "\n| scenario | tool | req/s | p50 ms | p99 ms | errors | authz CPU µs/req | front Envoy CPU µs/req | baseline | req/s ratio | p99 ratio |\n"
+    printf "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|\n"
     for (i = 1; i <= NR; i++) {
-      t = tool[i]
-      ratio = (brps[t] > 0) ? sprintf("%.2f", rps[i] / brps[t]) : "n/a"
-      d50 = (bp50[t] != "") ? sprintf("%+.3f", p50[i] - bp50[t]) : "n/a"
-      d99 = (bp99[t] != "") ? sprintf("%+.3f", p99[i] - bp99[t]) : "n/a"
-      printf "| %s | %s | %.0f | %.3f | %.3f | %d | %s | %s | %s |\n", name[i], t, rps[i], p50[i], p99[i], err[i], ratio, d50, d99
+      b = row[base(name[i])]
+      ratio = (b && rps[b] > 0) ? sprintf("%.2f", rps[i] / rps[b]) : "n/a"
+      r99 = (b && p99[b] > 0) ? sprintf("%.2fx", p99[i] / p99[b]) : "n/a"
+      printf "| %s | %s | %.0f | %.3f | %.3f | %d | %s | %s | %s | %s | %s |\n", name[i], tool[i], rps[i], p50[i], p99[i], err[i], authz[i], front[i], base(name[i]), ratio, r99
+      if (name[i] ~ /^(envoy\+sluis|grpc-sluis)/ && b) {
+        kind = (name[i] ~ /^envoy/) ? "envoy+sluis / envoy+noop" : "grpc-sluis / grpc-noop"
+        n[kind]++; rr[kind, n[kind]] = rps[i] / rps[b]; pr[kind, n[kind]] = p99[i] / p99[b]
+      }
     }
+    for (kind in n) {
+      printf "\n%s, %d round(s): req/s ratio median %.2f (", kind, n[kind], median(rr, kind, n[kind])
+      for (j = 1; j <= n[kind]; j++) printf "%s%.2f", (j > 1 ? " " : ""), rr[kind, j]
+      printf "), p99 ratio median %.2fx\n", median(pr, kind, n[kind])
+    }
+  }
+  function median(a, kind, count,   v, i, j, t) {
+    for (i = 1; i <= count; i++) v[i] = a[kind, i]
+    for (i = 1; i <= count; i++) for (j = i + 1; j <= count; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+    return (count % 2) ? v[(count + 1) / 2] : (v[count / 2] + v[count / 2 + 1]) / 2
   }' "$RESULTS" | tee "$OUT_DIR/results.md"
 echo
-echo "baselines: wrk rows vs envoy-only, h2load rows vs grpc-noop; errors = non-2xx + socket errors (wrk) or failed/errored/timeout (h2load)"
+echo "authz CPU: user + system time of the ext_authz server during the measured run, per request; errors = non-2xx + socket errors (wrk) or failed/errored/timeout (h2load)"
 echo "raw output, configs and logs: $OUT_DIR"
