@@ -334,7 +334,7 @@ fn trace_id(traceparent: &str) -> Option<&str> {
 
 /// Turns records into lines: masks, formats and chains. Lives on the writer thread.
 struct Formatter {
-    masker: Masker,
+    masker: Arc<Masker>,
     /// The hash of the last line written, when chaining.
     prev: Option<String>,
 }
@@ -446,6 +446,7 @@ pub struct DecisionLog {
     sender: mpsc::Sender<Message>,
     on_full: OnFull,
     stats: Arc<LogStats>,
+    masker: Arc<Masker>,
 }
 
 impl DecisionLog {
@@ -482,8 +483,9 @@ impl DecisionLog {
     ) -> Result<DecisionLog, String> {
         let (sender, receiver) = mpsc::channel(config.queue.max(1));
         let stats = Arc::new(LogStats::default());
+        let masker = Arc::new(Masker::new(&config.mask));
         let formatter = Formatter {
-            masker: Masker::new(&config.mask),
+            masker: masker.clone(),
             prev,
         };
         let writer_stats = stats.clone();
@@ -495,6 +497,7 @@ impl DecisionLog {
             sender,
             on_full: config.on_full,
             stats,
+            masker,
         })
     }
 
@@ -527,6 +530,12 @@ impl DecisionLog {
 
     pub fn stats(&self) -> &Arc<LogStats> {
         &self.stats
+    }
+
+    /// What masks identifiers in this log's lines (`decision_log.mask`): the service's own
+    /// log masks with it too.
+    pub fn masker(&self) -> &Masker {
+        &self.masker
     }
 
     /// Lines dropped so far.

@@ -12,6 +12,7 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 use tracing::Instrument;
 
+use crate::audit::mask::{MaskConfig, Masker};
 use crate::audit::{DecisionLog, DecisionRecord, Verdict};
 
 use crate::authn::{Authenticator, AuthnError, Identity, Scheme, presented_token};
@@ -206,6 +207,7 @@ impl Engine {
             outcome,
             status,
         );
+        self.log_outcome(request, &result);
         let record = time.map(|time| DecisionRecord {
             shadow,
             trace_id: telemetry::trace_id(&span),
@@ -220,6 +222,51 @@ impl Engine {
             log.record(record).await;
         }
         result
+    }
+
+    /// The service's own log line for a decision: at debug, or a warning when the engine
+    /// could not decide. The path and the reason are masked as the decision log masks
+    /// them, so a BSN in a URL does not reach the service's log either.
+    fn log_outcome(&self, request: &AccessRequest, result: &Result<Decision, Unavailable>) {
+        let masker = match &self.log {
+            Some(log) => log.masker(),
+            None => default_masker(),
+        };
+        let door = request.door.0;
+        let path = || masker.mask(&request.path);
+        match (result, request.evaluation.as_ref()) {
+            // An AuthZEN evaluation has no method or path; its subject is left out: its id
+            // may be personal data.
+            (Ok(decision), Some(evaluation)) => tracing::debug!(
+                door,
+                policy = decision.policy.as_deref().unwrap_or("-"),
+                rule = %decision.rule,
+                allow = decision.is_allow(),
+                reason = %masker.mask(&decision.reason),
+                action = evaluation.action_name(),
+                resource_type = evaluation.resource_type(),
+                "decision"
+            ),
+            (Ok(decision), None) => tracing::debug!(
+                door,
+                policy = decision.policy.as_deref().unwrap_or("-"),
+                rule = %decision.rule,
+                status = decision.status(),
+                reason = %masker.mask(&decision.reason),
+                method = %request.method,
+                path = %path(),
+                "decision"
+            ),
+            (Err(unavailable), Some(evaluation)) => tracing::warn!(
+                door,
+                action = evaluation.action_name(),
+                resource_type = evaluation.resource_type(),
+                "{unavailable}"
+            ),
+            (Err(unavailable), None) => {
+                tracing::warn!(door, method = %request.method, path = %path(), "{unavailable}")
+            }
+        }
     }
 
     /// Decides with the given credentials, recording each step in `trace` when asked
@@ -242,6 +289,12 @@ impl Engine {
             )
             .await
     }
+}
+
+/// Masks BSNs in the service's log when no decision log says what to mask.
+fn default_masker() -> &'static Masker {
+    static MASKER: std::sync::OnceLock<Masker> = std::sync::OnceLock::new();
+    MASKER.get_or_init(|| Masker::new(&MaskConfig::default()))
 }
 
 /// What the gateway is told: the decision, or for a shadow policy an allow, beside the

@@ -23,8 +23,8 @@ mod plain;
 pub mod template;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;

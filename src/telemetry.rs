@@ -254,7 +254,11 @@ pub fn subscriber(
     };
     let log = match logging.format {
         LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        // Colours only for a person at a terminal: escape codes in a file, a pipe or a
+        // container's log would only garble it for grep and log collectors.
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .boxed(),
     };
     let subscriber = tracing_subscriber::registry().with(log.with_filter(filter));
     // Not an `Option` layer: a `None` one is "interested" in every callsite, which would

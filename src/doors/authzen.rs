@@ -239,26 +239,10 @@ async fn decide(engine: &Engine, evaluation: Evaluation, headers: &HeaderMap) ->
         ..Default::default()
     };
     super::http::adopt_trace_context(headers, &mut request);
-    let evaluation = request.evaluation.as_ref();
-    let action = evaluation.map(Evaluation::action_name).unwrap_or("");
-    let resource_type = evaluation.map(Evaluation::resource_type).unwrap_or("");
     match engine.decide(&request).await {
-        Ok(decision) => {
-            // The subject is left out: its id may be personal data.
-            tracing::debug!(
-                policy = decision.policy.as_deref().unwrap_or("-"),
-                rule = %decision.rule,
-                allow = decision.is_allow(),
-                reason = %decision.reason,
-                action,
-                resource_type,
-                "evaluation decided"
-            );
-            json!({"decision": decision.is_allow()})
-        }
+        Ok(decision) => json!({"decision": decision.is_allow()}),
         // Closed, with the error where the spec puts per-evaluation errors.
         Err(unavailable) => {
-            tracing::warn!(action, resource_type, "{unavailable}");
             json!({
                 "decision": false,
                 "context": {"error": {"status": 503, "message": unavailable.to_string()}},

@@ -217,9 +217,8 @@ async fn search_narrowing(
     };
     let decision = match engine.decide(&access).await {
         Ok(decision) => decision,
-        Err(unavailable) => return unavailable_response(&unavailable.to_string()),
+        Err(_) => return unavailable_response(),
     };
-    log(&decision, &access);
     let policy = decision.policy.as_deref().unwrap_or("-").to_owned();
     match decision.outcome {
         Outcome::Allow(allow) => {
@@ -408,7 +407,8 @@ fn filters(allow: &Allow) -> Vec<Value> {
 
 fn deny_response(decision: Decision) -> Response {
     let Outcome::Deny(deny) = decision.outcome else {
-        return unavailable_response("not a denial");
+        tracing::warn!("care services proxy: an allow was answered as a denial");
+        return unavailable_response();
     };
     let status = StatusCode::from_u16(deny.status).unwrap_or(StatusCode::FORBIDDEN);
     let mut response = (status, deny.body).into_response();
@@ -423,24 +423,12 @@ fn deny_response(decision: Decision) -> Response {
     response
 }
 
-fn unavailable_response(reason: &str) -> Response {
-    tracing::warn!("care services proxy: {reason}");
+/// The engine could not decide (it logged why).
+fn unavailable_response() -> Response {
     json_response(
         StatusCode::SERVICE_UNAVAILABLE,
         json!({"error": "temporarily_unavailable", "message": "cannot decide now"}),
     )
-}
-
-fn log(decision: &Decision, access: &AccessRequest) {
-    tracing::debug!(
-        policy = decision.policy.as_deref().unwrap_or("-"),
-        rule = %decision.rule,
-        status = decision.status(),
-        reason = %decision.reason,
-        method = %access.method,
-        path = %access.path,
-        "care services proxy decision"
-    );
 }
 
 async fn scopes(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -475,9 +463,8 @@ async fn scopes(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Byt
         };
         let decision = match engine.decide(&access).await {
             Ok(decision) => decision,
-            Err(unavailable) => return unavailable_response(&unavailable.to_string()),
+            Err(_) => return unavailable_response(),
         };
-        log(&decision, &access);
         match decision.outcome {
             Outcome::Allow(allow) => {
                 let constraints: Vec<String> = allow

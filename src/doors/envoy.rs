@@ -89,27 +89,13 @@ impl Authorization for EnvoyDoor {
         }
         let access = access_request(check);
         match self.engine.decide(&access).await {
-            Ok(decision) => {
-                tracing::debug!(
-                    policy = decision.policy.as_deref().unwrap_or("-"),
-                    rule = %decision.rule,
-                    status = decision.status(),
-                    reason = %decision.reason,
-                    method = %access.method,
-                    path = %access.path,
-                    "decision"
-                );
-                Ok(Response::new(check_response(decision)))
-            }
+            Ok(decision) => Ok(Response::new(check_response(decision))),
             // UNAVAILABLE, not a CheckResponse and not UNKNOWN: Envoy treats a failed call
             // as an error and applies the filter's `failure_mode_allow` (and
             // `status_on_error`), so the operator's choice decides what happens while we
             // cannot, instead of an answer we would have to make up. With
             // `failure_mode_allow: false` (our example config) that is a deny.
-            Err(unavailable) => {
-                tracing::warn!(method = %access.method, path = %access.path, "{unavailable}");
-                Err(Status::unavailable(unavailable.to_string()))
-            }
+            Err(unavailable) => Err(Status::unavailable(unavailable.to_string())),
         }
     }
 }

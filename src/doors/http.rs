@@ -130,30 +130,12 @@ fn quoted(ids: &[&str]) -> String {
 }
 
 /// Asks the engine, as every HTTP forward-auth door does: the decision, with a query
-/// rewrite refused ([`refuse_query_rewrite`]), logged at debug; or why it could not.
+/// rewrite refused ([`refuse_query_rewrite`]); or why it could not.
 pub async fn decide(
     engine: &Engine,
     access: &AccessRequest,
 ) -> Result<Decision, crate::engine::Unavailable> {
-    match engine.decide_for_door(access, refuse_query_rewrite).await {
-        Ok(decision) => {
-            tracing::debug!(
-                door = access.door.0,
-                policy = decision.policy.as_deref().unwrap_or("-"),
-                rule = %decision.rule,
-                status = decision.status(),
-                reason = %decision.reason,
-                method = %access.method,
-                path = %access.path,
-                "decision"
-            );
-            Ok(decision)
-        }
-        Err(unavailable) => {
-            tracing::warn!(door = access.door.0, method = %access.method, path = %access.path, "{unavailable}");
-            Err(unavailable)
-        }
-    }
+    engine.decide_for_door(access, refuse_query_rewrite).await
 }
 
 /// The decision, or a deny when it allows with a query rewrite that would change this
