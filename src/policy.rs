@@ -233,6 +233,15 @@ impl PolicySet {
         })
     }
 
+    /// The query template files the set's policies read: a reload watches their
+    /// directories too, so an edited template takes effect like an edited policy.
+    pub fn template_files(&self) -> impl Iterator<Item = &Path> {
+        self.policies
+            .iter()
+            .filter_map(|p| p.graphql.as_ref())
+            .flat_map(|g| g.sources.iter().map(|(path, _)| path.as_path()))
+    }
+
     /// What an operator must know about the set's shadow policies: each lets every
     /// request it is chosen for through.
     pub fn shadow_warnings(&self) -> Vec<String> {

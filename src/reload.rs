@@ -5,12 +5,15 @@
 //! the same way and on the same triggers, but apart: its errors are reported and counted
 //! on their own ([`Reloader::candidate_status`]) and never touch the enforced set.
 //!
-//! Triggers: changes in the directories holding the policy files, and SIGHUP. The watcher
-//! watches the *parent directories*, not the files: editors replace files by rename and
-//! Kubernetes updates a mounted ConfigMap by swapping a `..data` symlink, and neither is
-//! seen by a watch on the old file.
+//! Triggers: changes in the directories holding the policy files and the query templates
+//! they read, and SIGHUP. The watcher watches *directories*, not files: editors replace
+//! files by rename and Kubernetes updates a mounted ConfigMap by swapping a `..data`
+//! symlink, and neither is seen by a watch on the old file. A configured directory is
+//! watched with its subdirectories (templates usually sit below the policies, and a new
+//! one may appear in a new folder); a template elsewhere has its directory watched once a
+//! set reading it is in place.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -110,24 +113,40 @@ impl Reloader {
         )
     }
 
-    /// Directories to watch: the configured directories and the parents of files.
-    fn watched_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        let candidates = self.candidate_config.iter().flat_map(|c| c.policies.iter());
-        for entry in self.config.policies.iter().chain(candidates) {
-            let path = self.config.resolve(entry);
-            let dir = if path.is_dir() {
-                path
-            } else {
-                path.parent().map(PathBuf::from).unwrap_or_default()
-            };
+    /// Directories to watch, and whether with their subdirectories: the configured
+    /// directories (recursively), the parents of configured files, and the directories of
+    /// the query templates of the sets in place.
+    fn watched_dirs(&self) -> Vec<(PathBuf, RecursiveMode)> {
+        let mut dirs: Vec<(PathBuf, RecursiveMode)> = Vec::new();
+        let mut add = |dir: &Path, mode: RecursiveMode| {
             let dir = if dir.as_os_str().is_empty() {
                 PathBuf::from(".")
             } else {
-                dir
+                dir.to_path_buf()
             };
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
+            if !dirs.iter().any(|(d, _)| *d == dir) {
+                dirs.push((dir, mode));
+            }
+        };
+        let candidates = self.candidate_config.iter().flat_map(|c| c.policies.iter());
+        for entry in self.config.policies.iter().chain(candidates) {
+            let path = self.config.resolve(entry);
+            if path.is_dir() {
+                add(&path, RecursiveMode::Recursive);
+            } else {
+                add(
+                    path.parent().unwrap_or(Path::new("")),
+                    RecursiveMode::NonRecursive,
+                );
+            }
+        }
+        let sets = std::iter::once(self.engine.policies()).chain(self.engine.candidate_policies());
+        for set in sets {
+            for file in set.template_files() {
+                add(
+                    file.parent().unwrap_or(Path::new("")),
+                    RecursiveMode::NonRecursive,
+                );
             }
         }
         dirs
@@ -147,10 +166,12 @@ impl Reloader {
                 }
             })
             .map_err(|e| format!("cannot watch policy files: {e}"))?;
-        for dir in self.watched_dirs() {
+        let mut watching = Vec::new();
+        for (dir, mode) in self.watched_dirs() {
             watcher
-                .watch(&dir, RecursiveMode::NonRecursive)
+                .watch(&dir, mode)
                 .map_err(|e| format!("cannot watch `{}`: {e}", dir.display()))?;
+            watching.push(dir);
         }
         #[cfg(unix)]
         {
@@ -165,8 +186,7 @@ impl Reloader {
             });
         }
         tokio::spawn(async move {
-            // The watcher lives as long as this task.
-            let _watcher = watcher;
+            let mut watcher = watcher;
             while rx.recv().await.is_some() {
                 tokio::time::sleep(debounce).await;
                 while rx.try_recv().is_ok() {}
@@ -176,6 +196,19 @@ impl Reloader {
                     let _ = reloader.reload_candidate();
                 })
                 .await;
+                // A set now in place may read templates from a directory not watched yet.
+                for (dir, mode) in self.watched_dirs() {
+                    if watching.contains(&dir) {
+                        continue;
+                    }
+                    match watcher.watch(&dir, mode) {
+                        Ok(()) => watching.push(dir),
+                        Err(e) => tracing::warn!(
+                            "cannot watch `{}`: edits there need SIGHUP: {e}",
+                            dir.display()
+                        ),
+                    }
+                }
             }
         });
         Ok(())

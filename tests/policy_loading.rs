@@ -168,6 +168,54 @@ async fn hot_reload_swaps_good_sets_and_keeps_the_last_good_one() {
     server.stop().await;
 }
 
+/// Query templates are part of the set: editing one reloads like editing a policy, in a
+/// folder below the policies (watched with them) and in one beside them (watched once a
+/// set reading a template there is in place).
+#[tokio::test]
+async fn hot_reload_follows_query_template_edits() {
+    const GRAPHQL_POLICY: &str = r#"
+policies:
+  - id: register
+    match: {paths: ["/graphql"]}
+    issuers: [test]
+    graphql:
+      templates:
+        - file: templates/below.graphql
+        - file: ../beside/beside.graphql
+    rules:
+      - id: fits
+        allow: graphql.template != null
+"#;
+    let setup = Setup::new(
+        &config_yaml("127.0.0.1:0", "127.0.0.1:0"),
+        &[("register.yaml", GRAPHQL_POLICY)],
+    );
+    let below = setup.dir.path().join("policies/templates");
+    let beside = setup.dir.path().join("beside");
+    std::fs::create_dir(&below).unwrap();
+    std::fs::create_dir(&beside).unwrap();
+    std::fs::write(below.join("below.graphql"), "query { a }").unwrap();
+    std::fs::write(beside.join("beside.graphql"), "query { b }").unwrap();
+    let server = Server::start(&setup.config_path()).await;
+    let token = token(&claims());
+    let query = |text: &str| {
+        Req::get("/graphql")
+            .method("POST")
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "query": text }).to_string().as_bytes())
+            .bearer(&token)
+    };
+    assert_eq!(server.check(query("{ a }")).await.status, 200);
+    assert_eq!(server.check(query("{ a c }")).await.status, 403);
+    assert_eq!(server.check(query("{ b d }")).await.status, 403);
+
+    std::fs::write(below.join("below.graphql"), "query { a c }").unwrap();
+    assert!(eventually(|| async { server.check(query("{ a c }")).await.status == 200 }).await);
+    std::fs::write(beside.join("beside.graphql"), "query { b d }").unwrap();
+    assert!(eventually(|| async { server.check(query("{ b d }")).await.status == 200 }).await);
+    server.stop().await;
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn hot_reload_follows_a_kubernetes_configmap_symlink_swap() {
