@@ -29,6 +29,7 @@ wait_for() { # url
 python3 scripts/demo-upstream.py 8081 & pids+=($!)
 .tools/bin/envoy -c envoy/envoy.yaml --disable-hot-restart --log-level warning >tmp-demo-envoy.log 2>&1 & pids+=($!)
 wait_for http://127.0.0.1:9190/readyz
+wait_for http://127.0.0.1:8081/
 wait_for http://127.0.0.1:9901/ready
 
 token=$("$SLUIS" dev-token --key examples/keys/dev-rsa.pem --kid dev-1 --claims '{

@@ -27,19 +27,14 @@ trap 'kill "${pid:-}" 2>/dev/null || true; rm -rf "$OUT"' EXIT
 
 log() { printf '== %s\n' "$*" >&2; }
 
-# The example config with its own flow store in the temp dir (paths in it are relative
-# to examples/, so the copy stays there for the run).
-config="examples/.doors-load-$$.yaml"
-sed "s|sqlite:sluis-flows.db|sqlite:$OUT/flows.db|" examples/config.yaml >"$config"
+source scripts/load-common.sh
+config="$(private_example_config "$OUT")"
 trap 'kill "${pid:-}" 2>/dev/null || true; rm -rf "$OUT" "$config"' EXIT
-grep -q "sqlite:$OUT/flows.db" "$config" || { echo "cannot move the flow store" >&2; exit 1; }
 "$SLUIS" serve --config "$config" >"$OUT/sluis.log" 2>&1 &
 pid=$!
 for _ in $(seq 50); do curl -sf localhost:9190/readyz >/dev/null && break; sleep 0.2; done
 
-curl -sf -XPOST localhost:9190/v1/flows -H 'content-type: application/json' -d '{
-  "id": "load-transfer", "purpose": "eOverdracht", "actor": "did:web:receiver.example.org",
-  "scopes": ["eOverdracht-receiver"], "resources": [{"path": "Patient/123", "operations": ["read"]}]}' >/dev/null
+[[ "$(register_load_flow 127.0.0.1:9190)" == 20[01] ]] || { echo "cannot register the flow" >&2; exit 1; }
 token="$("$SLUIS" dev-token --key examples/keys/dev-rsa.pem --kid dev-1 --claims '{
   "iss": "https://nuts.example.org", "aud": "https://fhir.example.org",
   "sub": "did:web:receiver.example.org", "client_id": "did:web:receiver.example.org",

@@ -50,15 +50,17 @@ measure() { # name port pid
 rm -f $OUT/callgrind.out.*
 valgrind --tool=callgrind --callgrind-out-file=$OUT/callgrind.out.%p \
   $BIN/sluis-noop-authz 127.0.0.1:9292 > $OUT/noop.log 2>&1 & NOOP=$!
-trap 'kill $NOOP ${SLUIS:-} 2>/dev/null || true' EXIT
+source scripts/load-common.sh
+CONFIG=$(private_example_config $OUT)
+trap 'kill $NOOP ${SLUIS:-} 2>/dev/null || true; rm -f $CONFIG' EXIT
 wait_port 9292
 measure noop 9292 $NOOP
 kill $NOOP; wait $NOOP || true
 
 valgrind --tool=callgrind --callgrind-out-file=$OUT/callgrind.out.%p \
-  $BIN/sluis serve --config examples/config.yaml > $OUT/sluis.log 2>&1 & SLUIS=$!
+  $BIN/sluis serve --config $CONFIG > $OUT/sluis.log 2>&1 & SLUIS=$!
 wait_port 9191
-curl -s -o /dev/null -w 'flow: %{http_code}\n' -X POST http://127.0.0.1:9190/v1/flows -H 'content-type: application/json' -d '{"id": "load-transfer", "purpose": "eOverdracht", "actor": "did:web:receiver.example.org", "scopes": ["eOverdracht-receiver"], "resources": [{"path": "Patient/123", "operations": ["read"]}]}'
+echo "flow: $(register_load_flow 127.0.0.1:9190)"
 curl -s --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' --data-binary @$OUT/check.bin http://127.0.0.1:9191/envoy.service.auth.v3.Authorization/Check -o $OUT/smoke.bin
 python3 scripts/gen-check-request.py --decode-response $OUT/smoke.bin
 measure sluis 9191 $SLUIS

@@ -12,11 +12,13 @@ BIN=${BIN:-target/release}
 TOKEN=$($BIN/sluis dev-token --key examples/keys/dev-rsa.pem --kid dev-1 --claims '{"iss":"https://nuts.example.org","aud":"https://fhir.example.org","sub":"did:web:receiver.example.org","client_id":"did:web:receiver.example.org","scope":"eOverdracht-receiver"}' 2>/dev/null || true)
 if [[ -z "$TOKEN" ]]; then $BIN/sluis dev-token --help; exit 1; fi
 python3 scripts/gen-check-request.py -o $OUT/check.bin --path /eoverdracht/fhir/Patient/123 --host 127.0.0.1:10000 --token "$TOKEN"
+source scripts/load-common.sh
+CONFIG=$(private_example_config $OUT)
 $BIN/sluis-noop-authz 127.0.0.1:9292 > $OUT/noop.log 2>&1 & NOOP=$!
-$BIN/sluis serve --config examples/config.yaml > $OUT/sluis.log 2>&1 & SLUIS=$!
-trap 'kill $NOOP $SLUIS 2>/dev/null' EXIT
+$BIN/sluis serve --config $CONFIG > $OUT/sluis.log 2>&1 & SLUIS=$!
+trap 'kill $NOOP $SLUIS 2>/dev/null; rm -f $CONFIG' EXIT
 sleep 3
-curl -s -o /dev/null -w 'flow: %{http_code}\n' -X POST http://127.0.0.1:9190/v1/flows -H 'content-type: application/json' -d '{"id": "load-transfer", "purpose": "eOverdracht", "actor": "did:web:receiver.example.org", "scopes": ["eOverdracht-receiver"], "resources": [{"path": "Patient/123", "operations": ["read"]}]}'
+echo "flow: $(register_load_flow 127.0.0.1:9190)"
 curl -s --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' --data-binary @$OUT/check.bin http://127.0.0.1:9191/envoy.service.auth.v3.Authorization/Check -o $OUT/smoke.bin
 python3 scripts/gen-check-request.py --decode-response $OUT/smoke.bin
 for i in $(seq 1 ${ROUNDS:-3}); do

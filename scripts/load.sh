@@ -34,7 +34,8 @@
 #                                                 for the examples/ config is minted with
 #                                                 `sluis dev-token` (examples/keys/dev-rsa.pem),
 #                                                 the same one scripts/demo.sh uses
-#   SLUIS_CMD [target/release/sluis serve --config examples/config.yaml]
+#   SLUIS_CMD [target/release/sluis serve --config <the example config, with its flow
+#             store in OUT_DIR>]
 #   SLUIS_PORT [9191]                             gRPC port Sluis listens on (per its config)
 #   SLUIS_ADMIN [127.0.0.1:9190]                  Sluis's admin listener, for registering SLUIS_FLOW
 #   SLUIS_FLOW [the receiver's transfer of Patient/123]  a flow (JSON) registered before the
@@ -69,10 +70,11 @@ THREADS="${THREADS:-2}"
 CONNECTIONS="${CONNECTIONS:-32}"
 LOAD_PATH="${LOAD_PATH:-/eoverdracht/fhir/Patient/123}"
 SLUIS_TOKEN="${SLUIS_TOKEN:-}"
-SLUIS_CMD="${SLUIS_CMD:-target/release/sluis serve --config examples/config.yaml}"
+# shellcheck source=load-common.sh
+source scripts/load-common.sh
+SLUIS_CMD="${SLUIS_CMD:-}"
 SLUIS_ADMIN="${SLUIS_ADMIN:-127.0.0.1:9190}"
-DEFAULT_FLOW='{"id": "load-transfer", "purpose": "eOverdracht", "actor": "did:web:receiver.example.org", "scopes": ["eOverdracht-receiver"], "resources": [{"path": "Patient/123", "operations": ["read"]}]}'
-SLUIS_FLOW="${SLUIS_FLOW-$DEFAULT_FLOW}"
+SLUIS_FLOW="${SLUIS_FLOW-$LOAD_FLOW}"
 SLUIS_PORT="${SLUIS_PORT:-9191}"
 SKIP_SLUIS="${SKIP_SLUIS:-auto}"
 NOOP_BIN="${NOOP_BIN:-target/release/sluis-noop-authz}"
@@ -93,6 +95,12 @@ LOAD_HOST="${LOAD_HOST:-127.0.0.1:$FRONT_PORT}"
 OUT_DIR="${OUT_DIR:-$REPO/tmp/load-$(date +%Y%m%d-%H%M%S)}"
 
 mkdir -p "$OUT_DIR"
+# By default Sluis serves the example config with a flow store of this run's own.
+PRIVATE_CONFIG=""
+if [[ -z "$SLUIS_CMD" ]]; then
+  PRIVATE_CONFIG="$(private_example_config "$OUT_DIR")"
+  SLUIS_CMD="target/release/sluis serve --config $PRIVATE_CONFIG"
+fi
 RESULTS="$OUT_DIR/results.tsv"
 : >"$RESULTS"
 
@@ -104,6 +112,7 @@ die() { printf '[load] error: %s\n' "$*" >&2; exit 1; }
 # exit path (success, error under set -e, Ctrl-C).
 PIDS=()
 cleanup() {
+  [[ -z "$PRIVATE_CONFIG" ]] || rm -f "$PRIVATE_CONFIG"
   local pid
   for pid in "${PIDS[@]}"; do
     kill -TERM "$pid" 2>/dev/null || true
