@@ -1,7 +1,7 @@
 //! Who is calling: turns the credentials of an [`AccessRequest`] into an [`Identity`].
 //!
 //! Today that is a JWT access token verified against a configured issuer's keys
-//! ([`jwt`], keys from [`jwks`]). Verified tokens are cached by a SHA-256 of the token until
+//! ([`issuer`], keys from [`jwks`]). Verified tokens are cached by a SHA-256 of the token until
 //! their `exp`, so the signature is checked once per token, not once per request.
 //!
 //! The unverified `iss` of a token is only used to pick which issuer's keys to try; every

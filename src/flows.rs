@@ -162,7 +162,7 @@ const fn op(name: &'static str, methods: &'static [&'static str], suffix: Suffix
     }
 }
 
-/// A set of operations, one bit per entry of [`OPERATIONS`].
+/// A set of operations, one bit per entry of `OPERATIONS`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Operations(u16);
 

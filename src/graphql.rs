@@ -5,7 +5,7 @@
 //! field's arguments (variables kept as references), and the variables. [`template`] holds
 //! query templates and decides whether a request fits one.
 //!
-//! Two readers turn the text into a [`document::Document`]: a fast one for the plain
+//! Two readers turn the text into a `document::Document`: a fast one for the plain
 //! documents clients send (`plain`), and apollo-parser for everything else and for every
 //! error (`apollo`). They must agree wherever the fast one answers; `tests.rs` checks.
 //!
@@ -218,10 +218,10 @@ impl ArgValue {
 /// see [`RequestError::status`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    /// No query, or no operation in it (RFC0014 §6.2 [08]).
+    /// No query, or no operation in it (RFC0014 §6.2 \[08\]).
     #[error("no operation: {0}")]
     NoOperation(String),
-    /// Not parseable as GraphQL (RFC0014 §6.2 [07]).
+    /// Not parseable as GraphQL (RFC0014 §6.2 \[07\]).
     #[error("invalid GraphQL syntax: {0}")]
     Syntax(String),
     /// Anything else wrong with the request: limits, JSON, variables, ambiguity.
@@ -232,7 +232,7 @@ pub enum RequestError {
     Method(String),
 }
 
-/// The message RFC0014 §6.2 [08] prescribes.
+/// The message RFC0014 §6.2 \[08\] prescribes.
 pub const NO_OPERATION: &str = "No operation found to evaluate";
 
 impl RequestError {

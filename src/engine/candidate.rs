@@ -3,13 +3,13 @@
 //!
 //! [`super::Engine::decide`] answers with the enforced set first. Then it hands the
 //! request, its answer and what it found about the token to a bounded queue
-//! ([`Candidate::submit`]); a background task decides the same request with the candidate
+//! (`Candidate::submit`); a background task decides the same request with the candidate
 //! set and compares. The enforced answer never waits for the candidate: when the queue is
 //! full the decision is not put to the candidate, and that is counted as dropped.
 //!
 //! The token is not verified twice: the candidate reuses the enforced path's verified
 //! identity (or its refusal) whenever its policy accepts the same issuers, or the issuer
-//! that vouched for the token ([`Authenticated::for_policy`]). Only when the enforced path
+//! that vouched for the token (`Authenticated::for_policy`). Only when the enforced path
 //! did not look at the token (no policy, an anonymous policy) or judged it against other
 //! issuers does the candidate check it itself, through the same caches.
 //!

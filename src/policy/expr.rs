@@ -23,7 +23,7 @@
 //! overload search): a string field (`token.client_id`, `request.path`), a field compared
 //! with a literal, `list.size() == 0`, `true`, and `exists`/`all` over the caller's flows
 //! with a condition on each flow's and the token's fields are evaluated directly
-//! ([`fast`]), and `flows.permitting(request)` / `flows.covering(request)` become
+//! (`fast`), and `flows.permitting(request)` / `flows.covering(request)` become
 //! variables computed once per request, however many rules ask.
 
 use std::collections::HashMap;

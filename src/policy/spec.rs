@@ -1,5 +1,5 @@
 //! The policy file format as policy authors write it (YAML). These types only describe
-//! the file; [`super::load`] checks and compiles them into a [`super::PolicySet`].
+//! the file; [`super::PolicySet::load`] checks and compiles them into a [`super::PolicySet`].
 
 use std::collections::BTreeMap;
 
@@ -67,7 +67,7 @@ pub struct PolicySpec {
     /// keep their 401 so clients can renew tokens.
     pub deny_response: Option<DenyResponseSpec>,
     /// The answer when the token lacks a scope in `scopes`, instead of RFC 6750's 403
-    /// `insufficient_scope`: e.g. iWlz RFC0014 [09], 400
+    /// `insufficient_scope`: e.g. iWlz RFC0014 \[09\], 400
     /// `{"ErrorCode":"bad_request","Error":"Scope is not allowed"}`. Takes precedence over
     /// `deny_response` for that case.
     pub scope_response: Option<DenyResponseSpec>,
