@@ -67,7 +67,7 @@ pub struct PolicySpec {
     /// keep their 401 so clients can renew tokens.
     pub deny_response: Option<DenyResponseSpec>,
     /// The answer when the token lacks a scope in `scopes`, instead of RFC 6750's 403
-    /// `insufficient_scope`: e.g. iWlz RFC0014 \[09\], 400
+    /// `insufficient_scope`: e.g. iWlz RFC0014 error 09, 400
     /// `{"ErrorCode":"bad_request","Error":"Scope is not allowed"}`. Takes precedence over
     /// `deny_response` for that case.
     pub scope_response: Option<DenyResponseSpec>,
