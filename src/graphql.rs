@@ -22,6 +22,7 @@ mod document;
 mod plain;
 pub mod template;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -617,7 +618,7 @@ fn parse(
     };
     let mut fields = Vec::with_capacity(operation.selection.len());
     if !operation.selection.is_empty() {
-        expansion.expand(operation.selection, 1, &mut fields)?;
+        expansion.expand(Cow::Owned(operation.selection), 1, &mut fields)?;
     }
     Ok(Operation {
         operation: operation.operation,
@@ -640,7 +641,7 @@ struct Expansion<'a> {
     introspection: bool,
 }
 
-impl Expansion<'_> {
+impl<'a> Expansion<'a> {
     fn count(&mut self) -> Result<(), RequestError> {
         self.visited += 1;
         if self.visited > self.limits.max_fields {
@@ -652,10 +653,12 @@ impl Expansion<'_> {
         Ok(())
     }
 
-    /// Appends the fields of `set` (at `depth`) to `out`.
+    /// Appends the fields of `set` (at `depth`) to `out`. The operation's own selections
+    /// are moved into the field tree; a fragment's are borrowed and copied field by field
+    /// at each spread, so a fragment spread many times is not first cloned whole.
     fn expand(
         &mut self,
-        set: Vec<Selection>,
+        set: Cow<'a, [Selection]>,
         depth: usize,
         out: &mut Vec<Field>,
     ) -> Result<(), RequestError> {
@@ -665,62 +668,131 @@ impl Expansion<'_> {
                 self.limits.max_depth
             )));
         }
-        for selection in set {
-            self.count()?;
-            match selection {
-                Selection::Field(field) => {
-                    if field.name == "__schema" || field.name == "__type" {
-                        self.introspection = true;
-                    }
-                    if field.alias.is_some() {
-                        self.aliases += 1;
-                        if self.aliases > self.limits.max_aliases {
-                            return Err(malformed(format!(
-                                "the query has more than {} aliases",
-                                self.limits.max_aliases
-                            )));
-                        }
-                    }
-                    let mut selection = Vec::with_capacity(field.selection.len());
-                    if !field.selection.is_empty() {
-                        self.expand(field.selection, depth + 1, &mut selection)?;
-                    }
-                    out.push(Field {
-                        name: field.name,
-                        alias: field.alias,
-                        arguments: field.arguments,
-                        directives: field.directives,
-                        selection,
-                    });
+        match set {
+            Cow::Owned(set) => {
+                for selection in set {
+                    self.selection(Cow::Owned(selection), depth, out)?;
                 }
-                Selection::Inline {
-                    directives,
-                    selection,
-                } => {
-                    refuse_directives(directives, "an inline fragment")?;
-                    self.expand(selection, depth, out)?;
-                }
-                Selection::Spread { name, directives } => {
-                    refuse_directives(directives, "a fragment spread")?;
-                    if let Some(at) = self.spreads.iter().position(|s| *s == name) {
-                        let mut cycle = self.spreads.get(at..).unwrap_or_default().to_vec();
-                        cycle.push(name);
-                        return Err(malformed(format!(
-                            "fragments spread each other in a cycle: {}",
-                            cycle.join(" → ")
-                        )));
-                    }
-                    let fragment = self
-                        .fragments
-                        .get(&name)
-                        .ok_or_else(|| malformed(format!("fragment `{name}` is not defined")))?;
-                    refuse_directives(fragment.directives, "a fragment definition")?;
-                    self.spreads.push(name);
-                    self.expand(fragment.selection.clone(), depth, out)?;
-                    self.spreads.pop();
+            }
+            Cow::Borrowed(set) => {
+                for selection in set {
+                    self.selection(Cow::Borrowed(selection), depth, out)?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Appends the fields one selection stands for.
+    fn selection(
+        &mut self,
+        selection: Cow<'a, Selection>,
+        depth: usize,
+        out: &mut Vec<Field>,
+    ) -> Result<(), RequestError> {
+        self.count()?;
+        match selection {
+            Cow::Owned(Selection::Field(field)) => self.field(
+                Field {
+                    name: field.name,
+                    alias: field.alias,
+                    arguments: field.arguments,
+                    directives: field.directives,
+                    selection: Vec::new(),
+                },
+                Cow::Owned(field.selection),
+                depth,
+                out,
+            )?,
+            Cow::Borrowed(Selection::Field(field)) => self.field(
+                Field {
+                    name: field.name.clone(),
+                    alias: field.alias.clone(),
+                    arguments: field.arguments.clone(),
+                    directives: field.directives.clone(),
+                    selection: Vec::new(),
+                },
+                Cow::Borrowed(&field.selection),
+                depth,
+                out,
+            )?,
+            Cow::Owned(Selection::Inline {
+                directives,
+                selection,
+            }) => {
+                refuse_directives(directives, "an inline fragment")?;
+                self.expand(Cow::Owned(selection), depth, out)?;
+            }
+            Cow::Borrowed(Selection::Inline {
+                directives,
+                selection,
+            }) => {
+                refuse_directives(*directives, "an inline fragment")?;
+                self.expand(Cow::Borrowed(selection), depth, out)?;
+            }
+            Cow::Owned(Selection::Spread { name, directives }) => {
+                self.spread(&name, directives, depth, out)?
+            }
+            Cow::Borrowed(Selection::Spread { name, directives }) => {
+                self.spread(name, *directives, depth, out)?
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `field`, its own selection `children` expanded, to `out`.
+    fn field(
+        &mut self,
+        mut field: Field,
+        children: Cow<'a, [Selection]>,
+        depth: usize,
+        out: &mut Vec<Field>,
+    ) -> Result<(), RequestError> {
+        if field.name == "__schema" || field.name == "__type" {
+            self.introspection = true;
+        }
+        if field.alias.is_some() {
+            self.aliases += 1;
+            if self.aliases > self.limits.max_aliases {
+                return Err(malformed(format!(
+                    "the query has more than {} aliases",
+                    self.limits.max_aliases
+                )));
+            }
+        }
+        if !children.is_empty() {
+            field.selection.reserve_exact(children.len());
+            self.expand(children, depth + 1, &mut field.selection)?;
+        }
+        out.push(field);
+        Ok(())
+    }
+
+    /// Appends the fields of the fragment `name` spread here.
+    fn spread(
+        &mut self,
+        name: &str,
+        directives: bool,
+        depth: usize,
+        out: &mut Vec<Field>,
+    ) -> Result<(), RequestError> {
+        refuse_directives(directives, "a fragment spread")?;
+        if let Some(at) = self.spreads.iter().position(|s| *s == name) {
+            let mut cycle = self.spreads.get(at..).unwrap_or_default().to_vec();
+            cycle.push(name.to_owned());
+            return Err(malformed(format!(
+                "fragments spread each other in a cycle: {}",
+                cycle.join(" → ")
+            )));
+        }
+        let fragments = self.fragments;
+        let fragment = fragments
+            .get(name)
+            .ok_or_else(|| malformed(format!("fragment `{name}` is not defined")))?;
+        refuse_directives(fragment.directives, "a fragment definition")?;
+        self.spreads.push(name.to_owned());
+        self.expand(Cow::Borrowed(&fragment.selection), depth, out)?;
+        self.spreads.pop();
         Ok(())
     }
 }
