@@ -38,11 +38,7 @@ pub fn read(text: &str, limits: &Limits) -> Result<Document, RequestError> {
             }
             cst::Definition::FragmentDefinition(fragment) => {
                 document.fragments.push(FragmentDefinition {
-                    name: fragment
-                        .fragment_name()
-                        .and_then(|n| n.name())
-                        .map(|n| n.text().to_string())
-                        .unwrap_or_default(),
+                    name: name_of(fragment.fragment_name().and_then(|n| n.name())),
                     directives: has_directives(fragment.directives()),
                     selection: selection_set(fragment.selection_set())?,
                 });
@@ -74,11 +70,7 @@ fn operation_definition(
         .flat_map(|d| d.variable_definitions())
     {
         variable_definitions.push(VariableDefinition {
-            name: definition
-                .variable()
-                .and_then(|v| v.name())
-                .map(|n| n.text().to_string())
-                .unwrap_or_default(),
+            name: name_of(definition.variable().and_then(|v| v.name())),
             ty: definition
                 .ty()
                 .map(|t| without_trivia(&t.syntax().to_string()))
@@ -124,10 +116,7 @@ fn selection_set(set: Option<cst::SelectionSet>) -> Result<Vec<Selection>, Reque
     for selection in set.selections() {
         out.push(match selection {
             cst::Selection::Field(field) => Selection::Field(FieldSelection {
-                name: field
-                    .name()
-                    .map(|n| n.text().to_string())
-                    .unwrap_or_default(),
+                name: name_of(field.name()),
                 alias: field
                     .alias()
                     .and_then(|a| a.name())
@@ -141,16 +130,18 @@ fn selection_set(set: Option<cst::SelectionSet>) -> Result<Vec<Selection>, Reque
                 selection: selection_set(fragment.selection_set())?,
             },
             cst::Selection::FragmentSpread(spread) => Selection::Spread {
-                name: spread
-                    .fragment_name()
-                    .and_then(|n| n.name())
-                    .map(|n| n.text().to_string())
-                    .unwrap_or_default(),
+                name: name_of(spread.fragment_name().and_then(|n| n.name())),
                 directives: has_directives(spread.directives()),
             },
         });
     }
     Ok(out)
+}
+
+/// A name's text; empty where the tree has none (only in a document with errors, which
+/// is refused before anything reads it).
+fn name_of(name: Option<cst::Name>) -> String {
+    name.map(|n| n.text().to_string()).unwrap_or_default()
 }
 
 fn has_directives(directives: Option<cst::Directives>) -> bool {
@@ -160,10 +151,7 @@ fn has_directives(directives: Option<cst::Directives>) -> bool {
 fn arguments(arguments: Option<cst::Arguments>) -> Result<Vec<(String, ArgValue)>, RequestError> {
     let mut out: Vec<(String, ArgValue)> = Vec::new();
     for argument in arguments.iter().flat_map(|a| a.arguments()) {
-        let name = argument
-            .name()
-            .map(|n| n.text().to_string())
-            .unwrap_or_default();
+        let name = name_of(argument.name());
         let value = match argument.value() {
             Some(value) => arg_value(&value)?,
             None => ArgValue::Null,
@@ -179,10 +167,7 @@ fn directives(directives: Option<cst::Directives>) -> Result<Vec<Directive>, Req
         .flat_map(|d| d.directives())
         .map(|directive| {
             Ok(Directive {
-                name: directive
-                    .name()
-                    .map(|n| n.text().to_string())
-                    .unwrap_or_default(),
+                name: name_of(directive.name()),
                 arguments: arguments(directive.arguments())?,
             })
         })
@@ -191,7 +176,6 @@ fn directives(directives: Option<cst::Directives>) -> Result<Vec<Directive>, Req
 
 /// The parser's recursion limit bounds how deep this goes.
 fn arg_value(value: &cst::Value) -> Result<ArgValue, RequestError> {
-    let name_of = |name: Option<cst::Name>| name.map(|n| n.text().to_string()).unwrap_or_default();
     Ok(match value {
         cst::Value::Variable(variable) => ArgValue::Variable(name_of(variable.name())),
         cst::Value::StringValue(text) => ArgValue::String(String::from(text)),
