@@ -152,6 +152,26 @@ impl Reloader {
         dirs
     }
 
+    /// Adds a watch on each directory of [`Reloader::watched_dirs`] not in `watching` yet;
+    /// returns the ones that could not be watched.
+    fn watch_new(
+        &self,
+        watcher: &mut impl Watcher,
+        watching: &mut Vec<PathBuf>,
+    ) -> Vec<(PathBuf, notify::Error)> {
+        let mut failed = Vec::new();
+        for (dir, mode) in self.watched_dirs() {
+            if watching.contains(&dir) {
+                continue;
+            }
+            match watcher.watch(&dir, mode) {
+                Ok(()) => watching.push(dir),
+                Err(e) => failed.push((dir, e)),
+            }
+        }
+        failed
+    }
+
     /// Starts watching for changes and SIGHUP. Events are debounced: a burst of writes
     /// (an editor's save, a ConfigMap swap) gives one reload.
     pub fn spawn(self: Arc<Self>, debounce: Duration) -> Result<(), String> {
@@ -167,11 +187,12 @@ impl Reloader {
             })
             .map_err(|e| format!("cannot watch policy files: {e}"))?;
         let mut watching = Vec::new();
-        for (dir, mode) in self.watched_dirs() {
-            watcher
-                .watch(&dir, mode)
-                .map_err(|e| format!("cannot watch `{}`: {e}", dir.display()))?;
-            watching.push(dir);
+        if let Some((dir, e)) = self
+            .watch_new(&mut watcher, &mut watching)
+            .into_iter()
+            .next()
+        {
+            return Err(format!("cannot watch `{}`: {e}", dir.display()));
         }
         #[cfg(unix)]
         {
@@ -197,17 +218,11 @@ impl Reloader {
                 })
                 .await;
                 // A set now in place may read templates from a directory not watched yet.
-                for (dir, mode) in self.watched_dirs() {
-                    if watching.contains(&dir) {
-                        continue;
-                    }
-                    match watcher.watch(&dir, mode) {
-                        Ok(()) => watching.push(dir),
-                        Err(e) => tracing::warn!(
-                            "cannot watch `{}`: edits there need SIGHUP: {e}",
-                            dir.display()
-                        ),
-                    }
+                for (dir, e) in self.watch_new(&mut watcher, &mut watching) {
+                    tracing::warn!(
+                        "cannot watch `{}`: edits there need SIGHUP: {e}",
+                        dir.display()
+                    );
                 }
             }
         });
