@@ -557,7 +557,7 @@ fn parse(
             return Err(malformed(format!("fragment `{name}` is defined twice")));
         }
     }
-    let mut operations = document.operations;
+    let operations = document.operations;
     for (i, operation) in operations.iter().enumerate() {
         if let Some(name) = &operation.name
             && operations
@@ -589,12 +589,10 @@ fn parse(
             }
         },
     };
-    if chosen >= operations.len() {
-        return Err(RequestError::NoOperation(
-            "the query defines no operation".into(),
-        ));
-    }
-    let operation = operations.swap_remove(chosen);
+    let operation = operations
+        .into_iter()
+        .nth(chosen)
+        .ok_or_else(|| RequestError::NoOperation("the query defines no operation".into()))?;
     let mut variable_definitions: Vec<VariableDefinition> = Vec::new();
     for definition in operation.variable_definitions {
         if variable_definitions
