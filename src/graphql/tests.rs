@@ -686,11 +686,16 @@ fn the_fast_reader_agrees_with_apollo_parser() {
     );
 }
 
+/// QIR-0001-ZKi with a comment numbered `i`: a text of its own, read through `cache`.
+fn read_numbered_qir(i: usize, cache: &DocumentCache) -> GraphqlRequest {
+    let text = format!("{QIR}\n# {i}");
+    read(&query(&text, json!({})), &Limits::default(), Some(cache)).unwrap()
+}
+
 /// The cache is bounded by memory, not by text alone: a parsed template weighs several
 /// times its text, and the cache's total stays within its capacity.
 #[test]
 fn the_cache_weighs_the_parsed_operation_too() {
-    let limits = Limits::default();
     let parsed = read_default(&query(QIR, json!({}))).unwrap();
     let weight = parsed.approximate_bytes();
     assert!(
@@ -703,12 +708,7 @@ fn the_cache_weighs_the_parsed_operation_too() {
     let cache = DocumentCache::new(capacity);
     for i in 0..40 {
         for _ in 0..2 {
-            read(
-                &query(&format!("{QIR}\n# {i}"), json!({})),
-                &limits,
-                Some(&cache),
-            )
-            .unwrap();
+            read_numbered_qir(i, &cache);
         }
     }
     let kept = cache.settled();
@@ -727,12 +727,7 @@ fn texts_sent_once_do_not_push_out_texts_sent_again() {
     again();
     let kept = again();
     for i in 0..300 {
-        read(
-            &query(&format!("{QIR}\n# {i}"), json!({})),
-            &limits,
-            Some(&cache),
-        )
-        .unwrap();
+        read_numbered_qir(i, &cache);
     }
     assert_eq!(cache.settled().entry_count(), 1);
     assert!(Arc::ptr_eq(&kept.parsed, &again().parsed), "pushed out");
