@@ -8,7 +8,9 @@ use std::collections::HashMap;
 
 /// One request to authorize, as the gateway saw it.
 ///
-/// Its `Debug` output redacts credentials, so a request can be logged without its token.
+/// Its `Debug` output redacts credentials (credential headers, and credential-named
+/// parameters and JWTs in the path and query), so a request can be logged without its
+/// token.
 #[derive(Clone, Default)]
 pub struct AccessRequest {
     /// Upper-case HTTP method, e.g. `GET`.
@@ -119,8 +121,8 @@ impl std::fmt::Debug for AccessRequest {
             .field("method", &self.method)
             .field("scheme", &self.scheme)
             .field("host", &self.host)
-            .field("path", &self.path)
-            .field("query", &self.query)
+            .field("path", &crate::audit::mask::mask_credentials(&self.path))
+            .field("query", &crate::audit::mask::mask_credentials(&self.query))
             .field("protocol", &self.protocol)
             .field("headers", &headers)
             .field("body_bytes", &self.body.len())
@@ -195,8 +197,11 @@ mod tests {
             .headers
             .insert("authorization".into(), "Bearer secret-token".into());
         request.headers.insert("x-request-id".into(), "r-1".into());
+        request.set_target("/a/eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2ln?access_token=secret-query");
         let shown = format!("{request:?}");
         assert!(!shown.contains("secret-token"), "{shown}");
+        assert!(!shown.contains("secret-query"), "{shown}");
+        assert!(!shown.contains("eyJ"), "{shown}");
         assert!(shown.contains("r-1"));
     }
 
