@@ -217,7 +217,7 @@ proptest! {
         } else if kong {
             serde_json::to_vec(&json!({"input": {"request": {"http": http}, "client_ip": extra}})).unwrap()
         } else {
-            serde_json::to_vec(&json!({"input": {"request": http, "var": {"x": extra}}})).unwrap()
+            serde_json::to_vec(&json!({"input": {"type": "http", "request": http, "var": {"x": extra}}})).unwrap()
         };
         let json = [("content-type".to_owned(), "application/json".to_owned())];
         if let Some((status, text)) = send("POST", "/v1/data/sluis/allow", &json, document) {

@@ -51,6 +51,27 @@ async fn forward(server: &Server, path: &str, headers: &[(&str, &str)]) -> (u16,
     (status, body["error"].as_str().unwrap_or("").to_owned())
 }
 
+/// The OPA door's `result` for an APISIX input of `GET /api/x` with `override_header`.
+async fn opa(server: &Server, bearer: &str, override_header: &str) -> serde_json::Value {
+    let input = serde_json::json!({"input": {"type": "http", "request": {
+        "method": "GET",
+        "path": "/api/x",
+        "host": "api.test",
+        "scheme": "https",
+        "headers": {"authorization": format!("Bearer {bearer}"), override_header: "DELETE"},
+    }}});
+    let response: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/v1/data/sluis/allow", server.http))
+        .json(&input)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    response["result"].clone()
+}
+
 #[tokio::test]
 async fn an_override_header_is_refused_by_default_at_every_door() {
     let (_setup, server) = server(&[("api.yaml", POLICY)]).await;
@@ -75,6 +96,10 @@ async fn an_override_header_is_refused_by_default_at_every_door() {
             (400, "invalid_request".to_owned()),
             "{name}"
         );
+        let opa = opa(&server, &bearer, name).await;
+        assert_eq!(opa["allow"], false, "{name}: {opa}");
+        assert_eq!(opa["status_code"], 400, "{name}: {opa}");
+        assert_eq!(opa["reason"]["error"], "invalid_request", "{name}: {opa}");
         // Even an override to the method itself: the header has no business here.
         let same = server
             .check(Req::get("/api/x").bearer(&bearer).header(name, "GET"))
