@@ -19,7 +19,7 @@ use crate::authn::{Authenticator, AuthnError, Identity, Scheme, presented_token}
 use crate::config::Config;
 use crate::decision::{Decision, Deny, DenyCode, Outcome, deny_body};
 use crate::flows::FlowIndex;
-use crate::policy::{Policy, PolicySet};
+use crate::policy::{MethodOverride, Policy, PolicySet};
 use crate::request::AccessRequest;
 use crate::telemetry;
 use candidate::{Authenticated, Candidate};
@@ -346,6 +346,18 @@ impl Judge<'_> {
         mut trace: Option<&mut Trace>,
         seen: &mut Seen,
     ) -> Result<Decision, Unavailable> {
+        // A method-override header makes an upstream that honours it perform another
+        // method: the policy is chosen, and judges, as that method, or the request is
+        // refused; it never passes unjudged.
+        let method_override = request.method_override();
+        let overridden = match &method_override {
+            Some(Ok(method)) if *method != request.method => Some(AccessRequest {
+                method: method.clone(),
+                ..request.clone()
+            }),
+            _ => None,
+        };
+        let request = overridden.as_ref().unwrap_or(request);
         let policy = match policies.select(request) {
             Ok(policy) => policy.clone(),
             Err(reason) => {
@@ -366,6 +378,22 @@ impl Judge<'_> {
         }
         seen.policies = Some(policies);
         seen.policy = Some(policy.clone());
+        match (method_override, policy.method_override) {
+            (None, _) => {}
+            (Some(Ok(method)), MethodOverride::Judge) => note(
+                &mut trace,
+                format!("judged as `{method}`, the method its method-override header asks for"),
+            ),
+            (Some(Ok(_)), MethodOverride::Refuse) => {
+                let reason = "the request carries a method-override header, which this policy refuses (`method_override: refuse`)".to_owned();
+                note(&mut trace, reason.clone());
+                return Ok(policy.refuse_method_override(reason));
+            }
+            (Some(Err(reason)), _) => {
+                note(&mut trace, reason.clone());
+                return Ok(policy.refuse_method_override(reason));
+            }
+        }
         if policy.anonymous {
             note(
                 &mut trace,

@@ -30,6 +30,7 @@ use crate::engine::{RuleTrace, Trace};
 use crate::flows::FlowIndex;
 use crate::request::AccessRequest;
 use expr::{Expr, FlowSource, GraphqlFields, RequestFields, Vars};
+pub use spec::MethodOverride;
 use spec::{PolicyFile, PolicyMode, PolicySpec, RuleSpec};
 
 /// Every loaded policy, compiled, in decision order. Immutable: a reload builds a new set
@@ -58,6 +59,8 @@ pub struct Policy {
     /// Accepted issuers (configured names); empty when the policy is anonymous.
     pub issuers: Vec<Arc<str>>,
     pub anonymous: bool,
+    /// What a request with a method-override header gets.
+    pub method_override: MethodOverride,
     pub scopes: Vec<String>,
     pub realm: String,
     pub rules: Vec<Rule>,
@@ -792,6 +795,7 @@ fn compile_policy(
             .collect(),
         issuers: spec.issuers.iter().map(|i| Arc::from(i.as_str())).collect(),
         anonymous: spec.anonymous,
+        method_override: spec.method_override,
         scopes: spec.scopes,
         realm: spec.realm.unwrap_or_else(|| "sluis".into()),
         rules,
@@ -1264,6 +1268,22 @@ impl Policy {
             outcome: Outcome::Deny(deny),
             policy: Some(self.id.clone()),
             rule: Arc::from(rule),
+            reason,
+        }
+    }
+
+    /// 400 `invalid_request` for a request whose method-override header this policy does
+    /// not judge, or that names no method. Never the uniform deny response: it says
+    /// nothing about data or consent, only that the request is malformed.
+    pub fn refuse_method_override(&self, reason: String) -> Decision {
+        Decision {
+            outcome: Outcome::Deny(Deny {
+                status: 400,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: deny_body(DenyCode::InvalidRequest, &reason),
+            }),
+            policy: Some(self.id.clone()),
+            rule: Arc::from("method-override"),
             reason,
         }
     }

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 
 /// One request to authorize, as the gateway saw it.
 ///
-/// Its `Debug` output redacts credentials, so a request can be logged without its token.
+/// Its `Debug` output redacts credentials (credential headers, and credential-named
+/// parameters and JWTs in the path and query), so a request can be logged without its
+/// token.
 #[derive(Clone, Default)]
 pub struct AccessRequest {
     /// Upper-case HTTP method, e.g. `GET`.
@@ -119,8 +121,8 @@ impl std::fmt::Debug for AccessRequest {
             .field("method", &self.method)
             .field("scheme", &self.scheme)
             .field("host", &self.host)
-            .field("path", &self.path)
-            .field("query", &self.query)
+            .field("path", &crate::audit::mask::mask_credentials(&self.path))
+            .field("query", &crate::audit::mask::mask_credentials(&self.query))
             .field("protocol", &self.protocol)
             .field("headers", &headers)
             .field("body_bytes", &self.body.len())
@@ -141,6 +143,15 @@ pub struct Source {
     pub certificate: Option<String>,
 }
 
+/// Headers with which a client asks the upstream to perform another method than the
+/// request's own; frameworks that honour them (Rails, Laravel, ASP.NET, Express's
+/// `method-override`, ...) would perform a method Sluis never judged.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
 /// The context key naming the policy that must decide this request.
 pub const POLICY_CONTEXT_KEY: &str = "sluis_policy";
 
@@ -148,6 +159,35 @@ impl AccessRequest {
     /// A header by its lower-case name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
+    }
+
+    /// The method a method-override header asks for, upper-cased: `None` without such a
+    /// header; an error when one is not an HTTP method (RFC 9110 token, repeated headers
+    /// included) or two disagree.
+    pub fn method_override(&self) -> Option<Result<String, String>> {
+        let mut found: Option<(&str, String)> = None;
+        for name in METHOD_OVERRIDE_HEADERS {
+            let Some(value) = self.header(name) else {
+                continue;
+            };
+            let method = value.trim().to_ascii_uppercase();
+            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if method.is_empty() || method.len() > 32 || !method.bytes().all(token) {
+                return Some(Err(format!(
+                    "the method-override header `{name}` names no HTTP method"
+                )));
+            }
+            match &found {
+                Some((first, earlier)) if *earlier != method => {
+                    return Some(Err(format!(
+                        "the method-override headers `{first}` and `{name}` disagree"
+                    )));
+                }
+                Some(_) => {}
+                None => found = Some((name, method)),
+            }
+        }
+        found.map(|(_, method)| Ok(method))
     }
 
     /// Splits a request target (`/a/b?x=1`) into path and query.
@@ -195,9 +235,48 @@ mod tests {
             .headers
             .insert("authorization".into(), "Bearer secret-token".into());
         request.headers.insert("x-request-id".into(), "r-1".into());
+        request.set_target("/a/eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2ln?access_token=secret-query");
         let shown = format!("{request:?}");
         assert!(!shown.contains("secret-token"), "{shown}");
+        assert!(!shown.contains("secret-query"), "{shown}");
+        assert!(!shown.contains("eyJ"), "{shown}");
         assert!(shown.contains("r-1"));
+    }
+
+    #[test]
+    fn a_method_override_is_read_checked_and_compared() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut request = AccessRequest::default();
+            for (name, value) in pairs {
+                request.headers.insert((*name).into(), (*value).into());
+            }
+            request.method_override()
+        };
+        assert_eq!(with(&[]), None);
+        assert_eq!(
+            with(&[("x-http-method", " delete ")]),
+            Some(Ok("DELETE".into()))
+        );
+        assert_eq!(
+            with(&[
+                ("x-http-method-override", "PUT"),
+                ("x-method-override", "put")
+            ]),
+            Some(Ok("PUT".into()))
+        );
+        for bad in ["", "DE LETE", "DELETE,PUT", "GET\u{e9}"] {
+            assert!(
+                matches!(with(&[("x-method-override", bad)]), Some(Err(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            with(&[
+                ("x-http-method-override", "PUT"),
+                ("x-http-method", "DELETE")
+            ]),
+            Some(Err(_))
+        ));
     }
 
     #[test]

@@ -28,6 +28,28 @@ policies:
       remove_query: [debug]
 "#;
 
+/// The status of `GET target` sent as written, over a fresh connection.
+async fn raw_get(port: u16, target: &str, headers: &[(&str, &str)]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut request = format!("GET {target} HTTP/1.1\r\nhost: api.test\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response);
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_enforces_sluis_decisions() {
     let Some(envoy) = envoy_binary() else {
@@ -170,7 +192,60 @@ async fn envoy_enforces_sluis_decisions() {
         "a denied request reached the upstream"
     );
 
+    // A method override on an allowed GET: refused, so an upstream that honours the
+    // header never performs a DELETE the policy did not judge.
+    for name in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        let response = client
+            .get(url("/api/things"))
+            .bearer_auth(&token)
+            .header(name, "DELETE")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{name}");
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["error"],
+            "invalid_request",
+            "{name}"
+        );
+    }
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        before,
+        "an override went upstream"
+    );
+
+    // The listener settings docs/security.md says must stay on. Sent raw: an HTTP client
+    // library would resolve `..` itself. `normalize_path`: Sluis decides on the path the
+    // upstream gets, so `/api/x/../admin/y` is the denied `/api/admin/y`, not an allowed
+    // path under `/api/x`; `merge_slashes`: likewise `/api//admin/y`;
+    // `path_with_escaped_slashes_action: REJECT_REQUEST`: `%2F` is Envoy's 400;
+    // `headers_with_underscores_action: REJECT_REQUEST`: `x_user` is Envoy's 400.
+    let reached = seen.lock().unwrap().len();
+    let authorization = format!("Bearer {token}");
+    for (target, extra, status) in [
+        ("/api/x/../admin/y", None, 403),
+        ("/api//admin/y", None, 403),
+        ("/api/x/%2Fadmin", None, 400),
+        ("/api/x/%2fadmin", None, 400),
+        ("/api/x", Some(("x_user", "mallory")), 400),
+    ] {
+        let mut headers = vec![("authorization", authorization.as_str())];
+        headers.extend(extra);
+        assert_eq!(raw_get(listen, target, &headers).await, status, "{target}");
+    }
+    assert_eq!(
+        raw_get(listen, "/api/x", &[("authorization", &authorization)]).await,
+        200
+    );
+    assert_eq!(seen.lock().unwrap().len(), reached + 1);
+
     // Sluis gone: Envoy fails closed (status_on_error 503), nothing goes upstream.
+    let before = seen.lock().unwrap().len();
     drop(sluis);
     let response = client
         .get(url("/api/things"))

@@ -153,6 +153,28 @@ async fn allow_and_deny_through(listen: u16, seen: &Arc<Mutex<Vec<Value>>>) {
         response.status()
     );
 
+    // A method-override header on an allowed GET never reaches the upstream: Sluis
+    // must see it (Envoy's `allowed_headers` lists it) and refuses it with 400, which
+    // NGINX, passing only 401 and 403, turns into a 500.
+    for name in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        let response = client
+            .get(url("/api/things"))
+            .bearer_auth(&token)
+            .header(name, "DELETE")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            [400, 500].contains(&response.status().as_u16()),
+            "{name}: {}",
+            response.status()
+        );
+    }
+
     // The method is the client's: POST is not allowed by the policy.
     let response = client
         .post(url("/api/things"))

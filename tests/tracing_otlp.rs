@@ -474,3 +474,70 @@ fn validate_names_a_bad_tracing_block() {
         "{stderr}"
     );
 }
+
+/// A token sent where it does not belong (`?access_token=`, the path, a credential-named
+/// parameter) is refused, and reaches neither the decision log, nor the service's log at
+/// trace level, nor a span: the client chooses where to put it, so every logged path,
+/// query and reason is masked.
+#[tokio::test]
+async fn a_token_in_the_query_or_path_reaches_no_log_and_no_span() {
+    let (endpoint, received) = grpc_receiver().await;
+    let (setup, mut process) = start(
+        &tracing_block(&endpoint, "grpc", 1.0),
+        &[("RUST_LOG", "trace")],
+    );
+    process.wait_ready().await;
+    let http = process.listeners.http;
+    let jwt = token(&claims());
+    let signature = jwt.rsplit('.').next().unwrap().to_owned();
+    let opaque = "opaque-secret-0123456789abcdef";
+
+    let targets = [
+        format!("/api/x?access_token={jwt}"),
+        format!("/api/x?a=1&id_token={jwt}&b=2"),
+        format!("/api/{jwt}/x"),
+        format!("/api/x?q={jwt}"),
+        format!("/api/x?client_secret={opaque}"),
+    ];
+    for target in &targets {
+        let answer = check(
+            &process,
+            Req::get(target).header("traceparent", &traceparent(TRACE_ID, PARENT_ID, "01")),
+        )
+        .await;
+        assert_eq!(answer.status, 401, "{target}");
+        let forward = reqwest::Client::new()
+            .get(format!("http://{http}/decisions{target}"))
+            .header("traceparent", traceparent(TRACE_ID, PARENT_ID, "01"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forward.status(), 401, "{target}");
+    }
+
+    let (output, log) = stop(&setup, process).await;
+    let spans = received.spans();
+    assert_eq!(log.len(), 2 * targets.len(), "{log:#?}");
+    assert_eq!(spans.len(), 2 * targets.len(), "{spans:#?}");
+    // The test means something only if the service's log is talkative.
+    assert!(
+        output.contains("TRACE"),
+        "RUST_LOG=trace logged no trace line"
+    );
+    let logged = log
+        .iter()
+        .map(|line| line.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(logged.contains("access_token=[credential]"), "{logged}");
+    let exported = format!("{spans:#?}");
+    for (name, text) in [
+        ("decision log", &logged),
+        ("service log", &output),
+        ("spans", &exported),
+    ] {
+        for secret in [jwt.as_str(), signature.as_str(), opaque] {
+            assert!(!text.contains(secret), "`{secret}` in the {name}:\n{text}");
+        }
+    }
+}

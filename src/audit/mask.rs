@@ -1,5 +1,11 @@
-//! Masking identifiers in logged text: BSNs (Dutch citizen numbers) recognised by the
-//! 11-check, and whatever else the operator names with regular expressions.
+//! Masking identifiers in logged text: credentials (the values of credential-named
+//! parameters such as `access_token=`, and anything shaped like a JWT), BSNs (Dutch
+//! citizen numbers) recognised by the 11-check, and whatever else the operator names with
+//! regular expressions.
+//!
+//! Credentials are masked by default because the client chooses where to put them: a
+//! token sent as `?access_token=` is refused, but the refused request is still logged,
+//! and its path, query and deny reason must not carry the token into a log.
 
 use std::borrow::Cow;
 
@@ -10,11 +16,53 @@ use serde::{Deserialize, Deserializer};
 pub const BSN_MASK: &str = "[bsn]";
 /// What a match of a configured pattern is replaced with.
 pub const PATTERN_MASK: &str = "[masked]";
+/// What a credential (a credential-named parameter's value, a JWT) is replaced with.
+pub const CREDENTIAL_MASK: &str = "[credential]";
+
+/// Parameter names whose values are credentials, matched case-insensitively, with `_`
+/// and `-` also matching their percent-encodings: OAuth 2.0 and OIDC parameters that
+/// carry tokens, codes or client secrets, and the usual API-key and password names.
+/// `key` is on the list: it is how several APIs take an API key, and a masked harmless
+/// `key` costs an auditor less than a logged secret one.
+pub const CREDENTIAL_PARAMETERS: &[&str] = &[
+    "access_token",
+    "token",
+    "id_token",
+    "refresh_token",
+    "subject_token",
+    "actor_token",
+    "code",
+    "device_code",
+    "code_verifier",
+    "client_secret",
+    "assertion",
+    "client_assertion",
+    "password",
+    "passwd",
+    "secret",
+    "api_key",
+    "apikey",
+    "api-key",
+    "key",
+    "sig",
+    "signature",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+];
 
 /// `decision_log.mask`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MaskConfig {
+    /// Mask credentials: the values of credential-named parameters (`access_token`,
+    /// `token`, `id_token`, `refresh_token`, `code`, `client_secret`, `assertion`,
+    /// `client_assertion`, `password`, `api_key`, `key`, ...) in paths, queries and
+    /// reasons, and anything shaped like a JWT (`eyJ...` in three or more base64url
+    /// segments) wherever it appears. Also applies to the service's own log. Turn off
+    /// only to debug, never with real tokens.
+    #[serde(default = "yes")]
+    pub credentials: bool,
     /// Mask 9-digit numbers that pass the BSN 11-check.
     #[serde(default = "yes")]
     pub bsn: bool,
@@ -32,6 +80,7 @@ fn yes() -> bool {
 impl Default for MaskConfig {
     fn default() -> Self {
         MaskConfig {
+            credentials: true,
             bsn: true,
             patterns: Vec::new(),
         }
@@ -53,6 +102,7 @@ impl<'de> Deserialize<'de> for MaskPattern {
 
 /// Applies a [`MaskConfig`].
 pub struct Masker {
+    credentials: bool,
     bsn: bool,
     patterns: Vec<regex::Regex>,
 }
@@ -60,6 +110,7 @@ pub struct Masker {
 impl Masker {
     pub fn new(config: &MaskConfig) -> Masker {
         Masker {
+            credentials: config.credentials,
             bsn: config.bsn,
             patterns: config.patterns.iter().map(|p| p.0.clone()).collect(),
         }
@@ -68,6 +119,12 @@ impl Masker {
     /// `text` with every identifier masked; borrowed when there was none.
     pub fn mask<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut text = Cow::Borrowed(text);
+        if self.credentials {
+            text = match mask_credentials(&text) {
+                Cow::Owned(masked) => Cow::Owned(masked),
+                Cow::Borrowed(_) => text,
+            };
+        }
         if self.bsn {
             text = match mask_bsns(&text) {
                 Cow::Owned(masked) => Cow::Owned(masked),
@@ -82,6 +139,51 @@ impl Masker {
         }
         text
     }
+}
+
+/// `text` with the value of every credential-named parameter and every JWT-shaped run
+/// replaced by [`CREDENTIAL_MASK`]; borrowed when there was none.
+pub fn mask_credentials(text: &str) -> Cow<'_, str> {
+    static PATTERNS: std::sync::OnceLock<Option<(regex::Regex, regex::Regex)>> =
+        std::sync::OnceLock::new();
+    let Some((parameter, jwt)) = PATTERNS.get_or_init(credential_patterns) else {
+        // The patterns are constants, tested below; should they ever fail to compile,
+        // nothing of the text is worth the risk of logging it.
+        return Cow::Owned(CREDENTIAL_MASK.to_owned());
+    };
+    let text = match parameter.replace_all(text, format!("${{lead}}${{name}}{CREDENTIAL_MASK}")) {
+        Cow::Owned(masked) => Cow::Owned(masked),
+        Cow::Borrowed(_) => Cow::Borrowed(text),
+    };
+    match jwt.replace_all(&text, CREDENTIAL_MASK) {
+        Cow::Owned(masked) => Cow::Owned(masked),
+        Cow::Borrowed(_) => text,
+    }
+}
+
+fn credential_patterns() -> Option<(regex::Regex, regex::Regex)> {
+    // The names are `[a-z0-9_-]`: nothing to escape, but `_` and `-` may come
+    // percent-encoded.
+    let names: Vec<String> = CREDENTIAL_PARAMETERS
+        .iter()
+        .map(|name| {
+            name.replace('_', "(?:_|%5[Ff])")
+                .replace('-', "(?:-|%2[Dd])")
+        })
+        .collect();
+    // A parameter starts the text or follows a separator: of a query (`?`, `&`), of
+    // matrix parameters (`;`), of a path (`/`), or of text around it (a space, a quote, a
+    // backtick, a comma, a bracket). Its value runs to the next parameter, fragment,
+    // space or quote, not to a `/`, which a secret may hold.
+    let parameter = regex::Regex::new(&format!(
+        r#"(?i)(?P<lead>^|[?&;/\s"'`,(\[{{])(?P<name>(?:{})(?:=|%3[Dd]))[^&;#\s"'`]*"#,
+        names.join("|")
+    ))
+    .ok()?;
+    // A JWS (three segments) or JWE (five): its header is base64url JSON, so it starts
+    // with `eyJ` (`{"`). The dots may be percent-encoded.
+    let jwt = regex::Regex::new(r"eyJ[A-Za-z0-9_-]*(?:(?:\.|%2[Ee])[A-Za-z0-9_-]*){2,4}").ok()?;
+    Some((parameter, jwt))
 }
 
 /// Replaces every run of exactly 9 ASCII digits that passes the 11-check.
@@ -136,6 +238,7 @@ mod tests {
 
     fn masker(patterns: &[&str]) -> Masker {
         Masker::new(&MaskConfig {
+            credentials: true,
             bsn: true,
             patterns: patterns
                 .iter()
@@ -184,7 +287,7 @@ mod tests {
     fn bsn_masking_can_be_turned_off() {
         let masker = Masker::new(&MaskConfig {
             bsn: false,
-            patterns: Vec::new(),
+            ..MaskConfig::default()
         });
         assert_eq!(masker.mask("/Patient/111222333"), "/Patient/111222333");
     }
@@ -195,6 +298,73 @@ mod tests {
         assert_eq!(
             masker.mask("/x?who=agb:12345678&k=Secret-abc&bsn=111222333"),
             "/x?who=[masked]&k=[masked]&bsn=[bsn]"
+        );
+    }
+
+    const JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEifQ.c2lnbmF0dXJlLXBhcnQ";
+
+    #[test]
+    fn credential_parameters_are_masked_in_queries_paths_and_reasons() {
+        let masker = masker(&[]);
+        assert_eq!(
+            masker.mask(&format!("a=1&access_token={JWT}&b=2")),
+            "a=1&access_token=[credential]&b=2"
+        );
+        assert_eq!(
+            masker.mask("code=abc123&state=xyz&client_secret=s3cr/et"),
+            "code=[credential]&state=xyz&client_secret=[credential]"
+        );
+        assert_eq!(
+            masker.mask("Password=hunter2;API-KEY=k-1&apikey=k-2&key=k-3"),
+            "Password=[credential];API-KEY=[credential]&apikey=[credential]&key=[credential]"
+        );
+        // Percent-encoded names and separators are the same parameter to a server.
+        assert_eq!(
+            masker.mask("access%5Ftoken%3Dopaque-1&refresh_token=opaque-2"),
+            "access%5Ftoken%3D[credential]&refresh_token=[credential]"
+        );
+        assert_eq!(
+            masker.mask("/api/x;token=opaque-3/y"),
+            "/api/x;token=[credential]"
+        );
+        assert_eq!(
+            masker.mask("unknown parameter `id_token=opaque-4`"),
+            "unknown parameter `id_token=[credential]`"
+        );
+        // Names that merely contain a credential name are left alone.
+        assert_eq!(
+            masker.mask("monkey=1&tokens_left=2&passcode=3"),
+            "monkey=1&tokens_left=2&passcode=3"
+        );
+    }
+
+    #[test]
+    fn a_jwt_is_masked_wherever_it_is() {
+        let masker = masker(&[]);
+        assert_eq!(masker.mask(&format!("/api/{JWT}/x")), "/api/[credential]/x");
+        assert_eq!(masker.mask(&format!("q={JWT}")), "q=[credential]");
+        assert_eq!(
+            masker.mask(&format!("bad token `{JWT}`")),
+            "bad token `[credential]`"
+        );
+        let encoded = JWT.replace('.', "%2E");
+        assert_eq!(masker.mask(&format!("q={encoded}")), "q=[credential]");
+        // A JWE has five segments.
+        assert_eq!(
+            masker.mask("t=eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d&z=1"),
+            "t=[credential]&z=1"
+        );
+    }
+
+    #[test]
+    fn credential_masking_can_be_turned_off() {
+        let masker = Masker::new(&MaskConfig {
+            credentials: false,
+            ..MaskConfig::default()
+        });
+        assert_eq!(
+            masker.mask("access_token=opaque-1"),
+            "access_token=opaque-1"
         );
     }
 

@@ -39,6 +39,13 @@ pub struct PolicySpec {
     /// Decide without any token: `token` is null in rules. Must be said explicitly.
     #[serde(default)]
     pub anonymous: bool,
+    /// What a request carrying a method-override header (`X-HTTP-Method-Override`,
+    /// `X-HTTP-Method`, `X-Method-Override`) gets: `refuse` (the default), 400
+    /// `invalid_request`; or `judge`: it is decided as the method the header asks for,
+    /// which is what an upstream that honours the header performs, and the header is
+    /// passed on.
+    #[serde(default)]
+    pub method_override: MethodOverride,
     /// Scopes the token must all carry; otherwise 403 `insufficient_scope`.
     #[serde(default)]
     pub scopes: Vec<String>,
@@ -166,6 +173,17 @@ pub enum PolicyMode {
     /// `remove_headers`, the configured `strip_headers`, `x-sluis-*`, client copies of the
     /// headers it sets): nothing is set, the query is not rewritten.
     Shadow,
+}
+
+/// `method_override`: what a request carrying a method-override header gets.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodOverride {
+    /// 400 `invalid_request`: the upstream might perform a method no policy judged.
+    #[default]
+    Refuse,
+    /// Decided as the overriding method; the header reaches the upstream.
+    Judge,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
