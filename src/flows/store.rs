@@ -300,8 +300,12 @@ impl Store {
 
     /// Creates every flow that does not exist yet, in one transaction: on any conflict
     /// nothing is written. Returns how many were created.
+    /// Takes at most `store.timeout` for each [`IMPORT_BATCH`] flows begun: a single
+    /// create the timeout, the largest import a hundred times it.
     pub async fn import(&self, flows: &[Flow]) -> Result<usize, StoreError> {
-        self.bounded(self.import_unbounded(flows)).await
+        let batches = flows.len().div_ceil(IMPORT_BATCH).max(1);
+        let bound = self.timeout * u32::try_from(batches).unwrap_or(u32::MAX);
+        self.bounded(bound, self.import_unbounded(flows)).await
     }
 
     /// A write within `store.timeout` as a whole. The pool's acquire timeout alone
@@ -312,14 +316,14 @@ impl Store {
     /// idempotent).
     async fn bounded<T>(
         &self,
+        bound: Duration,
         write: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.timeout, write)
+        tokio::time::timeout(bound, write)
             .await
             .unwrap_or_else(|_| {
                 Err(StoreError::Database(format!(
-                    "the flow store did not complete the write within {:?} (store.timeout)",
-                    self.timeout
+                    "the flow store did not complete the write within {bound:?} (store.timeout)"
                 )))
             })
     }
@@ -417,7 +421,8 @@ impl Store {
     /// Marks a flow revoked at `at`, unless it already is. `None` when there is no such
     /// flow.
     pub async fn revoke(&self, id: &str, at: DateTime<Utc>) -> Result<Option<Flow>, StoreError> {
-        self.bounded(self.revoke_unbounded(id, at)).await
+        self.bounded(self.timeout, self.revoke_unbounded(id, at))
+            .await
     }
 
     async fn revoke_unbounded(
@@ -474,7 +479,7 @@ impl Store {
     /// [`Store::catch_up`] within `store.timeout`: after an acknowledged write, so a
     /// database that stops answering right after the commit cannot hold the answer.
     pub async fn catch_up_bounded(&self, index: &FlowIndex) -> Result<usize, StoreError> {
-        self.bounded(self.catch_up(index)).await
+        self.bounded(self.timeout, self.catch_up(index)).await
     }
 
     /// Applies every change the index has not seen. Returns how many rows were applied.
