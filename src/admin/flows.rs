@@ -471,3 +471,93 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 fn encode(segment: &str) -> String {
     percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// `body` as the parser sees it, in chunks of `size` bytes.
+    fn parse(body: &[u8], size: usize, ndjson: bool) -> Result<Parsed, String> {
+        let chunks: Vec<Bytes> = body.chunks(size).map(Bytes::copy_from_slice).collect();
+        let (sender, receiver) = tokio::sync::mpsc::channel(chunks.len().max(1));
+        for chunk in chunks {
+            sender.try_send(chunk).unwrap();
+        }
+        drop(sender);
+        parse_import(Chunks::new(receiver), ndjson)
+    }
+
+    fn flow(id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "id": id,
+            "purpose": "eOverdracht",
+            "custodian": "did:web:sender.example",
+            "actor": "did:web:receiver.example",
+            "resources": [{"path": "Patient/1", "operations": ["read"]}],
+        })
+    }
+
+    #[test]
+    fn flows_split_across_chunks_parse_with_every_bad_field_named() {
+        let body = serde_json::json!([flow("a"), {"id": "b", "actor": 1}, flow("c")]).to_string();
+        for size in [1, 7, body.len()] {
+            let parsed = parse(body.as_bytes(), size, false).unwrap();
+            assert_eq!(parsed.flows.len(), 2);
+            assert_eq!(parsed.errors.len(), 1, "{:?}", parsed.errors);
+            assert!(
+                parsed.errors[0].field.starts_with("[1]"),
+                "{:?}",
+                parsed.errors
+            );
+        }
+        let ndjson = format!("{}\n\n{}\n", flow("a"), flow("b"));
+        let parsed = parse(ndjson.as_bytes(), 5, true).unwrap();
+        assert_eq!(parsed.flows.len(), 2);
+    }
+
+    #[test]
+    fn malformed_bodies_keep_their_messages() {
+        let error = parse(b"[{\"id\": ", 3, false).err().unwrap();
+        assert!(
+            error.starts_with("the body is not a JSON array of flows"),
+            "{error}"
+        );
+        let error = parse(b"{}", 3, false).err().unwrap();
+        assert!(error.starts_with("the body is not a JSON array"), "{error}");
+        let ndjson = format!("{}\n\n{{nope\n", flow("a"));
+        let error = parse(ndjson.as_bytes(), 4, true).err().unwrap();
+        assert!(error.starts_with("line 3 is not JSON"), "{error}");
+    }
+
+    #[test]
+    fn the_flow_past_the_limit_is_refused_before_it_is_parsed() {
+        let mut body = String::from("[");
+        for i in 0..MAX_IMPORT {
+            body.push_str(&flow(&format!("f{i}")).to_string());
+            body.push(',');
+        }
+        // Not even JSON after the flow past the limit: the refusal comes before it is read.
+        body.push_str(&flow("one-too-many").to_string());
+        body.push_str(", this is never parsed");
+        let error = parse(body.as_bytes(), 64 * 1024, false).err().unwrap();
+        assert_eq!(error, "more than 100000 flows in one import; split it");
+    }
+
+    #[test]
+    fn one_flow_over_a_mebibyte_is_refused_as_it_arrives() {
+        let huge = format!(
+            "[{{\"id\": \"a\", \"actor\": \"{}\"}}]",
+            "x".repeat(MAX_FLOW_BYTES)
+        );
+        let error = parse(huge.as_bytes(), 4096, false).err().unwrap();
+        assert_eq!(error, "flow [0] is larger than 1024 KiB as JSON");
+        let huge = format!(
+            "{}\n{{\"id\": \"{}\"}}\n",
+            flow("a"),
+            "x".repeat(MAX_FLOW_BYTES)
+        );
+        let error = parse(huge.as_bytes(), 4096, true).err().unwrap();
+        assert_eq!(error, "flow [1] is larger than 1024 KiB as JSON");
+    }
+}
