@@ -635,7 +635,9 @@ pub struct StoreConfig {
     /// Database connections, at most.
     #[serde(default = "default_store_connections")]
     pub max_connections: u32,
-    /// How long a write waits for a connection before failing with 503.
+    /// How long a write may take in all (waiting for another write, a connection, the
+    /// statements and the commit) before failing with 503; an import gets this for
+    /// every 1000 flows.
     #[serde(default = "default_store_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub timeout: Duration,

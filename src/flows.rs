@@ -586,7 +586,7 @@ impl Flows {
     /// not turn the acknowledged write into an error: the client would retry a write
     /// that happened. The sync loop catches up when the database is back.
     async fn index_committed(&self) {
-        if let Err(e) = self.store.catch_up(&self.index).await {
+        if let Err(e) = self.store.catch_up_bounded(&self.index).await {
             tracing::warn!(error = %e, "flow written, but this replica's index could not catch up yet");
         }
     }

@@ -450,3 +450,20 @@ async fn metadata_names_the_endpoints() {
     );
     server.stop().await;
 }
+
+/// A boxcar is read up to 2 MiB (room for the 1000 evaluations allowed): past that it is
+/// refused while it is read, before any of it is parsed.
+#[tokio::test]
+async fn an_oversized_boxcar_is_refused_while_read() {
+    let (_setup, server) = server("", &[]).await;
+    let item = json!({
+        "subject": {"type": "user", "id": "x".repeat(1000)},
+        "action": {"name": "can_read_user"},
+        "resource": {"type": "user", "id": "y"},
+    });
+    let body = json!({"evaluations": vec![item; 2100]});
+    assert!(body.to_string().len() > 2 * 1024 * 1024);
+    let response = post(&server, "/access/v1/evaluations", &body).await;
+    assert_eq!(response.status(), 413);
+    server.stop().await;
+}

@@ -354,3 +354,20 @@ fn validate_warns_about_what_the_configured_gateways_cannot_do() {
     assert_eq!(code, 1);
     assert!(stderr.contains("haproxy"), "{stderr}");
 }
+
+/// OPA input is read up to 2 MiB: past that it is refused while it is read.
+#[tokio::test]
+async fn opa_door_refuses_an_oversized_input_while_reading() {
+    let (_setup, server) = start().await;
+    let url = format!("http://{}/v1/data/sluis/allow", server.http);
+    let body = json!({"input": {"padding": "x".repeat(2 * 1024 * 1024)}}).to_string();
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    server.stop().await;
+}

@@ -13,7 +13,7 @@
 //! | `GET /v1/flows/export` | every flow as NDJSON, in write order |
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
@@ -24,17 +24,17 @@ use crate::flows::{FieldError, Filter, Flow, FlowError, Flows, MAX_IMPORT};
 
 /// Bodies of single-flow requests, at most.
 const MAX_BODY: usize = 1024 * 1024;
-/// Bodies of imports, at most.
+/// Bodies of imports, at most: enforced while reading.
 const MAX_IMPORT_BODY: usize = 128 * 1024 * 1024;
+/// One flow of an import as JSON, at most: a flow at every field limit is well under.
+const MAX_FLOW_BYTES: usize = 1024 * 1024;
 
 pub fn router(flows: Flows) -> Router {
     Router::new()
         .route("/v1/flows", post(create).get(list))
         .route("/v1/flows/export", get(export))
-        .route(
-            "/v1/flows/import",
-            post(import).layer(DefaultBodyLimit::max(MAX_IMPORT_BODY)),
-        )
+        // The import reads its body as a stream, with its own limits.
+        .route("/v1/flows/import", post(import))
         .route("/v1/flows/{id}", get(fetch))
         .route("/v1/flows/{id}/revoke", post(revoke))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -141,51 +141,300 @@ async fn revoke(State(flows): State<Flows>, Path(id): Path<String>) -> Response 
     }
 }
 
-/// A JSON array, or one JSON document per line (NDJSON, as `export` writes).
-async fn import(State(flows): State<Flows>, headers: HeaderMap, body: Bytes) -> Response {
+/// A JSON array, or one JSON document per line (NDJSON, as `export` writes), parsed as
+/// it arrives: memory follows the flows read (at most [`MAX_IMPORT`], each at most
+/// [`MAX_FLOW_BYTES`] as JSON), not the body. The flow past the limit is refused without
+/// parsing further. All or nothing: flows are written only after the whole body parsed
+/// and validated, in one transaction.
+async fn import(State(flows): State<Flows>, headers: HeaderMap, body: Body) -> Response {
+    use futures_util::StreamExt;
     let ndjson = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-ndjson"));
-    let values: Vec<serde_json::Value> = if ndjson {
-        let mut values = Vec::new();
-        for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+    // serde_json reads from `std::io::Read`: the parser runs on a blocking thread and
+    // takes the body's chunks from a short channel, so a slow parser slows the reading
+    // instead of piling chunks up.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let parser = tokio::task::spawn_blocking(move || parse_import(Chunks::new(receiver), ndjson));
+    let mut stream = body.into_data_stream();
+    let mut read = 0usize;
+    let mut parsing = true;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => return bad_json(format!("reading the body failed: {e}")),
+        };
+        read += chunk.len();
+        if read > MAX_IMPORT_BODY {
+            return too_large();
+        }
+        // Once the parser has stopped (a refusal), the rest is read and dropped, so the
+        // client gets the answer instead of a reset connection.
+        if parsing && sender.send(chunk).await.is_err() {
+            parsing = false;
+        }
+    }
+    drop(sender);
+    let parsed = match parser.await {
+        Ok(parsed) => parsed,
+        Err(e) => return bad_json(format!("parsing the import failed: {e}")),
+    };
+    let parsed = match parsed {
+        Ok(parsed) => parsed,
+        Err(message) => return bad_json(message),
+    };
+    if !parsed.errors.is_empty() {
+        return error_response(FlowError::Invalid(parsed.errors));
+    }
+    match flows.import(parsed.flows).await {
+        Ok(imported) => Json(imported).into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+fn too_large() -> Response {
+    let message = format!(
+        "the import body is larger than {} MiB; split it",
+        MAX_IMPORT_BODY / (1024 * 1024)
+    );
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Json(serde_json::json!({"error": "too_large", "message": message})),
+    )
+        .into_response()
+}
+
+/// What an import body held: the flows that are valid, and every bad field of the rest.
+#[derive(Default)]
+struct Parsed {
+    flows: Vec<Flow>,
+    errors: Vec<FieldError>,
+}
+
+impl Parsed {
+    /// Takes the `index`th flow of the body. `Err` refuses the body.
+    fn take(&mut self, index: usize, value: serde_json::Value) -> Result<(), String> {
+        if index >= MAX_IMPORT {
+            return Err(too_many());
+        }
+        match Flow::from_json(value) {
+            Ok(flow) => self.flows.push(flow),
+            Err(fields) => self.errors.extend(fields.into_iter().map(|e| e.at(index))),
+        }
+        Ok(())
+    }
+}
+
+fn too_many() -> String {
+    format!("more than {MAX_IMPORT} flows in one import; split it")
+}
+
+fn flow_too_large(index: usize) -> String {
+    format!(
+        "flow [{index}] is larger than {} KiB as JSON",
+        MAX_FLOW_BYTES / 1024
+    )
+}
+
+/// Parses an import body from `chunks`: `Err` with the message that refuses it.
+fn parse_import(chunks: Chunks, ndjson: bool) -> Result<Parsed, String> {
+    let mut parsed = Parsed::default();
+    if ndjson {
+        let mut chunks = chunks;
+        let mut line = Vec::new();
+        let mut index = 0;
+        for number in 1.. {
+            match next_line(&mut chunks, &mut line, MAX_FLOW_BYTES) {
+                Ok(Line::End) => break,
+                Ok(Line::TooLong) => return Err(flow_too_large(index)),
+                Ok(Line::Read) => {}
+                Err(e) => return Err(format!("reading the body failed: {e}")),
+            }
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match serde_json::from_slice(line) {
-                Ok(value) => values.push(value),
-                Err(e) => return bad_json(format!("line {} is not JSON: {e}", i + 1)),
-            }
-            if values.len() > MAX_IMPORT {
-                break;
-            }
+            let value = serde_json::from_slice(&line)
+                .map_err(|e| format!("line {number} is not JSON: {e}"))?;
+            parsed.take(index, value)?;
+            index += 1;
         }
-        values
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(values) => values,
-            Err(e) => {
-                return bad_json(format!(
-                    "the body is not a JSON array of flows (send NDJSON as application/x-ndjson): {e}"
-                ));
-            }
-        }
+        return Ok(parsed);
+    }
+    let meter = chunks.meter.clone();
+    let mut deserializer = serde_json::Deserializer::from_reader(chunks);
+    let visitor = ImportVisitor {
+        parsed: &mut parsed,
+        meter: &meter,
+        refusal: None,
     };
-    let mut parsed = Vec::with_capacity(values.len());
-    let mut errors = Vec::new();
-    for (i, value) in values.into_iter().enumerate() {
-        match Flow::from_json(value) {
-            Ok(flow) => parsed.push(flow),
-            Err(fields) => errors.extend(fields.into_iter().map(|e| e.at(i))),
+    let mut refusal = None;
+    let result =
+        serde::Deserializer::deserialize_seq(&mut deserializer, RefusalOut(visitor, &mut refusal));
+    if let Some(refusal) = refusal {
+        return Err(refusal);
+    }
+    result.and_then(|()| deserializer.end()).map_err(|e| {
+        format!("the body is not a JSON array of flows (send NDJSON as application/x-ndjson): {e}")
+    })?;
+    Ok(parsed)
+}
+
+/// Carries a refusal out of the visitor, which serde only lets end with its own error.
+struct RefusalOut<'a, 'p>(ImportVisitor<'a, 'p>, &'a mut Option<String>);
+
+impl<'de> serde::de::Visitor<'de> for RefusalOut<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array of flows")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        let RefusalOut(mut visitor, out) = self;
+        let result = visitor.elements(seq);
+        *out = visitor.refusal.take();
+        result
+    }
+}
+
+struct ImportVisitor<'a, 'p> {
+    parsed: &'p mut Parsed,
+    meter: &'a Meter,
+    refusal: Option<String>,
+}
+
+impl ImportVisitor<'_, '_> {
+    fn elements<'de, A: serde::de::SeqAccess<'de>>(&mut self, mut seq: A) -> Result<(), A::Error> {
+        use serde::de::Error;
+        for index in 0.. {
+            self.meter.allow(MAX_FLOW_BYTES);
+            let value = match seq.next_element::<serde_json::Value>() {
+                Ok(Some(value)) => value,
+                Ok(None) => return Ok(()),
+                Err(e) if self.meter.exceeded() => {
+                    self.refusal = Some(flow_too_large(index));
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+            if let Err(refusal) = self.parsed.take(index, value) {
+                self.refusal = Some(refusal);
+                return Err(A::Error::custom("refused"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes read from the body, and how far reading may go before the current flow is too
+/// large: checked on every read, so a huge flow fails as it arrives.
+#[derive(Default)]
+struct Meter {
+    read: std::sync::atomic::AtomicUsize,
+    limit: std::sync::atomic::AtomicUsize,
+}
+
+impl Meter {
+    fn allow(&self, bytes: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.limit
+            .store(self.read.load(Relaxed).saturating_add(bytes), Relaxed);
+    }
+
+    fn exceeded(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.read.load(Relaxed) > self.limit.load(Relaxed)
+    }
+}
+
+/// The body's chunks as a blocking reader.
+struct Chunks {
+    receiver: tokio::sync::mpsc::Receiver<Bytes>,
+    chunk: Bytes,
+    meter: std::sync::Arc<Meter>,
+}
+
+impl Chunks {
+    fn new(receiver: tokio::sync::mpsc::Receiver<Bytes>) -> Chunks {
+        let meter = Meter::default();
+        meter.allow(usize::MAX);
+        Chunks {
+            receiver,
+            chunk: Bytes::new(),
+            meter: std::sync::Arc::new(meter),
         }
     }
-    if !errors.is_empty() {
-        return error_response(FlowError::Invalid(errors));
+}
+
+impl std::io::BufRead for Chunks {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.chunk.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(chunk) => self.chunk = chunk,
+                None => break,
+            }
+        }
+        Ok(&self.chunk)
     }
-    match flows.import(parsed).await {
-        Ok(imported) => Json(imported).into_response(),
-        Err(e) => error_response(e),
+
+    fn consume(&mut self, amount: usize) {
+        let amount = amount.min(self.chunk.len());
+        self.chunk = self.chunk.slice(amount..);
+        self.meter
+            .read
+            .fetch_add(amount, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl std::io::Read for Chunks {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        if self.meter.exceeded() {
+            return Err(std::io::Error::other("the flow is too large"));
+        }
+        let available = self.fill_buf()?;
+        let amount = available.len().min(out.len());
+        out[..amount].copy_from_slice(&available[..amount]);
+        self.consume(amount);
+        Ok(amount)
+    }
+}
+
+enum Line {
+    Read,
+    TooLong,
+    End,
+}
+
+/// The next line of `reader` into `line` (without the newline), refused past `max` bytes.
+fn next_line(
+    reader: &mut impl std::io::BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    line.clear();
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok(if line.is_empty() {
+                Line::End
+            } else {
+                Line::Read
+            });
+        }
+        let (taken, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(end) => (end, true),
+            None => (available.len(), false),
+        };
+        line.extend_from_slice(&available[..taken]);
+        reader.consume(if done { taken + 1 } else { taken });
+        if line.len() > max {
+            return Ok(Line::TooLong);
+        }
+        if done {
+            return Ok(Line::Read);
+        }
     }
 }
 
@@ -221,4 +470,94 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 /// A path segment, percent-encoded.
 fn encode(segment: &str) -> String {
     percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// `body` as the parser sees it, in chunks of `size` bytes.
+    fn parse(body: &[u8], size: usize, ndjson: bool) -> Result<Parsed, String> {
+        let chunks: Vec<Bytes> = body.chunks(size).map(Bytes::copy_from_slice).collect();
+        let (sender, receiver) = tokio::sync::mpsc::channel(chunks.len().max(1));
+        for chunk in chunks {
+            sender.try_send(chunk).unwrap();
+        }
+        drop(sender);
+        parse_import(Chunks::new(receiver), ndjson)
+    }
+
+    fn flow(id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "id": id,
+            "purpose": "eOverdracht",
+            "custodian": "did:web:sender.example",
+            "actor": "did:web:receiver.example",
+            "resources": [{"path": "Patient/1", "operations": ["read"]}],
+        })
+    }
+
+    #[test]
+    fn flows_split_across_chunks_parse_with_every_bad_field_named() {
+        let body = serde_json::json!([flow("a"), {"id": "b", "actor": 1}, flow("c")]).to_string();
+        for size in [1, 7, body.len()] {
+            let parsed = parse(body.as_bytes(), size, false).unwrap();
+            assert_eq!(parsed.flows.len(), 2);
+            assert_eq!(parsed.errors.len(), 1, "{:?}", parsed.errors);
+            assert!(
+                parsed.errors[0].field.starts_with("[1]"),
+                "{:?}",
+                parsed.errors
+            );
+        }
+        let ndjson = format!("{}\n\n{}\n", flow("a"), flow("b"));
+        let parsed = parse(ndjson.as_bytes(), 5, true).unwrap();
+        assert_eq!(parsed.flows.len(), 2);
+    }
+
+    #[test]
+    fn malformed_bodies_keep_their_messages() {
+        let error = parse(b"[{\"id\": ", 3, false).err().unwrap();
+        assert!(
+            error.starts_with("the body is not a JSON array of flows"),
+            "{error}"
+        );
+        let error = parse(b"{}", 3, false).err().unwrap();
+        assert!(error.starts_with("the body is not a JSON array"), "{error}");
+        let ndjson = format!("{}\n\n{{nope\n", flow("a"));
+        let error = parse(ndjson.as_bytes(), 4, true).err().unwrap();
+        assert!(error.starts_with("line 3 is not JSON"), "{error}");
+    }
+
+    #[test]
+    fn the_flow_past_the_limit_is_refused_before_it_is_parsed() {
+        let mut body = String::from("[");
+        for i in 0..MAX_IMPORT {
+            body.push_str(&flow(&format!("f{i}")).to_string());
+            body.push(',');
+        }
+        // Not even JSON after the flow past the limit: the refusal comes before it is read.
+        body.push_str(&flow("one-too-many").to_string());
+        body.push_str(", this is never parsed");
+        let error = parse(body.as_bytes(), 64 * 1024, false).err().unwrap();
+        assert_eq!(error, "more than 100000 flows in one import; split it");
+    }
+
+    #[test]
+    fn one_flow_over_a_mebibyte_is_refused_as_it_arrives() {
+        let huge = format!(
+            "[{{\"id\": \"a\", \"actor\": \"{}\"}}]",
+            "x".repeat(MAX_FLOW_BYTES)
+        );
+        let error = parse(huge.as_bytes(), 4096, false).err().unwrap();
+        assert_eq!(error, "flow [0] is larger than 1024 KiB as JSON");
+        let huge = format!(
+            "{}\n{{\"id\": \"{}\"}}\n",
+            flow("a"),
+            "x".repeat(MAX_FLOW_BYTES)
+        );
+        let error = parse(huge.as_bytes(), 4096, true).err().unwrap();
+        assert_eq!(error, "flow [1] is larger than 1024 KiB as JSON");
+    }
 }

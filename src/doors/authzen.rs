@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -38,6 +38,11 @@ pub const METADATA_PATH: &str = "/.well-known/authzen-configuration";
 /// Most evaluations in one request: each is a full decision, so a bound keeps one call
 /// from holding a worker for long.
 pub const MAX_EVALUATIONS: usize = 1000;
+
+/// Request bodies, at most (room for [`MAX_EVALUATIONS`] evaluations): enforced while the body is read (413 past it), so no request
+/// makes the door buffer more, whatever its `content-length` says. Stated here rather than
+/// left to axum's default, which is the same 2 MiB today.
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
 
 #[derive(Clone)]
 struct Door {
@@ -77,6 +82,7 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Result<Router, String> {
     let decisions = Router::new()
         .route(EVALUATION_PATH, post(evaluation))
         .route(EVALUATIONS_PATH, post(evaluations))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .route_layer(axum::middleware::from_fn_with_state(
             door.clone(),
             authenticate,

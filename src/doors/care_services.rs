@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -37,10 +37,16 @@ use crate::engine::Engine;
 use crate::policy::smart::decoded_pairs;
 use crate::request::{AccessRequest, Door, POLICY_CONTEXT_KEY};
 
+/// Request bodies, at most: enforced while the body is read (413 past it), so no request
+/// makes the door buffer more, whatever its `content-length` says. Stated here rather than
+/// left to axum's default, which is the same 2 MiB today.
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+
 pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
         .route("/authorization/search-narrowing", post(search_narrowing))
         .route("/authorization/scopes", post(scopes))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(engine)
 }
 

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -40,10 +40,16 @@ use crate::decision::{Decision, Outcome};
 use crate::engine::Engine;
 use crate::request::{AccessRequest, Source};
 
+/// Request bodies, at most: enforced while the body is read (413 past it), so no request
+/// makes the door buffer more, whatever its `content-length` says. Stated here rather than
+/// left to axum's default, which is the same 2 MiB today.
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+
 /// The routes of the door.
 pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
         .route("/v1/data/{*path}", post(decide))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(engine)
 }
 

@@ -65,6 +65,8 @@ pub struct Store {
     catching_up: tokio::sync::Mutex<()>,
     /// Where the store lives, without credentials, for logs.
     pub location: String,
+    /// The most a write may take, from waiting for the writer lock to the commit.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Store {
@@ -272,6 +274,7 @@ impl Store {
             write: tokio::sync::Mutex::new(()),
             catching_up: tokio::sync::Mutex::new(()),
             location: redact(url),
+            timeout: config.timeout,
         })
     }
 
@@ -297,7 +300,35 @@ impl Store {
 
     /// Creates every flow that does not exist yet, in one transaction: on any conflict
     /// nothing is written. Returns how many were created.
+    /// Takes at most `store.timeout` for each [`IMPORT_BATCH`] flows begun: a single
+    /// create the timeout, the largest import a hundred times it.
     pub async fn import(&self, flows: &[Flow]) -> Result<usize, StoreError> {
+        let batches = flows.len().div_ceil(IMPORT_BATCH).max(1);
+        let bound = self.timeout * u32::try_from(batches).unwrap_or(u32::MAX);
+        self.bounded(bound, self.import_unbounded(flows)).await
+    }
+
+    /// A write within `store.timeout` as a whole. The pool's acquire timeout alone
+    /// bounds only getting a connection: a write queued behind another for the writer
+    /// lock, or a query on a connection whose server stopped answering, took longer
+    /// (twice the timeout in an outage). Dropping the future rolls the transaction back
+    /// (nothing acknowledged is lost: the client gets 503 and may retry, writes are
+    /// idempotent).
+    async fn bounded<T>(
+        &self,
+        bound: Duration,
+        write: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(bound, write)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Database(format!(
+                    "the flow store did not complete the write within {bound:?} (store.timeout)"
+                )))
+            })
+    }
+
+    async fn import_unbounded(&self, flows: &[Flow]) -> Result<usize, StoreError> {
         let _writer = self.write.lock().await;
         match &self.pool {
             Pool::Sqlite(pool) => {
@@ -390,6 +421,15 @@ impl Store {
     /// Marks a flow revoked at `at`, unless it already is. `None` when there is no such
     /// flow.
     pub async fn revoke(&self, id: &str, at: DateTime<Utc>) -> Result<Option<Flow>, StoreError> {
+        self.bounded(self.timeout, self.revoke_unbounded(id, at))
+            .await
+    }
+
+    async fn revoke_unbounded(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Flow>, StoreError> {
         let _writer = self.write.lock().await;
         match &self.pool {
             Pool::Sqlite(pool) => {
@@ -434,6 +474,12 @@ impl Store {
         rows.into_iter()
             .map(|(version, document)| Ok((version, parse(&document)?)))
             .collect()
+    }
+
+    /// [`Store::catch_up`] within `store.timeout`: after an acknowledged write, so a
+    /// database that stops answering right after the commit cannot hold the answer.
+    pub async fn catch_up_bounded(&self, index: &FlowIndex) -> Result<usize, StoreError> {
+        self.bounded(self.timeout, self.catch_up(index)).await
     }
 
     /// Applies every change the index has not seen. Returns how many rows were applied.
@@ -610,5 +656,64 @@ fn redact(url: &str) -> String {
             format!("{}://{user}@{}", &url[..scheme], &url[at + 1..])
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// A database that accepts connections and never says a word: the shape of an
+    /// outage where packets vanish or the server hangs.
+    async fn silent_database() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        (addr, task)
+    }
+
+    fn flow(id: &str) -> Flow {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "actor": "urn:a", "purpose": "p", "resources": [],
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_write_takes_at_most_the_store_timeout_in_an_outage() {
+        let (addr, _server) = silent_database().await;
+        let config = StoreConfig {
+            url: format!("postgres://postgres@{addr}/test"),
+            password: None,
+            max_connections: 8,
+            timeout: Duration::from_secs(1),
+            poll_interval: Duration::from_secs(10),
+        };
+        let store = Arc::new(Store::connect(&config, Path::new(".")).await.unwrap());
+        let started = std::time::Instant::now();
+        // Writes queue for the writer lock: each must still end within its own bound.
+        let writes: Vec<_> = (0..4)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let result = store.create(&flow(&format!("f{i}"))).await;
+                    (result, started.elapsed())
+                })
+            })
+            .collect();
+        for write in writes {
+            let (result, took) = write.await.unwrap();
+            // A database error is what the API answers 503 to.
+            let error = result.expect_err("a write to a silent database fails");
+            assert!(matches!(error, StoreError::Database(_)), "{error}");
+            // Generous: the bound is 1 s; before, the fourth write took 4 s.
+            assert!(took < Duration::from_millis(2500), "a write took {took:?}");
+        }
     }
 }
