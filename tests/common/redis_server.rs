@@ -40,7 +40,7 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts it on `port` and waits until it answers.
     pub fn start(port: u16) -> RedisServer {
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -53,6 +53,8 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("redis-server on port {port} did not start");
     }
 
