@@ -245,6 +245,7 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
     });
     let ready = admin.engine.ready() && (!admin.store_configured || index.is_loaded());
     let reload = admin.reloader.status();
+    let replay = authn.dpop.replay.load();
     // The candidate set never makes Sluis unready; it is shown so a rollout can be
     // followed.
     let candidate = admin.reloader.candidate_status().map(|status| {
@@ -269,6 +270,12 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
         "reloads": reload.successes,
         "flows": flows,
         "candidate": candidate,
+        // A Redis replay cache that is down does not make Sluis unready: only DPoP-bound
+        // requests need it, and they fail closed (UNAVAILABLE, 503) until it is back.
+        "dpop_replay_cache": {
+            "backend": replay.backend(),
+            "connected": replay.connected(),
+        },
     });
     let status = if ready {
         StatusCode::OK

@@ -399,8 +399,9 @@ impl Authenticator {
             .ok_or_else(|| AuthnError::Invalid(format!("issuer `{iss}` is not accepted here")))
     }
 
-    /// Connects the shared DPoP replay cache when the config asks for Redis. A server
-    /// that cannot reach it does not start: several replicas must share it.
+    /// Switches to the shared DPoP replay cache when the config asks for Redis. Redis need
+    /// not be up: the cache connects in the background, and until it does DPoP-bound
+    /// requests fail closed (UNAVAILABLE) while everything else is decided as usual.
     pub async fn connect_replay_cache(&self, config: &Config) -> Result<(), String> {
         let settings = &config.dpop.replay_cache;
         if let Some(url) = &settings.redis_url {
@@ -499,15 +500,21 @@ impl Authenticator {
             ));
         }
         let ttl = verified.replay_ttl(now, settings.max_age, settings.leeway);
+        // The earliest moment the proof could have been accepted: a proof whose first use
+        // the cache may have forgotten (it lost its keys after that) is refused.
+        let earliest_use = verified.iat.saturating_sub(settings.leeway);
         match settings
             .replay
             .load()
-            .first_use(&verified.replay_key(), ttl)
+            .check(&verified.replay_key(), ttl, earliest_use)
             .await
         {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(AuthnError::InvalidProof(
+            Ok(replay::ProofUse::First) => Ok(()),
+            Ok(replay::ProofUse::Replayed) => Err(AuthnError::InvalidProof(
                 "DPoP proof was already used".into(),
+            )),
+            Ok(replay::ProofUse::BeforeLoss) => Err(AuthnError::InvalidProof(
+                "DPoP proof predates the replay cache's last restart: send a new proof".into(),
             )),
             Err(e) => Err(AuthnError::Unavailable(format!("dpop replay cache: {e}"))),
         }

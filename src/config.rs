@@ -114,6 +114,10 @@ pub struct Listeners {
     /// Services Proxy endpoints. Off unless set.
     #[serde(default)]
     pub http: Option<SocketAddr>,
+    /// Timeouts and limits on the listeners' connections, against slow or idle clients
+    /// holding them open (slowloris).
+    #[serde(default)]
+    pub limits: ListenerLimits,
 }
 
 impl Default for Listeners {
@@ -122,8 +126,96 @@ impl Default for Listeners {
             grpc: default_grpc(),
             admin: default_admin(),
             http: None,
+            limits: ListenerLimits::default(),
         }
     }
+}
+
+/// Connection timeouts and limits. The HTTP ones apply to the admin listener and the HTTP
+/// doors, each on its own; the `grpc_` ones to the ext_authz listener.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerLimits {
+    /// HTTP/1: how long a client may take to send a request's line and headers, counted
+    /// from the connection's start or the previous answer. So it is also the longest an
+    /// idle keep-alive connection is kept open.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub header_read_timeout: Duration,
+    /// The longest a request may take from its headers to its answer, reading its body
+    /// included; past it the answer is 408 and the request is not decided.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub request_timeout: Duration,
+    /// Connections open at once on each HTTP listener, at most. One more is accepted and
+    /// closed at once (counted in `sluis_connections_refused_total`), not queued: a
+    /// gateway sees the refusal and retries elsewhere instead of waiting.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// HTTP/2 (all listeners): how often an idle connection is pinged, and how long the
+    /// answer may take before the connection is closed as dead.
+    #[serde(default = "default_keepalive_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub http2_keepalive_interval: Duration,
+    #[serde(default = "default_keepalive_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub http2_keepalive_timeout: Duration,
+    /// HTTP/2 (all listeners): requests in flight on one connection, at most. Envoy opens
+    /// another connection when it needs more.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// gRPC: TCP keep-alive probes on idle connections after this long.
+    #[serde(default = "default_tcp_keepalive", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub grpc_tcp_keepalive: Duration,
+    /// gRPC: the longest one Check may take; past it the answer is DEADLINE_EXCEEDED and
+    /// the gateway's failure mode decides.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub grpc_request_timeout: Duration,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            header_read_timeout: default_header_read_timeout(),
+            request_timeout: default_request_timeout(),
+            max_connections: default_max_connections(),
+            http2_keepalive_interval: default_keepalive_interval(),
+            http2_keepalive_timeout: default_keepalive_timeout(),
+            max_concurrent_streams: default_max_concurrent_streams(),
+            grpc_tcp_keepalive: default_tcp_keepalive(),
+            grpc_request_timeout: default_request_timeout(),
+        }
+    }
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+
+fn default_keepalive_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_keepalive_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_concurrent_streams() -> u32 {
+    1024
+}
+
+fn default_tcp_keepalive() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_grpc() -> SocketAddr {

@@ -47,6 +47,11 @@ impl EncodeLabelValue for Id {
 static NONE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("-"));
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IssuerLabels {
     issuer: String,
     result: String,
@@ -96,6 +101,9 @@ pub struct Metrics {
     candidate_decisions: Family<ResultLabels, Counter>,
     candidate_disagreements: Family<DisagreementLabels, Counter>,
     candidate_reloads: Family<ResultLabels, Gauge>,
+    connections_open: Family<ListenerLabels, Gauge>,
+    connections_refused: Family<ListenerLabels, Counter>,
+    replay_cache_losses: Counter,
 }
 
 fn decision_histogram() -> Histogram {
@@ -215,8 +223,29 @@ impl Metrics {
             "Loads of the candidate policy set since start, by result (success, failure)",
             candidate_reloads.clone(),
         );
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Open connections on an HTTP listener (admin, http)",
+            connections_open.clone(),
+        );
+        let connections_refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed on accept because the listener had `max_connections` open",
+            connections_refused.clone(),
+        );
+        let replay_cache_losses = Counter::default();
+        registry.register(
+            "dpop_replay_cache_losses",
+            "Times this replica found the Redis replay cache emptied or replaced (restart, flush, failover); proofs from before are refused",
+            replay_cache_losses.clone(),
+        );
         Metrics {
             registry,
+            connections_open,
+            connections_refused,
+            replay_cache_losses,
             shadow_decisions,
             candidate_decisions,
             candidate_disagreements,
@@ -302,6 +331,28 @@ impl Metrics {
             .inc();
     }
 
+    /// A connection accepted on `listener`; the returned guard counts it open until dropped.
+    pub fn connection_opened(&self, listener: &'static str) -> OpenConnection {
+        let gauge = self
+            .connections_open
+            .get_or_create(&ListenerLabels { listener })
+            .clone();
+        gauge.inc();
+        OpenConnection(gauge)
+    }
+
+    /// A connection closed at once: `listener` had its maximum open.
+    pub fn connection_refused(&self, listener: &'static str) {
+        self.connections_refused
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
+    }
+
+    /// The replay cache was found to have lost its keys.
+    pub fn replay_cache_lost(&self) {
+        self.replay_cache_losses.inc();
+    }
+
     /// A verified-token cache look-up.
     pub fn token_cache_lookup(&self, hit: bool) {
         if hit {
@@ -319,6 +370,15 @@ impl Metrics {
                 result: if ok { "ok" } else { "error" }.to_owned(),
             })
             .inc();
+    }
+}
+
+/// Keeps a connection counted in `sluis_connections_open` while it lives.
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

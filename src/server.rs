@@ -8,11 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tower_http::timeout::TimeoutLayer;
 
 use crate::admin::{AdminAuth, AdminOptions};
 use crate::audit::DecisionLog;
-use crate::config::Config;
+use crate::config::{Config, ListenerLimits};
 use crate::doors::envoy::EnvoyDoor;
 use crate::engine::Engine;
 use crate::flows::{Flows, Store};
@@ -136,6 +142,7 @@ pub async fn run(
         auth: admin_auth(&config)?,
     };
     let doors = crate::doors::http::router(engine.clone(), &config)?;
+    let limits = config.listeners.limits.clone();
     let max_body = config.request_body.max_bytes;
     let reloader = Arc::new(Reloader::new(config, engine.clone()));
     // A candidate set that does not load is reported and counted, and Sluis serves
@@ -160,6 +167,13 @@ pub async fn run(
         .max_decoding_message_size(crate::doors::envoy::max_message_bytes(max_body));
     let mut grpc_stop = stop_rx.clone();
     let grpc_server = tonic::transport::Server::builder()
+        // A gateway keeps its connection for long: dead peers are found by HTTP/2 pings
+        // and TCP keep-alive, and no Check or connection holds more than its share.
+        .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .tcp_keepalive(Some(limits.grpc_tcp_keepalive))
+        .timeout(limits.grpc_request_timeout)
         .add_service(health_service)
         .add_service(door)
         .serve_with_incoming_shutdown(
@@ -174,26 +188,23 @@ pub async fn run(
     // Kept to flush the last lines after the listeners have drained.
     let log = engine.decision_log().cloned();
     let flushing = engine.clone();
-    let mut admin_stop = stop_rx.clone();
-    let admin_server = axum::serve(admin, crate::admin::router(engine, reloader, admin_options))
-        .with_graceful_shutdown(async move {
-            let _ = admin_stop.wait_for(|stop| *stop).await;
-        });
+    let admin_server = serve_http(
+        "admin",
+        admin,
+        crate::admin::router(engine, reloader, admin_options),
+        limits.clone(),
+        stop_rx.clone(),
+    );
 
     let http_server = async move {
         let Some(http) = http else {
             return Ok(());
         };
-        let mut http_stop = stop_rx.clone();
-        axum::serve(http, doors)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|stop| *stop).await;
-            })
-            .await
+        serve_http("http", http, doors, limits, stop_rx).await
     };
 
     let (grpc_result, admin_result, http_result) =
-        tokio::join!(grpc_server, admin_server.into_future(), http_server);
+        tokio::join!(grpc_server, admin_server, http_server);
     // Decisions still waiting for the candidate set carry their log records.
     flushing.flush_candidate().await;
     drop(flushing);
@@ -204,4 +215,100 @@ pub async fn run(
     admin_result.map_err(|e| format!("admin listener failed: {e}"))?;
     http_result.map_err(|e| format!("http listener failed: {e}"))?;
     Ok(())
+}
+
+/// Serves `router` on `listener` until `stop`, then waits for open connections to finish.
+///
+/// Not `axum::serve`: it has no header-read timeout, so a client sending a request one
+/// byte at a time, or none, kept its connection (and a file descriptor) for ever; 1,000
+/// such clients could starve the process. Here every connection has `limits`: headers
+/// within `header_read_timeout` (which also closes idle HTTP/1 keep-alive connections),
+/// the whole request within `request_timeout`, HTTP/2 pings, and at most
+/// `max_connections` open: one more is accepted and closed at once.
+async fn serve_http(
+    name: &'static str,
+    listener: TcpListener,
+    router: axum::Router,
+    limits: ListenerLimits,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), std::io::Error> {
+    let router = router.layer(TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        limits.request_timeout,
+    ));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.http2_keepalive_interval)
+        .keep_alive_timeout(limits.http2_keepalive_timeout)
+        .max_concurrent_streams(limits.max_concurrent_streams);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let metrics = crate::metrics::global();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, or a connection reset before it was accepted:
+                // pause rather than spin, and keep serving those already open.
+                tracing::warn!(listener = name, "cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics.connection_refused(name);
+            drop(stream);
+            continue;
+        };
+        // Small answers go out at once (see the gRPC listener's note on Nagle).
+        let _ = stream.set_nodelay(true);
+        let open = metrics.connection_opened(name);
+        let service = TowerToHyperService::new(router.clone());
+        let connection_builder = builder.clone();
+        let watcher = graceful.watcher();
+        let header_read_timeout = limits.header_read_timeout;
+        tokio::spawn(async move {
+            if version_known_in_time(&stream, header_read_timeout).await {
+                let connection = connection_builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                // An error here is the client's (a timeout, a reset): nothing to report.
+                let _ = watcher.watch(connection).await;
+            }
+            drop(open);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Whether the client sent enough for hyper to tell HTTP/1 from HTTP/2 within `within`.
+/// hyper's header-read timeout only starts once it has chosen, so a client that sends
+/// nothing, or stops inside the HTTP/2 preface, would otherwise hold its connection.
+async fn version_known_in_time(stream: &tokio::net::TcpStream, within: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let known = async {
+        let mut buffer = [0u8; PREFACE.len()];
+        loop {
+            match stream.peek(&mut buffer).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n == PREFACE.len() || buffer.get(..n) != PREFACE.get(..n) => return true,
+                // A part of the preface: peek would return at once with the same bytes.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    };
+    tokio::time::timeout(within, known).await.unwrap_or(false)
 }

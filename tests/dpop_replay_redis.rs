@@ -8,7 +8,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluis::authn::replay::{ReplayCache, proof_key};
+use sluis::authn::replay::{ProofUse, ReplayCache, proof_key};
 
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
@@ -29,15 +29,29 @@ fn random_prefix() -> String {
     format!("sluis-test:{:016x}:", hasher.finish())
 }
 
+/// Waits (at most 5 s) for the cache's background connection.
+async fn wait_connected(cache: &ReplayCache) {
+    for _ in 0..50 {
+        if cache.connected() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Two caches on one Redis under one fresh prefix, or `None` when there is no Redis and
 /// that is allowed.
 async fn two_replicas() -> Option<(ReplayCache, ReplayCache)> {
     let url = redis_url();
     let prefix = random_prefix();
     let connect = |url: String, prefix: String| async move {
-        tokio::time::timeout(Duration::from_secs(5), ReplayCache::redis(&url, &prefix))
-            .await
-            .unwrap_or_else(|_| Err("timed out".to_string()))
+        let cache = ReplayCache::redis(&url, &prefix).await?;
+        wait_connected(&cache).await;
+        if cache.connected() {
+            Ok(cache)
+        } else {
+            Err("not connected within 5 s".to_string())
+        }
     };
     match connect(url.clone(), prefix.clone()).await {
         Ok(a) => {
@@ -119,15 +133,18 @@ async fn concurrent_replicas_let_one_use_through() {
 }
 
 #[tokio::test]
-async fn unreachable_redis_fails_to_connect() {
+async fn unreachable_redis_fails_closed_without_failing_to_start() {
     // Port 1 on localhost: nothing listens there.
-    let result = tokio::time::timeout(
+    let cache = tokio::time::timeout(
         Duration::from_secs(10),
         ReplayCache::redis("redis://127.0.0.1:1", "x:"),
     )
     .await
-    .expect("gives up in time");
-    assert!(result.is_err());
+    .expect("returns at once")
+    .expect("a usable URL");
+    assert!(!cache.connected());
+    let answer = cache.first_use("k", Duration::from_secs(60)).await;
+    assert!(answer.is_err(), "{answer:?}");
 }
 
 /// A TCP proxy in front of Redis that can be cut, as when Redis goes away.
@@ -187,6 +204,7 @@ async fn losing_redis_fails_closed() {
     let cache = ReplayCache::redis(&format!("redis://{}", proxy.addr), &random_prefix())
         .await
         .unwrap();
+    wait_connected(&cache).await;
     let ttl = Duration::from_secs(60);
     assert_eq!(cache.first_use("before", ttl).await, Ok(true));
 
@@ -200,5 +218,119 @@ async fn losing_redis_fails_closed() {
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
+    );
+}
+
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Asks until the cache answers (it connects in the background), for at most 10 s.
+async fn first_answer(
+    cache: &ReplayCache,
+    key: &str,
+    ttl: Duration,
+    earliest_use: i64,
+) -> Result<ProofUse, String> {
+    let mut last = Err("never asked".to_string());
+    for _ in 0..100 {
+        last = cache.check(key, ttl, earliest_use).await;
+        if last.is_ok() {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+/// A Redis without persistence forgets every used proof when it restarts; a proof used
+/// before must still be refused after, though the key that remembered it is gone. A proof
+/// made after the restart is accepted.
+#[tokio::test]
+async fn a_proof_used_before_a_redis_restart_is_refused_after_it() {
+    if !redis_server::available() {
+        return;
+    }
+    let redis = redis_server::RedisServer::start(redis_server::free_port());
+    let port = redis.port;
+    let cache = ReplayCache::redis(&redis.url(), "restart:").await.unwrap();
+    let ttl = Duration::from_secs(60);
+    let key = proof_key("jkt", "used-before-the-restart");
+    // The first look at an empty Redis starts its epoch: a proof must come after it.
+    assert_eq!(
+        first_answer(&cache, "warm-up", ttl, now()).await,
+        Ok(ProofUse::BeforeLoss)
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let used_at = now();
+    assert_eq!(
+        cache.check(&key, ttl, used_at).await,
+        Ok(ProofUse::First),
+        "first use"
+    );
+    assert_eq!(
+        cache.check(&key, ttl, used_at).await,
+        Ok(ProofUse::Replayed),
+        "replay"
+    );
+
+    redis.kill();
+    let _restarted = redis_server::RedisServer::start(port);
+    assert_eq!(
+        first_answer(&cache, &key, ttl, used_at).await,
+        Ok(ProofUse::BeforeLoss),
+        "replay after the restart"
+    );
+    // A second replica, connecting after the restart, agrees.
+    let other = ReplayCache::redis(&format!("redis://127.0.0.1:{port}"), "restart:")
+        .await
+        .unwrap();
+    assert_eq!(
+        first_answer(&other, &key, ttl, used_at).await,
+        Ok(ProofUse::BeforeLoss),
+        "replay at another replica"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fresh = proof_key("jkt", "made-after-the-restart");
+    assert_eq!(
+        cache.check(&fresh, ttl, now()).await,
+        Ok(ProofUse::First),
+        "a new proof"
+    );
+    assert_eq!(
+        other.check(&fresh, ttl, now()).await,
+        Ok(ProofUse::Replayed),
+        "the new proof replayed at another replica"
+    );
+}
+
+/// Flushing the keys (or evicting them) is found out the same way as a restart.
+#[tokio::test]
+async fn a_flushed_cache_refuses_earlier_proofs() {
+    if !redis_server::available() {
+        return;
+    }
+    let redis = redis_server::RedisServer::start(redis_server::free_port());
+    let cache = ReplayCache::redis(&redis.url(), "flush:").await.unwrap();
+    let ttl = Duration::from_secs(60);
+    first_answer(&cache, "warm-up", ttl, now()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let used_at = now();
+    assert_eq!(cache.check("p", ttl, used_at).await, Ok(ProofUse::First));
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.check("p", ttl, used_at).await,
+        Ok(ProofUse::BeforeLoss)
     );
 }

@@ -12,6 +12,7 @@ use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::time::Duration;
 
 // --- certificates (RFC 8705) ---
 
@@ -390,6 +391,9 @@ async fn a_proof_used_at_one_replica_is_refused_at_another() {
     let replica_a = Server::start(&setup.config_path()).await;
     let replica_b = Server::start(&setup.config_path()).await;
     let token = dpop_token(&jkt());
+    // A Redis first seen without this prefix's epoch key may have lost proofs: proofs
+    // from before that moment (and the leeway) are refused, so wait it out.
+    assert_eq!(until_accepted(&replica_a, &token, "warm-up").await, Ok(200));
     let used = proof("GET", URL, &token, 0, "shared-1");
     assert_eq!(
         replica_a
@@ -415,4 +419,81 @@ async fn a_proof_used_at_one_replica_is_refused_at_another() {
     );
     replica_a.stop().await;
     replica_b.stop().await;
+}
+
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
+/// The gRPC status of a Check, or its HTTP status when it was answered.
+async fn check_status(server: &Server, request: Req) -> Result<u16, tonic::Code> {
+    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(format!(
+        "http://{}",
+        server.grpc
+    ))
+    .await
+    .unwrap();
+    match client.check(request.into_check()).await {
+        Ok(response) => Ok(Answer::from(response.into_inner()).status),
+        Err(status) => Err(status.code()),
+    }
+}
+
+/// A replica whose Redis is down starts and decides everything that needs no replay
+/// cache; DPoP requests fail closed until Redis comes, then work without a restart.
+#[tokio::test]
+async fn a_replica_starts_and_serves_while_redis_is_down() {
+    if !redis_server::available() {
+        return;
+    }
+    let port = redis_server::free_port();
+    let config = format!(
+        "{}dpop: {{replay_cache: {{redis_url: 'redis://127.0.0.1:{port}', prefix: 'down:'}}}}\n",
+        config_yaml("127.0.0.1:0", "127.0.0.1:0")
+    );
+    let setup = Setup::new(&config, &[("api.yaml", POLICY)]);
+    let server = Server::start(&setup.config_path()).await;
+
+    let plain = common::token(&claims());
+    assert_eq!(
+        check_status(&server, Req::get("/api/things").bearer(&plain)).await,
+        Ok(200)
+    );
+    let token = dpop_token(&jkt());
+    let answer = check_status(
+        &server,
+        dpop_request("GET", &token, &proof("GET", URL, &token, 0, "down-1")),
+    )
+    .await;
+    assert_eq!(answer, Err(tonic::Code::Unavailable), "fails closed");
+    let admin = format!("http://{}/readyz", server.admin);
+    let ready = reqwest::get(&admin).await.unwrap();
+    assert_eq!(ready.status(), 200, "ready for what needs no replay cache");
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["dpop_replay_cache"]["connected"], false, "{ready}");
+
+    let _redis = redis_server::RedisServer::start(port);
+    assert_eq!(
+        until_accepted(&server, &token, "up").await,
+        Ok(200),
+        "DPoP works once Redis is up"
+    );
+    let admin = format!("http://{}/readyz", server.admin);
+    let ready: Value = reqwest::get(&admin).await.unwrap().json().await.unwrap();
+    assert_eq!(ready["dpop_replay_cache"]["connected"], true, "{ready}");
+    server.stop().await;
+}
+
+/// Sends DPoP requests, each with a new proof, until one is accepted or 15 s have passed:
+/// the replay cache is connecting, or refusing proofs from before it was found empty.
+async fn until_accepted(server: &Server, token: &str, jti: &str) -> Result<u16, tonic::Code> {
+    let mut answer = Err(tonic::Code::Unknown);
+    for attempt in 0..150 {
+        let proof = proof("GET", URL, token, 0, &format!("{jti}-{attempt}"));
+        answer = check_status(server, dpop_request("GET", token, &proof)).await;
+        if answer == Ok(200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    answer
 }
