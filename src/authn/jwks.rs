@@ -32,6 +32,16 @@ pub enum KeyFamily {
 }
 
 impl KeyFamily {
+    /// For messages: "key `k` is an EC key, not one for RS256".
+    pub fn described(self) -> &'static str {
+        match self {
+            KeyFamily::Rsa => "an RSA",
+            KeyFamily::Ec => "an EC",
+            KeyFamily::Ed => "an OKP (EdDSA)",
+            KeyFamily::Hmac => "a shared-secret",
+        }
+    }
+
     pub fn of(alg: Algorithm) -> KeyFamily {
         match alg {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => KeyFamily::Hmac,
