@@ -136,6 +136,23 @@ pub struct Compact<'a> {
 /// Splits and parses a compact JWS: exactly three base64url segments without padding,
 /// header and payload UTF-8 JSON objects with no member name twice at any depth.
 pub fn parse(token: &str) -> Result<Compact<'_>, TokenError> {
+    let (header, payload, signing_input, signature) = split(token)?;
+    if payload.is_empty() {
+        return Err(TokenError::Malformed("token payload is empty".into()));
+    }
+    Ok(Compact {
+        header,
+        payload: object(payload, "payload")?,
+        signing_input,
+        signature,
+    })
+}
+
+/// The signature layer of [`parse`]: the header parsed, the payload only decoded (a JWS
+/// may sign any bytes; a JWT's are a JSON object, which [`parse`] then checks).
+pub type Split<'a> = (Map<String, Json>, Vec<u8>, &'a str, &'a str);
+
+pub fn split(token: &str) -> Result<Split<'_>, TokenError> {
     let malformed = |m: &str| TokenError::Malformed(m.into());
     let parts: Vec<&str> = token.split('.').collect();
     let [header, payload, signature] = parts.as_slice() else {
@@ -149,16 +166,14 @@ pub fn parse(token: &str) -> Result<Compact<'_>, TokenError> {
         .get(..header.len() + 1 + payload.len())
         .ok_or_else(|| malformed("token is malformed"))?;
     let header = object(segment(header, "header")?, "header")?;
-    let payload = object(segment(payload, "payload")?, "payload")?;
+    let payload = match *payload {
+        "" => Vec::new(),
+        payload => segment(payload, "payload")?,
+    };
     if !is_base64url(signature) {
         return Err(malformed("token is not valid base64url"));
     }
-    Ok(Compact {
-        header,
-        payload,
-        signing_input,
-        signature,
-    })
+    Ok((header, payload, signing_input, signature))
 }
 
 fn is_base64url(text: &str) -> bool {
