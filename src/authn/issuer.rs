@@ -403,6 +403,7 @@ impl Issuer {
             audiences: &self.audiences,
             leeway: self.leeway.as_secs() as i64,
             scope_claim: &self.scope_claim,
+            max_lifetime: self.max_lifetime.map(|max| max.as_secs() as i64),
         };
         let (exp, iat) = jose::check_claims(&claims, &rules, now_secs())?;
         self.build_identity(claims, token, token_hash, Some(exp), iat)

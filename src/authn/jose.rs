@@ -382,6 +382,8 @@ pub struct ClaimRules<'a> {
     pub audiences: &'a [String],
     pub leeway: i64,
     pub scope_claim: &'a str,
+    /// Maximum `exp - iat` in seconds; `iat` is required when set.
+    pub max_lifetime: Option<i64>,
 }
 
 /// A NumericDate (RFC 7519 §2): any JSON number, fractions allowed, in whole seconds.
@@ -457,6 +459,19 @@ pub fn check_claims(
     let exp = numeric_date(claims, "exp")?.ok_or_else(|| claim("token has no `exp`".into()))?;
     let nbf = numeric_date(claims, "nbf")?;
     let iat = numeric_date(claims, "iat")?;
+    // A lifetime beyond the issuer's maximum is final, whatever the clock says: checked
+    // before the times, so such a token is named for what is wrong with it for good.
+    if let Some(max) = rules.max_lifetime {
+        let Some(iat) = iat else {
+            return Err(claim("token has no `iat`".into()));
+        };
+        let lifetime = exp.saturating_sub(iat);
+        if lifetime > max {
+            return Err(claim(format!(
+                "token lifetime {lifetime}s exceeds the maximum of {max}s"
+            )));
+        }
+    }
     if exp.saturating_add(rules.leeway) < now {
         return Err(TokenError::Expired);
     }
