@@ -533,4 +533,112 @@ mod tests {
             assert!(check_header(&header(text)).is_err(), "{text}");
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Any JSON value, nested a little.
+        fn json_value() -> impl Strategy<Value = Json> {
+            let leaf = prop_oneof![
+                Just(Json::Null),
+                any::<bool>().prop_map(Json::Bool),
+                any::<i64>().prop_map(Json::from),
+                any::<f64>().prop_map(Json::from),
+                ".{0,12}".prop_map(Json::String),
+                Just(Json::String("https://api.test".into())),
+                Just(Json::String("https://issuer.test".into())),
+            ];
+            leaf.prop_recursive(3, 16, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Json::Array),
+                    prop::collection::btree_map(".{0,4}", inner, 0..4)
+                        .prop_map(|m| Json::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        const NOW: i64 = 1_800_000_000;
+
+        fn valid_claims() -> Map<String, Json> {
+            match serde_json::json!({"iss": "https://issuer.test", "aud": "https://api.test",
+                "sub": "s", "jti": "j", "client_id": "c", "scope": "read",
+                "iat": NOW - 10, "nbf": NOW - 10, "exp": NOW + 600})
+            {
+                Json::Object(map) => map,
+                _ => Map::new(),
+            }
+        }
+
+        /// What a claim's value must be for the claims to be valid (RFC 7519, 9068).
+        fn acceptable(name: &str, value: &Json) -> bool {
+            let audiences = ["https://api.test".to_string()];
+            let time = |ok: &dyn Fn(f64) -> bool| value.as_f64().is_some_and(ok);
+            match name {
+                "iss" => value == "https://issuer.test",
+                "aud" => match value {
+                    Json::String(a) => a == &audiences[0],
+                    Json::Array(list) => {
+                        list.iter().all(Json::is_string)
+                            && list.contains(&Json::from(audiences[0].as_str()))
+                    }
+                    _ => false,
+                },
+                "sub" | "jti" | "client_id" => value.is_string(),
+                "scope" => {
+                    value.is_string()
+                        || value
+                            .as_array()
+                            .is_some_and(|l| l.iter().all(Json::is_string))
+                }
+                "exp" => time(&|t| t >= (NOW - 30) as f64),
+                "nbf" | "iat" => time(&|t| t <= (NOW + 31) as f64),
+                _ => true,
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_as_a_token_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+                let text = String::from_utf8_lossy(&bytes);
+                if let Ok(compact) = parse(&text) {
+                    let _ = check_header(&compact.header);
+                }
+            }
+
+            #[test]
+            fn any_segments_never_panic(header in json_value(), payload in json_value()) {
+                let b64 = |v: &Json| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+                let token = format!("{}.{}.c2ln", b64(&header), b64(&payload));
+                match parse(&token) {
+                    Ok(compact) => {
+                        prop_assert!(header.is_object() && payload.is_object());
+                        let _ = check_header(&compact.header);
+                    }
+                    Err(error) => prop_assert!(error.is_final()),
+                }
+            }
+
+            #[test]
+            fn no_claim_of_a_wrong_value_is_accepted(
+                name in prop::sample::select(vec!["iss", "aud", "sub", "jti", "client_id", "scope", "exp", "nbf", "iat"]),
+                value in json_value(),
+            ) {
+                let mut claims = valid_claims();
+                claims.insert(name.to_string(), value.clone());
+                let audiences = ["https://api.test".to_string()];
+                let rules = ClaimRules {
+                    iss: "https://issuer.test",
+                    audiences: &audiences,
+                    leeway: 30,
+                    scope_claim: "scope",
+                    max_lifetime: None,
+                };
+                let accepted = check_claims(&claims, &rules, NOW).is_ok();
+                if accepted {
+                    prop_assert!(acceptable(name, &value), "{name} = {value} accepted");
+                }
+            }
+        }
+    }
 }
