@@ -220,9 +220,8 @@ pub enum StrictError {
 }
 
 /// Parses JSON refusing any object that names a member twice, at any depth. serde_json
-/// keeps the last of duplicates silently and has no switch for it; no maintained crate
-/// offers it either, so this is a `Deserialize` that builds the same `Value` and stops at
-/// the first repeated name.
+/// keeps the last of duplicates silently and has no switch for it, so this is a
+/// `Deserialize` that builds the same `Value` and stops at the first repeated name.
 pub fn strict_json(text: &str) -> Result<Json, StrictError> {
     match serde_json::from_str::<Strict>(text) {
         Ok(Strict(value)) => Ok(value),
