@@ -12,6 +12,7 @@ pub mod certificate;
 pub mod dpop;
 pub mod introspection;
 pub mod issuer;
+pub mod jose;
 pub mod jwks;
 pub mod replay;
 
@@ -147,30 +148,51 @@ pub enum Scheme {
     Dpop,
 }
 
-/// The access token of a request and its scheme. The scheme is case-insensitive
-/// (RFC 7235); other schemes (Basic, ...) count as no token.
-pub fn presented_token(request: &AccessRequest) -> Result<(Scheme, &str), AuthnError> {
-    let Some(value) = request.header("authorization") else {
-        return Err(AuthnError::Missing);
-    };
-    let value = value.trim();
-    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+/// The scheme of one credential, when it is one that carries an access token.
+fn token_scheme(credential: &str) -> Option<(Scheme, &str)> {
+    // RFC 7235: the scheme ends at whitespace; a tab counts like a space.
+    let credential = credential.trim_matches([' ', '\t']);
+    let (scheme, token) = credential
+        .split_once([' ', '\t'])
+        .unwrap_or((credential, ""));
     let scheme = if scheme.eq_ignore_ascii_case("bearer") {
         Scheme::Bearer
     } else if scheme.eq_ignore_ascii_case("dpop") {
         Scheme::Dpop
     } else {
+        return None;
+    };
+    Some((scheme, token.trim_matches([' ', '\t'])))
+}
+
+/// The access token of a request and its scheme. The scheme is case-insensitive
+/// (RFC 7235); other schemes (Basic, ...) alone count as no token.
+pub fn presented_token(request: &AccessRequest) -> Result<(Scheme, &str), AuthnError> {
+    let Some(value) = request.header("authorization") else {
         return Err(AuthnError::Missing);
     };
-    let token = token.trim();
-    // Envoy joins repeated headers with commas; a token never contains one.
-    if token.contains(',') {
-        return Err(AuthnError::BadRequest(
-            "more than one authorization header".into(),
-        ));
+    // Envoy and the HTTP doors join repeated headers with commas; neither a token nor
+    // Basic credentials contain one. Two credentials of which one is a token (two tokens,
+    // or Basic beside Bearer) are ambiguous: RFC 6750 §3.1 `invalid_request`.
+    if value.contains(',') {
+        if value.split(',').any(|part| token_scheme(part).is_some()) {
+            return Err(AuthnError::BadRequest(
+                "more than one authorization header".into(),
+            ));
+        }
+        return Err(AuthnError::Missing);
     }
+    let Some((scheme, token)) = token_scheme(value) else {
+        return Err(AuthnError::Missing);
+    };
     if token.is_empty() {
-        return Err(AuthnError::Invalid("empty access token".into()));
+        // RFC 6750 §3.1: a malformed request, not an invalid token.
+        return Err(AuthnError::BadRequest("empty access token".into()));
+    }
+    if token.contains([' ', '\t']) {
+        return Err(AuthnError::BadRequest(
+            "access token contains whitespace".into(),
+        ));
     }
     Ok((scheme, token))
 }
@@ -227,7 +249,7 @@ pub struct Authenticator {
     /// Verified tokens by SHA-256 of the token. Bounded by `token_cache.max_entries`;
     /// each entry expires at its token's `exp`.
     cache: Cache<[u8; 32], Arc<Identity>>,
-    /// JWTs refused for good ([`issuer::is_final`]), by SHA-256 of the token, with why;
+    /// JWTs refused for good ([`jose::TokenError::is_final`]), by SHA-256 of the token, with why;
     /// `None` when `token_cache.rejected_ttl` is 0.
     rejected: Option<Cache<[u8; 32], Arc<str>>>,
     /// The largest token any issuer accepts: tokens beyond it are refused unparsed.
@@ -345,13 +367,14 @@ impl Authenticator {
         let identity = match issuer.verify(token, key, hex_prefix(&key)).await {
             Ok(identity) => Arc::new(identity),
             Err(error) => {
+                // The kind of refusal decides, never its wording.
                 if let Some(rejected) = &self.rejected
-                    && issuer::is_final(&error)
+                    && error.is_final()
                     && !issuer.introspects(token)
                 {
                     rejected.insert(key, Arc::from(error.to_string()));
                 }
-                return Err(error);
+                return Err(error.into());
             }
         };
         if identity.cache_until > now_secs() {
@@ -390,13 +413,22 @@ impl Authenticator {
                 .iter()
                 .filter_map(|name| self.by_name.get(&**name))
                 .find(|issuer| issuer.introspection.is_some())
-                .ok_or_else(|| AuthnError::Invalid("token is malformed".into()));
+                .ok_or_else(|| match jose::parse(token) {
+                    // Says which shape it is (a JWE, too few parts) when it can.
+                    Err(error) => error.into(),
+                    Ok(_) => AuthnError::Invalid("token is malformed".into()),
+                });
         }
         let iss = issuer::unverified_issuer(token)?;
         self.by_iss
             .get(&iss)
             .filter(|issuer| accepted.iter().any(|name| **name == **issuer.name()))
-            .ok_or_else(|| AuthnError::Invalid(format!("issuer `{iss}` is not accepted here")))
+            .ok_or_else(|| {
+                AuthnError::Invalid(format!(
+                    "issuer `{}` is not accepted here",
+                    jose::echo(&iss)
+                ))
+            })
     }
 
     /// Switches to the shared DPoP replay cache when the config asks for Redis. Redis need
@@ -605,6 +637,12 @@ policies: [policy]
         };
         let expired = sign(claims(now - 3600, now - 7200));
         let early = sign(claims(now + 7200, now + 3600));
+        let mut future = claims(now + 7200, now - 60);
+        future["iat"] = (now + 3600).into();
+        let future = sign(future);
+        let mut text_exp = claims(now + 7200, now - 60);
+        text_exp["exp"] = "soon".into();
+        let text_exp = sign(text_exp);
         let accepted: [Arc<str>; 1] = [Arc::from("hs")];
         let refusal = |result: Result<Arc<Identity>, AuthnError>| match result {
             Err(AuthnError::Invalid(message)) => message,
@@ -620,30 +658,71 @@ policies: [policy]
                 "token is not valid yet"
             );
         }
+        assert_eq!(
+            refusal(authn.authenticate(&future, &accepted).await),
+            "token is issued in the future"
+        );
+        assert_eq!(
+            refusal(authn.authenticate(&text_exp, &accepted).await),
+            "claim `exp` must be a number"
+        );
         let rejected = authn.rejected.as_ref().unwrap();
         let key = |token: &str| -> [u8; 32] { Sha256::digest(token.as_bytes()).into() };
         assert!(rejected.contains_key(&key(&expired)));
+        assert!(rejected.contains_key(&key(&text_exp)));
+        assert!(!rejected.contains_key(&key(&future)));
         // Time will make this one valid: it must be verified again next time.
         assert!(!rejected.contains_key(&key(&early)));
     }
 
     #[test]
-    fn only_refusals_time_cannot_mend_are_final() {
-        for message in [
-            "token has expired",
-            "signature is invalid",
-            "wrong audience",
+    fn only_refusals_time_and_key_rotation_cannot_mend_are_final() {
+        use jose::TokenError;
+        for error in [
+            TokenError::Expired,
+            TokenError::BadSignature,
+            TokenError::WrongAudience,
+            TokenError::Malformed("token header has no `alg`".into()),
+            TokenError::Claim("claim `exp` must be a number".into()),
         ] {
-            assert!(issuer::is_final(&AuthnError::Invalid(message.into())));
+            assert!(error.is_final(), "{error:?}");
         }
         for error in [
-            AuthnError::Invalid("token is not valid yet".into()),
-            AuthnError::Invalid("unknown key id `k2`".into()),
-            AuthnError::Unavailable("keys of issuer `x` are not loaded".into()),
-            AuthnError::Missing,
+            TokenError::NotYetValid,
+            TokenError::IssuedInFuture,
+            TokenError::UnknownKey("k2".into()),
+            TokenError::KeyMismatch("key `k1` is for RS256, not PS256".into()),
+            TokenError::Other(AuthnError::Unavailable(
+                "keys of issuer `x` are not loaded".into(),
+            )),
+            TokenError::Other(AuthnError::Missing),
         ] {
-            assert!(!issuer::is_final(&error), "{error:?}");
+            assert!(!error.is_final(), "{error:?}");
         }
+    }
+
+    #[test]
+    fn an_empty_token_or_two_credentials_are_a_bad_request() {
+        for value in [
+            "Bearer ",
+            "Bearer",
+            "Bearer \t",
+            "Basic dXNlcjpwdw==, Bearer abc",
+            "Bearer abc, Basic dXNlcjpwdw==",
+            "Bearer a b",
+        ] {
+            assert!(
+                matches!(
+                    presented_token(&with_auth(value)),
+                    Err(AuthnError::BadRequest(_))
+                ),
+                "{value:?}"
+            );
+        }
+        assert_eq!(
+            presented_token(&with_auth("Bearer\tabc")),
+            Ok((Scheme::Bearer, "abc"))
+        );
     }
 
     fn with_auth(value: &str) -> AccessRequest {

@@ -612,11 +612,12 @@ fn authn_denial(policy: &Policy, scheme: Scheme, dpop_algs: &str, error: AuthnEr
     }
 }
 
-/// Text safe inside a quoted-string of a challenge.
+/// Text safe inside a quoted-string of a challenge: RFC 6750 §3 allows printable ASCII
+/// but `"` and `\\` in `error_description`.
 fn quotable(text: &str) -> String {
     text.chars()
         .map(|c| {
-            if c == '"' || c == '\\' || c.is_control() {
+            if c == '"' || c == '\\' || !(' '..='~').contains(&c) {
                 '\''
             } else {
                 c

@@ -217,11 +217,11 @@ async fn malformed_tokens() {
         (format!("{header}.!!!.sig"), "token is not valid base64url"),
         (
             format!("{header}.{}.sig", b64(b"{not json")),
-            "token is not valid JSON",
+            "token payload is not valid JSON",
         ),
         (
             format!("{header}.{}.sig", b64(b"[1,2]")),
-            "token is not valid JSON",
+            "token payload must be a JSON object",
         ),
         (
             format!(
@@ -229,7 +229,7 @@ async fn malformed_tokens() {
                 b64(b"{oops"),
                 b64(claims().to_string().as_bytes())
             ),
-            "malformed token header: token is not valid JSON",
+            "token header is not valid JSON",
         ),
     ];
     for (token, description) in cases {

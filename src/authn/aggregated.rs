@@ -171,6 +171,9 @@ impl ClaimSources {
             }
             None => return Err("has no `jwt`".into()),
         };
+        // As strict as an access token about its shape and JSON (no member twice): the
+        // library below keeps the last of duplicate members silently.
+        super::jose::parse(jwt).map_err(|e| format!("embedded JWT rejected: {e}"))?;
         let header = jsonwebtoken::decode_header(jwt)
             .map_err(|_| "embedded JWT has an unusable header (or `alg: none`)".to_string())?;
         if !self.algorithms.contains(&header.alg) {

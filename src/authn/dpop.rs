@@ -365,9 +365,14 @@ fn is_base64url(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
+/// A proof's header or claims: a JSON object naming no member twice (as access tokens,
+/// RFC 8725 §3.9), so no two parsers can read different proofs from the same bytes.
 fn json_object(part: &str) -> Option<Map<String, Json>> {
     let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    match super::jose::strict_json(std::str::from_utf8(&bytes).ok()?).ok()? {
+        Json::Object(map) => Some(map),
+        _ => None,
+    }
 }
 
 /// A JWT NumericDate as whole seconds; fractions are cut off.
@@ -643,6 +648,23 @@ mod tests {
             assert_eq!(verified.jti, "e1j3V_bKic8-LAEB");
             assert_eq!(verified.iat, NOW);
         }
+    }
+
+    #[test]
+    fn proofs_naming_a_member_twice_are_refused() {
+        // Issue #15: two `htu` (or `ath`) would let two parsers read two proofs.
+        let signer = ec();
+        let header = b64(header(&signer).to_string().as_bytes());
+        let claims = claims().to_string();
+        let twice = claims.replacen("\"htm\":\"GET\"", "\"htm\":\"POST\",\"htm\":\"GET\"", 1);
+        assert_ne!(twice, claims);
+        let message = format!("{header}.{}", b64(twice.as_bytes()));
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &signer.key, signer.alg).unwrap();
+        assert_invalid(
+            verify(&format!("{message}.{signature}")),
+            "DPoP proof claims are malformed",
+        );
     }
 
     #[test]

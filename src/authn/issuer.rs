@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value as Json;
-use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use super::introspection::Introspector;
+use super::jose::{self, TokenError};
 use super::jwks::{KeySet, KeySource};
 use super::{AuthnError, Identity, now_secs, parse_algorithm};
 use crate::config::IssuerConfig;
@@ -156,22 +156,8 @@ impl Issuer {
         }
         claims.entry("iat").or_insert_with(|| now.into());
         claims.entry("exp").or_insert_with(|| (now + 300).into());
-        // The same checks as a real token, through the same library: sign with a
-        // throw-away key and verify with it.
-        let secret: [u8; 32] = Sha256::digest(now.to_le_bytes()).into();
-        let header = jsonwebtoken::Header::new(Algorithm::HS256);
-        let token = jsonwebtoken::encode(
-            &header,
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(&secret),
-        )
-        .map_err(|e| AuthnError::Invalid(format!("claims cannot be encoded: {e}")))?;
-        let verified = decode(
-            &token,
-            &DecodingKey::from_secret(&secret),
-            &self.validation(Algorithm::HS256),
-        )?;
-        self.identity(verified, &token, "claims".into())
+        // The same checks as a real token's claims, by the same function.
+        Ok(self.identity(claims, "", "claims".into())?)
     }
 
     pub fn has_keys(&self) -> bool {
@@ -300,7 +286,9 @@ impl Issuer {
         claims
             .entry("iss")
             .or_insert_with(|| Json::String(self.iss.clone()));
-        let mut identity = self.identity(claims, "", token_hash)?;
+        let exp = claims.get("exp").and_then(Json::as_i64);
+        let iat = claims.get("iat").and_then(Json::as_i64);
+        let mut identity = self.build_identity(claims, "", token_hash, exp, iat)?;
         identity.cache_until = fresh_until;
         Ok(identity)
     }
@@ -311,65 +299,63 @@ impl Issuer {
         token: &str,
         key: [u8; 32],
         token_hash: String,
-    ) -> Result<Identity, AuthnError> {
+    ) -> Result<Identity, TokenError> {
         if let Some(introspection) = &self.introspection
             && self.introspects(token)
         {
-            return self
+            return Ok(self
                 .verify_by_introspection(introspection, token, key, token_hash)
-                .await;
+                .await?);
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|e| {
-            // Name an algorithm we refuse (`none`, or one the library does not know)
-            // rather than calling the header malformed.
-            match raw_algorithm(token) {
-                Some(alg) if !self.algorithms.iter().any(|a| format!("{a:?}") == alg) => {
-                    AuthnError::Invalid(format!("algorithm `{alg}` is not accepted"))
-                }
-                _ => AuthnError::Invalid(format!("malformed token header: {}", brief(&e))),
-            }
-        })?;
-        let alg = header.alg;
+        let compact = jose::parse(token)?;
+        let written = jose::check_header(&compact.header)?;
         if self.rfc9068 {
-            let typ = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
+            let typ = compact
+                .header
+                .get("typ")
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_ascii_lowercase();
             if typ != "at+jwt" && typ != "application/at+jwt" {
-                return Err(AuthnError::Invalid(
+                return Err(TokenError::Claim(
                     "token is not an RFC 9068 access token (`typ` must be `at+jwt`)".into(),
                 ));
             }
         }
-        if !self.algorithms.contains(&alg) {
-            return Err(AuthnError::Invalid(format!(
-                "algorithm `{alg:?}` is not accepted"
-            )));
-        }
-        let validation = self.validation(alg);
-        let claims = if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
-            let key = self.secret.as_ref().ok_or_else(|| {
-                AuthnError::Invalid(format!("algorithm `{alg:?}` is not accepted"))
-            })?;
-            decode(token, key, &validation)?
+        // `none` and names the library does not know are refused like any algorithm not
+        // configured, naming what the token says (cut to size).
+        let alg = written
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|alg| self.algorithms.contains(alg))
+            .ok_or_else(|| TokenError::RefusedAlgorithm(jose::echo(written)))?;
+        let kid = compact.header.get("kid").and_then(Json::as_str);
+        if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+            let secret = self
+                .secret
+                .as_ref()
+                .ok_or_else(|| TokenError::RefusedAlgorithm(jose::echo(written)))?;
+            check_signature(&compact, secret, alg)?;
         } else {
-            self.verify_with_keys(token, header.kid.as_deref(), alg, &validation)
-                .await?
-        };
-        self.identity(claims, token, token_hash)
+            self.verify_with_keys(&compact, kid, alg).await?;
+        }
+        self.identity(compact.payload, token, token_hash)
     }
 
     async fn verify_with_keys(
         &self,
-        token: &str,
+        compact: &jose::Compact<'_>,
         kid: Option<&str>,
         alg: Algorithm,
-        validation: &Validation,
-    ) -> Result<serde_json::Map<String, Json>, AuthnError> {
+    ) -> Result<(), TokenError> {
         if !self.has_keys() {
             // Maybe the provider is back; if not, this is our outage, not a bad token.
             if !self.refresh_for_unknown_kid().await {
                 return Err(AuthnError::Unavailable(format!(
                     "keys of issuer `{}` are not loaded",
                     self.name
-                )));
+                ))
+                .into());
             }
         }
         let mut keys = self.keys.load_full();
@@ -379,42 +365,61 @@ impl Issuer {
         {
             keys = self.keys.load_full();
         }
-        let mut last_error = AuthnError::Invalid(match kid {
-            Some(kid) => format!("unknown key id `{kid}`"),
-            None => "no key fits the token".into(),
-        });
+        let mut last_error = match kid {
+            Some(kid) => match keys.keys.iter().find(|key| key.kid.as_deref() == Some(kid)) {
+                None => TokenError::UnknownKey(jose::echo(kid)),
+                // Say what does not fit rather than calling a known key unknown.
+                Some(key) => TokenError::KeyMismatch(match key.alg {
+                    Some(pinned) if pinned != alg => {
+                        format!("key `{}` is for {pinned:?}, not {alg:?}", jose::echo(kid))
+                    }
+                    _ => format!(
+                        "key `{}` is {} key, not one for {alg:?}",
+                        jose::echo(kid),
+                        key.family.described()
+                    ),
+                }),
+            },
+            None => TokenError::KeyMismatch("no key fits the token".into()),
+        };
         for key in keys.candidates(kid, alg) {
-            match decode(token, &key.key, validation) {
-                Ok(claims) => return Ok(claims),
+            match check_signature(compact, &key.key, alg) {
+                Ok(()) => return Ok(()),
                 Err(e) => last_error = e,
             }
         }
         Err(last_error)
     }
 
-    fn validation(&self, alg: Algorithm) -> Validation {
-        let mut validation = Validation::new(alg);
-        validation.leeway = self.leeway.as_secs();
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&self.iss]);
-        validation.set_required_spec_claims(&["exp", "iss"]);
-        if self.audiences.is_empty() {
-            validation.validate_aud = false;
-        } else {
-            validation.set_audience(&self.audiences);
-        }
-        validation
-    }
-
-    /// Checks what the JWT library does not and builds the identity.
+    /// Checks what the signature does not and builds the identity.
     fn identity(
         &self,
         claims: serde_json::Map<String, Json>,
         token: &str,
         token_hash: String,
-    ) -> Result<Identity, AuthnError> {
+    ) -> Result<Identity, TokenError> {
+        let rules = jose::ClaimRules {
+            iss: &self.iss,
+            audiences: &self.audiences,
+            leeway: self.leeway.as_secs() as i64,
+            scope_claim: &self.scope_claim,
+            max_lifetime: self.max_lifetime.map(|max| max.as_secs() as i64),
+        };
+        let (exp, iat) = jose::check_claims(&claims, &rules, now_secs())?;
+        self.build_identity(claims, token, token_hash, Some(exp), iat)
+    }
+
+    /// The identity of claims already checked; the issuer's own rules (audience count,
+    /// lifetime) are applied here, for JWTs and introspected tokens alike.
+    fn build_identity(
+        &self,
+        claims: serde_json::Map<String, Json>,
+        token: &str,
+        token_hash: String,
+        exp: Option<i64>,
+        iat: Option<i64>,
+    ) -> Result<Identity, TokenError> {
         let string = |name: &str| claims.get(name).and_then(Json::as_str).map(str::to_owned);
-        let int = |name: &str| claims.get(name).and_then(Json::as_i64);
         let aud: Vec<String> = match claims.get("aud") {
             Some(Json::String(aud)) => vec![aud.clone()],
             Some(Json::Array(auds)) => auds
@@ -424,25 +429,20 @@ impl Issuer {
             _ => Vec::new(),
         };
         if self.single_audience && aud.len() != 1 {
-            return Err(AuthnError::Invalid(
+            return Err(TokenError::Claim(
                 "token must have exactly one audience".into(),
             ));
         }
-        let exp = int("exp");
-        let iat = int("iat");
         if let Some(max) = self.max_lifetime {
             let Some(iat) = iat else {
-                return Err(AuthnError::Invalid("token has no `iat`".into()));
+                return Err(TokenError::Claim("token has no `iat`".into()));
             };
             let lifetime = exp.unwrap_or(i64::MAX).saturating_sub(iat);
             if lifetime > max.as_secs() as i64 {
-                return Err(AuthnError::Invalid(format!(
+                return Err(TokenError::Claim(format!(
                     "token lifetime {lifetime}s exceeds the maximum of {}s",
                     max.as_secs()
                 )));
-            }
-            if iat > now_secs() + self.leeway.as_secs() as i64 {
-                return Err(AuthnError::Invalid("token is issued in the future".into()));
             }
         }
         let scopes = match claims.get(&self.scope_claim) {
@@ -473,76 +473,43 @@ impl Issuer {
     }
 }
 
-fn decode(
-    token: &str,
+/// Checks the signature of `compact` with `key` for `alg`. A key of another type for the
+/// algorithm counts as a bad signature: the candidates were chosen to fit.
+fn check_signature(
+    compact: &jose::Compact<'_>,
     key: &DecodingKey,
-    validation: &Validation,
-) -> Result<serde_json::Map<String, Json>, AuthnError> {
-    jsonwebtoken::decode::<serde_json::Map<String, Json>>(token, key, validation)
-        .map(|data| data.claims)
-        .map_err(|e| AuthnError::Invalid(brief(&e)))
+    alg: Algorithm,
+) -> Result<(), TokenError> {
+    match jsonwebtoken::crypto::verify(
+        compact.signature,
+        compact.signing_input.as_bytes(),
+        key,
+        alg,
+    ) {
+        Ok(true) => Ok(()),
+        _ => Err(TokenError::BadSignature),
+    }
 }
 
 /// A description of a verification failure fit for a client: what is wrong, not how.
 pub(super) fn brief(error: &jsonwebtoken::errors::Error) -> String {
     use jsonwebtoken::errors::ErrorKind;
     match error.kind() {
-        ErrorKind::ExpiredSignature => EXPIRED.into(),
+        ErrorKind::ExpiredSignature => "token has expired".into(),
         ErrorKind::ImmatureSignature => "token is not valid yet".into(),
-        ErrorKind::InvalidSignature => BAD_SIGNATURE.into(),
-        ErrorKind::InvalidIssuer => WRONG_ISSUER.into(),
-        ErrorKind::InvalidAudience => WRONG_AUDIENCE.into(),
-        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => REFUSED_ALGORITHM.into(),
+        ErrorKind::InvalidSignature => "signature is invalid".into(),
+        ErrorKind::InvalidIssuer => "wrong issuer".into(),
+        ErrorKind::InvalidAudience => "wrong audience".into(),
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+            "algorithm is not accepted".into()
+        }
         ErrorKind::MissingRequiredClaim(claim) => format!("token has no `{claim}`"),
         ErrorKind::InvalidClaimFormat(claim) => format!("claim `{claim}` is malformed"),
-        ErrorKind::Base64(_) => NOT_BASE64.into(),
-        ErrorKind::Json(_) | ErrorKind::Utf8(_) => NOT_JSON.into(),
-        ErrorKind::InvalidToken => MALFORMED.into(),
+        ErrorKind::Base64(_) => "token is not valid base64url".into(),
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) => "token is not valid JSON".into(),
+        ErrorKind::InvalidToken => "token is malformed".into(),
         _ => "token cannot be verified".into(),
     }
-}
-
-const EXPIRED: &str = "token has expired";
-const BAD_SIGNATURE: &str = "signature is invalid";
-const WRONG_ISSUER: &str = "wrong issuer";
-const WRONG_AUDIENCE: &str = "wrong audience";
-const REFUSED_ALGORITHM: &str = "algorithm is not accepted";
-const NOT_BASE64: &str = "token is not valid base64url";
-const NOT_JSON: &str = "token is not valid JSON";
-const MALFORMED: &str = "token is malformed";
-
-/// Whether a JWT refused with `error` stays refused whatever happens next: expired, badly
-/// signed by a key we have, for someone else, or not a token at all. Not: an unknown
-/// `kid` (keys rotate), not valid yet (time passes), keys or identity provider
-/// unavailable. Such refusals may be remembered ([`crate::authn::Authenticator`]).
-pub fn is_final(error: &AuthnError) -> bool {
-    match error {
-        AuthnError::Invalid(message) => [
-            EXPIRED,
-            BAD_SIGNATURE,
-            WRONG_ISSUER,
-            WRONG_AUDIENCE,
-            REFUSED_ALGORITHM,
-            NOT_BASE64,
-            NOT_JSON,
-            MALFORMED,
-        ]
-        .contains(&message.as_str()),
-        _ => false,
-    }
-}
-
-/// The `alg` of a token's header as written, for error messages only.
-fn raw_algorithm(token: &str) -> Option<String> {
-    let header = token.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header.trim_end_matches('='))
-        .ok()?;
-    let value: Json = serde_json::from_slice(&bytes).ok()?;
-    value
-        .get("alg")?
-        .as_str()
-        .map(|alg| alg.chars().take(20).collect())
 }
 
 /// Three dot-separated parts: the shape of a JWS. Anything else is an opaque token,
@@ -551,21 +518,15 @@ pub fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3
 }
 
-#[derive(serde::Deserialize)]
-struct IssOnly {
-    iss: Option<String>,
-}
-
 /// The `iss` of a token before verification: only to choose which keys to verify with.
-pub fn unverified_issuer(token: &str) -> Result<String, AuthnError> {
-    if token.split('.').count() != 3 {
-        return Err(AuthnError::Invalid("token is malformed".into()));
+/// The token is parsed as strictly here as when it is verified.
+pub fn unverified_issuer(token: &str) -> Result<String, TokenError> {
+    let compact = jose::parse(token)?;
+    match compact.payload.get("iss") {
+        Some(Json::String(iss)) => Ok(iss.clone()),
+        Some(_) => Err(TokenError::Claim("claim `iss` must be a string".into())),
+        None => Err(TokenError::Claim("token has no `iss`".into())),
     }
-    let claims: IssOnly = jsonwebtoken::dangerous::insecure_decode_claims(token)
-        .map_err(|e| AuthnError::Invalid(brief(&e)))?;
-    claims
-        .iss
-        .ok_or_else(|| AuthnError::Invalid("token has no `iss`".into()))
 }
 
 /// The payload as compact JSON with every non-ASCII character escaped, so it fits in an

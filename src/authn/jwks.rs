@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 /// Largest JWKS document accepted.
@@ -32,6 +32,16 @@ pub enum KeyFamily {
 }
 
 impl KeyFamily {
+    /// For messages: "key `k` is an EC key, not one for RS256".
+    pub fn described(self) -> &'static str {
+        match self {
+            KeyFamily::Rsa => "an RSA",
+            KeyFamily::Ec => "an EC",
+            KeyFamily::Ed => "an OKP (EdDSA)",
+            KeyFamily::Hmac => "a shared-secret",
+        }
+    }
+
     pub fn of(alg: Algorithm) -> KeyFamily {
         match alg {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => KeyFamily::Hmac,
@@ -112,6 +122,16 @@ fn parse_key(entry: &serde_json::Value) -> Result<Option<Key>, String> {
     let jwk: Jwk = serde_json::from_value(entry.clone()).map_err(|e| e.to_string())?;
     if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
         return Ok(None);
+    }
+    // RFC 7517 §4.3: a key whose `key_ops` are given but do not include `verify` is not
+    // for verifying signatures (Wycheproof `rejectWrongKeyOps`).
+    if jwk
+        .common
+        .key_operations
+        .as_ref()
+        .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
+    {
+        return Err("key_ops do not include `verify`".into());
     }
     let family = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => KeyFamily::Rsa,
