@@ -11,7 +11,13 @@
 //!   into PostgreSQL at 127.0.0.1:5432 when one is reachable (a fresh database, dropped
 //!   after).
 //!
+//! - Index under writes (printed): lookup latency (p50/p99/max) of one actor's flows
+//!   while 100,000 flows of another actor are applied in catch-up batches of 10,000, and
+//!   idle; and the time to apply 10k/100k/1M flows of one actor and of distinct actors
+//!   (the index part of restart-to-ready). `SLUIS_BENCH_INDEX_MAX` caps the sizes.
+//!
 //! Run: `cargo bench --bench flows -- --warm-up-time 1 --measurement-time 3`
+//! (`SLUIS_BENCH_INDEX_ONLY=1` for the index figures alone.)
 //! (`SLUIS_BENCH_FLOWS=100000` for a quicker run with fewer flows.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -154,7 +160,14 @@ fn receiver_request(n: usize) -> AccessRequest {
     request
 }
 
+fn index_only() -> bool {
+    std::env::var_os("SLUIS_BENCH_INDEX_ONLY").is_some()
+}
+
 fn decide_with_flows(c: &mut Criterion) {
+    if index_only() {
+        return;
+    }
     let rt = runtime();
     let engine = engine();
     let total = total_flows();
@@ -210,6 +223,9 @@ fn import_into(rt: &tokio::runtime::Runtime, url: &str, base: &Path, total: usiz
 }
 
 fn bulk_import(_c: &mut Criterion) {
+    if index_only() {
+        return;
+    }
     let rt = runtime();
     let total = total_flows();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -243,5 +259,103 @@ fn bulk_import(_c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decide_with_flows, bulk_import);
+/// Percentiles of `samples` (sorted in place), in microseconds.
+fn percentiles(samples: &mut [std::time::Duration]) -> (f64, f64, f64) {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1));
+        samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    (at(0.5), at(0.99), at(1.0))
+}
+
+/// The `i`-th flow, all of one receiving organisation.
+fn one_actor_flow(i: usize) -> Flow {
+    Flow {
+        actor: "did:web:big-receiver.example.org".into(),
+        ..flow(i)
+    }
+}
+
+/// Applies `count` flows made by `make` in catch-up batches of 10,000; returns the time.
+fn apply_in_batches(index: &FlowIndex, count: usize, make: fn(usize) -> Flow) -> f64 {
+    let started = Instant::now();
+    for start in (0..count).step_by(10_000) {
+        let batch: Vec<Flow> = (start..(start + 10_000).min(count)).map(make).collect();
+        index.apply(batch.iter().map(|f| (f, 1)));
+    }
+    started.elapsed().as_secs_f64()
+}
+
+fn index_under_writes(c: &mut Criterion) {
+    let _ = c;
+    let max: usize = std::env::var("SLUIS_BENCH_INDEX_MAX")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+
+    // Lookups of actor X (10 flows) on another thread, idle and during an import of
+    // 100,000 flows of actor Y into the same index.
+    let index = Arc::new(FlowIndex::new());
+    let x: Vec<Flow> = (0..PER_ACTOR).map(flow).collect();
+    index.apply(x.iter().map(|f| (f, 1)));
+    let x_actor = actor(0);
+    let lookups = |index: &FlowIndex, until: &std::sync::atomic::AtomicBool| {
+        let mut samples = Vec::new();
+        while !until.load(std::sync::atomic::Ordering::Acquire) {
+            let started = Instant::now();
+            let found = index.active(&x_actor, now);
+            samples.push(started.elapsed());
+            assert_eq!(found.len(), PER_ACTOR);
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+        samples
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut idle = std::thread::scope(|s| {
+        let reader = s.spawn(|| lookups(&index, &done));
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        done.store(true, std::sync::atomic::Ordering::Release);
+        reader.join().expect("reader")
+    });
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut busy = Vec::new();
+    let import = std::thread::scope(|s| {
+        let reader = s.spawn(|| lookups(&index, &done));
+        let took = apply_in_batches(&index, 100_000, one_actor_flow);
+        done.store(true, std::sync::atomic::Ordering::Release);
+        busy = reader.join().expect("reader");
+        took
+    });
+    let (p50, p99, worst) = percentiles(&mut idle);
+    println!(
+        "index lookup, idle: p50 {p50:.1} µs, p99 {p99:.1} µs, max {worst:.1} µs ({} lookups)",
+        idle.len()
+    );
+    let (p50, p99, worst) = percentiles(&mut busy);
+    println!(
+        "index lookup during a 100k one-actor import ({import:.2} s): p50 {p50:.1} µs, p99 {p99:.1} µs, max {worst:.1} µs ({} lookups)",
+        busy.len()
+    );
+    drop(index);
+
+    // The index part of restart-to-ready: every flow applied once, in catch-up batches.
+    for count in [10_000, 100_000, 1_000_000] {
+        if count > max {
+            continue;
+        }
+        let distinct = apply_in_batches(&FlowIndex::new(), count, flow);
+        let one = apply_in_batches(&FlowIndex::new(), count, one_actor_flow);
+        println!(
+            "index apply of {count} flows: distinct actors (10 each) {distinct:.2} s, one actor {one:.2} s, ratio {:.2}",
+            one / distinct
+        );
+    }
+}
+
+criterion_group!(benches, decide_with_flows, bulk_import, index_under_writes);
 criterion_main!(benches);
