@@ -1,0 +1,7 @@
+//! Fuzz target `graphql`: see `entries.rs` for what it feeds the input to.
+#![no_main]
+
+#[path = "../entries.rs"]
+mod entries;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| entries::graphql(data));
