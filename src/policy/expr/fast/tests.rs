@@ -196,14 +196,20 @@ struct Case {
     envs: Vec<Env>,
 }
 
+/// A token's `sub`, `client_id`, `scopes` and `aud`.
+type Token = (Option<String>, Option<String>, Vec<String>, Vec<String>);
+
+/// A flow's id, whether its actor is the caller, its scopes and its patient.
+type FlowSpec = (String, bool, Vec<String>, Option<String>);
+
 #[derive(Debug, Clone)]
 struct Env {
     /// Method, host, body, protocol; whether the path is the flows' resource.
     request: (String, String, String, String, bool),
-    token: Option<(Option<String>, Option<String>, Vec<String>, Vec<String>)>,
+    token: Option<Token>,
     data: Option<serde_json::Value>,
     /// The caller's flows (`None`: the policy reads none): id, actor, scopes, patient.
-    flows: Option<Vec<(String, bool, Vec<String>, Option<String>)>>,
+    flows: Option<Vec<FlowSpec>>,
     template: Option<Option<String>>,
 }
 
