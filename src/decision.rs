@@ -92,20 +92,16 @@ pub fn deny_body(code: DenyCode, message: &str) -> String {
     serde_json::json!({ "error": code.as_str(), "message": message }).to_string()
 }
 
-/// The error body RFC0014 §6.2 gives for a GraphQL request the PEP refuses as malformed:
-/// `{"ErrorCode":"bad_request","Error":"No operation found to evaluate"}`, keys in that
-/// order.
+/// The error body RFC0014 §6.2 gives for a GraphQL request the PEP refuses as malformed,
+/// byte for byte as its error table [08] writes it:
+/// `{"ErrorCode": "bad_request", "Error": "No operation found to evaluate"}`, keys in that
+/// order, a space after each colon and comma (clients that compare the body as text
+/// expect exactly that).
 pub fn bad_request_body(code: &str, message: &str) -> String {
-    #[derive(serde::Serialize)]
-    struct Body<'a> {
-        #[serde(rename = "ErrorCode")]
-        code: &'a str,
-        #[serde(rename = "Error")]
-        error: &'a str,
-    }
-    serde_json::to_string(&Body {
-        code,
-        error: message,
-    })
-    .unwrap_or_default()
+    let quoted = |text: &str| serde_json::Value::from(text).to_string();
+    format!(
+        "{{\"ErrorCode\": {}, \"Error\": {}}}",
+        quoted(code),
+        quoted(message)
+    )
 }

@@ -414,6 +414,15 @@ fn find_line(text: &str, id: &str, from: usize) -> Option<usize> {
         .map(|(i, _)| i + 1)
 }
 
+/// Compiles the policies in `text`, read as the policy file `file`, as [`PolicySet::load`]
+/// does each file it reads: every problem, none when all compile. For the fuzz target and
+/// its regression test, which feed policy text that is in no file.
+pub fn check_file_text(file: &Path, text: &str, config: &Config) -> Vec<LoadError> {
+    let mut errors = Vec::new();
+    load_file(file, text, config, &mut errors);
+    errors
+}
+
 fn load_file(
     file: &Path,
     text: &str,

@@ -218,7 +218,7 @@ async fn envoy_passes_only_graphql_queries_that_fit_a_template() {
     assert_eq!(response.status(), 400);
     assert_eq!(
         response.text().await.unwrap(),
-        r#"{"ErrorCode":"bad_request","Error":"No operation found to evaluate"}"#
+        r#"{"ErrorCode": "bad_request", "Error": "No operation found to evaluate"}"#
     );
 
     // A body beyond Envoy's buffer: Envoy refuses it itself (413), never half-judged.

@@ -30,6 +30,22 @@ fn dev_token(claims: Value) -> String {
     jsonwebtoken::encode(&header, &claims, &key).unwrap()
 }
 
+/// A client certificate valid until 2126, as the gateway passes it on.
+const VECOZO_CERTIFICATE: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIB5DCCAYugAwIBAgIUcyBT5Ayw1vdffvYz6A3m9R+t/hIwCgYIKoZIzj0EAwIw\n\
+RzEZMBcGA1UECgwQWm9yZ2thbnRvb3IgNTAwMDEqMCgGA1UEAwwhdmVjb3pvLXN5\n\
+c3RlZW1jZXJ0aWZpY2FhdC5leGFtcGxlMCAXDTI2MTIwNjAxMjU1OVoYDzIxMjYx\n\
+MTEyMDEyNTU5WjBHMRkwFwYDVQQKDBBab3Jna2FudG9vciA1MDAwMSowKAYDVQQD\n\
+DCF2ZWNvem8tc3lzdGVlbWNlcnRpZmljYWF0LmV4YW1wbGUwWTATBgcqhkjOPQIB\n\
+BggqhkjOPQMBBwNCAATyJRmRsNH/1/ZExuSw+9soernXihDJh69LvBSO9DQx4S72\n\
+dksHpjG34A8zO+60maRwDcNthx01qt1NAkH+PtdMo1MwUTAdBgNVHQ4EFgQUoOrb\n\
+rBlRtTu/qCHtFmd2RiQfFJEwHwYDVR0jBBgwFoAUoOrbrBlRtTu/qCHtFmd2RiQf\n\
+FJEwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNHADBEAiBIEnbnuUidU93K\n\
+lQM+SNLH85hhbmNzT1ohhQrVXBLE6gIgMcxMKVjm7WbA7kvnWgn0gdCGiAlBR8z5\n\
+vKprH662zIM=\n\
+-----END CERTIFICATE-----\n";
+
 fn request(method: &str, target: &str, token: Option<&str>) -> AccessRequest {
     let mut request = AccessRequest {
         method: method.into(),
@@ -38,6 +54,10 @@ fn request(method: &str, target: &str, token: Option<&str>) -> AccessRequest {
         ..Default::default()
     };
     request.set_target(target);
+    // The iWlz registers want the caller's VECOZO system certificate (RFC0014 [11]).
+    if target.starts_with("/iwlz/") {
+        request.source.certificate = Some(VECOZO_CERTIFICATE.into());
+    }
     if let Some(token) = token {
         request
             .headers
@@ -238,6 +258,32 @@ fn qir_body(uzovi: &str) -> String {
     .to_string()
 }
 
+/// RFC0014 [11]: without a client certificate, or with one past its dates, an iWlz
+/// register answers 403 Invalid Client Certificate, whatever the token.
+#[tokio::test]
+async fn iwlz_wants_a_client_certificate() {
+    let engine = engine().await;
+    let token = dev_token(iwlz_claims());
+    let decision = iwlz_post(&engine, &token, &qir_body("5000")).await;
+    assert!(
+        matches!(decision.outcome, Outcome::Allow(_)),
+        "{decision:?}"
+    );
+    let mut request = request("POST", IWLZ_PATH, Some(&token));
+    request
+        .headers
+        .insert("content-type".into(), "application/json".into());
+    request.body = qir_body("5000");
+    request.source.certificate = None;
+    let decision = engine.decide(&request).await.unwrap();
+    assert_eq!(&*decision.rule, "client-certificate", "{decision:?}");
+    assert_eq!(body(&decision)["message"], "Invalid Client Certificate");
+    let Outcome::Deny(deny) = &decision.outcome else {
+        panic!("allowed: {decision:?}");
+    };
+    assert_eq!(deny.status, 403);
+}
+
 /// A GraphQL POST to the Indicatieregister.
 async fn iwlz_post(engine: &Engine, token: &str, body: &str) -> Decision {
     graphql_post(engine, IWLZ_PATH, token, body).await
@@ -350,10 +396,7 @@ async fn iwlz_token_rules() {
     old_scope["scopes"] = json!(["registers/wlzindicatieregister/indicaties:read"]);
     let decision = decide(&engine, "POST", IWLZ_PATH, &dev_token(old_scope)).await;
     assert_eq!(decision.status(), 400);
-    assert_eq!(
-        body(&decision),
-        json!({"ErrorCode": "bad_request", "Error": "Scope is not allowed"})
-    );
+    assert_eq!(body(&decision), json!("Scope is not allowed"));
 
     let decision = decide(&engine, "GET", IWLZ_PATH, &dev_token(iwlz_claims())).await;
     assert_eq!((decision.status(), &*decision.rule), (400, "graphql"));

@@ -419,7 +419,7 @@ async fn graphql_requests_are_answered_as_rfc0014_says() {
             if case.answer.get("ErrorCode").is_some() {
                 // RFC0014's key order, exactly.
                 assert!(
-                    answer.body.starts_with(r#"{"ErrorCode":"#),
+                    answer.body.starts_with(r#"{"ErrorCode": "#),
                     "{}",
                     answer.body
                 );

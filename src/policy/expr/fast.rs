@@ -20,6 +20,9 @@ use cel::common::ast::{CallExpr, ComprehensionExpr, Expr as Node, LiteralValue, 
 use cel::common::types::CelList;
 use cel::context::VariableResolver;
 
+#[cfg(test)]
+mod tests;
+
 use super::flow_val::FlowVal;
 use super::{Vars, text};
 use crate::authn::Identity;

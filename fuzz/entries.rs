@@ -1,0 +1,163 @@
+//! What each fuzz target feeds its input to. Shared, by `#[path]`, between the cargo-fuzz
+//! targets in `fuzz_targets/` and `tests/fuzz_regressions.rs`, which replays the kept
+//! inputs in `fuzz/regressions/<target>/` in the normal `cargo test`: one definition, so
+//! a regression test runs exactly what the fuzzer ran. Each entry must return for any
+//! input; a panic, hang or abort is the finding.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use base64::Engine as _;
+use sluis::config::Config;
+use sluis::request::AccessRequest;
+
+/// The repository root: `fuzz/..` for the fuzz crate, the crate itself for its tests.
+fn root() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if dir.join("examples").is_dir() {
+        dir.to_path_buf()
+    } else {
+        dir.join("..")
+    }
+}
+
+/// The example configuration, read once: its issuers and its policies' settings.
+fn config() -> &'static Config {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        Config::load(&root().join("examples/config.yaml")).expect("the example config loads")
+    })
+}
+
+fn text(data: &[u8]) -> String {
+    String::from_utf8_lossy(data).into_owned()
+}
+
+struct Token {
+    runtime: tokio::runtime::Runtime,
+    authenticator: sluis::authn::Authenticator,
+    issuers: Vec<Arc<str>>,
+    key: jsonwebtoken::EncodingKey,
+}
+
+fn token_state() -> &'static Token {
+    static STATE: OnceLock<Token> = OnceLock::new();
+    STATE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let authenticator = runtime
+            .block_on(async { sluis::authn::Authenticator::new(config()) })
+            .expect("the example issuers load");
+        let pem = std::fs::read(root().join("examples/keys/dev-rsa.pem")).expect("the dev key");
+        Token {
+            runtime,
+            authenticator,
+            issuers: config()
+                .issuers
+                .iter()
+                .map(|i| Arc::from(i.name.as_str()))
+                .collect(),
+            key: jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("an RSA key"),
+        }
+    })
+}
+
+/// The token path: the first byte chooses. Even: the rest is the `authorization` header
+/// value, read and verified as a gateway's request would be. Odd: the rest is a JWT
+/// payload (any bytes), signed with the example's development key (`kid` `dev-1`, which
+/// every example issuer trusts), so the claim checks past the signature are reached too.
+pub fn token(data: &[u8]) {
+    let Some((&choice, rest)) = data.split_first() else {
+        return;
+    };
+    let state = token_state();
+    let header = if choice % 2 == 0 {
+        text(rest)
+    } else {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let head = b64.encode(br#"{"alg":"RS256","typ":"JWT","kid":"dev-1"}"#);
+        let message = format!("{head}.{}", b64.encode(rest));
+        let Ok(signature) = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &state.key,
+            jsonwebtoken::Algorithm::RS256,
+        ) else {
+            return;
+        };
+        format!("Bearer {message}.{signature}")
+    };
+    let mut request = AccessRequest::default();
+    request.headers.insert("authorization".into(), header);
+    let Ok((_, token)) = sluis::authn::presented_token(&request) else {
+        return;
+    };
+    let _ = state
+        .runtime
+        .block_on(state.authenticator.authenticate(token, &state.issuers));
+}
+
+/// The policy loader: the input as a policy file's text, compiled as a reload would
+/// (beside the example policies, so relative template paths find theirs).
+pub fn policy(data: &[u8]) {
+    let file = root().join("policy/fuzz-input.yaml");
+    let _ = sluis::policy::check_file_text(&file, &text(data), config());
+}
+
+/// The GraphQL reader: the input as a POSTed JSON body, as the `query` of a GET, and as
+/// a query template's text.
+pub fn graphql(data: &[u8]) {
+    let limits = sluis::graphql::Limits::default();
+    let text = text(data);
+    let mut post = AccessRequest {
+        method: "POST".into(),
+        body: text.clone(),
+        ..Default::default()
+    };
+    post.set_target("/graphql");
+    post.headers
+        .insert("content-type".into(), "application/json".into());
+    let _ = sluis::graphql::read(&post, &limits, None);
+    let mut get = AccessRequest {
+        method: "GET".into(),
+        ..Default::default()
+    };
+    get.set_target(&format!("/graphql?query={text}"));
+    let _ = sluis::graphql::read(&get, &limits, None);
+    let _ = sluis::graphql::parse_template(&text);
+}
+
+/// The FHIR request classifier and SMART scopes: lines `method`, `path?query`, `base`,
+/// then scopes separated by white space.
+pub fn fhir(data: &[u8]) {
+    let text = text(data);
+    let mut lines = text.splitn(4, '\n');
+    let method = lines.next().unwrap_or_default();
+    let target = lines.next().unwrap_or_default();
+    let base = lines.next().unwrap_or_default();
+    let scopes: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let _ = sluis::fhir::classify(method, path, base);
+    for scope in &scopes {
+        let _ = sluis::policy::smart::Scope::parse(scope);
+    }
+    let _ = sluis::policy::smart::permits(&scopes, method, path, query, base);
+    let _ = sluis::policy::smart::decoded_pairs(query);
+}
+
+/// The flows JSON: a flow as the admin API takes it (parsed, then validated), and the
+/// same JSON as a NutsAuthorizationCredential.
+pub fn flows(data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let _ = sluis::flows::Flow::from_nuts_credential(&value);
+    if let Ok(mut flow) = sluis::flows::Flow::from_json(value) {
+        let _ = flow.validate();
+    }
+}
