@@ -1,6 +1,7 @@
 //! The flows API over gRPC (`sluis.flows.v1.FlowService`) against a real Sluis with a
 //! SQLite store, through the generated client: create (idempotent, conflicts), validation
-//! naming every field, get, list with paging, revoke, all-or-nothing import, the admin
+//! naming every field, get, list with paging, revoke, all-or-nothing import (one message
+//! or a stream, refused past 100,000 flows), message limits, the admin
 //! token, one admin port serving gRPC and JSON alike, and no store configured.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -469,6 +470,168 @@ async fn imports_are_all_or_nothing() {
         .into_inner();
     assert_eq!((imported.created, imported.unchanged), (1, 1));
     assert_eq!(list_all(&mut client, "", 10).await, ["existing", "new-1"]);
+    server.stop().await;
+}
+
+/// `flows` as a stream of messages of `per` flows each.
+fn in_messages(
+    flows: Vec<Flow>,
+    per: usize,
+) -> impl futures_util::Stream<Item = ImportFlowsRequest> + Send + 'static {
+    let messages: Vec<ImportFlowsRequest> = flows
+        .chunks(per)
+        .map(|chunk| ImportFlowsRequest {
+            flows: chunk.to_vec(),
+        })
+        .collect();
+    futures_util::stream::iter(messages)
+}
+
+#[tokio::test]
+async fn streamed_imports_are_one_import_all_or_nothing() {
+    let (_setup, server, mut client) = server().await;
+    let many = |from: usize, to: usize| -> Vec<Flow> {
+        (from..to)
+            .map(|i| flow(&format!("s-{i:04}"), "did:web:a", &format!("Patient/{i}")))
+            .collect()
+    };
+
+    // A bad flow in the last message: none of the messages before it is written, and the
+    // flow is named by its place in the whole import.
+    let mut flows = many(0, 2500);
+    flows[2400].resources[0].operations = vec!["steal".into()];
+    let status = client
+        .import_flows_stream(in_messages(flows, 1000))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad_fields(&status),
+        ["flows[2400].resources[0].operations[0]"]
+    );
+    // A timestamp that cannot be one, which the conversion finds, is numbered the same way.
+    let mut flows = many(0, 2500);
+    flows[1999].valid_from = Some(prost_types::Timestamp {
+        seconds: 0,
+        nanos: -1,
+    });
+    let status = client
+        .import_flows_stream(in_messages(flows, 1000))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&status), ["flows[1999].valid_from"]);
+    assert!(list_all(&mut client, "", 10).await.is_empty());
+
+    // The happy path: every message's flows, in one transaction; again changes nothing.
+    for created in [2500, 0] {
+        let imported = client
+            .import_flows_stream(in_messages(many(0, 2500), 1000))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (imported.created, imported.unchanged),
+            (created, 2500 - created)
+        );
+    }
+    let got = client
+        .get_flow(GetFlowRequest {
+            id: "s-2499".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.flow.unwrap().resources[0].path, "/Patient/2499");
+
+    // An empty stream is an empty import.
+    let imported = client
+        .import_flows_stream(in_messages(Vec::new(), 1000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((imported.created, imported.unchanged), (0, 0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn streamed_imports_are_refused_at_the_100001st_flow() {
+    let (_setup, server, mut client) = server().await;
+    // 100,001 flows: refused on the message that goes past 100,000, none written.
+    let flows: Vec<Flow> = (0..100_001)
+        .map(|i| flow(&format!("many-{i:06}"), "did:web:a", "Patient/1"))
+        .collect();
+    let status = client
+        .import_flows_stream(in_messages(flows, 10_000))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("flows: more than 100000 flows in one import; split it"),
+        "{status:?}"
+    );
+    assert!(list_all(&mut client, "", 10).await.is_empty());
+
+    // The same count in one message under its size limit: the flows past 100,000 are not
+    // decoded, and the answer is the same.
+    let flows: Vec<Flow> = (0..100_001)
+        .map(|i| flow(&format!("many-{i:06}"), "did:web:a", "Patient/1"))
+        .collect();
+    let status = client
+        .import_flows(ImportFlowsRequest { flows })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("flows: more than 100000 flows in one import; split it"),
+        "{status:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn messages_over_their_limit_are_resource_exhausted_naming_it() {
+    let (_setup, server, client) = server().await;
+    let mut client = client
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(usize::MAX);
+    // One flow over 1 MiB: as much as the HTTP door takes for one flow.
+    let mut big = flow("big", "did:web:a", "Patient/1");
+    big.scopes = vec!["s".repeat(1024); 1100];
+    let status = client
+        .create_flow(CreateFlowRequest { flow: Some(big) })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(status.message(), "the message is larger than 1 MiB");
+
+    // An import over 48 MiB as one message points to the stream.
+    let mut big = flow("big", "did:web:a", "Patient/1");
+    big.scopes = vec!["s".repeat(1024); 1000];
+    let flows = vec![big; 52];
+    let status = client
+        .import_flows(ImportFlowsRequest {
+            flows: flows.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "the message is larger than 48 MiB; send a larger import as a stream of smaller \
+         messages with `ImportFlowsStream`"
+    );
+    let status = client
+        .import_flows_stream(in_messages(flows, 52))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "a message of the stream is larger than 48 MiB; send fewer flows per message"
+    );
     server.stop().await;
 }
 

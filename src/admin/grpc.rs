@@ -10,6 +10,7 @@
 //! | [`FlowError::Conflict`] | `ALREADY_EXISTS` |
 //! | [`FlowError::Unavailable`] | `UNAVAILABLE` |
 //! | no or a wrong admin token | `UNAUTHENTICATED` |
+//! | a message over its limit ([`MAX_MESSAGE`], [`MAX_IMPORT_MESSAGE`]) | `RESOURCE_EXHAUSTED` |
 
 use axum::Router;
 use chrono::{DateTime, Utc};
@@ -20,20 +21,97 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::admin::AdminAuth;
-use crate::flows::{FieldError, Filter, Flow, FlowError, Flows, Resource};
+use crate::flows::{FieldError, Filter, Flow, FlowError, Flows, MAX_IMPORT, Resource};
 
 /// The generated messages, client and server.
 // Generated: lints are for the code we write.
 #[allow(clippy::all)]
 pub mod pb {
     tonic::include_proto!("sluis.flows.v1");
+    pub use super::ImportFlowsRequest;
 }
 
 use pb::flow_service_server::{FlowService, FlowServiceServer};
 
-/// Messages at most: an import of many flows is one message. As much as the HTTP door
-/// takes for an import body.
-const MAX_MESSAGE: usize = 128 * 1024 * 1024;
+/// A request message of every call but the imports, at most: as much as the HTTP door
+/// takes for a single-flow body.
+pub const MAX_MESSAGE: usize = 1024 * 1024;
+
+/// A message of `ImportFlows` or `ImportFlowsStream`, at most. 100,000 flows like the
+/// README's example (with patient, two resources, validity and attributes) take 30 MB:
+/// the largest valid import fits one message with a margin of 1.6. tonic buffers a
+/// message whole before decoding it, so this bounds what a message costs before its
+/// flows can be counted: at 128 MiB, 99 MB of small flows took the process to 919 MiB
+/// before the count refused them (BENCHMARKS.md, "Bounded flows imports").
+pub const MAX_IMPORT_MESSAGE: usize = 48 * 1024 * 1024;
+
+/// `sluis.flows.v1.ImportFlowsRequest`, decoded by hand rather than generated: a message
+/// may hold far more flows than an import may (a flow can be two bytes on the wire and a
+/// few hundred in memory), so the flows are counted first, and a message of more than
+/// [`MAX_IMPORT`] is not decoded: [`MAX_IMPORT`] + 1 empty flows stand for it, which is
+/// what the count refuses. The fields are those of the generated type, so clients build
+/// it the same way.
+#[derive(Clone, PartialEq, Default, Debug)]
+pub struct ImportFlowsRequest {
+    /// Field errors name them as `flows[3].id`, ...
+    pub flows: Vec<pb::Flow>,
+}
+
+impl prost::Message for ImportFlowsRequest {
+    fn merge(&mut self, mut buf: impl prost::bytes::Buf) -> Result<(), prost::DecodeError> {
+        use prost::bytes::Buf;
+        // Zero-copy for the buffer tonic decodes from: a second look costs no memory.
+        let mut message = buf.copy_to_bytes(buf.remaining());
+        let ctx = prost::encoding::DecodeContext::default();
+        let mut counting = message.clone();
+        let mut flows = self.flows.len();
+        while counting.has_remaining() {
+            let (tag, wire_type) = prost::encoding::decode_key(&mut counting)?;
+            flows += usize::from(tag == 1);
+            prost::encoding::skip_field(wire_type, tag, &mut counting, ctx.clone())?;
+        }
+        if flows > MAX_IMPORT {
+            self.flows = vec![pb::Flow::default(); MAX_IMPORT + 1];
+            return Ok(());
+        }
+        while message.has_remaining() {
+            let (tag, wire_type) = prost::encoding::decode_key(&mut message)?;
+            self.merge_field(tag, wire_type, &mut message, ctx.clone())?;
+        }
+        Ok(())
+    }
+
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        prost::encoding::message::encode_repeated(1, &self.flows, buf);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        // `merge` has counted the flows; this keeps the bound when a caller merges field
+        // by field (an `ImportFlowsRequest` nested in another message).
+        if tag == 1 && self.flows.len() < MAX_IMPORT {
+            prost::encoding::message::merge_repeated(wire_type, &mut self.flows, buf, ctx)
+        } else {
+            if tag == 1 && self.flows.len() == MAX_IMPORT {
+                self.flows.push(pb::Flow::default());
+            }
+            prost::encoding::skip_field(wire_type, tag, buf, ctx)
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        prost::encoding::message::encoded_len_repeated(1, &self.flows)
+    }
+
+    fn clear(&mut self) {
+        self.flows.clear();
+    }
+}
 
 /// Bytes of field errors a status lists at most (at least one is listed). Statuses travel
 /// in HTTP/2 trailers, with the list twice (message and details), and clients cap trailers
@@ -47,9 +125,51 @@ const MAX_LISTED: usize = 2048;
 /// The route is added with `route_service` rather than `tonic::service::Routes`, whose
 /// router brings a fallback that would answer unknown HTTP paths of the admin listener
 /// with a gRPC `UNIMPLEMENTED` instead of a 404.
+///
+/// The imports are served by a second instance of the service with a larger message
+/// limit: tonic sets one limit per service, and every other call takes one flow or less.
 pub fn router(flows: Flows, auth: AdminAuth) -> Router {
-    let server = FlowServiceServer::new(FlowAdmin { flows }).max_decoding_message_size(MAX_MESSAGE);
-    Router::new().route_service(&path(), InterceptedService::new(server, Authorize { auth }))
+    let admin = FlowAdmin { flows };
+    let small = FlowServiceServer::new(admin.clone()).max_decoding_message_size(MAX_MESSAGE);
+    let imports = FlowServiceServer::new(admin).max_decoding_message_size(MAX_IMPORT_MESSAGE);
+    let authorized = |server| InterceptedService::new(server, Authorize { auth: auth.clone() });
+    Router::new()
+        .route_service(&method_path("ImportFlows"), authorized(imports.clone()))
+        .route_service(&method_path("ImportFlowsStream"), authorized(imports))
+        .route_service(&path(), authorized(small))
+        .layer(axum::middleware::map_response(too_large))
+}
+
+/// tonic refuses a message over the limit with `OUT_OF_RANGE` and a message naming
+/// neither the call nor what to do. The answer is `RESOURCE_EXHAUSTED`, as gRPC itself
+/// answers a message over a limit, naming the limit and, for an import, the stream.
+async fn too_large(
+    uri: axum::http::Uri,
+    response: axum::response::Response,
+) -> axum::response::Response {
+    let refused = Status::from_header_map(response.headers()).is_some_and(|status| {
+        status.code() == Code::OutOfRange
+            && status
+                .message()
+                .contains("decoded message length too large")
+    });
+    if !refused {
+        return response;
+    }
+    let mib = |bytes: usize| bytes / (1024 * 1024);
+    let message = match uri.path().rsplit('/').next() {
+        Some("ImportFlows") => format!(
+            "the message is larger than {} MiB; send a larger import as a stream of \
+             smaller messages with `ImportFlowsStream`",
+            mib(MAX_IMPORT_MESSAGE)
+        ),
+        Some("ImportFlowsStream") => format!(
+            "a message of the stream is larger than {} MiB; send fewer flows per message",
+            mib(MAX_IMPORT_MESSAGE)
+        ),
+        _ => format!("the message is larger than {} MiB", mib(MAX_MESSAGE)),
+    };
+    Status::resource_exhausted(message).into_http()
 }
 
 /// Without a store, every call is `UNAVAILABLE` saying so, as the HTTP door answers 503.
@@ -70,7 +190,12 @@ pub fn router_without_store() -> Router {
 
 /// Every method of the service.
 fn path() -> String {
-    format!("/{}/{{*rest}}", FlowServiceServer::<FlowAdmin>::NAME)
+    method_path("{*rest}")
+}
+
+/// The path of one method of the service.
+fn method_path(method: &str) -> String {
+    format!("/{}/{method}", FlowServiceServer::<FlowAdmin>::NAME)
 }
 
 /// Checks `authorization: Bearer <token>` metadata as the HTTP door checks the header.
@@ -202,21 +327,67 @@ impl FlowService for FlowAdmin {
         &self,
         request: Request<pb::ImportFlowsRequest>,
     ) -> Result<Response<pb::ImportFlowsResponse>, Status> {
-        let messages = request.into_inner().flows;
-        let mut flows = Vec::with_capacity(messages.len());
-        let mut errors = Vec::new();
+        let mut import = Import::default();
+        import.take(request.into_inner().flows)?;
+        import.commit(&self.flows).await
+    }
+
+    async fn import_flows_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::ImportFlowsRequest>>,
+    ) -> Result<Response<pb::ImportFlowsResponse>, Status> {
+        let mut messages = request.into_inner();
+        let mut import = Import::default();
+        while let Some(message) = messages.message().await? {
+            import.take(message.flows)?;
+        }
+        import.commit(&self.flows).await
+    }
+}
+
+/// The flows of an import as they arrive, one message at a time: converted as they come,
+/// so only one message is held as protobuf, and refused as soon as there are too many.
+#[derive(Default)]
+struct Import {
+    flows: Vec<Flow>,
+    /// Flows taken that could not be converted: only their errors are kept.
+    invalid: usize,
+    errors: Vec<FieldError>,
+}
+
+impl Import {
+    /// Takes the flows of one message, numbered after those taken before.
+    fn take(&mut self, messages: Vec<pb::Flow>) -> Result<(), Status> {
+        let taken = self.flows.len() + self.invalid;
+        if taken + messages.len() > MAX_IMPORT {
+            return Err(status(
+                FlowError::Invalid(vec![field_error(
+                    "",
+                    format!("more than {MAX_IMPORT} flows in one import; split it"),
+                )]),
+                "flows",
+            ));
+        }
+        self.flows.reserve(messages.len());
         for (i, message) in messages.into_iter().enumerate() {
             match flow_from_pb(message) {
-                Ok(flow) => flows.push(flow),
-                Err(e) => errors.extend(e.into_iter().map(|e| e.at(i))),
+                Ok(flow) => self.flows.push(flow),
+                Err(e) => {
+                    self.invalid += 1;
+                    self.errors.extend(e.into_iter().map(|e| e.at(taken + i)));
+                }
             }
         }
-        if !errors.is_empty() {
-            return Err(status(FlowError::Invalid(errors), "flows"));
+        Ok(())
+    }
+
+    /// Writes every flow taken, in one transaction, or none when any is invalid.
+    async fn commit(self, flows: &Flows) -> Result<Response<pb::ImportFlowsResponse>, Status> {
+        if !self.errors.is_empty() {
+            return Err(status(FlowError::Invalid(self.errors), "flows"));
         }
-        let imported = self
-            .flows
-            .import(flows)
+        let imported = flows
+            .import(self.flows)
             .await
             .map_err(|e| status(e, "flows"))?;
         Ok(Response::new(pb::ImportFlowsResponse {
@@ -446,6 +617,7 @@ fn json_to_value(value: serde_json::Value) -> prost_types::Value {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     #[test]
@@ -489,6 +661,61 @@ mod tests {
         let errors = flow_from_pb(message).unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["valid_from", "attributes.x", "resources"]);
+    }
+
+    /// The README's example flow, with an id as long as a UUID.
+    fn example(i: usize) -> pb::Flow {
+        let value = serde_json::json!({
+            "id": format!("transfer-{i:036}"),
+            "purpose": "eOverdracht",
+            "custodian": "did:web:sender.example.org",
+            "actor": "did:web:receiver.example.org",
+            "patient": "urn:oid:2.16.840.1.113883.2.4.6.3:999999990",
+            "resources": [
+                {"path": format!("Task/transfer-{i}"), "operations": ["read", "update"]},
+                {"path": "/Observation/*", "operations": ["GET"]}
+            ],
+            "scopes": ["eOverdracht-receiver"],
+            "valid_from": "2026-11-22T10:00:00Z",
+            "valid_until": "2026-12-22T10:00:00Z",
+            "attributes": {"anything": "policies may read"}
+        });
+        let Ok(flow) = Flow::from_json(value) else {
+            unreachable!()
+        };
+        flow_to_pb(flow)
+    }
+
+    #[test]
+    fn the_largest_import_of_realistic_flows_fits_one_message_with_room() {
+        use prost::Message;
+        let import = ImportFlowsRequest {
+            flows: (0..MAX_IMPORT).map(example).collect(),
+        };
+        let size = import.encoded_len();
+        println!("{MAX_IMPORT} flows like the README's: {size} bytes");
+        assert!(size < MAX_IMPORT_MESSAGE * 2 / 3, "{size}");
+    }
+
+    #[test]
+    fn flows_past_the_import_limit_are_counted_not_decoded() {
+        use prost::Message;
+        let mut bytes = Vec::new();
+        let flows = (0..MAX_IMPORT + 5).map(example).collect();
+        ImportFlowsRequest { flows }.encode(&mut bytes).unwrap();
+        let decoded = ImportFlowsRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(decoded.flows.len(), MAX_IMPORT + 1);
+        assert!(decoded.flows.iter().all(|f| *f == pb::Flow::default()));
+        // At the limit, every flow is decoded.
+        let mut bytes = Vec::new();
+        let flows: Vec<pb::Flow> = (0..MAX_IMPORT).map(example).collect();
+        ImportFlowsRequest {
+            flows: flows.clone(),
+        }
+        .encode(&mut bytes)
+        .unwrap();
+        let decoded = ImportFlowsRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(decoded.flows, flows);
     }
 
     #[test]
