@@ -93,7 +93,7 @@ pub fn deny_body(code: DenyCode, message: &str) -> String {
 }
 
 /// The error body RFC0014 §6.2 gives for a GraphQL request the PEP refuses as malformed,
-/// byte for byte as its error table [08] writes it:
+/// byte for byte as its error table \[08\] writes it:
 /// `{"ErrorCode": "bad_request", "Error": "No operation found to evaluate"}`, keys in that
 /// order, a space after each colon and comma (clients that compare the body as text
 /// expect exactly that).

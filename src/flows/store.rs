@@ -300,7 +300,7 @@ impl Store {
 
     /// Creates every flow that does not exist yet, in one transaction: on any conflict
     /// nothing is written. Returns how many were created.
-    /// Takes at most `store.timeout` for each [`IMPORT_BATCH`] flows begun: a single
+    /// Takes at most `store.timeout` for each `IMPORT_BATCH` flows begun: a single
     /// create the timeout, the largest import a hundred times it.
     pub async fn import(&self, flows: &[Flow]) -> Result<usize, StoreError> {
         let batches = flows.len().div_ceil(IMPORT_BATCH).max(1);
