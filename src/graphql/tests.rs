@@ -528,7 +528,7 @@ fn every_reference_template_parses() {
             seen += 1;
         }
     }
-    assert_eq!(seen, 10);
+    assert_eq!(seen, 11);
 }
 
 #[test]
