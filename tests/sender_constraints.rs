@@ -268,6 +268,9 @@ async fn dpop_proofs() {
     );
     let server = Server::start(&setup.config_path()).await;
     let token = dpop_token(&jkt());
+    // Proofs that could have been used before this server started are refused (it may
+    // have forgotten them): wait until a fresh one is accepted.
+    assert_eq!(until_accepted(&server, &token, "warm-up").await, Ok(200));
 
     let answer = server
         .check(dpop_request(
@@ -496,4 +499,36 @@ async fn until_accepted(server: &Server, token: &str, jti: &str) -> Result<u16, 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     answer
+}
+
+/// A restarted Sluis with the in-memory replay cache has forgotten the proofs it accepted:
+/// one used before the restart is refused, as after a Redis loss, and a fresh one is not.
+#[tokio::test]
+async fn a_proof_used_before_a_restart_is_refused_after_it() {
+    let setup = Setup::new(
+        &config_yaml("127.0.0.1:0", "127.0.0.1:0"),
+        &[("api.yaml", POLICY)],
+    );
+    let token = dpop_token(&jkt());
+    let before = Server::start(&setup.config_path()).await;
+    assert_eq!(until_accepted(&before, &token, "warm-up").await, Ok(200));
+    let used = proof("GET", URL, &token, 0, "before-restart");
+    let answer = before.check(dpop_request("GET", &token, &used)).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    before.stop().await;
+
+    let after = Server::start(&setup.config_path()).await;
+    let answer = after.check(dpop_request("GET", &token, &used)).await;
+    assert_401(
+        &answer,
+        "DPoP",
+        "invalid_dpop_proof",
+        "DPoP proof predates the replay cache's last restart: send a new proof",
+    );
+    // A new proof is accepted once its `iat` less the leeway is after the restart.
+    assert_eq!(
+        until_accepted(&after, &token, "after-restart").await,
+        Ok(200)
+    );
+    after.stop().await;
 }

@@ -384,7 +384,9 @@ impl Introspector {
         let now = now_secs();
         match claims.remove("active") {
             Some(Json::Bool(true)) => {
-                let exp = claims.get("exp").and_then(Json::as_i64);
+                // A malformed `exp` is refused when the answer is checked; here it only
+                // bounds the cache.
+                let exp = super::jose::numeric_date(&claims, "exp").ok().flatten();
                 // Without `exp` the answer is only good for the cache TTL.
                 let exp = exp.unwrap_or(now + self.cache_ttl);
                 Ok(Answer::Active {
@@ -482,6 +484,71 @@ enum Failure {
     Retry(String),
     /// Retrying will not help (our credentials are refused, the answer is not RFC 7662).
     Final(String),
+}
+
+/// Checks what an `active: true` answer says as a token's own claims would be checked
+/// (RFC 7662 §2.2 names them after RFC 7519; RFC 9068 §4 asks the same of access tokens):
+/// `active` is the server's word that the token is usable, not a licence to ignore its
+/// `exp`, `nbf` or `iat`. Every member is optional, but one that is present must have its
+/// registered type, and `aud`, when present and audiences are configured, must name one.
+/// Returns `(exp, iat)`.
+pub(crate) fn check_active(
+    claims: &serde_json::Map<String, Json>,
+    iss: &str,
+    audiences: &[String],
+    leeway: i64,
+    now: i64,
+) -> Result<(Option<i64>, Option<i64>), AuthnError> {
+    let invalid = |m: String| AuthnError::Invalid(m);
+    let date = |name: &str| {
+        super::jose::numeric_date(claims, name)
+            .map_err(|_| invalid(format!("introspected claim `{name}` must be a number")))
+    };
+    let (exp, nbf, iat) = (date("exp")?, date("nbf")?, date("iat")?);
+    for name in ["iss", "sub", "client_id", "username", "token_type", "jti"] {
+        if claims.get(name).is_some_and(|v| !v.is_string()) {
+            return Err(invalid(format!(
+                "introspected claim `{name}` must be a string"
+            )));
+        }
+    }
+    if claims
+        .get("iss")
+        .and_then(Json::as_str)
+        .is_some_and(|i| i != iss)
+    {
+        return Err(invalid("wrong issuer".into()));
+    }
+    if exp.is_some_and(|exp| exp.saturating_add(leeway) < now) {
+        return Err(invalid("token has expired".into()));
+    }
+    if nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+        return Err(invalid("token is not valid yet".into()));
+    }
+    if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
+        return Err(invalid("token is issued in the future".into()));
+    }
+    // RFC 7662 `aud` is optional; when present it must name us: a string, or an array of
+    // strings one of which is ours.
+    if !audiences.is_empty()
+        && let Some(aud) = claims.get("aud")
+    {
+        let named: Vec<&str> = match aud {
+            Json::String(a) => vec![a.as_str()],
+            Json::Array(list) if list.iter().all(Json::is_string) => {
+                list.iter().filter_map(Json::as_str).collect()
+            }
+            _ => {
+                return Err(invalid(
+                    "introspected claim `aud` must be a string or an array of strings".into(),
+                ));
+            }
+        };
+        if !named.iter().any(|a| audiences.iter().any(|ours| ours == a)) {
+            return Err(invalid("wrong audience".into()));
+        }
+    }
+    Ok((exp, iat))
 }
 
 fn inactive() -> AuthnError {

@@ -250,44 +250,17 @@ impl Issuer {
     ) -> Result<Identity, AuthnError> {
         let (claims, fresh_until) = introspection.introspect(token, key).await?;
         let claims: Arc<serde_json::Map<String, Json>> = claims;
-        let now = now_secs();
-        if let Some(iss) = claims.get("iss").and_then(Json::as_str)
-            && iss != self.iss
-        {
-            return Err(AuthnError::Invalid("wrong issuer".into()));
-        }
-        if let Some(exp) = claims.get("exp").and_then(Json::as_i64)
-            && exp + (self.leeway.as_secs() as i64) < now
-        {
-            return Err(AuthnError::Invalid("token has expired".into()));
-        }
-        if let Some(nbf) = claims.get("nbf").and_then(Json::as_i64)
-            && nbf > now + self.leeway.as_secs() as i64
-        {
-            return Err(AuthnError::Invalid("token is not valid yet".into()));
-        }
-        // RFC 7662 `aud` is optional; when present it must name us.
-        if !self.audiences.is_empty()
-            && let Some(aud) = claims.get("aud")
-        {
-            let named: Vec<&str> = match aud {
-                Json::String(a) => vec![a.as_str()],
-                Json::Array(list) => list.iter().filter_map(Json::as_str).collect(),
-                _ => Vec::new(),
-            };
-            if !named
-                .iter()
-                .any(|a| self.audiences.iter().any(|ours| ours == a))
-            {
-                return Err(AuthnError::Invalid("wrong audience".into()));
-            }
-        }
+        let (exp, iat) = super::introspection::check_active(
+            &claims,
+            &self.iss,
+            &self.audiences,
+            self.leeway.as_secs() as i64,
+            now_secs(),
+        )?;
         let mut claims = (*claims).clone();
         claims
             .entry("iss")
             .or_insert_with(|| Json::String(self.iss.clone()));
-        let exp = claims.get("exp").and_then(Json::as_i64);
-        let iat = claims.get("iat").and_then(Json::as_i64);
         let mut identity = self.build_identity(claims, "", token_hash, exp, iat)?;
         identity.cache_until = fresh_until;
         Ok(identity)

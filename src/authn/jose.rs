@@ -386,7 +386,10 @@ pub struct ClaimRules<'a> {
 }
 
 /// A NumericDate (RFC 7519 §2): any JSON number, fractions allowed, in whole seconds.
-fn numeric_date(claims: &Map<String, Json>, name: &str) -> Result<Option<i64>, TokenError> {
+pub(crate) fn numeric_date(
+    claims: &Map<String, Json>,
+    name: &str,
+) -> Result<Option<i64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Json::Number(n)) => match n.as_i64() {

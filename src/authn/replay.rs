@@ -1,7 +1,9 @@
 //! A replay cache for DPoP proofs (RFC 9449 §11.1): each proof is accepted once while it is
 //! fresh enough to be accepted at all.
 //!
-//! In memory it protects one replica; with several replicas behind a load balancer a proof
+//! In memory it protects one replica, and only since the cache was created: a restarted
+//! Sluis has forgotten the proofs it saw, so, as after a Redis loss below, a proof that
+//! could have been accepted before that moment is refused. With several replicas behind a load balancer a proof
 //! could be replayed against each of them, so share a Redis: `SET key 1 NX EX ttl` is atomic,
 //! whichever replica asks first wins. When Redis cannot answer, [`ReplayCache::first_use`]
 //! fails and the caller must fail closed.
@@ -81,7 +83,13 @@ pub enum ProofUse {
 pub enum ReplayCache {
     /// This process only. Holds at most `max_entries`; beyond that the least recently seen
     /// are forgotten first, so size it for the peak number of proofs per validity window.
-    Memory(Cache<[u8; 32], Duration>),
+    Memory {
+        cache: Cache<[u8; 32], Duration>,
+        /// When this cache was created empty (unix seconds), at process start. Proofs used
+        /// before then (by the previous process) were forgotten, so a proof that could
+        /// have been accepted before it is refused, as after a Redis loss.
+        since: i64,
+    },
     /// Shared by every replica using the same Redis and prefix.
     Redis(Arc<RedisReplay>),
 }
@@ -105,9 +113,10 @@ struct Live {
 impl std::fmt::Debug for ReplayCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ReplayCache::Memory(cache) => f
+            ReplayCache::Memory { cache, since } => f
                 .debug_struct("Memory")
                 .field("entries", &cache.entry_count())
+                .field("since", since)
                 .finish(),
             ReplayCache::Redis(redis) => f
                 .debug_struct("Redis")
@@ -128,7 +137,10 @@ impl ReplayCache {
             .eviction_policy(EvictionPolicy::lru())
             .expire_after(OwnTtl)
             .build();
-        ReplayCache::Memory(cache)
+        ReplayCache::Memory {
+            cache,
+            since: crate::authn::now_secs(),
+        }
     }
 
     /// A cache in Redis at `url` (`redis://[user:password@]host:port[/db]`, `rediss://`
@@ -152,7 +164,7 @@ impl ReplayCache {
     /// Whether checks can be answered now: always in memory; with Redis, while connected.
     pub fn connected(&self) -> bool {
         match self {
-            ReplayCache::Memory(_) => true,
+            ReplayCache::Memory { .. } => true,
             ReplayCache::Redis(redis) => redis.connected(),
         }
     }
@@ -160,7 +172,7 @@ impl ReplayCache {
     /// The backend's name, for `/readyz`.
     pub fn backend(&self) -> &'static str {
         match self {
-            ReplayCache::Memory(_) => "memory",
+            ReplayCache::Memory { .. } => "memory",
             ReplayCache::Redis(_) => "redis",
         }
     }
@@ -184,7 +196,12 @@ impl ReplayCache {
         earliest_use: i64,
     ) -> Result<ProofUse, String> {
         match self {
-            ReplayCache::Memory(cache) => {
+            ReplayCache::Memory { cache, since } => {
+                // A restarted Sluis has forgotten the proofs it accepted: one that could
+                // have been used before this cache existed may be a replay.
+                if earliest_use <= *since {
+                    return Ok(ProofUse::BeforeLoss);
+                }
                 let hashed: [u8; 32] = Sha256::digest(key.as_bytes()).into();
                 let ttl = ttl.max(Duration::from_secs(1));
                 // `or_insert_with` coalesces concurrent calls on one key (`or_insert` does
@@ -341,6 +358,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn memory_refuses_proofs_from_before_it_was_created() {
+        let cache = ReplayCache::memory(100);
+        let ReplayCache::Memory { since, .. } = &cache else {
+            panic!("memory cache expected");
+        };
+        let since = *since;
+        let ttl = Duration::from_secs(60);
+        assert_eq!(cache.check("a", ttl, since).await, Ok(ProofUse::BeforeLoss));
+        assert_eq!(
+            cache.check("b", ttl, since - 30).await,
+            Ok(ProofUse::BeforeLoss)
+        );
+        assert_eq!(cache.check("c", ttl, since + 1).await, Ok(ProofUse::First));
+        assert_eq!(
+            cache.check("c", ttl, since + 1).await,
+            Ok(ProofUse::Replayed)
+        );
+    }
+
+    #[tokio::test]
     async fn memory_forgets_after_the_ttl() {
         let cache = ReplayCache::memory(100);
         let short = Duration::from_secs(1);
@@ -369,7 +406,7 @@ mod tests {
                 Ok(true)
             );
         }
-        let ReplayCache::Memory(inner) = &cache else {
+        let ReplayCache::Memory { cache: inner, .. } = &cache else {
             panic!("memory cache expected");
         };
         inner.run_pending_tasks();

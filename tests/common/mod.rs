@@ -2,6 +2,7 @@
 //! real Sluis on port 0 and asking it over gRPC like Envoy does.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod corpus;
 pub mod gateway;
 pub mod process;
 
