@@ -1,5 +1,5 @@
 //! Project Wycheproof JWK vectors (C2SP/wycheproof, `testvectors_v1/json_web_key_test.json`,
-//! Apache-2.0; the copy in `../shared/reference/jose/`, see its SOURCES.txt) through
+//! Apache-2.0; copied into `tests/fixtures/wycheproof/`, see its SOURCE.md) through
 //! Sluis's key-set path: each group's key set is read as a JWKS document by
 //! `authn::jwks::KeySet::parse` (the public set when the group has one, else the private
 //! one), the JWS is split and its header checked by `authn::jose`, and a key is chosen by
@@ -25,20 +25,13 @@ use sluis::authn::jose;
 use sluis::authn::jwks::KeySet;
 
 fn vectors() -> Value {
-    // `../shared` beside the checkout (CI, the main tree); a worktree one level deeper
-    // finds it one level up.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let file = "shared/reference/jose/json_web_key_test.json";
-    let path = [root.join("..").join(file), root.join("../..").join(file)]
-        .into_iter()
-        .find(|path| path.exists())
-        .unwrap_or_else(|| root.join("..").join(file));
-    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (CI has ../shared beside the checkout)",
-            path.display()
-        )
-    }))
+    // A copy of the upstream file, so the suite runs on a fresh clone: see
+    // tests/fixtures/wycheproof/SOURCE.md.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/wycheproof/json_web_key_test.json");
+    serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
     .unwrap()
 }
 
