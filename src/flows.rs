@@ -100,6 +100,75 @@ impl FieldError {
     }
 }
 
+/// Problems listed for one flow, at most; the rest are counted in one last entry. A flow
+/// of a megabyte of empty operations would otherwise yield some 350,000 messages (about
+/// 70 MB) that all say the same.
+pub const MAX_FIELD_ERRORS: usize = 20;
+
+/// Problems listed for one import, at most; the rest are counted in one last entry, so a
+/// body of bad flows costs memory by this bound, not by the body.
+pub const MAX_IMPORT_ERRORS: usize = 1000;
+
+/// Field errors up to a bound, the rest only counted.
+#[derive(Debug)]
+pub struct FieldErrors {
+    listed: Vec<FieldError>,
+    unlisted: usize,
+    max: usize,
+}
+
+impl FieldErrors {
+    /// At most `max` listed.
+    pub fn new(max: usize) -> FieldErrors {
+        FieldErrors {
+            listed: Vec::new(),
+            unlisted: 0,
+            max,
+        }
+    }
+
+    pub fn push(&mut self, error: FieldError) {
+        if self.listed.len() < self.max {
+            self.listed.push(error);
+        } else {
+            self.unlisted += 1;
+        }
+    }
+
+    /// Like [`FieldErrors::push`], building the error only when it will be listed: a
+    /// megabyte of bad entries must not format a message for each.
+    pub fn push_with(&mut self, error: impl FnOnce() -> FieldError) {
+        if self.listed.len() < self.max {
+            self.listed.push(error());
+        } else {
+            self.unlisted += 1;
+        }
+    }
+
+    /// The problems of the `index`th flow of an import.
+    pub fn add_flow(&mut self, index: usize, errors: Vec<FieldError>) {
+        for error in errors {
+            self.push(error.at(index));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.listed.is_empty() && self.unlisted == 0
+    }
+
+    /// The listed errors, and one more saying how many were left out.
+    pub fn into_vec(mut self) -> Vec<FieldError> {
+        if self.unlisted > 0 {
+            let more = self.unlisted;
+            self.listed.push(FieldError::new(
+                "",
+                format!("and {more} more problems not listed"),
+            ));
+        }
+        self.listed
+    }
+}
+
 /// Limits on what one flow may hold: a flow is read on every request of its actor.
 pub const MAX_ID: usize = 200;
 pub const MAX_IDENTIFIER: usize = 500;
@@ -246,7 +315,7 @@ impl Flow {
     /// Checks every field and puts references in their stored form. All problems are
     /// reported, each with its field.
     pub fn validate(&mut self) -> Result<(), Vec<FieldError>> {
-        let mut errors = Vec::new();
+        let mut errors = FieldErrors::new(MAX_FIELD_ERRORS);
         let mut identifier = |field: &str, value: &str, max: usize, required: bool| {
             if required && value.trim().is_empty() {
                 errors.push(FieldError::new(field, "is required"));
@@ -296,17 +365,19 @@ impl Flow {
             }
             for (j, operation) in resource.operations.iter().enumerate() {
                 if Operations::parse(operation).is_none() {
-                    errors.push(FieldError::new(
-                        format!("resources[{i}].operations[{j}]"),
-                        format!(
-                            "unknown operation `{operation}` (known: {})",
-                            OPERATIONS
-                                .iter()
-                                .map(|o| o.name)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    ));
+                    errors.push_with(|| {
+                        FieldError::new(
+                            format!("resources[{i}].operations[{j}]"),
+                            format!(
+                                "unknown operation `{operation}` (known: {})",
+                                OPERATIONS
+                                    .iter()
+                                    .map(|o| o.name)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        )
+                    });
                 }
             }
         }
@@ -325,7 +396,7 @@ impl Flow {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors)
+            Err(errors.into_vec())
         }
     }
 
@@ -859,6 +930,37 @@ mod tests {
     fn references_are_stored_as_paths() {
         let flow = Flow::from_json(flow()).unwrap();
         assert_eq!(flow.resources[0].path, "/Composition/abc");
+    }
+
+    #[test]
+    fn a_flow_lists_a_bounded_number_of_problems_and_counts_the_rest() {
+        let mut value = flow();
+        value["resources"][0]["operations"] = vec![""; 100_000].into();
+        let errors = Flow::from_json(value).unwrap_err();
+        assert_eq!(errors.len(), MAX_FIELD_ERRORS + 1, "{:?}", errors.last());
+        assert_eq!(
+            errors[MAX_FIELD_ERRORS].message,
+            format!(
+                "and {} more problems not listed",
+                100_000 - MAX_FIELD_ERRORS
+            )
+        );
+    }
+
+    #[test]
+    fn an_import_lists_a_bounded_number_of_problems_and_counts_the_rest() {
+        let mut errors = FieldErrors::new(MAX_IMPORT_ERRORS);
+        for index in 0..3 * MAX_IMPORT_ERRORS {
+            errors.add_flow(index, vec![FieldError::new("id", "is required")]);
+        }
+        let errors = errors.into_vec();
+        assert_eq!(errors.len(), MAX_IMPORT_ERRORS + 1);
+        assert_eq!(errors[0].field, "[0].id");
+        assert_eq!(
+            errors[MAX_IMPORT_ERRORS].message,
+            format!("and {} more problems not listed", 2 * MAX_IMPORT_ERRORS)
+        );
+        assert!(FieldErrors::new(1).is_empty());
     }
 
     #[test]

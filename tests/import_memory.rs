@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use flows_common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sluis::admin::grpc::pb;
 use sluis::admin::grpc::pb::flow_service_client::FlowServiceClient;
 use tonic::transport::Channel;
@@ -171,6 +171,47 @@ async fn imports_take_memory_by_the_flow_limit_not_the_body() {
     assert_eq!(body["created"], MAX_IMPORT, "{body}");
     // The Helm chart's default limit is 512Mi: this leaves room for the index and traffic.
     assert!(peak < 300 * MIB, "peak RSS {} MiB", peak / MIB);
+}
+
+#[tokio::test]
+async fn a_body_of_bad_fields_takes_memory_by_the_error_bound_not_the_body() {
+    let sluis = Sluis::start().await;
+    let Some((idle, _)) = sluis.memory() else {
+        println!("SKIPPED: no /proc/PID/status to measure memory with");
+        return;
+    };
+    // 20 flows of just under 1 MiB each, every one a list of empty operations: 3 bytes on
+    // the wire each, 6.8 million bad fields in 20 MB. Listing each (with the list of known
+    // operations, some 200 bytes a message) would take gigabytes; now a flow lists 20 and an
+    // import 1,000. (Not larger: a debug build must read it within the admin listener's
+    // request timeout.)
+    let operations = vec![""; 340_000];
+    let mut body = Vec::with_capacity(21 * 1024 * 1024);
+    body.push(b'[');
+    for i in 0..20 {
+        if i > 0 {
+            body.push(b',');
+        }
+        let mut flow = flow(&format!("bad-{i}"), "Patient/1");
+        flow["resources"][0]["operations"] = json!(operations);
+        serde_json::to_writer(&mut body, &flow).unwrap();
+    }
+    body.push(b']');
+    let size = body.len();
+    let (status, answer) = sluis.import(body).await;
+    let (_, peak) = sluis.memory().unwrap();
+    println!(
+        "import of bad fields ({} MB): idle RSS {} MiB, peak {} MiB",
+        size / 1_000_000,
+        idle / MIB,
+        peak / MIB
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer.to_string().contains("more problems not listed"),
+        "{answer}"
+    );
+    assert!(peak < 200 * MIB, "peak RSS {} MiB", peak / MIB);
 }
 
 /// `count` distinct, valid flows as messages: those of [`flows`].

@@ -20,7 +20,9 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use crate::flows::{FieldError, Filter, Flow, FlowError, Flows, MAX_IMPORT};
+use crate::flows::{
+    FieldError, FieldErrors, Filter, Flow, FlowError, Flows, MAX_IMPORT, MAX_IMPORT_ERRORS,
+};
 
 /// Bodies of single-flow requests, at most.
 const MAX_BODY: usize = 1024 * 1024;
@@ -185,7 +187,7 @@ async fn import(State(flows): State<Flows>, headers: HeaderMap, body: Body) -> R
         Err(message) => return bad_json(message),
     };
     if !parsed.errors.is_empty() {
-        return error_response(FlowError::Invalid(parsed.errors));
+        return error_response(FlowError::Invalid(parsed.errors.into_vec()));
     }
     match flows.import(parsed.flows).await {
         Ok(imported) => Json(imported).into_response(),
@@ -206,10 +208,18 @@ fn too_large() -> Response {
 }
 
 /// What an import body held: the flows that are valid, and every bad field of the rest.
-#[derive(Default)]
 struct Parsed {
     flows: Vec<Flow>,
-    errors: Vec<FieldError>,
+    errors: FieldErrors,
+}
+
+impl Default for Parsed {
+    fn default() -> Parsed {
+        Parsed {
+            flows: Vec::new(),
+            errors: FieldErrors::new(MAX_IMPORT_ERRORS),
+        }
+    }
 }
 
 impl Parsed {
@@ -220,7 +230,7 @@ impl Parsed {
         }
         match Flow::from_json(value) {
             Ok(flow) => self.flows.push(flow),
-            Err(fields) => self.errors.extend(fields.into_iter().map(|e| e.at(index))),
+            Err(fields) => self.errors.add_flow(index, fields),
         }
         Ok(())
     }
@@ -504,12 +514,9 @@ mod tests {
         for size in [1, 7, body.len()] {
             let parsed = parse(body.as_bytes(), size, false).unwrap();
             assert_eq!(parsed.flows.len(), 2);
-            assert_eq!(parsed.errors.len(), 1, "{:?}", parsed.errors);
-            assert!(
-                parsed.errors[0].field.starts_with("[1]"),
-                "{:?}",
-                parsed.errors
-            );
+            let errors = parsed.errors.into_vec();
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(errors[0].field.starts_with("[1]"), "{:?}", errors);
         }
         let ndjson = format!("{}\n\n{}\n", flow("a"), flow("b"));
         let parsed = parse(ndjson.as_bytes(), 5, true).unwrap();

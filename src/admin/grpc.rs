@@ -21,7 +21,10 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::admin::AdminAuth;
-use crate::flows::{FieldError, Filter, Flow, FlowError, Flows, MAX_IMPORT, Resource};
+use crate::flows::{
+    FieldError, FieldErrors, Filter, Flow, FlowError, Flows, MAX_IMPORT, MAX_IMPORT_ERRORS,
+    Resource,
+};
 
 /// The generated messages, client and server.
 // Generated: lints are for the code we write.
@@ -347,12 +350,22 @@ impl FlowService for FlowAdmin {
 
 /// The flows of an import as they arrive, one message at a time: converted as they come,
 /// so only one message is held as protobuf, and refused as soon as there are too many.
-#[derive(Default)]
 struct Import {
     flows: Vec<Flow>,
-    /// Flows taken that could not be converted: only their errors are kept.
+    /// Flows taken that could not be converted: only their errors are kept, at most
+    /// [`MAX_IMPORT_ERRORS`] of them.
     invalid: usize,
-    errors: Vec<FieldError>,
+    errors: FieldErrors,
+}
+
+impl Default for Import {
+    fn default() -> Import {
+        Import {
+            flows: Vec::new(),
+            invalid: 0,
+            errors: FieldErrors::new(MAX_IMPORT_ERRORS),
+        }
+    }
 }
 
 impl Import {
@@ -374,7 +387,7 @@ impl Import {
                 Ok(flow) => self.flows.push(flow),
                 Err(e) => {
                     self.invalid += 1;
-                    self.errors.extend(e.into_iter().map(|e| e.at(taken + i)));
+                    self.errors.add_flow(taken + i, e);
                 }
             }
         }
@@ -384,7 +397,7 @@ impl Import {
     /// Writes every flow taken, in one transaction, or none when any is invalid.
     async fn commit(self, flows: &Flows) -> Result<Response<pb::ImportFlowsResponse>, Status> {
         if !self.errors.is_empty() {
-            return Err(status(FlowError::Invalid(self.errors), "flows"));
+            return Err(status(FlowError::Invalid(self.errors.into_vec()), "flows"));
         }
         let imported = flows
             .import(self.flows)
