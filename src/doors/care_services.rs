@@ -221,7 +221,7 @@ async fn search_narrowing(
     }
     let access = match access_request(&engine, &question, &headers) {
         Ok(access) => access,
-        Err(denied) => return deny_response(denied),
+        Err(denied) => return deny_response(*denied),
     };
     let decision = match engine.decide(&access).await {
         Ok(decision) => decision,
@@ -329,7 +329,7 @@ fn access_request(
     engine: &Engine,
     question: &Question,
     headers: &HeaderMap,
-) -> Result<AccessRequest, Decision> {
+) -> Result<AccessRequest, Box<Decision>> {
     let mut access = AccessRequest {
         method: question.method.clone(),
         scheme: "https".into(),
@@ -439,7 +439,7 @@ async fn scopes(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Byt
     };
     let access = match access_request(&engine, &question, &headers) {
         Ok(access) => access,
-        Err(denied) => return deny_response(denied),
+        Err(denied) => return deny_response(*denied),
     };
     let granted = match engine.decide_scopes(&request.use_case, &access).await {
         Ok(Scopes::Granted(granted)) => granted,

@@ -36,10 +36,10 @@ impl Engine {
         use_case: &str,
         relative: &str,
         request: &mut AccessRequest,
-    ) -> Result<(), Decision> {
+    ) -> Result<(), Box<Decision>> {
         let policies = self.policies();
         let Some(policy) = policies.for_use_case(use_case) else {
-            return Err(unknown_use_case(use_case));
+            return Err(Box::new(unknown_use_case(use_case)));
         };
         let base = policy.narrowing().map(|n| n.base_path()).unwrap_or("");
         request
