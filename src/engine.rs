@@ -5,6 +5,8 @@
 //! translate; nothing here knows which gateway asked.
 
 pub mod candidate;
+pub mod door;
+pub mod scopes;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -23,6 +25,7 @@ use crate::policy::{MethodOverride, Policy, PolicySet};
 use crate::request::AccessRequest;
 use crate::telemetry;
 use candidate::{Authenticated, Candidate};
+pub use door::DoorCapabilities;
 
 /// The engine could not decide: e.g. an identity provider is down. Never an allow; the
 /// door answers so that the gateway's failure mode applies.
@@ -156,16 +159,17 @@ impl Engine {
     /// decision log and the candidate set are fed, and where the decision's span (a child
     /// of the request's `traceparent`) is opened.
     pub async fn decide(&self, request: &AccessRequest) -> Result<Decision, Unavailable> {
-        self.decide_for_door(request, |decision, _| decision).await
+        self.decide_for_door(request, DoorCapabilities::ALL).await
     }
 
     /// [`Engine::decide`] for a door whose gateway cannot carry out every decision (an
-    /// HTTP door cannot rewrite a query): `door` turns the decision into the answer the
-    /// door will give, and that answer is what metrics and the decision log record.
+    /// HTTP forward-auth door cannot rewrite a query): an allow the door could not carry
+    /// out is refused here ([`DoorCapabilities`]), and that refusal is what metrics and
+    /// the decision log record.
     pub async fn decide_for_door(
         &self,
         request: &AccessRequest,
-        door: impl FnOnce(Decision, &AccessRequest) -> Decision,
+        door: DoorCapabilities,
     ) -> Result<Decision, Unavailable> {
         let time = self.log.is_some().then(SystemTime::now);
         let started = Instant::now();
@@ -184,7 +188,7 @@ impl Engine {
             .instrument(span.clone())
             .await;
         let (result, shadow) = answer(request, seen.policy.as_deref(), decided);
-        let result = result.map(|decision| door(decision, request));
+        let result = result.map(|decision| door.apply(decision, request));
         let latency = started.elapsed();
         let (policy, rule, outcome, status) = match &result {
             Ok(decision) => (
@@ -625,3 +629,6 @@ fn quotable(text: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -513,3 +513,58 @@ async fn envoy_narrows_searches_inline_and_a_client_cannot_widen_them() {
         "a refused search reached the upstream"
     );
 }
+
+/// `/authorization/scopes` is one decision per narrowed type, each in the decision log
+/// as the door's: the engine merges them. A 401 answers at once, after one decision; an
+/// unknown use case judges no request and logs nothing.
+#[tokio::test]
+async fn scopes_are_decided_and_logged_one_per_narrowed_type() {
+    let config = format!(
+        "{}decision_log:\n  sink: file\n  path: decisions.log\n",
+        config_yaml("127.0.0.1:0", "127.0.0.1:0")
+    );
+    let setup = Setup::new(&config, &[("mcsd.yaml", &mcsd_policy())]);
+    let server = Server::start(&setup.config_path()).await;
+    let request =
+        json!({"use_case": "mCSD", "requester": {"organization_identifier": "ura|24173480"}});
+    let (status, body) = post(
+        &server,
+        "/authorization/scopes",
+        Some(&requester_token("24173480")),
+        &request,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scopes"].as_array().unwrap().len(), 5, "{body}");
+    let (status, body) = post(&server, "/authorization/scopes", None, &request).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = post(
+        &server,
+        "/authorization/scopes",
+        Some(&requester_token("24173480")),
+        &json!({"use_case": "unknown"}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "access_denied");
+    assert_eq!(body["message"], "no policy answers for use case `unknown`");
+    server.stop().await;
+    let lines: Vec<Value> = std::fs::read_to_string(setup.dir.path().join("decisions.log"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+    for line in &lines {
+        assert_eq!(line["door"], "care-services", "{line:#}");
+        assert_eq!(line["policy"], "care-services-mcsd", "{line:#}");
+    }
+    assert!(
+        lines[..5]
+            .iter()
+            .all(|line| line["outcome"] == "allow" && line["rule"] == "directory-searches"),
+        "{lines:#?}"
+    );
+    assert_eq!(lines[5]["outcome"], "deny");
+    assert_eq!(lines[5]["rule"], "authentication");
+}

@@ -9,10 +9,11 @@
 //! - `POST /authorization/scopes` (v1.0.0): `{use_case, requester}` → the SMART scopes the
 //!   narrowing amounts to, one per narrowed resource type (`system/Organization.rs?...`).
 //!
-//! Translation only. The `use_case` picks the policy whose `narrowing` answers for it
-//! ([`crate::policy::PolicySet::for_use_case`]) and the request is put below that
-//! narrowing's base path; without a `use_case` (allowed in v2) the policies' `match`
-//! decides as for any request. What the proxy says about the requester reaches policies
+//! Translation only: the engine decides. It picks the policy whose `narrowing` answers
+//! for the `use_case` and puts the request below that narrowing's base path
+//! ([`Engine::place_in_use_case`]), or answers 403; without a `use_case` (allowed in v2)
+//! the policies' `match` decides as for any request. The scopes are the engine's too
+//! ([`Engine::decide_scopes`]): one decision per narrowed type, merged. What the proxy says about the requester reaches policies
 //! as `request.context`: `use_case`, `requester.organization_identifier` (v1), and
 //! `introspection.<field>` for each top-level string, number or boolean of the v2
 //! introspection result. The `Authorization` (and `DPoP`) header of the call, else the
@@ -34,8 +35,9 @@ use serde_json::{Value, json};
 
 use crate::decision::{Allow, Decision, Outcome};
 use crate::engine::Engine;
+use crate::engine::scopes::Scopes;
 use crate::policy::smart::decoded_pairs;
-use crate::request::{AccessRequest, Door, POLICY_CONTEXT_KEY};
+use crate::request::{AccessRequest, Door};
 
 /// Request bodies, at most: enforced while the body is read (413 past it), so no request
 /// makes the door buffer more, whatever its `content-length` says. Stated here rather than
@@ -123,7 +125,7 @@ fn encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, COMPONENT).to_string()
 }
 
-/// An answer given before the engine is asked: a bad request, an unknown use case.
+/// An answer given before the engine is asked: a bad request.
 struct Refused {
     status: StatusCode,
     body: Value,
@@ -219,7 +221,7 @@ async fn search_narrowing(
     }
     let access = match access_request(&engine, &question, &headers) {
         Ok(access) => access,
-        Err(refused) => return refused.into_response(),
+        Err(denied) => return deny_response(*denied),
     };
     let decision = match engine.decide(&access).await {
         Ok(decision) => decision,
@@ -321,18 +323,20 @@ fn requester_context(requester: Requester) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The engine's question: below the use case's base path, with the policy named.
+/// The engine's question: below the use case's base path, with the policy named
+/// ([`Engine::place_in_use_case`]); or the engine's denial when no policy answers for it.
 fn access_request(
     engine: &Engine,
     question: &Question,
     headers: &HeaderMap,
-) -> Result<AccessRequest, Refused> {
+) -> Result<AccessRequest, Box<Decision>> {
     let mut access = AccessRequest {
         method: question.method.clone(),
         scheme: "https".into(),
         protocol: "HTTP/1.1".into(),
         headers: question.headers.clone().into_iter().collect(),
         context: question.context.iter().cloned().collect(),
+        query: question.query.clone(),
         door: Door("care-services"),
         ..Default::default()
     };
@@ -342,29 +346,10 @@ fn access_request(
         }
     }
     super::http::adopt_trace_context(headers, &mut access);
-    let relative = question.path.trim_start_matches('/');
-    let path = match &question.use_case {
-        Some(use_case) => {
-            let policies = engine.policies();
-            let Some(policy) = policies.for_use_case(use_case) else {
-                return Err(Refused {
-                    status: StatusCode::FORBIDDEN,
-                    body: json!({
-                        "error": "access_denied",
-                        "message": format!("no policy answers for use case `{use_case}`"),
-                    }),
-                });
-            };
-            access
-                .context
-                .insert(POLICY_CONTEXT_KEY.into(), policy.id.to_string());
-            let base = policy.narrowing().map(|n| n.base_path()).unwrap_or("");
-            format!("{base}/{relative}")
-        }
-        None => format!("/{relative}"),
-    };
-    access.path = path;
-    access.query = question.query.clone();
+    match &question.use_case {
+        Some(use_case) => engine.place_in_use_case(use_case, &question.path, &mut access)?,
+        None => access.path = format!("/{}", question.path.trim_start_matches('/')),
+    }
     Ok(access)
 }
 
@@ -442,65 +427,42 @@ async fn scopes(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Byt
         Ok(request) => request,
         Err(refused) => return refused.into_response(),
     };
-    let policies = engine.policies();
-    let types: Vec<String> = policies
-        .for_use_case(&request.use_case)
-        .and_then(|policy| policy.narrowing())
-        .map(|n| n.resource_types().map(str::to_owned).collect())
-        .unwrap_or_default();
     let mut context = vec![("use_case".to_string(), request.use_case.clone())];
     context.extend(requester_context(request.requester.unwrap_or_default()));
-    let mut granted = Vec::new();
-    let mut last_denial = None;
-    // One search per narrowed type, decided as the proxy would ask it: the narrowing
-    // the engine sets is the scope's constraint.
-    for resource_type in types {
-        let question = Question {
-            use_case: Some(request.use_case.clone()),
-            method: "GET".into(),
-            path: resource_type.clone(),
-            query: String::new(),
-            headers: BTreeMap::new(),
-            context: context.clone(),
-        };
-        let access = match access_request(&engine, &question, &headers) {
-            Ok(access) => access,
-            Err(refused) => return refused.into_response(),
-        };
-        let decision = match engine.decide(&access).await {
-            Ok(decision) => decision,
-            Err(_) => return unavailable_response(),
-        };
-        match decision.outcome {
-            Outcome::Allow(allow) => {
-                let constraints: Vec<String> = allow
-                    .set_query
-                    .iter()
-                    .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
-                    .collect();
-                let scope = if constraints.is_empty() {
-                    format!("system/{resource_type}.rs")
-                } else {
-                    format!("system/{resource_type}.rs?{}", constraints.join("&"))
-                };
-                granted.push((scope, resource_type, constraints));
-            }
-            Outcome::Deny(_) if decision.status() == 401 => return deny_response(decision),
-            Outcome::Deny(_) => last_denial = Some(decision),
-        }
-    }
-    if granted.is_empty() {
-        return match last_denial {
-            Some(decision) => deny_response(decision),
-            None => json_response(
-                StatusCode::FORBIDDEN,
-                json!({
-                    "error": "access_denied",
-                    "message": format!("no policy answers for use case `{}`", request.use_case),
-                }),
-            ),
-        };
-    }
+    let question = Question {
+        use_case: None,
+        method: "GET".into(),
+        path: String::new(),
+        query: String::new(),
+        headers: BTreeMap::new(),
+        context,
+    };
+    let access = match access_request(&engine, &question, &headers) {
+        Ok(access) => access,
+        Err(denied) => return deny_response(*denied),
+    };
+    let granted = match engine.decide_scopes(&request.use_case, &access).await {
+        Ok(Scopes::Granted(granted)) => granted,
+        Ok(Scopes::Denied(decision)) => return deny_response(decision),
+        Err(_) => return unavailable_response(),
+    };
+    let granted: Vec<(String, &str, Vec<String>)> = granted
+        .iter()
+        .map(|scope| {
+            let constraints: Vec<String> = scope
+                .narrowing
+                .iter()
+                .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
+                .collect();
+            let resource_type = scope.resource_type.as_str();
+            let text = if constraints.is_empty() {
+                format!("system/{resource_type}.rs")
+            } else {
+                format!("system/{resource_type}.rs?{}", constraints.join("&"))
+            };
+            (text, resource_type, constraints)
+        })
+        .collect();
     json_response(
         StatusCode::OK,
         json!({

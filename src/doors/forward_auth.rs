@@ -29,7 +29,7 @@
 //!   Traefik `authResponseHeaders`, Caddy `copy_headers`, Envoy `allowed_upstream_headers`),
 //!   and the headers to remove named in `x-sluis-remove-headers` and in
 //!   `x-envoy-auth-headers-to-remove`, which Envoy acts on. A query rewrite cannot be
-//!   carried: such an allow is denied ([`super::http::refuse_query_rewrite`]).
+//!   carried: such an allow is denied ([`crate::engine::DoorCapabilities`]).
 //! - Deny: the decision's status, headers and body. NGINX drops the body of an
 //!   `auth_request` answer; a request carrying `X-Sluis-Body-In-Header: true` also gets
 //!   the body (when it is a valid header value) in `x-sluis-deny-body`, for NGINX to

@@ -19,8 +19,8 @@ use axum::Router;
 use axum::routing::get;
 
 use crate::config::{Config, HttpGateway};
-use crate::decision::{Decision, Deny, DenyCode, Outcome, deny_body};
-use crate::engine::Engine;
+use crate::decision::Decision;
+use crate::engine::{DoorCapabilities, Engine};
 use crate::policy::PolicySet;
 use crate::request::AccessRequest;
 
@@ -61,7 +61,7 @@ pub(crate) fn adopt_trace_context(headers: &axum::http::HeaderMap, access: &mut 
 /// None of these gateways can rewrite a query string on an authorization server's word,
 /// and only Envoy removes headers on it (`x-envoy-auth-headers-to-remove`); the others
 /// remove a header only when their own configuration says so. The doors fail closed at
-/// run time when a rewrite is asked for ([`refuse_query_rewrite`]); these warnings say so
+/// run time when a rewrite is asked for ([`decide`]); these warnings say so
 /// before the first request does.
 pub fn gateway_warnings(config: &Config, policies: &PolicySet) -> Vec<String> {
     let gateways = &config.gateways;
@@ -130,111 +130,16 @@ fn quoted(ids: &[&str]) -> String {
 }
 
 /// Asks the engine, as every HTTP forward-auth door does: the decision, with a query
-/// rewrite refused ([`refuse_query_rewrite`]); or why it could not.
+/// rewrite that would change the request refused, since none of these gateways can apply
+/// one ([`crate::engine::DoorCapabilities`]); or why it could not.
 pub async fn decide(
     engine: &Engine,
     access: &AccessRequest,
 ) -> Result<Decision, crate::engine::Unavailable> {
-    engine.decide_for_door(access, refuse_query_rewrite).await
+    engine.decide_for_door(access, FORWARD_AUTH).await
 }
 
-/// The decision, or a deny when it allows with a query rewrite that would change this
-/// request: no HTTP door's gateway can apply one, and forwarding the request unchanged
-/// could be wider than the policy allows (a search that was to be narrowed), so it fails
-/// closed. A rewrite that changes nothing (the client already sent exactly the narrowed
-/// query) passes.
-pub fn refuse_query_rewrite(decision: Decision, request: &AccessRequest) -> Decision {
-    let Outcome::Allow(allow) = &decision.outcome else {
-        return decision;
-    };
-    if allow.set_query.is_empty() && allow.remove_query.is_empty() {
-        return decision;
-    }
-    let before = request.query_pairs();
-    let mut after: Vec<(String, String)> = before
-        .iter()
-        .filter(|(name, _)| {
-            !allow.remove_query.contains(name) && !allow.set_query.iter().any(|(n, _)| n == name)
-        })
-        .cloned()
-        .collect();
-    after.extend(allow.set_query.iter().cloned());
-    let mut before = before;
-    before.sort();
-    after.sort();
-    if before == after {
-        return decision;
-    }
-    tracing::error!(
-        policy = decision.policy.as_deref().unwrap_or("-"),
-        rule = %decision.rule,
-        "the policy rewrites the query, which an HTTP door's gateway cannot do: denied"
-    );
-    Decision {
-        outcome: Outcome::Deny(Deny {
-            status: 403,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: deny_body(DenyCode::AccessDenied, "access denied by policy"),
-        }),
-        rule: Arc::from("gateway-cannot-rewrite-query"),
-        reason: format!(
-            "{}; but the query rewrite cannot be applied through this door, failing closed",
-            decision.reason
-        ),
-        policy: decision.policy,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::decision::Allow;
-
-    fn allowing(set_query: &[(&str, &str)], remove_query: &[&str]) -> Decision {
-        Decision {
-            outcome: Outcome::Allow(Allow {
-                set_query: set_query
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                remove_query: remove_query.iter().map(|k| k.to_string()).collect(),
-                ..Default::default()
-            }),
-            policy: Some(Arc::from("p")),
-            rule: Arc::from("r"),
-            reason: "allow rule `r` matched".into(),
-        }
-    }
-
-    fn request(target: &str) -> AccessRequest {
-        let mut request = AccessRequest::default();
-        request.set_target(target);
-        request
-    }
-
-    #[test]
-    fn a_query_rewrite_that_changes_the_request_is_denied() {
-        let decision = allowing(&[("identifier", "ura|1")], &[]);
-        let denied = refuse_query_rewrite(decision, &request("/Organization?name=x"));
-        assert_eq!(denied.status(), 403);
-        assert_eq!(&*denied.rule, "gateway-cannot-rewrite-query");
-        // A client parameter the narrowing would replace is a change too.
-        let decision = allowing(&[("identifier", "ura|1")], &[]);
-        let denied = refuse_query_rewrite(decision, &request("/Organization?identifier=ura|2"));
-        assert_eq!(denied.status(), 403);
-        let decision = allowing(&[], &["debug"]);
-        assert_eq!(
-            refuse_query_rewrite(decision, &request("/a?debug=1")).status(),
-            403
-        );
-    }
-
-    #[test]
-    fn a_query_rewrite_that_changes_nothing_passes() {
-        let decision = allowing(&[("identifier", "ura|1")], &["debug"]);
-        let kept = refuse_query_rewrite(decision, &request("/Organization?identifier=ura%7C1"));
-        assert!(kept.is_allow());
-        let decision = allowing(&[], &[]);
-        assert!(refuse_query_rewrite(decision, &request("/a?x=1")).is_allow());
-    }
-}
+/// What the gateways behind the forward-auth and OPA doors can do: no query rewrite.
+pub const FORWARD_AUTH: DoorCapabilities = DoorCapabilities {
+    can_rewrite_query: false,
+};

@@ -17,7 +17,7 @@
 //!   `headers`, `status_code` and `reason` (the deny body, as for Kong's `message`).
 //!
 //! Neither plugin can remove a header or rewrite the query: an allow with a query rewrite
-//! is denied ([`super::http::refuse_query_rewrite`]), and header removal must be done in
+//! is denied ([`crate::engine::DoorCapabilities`]), and header removal must be done in
 //! the gateway's configuration (`gateways.http` warns at load).
 //!
 //! Errors use OPA's shape: 400 `{"code": "invalid_parameter", "message": ...}` for bad
