@@ -227,7 +227,7 @@ impl PolicySet {
             return Err(errors);
         }
         let digest = hasher.finalize();
-        let version = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let version = hex::encode(digest.get(..6).unwrap_or_default());
         Ok(PolicySet {
             policies,
             by_id,
