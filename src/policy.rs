@@ -886,7 +886,8 @@ fn compile_response(
     }
 }
 
-/// A header name that is an HTTP token and not one the gateway owns.
+/// A header name that is an HTTP token (as the `http` crate parses one) and not one the
+/// gateway owns.
 fn valid_header_name(name: &str) -> bool {
     const RESERVED: [&str; 6] = [
         "host",
@@ -896,11 +897,7 @@ fn valid_header_name(name: &str) -> bool {
         "te",
         "upgrade",
     ];
-    !name.is_empty()
-        && !RESERVED.contains(&name)
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !RESERVED.contains(&name) && axum::http::HeaderName::from_bytes(name.as_bytes()).is_ok()
 }
 
 /// A header value Envoy will accept and that cannot smuggle a second header.
