@@ -571,7 +571,7 @@ fn accept(identity: Arc<Identity>, accepted: &[Arc<str>]) -> Result<Arc<Identity
 }
 
 fn hex_prefix(digest: &[u8; 32]) -> String {
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    hex::encode(digest.get(..8).unwrap_or_default())
 }
 
 pub(crate) fn now_secs() -> i64 {

@@ -227,7 +227,7 @@ impl PolicySet {
             return Err(errors);
         }
         let digest = hasher.finalize();
-        let version = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let version = hex::encode(digest.get(..6).unwrap_or_default());
         Ok(PolicySet {
             policies,
             by_id,
@@ -886,7 +886,8 @@ fn compile_response(
     }
 }
 
-/// A header name that is an HTTP token and not one the gateway owns.
+/// A header name that is an HTTP token (as the `http` crate parses one) and not one the
+/// gateway owns.
 fn valid_header_name(name: &str) -> bool {
     const RESERVED: [&str; 6] = [
         "host",
@@ -896,11 +897,7 @@ fn valid_header_name(name: &str) -> bool {
         "te",
         "upgrade",
     ];
-    !name.is_empty()
-        && !RESERVED.contains(&name)
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !RESERVED.contains(&name) && axum::http::HeaderName::from_bytes(name.as_bytes()).is_ok()
 }
 
 /// A header value Envoy will accept and that cannot smuggle a second header.

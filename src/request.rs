@@ -204,24 +204,11 @@ impl AccessRequest {
         }
     }
 
-    /// The query string's parameters, percent-decoded, in order.
+    /// The query string's parameters, percent-decoded, in order: form encoding (`+` is a
+    /// space), as FHIR servers and most frameworks read a query.
     pub fn query_pairs(&self) -> Vec<(String, String)> {
-        self.query
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| {
-                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                (decode_component(key), decode_component(value))
-            })
-            .collect()
+        crate::policy::smart::decoded_pairs(&self.query)
     }
-}
-
-fn decode_component(raw: &str) -> String {
-    let spaced = raw.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
-        .decode_utf8_lossy()
-        .into_owned()
 }
 
 #[cfg(test)]
@@ -292,5 +279,49 @@ mod tests {
                 ("flag".to_string(), String::new()),
             ]
         );
+    }
+
+    /// The parser `query_pairs` had before it was `form_urlencoded::parse`, kept as the
+    /// reference the library must equal: `+` is a space, then percent-decoding, lossy.
+    fn hand_written(query: &str) -> Vec<(String, String)> {
+        fn decode(raw: &str) -> String {
+            percent_encoding::percent_decode_str(&raw.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        }
+        query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (decode(key), decode(value))
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Pieces that stress a query parser: separators, `+`, good, bad and partial
+        /// escapes (`%C3` alone is half a UTF-8 character), and non-ASCII text.
+        #[test]
+        fn query_pairs_are_form_urlencoded_as_before(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "&", "=", "+", "%", "%2", "%20", "%2B", "%26", "%3D", "%C3", "%A9",
+                    "%c3%a9", "%zz", "%FF", "a", "Z", "0", "_.-~", "\u{e9}", "\u{1f600}", " ",
+                ]),
+                0..24,
+            )
+        ) {
+            let query = pieces.concat();
+            let mut request = AccessRequest::default();
+            request.query.clone_from(&query);
+            proptest::prop_assert_eq!(request.query_pairs(), hand_written(&query));
+            proptest::prop_assert_eq!(
+                crate::policy::smart::decoded_pairs(&query),
+                hand_written(&query)
+            );
+        }
     }
 }

@@ -15,10 +15,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 /// SHA-256 of a line (without its newline), lower-case hex.
 pub fn line_hash(line: &str) -> String {
-    Sha256::digest(line.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(line.as_bytes()))
 }
 
 /// Why a chain does not verify. Line numbers count from 1 within the named file.

@@ -464,8 +464,8 @@ fn asn1_text(any: &Any<'_>) -> Option<String> {
 /// `#` and the hex of the DER of a value (RFC 4514 §2.4 for non-string values).
 fn der_hex(any: &Any<'_>) -> String {
     match any.to_der_vec() {
-        Ok(der) => format!("#{}", hex_lower(&der)),
-        Err(_) => format!("#{}", hex_lower(any.data)),
+        Ok(der) => format!("#{}", hex::encode(&der)),
+        Err(_) => format!("#{}", hex::encode(any.data)),
     }
 }
 
@@ -476,14 +476,14 @@ fn attribute_text(any: &Any<'_>) -> String {
 /// The value of an `otherName`: `[0] EXPLICIT` around the value, which is usually a string.
 fn other_name_text(explicit: &[u8]) -> String {
     let Ok((_, outer)) = Any::from_der(explicit) else {
-        return format!("#{}", hex_lower(explicit));
+        return format!("#{}", hex::encode(explicit));
     };
     if outer.header.class() != Class::ContextSpecific || outer.header.tag() != Tag(0) {
         return der_hex(&outer);
     }
     match Any::from_der(outer.data) {
         Ok((_, inner)) => attribute_text(&inner),
-        Err(_) => format!("#{}", hex_lower(outer.data)),
+        Err(_) => format!("#{}", hex::encode(outer.data)),
     }
 }
 
@@ -544,23 +544,7 @@ fn serial_hex(raw: &[u8]) -> String {
         .iter()
         .position(|&b| b != 0)
         .unwrap_or(raw.len().saturating_sub(1));
-    hex_upper(raw.get(start..).unwrap_or_default())
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-fn hex_upper(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02X}");
-    }
-    s
+    hex::encode_upper(raw.get(start..).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -898,7 +882,7 @@ mod tests {
     }
 
     fn hex_sha256(der: &[u8]) -> String {
-        hex_lower(&Sha256::digest(der))
+        hex::encode(Sha256::digest(der))
     }
 
     #[test]

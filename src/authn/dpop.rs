@@ -14,7 +14,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::{Map, Value as Json};
 use sha2::{Digest, Sha256};
@@ -146,7 +146,6 @@ pub fn verify_proof(check: &ProofCheck) -> Result<VerifiedProof, DpopError> {
         .get("jwk")
         .ok_or_else(|| invalid("DPoP proof has no jwk header"))?;
     check_public_key(jwk_value, alg)?;
-    let jkt = jwk_thumbprint(jwk_value)?;
 
     // The claims: this request, now, this token.
     let htm = claims.get("htm").and_then(Json::as_str);
@@ -197,6 +196,8 @@ pub fn verify_proof(check: &ProofCheck) -> Result<VerifiedProof, DpopError> {
         Ok(true) => {}
         Ok(false) | Err(_) => return Err(invalid("DPoP proof signature is invalid")),
     }
+    // `check_public_key` has checked the members the thumbprint reads: it cannot fail here.
+    let jkt = thumbprint(&jwk)?;
 
     if let Some(required) = check.nonce
         && claims.get("nonce").and_then(Json::as_str) != Some(required)
@@ -216,33 +217,20 @@ pub fn access_token_hash(access_token: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(access_token.as_bytes()))
 }
 
-/// The RFC 7638 SHA-256 thumbprint of a public JWK, base64url: the hash of the JSON object
-/// of the key type's required members only, in lexicographic order, without whitespace.
+/// The RFC 7638 SHA-256 thumbprint of a public JWK, base64url, as `jsonwebtoken`
+/// computes it. A symmetric (`oct`) key is refused: a proof's key is public.
 pub fn jwk_thumbprint(jwk: &Json) -> Result<String, DpopError> {
-    let Some(key) = jwk.as_object() else {
-        return Err(invalid("jwk is not a JSON object"));
-    };
-    let members: &[&str] = match key.get("kty").and_then(Json::as_str) {
-        Some("EC") => &["crv", "kty", "x", "y"],
-        Some("RSA") => &["e", "kty", "n"],
-        Some("OKP") => &["crv", "kty", "x"],
-        Some(_) => return Err(invalid("jwk has an unsupported kty")),
-        None => return Err(invalid("jwk has no kty")),
-    };
-    let mut canonical = String::from("{");
-    for (i, name) in members.iter().enumerate() {
-        let Some(value) = key.get(*name).and_then(Json::as_str) else {
-            return Err(invalid(format!("jwk has no {name}")));
-        };
-        if i > 0 {
-            canonical.push(',');
-        }
-        canonical.push_str(&Json::String((*name).to_string()).to_string());
-        canonical.push(':');
-        canonical.push_str(&Json::String(value.to_string()).to_string());
+    if jwk.get("kty").and_then(Json::as_str) == Some("oct") {
+        return Err(invalid("jwk has an unsupported kty"));
     }
-    canonical.push('}');
-    Ok(URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes())))
+    let jwk: Jwk =
+        serde_json::from_value(jwk.clone()).map_err(|_| invalid("jwk is not a supported key"))?;
+    thumbprint(&jwk)
+}
+
+fn thumbprint(jwk: &Jwk) -> Result<String, DpopError> {
+    jwk.thumbprint(ThumbprintHash::SHA256)
+        .map_err(|_| invalid("jwk is not a supported key"))
 }
 
 /// The header's `alg`, if it is asymmetric and accepted.
@@ -701,6 +689,20 @@ mod tests {
         assert_eq!(
             jwk_thumbprint(&jwk).unwrap(),
             "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn thumbprint_of_rfc_8037_ed25519_example() {
+        // RFC 8037 appendix A.3.
+        let jwk = json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+        });
+        assert_eq!(
+            jwk_thumbprint(&jwk).unwrap(),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
         );
     }
 

@@ -42,7 +42,7 @@ pub fn proof_key(jkt: &str, jti: &str) -> String {
     hash.update((jkt.len() as u64).to_be_bytes());
     hash.update(jkt.as_bytes());
     hash.update(jti.as_bytes());
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(hash.finalize())
 }
 
 /// Records a proof's first use and reads the epoch, in one step. KEYS: the epoch key, the

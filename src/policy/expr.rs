@@ -26,8 +26,7 @@
 //! (`fast`), and `flows.permitting(request)` / `flows.covering(request)` become
 //! variables computed once per request, however many rules ask.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, OnceLock, RwLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use cel::common::ast::{Expr as Node, LiteralValue};
 use cel::common::value::{CowVal, Val};
@@ -649,17 +648,18 @@ impl Check {
     }
 }
 
-/// Regexes of policy literals, compiled once. Bounded by what policies contain: only
-/// literal patterns found at load are added.
-static REGEXES: LazyLock<RwLock<HashMap<String, Arc<regex::Regex>>>> =
-    LazyLock::new(Default::default);
+/// Regexes of policy literals, compiled once. A reload brings the new set's literals and
+/// the old set's stay until evicted, so the cache is bounded (least recently used out):
+/// an evicted pattern is only compiled again at its next use, never wrong.
+static REGEXES: LazyLock<moka::sync::Cache<String, Arc<regex::Regex>>> =
+    LazyLock::new(|| moka::sync::Cache::new(REGEX_CACHE_CAPACITY as u64));
+
+/// Far above the literal patterns of any one policy set, so a live set's regexes stay
+/// compiled; each is at most 1 MiB (`size_limit`), most a few KiB.
+const REGEX_CACHE_CAPACITY: usize = 1024;
 
 fn compiled_regex(pattern: &str) -> Result<Arc<regex::Regex>, String> {
-    if let Some(re) = REGEXES
-        .read()
-        .ok()
-        .and_then(|map| map.get(pattern).cloned())
-    {
+    if let Some(re) = REGEXES.get(pattern) {
         return Ok(re);
     }
     let re = regex::RegexBuilder::new(pattern)
@@ -667,10 +667,15 @@ fn compiled_regex(pattern: &str) -> Result<Arc<regex::Regex>, String> {
         .build()
         .map(Arc::new)
         .map_err(|e| format!("invalid regular expression `{pattern}`: {e}"))?;
-    if let Ok(mut map) = REGEXES.write() {
-        map.insert(pattern.to_owned(), re.clone());
-    }
+    REGEXES.insert(pattern.to_owned(), re.clone());
     Ok(re)
+}
+
+#[cfg(test)]
+fn regex_cache_len() -> usize {
+    // moka counts lazily: settle pending evictions first.
+    REGEXES.run_pending_tasks();
+    usize::try_from(REGEXES.entry_count()).unwrap_or(usize::MAX)
 }
 
 thread_local! {
@@ -1660,6 +1665,22 @@ mod tests {
         assert!(
             err.message.contains("invalid regular expression"),
             "{err:?}"
+        );
+    }
+
+    #[test]
+    fn the_regex_cache_is_bounded_across_reloads() {
+        // Each reload may bring new literal patterns; the cache must not keep them all.
+        for i in 0..REGEX_CACHE_CAPACITY + 200 {
+            let expr = format!("request.path.matches('^/bounded-{i}/[a-z]+$')");
+            Expr::compile(&expr).unwrap();
+        }
+        let held = regex_cache_len();
+        assert!(held <= REGEX_CACHE_CAPACITY, "{held} regexes held");
+        // An evicted pattern is compiled again when a policy evaluates it.
+        assert_eq!(
+            eval("request.path.matches('^/bounded-0/[a-z]+$')"),
+            Ok(Value::Bool(false))
         );
     }
 

@@ -126,7 +126,8 @@ impl Scope {
             for pair in query.split('&') {
                 match pair.split_once('=') {
                     Some((name, value)) if !name.is_empty() && !value.is_empty() => {
-                        constraints.push((decode(name), decode(value)));
+                        // One `name=value` pair, no `&`: exactly one decoded pair.
+                        constraints.extend(decoded_pairs(pair));
                     }
                     _ => return Err(format!("constraint `{pair}` is not `param=value`")),
                 }
@@ -232,22 +233,12 @@ fn report_malformed(scope: &str, problem: &str) {
     }
 }
 
-/// A query string's parameters, percent-decoded, as a FHIR server reads them.
+/// A query string's parameters, percent-decoded, as a FHIR server reads them: form
+/// encoding, so `+` is a space and `%2B` a plus. The one query parser of Sluis.
 pub fn decoded_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(name), decode(value))
-        })
-        .collect()
-}
-
-fn decode(raw: &str) -> String {
-    percent_encoding::percent_decode_str(&raw.replace('+', " "))
-        .decode_utf8_lossy()
+    form_urlencoded::parse(query.as_bytes())
         .into_owned()
+        .collect()
 }
 
 #[cfg(test)]
