@@ -428,11 +428,18 @@ async fn without_a_tracing_block_nothing_is_exported() {
 
 #[tokio::test]
 async fn a_collector_that_is_down_changes_no_decision() {
-    // A port nobody listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A collector that is down: every connection is closed at once. The port stays bound
+    // for the whole test: a port merely left closed could be taken by another test's
+    // receiver meanwhile, which then received this test's spans.
+    let refuser = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed = refuser.local_addr().unwrap();
+    let refusing = tokio::spawn(async move {
+        loop {
+            if let Ok((connection, _)) = refuser.accept().await {
+                drop(connection);
+            }
+        }
+    });
     let (setup, mut process) = start(
         &tracing_block(&format!("http://{closed}"), "grpc", 1.0),
         &[],
@@ -456,6 +463,7 @@ async fn a_collector_that_is_down_changes_no_decision() {
         "the failed export is not logged:\n{output}"
     );
     assert!(!output.contains(&token), "a token leaked into the log");
+    refusing.abort();
 }
 
 #[test]
