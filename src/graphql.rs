@@ -32,6 +32,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
 use self::document::{FragmentDefinition, Selection};
+use crate::json::StrictJson;
 use crate::request::AccessRequest;
 
 /// Bounds on the work one request may cause. The defaults fit the iWlz templates (the
@@ -472,72 +473,11 @@ fn parts(request: &AccessRequest, limits: &Limits) -> Result<Parts, RequestError
     }
 }
 
-/// JSON in which no object has a key twice. serde_json keeps the last of duplicate keys;
-/// a server may keep the first, and then a variable Sluis checked is not the one used.
-struct StrictJson(Json);
-
+/// `text` as JSON in which no object has a key twice ([`crate::json`]).
 fn strict_json(text: &str, what: &str) -> Result<Json, RequestError> {
     serde_json::from_str::<StrictJson>(text)
         .map(|v| v.0)
         .map_err(|e| malformed(format!("`{what}` is not valid JSON: {e}")))
-}
-
-impl<'de> Deserialize<'de> for StrictJson {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(StrictJson)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> serde::de::Visitor<'de> for StrictVisitor {
-    type Value = Json;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
-        Ok(Json::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
-        Ok(Json::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
-        Ok(Json::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
-        Ok(Json::from(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
-        Ok(Json::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Json, E> {
-        Ok(Json::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Json, E> {
-        Ok(Json::Null)
-    }
-    fn visit_none<E>(self) -> Result<Json, E> {
-        Ok(Json::Null)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
-        let mut items = Vec::new();
-        while let Some(StrictJson(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Json::Array(items))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Json, A::Error> {
-        let mut map = Map::new();
-        while let Some(key) = access.next_key::<String>()? {
-            if map.contains_key(&key) {
-                return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
-            }
-            let StrictJson(value) = access.next_value()?;
-            map.insert(key, value);
-        }
-        Ok(Json::Object(map))
-    }
 }
 
 /// Parses `query` and expands the operation to run.

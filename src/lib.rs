@@ -32,6 +32,7 @@
 //! | [`engine`] | the decision core; the only thing doors call, and the only place that decides. Applies shadow mode (a `mode: shadow` policy is logged, not enforced) and feeds [`engine::candidate`], the candidate policy set decided beside the enforced one on a background queue; refuses an allow a door cannot carry out ([`engine::door`]: a door declares its [`engine::DoorCapabilities`], e.g. no query rewrite); answers questions asked by use case ([`engine::scopes`]: the use case's policy, and the scopes merged from one decision per narrowed type) |
 //! | [`authn`] | identities from tokens: [`authn::jose`] (the compact JWS read strictly: no duplicate members, no `crit`, typed claims, [`authn::jose::TokenError`] with `is_final()`), [`authn::issuer`] (JWT via JWKS or discovery, RFC 7662 introspection), [`authn::jwks`] key sets, [`authn::aggregated`] OIDC aggregated claims (embedded claim JWTs), [`authn::certificate`] client certificates, [`authn::dpop`] proofs, [`authn::replay`] caches (a Redis epoch refuses proofs older than the cache's last loss); the verified-token cache |
 //! | [`graphql`] | GraphQL requests read out of an `AccessRequest` (POST JSON or GET), parsed within limits (a fast reader for plain documents, apollo-parser for the rest and for errors), fragments expanded; [`graphql::template`] query templates and whether a request fits one; a policy's `graphql` block is compiled in [`policy::graphql`] |
+//! | [`json`] | JSON read strictly: a member named twice anywhere is refused (tokens, GraphQL bodies) |
 //! | [`fhir`] | FHIR REST interactions of a request (read, search, ...), which SMART scopes ([`policy::smart`]) and search narrowing ([`policy::narrowing`]) judge |
 //! | [`flows`] | registered grants: the model and its validation ([`flows::Flow`]), the in-memory index decisions read ([`flows::index`]), the SQLite/PostgreSQL store and its sync loop ([`flows::store`]), and [`flows::Flows`], the API both admin doors call |
 //! | [`policy`] | policy files ([`policy::spec`]), CEL ([`policy::expr`]), the caller's party identifiers ([`policy::caller`]), selection and evaluation |
@@ -59,6 +60,7 @@ pub mod engine;
 pub mod fhir;
 pub mod flows;
 pub mod graphql;
+pub mod json;
 pub mod metrics;
 pub mod policy;
 pub mod reload;

@@ -9,10 +9,8 @@
 //! JSON" or as a missing claim.
 
 use std::collections::HashSet;
-use std::fmt;
 
 use base64::Engine as _;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value as Json};
 
 use super::AuthnError;
@@ -214,94 +212,7 @@ fn object(bytes: Vec<u8>, which: &str) -> Result<Map<String, Json>, TokenError> 
     }
 }
 
-pub enum StrictError {
-    Duplicate(String),
-    Syntax,
-}
-
-/// Parses JSON refusing any object that names a member twice, at any depth. serde_json
-/// keeps the last of duplicates silently and has no switch for it, so this is a
-/// `Deserialize` that builds the same `Value` and stops at the first repeated name.
-pub fn strict_json(text: &str) -> Result<Json, StrictError> {
-    match serde_json::from_str::<Strict>(text) {
-        Ok(Strict(value)) => Ok(value),
-        Err(e) => {
-            let message = e.to_string();
-            match message
-                .strip_prefix(DUPLICATE)
-                .and_then(|rest| rest.split(DUPLICATE_END).next())
-            {
-                Some(name) if e.is_data() => Err(StrictError::Duplicate(name.to_owned())),
-                _ => Err(StrictError::Syntax),
-            }
-        }
-    }
-}
-
-const DUPLICATE: &str = "duplicate member \u{1}";
-const DUPLICATE_END: &str = "\u{1}";
-
-struct Strict(Json);
-
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Strict, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(Strict)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Json;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
-        Ok(Json::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
-        Ok(Json::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
-        Ok(Json::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Json::Null, Json::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
-        Ok(Json::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Json, E> {
-        Ok(Json::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Json, E> {
-        Ok(Json::Null)
-    }
-    fn visit_none<E>(self) -> Result<Json, E> {
-        Ok(Json::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
-        let mut items = Vec::new();
-        while let Some(Strict(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Json::Array(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
-        let mut members = Map::new();
-        while let Some(name) = map.next_key::<String>()? {
-            let Strict(value) = map.next_value()?;
-            if members.contains_key(&name) {
-                return Err(de::Error::custom(format!(
-                    "{DUPLICATE}{name}{DUPLICATE_END}"
-                )));
-            }
-            members.insert(name, value);
-        }
-        Ok(Json::Object(members))
-    }
-}
+pub use crate::json::{StrictError, strict_json};
 
 /// Header parameters registered by RFC 7515 §4.1: never allowed in `crit`.
 const REGISTERED: [&str; 11] = [
