@@ -40,10 +40,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
-use sluis::config::Config;
-use sluis::engine::Engine;
-use sluis::request::AccessRequest;
-use sluis::server::build_engine;
+use sluis_config::Config;
+use sluis_core::engine::Engine;
+use sluis_core::request::AccessRequest;
 
 /// Distinct tokens per algorithm for the first-verification benchmarks. The bench config's
 /// token cache holds one entry (plus at most moka's 64 pending writes), so a token is long
@@ -126,7 +125,8 @@ fn graphql(mut request: AccessRequest, query: &str) -> AccessRequest {
 
 /// An engine with every issuer's keys loaded, so key loading is never measured.
 fn engine_from(config: &Config, rt: &Runtime) -> Engine {
-    let engine = build_engine(config)
+    let engine = config
+        .build_engine(std::sync::Arc::default())
         .unwrap_or_else(|errors| panic!("cannot build engine:\n{}", errors.join("\n")));
     for issuer in engine.authenticator().issuers() {
         rt.block_on(issuer.refresh())
@@ -161,7 +161,7 @@ fn install_subscriber() -> Option<sluis::telemetry::Telemetry> {
             let closed = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .expect("a free port");
-            let config: sluis::telemetry::TracingConfig = serde_yaml_ng::from_str(&format!(
+            let config: sluis_config::telemetry::TracingConfig = serde_yaml_ng::from_str(&format!(
                 "otlp: {{endpoint: 'http://{closed}', protocol: http}}\nsampling_ratio: 1.0"
             ))
             .expect("tracing config");
@@ -169,7 +169,7 @@ fn install_subscriber() -> Option<sluis::telemetry::Telemetry> {
         }
         other => panic!("SLUIS_BENCH_TRACING: `off` or `on`, not `{other}`"),
     };
-    sluis::telemetry::init_subscriber(&sluis::config::LoggingConfig::default(), telemetry.as_ref());
+    sluis::telemetry::init_subscriber(&sluis_config::LoggingConfig::default(), telemetry.as_ref());
     eprintln!("SLUIS_BENCH_TRACING={mode}");
     telemetry
 }
@@ -302,7 +302,9 @@ fn example_policies(c: &mut Criterion) {
         let _runtime = rt.enter();
         with_candidate.with_candidate(1024)
     };
-    with_candidate.swap_candidate(sluis::policy::PolicySet::load(&config).expect("candidate"));
+    with_candidate.swap_candidate(
+        sluis_core::policy::PolicySet::load(&config.policy_settings()).expect("candidate"),
+    );
     with_candidate.set_flows(engine.flows());
     let (_, eoverdracht) = &cases[0];
     check(&rt, &with_candidate, eoverdracht, true, "candidate/on");
@@ -590,7 +592,7 @@ policies: [bench.yaml]
 
 /// The receiver's transfer, as the sender would register it, for the eOverdracht policy.
 fn register_transfer(engine: &Engine) {
-    let transfer = sluis::flows::Flow::from_json(json!({
+    let transfer = sluis_core::flows::Flow::from_json(json!({
         "id": "transfer-1",
         "purpose": "eOverdracht",
         "custodian": "did:web:sender.example.org",
@@ -603,9 +605,9 @@ fn register_transfer(engine: &Engine) {
         "scopes": ["eOverdracht-receiver"],
     }))
     .expect("flow");
-    engine.set_flows(std::sync::Arc::new(sluis::flows::FlowIndex::from_flows([
-        &transfer,
-    ])));
+    engine.set_flows(std::sync::Arc::new(
+        sluis_core::flows::FlowIndex::from_flows([&transfer]),
+    ));
 }
 
 /// The receiver's access token, for the eOverdracht policy.

@@ -30,10 +30,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
-use sluis::config::{Config, StoreConfig};
-use sluis::engine::Engine;
-use sluis::flows::{Flow, FlowIndex, Flows, Resource, Store};
-use sluis::request::AccessRequest;
+use sluis_config::{Config, StoreConfig};
+use sluis_core::engine::Engine;
+use sluis_core::flows::{Flow, FlowIndex, Resource};
+use sluis_core::request::AccessRequest;
+use sluis_store::{Flows, Store};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -105,7 +106,9 @@ fn index_of(count: usize) -> FlowIndex {
 fn engine() -> Engine {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config.yaml");
     let config = Config::load(&path).expect("example config");
-    let engine = sluis::server::build_engine(&config).expect("engine");
+    let engine = config
+        .build_engine(std::sync::Arc::default())
+        .expect("engine");
     let rt = runtime();
     for issuer in engine.authenticator().issuers() {
         rt.block_on(issuer.refresh()).expect("keys");

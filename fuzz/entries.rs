@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
-use sluis::config::Config;
-use sluis::request::AccessRequest;
+use sluis_config::Config;
+use sluis_core::request::AccessRequest;
 
 /// The repository root: `fuzz/..` for the fuzz crate, the crate itself for its tests.
 fn root() -> PathBuf {
@@ -35,7 +35,7 @@ fn text(data: &[u8]) -> String {
 
 struct Token {
     runtime: tokio::runtime::Runtime,
-    authenticator: sluis::authn::Authenticator,
+    authenticator: sluis_core::authn::Authenticator,
     issuers: Vec<Arc<str>>,
     key: jsonwebtoken::EncodingKey,
 }
@@ -48,7 +48,9 @@ fn token_state() -> &'static Token {
             .build()
             .expect("a runtime");
         let authenticator = runtime
-            .block_on(async { sluis::authn::Authenticator::new(config()) })
+            .block_on(async {
+                sluis_core::authn::Authenticator::new(&config().authn_settings(), Arc::default())
+            })
             .expect("the example issuers load");
         let pem = std::fs::read(root().join("examples/keys/dev-rsa.pem")).expect("the dev key");
         Token {
@@ -90,7 +92,7 @@ pub fn token(data: &[u8]) {
     };
     let mut request = AccessRequest::default();
     request.headers.insert("authorization".into(), header);
-    let Ok((_, token)) = sluis::authn::presented_token(&request) else {
+    let Ok((_, token)) = sluis_core::authn::presented_token(&request) else {
         return;
     };
     let _ = state
@@ -102,13 +104,13 @@ pub fn token(data: &[u8]) {
 /// (beside the example policies, so relative template paths find theirs).
 pub fn policy(data: &[u8]) {
     let file = root().join("policy/fuzz-input.yaml");
-    let _ = sluis::policy::check_file_text(&file, &text(data), config());
+    let _ = sluis_core::policy::check_file_text(&file, &text(data), &config().policy_settings());
 }
 
 /// The GraphQL reader: the input as a POSTed JSON body, as the `query` of a GET, and as
 /// a query template's text.
 pub fn graphql(data: &[u8]) {
-    let limits = sluis::graphql::Limits::default();
+    let limits = sluis_core::graphql::Limits::default();
     let text = text(data);
     let mut post = AccessRequest {
         method: "POST".into(),
@@ -118,14 +120,14 @@ pub fn graphql(data: &[u8]) {
     post.set_target("/graphql");
     post.headers
         .insert("content-type".into(), "application/json".into());
-    let _ = sluis::graphql::read(&post, &limits, None);
+    let _ = sluis_core::graphql::read(&post, &limits, None);
     let mut get = AccessRequest {
         method: "GET".into(),
         ..Default::default()
     };
     get.set_target(&format!("/graphql?query={text}"));
-    let _ = sluis::graphql::read(&get, &limits, None);
-    let _ = sluis::graphql::parse_template(&text);
+    let _ = sluis_core::graphql::read(&get, &limits, None);
+    let _ = sluis_core::graphql::parse_template(&text);
 }
 
 /// The FHIR request classifier and SMART scopes: lines `method`, `path?query`, `base`,
@@ -142,12 +144,12 @@ pub fn fhir(data: &[u8]) {
         .split_whitespace()
         .collect();
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let _ = sluis::fhir::classify(method, path, base);
+    let _ = sluis_core::fhir::classify(method, path, base);
     for scope in &scopes {
-        let _ = sluis::policy::smart::Scope::parse(scope);
+        let _ = sluis_core::policy::smart::Scope::parse(scope);
     }
-    let _ = sluis::policy::smart::permits(&scopes, method, path, query, base);
-    let _ = sluis::policy::smart::decoded_pairs(query);
+    let _ = sluis_core::policy::smart::permits(&scopes, method, path, query, base);
+    let _ = sluis_core::request::decoded_pairs(query);
 }
 
 /// The flows JSON: a flow as the admin API takes it (parsed, then validated), and the
@@ -156,8 +158,8 @@ pub fn flows(data: &[u8]) {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
-    let _ = sluis::flows::Flow::from_nuts_credential(&value);
-    if let Ok(mut flow) = sluis::flows::Flow::from_json(value) {
+    let _ = sluis_core::flows::Flow::from_nuts_credential(&value);
+    if let Ok(mut flow) = sluis_core::flows::Flow::from_json(value) {
         let _ = flow.validate();
     }
 }

@@ -6,7 +6,7 @@
 # without start-up and without the work a server does whatever the load (timers, the
 # reloader's polling), which both counts hold alike. Keeps the callgrind files in
 # tmp/grpc-callgrind/ for `callgrind_annotate --inclusive=yes`.
-# Needs: cargo build --release --bin sluis --bin sluis-noop-authz (or BIN=DIR with both
+# Needs: cargo build --release --bin sluis -p sluis-noop-authz (or BIN=DIR with both
 # binaries); valgrind; h2load
 # (scripts/install-load-tools.sh). Uses ports 9190-9292.
 set -euo pipefail

@@ -2,7 +2,7 @@
 # Straight gRPC Check/s at Sluis and at the no-op ext_authz server, alternated ROUNDS
 # times (default 3) in one go, N calls each (default 100000): the ratio issue #2 asks for,
 # without the Envoy runs of scripts/load.sh. Needs: cargo build --release --bin sluis
-# --bin sluis-noop-authz; scripts/install-load-tools.sh (h2load). Uses ports 9190-9292.
+# -p sluis-noop-authz; scripts/install-load-tools.sh (h2load). Uses ports 9190-9292.
 # BIN=DIR takes both binaries from DIR instead of target/release (an earlier build kept
 # aside, to compare two builds in one sitting).
 set -euo pipefail

@@ -20,7 +20,7 @@
 # not counted against the front Envoy's worker threads.
 #
 # Prerequisites: scripts/install-envoy.sh, scripts/install-load-tools.sh,
-#   cargo build --release --bin sluis-noop-authz [--bin sluis]
+#   cargo build --release -p sluis-noop-authz [--bin sluis]
 #
 # Environment (defaults in brackets):
 #   DURATION [10s] THREADS [2] CONNECTIONS [32]   wrk settings per run
@@ -190,7 +190,7 @@ start_envoy() {
 command -v wrk >/dev/null || die "wrk not found: run scripts/install-load-tools.sh"
 command -v h2load >/dev/null || die "h2load not found: run scripts/install-load-tools.sh"
 [[ -x "$ENVOY" ]] || die "$ENVOY not found: run scripts/install-envoy.sh"
-[[ -x "$NOOP_BIN" ]] || die "$NOOP_BIN not found: cargo build --release --bin sluis-noop-authz"
+[[ -x "$NOOP_BIN" ]] || die "$NOOP_BIN not found: cargo build --release -p sluis-noop-authz"
 HAVE_CURL=0
 command -v curl >/dev/null && HAVE_CURL=1
 

@@ -22,7 +22,7 @@ export SLUIS_REQUIRE_HELM=1
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --locked --all-features --no-fail-fast "$@" 2>&1 | tee "$log"
+cargo test --workspace --locked --all-features --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 

@@ -15,8 +15,8 @@ use axum::routing::{get, post};
 
 use sha2::{Digest, Sha256};
 
-use crate::engine::Engine;
 use crate::reload::Reloader;
+use sluis_core::engine::Engine;
 
 #[derive(Clone)]
 struct Admin {
@@ -71,7 +71,7 @@ impl AdminAuth {
 pub struct AdminOptions {
     pub explain: bool,
     /// The flows API, when a store is configured.
-    pub flows: Option<crate::flows::Flows>,
+    pub flows: Option<sluis_store::Flows>,
     pub auth: AdminAuth,
 }
 
@@ -104,7 +104,7 @@ pub fn router(engine: Arc<Engine>, reloader: Arc<Reloader>, options: AdminOption
         }
         None => {
             let no_store = || async {
-                flows::error_response(crate::flows::FlowError::Unavailable(
+                flows::error_response(sluis_store::FlowError::Unavailable(
                     "no flow store is configured (`store` in the config)".into(),
                 ))
             };
@@ -144,7 +144,7 @@ async fn authorize(
 /// the decision and how it was reached. A case that is not valid JSON, or not a case,
 /// is a 400 saying why.
 async fn explain(State(admin): State<Admin>, body: axum::body::Bytes) -> impl IntoResponse {
-    let case: crate::testing::Case = match serde_json::from_slice(&body) {
+    let case: sluis_policy_tools::Case = match serde_json::from_slice(&body) {
         Ok(case) => case,
         Err(e) => {
             return (
@@ -153,18 +153,18 @@ async fn explain(State(admin): State<Admin>, body: axum::body::Bytes) -> impl In
             );
         }
     };
-    let mut trace = crate::engine::Trace::default();
+    let mut trace = sluis_core::engine::Trace::default();
     let decision = case.decide(&admin.engine, Some(&mut trace)).await;
     (
         StatusCode::OK,
-        Json(crate::testing::explanation_json(&decision, &trace)),
+        Json(sluis_policy_tools::explanation_json(&decision, &trace)),
     )
 }
 
 /// Ready when policies are loaded and every issuer has keys. The body says what is
 /// missing, and whether the last policy reload failed (the previous set is still in force
 /// then, so that alone does not make Sluis unready).
-/// Prometheus text exposition (OpenMetrics) of [`crate::metrics`].
+/// Prometheus text exposition (OpenMetrics) of [`sluis_core::metrics`].
 async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
     let authn = admin.engine.authenticator();
     let index = admin.engine.flows();
@@ -187,30 +187,33 @@ async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
             ))
         })
         .collect();
-    let text = crate::metrics::render(&crate::metrics::Snapshot {
-        token_cache_entries: authn.cached_tokens(),
-        // The start-up load counts as a success.
-        reload_successes: reload.successes + 1,
-        reload_failures: reload.failures,
-        last_reload_success: reload.last_success.or(Some(admin.started)),
-        flows_indexed: index.len(),
-        flows_version: index.version(),
-        introspection,
-        decision_log: admin.engine.decision_log().map(|log| {
-            let stats = log.stats();
-            let get = |counter: &std::sync::atomic::AtomicU64| {
-                counter.load(std::sync::atomic::Ordering::Relaxed)
-            };
-            (
-                log.queued(),
-                [get(&stats.written), get(&stats.dropped), get(&stats.failed)],
-            )
-        }),
-        candidate_reloads: admin
-            .reloader
-            .candidate_status()
-            .map(|status| (status.successes, status.failures)),
-    });
+    let text = admin
+        .engine
+        .metrics()
+        .render(&sluis_core::metrics::Snapshot {
+            token_cache_entries: authn.cached_tokens(),
+            // The start-up load counts as a success.
+            reload_successes: reload.successes + 1,
+            reload_failures: reload.failures,
+            last_reload_success: reload.last_success.or(Some(admin.started)),
+            flows_indexed: index.len(),
+            flows_version: index.version(),
+            introspection,
+            decision_log: admin.engine.decision_log().map(|log| {
+                let stats = log.stats();
+                let get = |counter: &std::sync::atomic::AtomicU64| {
+                    counter.load(std::sync::atomic::Ordering::Relaxed)
+                };
+                (
+                    log.queued(),
+                    [get(&stats.written), get(&stats.dropped), get(&stats.failed)],
+                )
+            }),
+            candidate_reloads: admin
+                .reloader
+                .candidate_status()
+                .map(|status| (status.successes, status.failures)),
+        });
     (
         [(
             axum::http::header::CONTENT_TYPE,

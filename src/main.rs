@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sluis::config::Config;
 use sluis::telemetry::Telemetry;
+use sluis_config::Config;
 
 /// CEL evaluation allocates many small values per decision; with glibc's allocator, two
 /// worker threads doing that contend, and a decision cost up to twice what it costs on one
@@ -131,7 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => {
-            let intact = sluis::audit::chain::report(&files, &mut std::io::stdout())?;
+            let intact = sluis_core::audit::chain::report(&files, &mut std::io::stdout())?;
             Ok(exit(intact))
         }
         Command::Test {
@@ -140,7 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             paths,
         } => {
             let config = Config::load(&config)?;
-            let passed = runtime()?.block_on(sluis::testing::run_and_report(
+            let passed = runtime()?.block_on(sluis_policy_tools::run_and_report(
                 &config,
                 &paths,
                 coverage,
@@ -207,9 +207,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn offline_engine(config: &Config) -> anyhow::Result<sluis::engine::Engine> {
+fn offline_engine(config: &Config) -> anyhow::Result<sluis_core::engine::Engine> {
     runtime()?
-        .block_on(sluis::testing::offline_engine(config))
+        .block_on(sluis_policy_tools::offline_engine(config))
         .map_err(|errors| anyhow::anyhow!(errors.join("\n")))
 }
 
@@ -218,15 +218,18 @@ fn explain(config: &Path, json: bool, case: &Path) -> anyhow::Result<ExitCode> {
     let engine = offline_engine(&config)?;
     let text = std::fs::read_to_string(case)
         .with_context(|| format!("cannot read `{}`", case.display()))?;
-    let case: sluis::testing::Case = serde_yaml_ng::from_str(&text)
+    let case: sluis_policy_tools::Case = serde_yaml_ng::from_str(&text)
         .with_context(|| format!("`{}` is not a request case", case.display()))?;
-    let mut trace = sluis::engine::Trace::default();
+    let mut trace = sluis_core::engine::Trace::default();
     let decision = runtime()?.block_on(case.decide(&engine, Some(&mut trace)));
     if json {
-        let document = sluis::testing::explanation_json(&decision, &trace);
+        let document = sluis_policy_tools::explanation_json(&decision, &trace);
         println!("{}", serde_json::to_string_pretty(&document)?);
     } else {
-        print!("{}", sluis::testing::explanation_text(&decision, &trace));
+        print!(
+            "{}",
+            sluis_policy_tools::explanation_text(&decision, &trace)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -242,7 +245,7 @@ fn replay(config: &Path, candidate: Vec<PathBuf>, records: &Path) -> anyhow::Res
     let records = std::fs::read_to_string(records)
         .with_context(|| format!("cannot read `{}`", records.display()))?;
     let (changes, count) = runtime()?
-        .block_on(sluis::testing::replay(&current, &candidate, &records))
+        .block_on(sluis_policy_tools::replay(&current, &candidate, &records))
         .map_err(anyhow::Error::msg)?;
     if changes.is_empty() {
         println!("no decision changes in {count} requests");
@@ -252,7 +255,7 @@ fn replay(config: &Path, candidate: Vec<PathBuf>, records: &Path) -> anyhow::Res
         "{} of {count} requests would be decided differently",
         changes.len()
     );
-    let mut groups: std::collections::BTreeMap<&str, Vec<&sluis::testing::Change>> =
+    let mut groups: std::collections::BTreeMap<&str, Vec<&sluis_policy_tools::Change>> =
         Default::default();
     for change in &changes {
         groups
@@ -280,7 +283,7 @@ fn validate(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let summary = |set: &sluis::policy::PolicySet| {
+    let summary = |set: &sluis_core::policy::PolicySet| {
         let shadow = set.policies.iter().filter(|p| p.is_shadow()).count();
         format!(
             "{} policies ({} rules) from {} files{}",
@@ -294,10 +297,10 @@ fn validate(path: &Path) -> ExitCode {
             }
         )
     };
-    let enforced = match sluis::server::build_engine(&config) {
+    let enforced = match config.build_engine(std::sync::Arc::default()) {
         Ok(engine) => {
             let set = engine.policies();
-            for warning in sluis::server::load_warnings(&config, &set) {
+            for warning in sluis::reload::load_warnings(&config, &set) {
                 eprintln!("warning: {warning}");
             }
             println!(
@@ -320,22 +323,24 @@ fn validate(path: &Path) -> ExitCode {
     // the candidate's.
     let candidate = match config.candidate_config() {
         None => true,
-        Some(candidate_config) => match sluis::policy::PolicySet::load(&candidate_config) {
-            Ok(set) => {
-                for warning in sluis::server::load_warnings(&candidate_config, &set) {
-                    eprintln!("warning: candidate: {warning}");
+        Some(candidate_config) => {
+            match sluis_core::policy::PolicySet::load(&candidate_config.policy_settings()) {
+                Ok(set) => {
+                    for warning in sluis::reload::load_warnings(&candidate_config, &set) {
+                        eprintln!("warning: candidate: {warning}");
+                    }
+                    println!("candidate: {}; policy set {}", summary(&set), set.version);
+                    true
                 }
-                println!("candidate: {}; policy set {}", summary(&set), set.version);
-                true
-            }
-            Err(errors) => {
-                for error in &errors {
-                    eprintln!("candidate: {error}");
+                Err(errors) => {
+                    for error in &errors {
+                        eprintln!("candidate: {error}");
+                    }
+                    eprintln!("candidate: {} error(s)", errors.len());
+                    false
                 }
-                eprintln!("candidate: {} error(s)", errors.len());
-                false
             }
-        },
+        }
     };
     exit(enforced && candidate)
 }

@@ -1,7 +1,7 @@
 //! Hot reload of policies: validate the new set in full, then swap it in atomically. A
 //! bad edit keeps the last good set in force and is reported (log and `/readyz`).
 //!
-//! The candidate policy set ([`crate::engine::candidate`]), when configured, is reloaded
+//! The candidate policy set ([`sluis_core::engine::candidate`]), when configured, is reloaded
 //! the same way and on the same triggers, but apart: its errors are reported and counted
 //! on their own ([`Reloader::candidate_status`]) and never touch the enforced set.
 //!
@@ -19,9 +19,9 @@ use std::time::{Duration, SystemTime};
 
 use notify::{RecursiveMode, Watcher};
 
-use crate::config::Config;
-use crate::engine::Engine;
-use crate::policy::{LoadError, PolicySet};
+use sluis_config::Config;
+use sluis_core::engine::Engine;
+use sluis_core::policy::{LoadError, PolicySet};
 
 /// Outcome of the most recent reloads, for readiness detail and operators.
 #[derive(Debug, Clone, Default)]
@@ -244,14 +244,14 @@ struct SetKind<'a> {
 /// Loads a policy set and hands it to `swap` when it is valid and not the one in place;
 /// a broken set is logged and counted, and the one in place stays.
 fn load(kind: SetKind, swap: impl FnOnce(PolicySet)) -> Result<bool, Vec<LoadError>> {
-    let result = PolicySet::load(kind.config);
+    let result = PolicySet::load(&kind.config.policy_settings());
     let mut status = kind.status.lock().unwrap_or_else(|p| p.into_inner());
     match result {
         Ok(set) => {
             let changed = kind.current.as_ref() != Some(&set.version);
             if changed {
                 tracing::info!(version = %set.version, policies = set.policies.len(), "{}", kind.loaded);
-                for warning in crate::server::load_warnings(kind.config, &set) {
+                for warning in load_warnings(kind.config, &set) {
                     tracing::warn!("{}{warning}", kind.warning);
                 }
                 swap(set);
@@ -271,4 +271,12 @@ fn load(kind: SetKind, swap: impl FnOnce(PolicySet)) -> Result<bool, Vec<LoadErr
             Err(errors)
         }
     }
+}
+
+/// What an operator should hear about a loaded policy set (`sluis validate`, `serve`,
+/// reloads): what the configured gateways cannot do, and which policies are only watched.
+pub fn load_warnings(config: &Config, policies: &PolicySet) -> Vec<String> {
+    let mut warnings = crate::doors::gateway::gateway_warnings(config, policies);
+    warnings.extend(policies.shadow_warnings());
+    warnings
 }

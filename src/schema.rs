@@ -12,15 +12,15 @@ pub fn generate() -> Vec<(&'static str, Json)> {
     vec![
         (
             "config.schema.json",
-            serde_json::to_value(schemars::schema_for!(crate::config::Config)),
+            serde_json::to_value(schemars::schema_for!(sluis_config::Config)),
         ),
         (
             "policy.schema.json",
-            serde_json::to_value(schemars::schema_for!(crate::policy::spec::PolicyFile)),
+            serde_json::to_value(schemars::schema_for!(sluis_core::policy::spec::PolicyFile)),
         ),
         (
             "policy-test.schema.json",
-            serde_json::to_value(schemars::schema_for!(crate::testing::TestFile)),
+            serde_json::to_value(schemars::schema_for!(sluis_policy_tools::TestFile)),
         ),
     ]
     .into_iter()

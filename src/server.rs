@@ -17,28 +17,12 @@ use tokio::sync::{Semaphore, watch};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::admin::{AdminAuth, AdminOptions};
-use crate::audit::DecisionLog;
-use crate::config::{Config, ListenerLimits};
 use crate::doors::envoy::EnvoyDoor;
-use crate::engine::Engine;
-use crate::flows::{Flows, Store};
-use crate::policy::PolicySet;
 use crate::reload::Reloader;
-
-/// Loads and checks everything a server needs. Every problem is reported.
-pub fn build_engine(config: &Config) -> Result<Engine, Vec<String>> {
-    let policies = PolicySet::load(config)
-        .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    Engine::new(config, policies).map_err(|e| vec![e])
-}
-
-/// What an operator should hear about a loaded policy set (`sluis validate`, `serve`,
-/// reloads): what the configured gateways cannot do, and which policies are only watched.
-pub fn load_warnings(config: &Config, policies: &PolicySet) -> Vec<String> {
-    let mut warnings = crate::doors::http::gateway_warnings(config, policies);
-    warnings.extend(policies.shadow_warnings());
-    warnings
-}
+use sluis_config::{Config, ListenerLimits};
+use sluis_core::audit::DecisionLog;
+use sluis_core::engine::Engine;
+use sluis_store::{Flows, Store};
 
 /// Opens the flow store, if one is configured, and starts keeping the engine's index
 /// current from it.
@@ -99,7 +83,7 @@ pub struct Bound {
 
 impl Bound {
     /// Binds the addresses of `listeners`.
-    pub async fn bind(listeners: &crate::config::Listeners) -> Result<Bound, String> {
+    pub async fn bind(listeners: &sluis_config::Listeners) -> Result<Bound, String> {
         let bind = |address: std::net::SocketAddr| async move {
             TcpListener::bind(address)
                 .await
@@ -123,7 +107,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let Bound { grpc, admin, http } = listeners;
-    let mut engine = build_engine(&config).map_err(|e| e.join("\n"))?;
+    // One registry for this server: the engine, the authenticator and the listeners count
+    // in it, and the admin listener serves it.
+    let metrics = Arc::new(sluis_core::metrics::Metrics::new());
+    let mut engine = config
+        .build_engine(metrics.clone())
+        .map_err(|e| e.join("\n"))?
+        .with_trace_context(Arc::new(crate::telemetry::W3cTraceContext));
     if let Some(log) = &config.decision_log {
         engine = engine.with_decision_log(DecisionLog::start(log, &config.base_dir)?);
     }
@@ -131,10 +121,18 @@ pub async fn run(
         engine = engine.with_candidate(candidate.queue);
     }
     let engine = Arc::new(engine);
-    for warning in load_warnings(&config, &engine.policies()) {
+    for warning in crate::reload::load_warnings(&config, &engine.policies()) {
         tracing::warn!("{warning}");
     }
-    engine.authenticator().connect_replay_cache(&config).await?;
+    let replay = &config.dpop.replay_cache;
+    if let Some(url) = &replay.redis_url {
+        // Redis need not be up: the cache connects in the background, and until it does
+        // DPoP-bound requests fail closed while everything else is decided as usual.
+        let cache = sluis_store::RedisReplay::connect(url, &replay.prefix, metrics.clone())
+            .await
+            .map_err(|e| format!("dpop replay cache: {e}"))?;
+        engine.authenticator().use_replay_cache(cache);
+    }
     engine.authenticator().start_refreshers();
     let admin_options = AdminOptions {
         explain: config.admin.explain,
@@ -194,13 +192,15 @@ pub async fn run(
         crate::admin::router(engine, reloader, admin_options),
         limits.clone(),
         stop_rx.clone(),
+        metrics.clone(),
     );
+    let http_metrics = metrics;
 
     let http_server = async move {
         let Some(http) = http else {
             return Ok(());
         };
-        serve_http("http", http, doors, limits, stop_rx).await
+        serve_http("http", http, doors, limits, stop_rx, http_metrics).await
     };
 
     let (grpc_result, admin_result, http_result) =
@@ -231,6 +231,7 @@ async fn serve_http(
     router: axum::Router,
     limits: ListenerLimits,
     mut stop: watch::Receiver<bool>,
+    metrics: Arc<sluis_core::metrics::Metrics>,
 ) -> Result<(), std::io::Error> {
     let router = router.layer(TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -249,7 +250,6 @@ async fn serve_http(
         .max_concurrent_streams(limits.max_concurrent_streams);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
-    let metrics = crate::metrics::global();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,

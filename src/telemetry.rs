@@ -3,7 +3,7 @@
 //! Off unless the config has a `tracing:` block. Then [`Telemetry::start`] builds an OTLP
 //! exporter (gRPC or HTTP/protobuf) behind OpenTelemetry's batch span processor, and
 //! [`Telemetry::layer`] hands `tracing` a layer that turns the decision span into an
-//! OpenTelemetry span. [`crate::engine::Engine::decide`], where every front door meets,
+//! OpenTelemetry span. [`sluis_core::engine::Engine::decide`], where every front door meets,
 //! opens that span with [`decision_span`]: its parent is the W3C `traceparent` (and
 //! `tracestate`) of the checked request, so Sluis's span sits inside the caller's trace,
 //! whichever door asked.
@@ -30,117 +30,24 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
 };
-use schemars::JsonSchema;
-use serde::Deserialize;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::config::{LogFormat, LoggingConfig};
-use crate::request::AccessRequest;
+use sluis_config::telemetry::{OtlpProtocol, TracingConfig};
+use sluis_config::{LogFormat, LoggingConfig};
+use sluis_core::engine::TraceContext;
+use sluis_core::request::AccessRequest;
 
 /// The `tracing` target of the spans that are exported. The service's log leaves it out
 /// ([`init_subscriber`]); the exporter takes nothing else.
-pub const SPAN_TARGET: &str = "sluis::span";
+pub use sluis_core::engine::span::SPAN_TARGET;
 
 /// A filter directive that keeps decision spans out of the service's own log, where they
 /// would only cost time.
 fn log_directive() -> String {
     format!("{SPAN_TARGET}=off")
-}
-
-/// `tracing:` in the config. Without the block, nothing is traced or exported.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TracingConfig {
-    /// Where spans are sent.
-    pub otlp: OtlpConfig,
-    /// The share of new traces Sluis samples, from 0 to 1. A request that arrives with a
-    /// `traceparent` follows its caller's choice (the `sampled` flag) instead, so a trace
-    /// is kept or dropped whole.
-    #[serde(default = "default_sampling_ratio")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub sampling_ratio: f64,
-    /// `service.name` of the exported spans.
-    #[serde(default = "default_service_name")]
-    pub service_name: String,
-}
-
-/// An OpenTelemetry collector (or anything speaking OTLP).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpConfig {
-    /// The collector's URL, `http://` or `https://`: e.g. `http://otel-collector:4317`
-    /// for gRPC, `http://otel-collector:4318` for HTTP (where `/v1/traces` is added when
-    /// the URL has no path).
-    pub endpoint: String,
-    #[serde(default)]
-    pub protocol: OtlpProtocol,
-    /// How long one export may take, retries included.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    #[schemars(with = "String", example = "10s")]
-    pub timeout: Duration,
-}
-
-/// The OTLP transport.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OtlpProtocol {
-    /// OTLP/gRPC (port 4317 by convention).
-    #[default]
-    Grpc,
-    /// OTLP/HTTP with protobuf bodies (port 4318 by convention).
-    Http,
-}
-
-fn default_sampling_ratio() -> f64 {
-    1.0
-}
-
-fn default_service_name() -> String {
-    "sluis".into()
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-impl TracingConfig {
-    /// Checks what serde cannot.
-    pub fn check(&self) -> Result<(), String> {
-        if !(0.0..=1.0).contains(&self.sampling_ratio) {
-            return Err(format!(
-                "`sampling_ratio` must be between 0 and 1, not `{}`",
-                self.sampling_ratio
-            ));
-        }
-        if self.service_name.trim().is_empty() {
-            return Err("`service_name` is empty".into());
-        }
-        let endpoint = &self.otlp.endpoint;
-        let url = reqwest::Url::parse(endpoint)
-            .map_err(|e| format!("`otlp.endpoint` `{endpoint}` is not a URL: {e}"))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(format!(
-                "`otlp.endpoint` `{endpoint}` must be an http:// or https:// URL with a host"
-            ));
-        }
-        if self.otlp.timeout.is_zero() {
-            return Err("`otlp.timeout` must be longer than 0s".into());
-        }
-        Ok(())
-    }
-
-    /// The URL the exporter posts to: for HTTP, `/v1/traces` below a bare endpoint.
-    fn export_url(&self) -> String {
-        let endpoint = self.otlp.endpoint.trim_end_matches('/');
-        let bare = reqwest::Url::parse(endpoint).is_ok_and(|url| url.path() == "/");
-        match self.otlp.protocol {
-            OtlpProtocol::Http if bare => format!("{endpoint}/v1/traces"),
-            _ => endpoint.to_owned(),
-        }
-    }
 }
 
 /// The running exporter. Keep it until the server has drained, then call
@@ -315,55 +222,35 @@ impl<E: SpanExporter> SpanExporter for Logged<E> {
     }
 }
 
-/// The span of one decision, child of the request's W3C trace context when it has one.
-/// Disabled, and nearly free, when tracing is off: the headers are only read when the
-/// span is live.
-pub fn decision_span(request: &AccessRequest) -> tracing::Span {
-    let span = tracing::info_span!(
-        target: SPAN_TARGET,
-        "sluis.decide",
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        sluis.door = request.door.0,
-        sluis.policy = tracing::field::Empty,
-        sluis.rule = tracing::field::Empty,
-        sluis.outcome = tracing::field::Empty,
-        sluis.status = tracing::field::Empty,
-    );
-    if !span.is_disabled() && request.headers.contains_key("traceparent") {
+/// Joins decision spans to the caller's W3C trace context (`traceparent`, `tracestate`)
+/// and reads their OpenTelemetry trace ids: what the engine's
+/// [`sluis_core::engine::TraceContext`] asks of the server.
+pub struct W3cTraceContext;
+
+impl TraceContext for W3cTraceContext {
+    fn adopt(&self, span: &tracing::Span, request: &AccessRequest) {
         let parent = TraceContextPropagator::new().extract(&request.headers);
         // Fails only without the OpenTelemetry layer, and then nothing is exported.
         let _ = span.set_parent(parent);
     }
-    span
-}
 
-/// Records what was decided on the decision's span.
-pub fn record_decision(span: &tracing::Span, policy: &str, rule: &str, outcome: &str, status: u16) {
-    if span.is_disabled() {
-        return;
-    }
-    span.record("sluis.policy", policy);
-    span.record("sluis.rule", rule);
-    span.record("sluis.outcome", outcome);
-    span.record("sluis.status", status);
-    if outcome == "unavailable" {
-        // Sluis could not decide: the one outcome that is an error of Sluis's own.
-        span.record("otel.status_code", "error");
+    /// The caller's trace id when the request carried a valid `traceparent`, else the id
+    /// of the new trace.
+    fn trace_id(&self, span: &tracing::Span) -> Option<String> {
+        if span.is_disabled() {
+            return None;
+        }
+        let context = span.context();
+        let span_context = context.span().span_context().clone();
+        span_context
+            .is_valid()
+            .then(|| span_context.trace_id().to_string())
     }
 }
 
-/// The trace id of the decision's span (32 hex digits), when it has one: the caller's
-/// when the request carried a valid `traceparent`, else the id of the new trace.
-pub fn trace_id(span: &tracing::Span) -> Option<String> {
-    if span.is_disabled() {
-        return None;
-    }
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    span_context
-        .is_valid()
-        .then(|| span_context.trace_id().to_string())
+/// The span of one decision, as the engine opens it, with this server's trace context.
+pub fn decision_span(request: &AccessRequest) -> tracing::Span {
+    sluis_core::engine::span::decision_span(request, Some(&W3cTraceContext))
 }
 
 #[cfg(test)]
@@ -426,7 +313,7 @@ mod tests {
         tracing::subscriber::with_default(subscriber(&logging, None), || {
             let span = decision_span(&request);
             assert!(span.is_disabled(), "{span:?}");
-            assert_eq!(trace_id(&span), None);
+            assert_eq!(W3cTraceContext.trace_id(&span), None);
         });
     }
 
@@ -439,6 +326,6 @@ mod tests {
         );
         let span = decision_span(&request);
         assert!(span.is_disabled());
-        assert_eq!(trace_id(&span), None);
+        assert_eq!(W3cTraceContext.trace_id(&span), None);
     }
 }

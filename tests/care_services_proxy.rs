@@ -190,8 +190,9 @@ async fn v1_scopes_are_the_openapi_example_scopes() {
     );
     // The scopes mean what the narrowing does: each permits exactly the narrowed search.
     let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-    let permits =
-        |query: &str| sluis::policy::smart::permits(&scopes, "GET", "/Organization", query, "");
+    let permits = |query: &str| {
+        sluis_core::policy::smart::permits(&scopes, "GET", "/Organization", query, "")
+    };
     assert!(permits("name=x&identifier=ura|24173480"));
     assert!(!permits("name=x"));
     assert!(!permits("identifier=ura|11111111"));

@@ -321,7 +321,7 @@ fn no_token_appears_in_any_log_at_any_level() {
     assert!(!output.contains('\u{1b}'), "escape codes in a log file");
     let engine_lines: Vec<&str> = output
         .lines()
-        .filter(|line| line.contains("sluis::engine") && line.contains("decision"))
+        .filter(|line| line.contains("sluis_core::engine") && line.contains("decision"))
         .collect();
     assert_eq!(engine_lines.len(), 11, "{output}");
     assert!(

@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::auth::v3::{
 };
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use sluis::engine::Engine;
+use sluis_core::engine::Engine;
 
 struct Harness {
     runtime: tokio::runtime::Runtime,
@@ -33,9 +33,9 @@ fn harness() -> &'static Harness {
             .enable_all()
             .build()
             .unwrap();
-        let config = sluis::config::Config::load(Path::new("examples/config.yaml")).unwrap();
+        let config = sluis_config::Config::load(Path::new("examples/config.yaml")).unwrap();
         let (engine, http) = runtime.block_on(async {
-            let engine = Arc::new(sluis::server::build_engine(&config).unwrap());
+            let engine = Arc::new(config.build_engine(std::sync::Arc::default()).unwrap());
             for issuer in engine.authenticator().issuers() {
                 issuer.refresh().await.unwrap();
             }

@@ -8,7 +8,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluis::authn::replay::{ProofUse, ReplayCache, proof_key};
+use sluis_core::authn::replay::{ProofUse, ReplayCache, proof_key};
 
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
@@ -45,7 +45,8 @@ async fn two_replicas() -> Option<(ReplayCache, ReplayCache)> {
     let url = redis_url();
     let prefix = random_prefix();
     let connect = |url: String, prefix: String| async move {
-        let cache = ReplayCache::redis(&url, &prefix).await?;
+        let cache =
+            sluis_store::RedisReplay::connect(&url, &prefix, std::sync::Arc::default()).await?;
         wait_connected(&cache).await;
         if cache.connected() {
             Ok(cache)
@@ -137,7 +138,7 @@ async fn unreachable_redis_fails_closed_without_failing_to_start() {
     // Port 1 on localhost: nothing listens there.
     let cache = tokio::time::timeout(
         Duration::from_secs(10),
-        ReplayCache::redis("redis://127.0.0.1:1", "x:"),
+        sluis_store::RedisReplay::connect("redis://127.0.0.1:1", "x:", std::sync::Arc::default()),
     )
     .await
     .expect("returns at once")
@@ -201,9 +202,13 @@ async fn losing_redis_fails_closed() {
         return;
     }
     let proxy = Proxy::start(&target).await;
-    let cache = ReplayCache::redis(&format!("redis://{}", proxy.addr), &random_prefix())
-        .await
-        .unwrap();
+    let cache = sluis_store::RedisReplay::connect(
+        &format!("redis://{}", proxy.addr),
+        &random_prefix(),
+        std::sync::Arc::default(),
+    )
+    .await
+    .unwrap();
     wait_connected(&cache).await;
     let ttl = Duration::from_secs(60);
     assert_eq!(cache.first_use("before", ttl).await, Ok(true));
@@ -259,7 +264,10 @@ async fn a_proof_used_before_a_redis_restart_is_refused_after_it() {
     }
     let redis = redis_server::RedisServer::start(redis_server::free_port());
     let port = redis.port;
-    let cache = ReplayCache::redis(&redis.url(), "restart:").await.unwrap();
+    let cache =
+        sluis_store::RedisReplay::connect(&redis.url(), "restart:", std::sync::Arc::default())
+            .await
+            .unwrap();
     let ttl = Duration::from_secs(60);
     let key = proof_key("jkt", "used-before-the-restart");
     // The first look at an empty Redis starts its epoch: a proof must come after it.
@@ -288,9 +296,13 @@ async fn a_proof_used_before_a_redis_restart_is_refused_after_it() {
         "replay after the restart"
     );
     // A second replica, connecting after the restart, agrees.
-    let other = ReplayCache::redis(&format!("redis://127.0.0.1:{port}"), "restart:")
-        .await
-        .unwrap();
+    let other = sluis_store::RedisReplay::connect(
+        &format!("redis://127.0.0.1:{port}"),
+        "restart:",
+        std::sync::Arc::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         first_answer(&other, &key, ttl, used_at).await,
         Ok(ProofUse::BeforeLoss),
@@ -317,7 +329,10 @@ async fn a_flushed_cache_refuses_earlier_proofs() {
         return;
     }
     let redis = redis_server::RedisServer::start(redis_server::free_port());
-    let cache = ReplayCache::redis(&redis.url(), "flush:").await.unwrap();
+    let cache =
+        sluis_store::RedisReplay::connect(&redis.url(), "flush:", std::sync::Arc::default())
+            .await
+            .unwrap();
     let ttl = Duration::from_secs(60);
     first_answer(&cache, "warm-up", ttl, now()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;

@@ -8,13 +8,13 @@ use std::path::Path;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use sluis::decision::{Decision, Outcome};
-use sluis::engine::Engine;
-use sluis::request::AccessRequest;
+use sluis_core::decision::{Decision, Outcome};
+use sluis_core::engine::Engine;
+use sluis_core::request::AccessRequest;
 
 async fn engine() -> Engine {
-    let config = sluis::config::Config::load(Path::new("examples/config.yaml")).unwrap();
-    let engine = sluis::server::build_engine(&config).unwrap();
+    let config = sluis_config::Config::load(Path::new("examples/config.yaml")).unwrap();
+    let engine = config.build_engine(std::sync::Arc::default()).unwrap();
     for issuer in engine.authenticator().issuers() {
         issuer.refresh().await.unwrap();
     }
@@ -112,7 +112,7 @@ fn nuts_claims() -> Value {
 /// An engine on the example config with the receiver's transfer registered.
 async fn engine_with_transfer() -> Engine {
     let engine = engine().await;
-    let transfer = sluis::flows::Flow::from_json(json!({
+    let transfer = sluis_core::flows::Flow::from_json(json!({
         "id": "transfer-abc",
         "purpose": "eOverdracht",
         "custodian": "did:web:sender.example.org",
@@ -125,9 +125,9 @@ async fn engine_with_transfer() -> Engine {
         "scopes": ["eOverdracht-receiver"],
     }))
     .unwrap();
-    engine.set_flows(std::sync::Arc::new(sluis::flows::FlowIndex::from_flows([
-        &transfer,
-    ])));
+    engine.set_flows(std::sync::Arc::new(
+        sluis_core::flows::FlowIndex::from_flows([&transfer]),
+    ));
     engine
 }
 

@@ -400,8 +400,8 @@ async fn check(server: &Server, case: &Case) -> Answer {
 async fn graphql_requests_are_answered_as_rfc0014_says() {
     let setup = setup();
     let server = Server::start(&setup.config_path()).await;
-    let config = sluis::config::Config::load(&setup.config_path()).unwrap();
-    let engine = sluis::testing::offline_engine(&config).await.unwrap();
+    let config = sluis_config::Config::load(&setup.config_path()).unwrap();
+    let engine = sluis_policy_tools::offline_engine(&config).await.unwrap();
     let mut failures = Vec::new();
     for case in cases() {
         let answer = check(&server, &case).await;
@@ -427,7 +427,7 @@ async fn graphql_requests_are_answered_as_rfc0014_says() {
             }
         }
 
-        let mut request = sluis::request::AccessRequest {
+        let mut request = sluis_core::request::AccessRequest {
             method: case.method.into(),
             host: "api.test".into(),
             body: case.body.clone(),

@@ -142,7 +142,7 @@ async fn an_unreachable_provider_means_unready_and_unavailable() {
         &config(&format!("http://{closed}/jwks"), "0s"),
         &[("api.yaml", POLICY)],
     );
-    let config = sluis::config::Config::load(&setup.config_path()).unwrap();
+    let config = sluis_config::Config::load(&setup.config_path()).unwrap();
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (grpc_addr, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());
@@ -271,8 +271,8 @@ async fn the_token_cache_is_bounded() {
         ),
         &[("api.yaml", POLICY)],
     );
-    let config = sluis::config::Config::load(&setup.config_path()).unwrap();
-    let engine = sluis::server::build_engine(&config).unwrap();
+    let config = sluis_config::Config::load(&setup.config_path()).unwrap();
+    let engine = config.build_engine(std::sync::Arc::default()).unwrap();
     for issuer in engine.authenticator().issuers() {
         issuer.refresh().await.unwrap();
     }

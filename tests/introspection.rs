@@ -402,8 +402,8 @@ async fn discovery_for_another_issuer_is_refused() {
         &discovery_config(&format!("http://{address}")),
         &[("api.yaml", POLICY)],
     );
-    let config = sluis::config::Config::load(&setup.config_path()).unwrap();
-    let engine = sluis::server::build_engine(&config).unwrap();
+    let config = sluis_config::Config::load(&setup.config_path()).unwrap();
+    let engine = config.build_engine(std::sync::Arc::default()).unwrap();
     let issuer = engine.authenticator().issuer("test").unwrap();
     let error = issuer.refresh().await.unwrap_err();
     assert!(

@@ -225,7 +225,7 @@ fn proof_jwk() -> Value {
 }
 
 fn jkt() -> String {
-    sluis::authn::dpop::jwk_thumbprint(&proof_jwk()).unwrap()
+    sluis_core::authn::dpop::jwk_thumbprint(&proof_jwk()).unwrap()
 }
 
 fn dpop_token(jkt: &str) -> String {
@@ -244,7 +244,7 @@ fn proof(method: &str, url: &str, token: &str, age: i64, jti: &str) -> String {
         "htm": method,
         "htu": url,
         "iat": now() - age,
-        "ath": sluis::authn::dpop::access_token_hash(token),
+        "ath": sluis_core::authn::dpop::access_token_hash(token),
     });
     let key = EncodingKey::from_ec_pem(&std::fs::read(fixture("keys/ec.pem")).unwrap()).unwrap();
     jsonwebtoken::encode(&header, &claims, &key).unwrap()

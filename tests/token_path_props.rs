@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::service::auth::v3::{
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use sluis::engine::Engine;
+use sluis_core::engine::Engine;
 
 /// The issuer's settings, as in the config below.
 const LEEWAY: i64 = 30;
@@ -65,9 +65,9 @@ policies: [policies]
             .enable_all()
             .build()
             .unwrap();
-        let config = sluis::config::Config::load(Path::new(&setup.config_path())).unwrap();
+        let config = sluis_config::Config::load(Path::new(&setup.config_path())).unwrap();
         let engine = runtime.block_on(async {
-            let engine = Arc::new(sluis::server::build_engine(&config).unwrap());
+            let engine = Arc::new(config.build_engine(std::sync::Arc::default()).unwrap());
             for issuer in engine.authenticator().issuers() {
                 issuer.refresh().await.unwrap();
             }

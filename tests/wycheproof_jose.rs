@@ -16,8 +16,8 @@ use std::path::Path;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Value, json};
-use sluis::authn::jose;
-use sluis::authn::jwks::KeySet;
+use sluis_core::authn::jose;
+use sluis_core::authn::jwks::KeySet;
 
 fn vectors() -> Value {
     // A copy of the upstream file, so the suite runs on a fresh clone: see

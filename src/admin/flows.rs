@@ -1,5 +1,5 @@
 //! The flows API over HTTP/JSON on the admin listener (`/v1/flows`). It translates
-//! requests to [`crate::flows::Flows`] calls and errors to statuses:
+//! requests to [`sluis_store::Flows`] calls and errors to statuses:
 //! invalid input 400 with every bad field, unknown id 404, a different flow under an
 //! existing id 409, the store unreachable 503 (nothing written).
 //!
@@ -20,9 +20,9 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use crate::flows::{
-    FieldError, FieldErrors, Filter, Flow, FlowError, Flows, MAX_IMPORT, MAX_IMPORT_ERRORS,
-};
+use sluis_core::flows::{FieldError, FieldErrors, Flow, MAX_IMPORT_ERRORS};
+use sluis_store::service::MAX_IMPORT;
+use sluis_store::{Filter, FlowError, Flows};
 
 /// Bodies of single-flow requests, at most.
 const MAX_BODY: usize = 1024 * 1024;

@@ -21,10 +21,9 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::admin::AdminAuth;
-use crate::flows::{
-    FieldError, FieldErrors, Filter, Flow, FlowError, Flows, MAX_IMPORT, MAX_IMPORT_ERRORS,
-    Resource,
-};
+use sluis_core::flows::{FieldError, FieldErrors, Flow, MAX_IMPORT_ERRORS, Resource};
+use sluis_store::service::MAX_IMPORT;
+use sluis_store::{Filter, FlowError, Flows};
 
 /// The generated messages, client and server.
 // Generated: lints are for the code we write.

@@ -27,9 +27,9 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
-use crate::engine::Engine;
-use crate::request::{AccessRequest, Evaluation};
+use sluis_config::Config;
+use sluis_core::engine::Engine;
+use sluis_core::request::{AccessRequest, Evaluation};
 
 pub const EVALUATION_PATH: &str = "/access/v1/evaluation";
 pub const EVALUATIONS_PATH: &str = "/access/v1/evaluations";
@@ -241,10 +241,10 @@ fn evaluation_of(
 async fn decide(engine: &Engine, evaluation: Evaluation, headers: &HeaderMap) -> Value {
     let mut request = AccessRequest {
         evaluation: Some(evaluation),
-        door: crate::request::Door("authzen"),
+        door: sluis_core::request::Door("authzen"),
         ..Default::default()
     };
-    super::http::adopt_trace_context(headers, &mut request);
+    super::gateway::adopt_trace_context(headers, &mut request);
     match engine.decide(&request).await {
         Ok(decision) => json!({"decision": decision.is_allow()}),
         // Closed, with the error where the spec puts per-evaluation errors.

@@ -33,11 +33,11 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::decision::{Allow, Decision, Outcome};
-use crate::engine::Engine;
-use crate::engine::scopes::Scopes;
-use crate::policy::smart::decoded_pairs;
-use crate::request::{AccessRequest, Door};
+use sluis_core::decision::{Allow, Decision, Outcome};
+use sluis_core::engine::Engine;
+use sluis_core::engine::scopes::Scopes;
+use sluis_core::request::decoded_pairs;
+use sluis_core::request::{AccessRequest, Door};
 
 /// Request bodies, at most: enforced while the body is read (413 past it), so no request
 /// makes the door buffer more, whatever its `content-length` says. Stated here rather than
@@ -345,7 +345,7 @@ fn access_request(
             access.headers.insert(name.into(), value.to_owned());
         }
     }
-    super::http::adopt_trace_context(headers, &mut access);
+    super::gateway::adopt_trace_context(headers, &mut access);
     match &question.use_case {
         Some(use_case) => engine.place_in_use_case(use_case, &question.path, &mut access)?,
         None => access.path = format!("/{}", question.path.trim_start_matches('/')),

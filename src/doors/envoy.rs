@@ -17,9 +17,9 @@ use envoy_types::ext_authz::v3::pb::{
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
-use crate::decision::{Allow, Decision, Deny, Outcome};
-use crate::engine::Engine;
-use crate::request::{AccessRequest, Door, Source};
+use sluis_core::decision::{Allow, Decision, Deny, Outcome};
+use sluis_core::engine::Engine;
+use sluis_core::request::{AccessRequest, Door, Source};
 
 /// The gRPC service Envoy's `ext_authz` filter calls.
 pub struct EnvoyDoor {
@@ -57,8 +57,8 @@ fn too_large(max_body: usize) -> CheckResponse {
         outcome: Outcome::Deny(Deny {
             status: 413,
             headers: vec![("content-type".into(), "application/json".into())],
-            body: crate::decision::deny_body(
-                crate::decision::DenyCode::InvalidRequest,
+            body: sluis_core::decision::deny_body(
+                sluis_core::decision::DenyCode::InvalidRequest,
                 &format!("the request body is larger than {max_body} bytes"),
             ),
         }),

@@ -29,7 +29,7 @@
 //!   Traefik `authResponseHeaders`, Caddy `copy_headers`, Envoy `allowed_upstream_headers`),
 //!   and the headers to remove named in `x-sluis-remove-headers` and in
 //!   `x-envoy-auth-headers-to-remove`, which Envoy acts on. A query rewrite cannot be
-//!   carried: such an allow is denied ([`crate::engine::DoorCapabilities`]).
+//!   carried: such an allow is denied ([`sluis_core::engine::DoorCapabilities`]).
 //! - Deny: the decision's status, headers and body. NGINX drops the body of an
 //!   `auth_request` answer; a request carrying `X-Sluis-Body-In-Header: true` also gets
 //!   the body (when it is a valid header value) in `x-sluis-deny-body`, for NGINX to
@@ -55,9 +55,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 
-use crate::decision::{Decision, DenyCode, Outcome, deny_body};
-use crate::engine::Engine;
-use crate::request::{AccessRequest, Source};
+use sluis_core::decision::{Decision, DenyCode, Outcome, deny_body};
+use sluis_core::engine::Engine;
+use sluis_core::request::{AccessRequest, Source};
 
 /// The path prefix of the door.
 pub const PREFIX: &str = "/decisions";
@@ -118,7 +118,7 @@ async fn decide(
             );
         }
     };
-    match super::http::decide(&engine, &access).await {
+    match super::gateway::decide(&engine, &access).await {
         Ok(decision) => {
             let body_in_header = headers
                 .get(BODY_IN_HEADER)
@@ -179,7 +179,7 @@ pub fn access_request(
             certificate: None,
         },
         body: String::from_utf8_lossy(body).into_owned(),
-        door: crate::request::Door("forward-auth"),
+        door: sluis_core::request::Door("forward-auth"),
         ..AccessRequest::default()
     };
     access.set_target(&target);

@@ -17,7 +17,7 @@
 //!   `headers`, `status_code` and `reason` (the deny body, as for Kong's `message`).
 //!
 //! Neither plugin can remove a header or rewrite the query: an allow with a query rewrite
-//! is denied ([`crate::engine::DoorCapabilities`]), and header removal must be done in
+//! is denied ([`sluis_core::engine::DoorCapabilities`]), and header removal must be done in
 //! the gateway's configuration (`gateways.http` warns at load).
 //!
 //! Errors use OPA's shape: 400 `{"code": "invalid_parameter", "message": ...}` for bad
@@ -36,9 +36,9 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::decision::{Decision, Outcome};
-use crate::engine::Engine;
-use crate::request::{AccessRequest, Source};
+use sluis_core::decision::{Decision, Outcome};
+use sluis_core::engine::Engine;
+use sluis_core::request::{AccessRequest, Source};
 
 /// Request bodies, at most: enforced while the body is read (413 past it), so no request
 /// makes the door buffer more, whatever its `content-length` says. Stated here rather than
@@ -68,8 +68,8 @@ async fn decide(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Byt
         }
     };
     // The plugin's own call may carry the trace when the input's headers do not.
-    super::http::adopt_trace_context(&headers, &mut access);
-    match super::http::decide(&engine, &access).await {
+    super::gateway::adopt_trace_context(&headers, &mut access);
+    match super::gateway::decide(&engine, &access).await {
         Ok(decision) => axum::Json(json!({ "result": result(plugin, decision) })).into_response(),
         Err(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -146,7 +146,7 @@ pub fn parse(body: &[u8]) -> Result<(Plugin, AccessRequest), String> {
             serde_json::from_value(input).map_err(|e| format!("Kong `input`: {e}"))?;
         let access = input.request.http.access(
             input.client_ip.unwrap_or_default(),
-            crate::request::Door("opa-kong"),
+            sluis_core::request::Door("opa-kong"),
         )?;
         return Ok((Plugin::Kong, access));
     }
@@ -174,14 +174,18 @@ pub fn parse(body: &[u8]) -> Result<(Plugin, AccessRequest), String> {
             (Some(ip), None) => ip,
             _ => String::new(),
         };
-        let access = request.access(address, crate::request::Door("opa-apisix"))?;
+        let access = request.access(address, sluis_core::request::Door("opa-apisix"))?;
         return Ok((Plugin::Apisix, access));
     }
     Err("`input` is neither Kong's (`input.request.http`) nor APISIX's (`input.type`)".into())
 }
 
 impl PluginRequest {
-    fn access(self, address: String, door: crate::request::Door) -> Result<AccessRequest, String> {
+    fn access(
+        self,
+        address: String,
+        door: sluis_core::request::Door,
+    ) -> Result<AccessRequest, String> {
         Ok(AccessRequest {
             method: method(&self.method)?,
             scheme: self.scheme.to_ascii_lowercase(),

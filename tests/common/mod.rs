@@ -143,7 +143,7 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config_path: &Path) -> Server {
-        let config = sluis::config::Config::load(config_path).unwrap();
+        let config = sluis_config::Config::load(config_path).unwrap();
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());

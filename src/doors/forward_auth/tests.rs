@@ -1,7 +1,7 @@
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 
 use super::*;
-use crate::decision::{Allow, Deny};
+use sluis_core::decision::{Allow, Deny};
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();

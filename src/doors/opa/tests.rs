@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::decision::{Allow, Deny};
+use sluis_core::decision::{Allow, Deny};
 
 /// Kong's OPA plugin, "OPA input format", <https://developer.konghq.com/plugins/opa/>
 /// (the documented example with its comments removed; the optional `service`, `route`

@@ -1,0 +1,610 @@
+//! The service configuration file (YAML): listeners, issuers, policy locations, caches,
+//! logging. Every struct rejects unknown keys, so a typo fails the load with the key's name
+//! instead of being silently ignored.
+//!
+//! Relative paths in the file are resolved against the directory the file lives in, so a
+//! config and its policies can be moved together.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use sluis_core::authn::settings::AuthnSettings;
+pub use sluis_core::authn::settings::{
+    AggregatedClaimsConfig, CertificateHeader, CertificateHeaderFormat, ClientAuth, DpopConfig,
+    IntrospectionConfig, IssuerConfig, JwksSource, ReplayCacheConfig, Secret, TokenCacheConfig,
+};
+use sluis_core::policy::LoadSettings;
+pub use sluis_store::StoreConfig;
+
+pub mod telemetry;
+
+/// Errors loading the configuration file. Each names the file and what is wrong in it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listeners: Listeners,
+    /// Token issuers Sluis trusts. Policies name the ones they accept.
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    /// Policy files or directories (every `*.yaml`/`*.yml` in a directory, not recursive;
+    /// files ending in `.test.yaml` are test suites, not policies).
+    #[serde(default)]
+    pub policies: Vec<PathBuf>,
+    /// A candidate policy set, decided beside the enforced one and never enforced: every
+    /// decision is also put to it, and where it would answer differently that is logged
+    /// and counted. Off unless present.
+    pub candidate: Option<CandidateConfig>,
+    #[serde(default)]
+    pub token_cache: TokenCacheConfig,
+    /// Headers removed from every allowed request whatever the policy says, e.g. a prefix
+    /// of headers only Sluis may set (`x-sluis-*` is always removed).
+    #[serde(default)]
+    pub strip_headers: Vec<String>,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Where a client certificate comes from when the gateway does not send it in the
+    /// check itself (Envoy's `include_peer_certificate` does): a header set by the proxy
+    /// that terminated mutual TLS. Used for certificate-bound tokens (RFC 8705) and
+    /// `source.certificate` in policies.
+    pub client_certificate: Option<CertificateHeader>,
+    /// DPoP (RFC 9449) proof checking for DPoP-bound tokens.
+    #[serde(default)]
+    pub dpop: DpopConfig,
+    /// Where registered flows are kept. Without a store, policies see no flows and the
+    /// flows API is off.
+    pub store: Option<StoreConfig>,
+    /// The AuthZEN door on `listeners.http`.
+    #[serde(default)]
+    pub authzen: AuthzenConfig,
+    /// Which gateways ask Sluis over the HTTP doors, so that what they cannot do is said at
+    /// load time (`sluis validate`, `sluis serve`) instead of found out in production.
+    #[serde(default)]
+    pub gateways: GatewaysConfig,
+    /// The decision log: off unless this block is present.
+    pub decision_log: Option<sluis_core::audit::DecisionLogConfig>,
+    /// Request bodies the gateways send along (Envoy `with_request_body`, forward-auth).
+    #[serde(default)]
+    pub request_body: RequestBodyConfig,
+    /// Traces over OTLP: off unless this block is present.
+    pub tracing: Option<telemetry::TracingConfig>,
+    /// Directory the file was loaded from; relative paths resolve against it.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `candidate:`: the policy set a rollout is heading for.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateConfig {
+    /// Policy files or directories, as in `policies`. Loaded, validated and hot-reloaded
+    /// like the enforced set, but apart from it: a broken candidate never touches the
+    /// enforced set.
+    pub policies: Vec<PathBuf>,
+    /// How many decisions may wait for the candidate set. It decides after the enforced
+    /// answer is given, off the hot path; beyond this, decisions are not put to it, and
+    /// are counted as dropped.
+    #[serde(default = "default_candidate_queue")]
+    pub queue: usize,
+}
+
+fn default_candidate_queue() -> usize {
+    1024
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Listeners {
+    /// Envoy ext_authz gRPC (`envoy.service.auth.v3.Authorization`) and `grpc.health.v1`.
+    #[serde(default = "default_grpc")]
+    pub grpc: SocketAddr,
+    /// Admin HTTP: `/healthz`, `/readyz`.
+    #[serde(default = "default_admin")]
+    pub admin: SocketAddr,
+    /// The HTTP front doors, on one port: forward-auth for NGINX, Traefik, Caddy and
+    /// Envoy's `http_service`, the OPA Data API for Kong and APISIX, AuthZEN and the Care
+    /// Services Proxy endpoints. Off unless set.
+    #[serde(default)]
+    pub http: Option<SocketAddr>,
+    /// Timeouts and limits on the listeners' connections, against slow or idle clients
+    /// holding them open (slowloris).
+    #[serde(default)]
+    pub limits: ListenerLimits,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            grpc: default_grpc(),
+            admin: default_admin(),
+            http: None,
+            limits: ListenerLimits::default(),
+        }
+    }
+}
+
+/// Connection timeouts and limits. The HTTP ones apply to the admin listener and the HTTP
+/// doors, each on its own; the `grpc_` ones to the ext_authz listener.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerLimits {
+    /// HTTP/1: how long a client may take to send a request's line and headers, counted
+    /// from the connection's start or the previous answer. So it is also the longest an
+    /// idle keep-alive connection is kept open.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub header_read_timeout: Duration,
+    /// The longest a request may take from its headers to its answer, reading its body
+    /// included; past it the answer is 408 and the request is not decided.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub request_timeout: Duration,
+    /// Connections open at once on each HTTP listener, at most. One more is accepted and
+    /// closed at once (counted in `sluis_connections_refused_total`), not queued: a
+    /// gateway sees the refusal and retries elsewhere instead of waiting.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// HTTP/2 (all listeners): how often an idle connection is pinged, and how long the
+    /// answer may take before the connection is closed as dead.
+    #[serde(default = "default_keepalive_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub http2_keepalive_interval: Duration,
+    #[serde(default = "default_keepalive_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub http2_keepalive_timeout: Duration,
+    /// HTTP/2 (all listeners): requests in flight on one connection, at most. Envoy opens
+    /// another connection when it needs more.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// gRPC: TCP keep-alive probes on idle connections after this long.
+    #[serde(default = "default_tcp_keepalive", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub grpc_tcp_keepalive: Duration,
+    /// gRPC: the longest one Check may take; past it the answer is DEADLINE_EXCEEDED and
+    /// the gateway's failure mode decides.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub grpc_request_timeout: Duration,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            header_read_timeout: default_header_read_timeout(),
+            request_timeout: default_request_timeout(),
+            max_connections: default_max_connections(),
+            http2_keepalive_interval: default_keepalive_interval(),
+            http2_keepalive_timeout: default_keepalive_timeout(),
+            max_concurrent_streams: default_max_concurrent_streams(),
+            grpc_tcp_keepalive: default_tcp_keepalive(),
+            grpc_request_timeout: default_request_timeout(),
+        }
+    }
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+
+fn default_keepalive_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_keepalive_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_concurrent_streams() -> u32 {
+    1024
+}
+
+fn default_tcp_keepalive() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_grpc() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9191))
+}
+
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9190))
+}
+
+/// The gateways in front of the HTTP doors (forward-auth and the OPA Data API).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaysConfig {
+    /// The gateways that call `listeners.http`. Policies that rewrite the query, or remove
+    /// headers these gateways cannot remove on Sluis's word, are warned about at load.
+    #[serde(default)]
+    pub http: Vec<HttpGateway>,
+    /// Headers the gateways' own configuration removes from every request they forward
+    /// (e.g. NGINX `proxy_set_header Authorization "";`), so a policy removing them needs
+    /// no warning.
+    #[serde(default)]
+    pub removes_headers: Vec<String>,
+}
+
+/// A gateway that calls an HTTP door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpGateway {
+    /// Envoy's ext_authz filter with `http_service` (forward-auth door).
+    Envoy,
+    /// NGINX `auth_request` (forward-auth door).
+    Nginx,
+    /// Traefik `ForwardAuth` (forward-auth door).
+    Traefik,
+    /// Caddy `forward_auth` (forward-auth door).
+    Caddy,
+    /// Kong's `opa` plugin (OPA Data API door).
+    Kong,
+    /// APISIX's `opa` plugin (OPA Data API door).
+    Apisix,
+}
+
+/// Request bodies sent to the doors for a decision.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestBodyConfig {
+    /// Largest request body a door accepts, in bytes: a larger one is refused with 413,
+    /// never decided on a part. Keep the gateway's own limit (Envoy
+    /// `with_request_body.max_request_bytes`) at or below it.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_bytes: usize,
+}
+
+impl Default for RequestBodyConfig {
+    fn default() -> Self {
+        RequestBodyConfig {
+            max_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+
+/// What the admin listener offers besides health and readiness.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `POST /explain`: decide a request given as JSON (with a token or bare claims) and
+    /// return the decision with its trace. Off by default: it reveals how policies work
+    /// to whoever can reach the admin listener.
+    #[serde(default)]
+    pub explain: bool,
+    /// The bearer token the flows API (HTTP `/v1/flows` and gRPC) requires.
+    pub token: Option<Secret>,
+    /// Serve the flows API without authentication. For development only; Sluis warns at
+    /// start.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+}
+
+/// The AuthZEN Authorization API door.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzenConfig {
+    /// The bearer token callers (the PEPs) must present. Without it, anyone who can reach
+    /// `listeners.http` may ask for decisions.
+    pub token: Option<Secret>,
+    /// The PDP's issuer identifier (`https://pdp.example.org`), published in
+    /// `/.well-known/authzen-configuration` with the endpoint URLs under it. Default: the
+    /// scheme and host the metadata request was sent to.
+    pub issuer: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// A tracing filter, e.g. `info` or `sluis=debug,info`. `RUST_LOG` overrides it.
+    #[serde(default = "default_level")]
+    pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: default_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Reads and checks the file. Policies are not loaded here (see [`sluis_core::policy`]).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base_dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Config::parse(&text, path, base_dir)
+    }
+
+    pub fn parse(text: &str, path: &Path, base_dir: PathBuf) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let mut config: Config = serde_yaml_ng::from_str(text)
+            .map_err(|e| invalid(sluis_core::yaml_error_message(&e)))?;
+        config.base_dir = base_dir;
+        config.check().map_err(invalid)?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: consistency between fields.
+    fn check(&self) -> Result<(), String> {
+        self.authn_settings().check()?;
+        if self.policies.is_empty() {
+            return Err("`policies` lists no policy file or directory".into());
+        }
+        if let Some(candidate) = &self.candidate {
+            if candidate.policies.is_empty() {
+                return Err("`candidate.policies` lists no policy file or directory".into());
+            }
+            if candidate.queue == 0 {
+                return Err("`candidate.queue` must be at least 1".into());
+            }
+        }
+        if let Some(store) = &self.store {
+            let url = store.url.as_str();
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                return Err("`store.url` must start with `sqlite:` or `postgres://`".into());
+            }
+            if store.max_connections == 0 {
+                return Err("`store.max_connections` must be at least 1".into());
+            }
+        }
+        if self.admin.token.is_some() && self.admin.allow_anonymous {
+            return Err("`admin.token` and `admin.allow_anonymous` exclude each other".into());
+        }
+        if let Some(log) = &self.decision_log {
+            log.check().map_err(|e| format!("decision_log: {e}"))?;
+        }
+        if self.request_body.max_bytes == 0 {
+            return Err("`request_body.max_bytes` must be at least 1".into());
+        }
+        if let Some(tracing) = &self.tracing {
+            tracing.check().map_err(|e| format!("tracing: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// This config with the candidate set's policies in place of the enforced ones: what
+    /// the candidate set is loaded (and checked) with. `None` without a candidate.
+    pub fn candidate_config(&self) -> Option<Config> {
+        let candidate = self.candidate.as_ref()?;
+        let mut config = self.clone();
+        config.policies = candidate.policies.clone();
+        config.candidate = None;
+        Some(config)
+    }
+
+    /// What the authenticator is built from: the `issuers`, `token_cache`,
+    /// `client_certificate` and `dpop` sections.
+    pub fn authn_settings(&self) -> AuthnSettings {
+        AuthnSettings {
+            issuers: self.issuers.clone(),
+            token_cache: self.token_cache.clone(),
+            client_certificate: self.client_certificate.clone(),
+            dpop: self.dpop.clone(),
+            base_dir: self.base_dir.clone(),
+        }
+    }
+
+    /// What the policy set is loaded with: `policies`, and what of the service they may
+    /// name.
+    pub fn policy_settings(&self) -> LoadSettings {
+        LoadSettings {
+            policies: self.policies.clone(),
+            issuers: self.issuers.iter().map(|i| i.name.clone()).collect(),
+            client_certificate: self.client_certificate.clone(),
+            strip_headers: self.strip_headers.clone(),
+            base_dir: self.base_dir.clone(),
+        }
+    }
+
+    /// The engine this config describes: its policies loaded and checked, its issuers
+    /// set up, counting in `metrics`. Every problem is reported, not just the first.
+    pub fn build_engine(
+        &self,
+        metrics: std::sync::Arc<sluis_core::metrics::Metrics>,
+    ) -> Result<sluis_core::engine::Engine, Vec<String>> {
+        let policies = sluis_core::policy::PolicySet::load(&self.policy_settings())
+            .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        let authn = sluis_core::authn::Authenticator::new(&self.authn_settings(), metrics)
+            .map_err(|e| vec![e])?;
+        Ok(sluis_core::engine::Engine::new(policies, authn))
+    }
+
+    /// A path from the config, resolved against the config's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.base_dir.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("sluis.yaml"), PathBuf::new()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_candidate_set_is_checked_like_the_policies() {
+        let err = parse("policies: [p]\ncandidate: {policies: [c], qeue: 1}\n").unwrap_err();
+        assert!(err.contains("unknown field `qeue`"), "{err}");
+        let err = parse("policies: [p]\ncandidate: {policies: []}\n").unwrap_err();
+        assert!(
+            err.contains("`candidate.policies` lists no policy"),
+            "{err}"
+        );
+        let err = parse("policies: [p]\ncandidate: {policies: [c], queue: 0}\n").unwrap_err();
+        assert!(
+            err.contains("`candidate.queue` must be at least 1"),
+            "{err}"
+        );
+        let config = parse("policies: [p]\ncandidate: {policies: [c]}\n").unwrap();
+        let candidate = config.candidate_config().unwrap();
+        assert_eq!(candidate.policies, vec![PathBuf::from("c")]);
+        assert!(candidate.candidate.is_none());
+        assert_eq!(config.candidate.unwrap().queue, 1024);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse("policies: [p]\nlisteners:\n  grcp: 127.0.0.1:1\n").unwrap_err();
+        assert!(err.contains("unknown field `grcp`"), "{err}");
+        assert!(err.starts_with("sluis.yaml:"), "{err}");
+    }
+
+    #[test]
+    fn hs_algorithms_need_a_secret() {
+        let err = parse(
+            "policies: [p]\nissuers:\n- name: a\n  issuer: https://a\n  jwks: {file: k.json}\n  algorithms: [HS256]\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("needs a `shared_secret`"), "{err}");
+    }
+
+    #[test]
+    fn aggregated_claims_and_request_body_are_checked() {
+        let issuer =
+            "policies: [p]\nissuers:\n- name: a\n  issuer: https://a\n  jwks: {file: k.json}\n";
+        let err = parse(&format!("{issuer}  aggregated_claims: {{}}\n")).unwrap_err();
+        assert!(
+            err.contains("issuer `a`: aggregated_claims: needs exactly one of"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{issuer}  aggregated_claims: {{vouched_by_issuer: true, trust: all}}\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("unknown field `trust`"), "{err}");
+        let config = parse(&format!(
+            "{issuer}  aggregated_claims: {{vouched_by_issuer: true}}\n"
+        ))
+        .unwrap();
+        assert!(config.issuers[0].aggregated_claims.is_some());
+        assert_eq!(config.request_body.max_bytes, 64 * 1024);
+        let err = parse("policies: [p]\nrequest_body: {max_bytes: 0}\n").unwrap_err();
+        assert!(
+            err.contains("`request_body.max_bytes` must be at least 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn none_is_never_an_algorithm() {
+        let err = parse(
+            "policies: [p]\nissuers:\n- name: a\n  issuer: https://a\n  jwks: {file: k.json}\n  algorithms: [none]\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("`none`"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_jwks_needs_consent() {
+        let err = parse(
+            "policies: [p]\nissuers:\n- name: a\n  issuer: https://a\n  jwks: {url: 'http://127.0.0.1:1/jwks'}\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("allow_insecure_http"), "{err}");
+    }
+
+    #[test]
+    fn tracing_is_off_unless_configured_and_checked_when_it_is() {
+        assert!(parse("policies: [p]\n").unwrap().tracing.is_none());
+        let err = parse(
+            "policies: [p]\ntracing:\n  otlp: {endpoint: 'http://c:4317'}\n  sampling_ratio: -1\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("sluis.yaml: tracing: `sampling_ratio`"),
+            "{err}"
+        );
+        let err =
+            parse("policies: [p]\ntracing:\n  otlp: {endpoint: 'http://c:4317'}\n  ratio: 1\n")
+                .unwrap_err();
+        assert!(err.contains("unknown field `ratio`"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_humane() {
+        let config = parse(
+            "policies: [p]\nissuers:\n- name: a\n  issuer: https://a\n  jwks: {file: k.json}\n  max_lifetime: 1h\n  leeway: 5s\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.issuers[0].max_lifetime,
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(config.issuers[0].leeway, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn secrets_come_from_env_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s"), "hunter2\n").unwrap();
+        let secret = Secret {
+            env: None,
+            file: Some("s".into()),
+        };
+        assert_eq!(secret.resolve(dir.path()).unwrap(), b"hunter2");
+        let missing = Secret {
+            env: Some("SLUIS_TEST_SURELY_UNSET".into()),
+            file: None,
+        };
+        assert!(missing.resolve(dir.path()).unwrap_err().contains("not set"));
+    }
+}

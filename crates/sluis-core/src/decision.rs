@@ -1,0 +1,113 @@
+//! What the engine answers: [`Decision`], gateway-neutral. Front doors encode it.
+
+use std::sync::Arc;
+
+/// The engine's answer and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    /// The policy that decided; `None` when no policy matched.
+    pub policy: Option<Arc<str>>,
+    /// The rule (or built-in step such as `authentication`, `scopes`, `default-deny`) that
+    /// decided.
+    pub rule: Arc<str>,
+    /// Why, for logs and explain output; never sent to the client as is.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Allow(Allow),
+    Deny(Deny),
+}
+
+/// What the gateway must do to the request before it goes upstream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Allow {
+    /// Headers to set, replacing any client-supplied value of the same name.
+    pub set_headers: Vec<(String, String)>,
+    /// Headers to remove (lower-case names). Never contains a name in `set_headers`.
+    pub remove_headers: Vec<String>,
+    /// Query parameters to set, replacing any of the same name.
+    pub set_query: Vec<(String, String)>,
+    /// Query parameters to remove.
+    pub remove_query: Vec<String>,
+}
+
+/// What the gateway must answer the client instead of forwarding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deny {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// A JSON document by default; a policy's uniform deny body otherwise.
+    pub body: String,
+}
+
+impl Decision {
+    pub fn is_allow(&self) -> bool {
+        matches!(self.outcome, Outcome::Allow(_))
+    }
+
+    /// The HTTP status the client will see: 200 for allow.
+    pub fn status(&self) -> u16 {
+        match &self.outcome {
+            Outcome::Allow(_) => 200,
+            Outcome::Deny(deny) => deny.status,
+        }
+    }
+}
+
+/// Stable error codes in deny bodies. Clients and tests may rely on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyCode {
+    /// No credentials were presented (401).
+    Unauthorized,
+    /// RFC 6750 `invalid_token` (401).
+    InvalidToken,
+    /// RFC 9449 `invalid_dpop_proof` (401).
+    InvalidDpopProof,
+    /// RFC 6750 `invalid_request` (400): e.g. two tokens in one request.
+    InvalidRequest,
+    /// RFC 6750 `insufficient_scope` (403).
+    InsufficientScope,
+    /// A policy denied (403), or no policy matched.
+    AccessDenied,
+}
+
+impl DenyCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyCode::Unauthorized => "unauthorized",
+            DenyCode::InvalidToken => "invalid_token",
+            DenyCode::InvalidDpopProof => "invalid_dpop_proof",
+            DenyCode::InvalidRequest => "invalid_request",
+            DenyCode::InsufficientScope => "insufficient_scope",
+            DenyCode::AccessDenied => "access_denied",
+        }
+    }
+}
+
+/// The JSON body of a deny: `{"error": code, "message": message}`.
+pub fn deny_body(code: DenyCode, message: &str) -> String {
+    serde_json::json!({ "error": code.as_str(), "message": message }).to_string()
+}
+
+/// The error body RFC0014 §6.2 gives for a GraphQL request the PEP refuses as malformed,
+/// byte for byte as its error table \[08\] writes it:
+/// `{"ErrorCode": "bad_request", "Error": "No operation found to evaluate"}`, keys in that
+/// order, a space after each colon and comma (clients that compare the body as text
+/// expect exactly that).
+pub fn bad_request_body(code: &str, message: &str) -> String {
+    let quoted = |text: &str| serde_json::Value::from(text).to_string();
+    format!(
+        "{{\"ErrorCode\": {}, \"Error\": {}}}",
+        quoted(code),
+        quoted(message)
+    )
+}
+
+/// The engine could not decide: e.g. an identity provider is down. Never an allow; the
+/// door answers so that the gateway's failure mode applies.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("cannot decide: {0}")]
+pub struct Unavailable(pub String);

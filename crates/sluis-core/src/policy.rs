@@ -1,0 +1,1438 @@
+//! Policies: loading and checking the YAML files ([`spec`]), compiling their CEL
+//! ([`expr`]), choosing the policy for a request and evaluating its rules; the caller's
+//! party identifiers ([`caller`]), SMART scopes ([`smart`]), FHIR search narrowing
+//! ([`narrowing`]) and GraphQL requests and query templates ([`graphql`]).
+//!
+//! Semantics, in order: the policy named by the gateway (`sluis_policy` context extension)
+//! or else the first whose `match` fits decides; no policy → deny. The policy's issuers and
+//! scopes are checked (by the engine, see `engine`), then its rules: any deny rule
+//! that is true denies (deny overrides allow), else the first allow rule that is true
+//! allows, else the request is denied. A rule whose expression fails to evaluate counts as
+//! true for deny rules and false for allow rules: an error never lets a request through.
+
+pub mod caller;
+pub mod expr;
+pub mod graphql;
+pub mod narrowing;
+pub mod smart;
+pub mod spec;
+pub mod trace;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::authn::Identity;
+use crate::decision::{Allow, Decision, Deny, DenyCode, Outcome, bad_request_body, deny_body};
+use crate::flows::FlowIndex;
+use crate::request::AccessRequest;
+use expr::{Expr, FlowSource, GraphqlFields, RequestFields, Vars};
+pub use spec::MethodOverride;
+use spec::{PolicyFile, PolicyMode, PolicySpec, RuleSpec};
+use trace::{RuleTrace, Trace};
+
+/// Every loaded policy, compiled, in decision order. Immutable: a reload builds a new set
+/// and swaps it in whole.
+#[derive(Debug)]
+pub struct PolicySet {
+    pub policies: Vec<Arc<Policy>>,
+    by_id: HashMap<String, usize>,
+    /// Files the set was loaded from, for the reload watcher.
+    pub files: Vec<PathBuf>,
+    /// A hash of every policy file's content: which policy set decided, for logs.
+    pub version: String,
+}
+
+#[derive(Debug)]
+pub struct Policy {
+    pub id: Arc<str>,
+    pub file: PathBuf,
+    pub description: String,
+    /// Enforced, or only watched ([`PolicyMode::Shadow`]): the engine turns a shadow
+    /// policy's decision into an allow ([`Policy::pass_through`]).
+    pub mode: PolicyMode,
+    hosts: Vec<String>,
+    paths: Vec<String>,
+    methods: Vec<String>,
+    /// Accepted issuers (configured names); empty when the policy is anonymous.
+    pub issuers: Vec<Arc<str>>,
+    pub anonymous: bool,
+    /// What a request with a method-override header gets.
+    pub method_override: MethodOverride,
+    pub scopes: Vec<String>,
+    pub realm: String,
+    pub rules: Vec<Rule>,
+    response: Response,
+    deny_response: Option<Deny>,
+    /// The `request` fields any of its expressions read.
+    request_fields: RequestFields,
+    /// Where a client certificate comes from besides the gateway's check (config).
+    certificate_header: Option<crate::authn::settings::CertificateHeader>,
+    /// How the caller's flows are found, when the policy reads them.
+    flows: Option<PolicyFlows>,
+    /// Search parameters its allowed FHIR searches get ([`narrowing`]).
+    narrowing: Option<narrowing::Narrowing>,
+    /// Which evaluations it decides; `None`: it decides HTTP requests, never evaluations.
+    evaluation: Option<EvaluationMatch>,
+    /// The policy's `data`, converted once at load and shared by every request.
+    data: Option<expr::Data>,
+    /// How its requests are read as GraphQL, and the templates they must fit.
+    graphql: Option<graphql::PolicyGraphql>,
+    /// The `graphql` fields its rules and response read.
+    graphql_fields: GraphqlFields,
+    /// The caller's identifiers its expressions read as `caller` (empty: none).
+    caller: caller::Caller,
+    /// The answer to a token lacking a required scope, when not RFC 6750's.
+    scope_response: Option<Deny>,
+}
+
+/// `match.evaluation`: empty lists match anything.
+#[derive(Debug)]
+struct EvaluationMatch {
+    actions: Vec<String>,
+    resource_types: Vec<String>,
+    subject_types: Vec<String>,
+}
+
+#[derive(Debug)]
+struct PolicyFlows {
+    actor: Expr,
+    /// Shared with every request's flow values, not copied per request.
+    base_path: Arc<str>,
+    purposes: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub id: Arc<str>,
+    pub effect: Effect,
+    pub condition: Expr,
+    status: u16,
+    message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Default)]
+struct Response {
+    set_headers: Vec<(String, Expr)>,
+    remove_headers: Vec<String>,
+    /// Header names and `prefix*` patterns removed from every allowed request.
+    strip_headers: Vec<String>,
+    keep_authorization: bool,
+    forward_claims: Option<String>,
+    set_query: Vec<(String, Expr)>,
+    remove_query: Vec<String>,
+}
+
+/// A problem in a policy file, located as precisely as we can.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub policy: Option<String>,
+    pub rule: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        write!(f, ":")?;
+        if let Some(policy) = &self.policy {
+            write!(f, " policy `{policy}`")?;
+        }
+        if let Some(rule) = &self.rule {
+            write!(f, " rule `{rule}`")?;
+        }
+        if self.policy.is_some() || self.rule.is_some() {
+            write!(f, ":")?;
+        }
+        write!(f, " {}", self.message)
+    }
+}
+
+/// What a policy set is loaded with: where its files are, and what of the service the
+/// policies may name. The server and the tools fill it in from the config file.
+#[derive(Debug, Clone, Default)]
+pub struct LoadSettings {
+    /// Policy files, and directories whose `*.yaml`/`*.yml` are policy files, as the
+    /// config names them (relative to [`Self::base_dir`]).
+    pub policies: Vec<PathBuf>,
+    /// The configured issuers' names: a policy may accept only these.
+    pub issuers: Vec<String>,
+    /// Where a client certificate comes from besides the gateway's check.
+    pub client_certificate: Option<crate::authn::settings::CertificateHeader>,
+    /// Headers every allow strips (`strip_headers`), besides what a policy injects.
+    pub strip_headers: Vec<String>,
+    /// The config file's directory: relative paths are resolved against it.
+    pub base_dir: PathBuf,
+}
+
+impl LoadSettings {
+    /// A path from the config, resolved against [`Self::base_dir`].
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.base_dir.join(path)
+    }
+}
+
+impl PolicySet {
+    /// Loads every policy `config` names. All problems are reported, not just the first.
+    pub fn load(config: &LoadSettings) -> Result<PolicySet, Vec<LoadError>> {
+        let mut errors = Vec::new();
+        let files = policy_files(config, &mut errors);
+        let mut policies: Vec<Arc<Policy>> = Vec::new();
+        let mut by_id: HashMap<String, usize> = HashMap::new();
+        // Every id seen, also of policies with errors, so duplicates are reported too.
+        let mut seen: HashMap<String, PathBuf> = HashMap::new();
+        let mut hasher = Sha256::new();
+        for file in &files {
+            let text = match std::fs::read_to_string(file) {
+                Ok(text) => text,
+                Err(e) => {
+                    errors.push(LoadError::in_file(file, format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            hasher.update(file.to_string_lossy().as_bytes());
+            hasher.update(text.as_bytes());
+            for (id, policy) in load_file(file, &text, config, &mut errors) {
+                for (path, source) in policy
+                    .iter()
+                    .filter_map(|p| p.graphql.as_ref())
+                    .flat_map(|g| &g.sources)
+                {
+                    hasher.update(path.to_string_lossy().as_bytes());
+                    hasher.update(source.as_bytes());
+                }
+                if let Some(first) = seen.get(&id) {
+                    errors.push(LoadError {
+                        line: find_line(&text, &id, 0),
+                        policy: Some(id.clone()),
+                        message: format!(
+                            "duplicate policy id, first defined in `{}`",
+                            first.display()
+                        ),
+                        ..LoadError::in_file(file, String::new())
+                    });
+                    continue;
+                }
+                seen.insert(id, file.clone());
+                if let Some(policy) = policy {
+                    by_id.insert(policy.id.to_string(), policies.len());
+                    policies.push(Arc::new(policy));
+                }
+            }
+        }
+        if errors.is_empty() && policies.is_empty() {
+            errors.push(LoadError {
+                file: config.base_dir.clone(),
+                line: None,
+                column: None,
+                policy: None,
+                rule: None,
+                message: "no policies found in the configured locations".into(),
+            });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let digest = hasher.finalize();
+        let version = hex::encode(digest.get(..6).unwrap_or_default());
+        Ok(PolicySet {
+            policies,
+            by_id,
+            files,
+            version,
+        })
+    }
+
+    /// The query template files the set's policies read: a reload watches their
+    /// directories too, so an edited template takes effect like an edited policy.
+    pub fn template_files(&self) -> impl Iterator<Item = &Path> {
+        self.policies
+            .iter()
+            .filter_map(|p| p.graphql.as_ref())
+            .flat_map(|g| g.sources.iter().map(|(path, _)| path.as_path()))
+    }
+
+    /// What an operator must know about the set's shadow policies: each lets every
+    /// request it is chosen for through.
+    pub fn shadow_warnings(&self) -> Vec<String> {
+        self.policies
+            .iter()
+            .filter(|p| p.is_shadow())
+            .map(|p| {
+                let mut warning = format!(
+                    "policy `{}` is in shadow mode: every request it decides is let through, its denials are only logged (`mode: enforce` to enforce it)",
+                    p.id
+                );
+                if p.narrowing.is_some() {
+                    warning.push_str("; its searches are not narrowed while it would deny them");
+                }
+                warning
+            })
+            .collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Policy>> {
+        self.by_id.get(id).and_then(|&i| self.policies.get(i))
+    }
+
+    /// The policy that decides `request`: the one the gateway names, else the first match.
+    pub fn select(&self, request: &AccessRequest) -> Result<&Arc<Policy>, String> {
+        if let Some(name) = request.context.get(crate::request::POLICY_CONTEXT_KEY) {
+            return self
+                .get(name)
+                .ok_or_else(|| format!("the gateway names policy `{name}`, which is not loaded"));
+        }
+        self.policies
+            .iter()
+            .find(|policy| policy.matches(request))
+            .ok_or_else(|| "no policy matches this request".to_string())
+    }
+
+    /// Why `chosen` decides `request`, for explain output.
+    pub fn why(&self, request: &AccessRequest, chosen: &Policy) -> String {
+        if request
+            .context
+            .contains_key(crate::request::POLICY_CONTEXT_KEY)
+        {
+            return format!(
+                "policy `{}`, named by the gateway (context extension `{}`)",
+                chosen.id,
+                crate::request::POLICY_CONTEXT_KEY
+            );
+        }
+        let skipped = self.why_not(request);
+        let fits = match &chosen.evaluation {
+            Some(e) => format!(
+                "evaluation actions {:?}, resource types {:?}, subject types {:?}",
+                e.actions, e.resource_types, e.subject_types
+            ),
+            None => format!(
+                "methods {:?}, paths {:?}, hosts {:?}",
+                chosen.methods, chosen.paths, chosen.hosts
+            ),
+        };
+        format!(
+            "policy `{}` ({}): the first whose match fits ({fits}){}",
+            chosen.id,
+            chosen.file.display(),
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; {skipped}")
+            }
+        )
+    }
+
+    /// The policies before the first match, and what of theirs did not fit.
+    pub fn why_not(&self, request: &AccessRequest) -> String {
+        let skipped: Vec<String> = self
+            .policies
+            .iter()
+            .map_while(|p| {
+                p.mismatch(request)
+                    .map(|what| format!("`{}` ({what})", p.id))
+            })
+            .collect();
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!("skipped: {}", skipped.join(", "))
+        }
+    }
+}
+
+impl LoadError {
+    fn in_file(file: &Path, message: String) -> LoadError {
+        LoadError {
+            file: file.to_owned(),
+            line: None,
+            column: None,
+            policy: None,
+            rule: None,
+            message,
+        }
+    }
+}
+
+/// The policy files named by the config: files as given, directories' `*.yaml`/`*.yml`
+/// (sorted, not recursive, skipping `*.test.yaml` suites and hidden files).
+pub fn policy_files(config: &LoadSettings, errors: &mut Vec<LoadError>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in &config.policies {
+        let path = config.resolve(entry);
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = match std::fs::read_dir(&path) {
+                Ok(dir) => dir
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| is_policy_file(p))
+                    .collect(),
+                Err(e) => {
+                    errors.push(LoadError::in_file(&path, format!("cannot list: {e}")));
+                    continue;
+                }
+            };
+            found.sort();
+            files.extend(found);
+        } else if path.is_file() {
+            files.push(path);
+        } else {
+            errors.push(LoadError::in_file(
+                &path,
+                "no such policy file or directory".into(),
+            ));
+        }
+    }
+    files
+}
+
+fn is_policy_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    !name.starts_with('.')
+        && (name.ends_with(".yaml") || name.ends_with(".yml"))
+        && !name.ends_with(".test.yaml")
+        && !name.ends_with(".test.yml")
+        && path.is_file()
+}
+
+/// The 1-based line of the first `id: <id>` at or after line `from`, in block
+/// (`id: x`) or flow (`{id: x, ...}`) style. Only for error locations: serde's YAML value
+/// tree keeps no positions.
+fn find_line(text: &str, id: &str, from: usize) -> Option<usize> {
+    let mentions = |line: &str| {
+        line.match_indices("id:").any(|(at, _)| {
+            let before = line.get(..at).and_then(|b| b.chars().last());
+            if before.is_some_and(|c| !(c.is_whitespace() || c == '{' || c == '-' || c == ',')) {
+                return false;
+            }
+            let rest = line.get(at + 3..).unwrap_or("").trim_start();
+            let rest = rest.trim_start_matches(['"', '\'']);
+            rest.strip_prefix(id).is_some_and(|after| {
+                after.is_empty() || after.starts_with([',', '}', '"', '\'', ' ', '#'])
+            })
+        })
+    };
+    text.lines()
+        .enumerate()
+        .skip(from.saturating_sub(1))
+        .find(|(_, line)| mentions(line))
+        .map(|(i, _)| i + 1)
+}
+
+/// Compiles the policies in `text`, read as the policy file `file`, as [`PolicySet::load`]
+/// does each file it reads: every problem, none when all compile. For the fuzz target and
+/// its regression test, which feed policy text that is in no file.
+pub fn check_file_text(file: &Path, text: &str, config: &LoadSettings) -> Vec<LoadError> {
+    let mut errors = Vec::new();
+    load_file(file, text, config, &mut errors);
+    errors
+}
+
+fn load_file(
+    file: &Path,
+    text: &str,
+    config: &LoadSettings,
+    errors: &mut Vec<LoadError>,
+) -> Vec<(String, Option<Policy>)> {
+    let parsed: PolicyFile = match serde_yaml_ng::from_str(text) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let location = e.location();
+            errors.push(LoadError {
+                line: location.as_ref().map(|l| l.line()),
+                column: location.as_ref().map(|l| l.column()),
+                ..LoadError::in_file(file, crate::yaml_error_message(&e))
+            });
+            return Vec::new();
+        }
+    };
+    let mut policies = Vec::new();
+    for (index, value) in parsed.policies.into_iter().enumerate() {
+        let id = value
+            .get("id")
+            .and_then(|id| id.as_str())
+            .map(str::to_owned);
+        let line = id.as_deref().and_then(|id| find_line(text, id, 0));
+        let located = |message: String, rule: Option<String>, rule_line: Option<usize>| LoadError {
+            file: file.to_owned(),
+            line: rule_line.or(line),
+            column: None,
+            policy: Some(id.clone().unwrap_or_else(|| format!("#{}", index + 1))),
+            rule,
+            message,
+        };
+        let spec: PolicySpec = match serde_yaml_ng::from_value(value) {
+            Ok(spec) => spec,
+            Err(e) => {
+                errors.push(located(crate::yaml_error_message(&e), None, None));
+                policies.extend(id.clone().map(|id| (id, None)));
+                continue;
+            }
+        };
+        let spec_id = spec.id.clone();
+        let before = errors.len();
+        let policy = compile_policy(file, text, spec, line, config, &mut |m, r, l| {
+            errors.push(located(m, r, l))
+        });
+        let policy = policy.filter(|_| errors.len() == before);
+        policies.push((spec_id, policy));
+    }
+    policies
+}
+
+type Report<'a> = dyn FnMut(String, Option<String>, Option<usize>) + 'a;
+
+fn compile_policy(
+    file: &Path,
+    text: &str,
+    spec: PolicySpec,
+    line: Option<usize>,
+    config: &LoadSettings,
+    report: &mut Report,
+) -> Option<Policy> {
+    let issuers: Vec<&str> = config.issuers.iter().map(String::as_str).collect();
+    if spec.id.trim().is_empty() {
+        report("`id` is empty".into(), None, None);
+    }
+    if spec.anonymous && !spec.issuers.is_empty() {
+        report(
+            "`anonymous: true` and `issuers` exclude each other".into(),
+            None,
+            None,
+        );
+    }
+    if !spec.anonymous && spec.issuers.is_empty() {
+        report(
+            "names no `issuers`; set `anonymous: true` to decide without a token".into(),
+            None,
+            None,
+        );
+    }
+    for issuer in &spec.issuers {
+        if !issuers.contains(&issuer.as_str()) {
+            report(
+                format!(
+                    "issuer `{issuer}` is not configured (configured: {})",
+                    issuers.join(", ")
+                ),
+                None,
+                None,
+            );
+        }
+    }
+    if spec.anonymous && (!spec.scopes.is_empty() || spec.response.forward_claims.is_some()) {
+        report(
+            "an anonymous policy cannot require scopes or forward claims".into(),
+            None,
+            None,
+        );
+    }
+    if spec.matcher.evaluation.is_some() {
+        if !(spec.matcher.hosts.is_empty()
+            && spec.matcher.paths.is_empty()
+            && spec.matcher.methods.is_empty())
+        {
+            report(
+                "`match.evaluation` decides evaluations, not HTTP requests: it excludes `hosts`, `paths` and `methods`".into(),
+                None,
+                None,
+            );
+        }
+        // The evaluation names its subject; no end-user token comes with it.
+        if !spec.anonymous {
+            report(
+                "a policy that matches evaluations reads the subject from the evaluation, not a token: set `anonymous: true`".into(),
+                None,
+                None,
+            );
+        }
+    }
+    let spec_has_no_graphql = spec.graphql.is_none();
+    let data = spec
+        .data
+        .and_then(|value| match expr::Data::from_yaml(value) {
+            Ok(data) => Some(data),
+            Err(e) => {
+                report(format!("invalid `data`: {e}"), None, None);
+                None
+            }
+        });
+    for method in &spec.matcher.methods {
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+            report(format!("`{method}` is not an HTTP method"), None, None);
+        }
+    }
+    let mut rules = Vec::new();
+    let mut rule_ids: Vec<String> = Vec::new();
+    for (index, value) in spec.rules.into_iter().enumerate() {
+        let rule_id = value
+            .get("id")
+            .and_then(|id| id.as_str())
+            .map(str::to_owned);
+        let rule_line = rule_id
+            .as_deref()
+            .and_then(|rid| find_line(text, rid, line.unwrap_or(0)));
+        let name = rule_id.clone().unwrap_or_else(|| format!("#{}", index + 1));
+        let rule: RuleSpec = match serde_yaml_ng::from_value(value) {
+            Ok(rule) => rule,
+            Err(e) => {
+                report(crate::yaml_error_message(&e), Some(name), rule_line);
+                continue;
+            }
+        };
+        if rule_ids.contains(&rule.id) {
+            report("duplicate rule id".into(), Some(name), rule_line);
+            continue;
+        }
+        rule_ids.push(rule.id.clone());
+        let (effect, source) = match (&rule.allow, &rule.deny) {
+            (Some(source), None) => (Effect::Allow, source),
+            (None, Some(source)) => (Effect::Deny, source),
+            _ => {
+                report(
+                    "a rule needs exactly one of `allow` or `deny`".into(),
+                    Some(name),
+                    rule_line,
+                );
+                continue;
+            }
+        };
+        if effect == Effect::Allow && (rule.status.is_some() || rule.message.is_some()) {
+            report(
+                "`status` and `message` belong to deny rules".into(),
+                Some(name.clone()),
+                rule_line,
+            );
+        }
+        let status = rule.status.unwrap_or(403);
+        if !(400..=599).contains(&status) {
+            report(
+                format!("deny status {status} is not a 4xx or 5xx"),
+                Some(name.clone()),
+                rule_line,
+            );
+        }
+        match Expr::compile(source) {
+            Ok(condition) => rules.push(Rule {
+                id: Arc::from(rule.id.as_str()),
+                effect,
+                condition,
+                status,
+                message: rule.message,
+            }),
+            Err(e) => {
+                let at = e
+                    .position
+                    .map(|(l, c)| format!(" (line {l}, column {c} of the expression)"))
+                    .unwrap_or_default();
+                report(
+                    format!("invalid CEL `{source}`: {}{at}", e.message),
+                    Some(name),
+                    rule_line,
+                );
+            }
+        }
+    }
+    let response = compile_response(spec.response, &config.strip_headers, report);
+    let narrowing = spec
+        .narrowing
+        .and_then(|n| narrowing::Narrowing::compile(n, report));
+    let graphql = spec
+        .graphql
+        .and_then(|g| graphql::PolicyGraphql::compile(g, file, spec.anonymous, report));
+    let flows = spec.flows.and_then(|f| match Expr::compile(&f.actor) {
+        Ok(actor) if actor.uses_flows => {
+            report("`flows.actor` cannot read `flows`".into(), None, None);
+            None
+        }
+        Ok(actor) => {
+            if !(f.base_path.is_empty() || f.base_path.starts_with('/')) {
+                report("`flows.base_path` must start with `/`".into(), None, None);
+            }
+            Some(PolicyFlows {
+                actor,
+                base_path: Arc::from(f.base_path.as_str()),
+                purposes: f.purposes,
+            })
+        }
+        Err(e) => {
+            report(
+                format!("invalid CEL in `flows.actor` `{}`: {}", f.actor, e.message),
+                None,
+                None,
+            );
+            None
+        }
+    });
+    let mut fixed_response = |d: spec::DenyResponseSpec, key: &str| {
+        if !(400..=599).contains(&d.status) {
+            report(
+                format!("{key} status {} is not a 4xx or 5xx", d.status),
+                None,
+                None,
+            );
+        }
+        for name in d.headers.keys() {
+            if !valid_header_name(&name.to_ascii_lowercase()) {
+                report(
+                    format!("{key}: `{name}` is not a header name Sluis may set"),
+                    None,
+                    None,
+                );
+            }
+        }
+        Deny {
+            status: d.status,
+            headers: d
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
+            body: d.body,
+        }
+    };
+    let deny_response = spec
+        .deny_response
+        .map(|d| fixed_response(d, "deny_response"));
+    let scope_response = spec
+        .scope_response
+        .map(|d| fixed_response(d, "scope_response"));
+    if spec.anonymous && scope_response.is_some() {
+        report(
+            "an anonymous policy checks no scopes: `scope_response` is never used".into(),
+            None,
+            None,
+        );
+    }
+    let caller = match caller::Caller::compile(spec.caller) {
+        Ok(caller) => caller,
+        Err(problems) => {
+            for problem in problems {
+                report(problem, None, None);
+            }
+            caller::Caller::default()
+        }
+    };
+    if spec.anonymous && !caller.is_empty() {
+        report(
+            "an anonymous policy has no token to find its `caller` in".into(),
+            None,
+            None,
+        );
+    }
+    let expressions = || {
+        rules
+            .iter()
+            .map(|r| &r.condition)
+            .chain(response.set_headers.iter().map(|(_, e)| e))
+            .chain(response.set_query.iter().map(|(_, e)| e))
+            .chain(narrowing.iter().flat_map(|n| n.expressions()))
+    };
+    let request_fields = expressions()
+        .chain(flows.as_ref().map(|f| &f.actor))
+        .chain(graphql.iter().flat_map(|g| g.expressions()))
+        .fold(RequestFields::default(), |fields, e| {
+            fields.union(e.request_fields)
+        });
+    let graphql_fields = expressions().fold(GraphqlFields::default(), |fields, e| {
+        fields.union(e.graphql_fields)
+    });
+    if graphql_fields.any() && graphql.is_none() && spec_has_no_graphql {
+        report(
+            "reads `graphql` but has no `graphql` block saying how requests are read (e.g. `graphql: {}`)".into(),
+            None,
+            None,
+        );
+    }
+    if flows.as_ref().is_some_and(|f| f.actor.graphql_fields.any()) {
+        report("`flows.actor` cannot read `graphql`".into(), None, None);
+    }
+    let readers = || {
+        expressions()
+            .chain(flows.as_ref().map(|f| &f.actor))
+            .chain(graphql.iter().flat_map(|g| g.expressions()))
+    };
+    if caller.is_empty() && readers().any(|e| e.uses_caller) {
+        report(
+            "reads `caller` but has no `caller` block saying where its identifiers come from (e.g. `caller: {uzovi: {prefix: \"uzovi:\", from: [client_id]}}`)".into(),
+            None,
+            None,
+        );
+    } else {
+        let mut unknown: Vec<&str> = Vec::new();
+        for field in readers().flat_map(|e| e.caller_fields.iter()) {
+            if !caller.names().any(|n| n == field) && !unknown.contains(&field.as_str()) {
+                unknown.push(field);
+            }
+        }
+        for field in unknown {
+            report(
+                format!(
+                    "reads `caller.{field}`, which the `caller` block does not define (defined: {})",
+                    caller.names().collect::<Vec<_>>().join(", ")
+                ),
+                None,
+                None,
+            );
+        }
+    }
+    if flows.is_none() && expressions().any(|e| e.uses_flows) {
+        report(
+            "reads `flows` but has no `flows` block saying whose flows (e.g. `flows: {actor: token.client_id}`)".into(),
+            None,
+            None,
+        );
+    }
+    Some(Policy {
+        request_fields,
+        graphql,
+        graphql_fields,
+        flows,
+        narrowing,
+        certificate_header: config.client_certificate.clone(),
+        id: Arc::from(spec.id.as_str()),
+        file: file.to_owned(),
+        description: spec.description,
+        mode: spec.mode,
+        hosts: spec
+            .matcher
+            .hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        paths: spec.matcher.paths,
+        methods: spec
+            .matcher
+            .methods
+            .iter()
+            .map(|m| m.to_ascii_uppercase())
+            .collect(),
+        issuers: spec.issuers.iter().map(|i| Arc::from(i.as_str())).collect(),
+        anonymous: spec.anonymous,
+        method_override: spec.method_override,
+        scopes: spec.scopes,
+        realm: spec.realm.unwrap_or_else(|| "sluis".into()),
+        rules,
+        response,
+        deny_response,
+        evaluation: spec.matcher.evaluation.map(|e| EvaluationMatch {
+            actions: e.actions,
+            resource_types: e.resource_types,
+            subject_types: e.subject_types,
+        }),
+        data,
+        caller,
+        scope_response,
+    })
+}
+
+fn compile_response(
+    spec: spec::ResponseSpec,
+    strip_headers: &[String],
+    report: &mut Report,
+) -> Response {
+    let mut compile_all = |entries: std::collections::BTreeMap<String, String>, what: &str| {
+        let mut compiled = Vec::new();
+        for (name, source) in entries {
+            // Header names are case-insensitive; query parameter names are not
+            // (`managingOrganization` is not `managingorganization`).
+            let name = if what == "header" {
+                name.to_ascii_lowercase()
+            } else {
+                name
+            };
+            if what == "header" && !valid_header_name(&name) {
+                report(
+                    format!("`{name}` is not a header name Sluis may set"),
+                    None,
+                    None,
+                );
+                continue;
+            }
+            match Expr::compile(&source) {
+                Ok(expr) => compiled.push((name, expr)),
+                Err(e) => report(
+                    format!("invalid CEL for {what} `{name}`: `{source}`: {}", e.message),
+                    None,
+                    None,
+                ),
+            }
+        }
+        compiled
+    };
+    let set_headers = compile_all(spec.set_headers, "header");
+    let set_query = compile_all(spec.set_query, "query parameter");
+    if let Some(name) = &spec.forward_claims
+        && !valid_header_name(&name.to_ascii_lowercase())
+    {
+        report(
+            format!("`{name}` is not a header name Sluis may set"),
+            None,
+            None,
+        );
+    }
+    let mut strip: Vec<String> = strip_headers
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    strip.push("x-sluis-*".into());
+    Response {
+        set_headers,
+        remove_headers: spec
+            .remove_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        strip_headers: strip,
+        keep_authorization: spec.keep_authorization,
+        forward_claims: spec.forward_claims.map(|h| h.to_ascii_lowercase()),
+        set_query,
+        remove_query: spec.remove_query,
+    }
+}
+
+/// A header name that is an HTTP token (as the `http` crate parses one) and not one the
+/// gateway owns.
+fn valid_header_name(name: &str) -> bool {
+    const RESERVED: [&str; 6] = [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+    ];
+    !RESERVED.contains(&name) && http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+}
+
+/// A header value Envoy will accept and that cannot smuggle a second header.
+fn valid_header_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+impl Policy {
+    pub fn matches(&self, request: &AccessRequest) -> bool {
+        self.mismatch(request).is_none()
+    }
+
+    /// The first part of `match` the request does not fit, if any.
+    pub fn mismatch(&self, request: &AccessRequest) -> Option<&'static str> {
+        match (&self.evaluation, &request.evaluation) {
+            (None, None) => {}
+            (Some(_), None) => return Some("not an evaluation"),
+            (None, Some(_)) => return Some("an evaluation"),
+            (Some(wanted), Some(evaluation)) => {
+                let fits = |list: &[String], value: &str| {
+                    list.is_empty() || list.iter().any(|v| v == value)
+                };
+                if !fits(&wanted.actions, evaluation.action_name()) {
+                    return Some("action");
+                }
+                if !fits(&wanted.resource_types, evaluation.resource_type()) {
+                    return Some("resource type");
+                }
+                if !fits(&wanted.subject_types, evaluation.subject_type()) {
+                    return Some("subject type");
+                }
+                return None;
+            }
+        }
+        if !(self.methods.is_empty() || self.methods.contains(&request.method)) {
+            return Some("method");
+        }
+        if !(self.paths.is_empty()
+            || self
+                .paths
+                .iter()
+                .any(|p| fast_glob::glob_match(p.as_str(), request.path.as_str())))
+        {
+            return Some("path");
+        }
+        if !self.hosts.is_empty() {
+            let host = host_without_port(&request.host).to_ascii_lowercase();
+            if !self
+                .hosts
+                .iter()
+                .any(|h| fast_glob::glob_match(h.as_str(), host.as_str()))
+            {
+                return Some("host");
+            }
+        }
+        None
+    }
+
+    /// The scopes `identity` lacks, in the policy's order.
+    pub fn missing_scopes(&self, identity: &Identity) -> Vec<&str> {
+        self.scopes
+            .iter()
+            .filter(|s| !identity.scopes.contains(s))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Runs the rules and, on allow, computes the changes to the request. With a
+    /// `trace`, every rule's result and the values of its parts are recorded.
+    pub fn evaluate(
+        &self,
+        request: &AccessRequest,
+        identity: Option<&Identity>,
+        flows: &FlowIndex,
+        mut trace: Option<&mut Trace>,
+    ) -> Decision {
+        let parsed = match &self.graphql {
+            Some(graphql) => {
+                match crate::graphql::read(request, &graphql.limits, Some(&graphql.documents)) {
+                    Ok(parsed) => Some(parsed),
+                    Err(e) => {
+                        if let Some(trace) = trace.as_deref_mut() {
+                            trace.graphql = Some(format!("not read: {e}"));
+                        }
+                        return self.graphql_refusal(&e);
+                    }
+                }
+            }
+            None => None,
+        };
+        let vars = Vars::new(request, identity, self.request_fields)
+            .with_graphql(parsed.as_ref(), self.graphql_fields)
+            .with_certificate_header(self.certificate_header.as_ref())
+            .with_flows(self.flows.as_ref().map(|f| FlowSource {
+                index: flows,
+                actor: &f.actor,
+                base_path: &f.base_path,
+                purposes: &f.purposes,
+            }))
+            .with_data(self.data.as_ref())
+            .with_caller(Some(&self.caller));
+        if let Some(trace) = trace.as_deref_mut()
+            && !self.caller.is_empty()
+        {
+            trace.caller = Some(self.caller.describe(identity));
+        }
+        if let (Some(trace), Some(_)) = (trace.as_deref_mut(), &self.flows) {
+            trace.flows = Some(match vars.caller_flows() {
+                Ok((Some(actor), flows)) => format!(
+                    "actor `{actor}`, active: {}",
+                    if flows.is_empty() {
+                        "none active".to_string()
+                    } else {
+                        flows
+                            .iter()
+                            .map(|f| f.id.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+                Ok((None, _)) => "the actor expression gave no actor, so no flows".into(),
+                Err(e) => format!("the actor expression failed: {e}"),
+            });
+        }
+        if let (Some(graphql), Some(parsed)) = (&self.graphql, &parsed) {
+            let judged = match graphql.refusal(parsed) {
+                Some(refusal) => Err(self.deny(
+                    "graphql",
+                    403,
+                    "this GraphQL operation is not allowed",
+                    refusal,
+                )),
+                None => match graphql.fit(parsed, &vars, identity) {
+                    Ok(template) => {
+                        if let Some(template) = &template {
+                            vars.set_graphql_template(template.clone());
+                        }
+                        Ok(template)
+                    }
+                    Err(reason) => Err(self.deny(
+                        "graphql-template",
+                        403,
+                        "the query does not fit an allowed query template",
+                        reason,
+                    )),
+                },
+            };
+            if let Some(trace) = trace.as_deref_mut() {
+                let summary = format!(
+                    "{} {}: root fields {:?}, {} field path(s)",
+                    parsed.operation.as_str(),
+                    parsed
+                        .name
+                        .as_deref()
+                        .map(|n| format!("`{n}`"))
+                        .unwrap_or_else(|| "(unnamed)".into()),
+                    parsed.root_fields(),
+                    parsed.paths().len()
+                );
+                trace.graphql = Some(match &judged {
+                    Ok(Some(template)) => format!("{summary}; fits template `{template}`"),
+                    Ok(None) => format!("{summary}; no templates to fit"),
+                    Err(denial) => format!("{summary}; {}", denial.reason),
+                });
+            }
+            if let Err(denial) = judged {
+                return denial;
+            }
+        }
+        let mut record = |rule: &Rule, result: &Result<bool, String>| {
+            if let Some(trace) = trace.as_deref_mut() {
+                trace.rules.push(RuleTrace {
+                    rule: rule.id.to_string(),
+                    effect: match rule.effect {
+                        Effect::Allow => "allow",
+                        Effect::Deny => "deny",
+                    },
+                    condition: rule.condition.source.clone(),
+                    result: match result {
+                        Ok(b) => b.to_string(),
+                        Err(e) => format!("error: {e}"),
+                    },
+                    parts: rule.condition.explain(&vars),
+                });
+            }
+        };
+        for rule in self.rules.iter().filter(|r| r.effect == Effect::Deny) {
+            let result = rule.condition.eval_bool(&vars);
+            record(rule, &result);
+            match result {
+                Ok(false) => {}
+                Ok(true) => {
+                    return self.deny(
+                        &rule.id,
+                        rule.status,
+                        rule.message.as_deref().unwrap_or("access denied by policy"),
+                        format!("deny rule `{}` matched", rule.id),
+                    );
+                }
+                Err(e) => {
+                    return self.deny(
+                        &rule.id,
+                        rule.status,
+                        "access denied by policy",
+                        format!(
+                            "deny rule `{}` failed to evaluate, failing closed: {e}",
+                            rule.id
+                        ),
+                    );
+                }
+            }
+        }
+        let mut failures = Vec::new();
+        for rule in self.rules.iter().filter(|r| r.effect == Effect::Allow) {
+            let result = rule.condition.eval_bool(&vars);
+            record(rule, &result);
+            match result {
+                Ok(true) => return self.allow(&rule.id, &vars, identity, request),
+                Ok(false) => {}
+                Err(e) => failures.push(format!("allow rule `{}` failed: {e}", rule.id)),
+            }
+        }
+        let reason = if failures.is_empty() {
+            "no allow rule matched".to_string()
+        } else {
+            format!("no allow rule matched; {}", failures.join("; "))
+        };
+        self.deny("default-deny", 403, "access denied by policy", reason)
+    }
+
+    fn allow(
+        &self,
+        rule: &Arc<str>,
+        vars: &Vars,
+        identity: Option<&Identity>,
+        request: &AccessRequest,
+    ) -> Decision {
+        let response = &self.response;
+        let mut allow = Allow::default();
+        for (name, expr) in &response.set_headers {
+            match expr.eval_text(vars) {
+                Ok(Some(value)) if valid_header_value(&value) => {
+                    allow.set_headers.push((name.clone(), value))
+                }
+                Ok(Some(_)) => {
+                    return self.deny(
+                        "response",
+                        403,
+                        "access denied by policy",
+                        format!(
+                            "header `{name}` would carry control or non-ASCII characters, failing closed"
+                        ),
+                    );
+                }
+                Ok(None) => allow.remove_headers.push(name.clone()),
+                Err(e) => {
+                    return self.deny(
+                        "response",
+                        403,
+                        "access denied by policy",
+                        format!("header `{name}` failed to evaluate, failing closed: {e}"),
+                    );
+                }
+            }
+        }
+        if let (Some(name), Some(identity)) = (&response.forward_claims, identity) {
+            allow
+                .set_headers
+                .push((name.clone(), identity.payload_json.clone()));
+        }
+        for (name, expr) in &response.set_query {
+            match expr.eval_text(vars) {
+                Ok(Some(value)) => allow.set_query.push((name.clone(), value)),
+                Ok(None) => allow.remove_query.push(name.clone()),
+                Err(e) => {
+                    return self.deny(
+                        "response",
+                        403,
+                        "access denied by policy",
+                        format!("query parameter `{name}` failed to evaluate, failing closed: {e}"),
+                    );
+                }
+            }
+        }
+        allow
+            .remove_query
+            .extend(response.remove_query.iter().cloned());
+        if let Some(narrowing) = &self.narrowing {
+            match narrowing.apply(request, vars) {
+                Ok(parameters) => {
+                    for (name, value) in parameters {
+                        allow.set_query.retain(|(set, _)| *set != name);
+                        allow.remove_query.retain(|removed| *removed != name);
+                        allow.set_query.push((name, value));
+                    }
+                }
+                Err(refusal) => {
+                    let reason = format!("search narrowing: {}", refusal.message);
+                    return self.deny("narrowing", refusal.status, &refusal.message, reason);
+                }
+            }
+        }
+        let set: Vec<&str> = allow.set_headers.iter().map(|(n, _)| n.as_str()).collect();
+        let extra = std::mem::take(&mut allow.remove_headers);
+        allow.remove_headers = self.removals(request, &set, extra);
+        Decision {
+            outcome: Outcome::Allow(allow),
+            policy: Some(self.id.clone()),
+            rule: rule.clone(),
+            reason: format!("allow rule `{rule}` matched"),
+        }
+    }
+
+    /// The headers an allow removes: `authorization` unless kept, the policy's
+    /// `remove_headers`, the configured strips (prefix patterns matched against the
+    /// request's headers), then `extra`; never a name in `set`, never one twice.
+    fn removals(&self, request: &AccessRequest, set: &[&str], extra: Vec<String>) -> Vec<String> {
+        let response = &self.response;
+        let mut remove: Vec<String> = Vec::new();
+        let mut push = |name: &str| {
+            if !set.contains(&name) && !remove.iter().any(|r| r == name) {
+                remove.push(name.to_owned());
+            }
+        };
+        if !response.keep_authorization {
+            push("authorization");
+        }
+        for name in &response.remove_headers {
+            push(name);
+        }
+        for pattern in &response.strip_headers {
+            match pattern.strip_suffix('*') {
+                Some(prefix) => request
+                    .headers
+                    .keys()
+                    .filter(|h| h.starts_with(prefix))
+                    .for_each(|h| push(h)),
+                None => push(pattern),
+            }
+        }
+        for name in extra {
+            push(&name);
+        }
+        remove
+    }
+
+    pub fn is_shadow(&self) -> bool {
+        self.mode == PolicyMode::Shadow
+    }
+
+    /// What a shadow policy lets through when it would have denied (or could not decide):
+    /// the request as the client sent it, less what an allow of this policy always
+    /// removes, and less any client copy of a header the policy sets, which the upstream
+    /// trusts as Sluis's. Nothing is set and the query is left alone: there is no allowed
+    /// identity to vouch for.
+    pub fn pass_through(&self, request: &AccessRequest) -> Allow {
+        let vouched: Vec<String> = self.injected_headers().map(str::to_owned).collect();
+        Allow {
+            remove_headers: self.removals(request, &[], vouched),
+            ..Allow::default()
+        }
+    }
+
+    /// A policy denial, uniform when the policy asks for it.
+    pub fn deny(&self, rule: &str, status: u16, message: &str, reason: String) -> Decision {
+        let deny = self.deny_response.clone().unwrap_or_else(|| Deny {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: deny_body(DenyCode::AccessDenied, message),
+        });
+        Decision {
+            outcome: Outcome::Deny(deny),
+            policy: Some(self.id.clone()),
+            rule: Arc::from(rule),
+            reason,
+        }
+    }
+
+    /// 400 `invalid_request` for a request whose method-override header this policy does
+    /// not judge, or that names no method. Never the uniform deny response: it says
+    /// nothing about data or consent, only that the request is malformed.
+    pub fn refuse_method_override(&self, reason: String) -> Decision {
+        Decision {
+            outcome: Outcome::Deny(Deny {
+                status: 400,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: deny_body(DenyCode::InvalidRequest, &reason),
+            }),
+            policy: Some(self.id.clone()),
+            rule: Arc::from("method-override"),
+            reason,
+        }
+    }
+
+    /// A request that is not GraphQL this policy will judge: 400 (405 for the method)
+    /// with the RFC0014 §6.2 body. Never the uniform deny response: it says nothing about
+    /// data or consent, only that the request is malformed.
+    fn graphql_refusal(&self, error: &crate::graphql::RequestError) -> Decision {
+        let status = error.status();
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        if status == 405 {
+            headers.push(("allow".into(), "GET, POST".into()));
+        }
+        Decision {
+            outcome: Outcome::Deny(Deny {
+                status,
+                headers,
+                body: bad_request_body(
+                    if status == 405 {
+                        "method_not_allowed"
+                    } else {
+                        "bad_request"
+                    },
+                    &error.client_message(),
+                ),
+            }),
+            policy: Some(self.id.clone()),
+            rule: Arc::from("graphql"),
+            reason: format!("not a GraphQL request this policy judges: {error}"),
+        }
+    }
+
+    /// 403 `insufficient_scope` (RFC 6750 §3.1), or the policy's `scope_response`, or
+    /// uniform when the policy asks for it.
+    pub fn deny_scopes(&self, missing: &[&str]) -> Decision {
+        let reason = format!("token lacks scopes: {}", missing.join(" "));
+        if let Some(deny) = &self.scope_response {
+            return Decision {
+                outcome: Outcome::Deny(deny.clone()),
+                policy: Some(self.id.clone()),
+                rule: Arc::from("scopes"),
+                reason,
+            };
+        }
+        if self.deny_response.is_some() {
+            return self.deny("scopes", 403, "", reason);
+        }
+        let challenge = format!(
+            "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{}\"",
+            self.realm,
+            self.scopes.join(" ")
+        );
+        Decision {
+            outcome: Outcome::Deny(Deny {
+                status: 403,
+                headers: vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("www-authenticate".into(), challenge),
+                ],
+                body: deny_body(
+                    DenyCode::InsufficientScope,
+                    &format!("the token lacks a required scope: {}", missing.join(" ")),
+                ),
+            }),
+            policy: Some(self.id.clone()),
+            rule: Arc::from("scopes"),
+            reason,
+        }
+    }
+
+    /// Whether its rules read the caller's flows.
+    pub fn reads_flows(&self) -> bool {
+        self.flows.is_some()
+    }
+
+    /// Whether an allow of this policy may rewrite the query string.
+    pub fn rewrites_query(&self) -> bool {
+        !self.response.set_query.is_empty() || !self.response.remove_query.is_empty()
+    }
+
+    /// The headers an allow of this policy removes from every request, whatever its
+    /// rules compute (`authorization` unless kept, `remove_headers`, configured strips;
+    /// prefix patterns end in `*`). For gateway capability checks.
+    pub fn removed_headers(&self) -> Vec<&str> {
+        let kept = self.response.keep_authorization.then_some("authorization");
+        let mut names: Vec<&str> = Vec::new();
+        for name in ["authorization"]
+            .into_iter()
+            .filter(|n| Some(*n) != kept)
+            .chain(self.response.remove_headers.iter().map(String::as_str))
+            .chain(self.response.strip_headers.iter().map(String::as_str))
+        {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    /// The headers this policy may set (for documentation and gateway capability checks).
+    pub fn injected_headers(&self) -> impl Iterator<Item = &str> {
+        self.response
+            .set_headers
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .chain(self.response.forward_claims.as_deref())
+    }
+}
+
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host.split(']').next().map(|h| &h[1..]).unwrap_or(host);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests;

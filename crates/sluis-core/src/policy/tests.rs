@@ -1,0 +1,652 @@
+//! Policy semantics: selection, deny overrides allow, default deny, failing closed, and
+//! what an allow does to the request.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::*;
+use crate::authn::Identity;
+
+fn set(policies: &str) -> Result<PolicySet, Vec<LoadError>> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), policies).unwrap();
+    let config = LoadSettings {
+        policies: vec!["p.yaml".into()],
+        issuers: vec!["test".into()],
+        base_dir: dir.path().to_owned(),
+        ..LoadSettings::default()
+    };
+    PolicySet::load(&config)
+}
+
+fn errors(policies: &str) -> Vec<String> {
+    set(policies)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn identity(scopes: &[&str]) -> Identity {
+    let mut claims = serde_json::Map::new();
+    claims.insert("sub".into(), "alice".into());
+    claims.insert("act".into(), serde_json::json!({"sub": "bob"}));
+    Identity {
+        client_id: Some("app".into()),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        claims,
+        payload_json: r#"{"sub":"alice"}"#.into(),
+        ..Identity::for_tests("test", "https://i", Some("alice"))
+    }
+}
+
+fn request(method: &str, target: &str) -> AccessRequest {
+    let mut request = AccessRequest {
+        method: method.into(),
+        host: "api.example.org:8443".into(),
+        ..Default::default()
+    };
+    request.set_target(target);
+    request
+}
+
+const POLICIES: &str = r#"
+policies:
+  - id: first
+    match: {paths: ["/a/**"], methods: [get]}
+    issuers: [test]
+    rules:
+      - {id: broken-allow, allow: "token.claims.nope.deeper == 1"}
+      - {id: allow-all, allow: "true"}
+      - {id: deny-bob, deny: "token.act.sub == 'bob' && request.path == '/a/bob'", status: 404, message: gone}
+    response:
+      set_headers:
+        x-user: token.sub
+        x-maybe: "null"
+        x-actor: token.act.sub
+      remove_headers: [X-Debug]
+      forward_claims: claims
+      set_query: {tenant: "'t1'"}
+      remove_query: [debug]
+  - id: second
+    match: {hosts: ["*.example.org"], paths: ["/a/**"]}
+    issuers: [test]
+    rules:
+      - {id: broken-deny, deny: "token.claims.nope.deeper == 1"}
+      - {id: allow-all, allow: "true"}
+  - id: uniform
+    match: {paths: ["/u/**"]}
+    issuers: [test]
+    scopes: [needed]
+    rules:
+      - {id: never, allow: "false"}
+    deny_response: {status: 404, headers: {content-type: text/plain}, body: "not found"}
+"#;
+
+#[test]
+fn first_matching_policy_decides() {
+    let set = set(POLICIES).unwrap();
+    assert_eq!(&*set.select(&request("GET", "/a/x")).unwrap().id, "first");
+    assert_eq!(&*set.select(&request("POST", "/a/x")).unwrap().id, "second");
+    assert!(set.select(&request("GET", "/b")).is_err());
+}
+
+#[test]
+fn the_gateway_can_name_the_policy() {
+    let set = set(POLICIES).unwrap();
+    let mut named = request("GET", "/anything");
+    named
+        .context
+        .insert(crate::request::POLICY_CONTEXT_KEY.into(), "uniform".into());
+    assert_eq!(&*set.select(&named).unwrap().id, "uniform");
+    named
+        .context
+        .insert(crate::request::POLICY_CONTEXT_KEY.into(), "missing".into());
+    assert!(set.select(&named).unwrap_err().contains("`missing`"));
+}
+
+#[test]
+fn deny_overrides_allow() {
+    let set = set(POLICIES).unwrap();
+    let policy = set.get("first").unwrap();
+    let decision = policy.evaluate(
+        &request("GET", "/a/bob"),
+        Some(&identity(&[])),
+        &FlowIndex::new(),
+        None,
+    );
+    assert_eq!(&*decision.rule, "deny-bob");
+    assert_eq!(decision.status(), 404);
+    match decision.outcome {
+        Outcome::Deny(deny) => {
+            assert_eq!(deny.body, r#"{"error":"access_denied","message":"gone"}"#)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_failing_allow_rule_does_not_allow_and_the_next_one_decides() {
+    let set = set(POLICIES).unwrap();
+    let decision = set.get("first").unwrap().evaluate(
+        &request("GET", "/a/x"),
+        Some(&identity(&[])),
+        &FlowIndex::new(),
+        None,
+    );
+    assert!(decision.is_allow(), "{decision:?}");
+    assert_eq!(&*decision.rule, "allow-all");
+}
+
+#[test]
+fn a_failing_deny_rule_denies() {
+    let set = set(POLICIES).unwrap();
+    let decision = set.get("second").unwrap().evaluate(
+        &request("POST", "/a/x"),
+        Some(&identity(&[])),
+        &FlowIndex::new(),
+        None,
+    );
+    assert_eq!(decision.status(), 403);
+    assert_eq!(&*decision.rule, "broken-deny");
+    assert!(
+        decision.reason.contains("failing closed"),
+        "{}",
+        decision.reason
+    );
+}
+
+#[test]
+fn allow_sets_and_strips_headers_and_query() {
+    let set = set(POLICIES).unwrap();
+    let mut request = request("GET", "/a/x?debug=1");
+    request.headers.insert("x-sluis-spoofed".into(), "1".into());
+    request.headers.insert("x-user".into(), "mallory".into());
+    let decision =
+        set.get("first")
+            .unwrap()
+            .evaluate(&request, Some(&identity(&[])), &FlowIndex::new(), None);
+    let Outcome::Allow(allow) = decision.outcome else {
+        panic!("{decision:?}")
+    };
+    assert_eq!(
+        allow.set_headers,
+        vec![
+            ("x-actor".to_string(), "bob".to_string()),
+            ("x-user".to_string(), "alice".to_string()),
+            ("claims".to_string(), r#"{"sub":"alice"}"#.to_string()),
+        ]
+    );
+    // authorization by default; the policy's own; every x-sluis-* the client sent; and a
+    // header whose value is null this time, so a client copy cannot pass for ours.
+    for removed in ["authorization", "x-debug", "x-sluis-spoofed", "x-maybe"] {
+        assert!(
+            allow.remove_headers.contains(&removed.to_string()),
+            "{removed}: {allow:?}"
+        );
+    }
+    // Set headers are overwritten, never also removed (Envoy would drop our value).
+    assert!(!allow.remove_headers.contains(&"x-user".to_string()));
+    assert_eq!(
+        allow.set_query,
+        vec![("tenant".to_string(), "t1".to_string())]
+    );
+    assert_eq!(allow.remove_query, vec!["debug".to_string()]);
+}
+
+#[test]
+fn a_shadow_policy_lets_through_without_vouching_for_anything() {
+    let set =
+        set(&POLICIES.replace("  - id: first\n", "  - id: first\n    mode: shadow\n")).unwrap();
+    let first = set.get("first").unwrap();
+    assert!(first.is_shadow());
+    assert!(!set.get("second").unwrap().is_shadow());
+    assert_eq!(set.shadow_warnings().len(), 1);
+    let mut request = request("GET", "/a/x?debug=1");
+    request.headers.insert("x-sluis-spoofed".into(), "1".into());
+    request.headers.insert("x-user".into(), "mallory".into());
+    let allow = first.pass_through(&request);
+    // Nothing set, the query untouched; everything an allow removes is removed, and so is
+    // every client copy of a header the policy sets (`claims` included).
+    assert!(allow.set_headers.is_empty() && allow.set_query.is_empty());
+    assert!(allow.remove_query.is_empty());
+    for removed in [
+        "authorization",
+        "x-debug",
+        "x-sluis-spoofed",
+        "x-user",
+        "x-maybe",
+        "x-actor",
+        "claims",
+    ] {
+        assert!(
+            allow.remove_headers.contains(&removed.to_string()),
+            "{removed}: {allow:?}"
+        );
+    }
+    // A policy that keeps the token for its upstream keeps it in shadow mode too.
+    let set = self::set(
+        "policies:\n  - {id: k, mode: shadow, issuers: [test], rules: [{id: r, allow: 'true'}], response: {keep_authorization: true}}\n",
+    )
+    .unwrap();
+    let allow = set.get("k").unwrap().pass_through(&request);
+    assert!(!allow.remove_headers.contains(&"authorization".to_string()));
+}
+
+#[test]
+fn uniform_denials_hide_the_reason() {
+    let set = set(POLICIES).unwrap();
+    let policy = set.get("uniform").unwrap();
+    let expected = Deny {
+        status: 404,
+        headers: vec![("content-type".into(), "text/plain".into())],
+        body: "not found".into(),
+    };
+    let by_rule = policy.evaluate(
+        &request("GET", "/u/1"),
+        Some(&identity(&["needed"])),
+        &FlowIndex::new(),
+        None,
+    );
+    assert_eq!(by_rule.outcome, Outcome::Deny(expected.clone()));
+    let by_scope = policy.deny_scopes(&["needed"]);
+    assert_eq!(by_scope.outcome, Outcome::Deny(expected));
+    // ...while the log still knows why.
+    assert_ne!(by_rule.reason, by_scope.reason);
+}
+
+#[test]
+fn header_values_cannot_smuggle_lines() {
+    let set = set(r#"
+policies:
+  - id: p
+    issuers: [test]
+    rules: [{id: a, allow: "true"}]
+    response: {set_headers: {x-user: "'a\\r\\nx-admin: yes'"}}
+"#)
+    .unwrap();
+    let decision = set.get("p").unwrap().evaluate(
+        &request("GET", "/"),
+        Some(&identity(&[])),
+        &FlowIndex::new(),
+        None,
+    );
+    assert_eq!(decision.status(), 403);
+    assert!(decision.reason.contains("control or non-ASCII characters"));
+}
+
+#[test]
+fn load_errors_name_file_policy_rule_and_line() {
+    let errs = errors(
+        "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r1\n        allow: 'request.method =='\n",
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("p.yaml:5: policy `p` rule `r1`: invalid CEL"),
+        "{errs:?}"
+    );
+
+    let errs = errors(
+        "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r1\n        allow: 'tokn.sub == 1'\n",
+    );
+    assert!(errs[0].contains("unknown variable `tokn`"), "{errs:?}");
+
+    let errs = errors("policies:\n  - id: p\n    issuers: [test]\n    rulez: []\n");
+    assert!(
+        errs[0].contains("p.yaml:2: policy `p`: unknown field `rulez`"),
+        "{errs:?}"
+    );
+
+    let errs = errors(
+        "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r\n        alow: 'true'\n",
+    );
+    assert!(
+        errs[0].contains("rule `r`: unknown field `alow`"),
+        "{errs:?}"
+    );
+
+    let errs = errors("policies:\n  - id: p\n    issuers: [nope]\n    rules: []\n");
+    assert!(
+        errs[0].contains("issuer `nope` is not configured"),
+        "{errs:?}"
+    );
+
+    let errs = errors("policies:\n  - id: p\n    rules: []\n");
+    assert!(errs[0].contains("anonymous: true"), "{errs:?}");
+
+    let errs = errors("policies: [\n  - id: p\n");
+    assert!(
+        errs[0].starts_with(&format!("{}", Path::new("p.yaml").display()))
+            || errs[0].contains("p.yaml:"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn every_error_is_reported_not_just_the_first() {
+    let errs = errors(
+        r#"
+policies:
+  - id: p
+    issuers: [test]
+    rules:
+      - {id: a, allow: "nope"}
+      - {id: b, deny: "1 +"}
+      - {id: a, allow: "true"}
+  - id: p
+    issuers: [test]
+"#,
+    );
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+    assert!(errs.iter().any(|e| e.contains("duplicate rule id")));
+    assert!(errs.iter().any(|e| e.contains("duplicate policy id")));
+}
+
+fn evaluation(subject: &str, action: &str, resource_type: &str) -> AccessRequest {
+    AccessRequest {
+        evaluation: Some(crate::request::Evaluation {
+            subject: serde_json::json!({"type": "user", "id": subject}),
+            action: serde_json::json!({"name": action}),
+            resource: serde_json::json!({"type": resource_type, "id": "r-1", "properties": {"owner": subject}}),
+            context: serde_json::json!({"ip": "10.0.0.1"}),
+        }),
+        ..Default::default()
+    }
+}
+
+const EVALUATION_POLICIES: &str = r#"
+policies:
+  - id: http
+    anonymous: true
+    rules: [{id: all, allow: "true"}]
+  - id: docs
+    match: {evaluation: {actions: [read, write], resource_types: [doc]}}
+    anonymous: true
+    data: {admins: [alice], limits: {write: 2}}
+    rules:
+      - id: admin
+        allow: subject.id in data.admins
+      - id: owner-reads
+        allow: action.name == 'read' && resource.properties.owner == subject.id && context.ip.startsWith('10.')
+  - id: any-evaluation
+    match: {evaluation: {}}
+    anonymous: true
+    rules:
+      - id: no-request
+        allow: request.method == '' && token == null && data == null && subject.type == 'user'
+"#;
+
+#[test]
+fn evaluations_go_only_to_policies_that_match_evaluations() {
+    let set = set(EVALUATION_POLICIES).unwrap();
+    let chosen = |request: &AccessRequest| set.select(request).map(|p| p.id.to_string());
+    // An HTTP request never reaches an evaluation policy; an evaluation never an HTTP one.
+    assert_eq!(chosen(&request("GET", "/x")), Ok("http".into()));
+    assert_eq!(chosen(&evaluation("bob", "read", "doc")), Ok("docs".into()));
+    assert_eq!(
+        chosen(&evaluation("bob", "delete", "doc")),
+        Ok("any-evaluation".into())
+    );
+    assert_eq!(
+        chosen(&evaluation("bob", "read", "folder")),
+        Ok("any-evaluation".into())
+    );
+    assert_eq!(
+        set.policies[0].mismatch(&evaluation("bob", "read", "doc")),
+        Some("an evaluation")
+    );
+    assert_eq!(
+        set.policies[1].mismatch(&request("GET", "/x")),
+        Some("not an evaluation")
+    );
+    assert_eq!(
+        set.policies[1].mismatch(&evaluation("b", "x", "doc")),
+        Some("action")
+    );
+    assert_eq!(
+        set.policies[1].mismatch(&evaluation("b", "read", "x")),
+        Some("resource type")
+    );
+}
+
+#[test]
+fn rules_read_the_evaluation_and_the_policy_data() {
+    let set = set(EVALUATION_POLICIES).unwrap();
+    let decide = |request: &AccessRequest| {
+        let policy = set.select(request).unwrap();
+        policy.evaluate(request, None, &FlowIndex::new(), None)
+    };
+    let alice = decide(&evaluation("alice", "write", "doc"));
+    assert_eq!((alice.is_allow(), &*alice.rule), (true, "admin"));
+    let bob = decide(&evaluation("bob", "read", "doc"));
+    assert_eq!((bob.is_allow(), &*bob.rule), (true, "owner-reads"));
+    assert!(!decide(&evaluation("bob", "write", "doc")).is_allow());
+    // Without `data`, `data` is null; the HTTP fields of an evaluation are empty.
+    let other = decide(&evaluation("bob", "delete", "doc"));
+    assert_eq!((other.is_allow(), &*other.rule), (true, "no-request"));
+}
+
+#[test]
+fn evaluation_policies_are_checked_at_load() {
+    let errors = errors(
+        r#"
+policies:
+  - id: mixed
+    match: {paths: ["/x"], evaluation: {}}
+    anonymous: true
+    rules: [{id: a, allow: "true"}]
+  - id: with-token
+    match: {evaluation: {actions: [read]}}
+    issuers: [test]
+    rules: [{id: a, allow: "subject.id == token.sub"}]
+  - id: bad-data
+    anonymous: true
+    data: {[1, 2]: x}
+    rules: [{id: a, allow: "data != null"}]
+  - id: typo
+    match: {evaluation: {action: [read]}}
+    anonymous: true
+"#,
+    );
+    let text = errors.join("\n");
+    assert!(
+        text.contains("policy `mixed`: `match.evaluation` decides evaluations, not HTTP requests"),
+        "{text}"
+    );
+    assert!(text.contains("policy `with-token`: a policy that matches evaluations reads the subject from the evaluation, not a token: set `anonymous: true`"), "{text}");
+    assert!(text.contains("policy `bad-data`: invalid `data`"), "{text}");
+    assert!(
+        text.contains("policy `typo`") && text.contains("unknown field `action`"),
+        "{text}"
+    );
+}
+
+const CALLER_POLICIES: &str = r#"
+policies:
+  - id: register
+    issuers: [test]
+    scopes: [read]
+    caller:
+      uzovi: {prefix: "uzovi:", from: [client_id, sub, "claim:uzovi"]}
+      agb: {prefix: "agbcode:", from: [act]}
+    rules:
+      - {id: not-5529, deny: "caller.uzovi == '5529'", status: 403, message: blocked}
+      - {id: own, allow: "caller.uzovi != null && request.path == '/r/' + caller.uzovi"}
+    response:
+      set_headers:
+        x-sluis-uzovi: caller.uzovi
+        x-sluis-agb: caller.agb
+    scope_response:
+      status: 400
+      headers: {content-type: application/json}
+      body: '{"ErrorCode":"bad_request","Error":"Scope is not allowed"}'
+    deny_response: {status: 404, body: "not found"}
+"#;
+
+fn iwlz_identity(claims: serde_json::Value) -> Identity {
+    let mut identity = identity(&["read"]);
+    identity.claims = claims.as_object().unwrap().clone();
+    identity.sub = None;
+    identity.client_id = identity
+        .claims
+        .get("client_id")
+        .and_then(|c| c.as_str())
+        .map(str::to_owned);
+    identity
+}
+
+#[test]
+fn caller_identifiers_are_read_by_rules_and_headers() {
+    let set = set(CALLER_POLICIES).unwrap();
+    let policy = set.get("register").unwrap();
+    let decide = |target: &str, claims: serde_json::Value| {
+        policy.evaluate(
+            &request("POST", target),
+            Some(&iwlz_identity(claims)),
+            &FlowIndex::new(),
+            None,
+        )
+    };
+    let allowed = decide(
+        "/r/5000",
+        serde_json::json!({"client_id": "uzovi:5000", "act": {"sub": "agbcode:012345678"}}),
+    );
+    assert_eq!(&*allowed.rule, "own");
+    let Outcome::Allow(allow) = &allowed.outcome else {
+        panic!("{allowed:?}")
+    };
+    assert!(
+        allow
+            .set_headers
+            .contains(&("x-sluis-uzovi".into(), "5000".into()))
+    );
+    assert!(
+        allow
+            .set_headers
+            .contains(&("x-sluis-agb".into(), "012345678".into()))
+    );
+    // Another party's path, or no UZOVI at all: default deny.
+    assert_eq!(
+        &*decide("/r/5001", serde_json::json!({"client_id": "uzovi:5000"})).rule,
+        "default-deny"
+    );
+    assert_eq!(
+        &*decide("/r/5000", serde_json::json!({"client_id": "5000"})).rule,
+        "default-deny"
+    );
+    // Without an AGB code the header is removed, not set.
+    let Outcome::Allow(allow) =
+        decide("/r/5000", serde_json::json!({"client_id": "uzovi:5000"})).outcome
+    else {
+        panic!()
+    };
+    assert!(allow.remove_headers.contains(&"x-sluis-agb".to_string()));
+}
+
+#[test]
+fn conflicting_caller_sources_fail_closed() {
+    let set = set(CALLER_POLICIES).unwrap();
+    let policy = set.get("register").unwrap();
+    // client_id says 5000, the plain claim 5529: the deny rule that reads it cannot be
+    // dodged (it fails, so it denies), and no allow rule allows.
+    let decision = policy.evaluate(
+        &request("POST", "/r/5000"),
+        Some(&iwlz_identity(
+            serde_json::json!({"client_id": "uzovi:5000", "uzovi": "5529"}),
+        )),
+        &FlowIndex::new(),
+        None,
+    );
+    assert_eq!(&*decision.rule, "not-5529");
+    assert!(
+        decision.reason.contains("failed to evaluate"),
+        "{decision:?}"
+    );
+    assert!(!decision.is_allow());
+}
+
+#[test]
+fn the_scope_response_answers_missing_scopes() {
+    let policies = set(CALLER_POLICIES).unwrap();
+    let decision = policies.get("register").unwrap().deny_scopes(&["read"]);
+    assert_eq!(&*decision.rule, "scopes");
+    let Outcome::Deny(deny) = decision.outcome else {
+        panic!()
+    };
+    assert_eq!(deny.status, 400);
+    assert_eq!(
+        deny.body,
+        r#"{"ErrorCode":"bad_request","Error":"Scope is not allowed"}"#
+    );
+    assert_eq!(
+        deny.headers,
+        vec![("content-type".to_string(), "application/json".to_string())]
+    );
+    // Without one, RFC 6750's 403 stays the default.
+    let decision = set(POLICIES)
+        .unwrap()
+        .get("first")
+        .unwrap()
+        .deny_scopes(&["x"]);
+    assert_eq!(decision.status(), 403);
+}
+
+#[test]
+fn caller_mistakes_fail_the_load() {
+    let text = errors(
+        r#"
+policies:
+  - id: no-block
+    issuers: [test]
+    rules: [{id: r, allow: "caller.uzovi == '1'"}]
+  - id: undefined
+    issuers: [test]
+    caller: {uzovi: {from: [sub]}}
+    rules: [{id: r, allow: "caller.agb == '1'"}]
+    flows: {actor: caller.ura}
+  - id: anonymous
+    anonymous: true
+    caller: {uzovi: {from: [sub]}}
+    scope_response: {status: 200}
+  - id: bad-source
+    issuers: [test]
+    caller: {uzovi: {from: [subject]}}
+"#,
+    )
+    .join("\n");
+    for expected in [
+        "policy `no-block`: reads `caller` but has no `caller` block",
+        "policy `undefined`: reads `caller.agb`, which the `caller` block does not define (defined: uzovi)",
+        "policy `undefined`: reads `caller.ura`",
+        "policy `anonymous`: an anonymous policy has no token to find its `caller` in",
+        "policy `anonymous`: scope_response status 200 is not a 4xx or 5xx",
+        "policy `bad-source`: caller identifier `uzovi`: `subject` is not a source",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+}
+
+/// `valid_header_name` before it asked `http::HeaderName`: the RFC 9110 token characters,
+/// and not a name the gateway owns.
+fn hand_written_header_name(name: &str) -> bool {
+    const RESERVED: [&str; 6] = [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+    ];
+    !name.is_empty()
+        && !RESERVED.contains(&name)
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn header_names_are_checked_by_http_as_before(name in "[ -~\\t\\u{80}-\\u{ff}]{0,12}|host|te|x-[a-zA-Z0-9]{0,6}") {
+        proptest::prop_assert_eq!(super::valid_header_name(&name), hand_written_header_name(&name));
+    }
+}

@@ -1,0 +1,335 @@
+//! The gateway-neutral question every front door asks: [`AccessRequest`].
+//!
+//! A door fills one in from whatever its gateway sends (an Envoy `CheckRequest`, NGINX
+//! `auth_request` headers, an AuthZEN evaluation) and hands it to
+//! `engine::Engine::decide`. Nothing here knows about a particular gateway.
+
+use std::collections::HashMap;
+
+/// One request to authorize, as the gateway saw it.
+///
+/// Its `Debug` output redacts credentials (credential headers, and credential-named
+/// parameters and JWTs in the path and query), so a request can be logged without its
+/// token.
+#[derive(Clone, Default)]
+pub struct AccessRequest {
+    /// Upper-case HTTP method, e.g. `GET`.
+    pub method: String,
+    /// `http` or `https`, as the gateway received the request.
+    pub scheme: String,
+    /// The `Host`/`:authority`, without changes.
+    pub host: String,
+    /// The path without the query string, as sent (not decoded).
+    pub path: String,
+    /// The raw query string, without the leading `?`.
+    pub query: String,
+    /// e.g. `HTTP/1.1`, `HTTP/2`.
+    pub protocol: String,
+    /// Request headers, names lower-cased. Repeated headers are joined with `,` as
+    /// Envoy does.
+    pub headers: HashMap<String, String>,
+    pub source: Source,
+    /// The request body, when the gateway sends it (Envoy `with_request_body`).
+    pub body: String,
+    /// Per-route settings the gateway passes along (Envoy `context_extensions`). The key
+    /// `sluis_policy` names the policy that must decide.
+    pub context: HashMap<String, String>,
+    /// A question asked as subject, action and resource (an AuthZEN evaluation) rather
+    /// than as an HTTP request: then the HTTP fields above are empty, and only policies
+    /// that `match` evaluations decide it.
+    pub evaluation: Option<Evaluation>,
+    /// Which front door asked, for the decision log; each door sets its own.
+    pub door: Door,
+}
+
+/// The name of a front door, e.g. `envoy-grpc` or `authzen`: `unknown` unless a door says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Door(pub &'static str);
+
+impl Default for Door {
+    fn default() -> Door {
+        Door("unknown")
+    }
+}
+
+/// Who wants to do what to which thing, in the words of the application that asks: the
+/// 4-tuple of an authorization question that is not an HTTP request. Each part is a JSON
+/// object as the caller sent it (unknown fields kept), which policies read as `subject`,
+/// `action`, `resource` and `context`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evaluation {
+    /// At least `type` and `id`.
+    pub subject: serde_json::Value,
+    /// At least `name`.
+    pub action: serde_json::Value,
+    /// At least `type` and `id`.
+    pub resource: serde_json::Value,
+    /// Anything else the caller says about the circumstances; `{}` when nothing.
+    pub context: serde_json::Value,
+}
+
+impl Evaluation {
+    /// `action.name`, for matching policies.
+    pub fn action_name(&self) -> &str {
+        self.action
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("")
+    }
+
+    /// `resource.type`, for matching policies.
+    pub fn resource_type(&self) -> &str {
+        self.resource
+            .get("type")
+            .and_then(|t| t.as_str())
+            .unwrap_or("")
+    }
+
+    /// `subject.type`, for matching policies.
+    pub fn subject_type(&self) -> &str {
+        self.subject
+            .get("type")
+            .and_then(|t| t.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// Headers whose values are credentials: never printed.
+const SECRET_HEADERS: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "dpop",
+    "x-api-key",
+];
+
+impl std::fmt::Debug for AccessRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: std::collections::BTreeMap<&str, &str> = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let shown = if SECRET_HEADERS.contains(&name.as_str()) {
+                    "[redacted]"
+                } else {
+                    value.as_str()
+                };
+                (name.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("AccessRequest")
+            .field("method", &self.method)
+            .field("scheme", &self.scheme)
+            .field("host", &self.host)
+            .field("path", &crate::mask::mask_credentials(&self.path))
+            .field("query", &crate::mask::mask_credentials(&self.query))
+            .field("protocol", &self.protocol)
+            .field("headers", &headers)
+            .field("body_bytes", &self.body.len())
+            .field("source", &self.source)
+            .field("context", &self.context)
+            .field("evaluation", &self.evaluation)
+            .field("door", &self.door.0)
+            .finish()
+    }
+}
+
+/// The peer that sent the request.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// `ip:port` of the client as the gateway saw it.
+    pub address: String,
+    /// The client certificate in PEM, when the gateway terminated mutual TLS and passed it.
+    pub certificate: Option<String>,
+}
+
+/// Headers with which a client asks the upstream to perform another method than the
+/// request's own; frameworks that honour them (Rails, Laravel, ASP.NET, Express's
+/// `method-override`, ...) would perform a method Sluis never judged.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// The context key naming the policy that must decide this request.
+pub const POLICY_CONTEXT_KEY: &str = "sluis_policy";
+
+impl AccessRequest {
+    /// A header by its lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// The method a method-override header asks for, upper-cased: `None` without such a
+    /// header; an error when one is not an HTTP method (RFC 9110 token, repeated headers
+    /// included) or two disagree.
+    pub fn method_override(&self) -> Option<Result<String, String>> {
+        let mut found: Option<(&str, String)> = None;
+        for name in METHOD_OVERRIDE_HEADERS {
+            let Some(value) = self.header(name) else {
+                continue;
+            };
+            let method = value.trim().to_ascii_uppercase();
+            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if method.is_empty() || method.len() > 32 || !method.bytes().all(token) {
+                return Some(Err(format!(
+                    "the method-override header `{name}` names no HTTP method"
+                )));
+            }
+            match &found {
+                Some((first, earlier)) if *earlier != method => {
+                    return Some(Err(format!(
+                        "the method-override headers `{first}` and `{name}` disagree"
+                    )));
+                }
+                Some(_) => {}
+                None => found = Some((name, method)),
+            }
+        }
+        found.map(|(_, method)| Ok(method))
+    }
+
+    /// Splits a request target (`/a/b?x=1`) into path and query.
+    pub fn set_target(&mut self, target: &str) {
+        match target.split_once('?') {
+            Some((path, query)) => {
+                self.path = path.to_owned();
+                self.query = query.to_owned();
+            }
+            None => {
+                self.path = target.to_owned();
+                self.query.clear();
+            }
+        }
+    }
+
+    /// The query string's parameters, percent-decoded, in order: form encoding (`+` is a
+    /// space), as FHIR servers and most frameworks read a query.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        decoded_pairs(&self.query)
+    }
+}
+
+/// A query string's parameters, percent-decoded, as a FHIR server reads them: form
+/// encoding, so `+` is a space and `%2B` a plus. The one query parser of Sluis.
+pub fn decoded_pairs(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_credentials() {
+        let mut request = AccessRequest::default();
+        request
+            .headers
+            .insert("authorization".into(), "Bearer secret-token".into());
+        request.headers.insert("x-request-id".into(), "r-1".into());
+        request.set_target("/a/eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2ln?access_token=secret-query");
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("secret-token"), "{shown}");
+        assert!(!shown.contains("secret-query"), "{shown}");
+        assert!(!shown.contains("eyJ"), "{shown}");
+        assert!(shown.contains("r-1"));
+    }
+
+    #[test]
+    fn a_method_override_is_read_checked_and_compared() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut request = AccessRequest::default();
+            for (name, value) in pairs {
+                request.headers.insert((*name).into(), (*value).into());
+            }
+            request.method_override()
+        };
+        assert_eq!(with(&[]), None);
+        assert_eq!(
+            with(&[("x-http-method", " delete ")]),
+            Some(Ok("DELETE".into()))
+        );
+        assert_eq!(
+            with(&[
+                ("x-http-method-override", "PUT"),
+                ("x-method-override", "put")
+            ]),
+            Some(Ok("PUT".into()))
+        );
+        for bad in ["", "DE LETE", "DELETE,PUT", "GET\u{e9}"] {
+            assert!(
+                matches!(with(&[("x-method-override", bad)]), Some(Err(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            with(&[
+                ("x-http-method-override", "PUT"),
+                ("x-http-method", "DELETE")
+            ]),
+            Some(Err(_))
+        ));
+    }
+
+    #[test]
+    fn target_splits_into_path_and_query() {
+        let mut request = AccessRequest::default();
+        request.set_target("/fhir/Patient?name=de%20Vries&active=true&flag");
+        assert_eq!(request.path, "/fhir/Patient");
+        assert_eq!(
+            request.query_pairs(),
+            vec![
+                ("name".to_string(), "de Vries".to_string()),
+                ("active".to_string(), "true".to_string()),
+                ("flag".to_string(), String::new()),
+            ]
+        );
+    }
+
+    /// The parser `query_pairs` had before it was `form_urlencoded::parse`, kept as the
+    /// reference the library must equal: `+` is a space, then percent-decoding, lossy.
+    fn hand_written(query: &str) -> Vec<(String, String)> {
+        fn decode(raw: &str) -> String {
+            percent_encoding::percent_decode_str(&raw.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        }
+        query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (decode(key), decode(value))
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Pieces that stress a query parser: separators, `+`, good, bad and partial
+        /// escapes (`%C3` alone is half a UTF-8 character), and non-ASCII text.
+        #[test]
+        fn query_pairs_are_form_urlencoded_as_before(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "&", "=", "+", "%", "%2", "%20", "%2B", "%26", "%3D", "%C3", "%A9",
+                    "%c3%a9", "%zz", "%FF", "a", "Z", "0", "_.-~", "\u{e9}", "\u{1f600}", " ",
+                ]),
+                0..24,
+            )
+        ) {
+            let query = pieces.concat();
+            let mut request = AccessRequest::default();
+            request.query.clone_from(&query);
+            proptest::prop_assert_eq!(request.query_pairs(), hand_written(&query));
+            proptest::prop_assert_eq!(
+                decoded_pairs(&query),
+                hand_written(&query)
+            );
+        }
+    }
+}
