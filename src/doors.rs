@@ -4,6 +4,7 @@
 
 pub mod authzen;
 pub mod care_services;
+pub mod check;
 pub mod envoy;
 pub mod forward_auth;
 pub mod gateway;

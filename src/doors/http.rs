@@ -13,6 +13,7 @@
 //! | `/authorization/search-narrowing`, `/authorization/scopes` | [`super::care_services`]: the Care Services Proxy API |
 //! | `/decisions`, `/decisions/{path}` | [`super::forward_auth`]: Envoy `http_service`, NGINX `auth_request`, Traefik ForwardAuth, Caddy `forward_auth` |
 //! | `POST /v1/data/{path}` | [`super::opa`]: OPA REST Data API for Kong's and APISIX's `opa` plugins |
+//! | `POST /v1/check` | [`super::check`]: the gRPC door's question and answer as JSON, for the Sluis Kong plugin |
 
 use std::sync::Arc;
 
@@ -29,6 +30,10 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Result<Router, String> {
         .merge(super::authzen::router(engine.clone(), config)?)
         .merge(super::care_services::router(engine.clone()))
         .merge(super::forward_auth::router(
+            engine.clone(),
+            config.request_body.max_bytes,
+        ))
+        .merge(super::check::router(
             engine.clone(),
             config.request_body.max_bytes,
         ))
