@@ -1,0 +1,191 @@
+-- The Sluis plugin's logic, apart from Kong: the request as the plugin saw it → the JSON
+-- question for Sluis's check door (`POST /v1/check`), and Sluis's answer → what the plugin
+-- must do. No `ngx`, no `kong`: JSON and base64 come in `deps`, so busted tests this file
+-- under any Lua, and the handler is only the calls into Kong's PDK.
+--
+-- Fails closed everywhere: a request it cannot describe whole (headers cut off at
+-- `max_headers`, a body it could not read) is refused here, never sent in part; an
+-- answer it does not understand is an error (`status_on_error`), never an allow.
+
+local M = {}
+
+-- Hop-by-hop headers (RFC 9110 7.6.1) and the framing of the original request: they say
+-- nothing about who may do what, and `content-length` would describe a body not sent.
+local NOT_SENT = {
+  ["connection"] = true, ["keep-alive"] = true, ["te"] = true,
+  ["transfer-encoding"] = true, ["upgrade"] = true, ["proxy-connection"] = true,
+  ["content-length"] = true,
+}
+
+local JSON_TYPE = { ["Content-Type"] = "application/json" }
+
+M.UNAVAILABLE_BODY =
+  '{"error":"temporarily_unavailable","message":"the authorization service cannot decide now"}'
+
+local function refusal(deps, status, message)
+  return nil, {
+    status = status,
+    headers = JSON_TYPE,
+    body = deps.json.encode({ error = "invalid_request", message = message }),
+  }
+end
+
+-- Only what Sluis's door accepts: visible ASCII, space and tab.
+local function visible(value)
+  return not value:find("[^\t\32-\126]")
+end
+
+--- The JSON question for Sluis, or nil and a local refusal { status, headers, body }.
+-- req: method, scheme, host, raw_path, raw_query, http_version (number), headers
+-- (name → string | array of strings), headers_truncated (boolean), client_ip, body
+-- (string | nil), body_err (string | nil), content_length (number | nil).
+function M.build(req, conf, deps)
+  if req.headers_truncated then
+    -- Cut-off headers could hide a spoofed `x-sluis-*` copy from the engine's removals.
+    return refusal(deps, 431, "more than " .. conf.max_headers .. " request headers")
+  end
+  local headers = {}
+  for name, value in pairs(req.headers or {}) do
+    name = string.lower(name)
+    if not NOT_SENT[name] then
+      if type(value) == "table" then
+        value = table.concat(value, ",")
+      end
+      value = tostring(value)
+      if not visible(value) then
+        return refusal(deps, 400, "header `" .. name .. "` is not visible ASCII")
+      end
+      if headers[name] then
+        headers[name] = headers[name] .. "," .. value
+      else
+        headers[name] = value
+      end
+    end
+  end
+
+  local question = {
+    method = req.method,
+    scheme = req.scheme or "http",
+    host = req.host or "",
+    target = (req.raw_path ~= nil and req.raw_path ~= "" and req.raw_path or "/")
+      .. ((req.raw_query ~= nil and req.raw_query ~= "") and ("?" .. req.raw_query) or ""),
+    protocol = req.http_version and ("HTTP/" .. tostring(req.http_version)) or "",
+    headers = headers,
+    client_address = req.client_ip or "",
+    context = {},
+  }
+
+  if conf.include_body then
+    local limit = conf.max_body_bytes
+    local too_large = "the request body is larger than " .. limit .. " bytes"
+    local length = req.content_length
+    if length and length > limit then
+      return refusal(deps, 413, too_large)
+    end
+    local body = req.body
+    if req.body_err or (body == nil and length and length > 0) then
+      -- Buffered to a file, or not read: deciding without it could allow what it forbids.
+      return refusal(deps, 413, "the request body could not be read whole")
+    end
+    if body then
+      if #body > limit then
+        return refusal(deps, 413, too_large)
+      end
+      if length and #body ~= length then
+        return refusal(deps, 413, "the request body could not be read whole")
+      end
+      question.body_base64 = deps.b64(body)
+    end
+  end
+
+  for key, value in pairs(conf.context or {}) do
+    question.context[key] = value
+  end
+  if conf.policy then
+    question.context.sluis_policy = conf.policy
+  end
+  return deps.json.encode(question)
+end
+
+local function error_action(conf, reason)
+  return {
+    kind = "error",
+    status = conf.status_on_error,
+    headers = JSON_TYPE,
+    body = M.UNAVAILABLE_BODY,
+    log = reason,
+  }
+end
+
+-- An array of [name, value] string pairs, or nil.
+local function pairs_of(list)
+  if type(list) ~= "table" then
+    return nil
+  end
+  local out = {}
+  for i, pair in ipairs(list) do
+    if type(pair) ~= "table" or type(pair[1]) ~= "string" or type(pair[2]) ~= "string" then
+      return nil
+    end
+    out[i] = { pair[1], pair[2] }
+  end
+  return out
+end
+
+--- What to do with Sluis's answer: { kind = "allow", set = {{name, value}}, remove =
+-- {names}, query = string | nil } | { kind = "deny" | "error", status, headers, body }
+-- (an error also has `log`, the reason, without the request's content).
+-- status, body, err: the door's HTTP status and body, or the transport error.
+function M.decide(status, body, err, conf, deps)
+  if err then
+    return error_action(conf, "Sluis cannot be asked: " .. tostring(err))
+  end
+  if status ~= 200 then
+    return error_action(conf, "Sluis answered HTTP " .. tostring(status))
+  end
+  local ok, answer = pcall(deps.json.decode, body or "")
+  if not ok or type(answer) ~= "table" then
+    return error_action(conf, "Sluis's answer is not JSON")
+  end
+  if answer.decision == "allow" then
+    local set = pairs_of(answer.set_headers)
+    local remove = answer.remove_headers
+    local query = answer.query
+    if query == deps.json.null then
+      query = nil
+    end
+    if not set or type(remove) ~= "table" or (query ~= nil and type(query) ~= "string") then
+      return error_action(conf, "Sluis's allow is not understood")
+    end
+    for _, name in ipairs(remove) do
+      if type(name) ~= "string" then
+        return error_action(conf, "Sluis's allow is not understood")
+      end
+    end
+    return { kind = "allow", set = set, remove = remove, query = query }
+  elseif answer.decision == "deny" then
+    local list = pairs_of(answer.headers)
+    local code = answer.status
+    if not list or type(code) ~= "number" or code < 200 or code > 599
+      or type(answer.body) ~= "string" then
+      return error_action(conf, "Sluis's deny is not understood")
+    end
+    -- Repeated names (two challenges) stay repeated.
+    local headers = {}
+    for _, pair in ipairs(list) do
+      local name, value = pair[1], pair[2]
+      local earlier = headers[name]
+      if earlier == nil then
+        headers[name] = value
+      elseif type(earlier) == "table" then
+        earlier[#earlier + 1] = value
+      else
+        headers[name] = { earlier, value }
+      end
+    end
+    return { kind = "deny", status = code, headers = headers, body = answer.body }
+  end
+  return error_action(conf, "Sluis's answer has no known decision")
+end
+
+return M

@@ -1,0 +1,195 @@
+-- busted spec of the plugin's pure logic: `busted` in kong/ (see .busted).
+local cjson = require "cjson.safe"
+local logic = require "kong.plugins.sluis.logic"
+local client = require "kong.plugins.sluis.client"
+
+local function b64(s)
+  -- Enough base64 for the tests; the plugin uses ngx.encode_base64.
+  local chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+  return ((s:gsub(".", function(x)
+    local r, b = "", x:byte()
+    for i = 8, 1, -1 do r = r .. (b % 2 ^ i - b % 2 ^ (i - 1) > 0 and "1" or "0") end
+    return r
+  end) .. "0000"):gsub("%d%d%d?%d?%d?%d?", function(x)
+    if #x < 6 then return "" end
+    local c = 0
+    for i = 1, 6 do c = c + (x:sub(i, i) == "1" and 2 ^ (6 - i) or 0) end
+    return chars:sub(c + 1, c + 1)
+  end) .. ({ "", "==", "=" })[#s % 3 + 1])
+end
+
+local deps = { json = cjson, b64 = b64 }
+
+local function conf(overrides)
+  local c = {
+    url = "http://sluis:9192", include_body = false, max_body_bytes = 16,
+    max_headers = 100, status_on_error = 503, context = {},
+  }
+  for k, v in pairs(overrides or {}) do c[k] = v end
+  return c
+end
+
+local function req(overrides)
+  local r = {
+    method = "GET", scheme = "https", host = "api.test", raw_path = "/fhir/Patient%2F1",
+    raw_query = "name=a%20b", http_version = 1.1, client_ip = "10.0.0.1",
+    headers = { authorization = "Bearer t", ["x-multi"] = { "a", "b" } },
+  }
+  for k, v in pairs(overrides or {}) do r[k] = v end
+  return r
+end
+
+local function build(r, c)
+  local json, refusal = logic.build(r, c or conf(), deps)
+  if json then return cjson.decode(json) end
+  return nil, refusal
+end
+
+describe("build", function()
+  it("describes the whole request", function()
+    local q = build(req())
+    assert.same({
+      method = "GET", scheme = "https", host = "api.test",
+      target = "/fhir/Patient%2F1?name=a%20b", protocol = "HTTP/1.1",
+      headers = { authorization = "Bearer t", ["x-multi"] = "a,b" },
+      client_address = "10.0.0.1", context = {},
+    }, q)
+  end)
+
+  it("leaves out the ? without a query and lower-cases names", function()
+    local q = build(req({ raw_query = "", headers = { ["X-Sluis-Client-Id"] = "spoofed" } }))
+    assert.equal("/fhir/Patient%2F1", q.target)
+    assert.same({ ["x-sluis-client-id"] = "spoofed" }, q.headers)
+  end)
+
+  it("drops hop-by-hop headers and the original framing", function()
+    local q = build(req({ headers = {
+      connection = "keep-alive", ["keep-alive"] = "5", te = "trailers", upgrade = "h2c",
+      ["transfer-encoding"] = "chunked", ["content-length"] = "3", accept = "*/*",
+    } }))
+    assert.same({ accept = "*/*" }, q.headers)
+  end)
+
+  it("refuses headers cut off at max_headers with 431", function()
+    local q, refusal = build(req({ headers_truncated = true }))
+    assert.is_nil(q)
+    assert.equal(431, refusal.status)
+    assert.equal("invalid_request", cjson.decode(refusal.body).error)
+  end)
+
+  it("refuses a header value with a control byte with 400", function()
+    local _, refusal = build(req({ headers = { x = "a\1b" } }))
+    assert.equal(400, refusal.status)
+    _, refusal = build(req({ headers = { x = { "ok", "caf\195\169" } } }))
+    assert.equal(400, refusal.status)
+  end)
+
+  it("sends the policy and the route's context", function()
+    local q = build(req(), conf({ policy = "eoverdracht", context = { zone = "a" } }))
+    assert.same({ sluis_policy = "eoverdracht", zone = "a" }, q.context)
+  end)
+
+  it("sends no body unless include_body", function()
+    local q = build(req({ body = "secret", content_length = 6 }))
+    assert.is_nil(q.body_base64)
+  end)
+
+  it("sends a whole body up to the limit", function()
+    local q = build(req({ body = '{"a":1}', content_length = 7 }), conf({ include_body = true }))
+    assert.equal("eyJhIjoxfQ==", q.body_base64)
+    q = build(req({ body = "0123456789abcdef", content_length = 16 }), conf({ include_body = true }))
+    assert.equal(b64("0123456789abcdef"), q.body_base64)
+  end)
+
+  it("refuses with 413 any body it cannot send whole", function()
+    local with_body = conf({ include_body = true })
+    for _, r in ipairs({
+      { body = "0123456789abcdefg", content_length = 17 },  -- over the limit
+      { content_length = 17 },                              -- not read: over the limit
+      { body_err = "request body in file" },                -- buffered to a file
+      { content_length = 5 },                               -- not read
+      { body = "abc", content_length = 5 },                 -- cut short
+      { body = "0123456789abcdefgh" },                      -- chunked, over the limit
+    }) do
+      local q, refusal = build(req(r), with_body)
+      assert.is_nil(q)
+      assert.equal(413, refusal.status)
+    end
+  end)
+end)
+
+describe("decide", function()
+  local c = conf()
+
+  it("turns an allow into headers to set and remove and a query", function()
+    local action = logic.decide(200, cjson.encode({
+      decision = "allow", set_headers = { { "x-sluis-client-id", "c-1" } },
+      remove_headers = { "authorization", "x-sluis-other" }, query = "a=1&tenant=x",
+    }), nil, c, deps)
+    assert.same({ kind = "allow", set = { { "x-sluis-client-id", "c-1" } },
+      remove = { "authorization", "x-sluis-other" }, query = "a=1&tenant=x" }, action)
+  end)
+
+  it("reads a JSON null query as no rewrite", function()
+    local action = logic.decide(200,
+      '{"decision":"allow","set_headers":[],"remove_headers":[],"query":null,"rule":"r"}',
+      nil, c, deps)
+    assert.equal("allow", action.kind)
+    assert.is_nil(action.query)
+  end)
+
+  it("passes a deny's status, headers and body through", function()
+    local action = logic.decide(200, cjson.encode({
+      decision = "deny", status = 401, body = '{"error":"unauthorized"}',
+      headers = { { "www-authenticate", "Bearer realm=\"sluis\"" },
+                  { "www-authenticate", "DPoP" }, { "content-type", "application/json" } },
+    }), nil, c, deps)
+    assert.same({ kind = "deny", status = 401, body = '{"error":"unauthorized"}',
+      headers = { ["www-authenticate"] = { "Bearer realm=\"sluis\"", "DPoP" },
+                  ["content-type"] = "application/json" } }, action)
+  end)
+
+  it("fails closed with status_on_error on anything else", function()
+    local cases = {
+      { nil, nil, "connection refused" },
+      { 503, '{"error":"temporarily_unavailable"}' },
+      { 400, '{"error":"invalid_request"}' },
+      { 200, "not json" },
+      { 200, "[]" },
+      { 200, '{"decision":"maybe"}' },
+      { 200, '{"decision":"allow","set_headers":[["a"]],"remove_headers":[]}' },
+      { 200, '{"decision":"allow","set_headers":[],"remove_headers":[1]}' },
+      { 200, '{"decision":"allow","set_headers":[],"remove_headers":[],"query":1}' },
+      { 200, '{"decision":"deny","status":99,"headers":[],"body":""}' },
+      { 200, '{"decision":"deny","status":403,"headers":[]}' },
+    }
+    for _, case in ipairs(cases) do
+      local action = logic.decide(case[1], case[2], case[3], conf({ status_on_error = 500 }), deps)
+      assert.equal("error", action.kind)
+      assert.equal(500, action.status)
+      assert.equal("temporarily_unavailable", cjson.decode(action.body).error)
+      assert.is_string(action.log)
+    end
+  end)
+
+  it("never logs what the answer said", function()
+    local action = logic.decide(200, '{"decision":"allow","token":"secret"', nil, c, deps)
+    assert.is_nil(action.log:find("secret", 1, true))
+  end)
+end)
+
+describe("parse_url", function()
+  it("reads scheme, host and port", function()
+    assert.same({ scheme = "http", host = "sluis", header_host = "sluis", port = 9192 },
+      client.parse_url("http://sluis:9192"))
+    assert.same({ scheme = "https", host = "sluis.internal", header_host = "sluis.internal", port = 443 },
+      client.parse_url("https://sluis.internal/"))
+    assert.same({ scheme = "http", host = "::1", header_host = "[::1]", port = 9192 },
+      client.parse_url("http://[::1]:9192"))
+  end)
+
+  it("refuses what is not an http(s) URL", function()
+    assert.is_nil(client.parse_url("ftp://sluis"))
+    assert.is_nil(client.parse_url("sluis:9192"))
+  end)
+end)
