@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install NGINX (package `nginx-light`, else `nginx`) and Caddy (`caddy`) from Debian when
 # they are missing, for the end-to-end tests of the forward-auth door
-# (tests/gateways_http.rs). The tests run their own NGINX and Caddy on loopback with
-# temporary configs; the system services are not used.
+# (tests/gateways_http.rs), and NGINX's Lua module with OpenResty's core, LuaJIT, lua-cjson
+# and busted for the Kong plugin's tests (tests/kong_check_door.rs). The tests run their
+# own NGINX and Caddy on loopback with temporary configs; the system services are not used.
 # Needs root (CI runs as root); does nothing for a tool already installed.
 set -euo pipefail
 
@@ -24,9 +25,20 @@ fi
 if ! [[ -x /usr/bin/caddy ]]; then
   install caddy
 fi
+# `luajit2` (OpenResty's LuaJIT, which ngx_lua links), never `luajit`: Debian's `luajit`
+# conflicts with it, and installing it removes the NGINX Lua module.
+lua_packages=()
+[[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]] || lua_packages+=(libnginx-mod-http-lua)
+[[ -f /usr/share/lua/5.1/resty/core.lua ]] || lua_packages+=(lua-resty-core)
+[[ -x /usr/bin/luajit ]] || lua_packages+=(luajit2)
+compgen -G '/usr/lib/*/lua/5.1/cjson.so' >/dev/null || lua_packages+=(lua-cjson)
+[[ -x /usr/bin/busted ]] || lua_packages+=(lua-busted)
+if (( ${#lua_packages[@]} )); then
+  install "${lua_packages[@]}"
+fi
 # The packages may start their system services; the tests do not want them.
 if command -v service >/dev/null 2>&1; then
   service nginx stop >/dev/null 2>&1 || true
   service caddy stop >/dev/null 2>&1 || true
 fi
-echo "$(/usr/sbin/nginx -v 2>&1); caddy $(/usr/bin/caddy version)"
+echo "$(/usr/sbin/nginx -v 2>&1); caddy $(/usr/bin/caddy version); $(/usr/bin/luajit -v | cut -d' ' -f1-2); busted $(/usr/bin/busted --version)"

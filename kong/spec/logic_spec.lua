@@ -31,7 +31,7 @@ end
 
 local function req(overrides)
   local r = {
-    method = "GET", scheme = "https", host = "api.test", raw_path = "/fhir/Patient%2F1",
+    method = "GET", scheme = "https", host = "api.test", raw_path = "/fhir/Patient/%31",
     raw_query = "name=a%20b", http_version = 1.1, client_ip = "10.0.0.1",
     headers = { authorization = "Bearer t", ["x-multi"] = { "a", "b" } },
   }
@@ -50,7 +50,7 @@ describe("build", function()
     local q = build(req())
     assert.same({
       method = "GET", scheme = "https", host = "api.test",
-      target = "/fhir/Patient%2F1?name=a%20b", protocol = "HTTP/1.1",
+      target = "/fhir/Patient/1?name=a%20b", protocol = "HTTP/1.1",
       headers = { authorization = "Bearer t", ["x-multi"] = "a,b" },
       client_address = "10.0.0.1", context = {},
     }, q)
@@ -58,7 +58,7 @@ describe("build", function()
 
   it("leaves out the ? without a query and lower-cases names", function()
     local q = build(req({ raw_query = "", headers = { ["X-Sluis-Client-Id"] = "spoofed" } }))
-    assert.equal("/fhir/Patient%2F1", q.target)
+    assert.equal("/fhir/Patient/1", q.target)
     assert.same({ ["x-sluis-client-id"] = "spoofed" }, q.headers)
   end)
 
@@ -115,6 +115,44 @@ describe("build", function()
       assert.is_nil(q)
       assert.equal(413, refusal.status)
     end
+  end)
+end)
+
+describe("normalize_path", function()
+  local cases = {
+    { "/", "/" },
+    { "/a/b", "/a/b" },
+    { "/a/b/", "/a/b/" },
+    { "/api/x/../admin", "/api/admin" },
+    { "/api/x/%2e%2E/admin", "/api/admin" },
+    { "/api/./admin/.", "/api/admin/" },
+    { "/api/..", "/" },
+    { "/../../etc", "/etc" },
+    { "/api//admin", "/api/admin" },
+    { "/%61dmin/%7e%3a%c3%a9", "/admin/~%3A%C3%A9" },
+    { "/q%20r", "/q%20r" },
+  }
+  for _, case in ipairs(cases) do
+    it(case[1] .. " is " .. case[2], function()
+      assert.equal(case[2], (logic.normalize_path(case[1])))
+    end)
+  end
+
+  it("refuses encoded slashes unless allowed, and malformed paths", function()
+    assert.is_nil(logic.normalize_path("/a%2Fb"))
+    assert.is_nil(logic.normalize_path("/a%2fb"))
+    assert.equal("/a%2Fb", logic.normalize_path("/a%2fb", true))
+    assert.is_nil(logic.normalize_path("/a%zz"))
+    assert.is_nil(logic.normalize_path("/a%4"))
+    assert.is_nil(logic.normalize_path("*"))
+    assert.is_nil(logic.normalize_path("http://a/"))
+    assert.is_nil(logic.normalize_path(nil))
+  end)
+
+  it("refuses such a request with 400 before asking", function()
+    local q, refusal = build(req({ raw_path = "/fhir/Patient%2F1" }))
+    assert.is_nil(q)
+    assert.equal(400, refusal.status)
   end)
 end)
 

@@ -7,8 +7,10 @@ local cjson = require "cjson.safe"
 local deps = { json = cjson, b64 = ngx.encode_base64 }
 
 local Sluis = {
-  -- After the authentication plugins (1000 and up), before rate limiting (910).
-  PRIORITY = 950,
+  -- Kong 3.x bundled priorities: authentication 1000 and up, ip-restriction 990,
+  -- request-size-limiting 951, acl 950, rate-limiting 910, request-transformer 801. So
+  -- after authentication and acl, before rate limiting and transformations, tied with none.
+  PRIORITY = 940,
   VERSION = "0.1.0",
 }
 

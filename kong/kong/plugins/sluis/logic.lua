@@ -35,6 +35,56 @@ local function visible(value)
   return not value:find("[^\t\32-\126]")
 end
 
+--- The path as the upstream will read it (RFC 3986 6.2.2 and 5.2.4, as Kong's router
+-- normalizes before matching): percent-encoded unreserved characters decoded, other
+-- triplets upper-cased, duplicate slashes merged, dot segments removed. Sluis decides on
+-- the path it is given, so `/api/x/../admin` must reach it as the `/api/admin` it is.
+-- nil and a reason for a path that cannot be normalized, or that holds an encoded slash
+-- (one segment to a policy, two to an upstream that decodes it) unless allowed.
+function M.normalize_path(raw, allow_encoded_slashes)
+  if type(raw) ~= "string" or raw:sub(1, 1) ~= "/" then
+    return nil, "the request path is not an absolute path"
+  end
+  local malformed = false
+  local path = raw:gsub("%%(.?.?)", function(hex)
+    if not hex:find("^%x%x$") then
+      malformed = true
+      return ""
+    end
+    local char = string.char(tonumber(hex, 16))
+    if char:find("^[%w%-%._~]$") then
+      return char
+    end
+    return "%" .. hex:upper()
+  end)
+  if malformed then
+    return nil, "the request path has a malformed percent-encoding"
+  end
+  if not allow_encoded_slashes and path:find("%2F", 1, true) then
+    return nil, "the request path has an encoded slash"
+  end
+  path = path:gsub("//+", "/")
+  local segments = {}
+  for segment in (path .. "/"):gmatch("([^/]*)/") do
+    segments[#segments + 1] = segment
+  end
+  local out = {}
+  for i = 2, #segments do
+    local segment = segments[i]
+    if segment == ".." then
+      out[#out] = nil
+    end
+    if segment == "." or segment == ".." then
+      if i == #segments then
+        out[#out + 1] = ""
+      end
+    else
+      out[#out + 1] = segment
+    end
+  end
+  return "/" .. table.concat(out, "/")
+end
+
 --- The JSON question for Sluis, or nil and a local refusal { status, headers, body }.
 -- req: method, scheme, host, raw_path, raw_query, http_version (number), headers
 -- (name → string | array of strings), headers_truncated (boolean), client_ip, body
@@ -63,12 +113,16 @@ function M.build(req, conf, deps)
     end
   end
 
+  local path, bad_path = M.normalize_path(req.raw_path, conf.allow_encoded_slashes)
+  if not path then
+    return refusal(deps, 400, bad_path)
+  end
+
   local question = {
     method = req.method,
     scheme = req.scheme or "http",
     host = req.host or "",
-    target = (req.raw_path ~= nil and req.raw_path ~= "" and req.raw_path or "/")
-      .. ((req.raw_query ~= nil and req.raw_query ~= "") and ("?" .. req.raw_query) or ""),
+    target = path .. ((req.raw_query ~= nil and req.raw_query ~= "") and ("?" .. req.raw_query) or ""),
     protocol = req.http_version and ("HTTP/" .. tostring(req.http_version)) or "",
     headers = headers,
     client_address = req.client_ip or "",

@@ -16,6 +16,9 @@ return {
           { policy = { type = "string" } },
           -- More context entries for the policies (`request.context`).
           { context = { type = "map", keys = { type = "string" }, values = { type = "string" } } },
+          -- Decide on paths with `%2F` instead of refusing them with 400: only when the
+          -- upstream never decodes it into a segment separator.
+          { allow_encoded_slashes = { type = "boolean", default = false } },
           -- Milliseconds.
           { connect_timeout = { type = "integer", default = 1000, gt = 0 } },
           { send_timeout = { type = "integer", default = 2000, gt = 0 } },
