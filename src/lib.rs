@@ -34,7 +34,7 @@
 //!
 //! | module | what it is |
 //! |---|---|
-//! | [`doors`] | front doors: translate a gateway's protocol to and from the engine's types, and decide nothing: [`doors::envoy`] (gRPC ext_authz); on one HTTP port ([`doors::http`]): [`doors::forward_auth`] (NGINX, Traefik, Caddy, Envoy `http_service`), [`doors::opa`] (OPA Data API for Kong and APISIX), [`doors::authzen`] (AuthZEN evaluations), [`doors::care_services`] (Care Services Proxy) |
+//! | [`doors`] | front doors: translate a gateway's protocol to and from the engine's types, and decide nothing: [`doors::envoy`] (gRPC ext_authz); on one HTTP port ([`doors::http`]): [`doors::forward_auth`] (NGINX, Traefik, Caddy, Envoy `http_service`), [`doors::opa`] (OPA Data API for Kong and APISIX), [`doors::check`] (the gRPC door's question and answer as JSON, for the Kong plugin in `kong/`), [`doors::authzen`] (AuthZEN evaluations), [`doors::care_services`] (Care Services Proxy) |
 //! | [`admin`] | admin listener: health, readiness, `/metrics`, `/explain`, and the flows API over HTTP/JSON ([`admin::flows`]) and gRPC ([`admin::grpc`], defined in `proto/`) on one port |
 //! | [`telemetry`] | traces over OTLP: the decision span joined to the caller's W3C `traceparent`, exported off the hot path |
 //! | [`reload`] | hot reload of policies (the enforced and the candidate set, apart): file watching, SIGHUP, validate-then-swap |
