@@ -149,6 +149,34 @@ describe("normalize_path", function()
     assert.is_nil(logic.normalize_path(nil))
   end)
 
+  it("gives a canonical path for any path it accepts (2000 random paths)", function()
+    local pieces = { "a", "B", "/", "//", ".", "..", "/./", "/../", "%2e", "%2E", "%2e%2E",
+      "%41", "%7e", "%7E", "%3a", "%3A", "%2f", "%25", "%zz", "%", "~", "-", "%c3%a9", ";x" }
+    math.randomseed(23)
+    for _ = 1, 2000 do
+      local parts = { "/" }
+      for _ = 1, math.random(0, 12) do
+        parts[#parts + 1] = pieces[math.random(#pieces)]
+      end
+      local raw = table.concat(parts)
+      local path, why = logic.normalize_path(raw, true)
+      if path then
+        assert.equal("/", path:sub(1, 1), raw)
+        assert.is_nil(path:find("//", 1, true), raw)
+        for segment in (path .. "/"):gmatch("([^/]*)/") do
+          assert.is_true(segment ~= "." and segment ~= "..", raw)
+        end
+        for hex in path:gmatch("%%(..)") do
+          assert.equal(hex:upper(), hex, raw)
+          assert.is_nil(string.char(tonumber(hex, 16)):find("^[%w%-%._~]$"), raw)
+        end
+        assert.equal(path, logic.normalize_path(path, true), raw)
+      else
+        assert.matches("percent", why, 1, true)
+      end
+    end
+  end)
+
   it("refuses such a request with 400 before asking", function()
     local q, refusal = build(req({ raw_path = "/fhir/Patient%2F1" }))
     assert.is_nil(q)
@@ -218,11 +246,11 @@ end)
 
 describe("parse_url", function()
   it("reads scheme, host and port", function()
-    assert.same({ scheme = "http", host = "sluis", header_host = "sluis", port = 9192 },
+    assert.same({ scheme = "http", host = "sluis", header_host = "sluis:9192", port = 9192 },
       client.parse_url("http://sluis:9192"))
     assert.same({ scheme = "https", host = "sluis.internal", header_host = "sluis.internal", port = 443 },
       client.parse_url("https://sluis.internal/"))
-    assert.same({ scheme = "http", host = "::1", header_host = "[::1]", port = 9192 },
+    assert.same({ scheme = "http", host = "::1", header_host = "[::1]:9192", port = 9192 },
       client.parse_url("http://[::1]:9192"))
   end)
 

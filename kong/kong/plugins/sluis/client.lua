@@ -24,8 +24,13 @@ function M.parse_url(url)
   if not host then
     return nil, "`url` has no host"
   end
-  port = tonumber(port) or (scheme == "https" and 443 or 80)
-  return { scheme = scheme, host = host:gsub("^%[(.*)%]$", "%1"), header_host = host, port = port }
+  local explicit = tonumber(port)
+  return {
+    scheme = scheme,
+    host = (host:gsub("^%[(.*)%]$", "%1")),
+    header_host = explicit and (host .. ":" .. explicit) or host,
+    port = explicit or (scheme == "https" and 443 or 80),
+  }
 end
 
 local function target(conf)
@@ -47,6 +52,9 @@ local function read_body(sock, headers)
     length = tonumber(length)
     if not length or length > MAX_ANSWER then
       return nil, "answer too large or unreadable"
+    end
+    if length == 0 then
+      return ""
     end
     return sock:receive(length)
   end
