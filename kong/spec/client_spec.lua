@@ -1,5 +1,7 @@
 -- busted spec of the HTTP exchange with Sluis, over a scripted cosocket.
 local client = require "kong.plugins.sluis.client"
+-- ngx.null, as Kong may hand over an unset field: the same NULL lightuserdata as cjson's.
+local ngx_null = require("cjson").null
 
 -- A socket that answers `answer` (a string) and records what was done with it.
 local function scripted(answers, log)
@@ -131,6 +133,12 @@ describe("post", function()
     assert.equal(200, (client.post(tls, "{}", scripted({ { answer = OK } }, log))))
     assert.same({ name = "sluis", verify = true }, log[1].tls)
     assert.equal("sluis:sluis.internal:9443:tls:sluis:true", log[1].opts.pool)
+    local unnamed = {}
+    for k, v in pairs(tls) do unnamed[k] = v end
+    unnamed.tls_server_name = ngx_null
+    log = {}
+    assert.equal(200, (client.post(unnamed, "{}", scripted({ { answer = OK } }, log))))
+    assert.same({ name = "sluis.internal", verify = true }, log[1].tls)
     log = {}
     assert.equal(200, (client.post(tls, "{}", scripted({ { answer = OK, reused = 3 } }, log))))
     assert.is_nil(log[1].tls)

@@ -89,6 +89,11 @@ describe("build", function()
     assert.same({ sluis_policy = "eoverdracht", zone = "a" }, q.context)
   end)
 
+  it("reads unset fields Kong hands over as null as unset", function()
+    local q = build(req(), conf({ policy = cjson.null, context = cjson.null }))
+    assert.same({}, q.context)
+  end)
+
   it("sends no body unless include_body", function()
     local q = build(req({ body = "secret", content_length = 6 }))
     assert.is_nil(q.body_base64)

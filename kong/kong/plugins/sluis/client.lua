@@ -141,7 +141,8 @@ end
 -- One attempt; `reused` says whether it went over a pooled connection.
 local function attempt(conf, url, json, new_socket)
   local tls = url.scheme == "https"
-  local server_name = conf.tls_server_name or url.host
+  -- Kong may hand an unset field over as ngx.null rather than nil.
+  local server_name = type(conf.tls_server_name) == "string" and conf.tls_server_name or url.host
   -- TLS and plaintext connections, and connections verified differently, never share a pool.
   local pool = "sluis:" .. url.host .. ":" .. url.port
     .. (tls and (":tls:" .. server_name .. ":" .. tostring(conf.ssl_verify)) or "")

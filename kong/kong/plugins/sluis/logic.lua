@@ -152,10 +152,15 @@ function M.build(req, conf, deps)
     end
   end
 
-  for key, value in pairs(conf.context or {}) do
-    question.context[key] = value
+  -- Kong may hand unset fields over as ngx.null rather than nil: only strings count.
+  if type(conf.context) == "table" then
+    for key, value in pairs(conf.context) do
+      if type(key) == "string" and type(value) == "string" then
+        question.context[key] = value
+      end
+    end
   end
-  if conf.policy then
+  if type(conf.policy) == "string" then
     question.context.sluis_policy = conf.policy
   end
   return deps.json.encode(question)
