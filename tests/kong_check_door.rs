@@ -206,6 +206,45 @@ fn busted_passes_the_plugin_logic_specs() {
     assert!(!report.contains("not ok"), "{report}");
 }
 
+/// A CA and a certificate for `localhost`/127.0.0.1 it signed, as PEM files in a dir.
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "Sluis Test CA");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let mut leaf =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .unwrap();
+        leaf.distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &ca).unwrap();
+        let pki = Pki {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("sluis.pem"),
+            key: dir.join("sluis.key"),
+        };
+        std::fs::write(&pki.ca, ca.pem()).unwrap();
+        std::fs::write(&pki.cert, cert.pem()).unwrap();
+        std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+        pki
+    }
+}
+
 /// The status of `GET target` sent as written (an HTTP client would remove dot segments).
 async fn raw_get(port: u16, target: &str, authorization: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -287,6 +326,9 @@ async fn the_kong_plugin_enforces_sluis_decisions_inside_nginx() {
     let dir = setup.dir.path();
     let temp = dir.join("nginx-temp");
     std::fs::create_dir(&temp).unwrap();
+    // Sluis behind TLS: NGINX itself terminates it in front of Sluis's HTTP listener.
+    let tls_port = free_port();
+    let pki = Pki::new(dir);
 
     let routes = [
         route(
@@ -344,6 +386,32 @@ async fn the_kong_plugin_enforces_sluis_decisions_inside_nginx() {
             &format!(r#"{{ url = "http://127.0.0.1:{relay}", policy = "route-b" }}"#),
             upstream_port,
         ),
+        route(
+            "/tls/",
+            &format!(
+                r#"{{ url = "https://127.0.0.1:{tls_port}", tls_server_name = "localhost", policy = "route-b" }}"#
+            ),
+            upstream_port,
+        ),
+        route(
+            "/tls-other-name/",
+            &format!(
+                r#"{{ url = "https://127.0.0.1:{tls_port}", tls_server_name = "other.test", policy = "route-b" }}"#
+            ),
+            upstream_port,
+        ),
+        route(
+            "/tls-unverified/",
+            &format!(
+                r#"{{ url = "https://127.0.0.1:{tls_port}", tls_server_name = "other.test", ssl_verify = false, policy = "route-b" }}"#
+            ),
+            upstream_port,
+        ),
+        route(
+            "/tls-as-plain/",
+            &format!(r#"{{ url = "http://127.0.0.1:{tls_port}", policy = "route-b" }}"#),
+            upstream_port,
+        ),
     ]
     .concat();
     let modules = lua_module.parent().unwrap();
@@ -369,12 +437,25 @@ http {{
     lua_socket_log_errors off;
     # Kong's globals are set once, as Kong sets them, not per request.
     init_by_lua_block {{ require("kong_shim") }}
+    lua_ssl_trusted_certificate {ca};
     server {{
         listen 127.0.0.1:{listen};
         {routes}
     }}
+    server {{
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{
+            proxy_pass http://{sluis_http};
+        }}
+    }}
 }}
 "#,
+        ca = pki.ca.display(),
+        cert = pki.cert.display(),
+        key = pki.key.display(),
+        sluis_http = server.http,
         modules = modules.display(),
         lua_module = lua_module.display(),
         dir = dir.display(),
@@ -568,6 +649,28 @@ http {{
         (1..=2).contains(&opened),
         "{opened} connections for 20 checks"
     );
+
+    // TLS to Sluis: verified against the trusted CA and the server name; a name the
+    // certificate does not carry, or plain HTTP to the TLS port, fails closed.
+    for (path, expected) in [
+        ("/tls/x", 200),
+        ("/tls/x", 200),
+        ("/tls-other-name/x", 503),
+        ("/tls-unverified/x", 200),
+        ("/tls-as-plain/x", 503),
+    ] {
+        let response = client
+            .get(url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "{path}");
+        if expected == 200 {
+            let echoed: Value = response.json().await.unwrap();
+            assert_eq!(echoed["headers"]["x-sluis-route"], "b", "{echoed}");
+        }
+    }
 
     server.stop().await;
 }
