@@ -206,11 +206,14 @@ fn busted_passes_the_plugin_logic_specs() {
     assert!(!report.contains("not ok"), "{report}");
 }
 
-/// A CA and a certificate for `localhost`/127.0.0.1 it signed, as PEM files in a dir.
+/// A CA, a server certificate for `localhost`/127.0.0.1 and a client certificate it
+/// signed, as PEM files in a dir.
 struct Pki {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
 }
 
 impl Pki {
@@ -233,11 +236,22 @@ impl Pki {
         leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = leaf.signed_by(&key, &ca).unwrap();
+        let mut client = rcgen::CertificateParams::new(vec!["kong.test".to_owned()]).unwrap();
+        client
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "kong");
+        client.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let client_cert = client.signed_by(&client_key, &ca).unwrap();
         let pki = Pki {
             ca: dir.join("ca.pem"),
             cert: dir.join("sluis.pem"),
             key: dir.join("sluis.key"),
+            client_cert: dir.join("kong.pem"),
+            client_key: dir.join("kong.key"),
         };
+        std::fs::write(&pki.client_cert, client_cert.pem()).unwrap();
+        std::fs::write(&pki.client_key, client_key.serialize_pem()).unwrap();
         std::fs::write(&pki.ca, ca.pem()).unwrap();
         std::fs::write(&pki.cert, cert.pem()).unwrap();
         std::fs::write(&pki.key, key.serialize_pem()).unwrap();
@@ -328,6 +342,8 @@ async fn the_kong_plugin_enforces_sluis_decisions_inside_nginx() {
     std::fs::create_dir(&temp).unwrap();
     // Sluis behind TLS: NGINX itself terminates it in front of Sluis's HTTP listener.
     let tls_port = free_port();
+    // ... and one that requires a client certificate from the same CA.
+    let mtls_port = free_port();
     let pki = Pki::new(dir);
 
     let routes = [
@@ -408,6 +424,23 @@ async fn the_kong_plugin_enforces_sluis_decisions_inside_nginx() {
             upstream_port,
         ),
         route(
+            "/mtls/",
+            &format!(
+                r#"{{ url = "https://127.0.0.1:{mtls_port}", tls_server_name = "localhost", policy = "route-b",
+                      client_cert = io.open("{cert}"):read("*a"), client_key = io.open("{key}"):read("*a") }}"#,
+                cert = pki.client_cert.display(),
+                key = pki.client_key.display(),
+            ),
+            upstream_port,
+        ),
+        route(
+            "/mtls-without-certificate/",
+            &format!(
+                r#"{{ url = "https://127.0.0.1:{mtls_port}", tls_server_name = "localhost", policy = "route-b" }}"#
+            ),
+            upstream_port,
+        ),
+        route(
             "/tls-as-plain/",
             &format!(r#"{{ url = "http://127.0.0.1:{tls_port}", policy = "route-b" }}"#),
             upstream_port,
@@ -446,6 +479,16 @@ http {{
         listen 127.0.0.1:{tls_port} ssl;
         ssl_certificate {cert};
         ssl_certificate_key {key};
+        location / {{
+            proxy_pass http://{sluis_http};
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{mtls_port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_verify_client on;
+        ssl_client_certificate {ca};
         location / {{
             proxy_pass http://{sluis_http};
         }}
@@ -658,6 +701,8 @@ http {{
         ("/tls-other-name/x", 503),
         ("/tls-unverified/x", 200),
         ("/tls-as-plain/x", 503),
+        ("/mtls/x", 200),
+        ("/mtls-without-certificate/x", 503),
     ] {
         let response = client
             .get(url(path))

@@ -118,6 +118,18 @@ describe("post", function()
     end
   end)
 
+  it("refuses half a client identity without connecting", function()
+    local half = {}
+    for k, v in pairs(conf) do half[k] = v end
+    half.url = "https://sluis:9443"
+    half.client_cert = "-----BEGIN CERTIFICATE-----"
+    local log = {}
+    local status, _, err = client.post(half, "{}", scripted({ { answer = OK } }, log))
+    assert.is_nil(status)
+    assert.matches("together", err)
+    assert.equal(0, #log)
+  end)
+
   it("reports a refused connection", function()
     local status, _, err = client.post(conf, "{}", scripted({ { connect_error = "connection refused" } }, {}))
     assert.is_nil(status)

@@ -10,6 +10,37 @@ local MAX_ANSWER = 1024 * 1024
 local MAX_HEADER_LINES = 100
 
 local parsed_urls = setmetatable({}, { __mode = "k" })
+local identities = setmetatable({}, { __mode = "k" })
+
+-- The client certificate and key for mutual TLS, parsed once per config: nil without one.
+local function identity(conf)
+  local cert, key = conf.client_cert, conf.client_key
+  local has_cert, has_key = type(cert) == "string", type(key) == "string"
+  if not has_cert and not has_key then
+    return nil
+  end
+  if not (has_cert and has_key) then
+    return nil, "client_cert and client_key must be set together"
+  end
+  local cached = identities[conf]
+  if cached then
+    return cached
+  end
+  local ssl = require "ngx.ssl"
+  local parsed_cert, err = ssl.parse_pem_cert(cert)
+  if not parsed_cert then
+    return nil, "client_cert: " .. tostring(err)
+  end
+  local parsed_key
+  parsed_key, err = ssl.parse_pem_priv_key(key)
+  if not parsed_key then
+    return nil, "client_key: " .. tostring(err)
+  end
+  -- Connections made with one certificate are never handed to a config with another.
+  cached = { cert = parsed_cert, key = parsed_key, pool = ":cert:" .. ngx.md5(cert) }
+  identities[conf] = cached
+  return cached
+end
 
 --- scheme, host, port of `http(s)://host[:port][/...]` (IPv6 in brackets), or nil, err.
 function M.parse_url(url)
@@ -144,16 +175,32 @@ local function attempt(conf, url, json, new_socket)
   -- Kong may hand an unset field over as ngx.null rather than nil.
   local server_name = type(conf.tls_server_name) == "string" and conf.tls_server_name or url.host
   -- TLS and plaintext connections, and connections verified differently, never share a pool.
+  local me, err
+  if tls then
+    me, err = identity(conf)
+    if err then
+      return nil, err, false
+    end
+  end
   local pool = "sluis:" .. url.host .. ":" .. url.port
     .. (tls and (":tls:" .. server_name .. ":" .. tostring(conf.ssl_verify)) or "")
+    .. (me and me.pool or "")
   local sock = new_socket()
   sock:settimeouts(conf.connect_timeout, conf.send_timeout, conf.read_timeout)
-  local ok, err = sock:connect(url.host, url.port, { pool = pool, pool_size = conf.keepalive_pool })
+  local ok
+  ok, err = sock:connect(url.host, url.port, { pool = pool, pool_size = conf.keepalive_pool })
   if not ok then
     return nil, "connect: " .. tostring(err), false
   end
   local reused = (sock:getreusedtimes() or 0) > 0
   if tls and not reused then
+    if me then
+      ok, err = sock:setclientcert(me.cert, me.key)
+      if not ok then
+        sock:close()
+        return nil, "TLS client certificate: " .. tostring(err), false
+      end
+    end
     ok, err = sock:sslhandshake(nil, server_name, conf.ssl_verify)
     if not ok then
       sock:close()

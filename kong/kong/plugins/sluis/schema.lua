@@ -28,6 +28,9 @@ return {
           { keepalive_pool = { type = "integer", default = 32, gt = 0 } },
           { ssl_verify = { type = "boolean", default = true } },
           { tls_server_name = { type = "string" } },
+          -- Mutual TLS: a PEM certificate and its key, both or neither.
+          { client_cert = { type = "string" } },
+          { client_key = { type = "string", referenceable = true } },
           -- Send the request body (for policies reading `request.body`, e.g. GraphQL);
           -- a larger one is refused with 413, never decided on in part.
           { include_body = { type = "boolean", default = false } },
@@ -38,5 +41,8 @@ return {
           { status_on_error = { type = "integer", default = 503, between = { 400, 599 } } },
         },
     } },
+  },
+  entity_checks = {
+    { mutually_required = { "config.client_cert", "config.client_key" } },
   },
 }
