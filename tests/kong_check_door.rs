@@ -1,6 +1,7 @@
 //! The check door (`POST /v1/check`) and the Kong plugin in `kong/` that calls it.
 //!
-//! - The door over HTTP against a real server: what it answers a plugin.
+//! - The door over HTTP against a real server: what it answers a plugin, and the negative
+//!   token corpus refused as the gRPC door refuses it.
 //! - The plugin's pure logic with busted (`kong/spec`).
 //! - The plugin's real handler inside a real NGINX with Debian's ngx_lua module, through
 //!   the PDK shim `kong/spec/nginx/kong_shim.lua`, in front of a real Sluis and a recording
@@ -718,4 +719,63 @@ http {{
     }
 
     server.stop().await;
+}
+
+/// The negative corpus (issue #15) through the check door: every row refused with the
+/// status and challenge the gRPC door gives, the valid token allowed.
+#[tokio::test]
+async fn every_corpus_token_is_refused_at_the_check_door() {
+    use common::corpus::{authorization, cases, jwks_with_pinned_key};
+    let keys = tempfile::tempdir().unwrap();
+    let jwks = jwks_with_pinned_key(keys.path());
+    let config = config_yaml("127.0.0.1:0", "127.0.0.1:0").replace(
+        &fixture("keys/jwks.json").display().to_string(),
+        &jwks.display().to_string(),
+    );
+    let setup = Setup::new(&config, &[("api.yaml", POLICY)]);
+    let server = Server::start(&setup.config_path()).await;
+    let valid = json!({"name": "valid", "status": 200});
+    let cases = cases();
+    let mut failures = Vec::new();
+    for case in std::iter::once(&valid).chain(&cases) {
+        let name = case["name"].as_str().unwrap();
+        let value = authorization(case);
+        let reference = server
+            .check(Req::get("/api/things").header("authorization", &value))
+            .await;
+        let (status, answer) = ask(
+            &server,
+            json!({"method": "GET", "scheme": "https", "host": "api.test",
+                   "target": "/api/things", "headers": {"authorization": value}}),
+        )
+        .await;
+        let challenge = answer["headers"].as_array().and_then(|headers| {
+            headers
+                .iter()
+                .find(|pair| pair[0] == "www-authenticate")
+                .map(|pair| pair[1].as_str().unwrap().to_owned())
+        });
+        let right = status == 200
+            && if reference.status == 200 {
+                answer["decision"] == "allow"
+            } else {
+                answer["decision"] == "deny"
+                    && answer["status"] == reference.status
+                    && challenge.as_deref() == reference.header("www-authenticate")
+            };
+        if !right || reference.status != case["status"].as_u64().unwrap() as u16 {
+            failures.push(format!(
+                "{name}: grpc door {}, check door {status} {answer}",
+                reference.status
+            ));
+        }
+    }
+    server.stop().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {} corpus cases wrong:\n{}",
+        failures.len(),
+        cases.len() + 1,
+        failures.join("\n")
+    );
 }
