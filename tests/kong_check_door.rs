@@ -660,11 +660,17 @@ http {{
         refusal["message"].as_str().unwrap().contains("1024"),
         "refused by the plugin, not Sluis: {refusal}"
     );
-    // Over NGINX's 8 KiB body buffer: written to a file, which the plugin does not read.
-    let mut big = b"allowed".to_vec();
-    big.resize(60_000, b' ');
-    let response = post("/bigbody/x", big).await.unwrap();
+    // Over NGINX's 8 KiB body buffer, so kept in a file, within max_body_bytes: read whole.
+    for (start, expected) in [(&b"allowed"[..], 200), (b"refused", 403)] {
+        let mut big = start.to_vec();
+        big.resize(60_000, b' ');
+        let response = post("/bigbody/x", big).await.unwrap();
+        assert_eq!(response.status(), expected);
+    }
+    let response = post("/bigbody/x", vec![b'a'; 70_000]).await.unwrap();
     assert_eq!(response.status(), 413);
+    let refusal: Value = response.json().await.unwrap();
+    assert!(refusal["message"].as_str().unwrap().contains("65536"));
 
     // More headers than max_headers: refused, since the cut-off ones could be spoofed.
     let mut many = client.get(url("/few/x")).bearer_auth(&token);

@@ -14,13 +14,31 @@ local Sluis = {
   VERSION = "0.1.0",
 }
 
+-- The request body, whole, when it is at most max_body_bytes: NGINX keeps a body over
+-- client_body_buffer_size (Kong: 8 KiB by default) in a temporary file, which
+-- get_raw_body does not read. Anything else is left to logic.build to refuse.
+local function read_body(conf, length)
+  local body, err = kong.request.get_raw_body()
+  if body or not length or length > conf.max_body_bytes then
+    return body, err
+  end
+  local path = ngx.req.get_body_file()
+  local file = path and io.open(path, "rb")
+  if not file then
+    return nil, err
+  end
+  body = file:read(conf.max_body_bytes + 1)
+  file:close()
+  return body or "", nil
+end
+
 function Sluis:access(conf)
   local request = kong.request
   local headers, truncated = request.get_headers(conf.max_headers)
   local length = tonumber(request.get_header("content-length"))
   local body, body_err
   if conf.include_body and not (length and length > conf.max_body_bytes) then
-    body, body_err = request.get_raw_body()
+    body, body_err = read_body(conf, length)
   end
   local question, refusal = logic.build({
     method = request.get_method(),
