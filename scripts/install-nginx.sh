@@ -28,11 +28,10 @@ fi
 # `luajit2` (OpenResty's LuaJIT, which ngx_lua links), never `luajit`: Debian's `luajit`
 # conflicts with it, and installing it removes the NGINX Lua module.
 lua_packages=()
-[[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]] || lua_packages+=(libnginx-mod-http-lua)
-[[ -f /usr/share/lua/5.1/resty/core.lua ]] || lua_packages+=(lua-resty-core)
-[[ -x /usr/bin/luajit ]] || lua_packages+=(luajit2)
-compgen -G '/usr/lib/*/lua/5.1/cjson.so' >/dev/null || lua_packages+=(lua-cjson)
-[[ -x /usr/bin/busted ]] || lua_packages+=(lua-busted)
+for package in libnginx-mod-http-lua lua-resty-core luajit2 lua-cjson lua-busted; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' \
+    || lua_packages+=("$package")
+done
 if (( ${#lua_packages[@]} )); then
   install "${lua_packages[@]}"
 fi
