@@ -1424,9 +1424,9 @@ impl Policy {
 }
 
 fn host_without_port(host: &str) -> &str {
-    if host.starts_with('[') {
+    if let Some(bracketed) = host.strip_prefix('[') {
         // [v6]:port
-        return host.split(']').next().map(|h| &h[1..]).unwrap_or(host);
+        return bracketed.split(']').next().unwrap_or(host);
     }
     match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,

@@ -467,8 +467,7 @@ fn memoized_filter(call: &cel::common::ast::CallExpr, bound: &[String]) -> Optio
     let unbound = |name: &str| !bound.iter().any(|b| b == name);
     let ident = |node: &IdedExpr, want: &str| matches!(&node.expr, Node::Ident(n) if n == want);
     let plain = call.target.as_deref().is_some_and(|t| ident(t, "flows"))
-        && call.args.len() == 1
-        && ident(&call.args[0], "request")
+        && matches!(call.args.as_slice(), [arg] if ident(arg, "request"))
         && unbound("flows")
         && unbound("request");
     match call.func_name.as_str() {
@@ -521,8 +520,7 @@ impl Check {
                     call.func_name.as_str(),
                     "permits" | "covers" | "permitting" | "covering"
                 ) && call.target.is_some()
-                    && call.args.len() == 1
-                    && matches!(&call.args[0].expr, Node::Ident(name) if name == "request")
+                    && matches!(call.args.as_slice(), [arg] if matches!(&arg.expr, Node::Ident(name) if name == "request"))
                     && !self.bound.iter().any(|b| b == "request")
                 {
                     // `f.permits(request)` reads only the method and path.

@@ -1,6 +1,11 @@
 //! Policy semantics: selection, deny overrides allow, default deny, failing closed, and
 //! what an allow does to the request.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 use super::*;
 use crate::authn::Identity;
