@@ -27,7 +27,7 @@ fn validate_accepts_the_examples() {
 
 #[test]
 fn validate_names_file_policy_rule_and_position() {
-    let cases: [(&str, &str, &str); 5] = [
+    let cases: [(&str, &str, &str); 6] = [
         (
             "yaml syntax",
             "policies:\n  - id: p\n    issuers: [test\n",
@@ -36,22 +36,27 @@ fn validate_names_file_policy_rule_and_position() {
         (
             "cel syntax",
             "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r\n        allow: request.method ==\n",
-            "bad.yaml:5: policy `p` rule `r`: invalid CEL `request.method ==`: Syntax error",
+            "bad.yaml:6:33: policy `p` rule `r`: invalid CEL `request.method ==`: Syntax error",
         ),
         (
             "unknown variable",
             "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r\n        allow: requst.method == 'GET'\n",
-            "bad.yaml:5: policy `p` rule `r`: invalid CEL `requst.method == 'GET'`: unknown variable `requst`",
+            "bad.yaml:6:9: policy `p` rule `r`: invalid CEL `requst.method == 'GET'`: unknown variable `requst`",
         ),
         (
             "unknown key",
             "policies:\n  - id: p\n    issuers: [test]\n    scope: [read]\n",
-            "bad.yaml:2: policy `p`: unknown field `scope`, expected one of",
+            "bad.yaml:4:5: policy `p`: unknown field `scope`, expected one of",
         ),
         (
             "duplicate id",
             "policies:\n  - id: p\n    issuers: [test]\n  - id: p\n    issuers: [test]\n",
-            "policy `p`: duplicate policy id, first defined in",
+            "bad.yaml:4:5: policy `p`: duplicate policy id, first defined in",
+        ),
+        (
+            "unknown function",
+            "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r\n        allow: request.path.startswith('/api')\n",
+            "bad.yaml:6:9: policy `p` rule `r`: invalid CEL `request.path.startswith('/api')`: unknown function `startswith` (did you mean `startsWith`?)",
         ),
     ];
     for (what, policy, expected) in cases {

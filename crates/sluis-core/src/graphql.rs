@@ -276,7 +276,10 @@ struct PostBody {
     #[serde(rename = "operationName")]
     operation_name: Option<String>,
     variables: Option<StrictJson>,
-    #[allow(dead_code)]
+    #[allow(
+        dead_code,
+        reason = "accepted so a body with `extensions` parses; never read"
+    )]
     extensions: Option<StrictJson>,
 }
 

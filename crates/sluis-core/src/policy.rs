@@ -11,13 +11,16 @@
 //! true for deny rules and false for allow rules: an error never lets a request through.
 
 pub mod caller;
+pub mod diagnostic;
 pub mod expr;
 pub mod graphql;
 pub mod narrowing;
+pub mod positions;
 pub mod smart;
 pub mod spec;
 pub mod trace;
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,7 +31,9 @@ use crate::authn::Identity;
 use crate::decision::{Allow, Decision, Deny, DenyCode, Outcome, bad_request_body, deny_body};
 use crate::flows::FlowIndex;
 use crate::request::AccessRequest;
-use expr::{Expr, FlowSource, GraphqlFields, RequestFields, Vars};
+pub use diagnostic::{Diagnostic, DiagnosticKind, LoadError, Severity};
+use expr::{Expr, ExprError, FlowSource, GraphqlFields, RequestFields, Vars};
+use positions::{Position, Positions, Step};
 pub use spec::MethodOverride;
 use spec::{PolicyFile, PolicyMode, PolicySpec, RuleSpec};
 use trace::{RuleTrace, Trace};
@@ -131,40 +136,6 @@ struct Response {
     remove_query: Vec<String>,
 }
 
-/// A problem in a policy file, located as precisely as we can.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoadError {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    pub policy: Option<String>,
-    pub rule: Option<String>,
-    pub message: String,
-}
-
-impl std::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-            if let Some(column) = self.column {
-                write!(f, ":{column}")?;
-            }
-        }
-        write!(f, ":")?;
-        if let Some(policy) = &self.policy {
-            write!(f, " policy `{policy}`")?;
-        }
-        if let Some(rule) = &self.rule {
-            write!(f, " rule `{rule}`")?;
-        }
-        if self.policy.is_some() || self.rule.is_some() {
-            write!(f, ":")?;
-        }
-        write!(f, " {}", self.message)
-    }
-}
-
 /// What a policy set is loaded with: where its files are, and what of the service the
 /// policies may name. The server and the tools fill it in from the config file.
 #[derive(Debug, Clone, Default)]
@@ -191,7 +162,7 @@ impl LoadSettings {
 
 impl PolicySet {
     /// Loads every policy `config` names. All problems are reported, not just the first.
-    pub fn load(config: &LoadSettings) -> Result<PolicySet, Vec<LoadError>> {
+    pub fn load(config: &LoadSettings) -> Result<PolicySet, Vec<Diagnostic>> {
         let mut errors = Vec::new();
         let files = policy_files(config, &mut errors);
         let mut policies: Vec<Arc<Policy>> = Vec::new();
@@ -203,13 +174,19 @@ impl PolicySet {
             let text = match std::fs::read_to_string(file) {
                 Ok(text) => text,
                 Err(e) => {
-                    errors.push(LoadError::in_file(file, format!("cannot read: {e}")));
+                    errors.push(Diagnostic::in_file(
+                        DiagnosticKind::Io,
+                        file,
+                        format!("cannot read: {e}"),
+                    ));
                     continue;
                 }
             };
             hasher.update(file.to_string_lossy().as_bytes());
             hasher.update(text.as_bytes());
-            for (id, policy) in load_file(file, &text, config, &mut errors) {
+            // Built at the first duplicate only.
+            let positions = OnceCell::new();
+            for Loaded { id, index, policy } in load_file(file, &text, config, &mut errors) {
                 for (path, source) in policy
                     .iter()
                     .filter_map(|p| p.graphql.as_ref())
@@ -219,14 +196,23 @@ impl PolicySet {
                     hasher.update(source.as_bytes());
                 }
                 if let Some(first) = seen.get(&id) {
-                    errors.push(LoadError {
-                        line: find_line(&text, &id, 0),
+                    let at = positions.get_or_init(|| Positions::of(&text)).key(&[
+                        Step::from("policies"),
+                        Step::Index(index),
+                        Step::from("id"),
+                    ]);
+                    errors.push(Diagnostic {
+                        line: at.map(|p| p.line),
+                        column: at.map(|p| p.column),
                         policy: Some(id.clone()),
-                        message: format!(
-                            "duplicate policy id, first defined in `{}`",
-                            first.display()
-                        ),
-                        ..LoadError::in_file(file, String::new())
+                        ..Diagnostic::in_file(
+                            DiagnosticKind::DuplicateId,
+                            file,
+                            format!(
+                                "duplicate policy id, first defined in `{}`",
+                                first.display()
+                            ),
+                        )
                     });
                     continue;
                 }
@@ -238,14 +224,11 @@ impl PolicySet {
             }
         }
         if errors.is_empty() && policies.is_empty() {
-            errors.push(LoadError {
-                file: config.base_dir.clone(),
-                line: None,
-                column: None,
-                policy: None,
-                rule: None,
-                message: "no policies found in the configured locations".into(),
-            });
+            errors.push(Diagnostic::in_file(
+                DiagnosticKind::NoPolicies,
+                &config.base_dir,
+                "no policies found in the configured locations".into(),
+            ));
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -358,22 +341,9 @@ impl PolicySet {
     }
 }
 
-impl LoadError {
-    fn in_file(file: &Path, message: String) -> LoadError {
-        LoadError {
-            file: file.to_owned(),
-            line: None,
-            column: None,
-            policy: None,
-            rule: None,
-            message,
-        }
-    }
-}
-
 /// The policy files named by the config: files as given, directories' `*.yaml`/`*.yml`
 /// (sorted, not recursive, skipping `*.test.yaml` suites and hidden files).
-pub fn policy_files(config: &LoadSettings, errors: &mut Vec<LoadError>) -> Vec<PathBuf> {
+pub fn policy_files(config: &LoadSettings, errors: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in &config.policies {
         let path = config.resolve(entry);
@@ -385,7 +355,11 @@ pub fn policy_files(config: &LoadSettings, errors: &mut Vec<LoadError>) -> Vec<P
                     .filter(|p| is_policy_file(p))
                     .collect(),
                 Err(e) => {
-                    errors.push(LoadError::in_file(&path, format!("cannot list: {e}")));
+                    errors.push(Diagnostic::in_file(
+                        DiagnosticKind::Io,
+                        &path,
+                        format!("cannot list: {e}"),
+                    ));
                     continue;
                 }
             };
@@ -394,7 +368,8 @@ pub fn policy_files(config: &LoadSettings, errors: &mut Vec<LoadError>) -> Vec<P
         } else if path.is_file() {
             files.push(path);
         } else {
-            errors.push(LoadError::in_file(
+            errors.push(Diagnostic::in_file(
+                DiagnosticKind::Io,
                 &path,
                 "no such policy file or directory".into(),
             ));
@@ -414,155 +389,296 @@ fn is_policy_file(path: &Path) -> bool {
         && path.is_file()
 }
 
-/// The 1-based line of the first `id: <id>` at or after line `from`, in block
-/// (`id: x`) or flow (`{id: x, ...}`) style. Only for error locations: serde's YAML value
-/// tree keeps no positions.
-fn find_line(text: &str, id: &str, from: usize) -> Option<usize> {
-    let mentions = |line: &str| {
-        line.match_indices("id:").any(|(at, _)| {
-            let before = line.get(..at).and_then(|b| b.chars().last());
-            if before.is_some_and(|c| !(c.is_whitespace() || c == '{' || c == '-' || c == ',')) {
-                return false;
-            }
-            let rest = line.get(at + 3..).unwrap_or("").trim_start();
-            let rest = rest.trim_start_matches(['"', '\'']);
-            rest.strip_prefix(id).is_some_and(|after| {
-                after.is_empty() || after.starts_with([',', '}', '"', '\'', ' ', '#'])
-            })
-        })
-    };
-    text.lines()
-        .enumerate()
-        .skip(from.saturating_sub(1))
-        .find(|(_, line)| mentions(line))
-        .map(|(i, _)| i + 1)
+/// Checks every policy `config` names, as [`PolicySet::load`] does, and returns what is
+/// wrong, located in its file; empty when the set would load. The validator of `sluis
+/// validate`, editors and CI: nothing is evaluated and no set is kept.
+pub fn validate(config: &LoadSettings) -> Vec<Diagnostic> {
+    PolicySet::load(config).err().unwrap_or_default()
 }
 
 /// Compiles the policies in `text`, read as the policy file `file`, as [`PolicySet::load`]
 /// does each file it reads: every problem, none when all compile. For the fuzz target and
 /// its regression test, which feed policy text that is in no file.
-pub fn check_file_text(file: &Path, text: &str, config: &LoadSettings) -> Vec<LoadError> {
+pub fn check_file_text(file: &Path, text: &str, config: &LoadSettings) -> Vec<Diagnostic> {
     let mut errors = Vec::new();
     load_file(file, text, config, &mut errors);
     errors
+}
+
+/// A policy read from a file: its id, its index in the file's `policies`, and the policy
+/// when it compiled without problems.
+struct Loaded {
+    id: String,
+    index: usize,
+    policy: Option<Policy>,
+}
+
+/// What kind of problem a serde message reports.
+fn serde_kind(message: &str) -> DiagnosticKind {
+    if message.starts_with("unknown field") || message.starts_with("unknown variant") {
+        DiagnosticKind::UnknownField
+    } else if message.starts_with("missing field")
+        || message.starts_with("invalid type")
+        || message.starts_with("invalid value")
+        || message.starts_with("invalid length")
+    {
+        DiagnosticKind::InvalidValue
+    } else {
+        DiagnosticKind::Syntax
+    }
 }
 
 fn load_file(
     file: &Path,
     text: &str,
     config: &LoadSettings,
-    errors: &mut Vec<LoadError>,
-) -> Vec<(String, Option<Policy>)> {
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<Loaded> {
     let parsed: PolicyFile = match serde_yaml_ng::from_str(text) {
         Ok(parsed) => parsed,
         Err(e) => {
             let location = e.location();
-            errors.push(LoadError {
+            let message = crate::yaml_error_message(&e);
+            errors.push(Diagnostic {
                 line: location.as_ref().map(|l| l.line()),
                 column: location.as_ref().map(|l| l.column()),
-                ..LoadError::in_file(file, crate::yaml_error_message(&e))
+                ..Diagnostic::in_file(serde_kind(&message), file, message)
             });
             return Vec::new();
         }
     };
-    let mut policies = Vec::new();
+    // Built at the first problem only: a good file is parsed once.
+    let positions = OnceCell::new();
+    let mut loaded = Vec::new();
     for (index, value) in parsed.policies.into_iter().enumerate() {
         let id = value
             .get("id")
             .and_then(|id| id.as_str())
             .map(str::to_owned);
-        let line = id.as_deref().and_then(|id| find_line(text, id, 0));
-        let located = |message: String, rule: Option<String>, rule_line: Option<usize>| LoadError {
-            file: file.to_owned(),
-            line: rule_line.or(line),
-            column: None,
-            policy: Some(id.clone().unwrap_or_else(|| format!("#{}", index + 1))),
-            rule,
-            message,
+        let mut report = Reporter {
+            file,
+            text,
+            positions: &positions,
+            out: errors,
+            policy: id.clone().unwrap_or_else(|| format!("#{}", index + 1)),
+            base: vec![Step::from("policies"), Step::Index(index)],
         };
-        let spec: PolicySpec = match serde_yaml_ng::from_value(value) {
+        let spec: PolicySpec = match serde_path_to_error::deserialize(value) {
             Ok(spec) => spec,
             Err(e) => {
-                errors.push(located(crate::yaml_error_message(&e), None, None));
-                policies.extend(id.clone().map(|id| (id, None)));
+                report.serde(&e, None, &[]);
+                loaded.extend(id.map(|id| Loaded {
+                    id,
+                    index,
+                    policy: None,
+                }));
                 continue;
             }
         };
         let spec_id = spec.id.clone();
-        let before = errors.len();
-        let policy = compile_policy(file, text, spec, line, config, &mut |m, r, l| {
-            errors.push(located(m, r, l))
+        let before = report.out.len();
+        let policy = compile_policy(file, spec, config, &mut report);
+        let policy = policy.filter(|_| report.out.len() == before);
+        loaded.push(Loaded {
+            id: spec_id,
+            index,
+            policy,
         });
-        let policy = policy.filter(|_| errors.len() == before);
-        policies.push((spec_id, policy));
     }
-    policies
+    loaded
 }
 
-type Report<'a> = dyn FnMut(String, Option<String>, Option<usize>) + 'a;
+/// Collects one policy's diagnostics, each located by the path (below the policy) of
+/// the key it is about, as the YAML parser recorded it ([`positions`]).
+pub(super) struct Reporter<'a> {
+    file: &'a Path,
+    text: &'a str,
+    positions: &'a OnceCell<Positions>,
+    out: &'a mut Vec<Diagnostic>,
+    /// The policy's id, or `#n`.
+    policy: String,
+    /// The policy's path in the file: `policies[n]`.
+    base: Vec<Step>,
+}
+
+impl Reporter<'_> {
+    fn positions(&self) -> &Positions {
+        self.positions.get_or_init(|| Positions::of(self.text))
+    }
+
+    fn path(&self, at: &[Step]) -> Vec<Step> {
+        self.base.iter().chain(at).cloned().collect()
+    }
+
+    /// Where `at` (below the policy) is named; else the policy's `id`; else the policy.
+    fn locate(&self, at: &[Step]) -> Option<Position> {
+        let positions = self.positions();
+        positions
+            .key(&self.path(at))
+            .or_else(|| positions.key(&self.path(&[Step::from("id")])))
+            .or_else(|| positions.value(&self.base))
+    }
+
+    fn push(
+        &mut self,
+        kind: DiagnosticKind,
+        rule: Option<String>,
+        at: Option<Position>,
+        message: String,
+    ) {
+        self.out.push(Diagnostic {
+            kind,
+            severity: Severity::Error,
+            file: self.file.to_owned(),
+            line: at.map(|p| p.line),
+            column: at.map(|p| p.column),
+            policy: Some(self.policy.clone()),
+            rule,
+            message,
+        });
+    }
+
+    /// A problem with the key at `at`, a path below the policy.
+    pub(super) fn error(&mut self, kind: DiagnosticKind, at: &[Step], message: String) {
+        let position = self.locate(at);
+        self.push(kind, None, position, message);
+    }
+
+    /// A problem with rule `rule` (its name) of the policy, at `at` below the rule.
+    fn rule_error(
+        &mut self,
+        kind: DiagnosticKind,
+        rule: (&str, usize),
+        at: &[Step],
+        message: String,
+    ) {
+        let (name, index) = rule;
+        let path: Vec<Step> = [Step::from("rules"), Step::Index(index)]
+            .into_iter()
+            .chain(at.iter().cloned())
+            .collect();
+        let position = self.locate(&path);
+        self.push(kind, Some(name.to_owned()), position, message);
+    }
+
+    /// A CEL expression at `at` (below the policy) that does not compile: located at the
+    /// character the CEL parser stopped at when the expression is on one line, else at
+    /// its key, with the position within the expression in the message.
+    fn cel_error(&mut self, rule: Option<&str>, at: &[Step], error: &ExprError, message: String) {
+        let inside = error
+            .position
+            .and_then(|(line, column)| self.positions().inside(&self.path(at), line, column));
+        let suffix = match (inside, error.position) {
+            (None, Some((line, column))) => {
+                format!(" (line {line}, column {column} of the expression)")
+            }
+            _ => String::new(),
+        };
+        let position = inside.or_else(|| self.locate(at));
+        self.push(
+            error.kind,
+            rule.map(str::to_owned),
+            position,
+            format!("{message}{suffix}"),
+        );
+    }
+
+    /// A serde error deserializing the policy (or, with `rule`, one of its rules, whose
+    /// path is `at`): located at the unknown key, or at the key whose value is wrong.
+    fn serde(
+        &mut self,
+        error: &serde_path_to_error::Error<serde_yaml_ng::Error>,
+        rule: Option<&str>,
+        at: &[Step],
+    ) {
+        let message = crate::yaml_error_message(error.inner());
+        let kind = serde_kind(&message);
+        let mut path: Vec<Step> = at.to_vec();
+        for segment in error.path().iter() {
+            match segment {
+                serde_path_to_error::Segment::Seq { index } => path.push(Step::Index(*index)),
+                serde_path_to_error::Segment::Map { key } => path.push(Step::Key(key.clone())),
+                serde_path_to_error::Segment::Enum { variant } => {
+                    path.push(Step::Key(variant.clone()))
+                }
+                serde_path_to_error::Segment::Unknown => break,
+            }
+        }
+        if kind == DiagnosticKind::UnknownField
+            && let Some(name) = message.split('`').nth(1)
+            && path.last() != Some(&Step::Key(name.to_owned()))
+        {
+            // The path names the mapping; the unknown key is in it.
+            path.push(Step::Key(name.to_owned()));
+        }
+        let position = self.locate(&path);
+        self.push(kind, rule.map(str::to_owned), position, message);
+    }
+}
 
 fn compile_policy(
     file: &Path,
-    text: &str,
     spec: PolicySpec,
-    line: Option<usize>,
     config: &LoadSettings,
-    report: &mut Report,
+    report: &mut Reporter,
 ) -> Option<Policy> {
+    use DiagnosticKind as Kind;
+    let key = |name: &str| [Step::from(name)];
     let issuers: Vec<&str> = config.issuers.iter().map(String::as_str).collect();
     if spec.id.trim().is_empty() {
-        report("`id` is empty".into(), None, None);
+        report.error(Kind::InvalidValue, &key("id"), "`id` is empty".into());
     }
     if spec.anonymous && !spec.issuers.is_empty() {
-        report(
+        report.error(
+            Kind::Conflict,
+            &key("anonymous"),
             "`anonymous: true` and `issuers` exclude each other".into(),
-            None,
-            None,
         );
     }
     if !spec.anonymous && spec.issuers.is_empty() {
-        report(
+        report.error(
+            Kind::Conflict,
+            &key("id"),
             "names no `issuers`; set `anonymous: true` to decide without a token".into(),
-            None,
-            None,
         );
     }
-    for issuer in &spec.issuers {
+    for (index, issuer) in spec.issuers.iter().enumerate() {
         if !issuers.contains(&issuer.as_str()) {
-            report(
+            report.error(
+                Kind::UnknownIssuer,
+                &[Step::from("issuers"), Step::Index(index)],
                 format!(
                     "issuer `{issuer}` is not configured (configured: {})",
                     issuers.join(", ")
                 ),
-                None,
-                None,
             );
         }
     }
     if spec.anonymous && (!spec.scopes.is_empty() || spec.response.forward_claims.is_some()) {
-        report(
+        report.error(
+            Kind::Conflict,
+            &key("anonymous"),
             "an anonymous policy cannot require scopes or forward claims".into(),
-            None,
-            None,
         );
     }
     if spec.matcher.evaluation.is_some() {
+        let at = [Step::from("match"), Step::from("evaluation")];
         if !(spec.matcher.hosts.is_empty()
             && spec.matcher.paths.is_empty()
             && spec.matcher.methods.is_empty())
         {
-            report(
+            report.error(
+                Kind::Conflict,
+                &at,
                 "`match.evaluation` decides evaluations, not HTTP requests: it excludes `hosts`, `paths` and `methods`".into(),
-                None,
-                None,
             );
         }
         // The evaluation names its subject; no end-user token comes with it.
         if !spec.anonymous {
-            report(
+            report.error(
+                Kind::Conflict,
+                &at,
                 "a policy that matches evaluations reads the subject from the evaluation, not a token: set `anonymous: true`".into(),
-                None,
-                None,
             );
         }
     }
@@ -572,13 +688,25 @@ fn compile_policy(
         .and_then(|value| match expr::Data::from_yaml(value) {
             Ok(data) => Some(data),
             Err(e) => {
-                report(format!("invalid `data`: {e}"), None, None);
+                report.error(
+                    Kind::InvalidValue,
+                    &key("data"),
+                    format!("invalid `data`: {e}"),
+                );
                 None
             }
         });
-    for method in &spec.matcher.methods {
+    for (index, method) in spec.matcher.methods.iter().enumerate() {
         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-            report(format!("`{method}` is not an HTTP method"), None, None);
+            report.error(
+                Kind::InvalidValue,
+                &[
+                    Step::from("match"),
+                    Step::from("methods"),
+                    Step::Index(index),
+                ],
+                format!("`{method}` is not an HTTP method"),
+            );
         }
     }
     let mut rules = Vec::new();
@@ -588,47 +716,58 @@ fn compile_policy(
             .get("id")
             .and_then(|id| id.as_str())
             .map(str::to_owned);
-        let rule_line = rule_id
-            .as_deref()
-            .and_then(|rid| find_line(text, rid, line.unwrap_or(0)));
         let name = rule_id.clone().unwrap_or_else(|| format!("#{}", index + 1));
-        let rule: RuleSpec = match serde_yaml_ng::from_value(value) {
+        let rule: RuleSpec = match serde_path_to_error::deserialize(value) {
             Ok(rule) => rule,
             Err(e) => {
-                report(crate::yaml_error_message(&e), Some(name), rule_line);
+                report.serde(&e, Some(&name), &[Step::from("rules"), Step::Index(index)]);
                 continue;
             }
         };
+        let at = (name.as_str(), index);
         if rule_ids.contains(&rule.id) {
-            report("duplicate rule id".into(), Some(name), rule_line);
+            report.rule_error(
+                Kind::DuplicateId,
+                at,
+                &key("id"),
+                "duplicate rule id".into(),
+            );
             continue;
         }
         rule_ids.push(rule.id.clone());
-        let (effect, source) = match (&rule.allow, &rule.deny) {
-            (Some(source), None) => (Effect::Allow, source),
-            (None, Some(source)) => (Effect::Deny, source),
+        let (effect, source, condition_key) = match (&rule.allow, &rule.deny) {
+            (Some(source), None) => (Effect::Allow, source, "allow"),
+            (None, Some(source)) => (Effect::Deny, source, "deny"),
             _ => {
-                report(
+                report.rule_error(
+                    Kind::Conflict,
+                    at,
+                    &[],
                     "a rule needs exactly one of `allow` or `deny`".into(),
-                    Some(name),
-                    rule_line,
                 );
                 continue;
             }
         };
         if effect == Effect::Allow && (rule.status.is_some() || rule.message.is_some()) {
-            report(
+            let which = if rule.status.is_some() {
+                "status"
+            } else {
+                "message"
+            };
+            report.rule_error(
+                Kind::Conflict,
+                at,
+                &key(which),
                 "`status` and `message` belong to deny rules".into(),
-                Some(name.clone()),
-                rule_line,
             );
         }
         let status = rule.status.unwrap_or(403);
         if !(400..=599).contains(&status) {
-            report(
+            report.rule_error(
+                Kind::InvalidValue,
+                at,
+                &key("status"),
                 format!("deny status {status} is not a 4xx or 5xx"),
-                Some(name.clone()),
-                rule_line,
             );
         }
         match Expr::compile(source) {
@@ -639,17 +778,16 @@ fn compile_policy(
                 status,
                 message: rule.message,
             }),
-            Err(e) => {
-                let at = e
-                    .position
-                    .map(|(l, c)| format!(" (line {l}, column {c} of the expression)"))
-                    .unwrap_or_default();
-                report(
-                    format!("invalid CEL `{source}`: {}{at}", e.message),
-                    Some(name),
-                    rule_line,
-                );
-            }
+            Err(e) => report.cel_error(
+                Some(&name),
+                &[
+                    Step::from("rules"),
+                    Step::Index(index),
+                    Step::from(condition_key),
+                ],
+                &e,
+                format!("invalid CEL `{source}`: {}", e.message),
+            ),
         }
     }
     let response = compile_response(spec.response, &config.strip_headers, report);
@@ -659,14 +797,23 @@ fn compile_policy(
     let graphql = spec
         .graphql
         .and_then(|g| graphql::PolicyGraphql::compile(g, file, spec.anonymous, report));
+    let actor_key = [Step::from("flows"), Step::from("actor")];
     let flows = spec.flows.and_then(|f| match Expr::compile(&f.actor) {
         Ok(actor) if actor.uses_flows => {
-            report("`flows.actor` cannot read `flows`".into(), None, None);
+            report.error(
+                Kind::CelInvalid,
+                &actor_key,
+                "`flows.actor` cannot read `flows`".into(),
+            );
             None
         }
         Ok(actor) => {
             if !(f.base_path.is_empty() || f.base_path.starts_with('/')) {
-                report("`flows.base_path` must start with `/`".into(), None, None);
+                report.error(
+                    Kind::InvalidValue,
+                    &[Step::from("flows"), Step::from("base_path")],
+                    "`flows.base_path` must start with `/`".into(),
+                );
             }
             Some(PolicyFlows {
                 actor,
@@ -675,28 +822,33 @@ fn compile_policy(
             })
         }
         Err(e) => {
-            report(
+            report.cel_error(
+                None,
+                &actor_key,
+                &e,
                 format!("invalid CEL in `flows.actor` `{}`: {}", f.actor, e.message),
-                None,
-                None,
             );
             None
         }
     });
     let mut fixed_response = |d: spec::DenyResponseSpec, key: &str| {
         if !(400..=599).contains(&d.status) {
-            report(
+            report.error(
+                Kind::InvalidValue,
+                &[Step::from(key), Step::from("status")],
                 format!("{key} status {} is not a 4xx or 5xx", d.status),
-                None,
-                None,
             );
         }
         for name in d.headers.keys() {
             if !valid_header_name(&name.to_ascii_lowercase()) {
-                report(
+                report.error(
+                    Kind::InvalidValue,
+                    &[
+                        Step::from(key),
+                        Step::from("headers"),
+                        Step::from(name.as_str()),
+                    ],
                     format!("{key}: `{name}` is not a header name Sluis may set"),
-                    None,
-                    None,
                 );
             }
         }
@@ -717,26 +869,26 @@ fn compile_policy(
         .scope_response
         .map(|d| fixed_response(d, "scope_response"));
     if spec.anonymous && scope_response.is_some() {
-        report(
+        report.error(
+            Kind::Conflict,
+            &key("scope_response"),
             "an anonymous policy checks no scopes: `scope_response` is never used".into(),
-            None,
-            None,
         );
     }
     let caller = match caller::Caller::compile(spec.caller) {
         Ok(caller) => caller,
         Err(problems) => {
             for problem in problems {
-                report(problem, None, None);
+                report.error(Kind::InvalidValue, &key("caller"), problem);
             }
             caller::Caller::default()
         }
     };
     if spec.anonymous && !caller.is_empty() {
-        report(
+        report.error(
+            Kind::Conflict,
+            &key("caller"),
             "an anonymous policy has no token to find its `caller` in".into(),
-            None,
-            None,
         );
     }
     let expressions = || {
@@ -757,14 +909,18 @@ fn compile_policy(
         fields.union(e.graphql_fields)
     });
     if graphql_fields.any() && graphql.is_none() && spec_has_no_graphql {
-        report(
+        report.error(
+            Kind::Conflict,
+            &key("id"),
             "reads `graphql` but has no `graphql` block saying how requests are read (e.g. `graphql: {}`)".into(),
-            None,
-            None,
         );
     }
     if flows.as_ref().is_some_and(|f| f.actor.graphql_fields.any()) {
-        report("`flows.actor` cannot read `graphql`".into(), None, None);
+        report.error(
+            Kind::CelInvalid,
+            &actor_key,
+            "`flows.actor` cannot read `graphql`".into(),
+        );
     }
     let readers = || {
         expressions()
@@ -772,10 +928,10 @@ fn compile_policy(
             .chain(graphql.iter().flat_map(|g| g.expressions()))
     };
     if caller.is_empty() && readers().any(|e| e.uses_caller) {
-        report(
+        report.error(
+            Kind::Conflict,
+            &key("id"),
             "reads `caller` but has no `caller` block saying where its identifiers come from (e.g. `caller: {uzovi: {prefix: \"uzovi:\", from: [client_id]}}`)".into(),
-            None,
-            None,
         );
     } else {
         let mut unknown: Vec<&str> = Vec::new();
@@ -785,21 +941,21 @@ fn compile_policy(
             }
         }
         for field in unknown {
-            report(
+            report.error(
+                Kind::CelInvalid,
+                &key("caller"),
                 format!(
                     "reads `caller.{field}`, which the `caller` block does not define (defined: {})",
                     caller.names().collect::<Vec<_>>().join(", ")
                 ),
-                None,
-                None,
             );
         }
     }
     if flows.is_none() && expressions().any(|e| e.uses_flows) {
-        report(
+        report.error(
+            Kind::Conflict,
+            &key("id"),
             "reads `flows` but has no `flows` block saying whose flows (e.g. `flows: {actor: token.client_id}`)".into(),
-            None,
-            None,
         );
     }
     Some(Policy {
@@ -848,32 +1004,43 @@ fn compile_policy(
 fn compile_response(
     spec: spec::ResponseSpec,
     strip_headers: &[String],
-    report: &mut Report,
+    report: &mut Reporter,
 ) -> Response {
     let mut compile_all = |entries: std::collections::BTreeMap<String, String>, what: &str| {
+        let block = if what == "header" {
+            "set_headers"
+        } else {
+            "set_query"
+        };
         let mut compiled = Vec::new();
-        for (name, source) in entries {
+        for (written, source) in entries {
+            let at = [
+                Step::from("response"),
+                Step::from(block),
+                Step::from(written.as_str()),
+            ];
             // Header names are case-insensitive; query parameter names are not
             // (`managingOrganization` is not `managingorganization`).
             let name = if what == "header" {
-                name.to_ascii_lowercase()
+                written.to_ascii_lowercase()
             } else {
-                name
+                written
             };
             if what == "header" && !valid_header_name(&name) {
-                report(
+                report.error(
+                    DiagnosticKind::InvalidValue,
+                    &at,
                     format!("`{name}` is not a header name Sluis may set"),
-                    None,
-                    None,
                 );
                 continue;
             }
             match Expr::compile(&source) {
                 Ok(expr) => compiled.push((name, expr)),
-                Err(e) => report(
+                Err(e) => report.cel_error(
+                    None,
+                    &at,
+                    &e,
                     format!("invalid CEL for {what} `{name}`: `{source}`: {}", e.message),
-                    None,
-                    None,
                 ),
             }
         }
@@ -884,10 +1051,10 @@ fn compile_response(
     if let Some(name) = &spec.forward_claims
         && !valid_header_name(&name.to_ascii_lowercase())
     {
-        report(
+        report.error(
+            DiagnosticKind::InvalidValue,
+            &[Step::from("response"), Step::from("forward_claims")],
             format!("`{name}` is not a header name Sluis may set"),
-            None,
-            None,
         );
     }
     let mut strip: Vec<String> = strip_headers
@@ -1424,9 +1591,9 @@ impl Policy {
 }
 
 fn host_without_port(host: &str) -> &str {
-    if host.starts_with('[') {
+    if let Some(bracketed) = host.strip_prefix('[') {
         // [v6]:port
-        return host.split(']').next().map(|h| &h[1..]).unwrap_or(host);
+        return bracketed.split(']').next().unwrap_or(host);
     }
     match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,

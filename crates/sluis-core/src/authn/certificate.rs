@@ -443,8 +443,10 @@ fn asn1_text(any: &Any<'_>) -> Option<String> {
                 return None;
             }
             let units = data
-                .chunks_exact(2)
-                .map(|p| u16::from_be_bytes([p[0], p[1]]));
+                .as_chunks::<2>()
+                .0
+                .iter()
+                .map(|&pair| u16::from_be_bytes(pair));
             char::decode_utf16(units)
                 .collect::<Result<String, _>>()
                 .ok()
@@ -453,8 +455,10 @@ fn asn1_text(any: &Any<'_>) -> Option<String> {
             if !data.len().is_multiple_of(4) {
                 return None;
             }
-            data.chunks_exact(4)
-                .map(|q| char::from_u32(u32::from_be_bytes([q[0], q[1], q[2], q[3]])))
+            data.as_chunks::<4>()
+                .0
+                .iter()
+                .map(|&quad| char::from_u32(u32::from_be_bytes(quad)))
                 .collect()
         }
         _ => None,
@@ -1138,7 +1142,7 @@ mod tests {
         let bad_b64 = format!(
             "{}\n!!!!{}\n{}\n",
             lines[0],
-            &lines[1][4..],
+            lines[1].get(4..).unwrap(),
             lines[1..].join("\n")
         );
         assert_eq!(

@@ -191,7 +191,9 @@ pub fn verify_proof(check: &ProofCheck) -> Result<VerifiedProof, DpopError> {
         .map_err(|_| invalid("DPoP proof jwk is not a supported key"))?;
     let key = DecodingKey::from_jwk(&jwk)
         .map_err(|_| invalid("DPoP proof jwk is not a supported key"))?;
-    let message = &proof[..header_b64.len() + 1 + payload_b64.len()];
+    let message = proof
+        .get(..header_b64.len() + 1 + payload_b64.len())
+        .ok_or_else(|| invalid("DPoP proof is not a JWS"))?;
     match jsonwebtoken::crypto::verify(signature_b64, message.as_bytes(), &key, alg) {
         Ok(true) => {}
         Ok(false) | Err(_) => return Err(invalid("DPoP proof signature is invalid")),
@@ -403,7 +405,9 @@ pub fn normalize_http_uri(uri: &str) -> Option<String> {
         }
     } else {
         match host_port.rfind(':') {
-            Some(colon) => (&host_port[..colon], &host_port[colon + 1..]),
+            Some(colon) => host_port
+                .split_at_checked(colon)
+                .map(|(host, port)| (host, port.strip_prefix(':').unwrap_or(port)))?,
             None => (host_port, ""),
         }
     };
@@ -442,9 +446,9 @@ fn normalize_percent_encoding(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
+    while let Some(&byte) = bytes.get(i) {
         let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
-        if bytes[i] == b'%'
+        if byte == b'%'
             && let (Some(high), Some(low)) = (hex(bytes.get(i + 1)), hex(bytes.get(i + 2)))
         {
             let decoded = (high * 16 + low) as u8;
@@ -456,7 +460,7 @@ fn normalize_percent_encoding(text: &str) -> Option<String> {
             }
             i += 3;
         } else {
-            out.push(bytes[i]);
+            out.push(byte);
             i += 1;
         }
     }
@@ -472,12 +476,12 @@ fn remove_dot_segments(path: &str) -> String {
             input = rest;
         } else if let Some(rest) = input.strip_prefix("./") {
             input = rest;
-        } else if input.starts_with("/./") {
-            input = &input[2..];
+        } else if let Some(rest) = input.strip_prefix("/.").filter(|r| r.starts_with('/')) {
+            input = rest;
         } else if input == "/." {
             input = "/";
-        } else if input.starts_with("/../") {
-            input = &input[3..];
+        } else if let Some(rest) = input.strip_prefix("/..").filter(|r| r.starts_with('/')) {
+            input = rest;
             output.truncate(output.rfind('/').unwrap_or(0));
         } else if input == "/.." {
             input = "/";
@@ -485,10 +489,15 @@ fn remove_dot_segments(path: &str) -> String {
         } else if input == "." || input == ".." {
             input = "";
         } else {
-            let start = usize::from(input.starts_with('/'));
-            let end = input[start..].find('/').map_or(input.len(), |i| i + start);
-            output.push_str(&input[..end]);
-            input = &input[end..];
+            // The first segment, with its leading `/` if any.
+            let end = input
+                .char_indices()
+                .skip(1)
+                .find(|&(_, c)| c == '/')
+                .map_or(input.len(), |(i, _)| i);
+            let (segment, rest) = input.split_at_checked(end).unwrap_or((input, ""));
+            output.push_str(segment);
+            input = rest;
         }
     }
     output

@@ -190,8 +190,8 @@ fn check_rsa_key(n: &str, e: &str) -> Result<(), String> {
     let n = decode(n, "n")?;
     let e = decode(e, "e")?;
     let significant = |bytes: &[u8]| -> usize {
-        match bytes.iter().position(|b| *b != 0) {
-            Some(first) => (bytes.len() - first) * 8 - bytes[first].leading_zeros() as usize,
+        match bytes.iter().enumerate().find(|(_, b)| **b != 0) {
+            Some((first, b)) => (bytes.len() - first) * 8 - b.leading_zeros() as usize,
             None => 0,
         }
     };

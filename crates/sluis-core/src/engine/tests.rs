@@ -1,6 +1,11 @@
 //! The engine's operations for doors: deciding for a door that cannot rewrite a query,
 //! and the Care Services Proxy's use cases and scopes.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 use crate::authn::settings::AuthnSettings;
 use crate::policy::LoadSettings;

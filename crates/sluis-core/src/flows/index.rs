@@ -46,7 +46,7 @@ type Shard = RwLock<HashMap<Arc<str>, Arc<ActorFlows>>>;
 
 /// The live flows of every actor, and how far the index has caught up with the store.
 pub struct FlowIndex {
-    shards: Box<[Shard]>,
+    shards: Box<[Shard; SHARDS]>,
     hasher: Hasher,
     /// One writer at a time; readers never take it.
     writer: Mutex<Writer>,
@@ -286,7 +286,7 @@ impl Writer {
 impl Default for FlowIndex {
     fn default() -> FlowIndex {
         FlowIndex {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            shards: Box::new(std::array::from_fn(|_| Shard::default())),
             hasher: Hasher::default(),
             writer: Mutex::default(),
             len: AtomicUsize::new(0),
@@ -322,7 +322,8 @@ impl FlowIndex {
     fn shard(&self, actor: &str) -> &Shard {
         let at = self.hasher.hash_one(actor) as usize % SHARDS;
         // `at` is below SHARDS, the shards' count; the fallback is never taken.
-        self.shards.get(at).unwrap_or(&self.shards[0])
+        let [first, ..] = &*self.shards;
+        self.shards.get(at).unwrap_or(first)
     }
 
     fn current(&self, actor: &str) -> Option<Arc<ActorFlows>> {

@@ -63,8 +63,12 @@ pub fn sorted_unique(
     what: &str,
 ) -> Result<Vec<(String, ArgValue)>, RequestError> {
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    if let Some(pair) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(malformed(format!("{what} `{}` is given twice", pair[0].0)));
+    let twice = entries.windows(2).find_map(|pair| match pair {
+        [(a, _), (b, _)] if a == b => Some(a),
+        _ => None,
+    });
+    if let Some(name) = twice {
+        return Err(malformed(format!("{what} `{name}` is given twice")));
     }
     Ok(entries)
 }

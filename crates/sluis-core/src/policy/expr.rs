@@ -40,6 +40,7 @@ use crate::graphql::GraphqlRequest;
 
 mod fast;
 mod flow_val;
+use super::diagnostic::DiagnosticKind;
 use crate::request::AccessRequest;
 use fast::Fast;
 
@@ -172,6 +173,8 @@ impl std::fmt::Debug for Expr {
 /// Why an expression does not compile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExprError {
+    /// What the policy author got wrong: syntax, a name, a function.
+    pub kind: DiagnosticKind,
     /// 1-based line and column within the expression, when known.
     pub position: Option<(usize, usize)>,
     pub message: String,
@@ -182,8 +185,10 @@ impl Expr {
         let program = Program::compile(source).map_err(|errors| {
             let first = errors.errors.first();
             ExprError {
-                // The parser's line is 1-based already, its column 0-based.
-                position: first.map(|e| (e.pos.0.max(1) as usize, e.pos.1.max(0) as usize + 1)),
+                kind: DiagnosticKind::CelParse,
+                // The parser's line and column are both 1-based already (`)` alone fails
+                // at (1, 1)).
+                position: first.map(|e| (e.pos.0.max(1) as usize, e.pos.1.max(1) as usize)),
                 message: first
                     .map(|e| e.msg.clone())
                     .unwrap_or_else(|| errors.to_string()),
@@ -194,6 +199,7 @@ impl Expr {
         check.walk(&mut tree.expr);
         if let Some(name) = check.unknown.first() {
             return Err(ExprError {
+                kind: DiagnosticKind::CelInvalid,
                 position: None,
                 message: format!(
                     "unknown variable `{name}` (known: {})",
@@ -201,8 +207,19 @@ impl Expr {
                 ),
             });
         }
+        if let Some((name, member)) = check.unknown_functions.first() {
+            let hint = nearest_function(name, *member)
+                .map(|near| format!(" (did you mean `{near}`?)"))
+                .unwrap_or_default();
+            return Err(ExprError {
+                kind: DiagnosticKind::CelUnknownFunction,
+                position: None,
+                message: format!("unknown function `{name}`{hint}"),
+            });
+        }
         if let Some(message) = check.errors.into_iter().next() {
             return Err(ExprError {
+                kind: DiagnosticKind::CelInvalid,
                 position: None,
                 message,
             });
@@ -450,6 +467,8 @@ struct Check {
     graphql_fields: GraphqlFields,
     uses_caller: bool,
     caller_fields: Vec<String>,
+    /// Functions called that neither CEL nor Sluis defines, and whether as a method.
+    unknown_functions: Vec<(String, bool)>,
 }
 
 /// The function `matches` calls with a literal pattern are rewritten to.
@@ -467,8 +486,7 @@ fn memoized_filter(call: &cel::common::ast::CallExpr, bound: &[String]) -> Optio
     let unbound = |name: &str| !bound.iter().any(|b| b == name);
     let ident = |node: &IdedExpr, want: &str| matches!(&node.expr, Node::Ident(n) if n == want);
     let plain = call.target.as_deref().is_some_and(|t| ident(t, "flows"))
-        && call.args.len() == 1
-        && ident(&call.args[0], "request")
+        && matches!(call.args.as_slice(), [arg] if ident(arg, "request"))
         && unbound("flows")
         && unbound("request");
     match call.func_name.as_str() {
@@ -504,6 +522,17 @@ impl Check {
                 }
             }
             Node::Call(call) => {
+                let member = call.target.is_some();
+                if !is_operator_or_macro(&call.func_name)
+                    && !is_declared(&call.func_name, member)
+                    && !self
+                        .unknown_functions
+                        .iter()
+                        .any(|(n, _)| *n == call.func_name)
+                {
+                    self.unknown_functions
+                        .push((call.func_name.clone(), member));
+                }
                 if call.func_name == "matches" {
                     self.precompile(call);
                 }
@@ -521,8 +550,7 @@ impl Check {
                     call.func_name.as_str(),
                     "permits" | "covers" | "permitting" | "covering"
                 ) && call.target.is_some()
-                    && call.args.len() == 1
-                    && matches!(&call.args[0].expr, Node::Ident(name) if name == "request")
+                    && matches!(call.args.as_slice(), [arg] if matches!(&arg.expr, Node::Ident(name) if name == "request"))
                     && !self.bound.iter().any(|b| b == "request")
                 {
                     // `f.permits(request)` reads only the method and path.
@@ -676,6 +704,110 @@ fn regex_cache_len() -> usize {
     // moka counts lazily: settle pending evictions first.
     REGEXES.run_pending_tasks();
     usize::try_from(REGEXES.entry_count()).unwrap_or(usize::MAX)
+}
+
+/// The functions Sluis adds to CEL's (see [`root_context`]).
+const SLUIS_FUNCTIONS: [&str; 8] = [
+    "matchesGlob",
+    "containsAll",
+    "containsAny",
+    "permits",
+    "covers",
+    "permitting",
+    "covering",
+    "smartPermits",
+];
+
+/// CEL's standard functions, only to suggest a name for a misspelt one: whether a name
+/// exists is asked of the cel crate itself ([`is_declared`]), so this list going stale
+/// costs a suggestion, never a wrong verdict.
+const CEL_FUNCTIONS: [&str; 30] = [
+    "contains",
+    "startsWith",
+    "endsWith",
+    "matches",
+    "size",
+    "int",
+    "uint",
+    "double",
+    "string",
+    "bytes",
+    "bool",
+    "type",
+    "dyn",
+    "timestamp",
+    "duration",
+    "getFullYear",
+    "getMonth",
+    "getDate",
+    "getDayOfMonth",
+    "getDayOfWeek",
+    "getDayOfYear",
+    "getHours",
+    "getMinutes",
+    "getSeconds",
+    "getMilliseconds",
+    "exists",
+    "exists_one",
+    "all",
+    "map",
+    "filter",
+];
+
+/// Operators (`_==_`, `!_`, `@in`, ...) are calls in the parsed tree; macros (`has`,
+/// `exists`, ...) are expanded by the parser, and one left as a call was misused, which
+/// evaluation reports better than "unknown function".
+fn is_operator_or_macro(name: &str) -> bool {
+    name.starts_with(['_', '@', '!', '-'])
+        || matches!(
+            name,
+            "has" | "all" | "exists" | "exists_one" | "map" | "filter"
+        )
+}
+
+/// Whether calling `name` (as a method when `member`) would find a function, asked of the
+/// same root context requests are evaluated in: a call to `name` with no arguments fails
+/// with "undeclared reference" exactly when neither CEL nor Sluis defines it (a defined
+/// one fails on the missing arguments instead). The cel crate has no public list of its
+/// functions; asking it keeps this check true to the version in use.
+fn is_declared(name: &str, member: bool) -> bool {
+    let source = if member {
+        format!("null.{name}()")
+    } else {
+        format!("{name}()")
+    };
+    // A name the parser accepted in a call always parses here; if not, let evaluation
+    // judge rather than refuse the policy.
+    let Ok(program) = Program::compile(&source) else {
+        return true;
+    };
+    ROOT.with(|root| {
+        let root: &Context = root;
+        let scope = root.new_inner_scope();
+        !matches!(
+            Value::resolve(program.expression(), &scope),
+            Err(ExecutionError::UndeclaredReference(undeclared)) if undeclared.as_str() == name
+        )
+    })
+}
+
+/// The defined function closest to a misspelt `name`: the same ignoring case, else at
+/// most two edits away.
+fn nearest_function(name: &str, member: bool) -> Option<&'static str> {
+    let known = || {
+        SLUIS_FUNCTIONS
+            .into_iter()
+            .chain(CEL_FUNCTIONS)
+            .filter(move |c| is_operator_or_macro(c) || is_declared(c, member))
+    };
+    if let Some(same) = known().find(|c| c.eq_ignore_ascii_case(name)) {
+        return Some(same);
+    }
+    known()
+        .map(|c| (strsim::damerau_levenshtein(c, name), c))
+        .filter(|(distance, _)| *distance <= 2)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| c)
 }
 
 thread_local! {
@@ -1318,6 +1450,7 @@ fn now_value() -> Value {
 impl From<ExecutionError> for ExprError {
     fn from(e: ExecutionError) -> Self {
         ExprError {
+            kind: DiagnosticKind::CelInvalid,
             position: None,
             message: e.to_string(),
         }
@@ -1836,5 +1969,37 @@ mod tests {
             eval("now > timestamp('2020-01-01T00:00:00Z')"),
             Ok(Value::Bool(true))
         );
+    }
+
+    #[test]
+    fn the_functions_named_for_suggestions_exist() {
+        // Sluis's own, however called; CEL's as methods or globals, as cel 0.15 has them.
+        for name in SLUIS_FUNCTIONS {
+            assert!(
+                is_declared(name, true) && is_declared(name, false),
+                "{name}"
+            );
+        }
+        for name in CEL_FUNCTIONS {
+            let known =
+                is_operator_or_macro(name) || is_declared(name, true) || is_declared(name, false);
+            assert!(known, "{name}");
+        }
+        assert!(!is_declared("startswith", true));
+        assert_eq!(nearest_function("startswith", true), Some("startsWith"));
+        assert_eq!(nearest_function("sizee", false), Some("size"));
+        assert_eq!(nearest_function("xyzzy", true), None);
+    }
+
+    #[test]
+    fn an_unknown_function_fails_compilation_with_its_kind() {
+        let error = Expr::compile("request.path.startswith('/a')").unwrap_err();
+        assert_eq!(error.kind, DiagnosticKind::CelUnknownFunction);
+        assert_eq!(
+            error.message,
+            "unknown function `startswith` (did you mean `startsWith`?)"
+        );
+        // Operators are calls too, and are not functions to look up.
+        assert!(Expr::compile("1 + 2 == 3 && !(1 in [2]) && [1][0] == 1 ? true : false").is_ok());
     }
 }

@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 
-use super::Report;
 use super::expr::{Expr, Vars};
 use super::spec::GraphqlSpec;
+use super::{DiagnosticKind, Reporter, Step};
 use crate::authn::Identity;
 use crate::graphql::template::{Misfit, Template};
 use crate::graphql::{DocumentCache, GraphqlRequest, Limits, OperationType};
@@ -48,16 +48,20 @@ struct PolicyTemplate {
 impl PolicyGraphql {
     /// Reads the templates (relative to `policy_file`) and compiles the binds. Problems
     /// are reported and leave the policy out.
-    pub fn compile(
+    pub(super) fn compile(
         spec: GraphqlSpec,
         policy_file: &Path,
         anonymous: bool,
-        report: &mut Report,
+        report: &mut Reporter,
     ) -> Option<PolicyGraphql> {
         let mut failed = false;
         let mut fail = |message: String| {
             failed = true;
-            report(message, None, None);
+            report.error(
+                DiagnosticKind::InvalidValue,
+                &[Step::from("graphql")],
+                message,
+            );
         };
         let limits = &spec.limits;
         for (name, value) in [

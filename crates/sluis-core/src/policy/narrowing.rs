@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use super::expr::{Expr, Vars};
 use super::spec::{NarrowingSpec, OnConflict};
-use super::{Policy, PolicySet, Report};
+use super::{DiagnosticKind, Policy, PolicySet, Reporter, Step};
 use crate::fhir::{Interaction, classify, is_type};
 use crate::request::AccessRequest;
 use crate::request::decoded_pairs;
@@ -72,11 +72,15 @@ fn plain(name: &str) -> bool {
 }
 
 impl Narrowing {
-    pub(super) fn compile(spec: NarrowingSpec, report: &mut Report) -> Option<Narrowing> {
+    pub(super) fn compile(spec: NarrowingSpec, report: &mut Reporter) -> Option<Narrowing> {
         let mut failures = 0;
         let mut fail = |message: String| {
             failures += 1;
-            report(message, None, None);
+            report.error(
+                DiagnosticKind::InvalidValue,
+                &[Step::from("narrowing")],
+                message,
+            );
         };
         if !(spec.base_path.is_empty() || spec.base_path.starts_with('/')) {
             fail("`narrowing.base_path` must start with `/`".into());

@@ -247,7 +247,7 @@ pub struct RuleSpec {
 /// How a condition may be written, for the JSON Schema.
 #[derive(JsonSchema)]
 #[serde(untagged)]
-#[allow(dead_code)]
+#[allow(dead_code, reason = "only describes the JSON Schema; never built")]
 enum ConditionSchema {
     /// A CEL expression.
     Cel(String),

@@ -1,6 +1,11 @@
 //! Policy semantics: selection, deny overrides allow, default deny, failing closed, and
 //! what an allow does to the request.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 use super::*;
 use crate::authn::Identity;
@@ -279,8 +284,10 @@ fn load_errors_name_file_policy_rule_and_line() {
         "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r1\n        allow: 'request.method =='\n",
     );
     assert_eq!(errs.len(), 1, "{errs:?}");
+    // The line of `allow:`, and the column inside the quoted expression where the CEL
+    // parser stopped (the end of the text).
     assert!(
-        errs[0].contains("p.yaml:5: policy `p` rule `r1`: invalid CEL"),
+        errs[0].contains("p.yaml:6:34: policy `p` rule `r1`: invalid CEL"),
         "{errs:?}"
     );
 
@@ -291,7 +298,7 @@ fn load_errors_name_file_policy_rule_and_line() {
 
     let errs = errors("policies:\n  - id: p\n    issuers: [test]\n    rulez: []\n");
     assert!(
-        errs[0].contains("p.yaml:2: policy `p`: unknown field `rulez`"),
+        errs[0].contains("p.yaml:4:5: policy `p`: unknown field `rulez`"),
         "{errs:?}"
     );
 
@@ -299,13 +306,13 @@ fn load_errors_name_file_policy_rule_and_line() {
         "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r\n        alow: 'true'\n",
     );
     assert!(
-        errs[0].contains("rule `r`: unknown field `alow`"),
+        errs[0].contains("p.yaml:6:9: policy `p` rule `r`: unknown field `alow`"),
         "{errs:?}"
     );
 
     let errs = errors("policies:\n  - id: p\n    issuers: [nope]\n    rules: []\n");
     assert!(
-        errs[0].contains("issuer `nope` is not configured"),
+        errs[0].contains("p.yaml:3:15: policy `p`: issuer `nope` is not configured"),
         "{errs:?}"
     );
 
@@ -648,5 +655,154 @@ proptest::proptest! {
     #[test]
     fn header_names_are_checked_by_http_as_before(name in "[ -~\\t\\u{80}-\\u{ff}]{0,12}|host|te|x-[a-zA-Z0-9]{0,6}") {
         proptest::prop_assert_eq!(super::valid_header_name(&name), hand_written_header_name(&name));
+    }
+}
+
+/// The diagnostics for one policy file `p.yaml`, as `policy::validate` returns them.
+fn diagnostics(policies: &str) -> Vec<Diagnostic> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), policies).unwrap();
+    validate(&LoadSettings {
+        policies: vec![dir.path().join("p.yaml")],
+        issuers: vec!["test".into()],
+        ..LoadSettings::default()
+    })
+}
+
+fn rule(condition: &str) -> String {
+    format!(
+        "policies:\n  - id: p\n    issuers: [test]\n    rules:\n      - id: r\n        allow: {condition}\n"
+    )
+}
+
+#[test]
+fn an_unknown_function_is_refused_at_load_with_the_near_name() {
+    let found = diagnostics(&rule("request.path.startswith('/api')"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    let d = &found[0];
+    assert_eq!(d.kind, DiagnosticKind::CelUnknownFunction);
+    assert_eq!(
+        (d.policy.as_deref(), d.rule.as_deref()),
+        (Some("p"), Some("r"))
+    );
+    assert_eq!((d.line, d.column), (Some(6), Some(9)), "the `allow:` key");
+    assert!(
+        d.message
+            .ends_with("unknown function `startswith` (did you mean `startsWith`?)"),
+        "{d}"
+    );
+
+    let found = diagnostics(&rule("token.scopes.containsAl(['a'])"));
+    assert!(
+        found[0].message.contains("(did you mean `containsAll`?)"),
+        "{found:?}"
+    );
+    let found = diagnostics(&rule("frobnicate(request.path)"));
+    assert_eq!(found[0].kind, DiagnosticKind::CelUnknownFunction);
+    assert!(
+        found[0].message.ends_with("unknown function `frobnicate`"),
+        "{found:?}"
+    );
+    // A global-only CEL function called as a method is as undefined as at run time.
+    let found = diagnostics(&rule("request.path.timestamp()"));
+    assert_eq!(
+        found[0].kind,
+        DiagnosticKind::CelUnknownFunction,
+        "{found:?}"
+    );
+}
+
+#[test]
+fn known_functions_and_macros_pass() {
+    for condition in [
+        "request.path.startsWith('/api') && request.path.endsWith('x')",
+        "request.path.matchesGlob('/api/**') || request.path.matches('^/a')",
+        "token.scopes.containsAll(['a']) || token.scopes.containsAny(['b'])",
+        "size(token.scopes) > 0 && token.scopes.size() > 0 && string(1) == '1'",
+        "token.scopes.exists(s, s == 'a') && token.scopes.all(s, s != '') && has(token.sub)",
+        "timestamp('2026-01-01T00:00:00Z') < now && duration('1h') > duration('1m')",
+        "smartPermits(token.scopes, request, '/fhir')",
+        "int('1') == 1 && 'a' in ['a'] && !false && -1 < 0",
+    ] {
+        let found = diagnostics(&rule(&format!("\"{condition}\"")));
+        assert!(found.is_empty(), "{condition}: {found:?}");
+    }
+}
+
+#[test]
+fn diagnostics_are_typed_and_located_by_the_yaml_parser() {
+    // A policy id used twice: at the second `id:`.
+    let found = diagnostics(
+        "policies:\n  - id: p\n    issuers: [test]\n  # a comment\n  - id: p\n    issuers: [test]\n",
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].kind, DiagnosticKind::DuplicateId);
+    assert_eq!((found[0].line, found[0].column), (Some(5), Some(5)));
+
+    // The rule is found by its place, not by searching for its id: both rules are `r`
+    // in different policies, and the second one's condition is reported.
+    let found = diagnostics(
+        "policies:\n  - id: a\n    issuers: [test]\n    rules: [{id: r, allow: 'true'}]\n  - id: b\n    issuers: [test]\n    rules:\n      - id: r\n        deny: 'nope('\n",
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].kind, DiagnosticKind::CelParse);
+    assert_eq!(found[0].line, Some(9), "{}", found[0]);
+
+    // A one-line expression: where the CEL parser stopped, inside the quotes.
+    let found = diagnostics(&rule("'1 + )'"));
+    assert_eq!(
+        (found[0].line, found[0].column),
+        (Some(6), Some(21)),
+        "the `)`"
+    );
+
+    // An expression over several lines: the line of its key, and where in it.
+    let found = diagnostics(&rule(
+        "|\n          request.path == '/'\n            && ==\n",
+    ));
+    assert_eq!(found[0].kind, DiagnosticKind::CelParse);
+    assert_eq!(found[0].line, Some(6), "{}", found[0]);
+    assert!(found[0].message.contains("(line 2, column"), "{}", found[0]);
+
+    // A nested unknown key, and a value of the wrong type, at their keys.
+    let found = diagnostics(
+        "policies:\n  - id: p\n    issuers: [test]\n    match:\n      paths: ['/a']\n      hostz: [x]\n",
+    );
+    assert_eq!(found[0].kind, DiagnosticKind::UnknownField);
+    assert_eq!((found[0].line, found[0].column), (Some(6), Some(7)));
+    let found = diagnostics("policies:\n  - id: p\n    issuers: [test]\n    anonymous: maybe\n");
+    assert_eq!(found[0].kind, DiagnosticKind::InvalidValue, "{found:?}");
+    assert_eq!(found[0].line, Some(4), "{}", found[0]);
+
+    // A response header expression, at its own key.
+    let found = diagnostics(
+        "policies:\n  - id: p\n    issuers: [test]\n    response:\n      set_headers:\n        X-User: token.sub +\n",
+    );
+    assert_eq!(found[0].kind, DiagnosticKind::CelParse, "{found:?}");
+    assert_eq!(found[0].line, Some(6), "{}", found[0]);
+
+    // The YAML itself.
+    let found = diagnostics("policies:\n  - id: p\n    issuers: [test\n");
+    assert_eq!(found[0].kind, DiagnosticKind::Syntax);
+    assert!(found[0].line.is_some());
+
+    // A good set has none.
+    assert!(diagnostics(&rule("'true'")).is_empty());
+}
+
+proptest::proptest! {
+    /// Whatever a condition holds, validation answers with diagnostics (never a panic),
+    /// and every position it gives is inside the file.
+    #[test]
+    fn any_condition_is_validated_with_positions_inside_the_file(
+        condition in "[a-zA-Z0-9_.()'\" =!<>&|\\[\\],+-]{0,40}",
+    ) {
+        let text = rule(&format!("'{}'", condition.replace('\'', "''")));
+        let lines = text.lines().count();
+        for d in diagnostics(&text) {
+            if let Some(line) = d.line {
+                proptest::prop_assert!(line >= 1 && line <= lines, "{d}");
+            }
+        }
     }
 }

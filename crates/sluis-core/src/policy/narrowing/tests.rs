@@ -1,6 +1,11 @@
 //! Search narrowing: what is set, what conflicts, what is refused, and how a bad
 //! `narrowing` block fails the load.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 use crate::decision::{Decision, Outcome};
 use crate::flows::FlowIndex;
