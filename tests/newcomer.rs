@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn repo() -> &'static Path {
@@ -155,4 +155,280 @@ fn the_policy_set_version_does_not_depend_on_how_the_config_path_is_typed() {
     ];
     assert!(versions.iter().all(|v| *v == versions[0]), "{versions:?}");
     assert_eq!(versions[0].len(), 12, "{versions:?}");
+}
+
+/// `key: value` of a top-level YAML key, as written.
+fn yaml_value(text: &str, key: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .unwrap_or_else(|| panic!("no `{key}:`"))
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn a_release_has_a_licence_a_changelog_a_security_policy_and_one_version() {
+    let licence = read("LICENSE");
+    assert!(licence.trim_start().starts_with("Apache License"));
+    assert!(licence.contains("Version 2.0, January 2004"));
+    assert!(licence.contains("END OF TERMS AND CONDITIONS"));
+    assert!(read("Cargo.toml").contains("license = \"Apache-2.0\""));
+
+    let version = env!("CARGO_PKG_VERSION");
+    let changelog = read("CHANGELOG.md");
+    assert!(changelog.contains("keepachangelog.com"));
+    assert!(
+        changelog.contains("## [Unreleased]") || changelog.contains(&format!("## [{version}]")),
+        "CHANGELOG.md has no heading for {version} nor Unreleased"
+    );
+
+    let security = read("SECURITY.md");
+    assert!(security.contains("security@sluis.example"));
+    assert!(
+        security.contains("placeholder"),
+        "the address is marked as one"
+    );
+
+    // The crate, the chart's appVersion and so the default image tag: one number.
+    let chart = read("helm/sluis/Chart.yaml");
+    assert_eq!(yaml_value(&chart, "appVersion"), version);
+    assert!(
+        read("helm/sluis/templates/deployment.yaml")
+            .contains(r#"image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}""#)
+    );
+}
+
+#[test]
+fn the_helm_chart_names_its_image_with_the_app_version() {
+    if !repo().join(".tools/helm-sdkpy/helm_sdkpy").exists() {
+        eprintln!("SKIPPED: no helm-sdkpy (run scripts/install-helm.sh)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.json");
+    std::fs::write(&values, "{}").unwrap();
+    let out = Command::new("python3")
+        .arg(repo().join("scripts/helm-chart.py"))
+        .args(["render", "helm/sluis"])
+        .arg(&values)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let images: Vec<&str> = rendered["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .flat_map(|o| {
+            o["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+        })
+        .filter_map(|c| c["image"].as_str())
+        .collect();
+    assert_eq!(images, [format!("sluis:{}", env!("CARGO_PKG_VERSION"))]);
+}
+
+#[test]
+fn sluis_version_names_the_git_commit() {
+    let expected = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(repo())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("unknown".to_owned(), |o| {
+            String::from_utf8_lossy(&o.stdout).trim().to_owned()
+        });
+    let line = format!("sluis {} (commit {expected})", env!("CARGO_PKG_VERSION"));
+    for args in [&["version"][..], &["--version"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluis"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            line,
+            "{args:?}"
+        );
+    }
+}
+
+/// The image's config (`examples/container/config.yaml`) with the image's paths mapped
+/// into `root` (which holds what the Dockerfile puts in /usr/share/sluis) and its ports
+/// into `listeners`; the store directory is `store_dir`.
+fn container_config(
+    root: &Path,
+    listeners: &common::process::Listeners,
+    store_dir: &Path,
+) -> PathBuf {
+    let share = root.join("usr/share/sluis");
+    std::fs::create_dir_all(share.join("examples/keys")).unwrap();
+    std::fs::copy(
+        repo().join("examples/keys/dev-jwks.json"),
+        share.join("examples/keys/dev-jwks.json"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(share.join("policy")).unwrap();
+    copy_dir(&repo().join("policy"), &share.join("policy"));
+    let text = read("examples/container/config.yaml")
+        .replace("/usr/share/sluis/", &format!("{}/", share.display()))
+        .replace("/var/lib/sluis/", &format!("{}/", store_dir.display()))
+        .replace(
+            "0.0.0.0:9191",
+            &format!("0.0.0.0:{}", listeners.grpc.port()),
+        )
+        .replace(
+            "0.0.0.0:9190",
+            &format!("0.0.0.0:{}", listeners.admin.port()),
+        )
+        .replace(
+            "0.0.0.0:9192",
+            &format!("0.0.0.0:{}", listeners.http.port()),
+        );
+    let config = root.join("etc/sluis/config/config.yaml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_image_ships_its_config_and_everything_the_config_names() {
+    let dockerfile = read("Dockerfile");
+    let ignore = read(".dockerignore");
+    assert!(
+        dockerfile
+            .contains("COPY examples/container/config.yaml /out/etc/sluis/config/config.yaml")
+    );
+    assert!(dockerfile.contains(r#"CMD ["serve", "--config", "/etc/sluis/config/config.yaml"]"#));
+    assert!(
+        ignore
+            .lines()
+            .any(|l| l == "!examples/container/config.yaml")
+    );
+    assert!(
+        !dockerfile.contains("$PWD/deploy"),
+        "no mount of a folder that does not exist"
+    );
+    assert!(dockerfile.contains("USER 65532:65532"));
+    assert!(dockerfile.contains("--chown=65532:65532 /out/var/lib/sluis /var/lib/sluis"));
+    // Every absolute path the config names is one the image has.
+    let config = read("examples/container/config.yaml");
+    for (path, shipped_by) in [
+        (
+            "/usr/share/sluis/examples/keys/dev-jwks.json",
+            "COPY examples/keys/dev-jwks.json /out/usr/share/sluis/examples/keys/dev-jwks.json",
+        ),
+        (
+            "/usr/share/sluis/policy",
+            "COPY policy /out/usr/share/sluis/policy",
+        ),
+        ("sqlite:/var/lib/sluis/flows.db", "/out/var/lib/sluis"),
+    ] {
+        assert!(config.contains(path), "{path}");
+        assert!(dockerfile.contains(shipped_by), "{shipped_by}");
+    }
+    for listener in [
+        "grpc: 0.0.0.0:9191",
+        "admin: 0.0.0.0:9190",
+        "http: 0.0.0.0:9192",
+    ] {
+        assert!(config.contains(listener), "{listener}");
+    }
+}
+
+#[tokio::test]
+async fn the_image_config_serves_on_all_interfaces_with_a_writable_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let listeners = common::process::Listeners::free();
+    let store = dir.path().join("var/lib/sluis");
+    std::fs::create_dir_all(&store).unwrap();
+    let config = container_config(dir.path(), &listeners, &store);
+    let mut sluis = common::process::SluisProcess::spawn(&config, listeners, &[]);
+    sluis.wait_ready().await;
+    assert!(sluis.log().contains("0.0.0.0:"), "{}", sluis.log());
+
+    // One decision through it: a flow, a token for its receiver, allowed.
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("http://{}/v1/flows", listeners.admin))
+        .header("content-type", "application/json")
+        .body(
+            r#"{"id": "t1", "purpose": "eOverdracht", "actor": "did:web:receiver.example.org",
+                 "scopes": ["eOverdracht-receiver"],
+                 "resources": [{"path": "Patient/123", "operations": ["read"]}]}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let token = dev_token();
+    for (patient, status) in [("123", 200), ("456", 403)] {
+        let answer = client
+            .get(format!(
+                "http://{}/decisions/eoverdracht/fhir/Patient/{patient}",
+                listeners.http
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status, "Patient/{patient}");
+    }
+    assert!(store.join("flows.db").exists());
+}
+
+fn dev_token() -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluis"))
+        .args(["dev-token", "--key"])
+        .arg(repo().join("examples/keys/dev-rsa.pem"))
+        .args(["--kid", "dev-1", "--claims"])
+        .arg(
+            r#"{"iss":"https://nuts.example.org","aud":"https://fhir.example.org","sub":"did:web:receiver.example.org","client_id":"did:web:receiver.example.org","scope":"eOverdracht-receiver"}"#,
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_opened_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let listeners = common::process::Listeners::free();
+    // A directory that does not exist (root could write a read-only one).
+    let store = dir.path().join("no-such-volume");
+    let config = container_config(dir.path(), &listeners, &store);
+    let mut sluis = common::process::SluisProcess::spawn(&config, listeners, &[]);
+    let status = sluis.exit_status().await;
+    assert!(!status.success());
+    let log = sluis.log();
+    let file = store.join("flows.db");
+    assert!(
+        log.contains(&format!("cannot open the flow store `{}`", file.display())),
+        "{log}"
+    );
+    assert!(log.contains("may this user write to it"), "{log}");
 }
