@@ -350,7 +350,15 @@ fn validate(path: &Path) -> ExitCode {
             }
         }
     };
-    exit(enforced && candidate)
+    // The listeners' certificates and keys load as `serve` would load them.
+    let tls = match sluis::tls::ListenerTls::load(&config) {
+        Ok(_) => true,
+        Err(errors) => {
+            eprintln!("{errors}");
+            false
+        }
+    };
+    exit(enforced && candidate && tls)
 }
 
 fn serve(path: &Path) -> anyhow::Result<ExitCode> {

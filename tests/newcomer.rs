@@ -8,6 +8,7 @@ mod common;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -431,4 +432,392 @@ async fn a_store_that_cannot_be_opened_is_named() {
         "{log}"
     );
     assert!(log.contains("may this user write to it"), "{log}");
+}
+
+// --- TLS on every listener ---
+
+/// A certificate and its key, PEM.
+struct Pem {
+    cert: String,
+    key: String,
+}
+
+fn certificate_authority(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+}
+
+fn leaf(
+    ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    name: &str,
+    usage: rcgen::ExtendedKeyUsagePurpose,
+) -> Pem {
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.extended_key_usages = vec![usage];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, ca).unwrap();
+    Pem {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    }
+}
+
+struct TlsServer {
+    dir: tempfile::TempDir,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    grpc: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl TlsServer {
+    /// TLS on every listener with one server certificate; the admin listener requires a
+    /// client certificate of the same CA.
+    async fn start() -> TlsServer {
+        let ca = certificate_authority("Sluis test CA");
+        let server = leaf(&ca, "sluis", rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+        let setup = common::Setup::new(
+            &common::config_yaml("127.0.0.1:1", "127.0.0.1:2"),
+            &[("api.yaml", common::POLICY)],
+        );
+        let dir = setup.dir;
+        std::fs::write(dir.path().join("tls.crt"), &server.cert).unwrap();
+        std::fs::write(dir.path().join("tls.key"), &server.key).unwrap();
+        std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
+        let config = std::fs::read_to_string(dir.path().join("sluis.yaml"))
+            .unwrap()
+            .replace(
+                "  admin: 127.0.0.1:2\n",
+                "  admin: 127.0.0.1:2\n  tls:\n    certificate: tls.crt\n    private_key: tls.key\n    reload_interval: 1s\n    admin: { certificate: tls.crt, private_key: tls.key, client_ca: ca.crt }\n",
+            );
+        std::fs::write(dir.path().join("sluis.yaml"), config).unwrap();
+        let config = sluis_config::Config::load(&dir.path().join("sluis.yaml")).unwrap();
+        let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+        let (grpc, admin, http) = (bind().await, bind().await, bind().await);
+        let addresses = (
+            grpc.local_addr().unwrap(),
+            admin.local_addr().unwrap(),
+            http.local_addr().unwrap(),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let bound = sluis::server::Bound {
+            grpc,
+            admin,
+            http: Some(http),
+        };
+        let task = tokio::spawn(sluis::server::run(config, bound, async move {
+            let _ = stopped.await;
+        }));
+        let server = TlsServer {
+            dir,
+            ca,
+            grpc: addresses.0,
+            admin: addresses.1,
+            http: addresses.2,
+            stop: Some(stop),
+            task,
+        };
+        let client = server.https(Some(&server.client_certificate()));
+        for _ in 0..100 {
+            if let Ok(answer) = client
+                .get(format!("https://localhost:{}/readyz", server.admin.port()))
+                .send()
+                .await
+                && answer.status() == 200
+            {
+                return server;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("sluis over TLS did not become ready");
+    }
+
+    fn client_certificate(&self) -> Pem {
+        leaf(
+            &self.ca,
+            "admin client",
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        )
+    }
+
+    /// An HTTPS client trusting the test CA, with `identity` as its client certificate.
+    fn https(&self, identity: Option<&Pem>) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(self.ca.pem().as_bytes()).unwrap())
+            .resolve("localhost", "127.0.0.1:0".parse().unwrap());
+        if let Some(pem) = identity {
+            builder = builder.identity(
+                reqwest::Identity::from_pem(format!("{}{}", pem.cert, pem.key).as_bytes()).unwrap(),
+            );
+        }
+        builder.build().unwrap()
+    }
+
+    fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from(
+                self.ca.der().to_vec(),
+            ))
+            .unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Arc::new(config)
+    }
+
+    /// The leaf certificate a new TLS connection to `address` is served.
+    async fn served_certificate(&self, address: std::net::SocketAddr) -> Vec<u8> {
+        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(self.client_config())
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Connects tonic to the gRPC listener over TLS.
+#[derive(Clone)]
+struct TlsConnect {
+    address: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl tonic::codegen::Service<tonic::transport::Uri> for TlsConnect {
+    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: tonic::transport::Uri) -> Self::Future {
+        let (address, config) = (self.address, self.config.clone());
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(address).await?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect("localhost".try_into().unwrap(), tcp)
+                .await?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        })
+    }
+}
+
+#[tokio::test]
+async fn every_listener_speaks_tls_and_the_admin_one_wants_a_client_certificate() {
+    let server = TlsServer::start().await;
+    let token = common::token(&common::claims());
+
+    // The HTTP door over HTTPS decides; plaintext is told TLS is required.
+    let https = server.https(None);
+    let url = format!(
+        "https://localhost:{}/decisions/api/items",
+        server.http.port()
+    );
+    let answer = https.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["x-user"], "user-1");
+    let denied = https
+        .get(format!(
+            "https://localhost:{}/decisions/api/admin/x",
+            server.http.port()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let plaintext = reqwest::get(format!("http://{}/decisions/api/items", server.http))
+        .await
+        .unwrap();
+    assert_eq!(plaintext.status(), 400);
+    assert_eq!(
+        plaintext.text().await.unwrap(),
+        "this listener requires TLS\n"
+    );
+
+    // The gRPC door over TLS, with a tonic client.
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(TlsConnect {
+            address: server.grpc,
+            config: server.client_config(),
+        })
+        .await
+        .unwrap();
+    let mut client =
+        envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(
+            channel,
+        );
+    for (path, code) in [("/api/items", 0), ("/api/admin/x", 7)] {
+        let answer = client
+            .check(common::Req::get(path).bearer(&token).into_check())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.status.unwrap().code, code, "{path}");
+    }
+    // Plaintext gRPC gets no answer.
+    let plaintext = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+        format!("http://{}", server.grpc),
+    )
+    .await;
+    if let Ok(mut plaintext) = plaintext {
+        assert!(
+            plaintext
+                .check(common::Req::get("/api/items").bearer(&token).into_check())
+                .await
+                .is_err()
+        );
+    }
+
+    // Admin: mTLS. No client certificate, or one of another CA: no handshake.
+    let readyz = format!("https://localhost:{}/readyz", server.admin.port());
+    assert!(server.https(None).get(&readyz).send().await.is_err());
+    let other_ca = certificate_authority("Another CA");
+    let stranger = leaf(
+        &other_ca,
+        "stranger",
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    assert!(
+        server
+            .https(Some(&stranger))
+            .get(&readyz)
+            .send()
+            .await
+            .is_err()
+    );
+    let admin = server.https(Some(&server.client_certificate()));
+    assert_eq!(admin.get(&readyz).send().await.unwrap().status(), 200);
+    let plaintext = reqwest::get(format!("http://{}/v1/flows", server.admin))
+        .await
+        .unwrap();
+    assert_eq!(plaintext.status(), 400);
+
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_changed_certificate_is_served_to_new_connections_and_a_broken_one_is_not() {
+    let server = TlsServer::start().await;
+    let before = server.served_certificate(server.http).await;
+
+    // Written beside and renamed over, as kubelet and cert-manager do.
+    let renewed = leaf(
+        &server.ca,
+        "sluis renewed",
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let write = |name: &str, text: &str| {
+        let tmp = server.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, server.dir.path().join(name)).unwrap();
+    };
+    write("tls.key", &renewed.key);
+    write("tls.crt", &renewed.cert);
+    let mut after = before.clone();
+    for _ in 0..60 {
+        after = server.served_certificate(server.http).await;
+        if after != before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_ne!(
+        after, before,
+        "the renewed certificate was not served within 6 s"
+    );
+
+    // A key that does not belong to the certificate: the renewed one stays.
+    let other = leaf(
+        &server.ca,
+        "other",
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    write("tls.key", &other.key);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(server.served_certificate(server.http).await, after);
+    server.stop().await;
+}
+
+#[test]
+fn tls_files_that_do_not_load_fail_validate_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certificate_authority("CA");
+    let one = leaf(&ca, "one", rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+    let two = leaf(&ca, "two", rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+    std::fs::write(dir.path().join("tls.crt"), &one.cert).unwrap();
+    std::fs::write(dir.path().join("wrong.key"), &two.key).unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/api.yaml"), common::POLICY).unwrap();
+    let base = common::config_yaml("127.0.0.1:9191", "127.0.0.1:9190");
+    for (tls, expected) in [
+        (
+            "  tls: { certificate: tls.crt, private_key: wrong.key }\n",
+            "certificate `",
+        ),
+        (
+            "  tls: { certificate: tls.crt, private_key: missing.key }\n",
+            "missing.key",
+        ),
+        (
+            "  tls: { certificate: tls.crt }\n",
+            "`listeners.tls.certificate` needs `private_key`",
+        ),
+        (
+            "  tls: { grpc: { certificate: tls.crt, private_key: tls.crt } }\n",
+            "listeners.tls (grpc): private_key",
+        ),
+    ] {
+        let config = base.replace(
+            "  admin: 127.0.0.1:9190\n",
+            &format!("  admin: 127.0.0.1:9190\n{tls}"),
+        );
+        std::fs::write(dir.path().join("sluis.yaml"), config).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_sluis"))
+            .args(["validate", "--config"])
+            .arg(dir.path().join("sluis.yaml"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{tls}: {stderr}");
+        assert!(stderr.contains(expected), "{tls}: {stderr}");
+    }
 }
