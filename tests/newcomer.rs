@@ -492,6 +492,15 @@ impl TlsServer {
     /// TLS on every listener with one server certificate; the admin listener requires a
     /// client certificate of the same CA.
     async fn start() -> TlsServer {
+        TlsServer::start_with(
+            "    admin: { certificate: tls.crt, private_key: tls.key, client_ca: ca.crt }\n",
+        )
+        .await
+    }
+
+    /// TLS on every listener with the server certificate in `tls.crt`, the test CA in
+    /// `ca.crt`, and `more` added to `listeners.tls`.
+    async fn start_with(more: &str) -> TlsServer {
         let ca = certificate_authority("Sluis test CA");
         let server = leaf(&ca, "sluis", rcgen::ExtendedKeyUsagePurpose::ServerAuth);
         let setup = common::Setup::new(
@@ -506,7 +515,7 @@ impl TlsServer {
             .unwrap()
             .replace(
                 "  admin: 127.0.0.1:2\n",
-                "  admin: 127.0.0.1:2\n  tls:\n    certificate: tls.crt\n    private_key: tls.key\n    reload_interval: 1s\n    admin: { certificate: tls.crt, private_key: tls.key, client_ca: ca.crt }\n",
+                &format!("  admin: 127.0.0.1:2\n  tls:\n    certificate: tls.crt\n    private_key: tls.key\n    reload_interval: 1s\n{more}"),
             );
         std::fs::write(dir.path().join("sluis.yaml"), config).unwrap();
         let config = sluis_config::Config::load(&dir.path().join("sluis.yaml")).unwrap();
@@ -820,4 +829,92 @@ fn tls_files_that_do_not_load_fail_validate_naming_the_file() {
         assert_eq!(out.status.code(), Some(1), "{tls}: {stderr}");
         assert!(stderr.contains(expected), "{tls}: {stderr}");
     }
+}
+
+/// The Envoy upstream TLS settings for the `sluis` cluster, with Envoy's client
+/// certificate in `dir`.
+fn envoy_upstream_tls(dir: &Path) -> String {
+    format!(
+        r#"    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: localhost
+        common_tls_context:
+          alpn_protocols: [h2]
+          tls_certificates:
+          - certificate_chain: {{ filename: {dir}/envoy.crt }}
+            private_key: {{ filename: {dir}/envoy.key }}
+          validation_context:
+            trusted_ca: {{ filename: {dir}/ca.crt }}
+"#,
+        dir = dir.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_asks_the_grpc_door_over_mutual_tls() {
+    let Some(envoy) = common::gateway::envoy_binary() else {
+        return;
+    };
+    // Every listener requires a client certificate of the test CA.
+    let server = TlsServer::start_with("    client_ca: ca.crt\n").await;
+    let (upstream, seen) = common::gateway::upstream().await;
+    let token = common::token(&common::claims());
+    let client = reqwest::Client::new();
+
+    for (name, trusted) in [("trusted", true), ("stranger", false)] {
+        let dir = server.dir.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let other_ca = certificate_authority("Another CA");
+        let ca = if trusted { &server.ca } else { &other_ca };
+        let envoy_cert = leaf(ca, "envoy", rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+        std::fs::write(dir.join("envoy.crt"), &envoy_cert.cert).unwrap();
+        std::fs::write(dir.join("envoy.key"), &envoy_cert.key).unwrap();
+        std::fs::write(dir.join("ca.crt"), server.ca.pem()).unwrap();
+        let (listen, admin) = (common::gateway::free_port(), common::gateway::free_port());
+        let tls = envoy_upstream_tls(&dir);
+        let _envoy = common::gateway::start_envoy_edited(
+            &envoy,
+            &dir,
+            listen,
+            server.grpc.port(),
+            upstream,
+            admin,
+            |config| {
+                config.replacen(
+                    "  - name: sluis\n    type: STATIC\n",
+                    &format!("  - name: sluis\n    type: STATIC\n{tls}"),
+                    1,
+                )
+            },
+        );
+        let envoy_admin = format!("127.0.0.1:{admin}");
+        common::gateway::wait_until("envoy", || common::gateway::http_ok(&envoy_admin, "/ready"))
+            .await;
+        let get = |path: &str| {
+            client
+                .get(format!("http://127.0.0.1:{listen}{path}"))
+                .bearer_auth(&token)
+                .send()
+        };
+        let allowed = get("/api/items").await.unwrap().status().as_u16();
+        let denied = get("/api/admin/x").await.unwrap().status().as_u16();
+        if trusted {
+            assert_eq!((allowed, denied), (200, 403), "through Envoy over mTLS");
+        } else {
+            // No handshake, no answer: Envoy fails closed, nothing goes upstream.
+            assert_eq!(
+                (allowed, denied),
+                (503, 503),
+                "an Envoy the CA did not sign"
+            );
+        }
+    }
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "only the allowed request went upstream"
+    );
+    server.stop().await;
 }
