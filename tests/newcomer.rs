@@ -918,3 +918,154 @@ async fn envoy_asks_the_grpc_door_over_mutual_tls() {
     );
     server.stop().await;
 }
+
+/// The fenced blocks of the README's Quickstart section, with their info string.
+fn quickstart_blocks() -> Vec<(String, String)> {
+    let readme = read("README.md");
+    let section = readme
+        .split("\n## Quickstart\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README has a Quickstart section");
+    let mut blocks = Vec::new();
+    let mut lines = section.lines();
+    while let Some(line) = lines.next() {
+        if let Some(info) = line.strip_prefix("```") {
+            let body: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+            blocks.push((info.to_owned(), body.join("\n")));
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_readme_quickstart_works_as_written() {
+    // The commands as a newcomer pastes them, with two changes only: the built binary
+    // for `cargo run` (cargo's lock is held while tests run) and free ports for 9190-9192
+    // (with the flow store in a temp dir), so the test runs beside anything else.
+    let dir = tempfile::tempdir().unwrap();
+    let listeners = common::process::Listeners::free();
+    let ports = [
+        ("127.0.0.1:9190", listeners.admin.to_string()),
+        ("127.0.0.1:9191", listeners.grpc.to_string()),
+        ("127.0.0.1:9192", listeners.http.to_string()),
+    ];
+    let mut config = read("examples/config.yaml")
+        .replace(
+            "{ file: keys/",
+            &format!("{{ file: {}/examples/keys/", repo().display()),
+        )
+        .replace(
+            "  - ../policy\n",
+            &format!("  - {}/policy\n", repo().display()),
+        )
+        .replace(
+            "  url: sqlite:sluis-flows.db\n",
+            &format!("  url: sqlite:{}/flows.db\n", dir.path().display()),
+        );
+    for (from, to) in &ports {
+        config = config.replace(from, to);
+    }
+    let config_path = dir.path().join("config.yaml");
+    std::fs::write(&config_path, &config).unwrap();
+    let adapt = |command: &str| {
+        let mut command = command
+            .replace(
+                "cargo run --quiet -- ",
+                &format!("{} ", env!("CARGO_BIN_EXE_sluis")),
+            )
+            .replace(
+                "cargo run -- ",
+                &format!("{} ", env!("CARGO_BIN_EXE_sluis")),
+            )
+            .replace("examples/config.yaml", config_path.to_str().unwrap());
+        for (from, to) in &ports {
+            command = command.replace(from, to);
+        }
+        command
+    };
+
+    let blocks = quickstart_blocks();
+    let shell: Vec<&String> = blocks
+        .iter()
+        .filter(|(info, body)| info == "sh" && !body.contains("scripts/"))
+        .map(|(_, body)| body)
+        .collect();
+    let (serve, rest) = shell.split_first().expect("the quickstart has commands");
+    assert!(
+        serve.contains(" serve "),
+        "the first command starts Sluis: {serve}"
+    );
+    let serve = adapt(serve);
+    let log = dir.path().join("sluis.log");
+    let mut sluis = Command::new("bash")
+        .args(["-c", &format!("exec {serve}")])
+        .current_dir(repo())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("sluis.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let ready = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        common::gateway::http_ok(&listeners.admin.to_string(), "/readyz")
+    });
+    // One script, as one terminal: `export TOKEN` carries over to the next commands.
+    let script: String = rest
+        .iter()
+        .enumerate()
+        .map(|(i, block)| format!("echo '=== {i}'\n{}\n", adapt(block)))
+        .collect();
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let _ = sluis.kill();
+    let _ = sluis.wait();
+    let stderr_log = std::fs::read_to_string(dir.path().join("sluis.err")).unwrap_or_default();
+    let service_log = std::fs::read_to_string(&log).unwrap_or_default() + &stderr_log;
+    assert!(ready, "sluis did not become ready:\n{service_log}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // What the README says each answers.
+    let answers: Vec<&str> = stdout.split("=== ").skip(1).collect();
+    let status = |i: usize| {
+        answers
+            .get(i)
+            .and_then(|a| a.lines().find(|l| l.starts_with("HTTP/")))
+            .unwrap_or_else(|| panic!("no answer to command {i}: {stdout}"))
+    };
+    let mut checked = 0;
+    for (i, block) in rest.iter().enumerate() {
+        let expected = if block.contains("/v1/flows") {
+            "HTTP/1.1 201 Created"
+        } else if block.contains("Patient/123") {
+            "HTTP/1.1 200 OK"
+        } else if block.contains("Patient/456") {
+            "HTTP/1.1 403 Forbidden"
+        } else {
+            continue;
+        };
+        assert_eq!(status(i).trim(), expected, "{block}");
+        checked += 1;
+    }
+    assert_eq!(checked, 3, "register, allowed, denied: {stdout}");
+
+    // The log line the README shows is the one Sluis writes for the 403.
+    let shown = blocks
+        .iter()
+        .find(|(info, body)| info == "text" && body.contains("request denied"))
+        .map(|(_, body)| body.trim().to_owned())
+        .expect("the README shows the denial's log line");
+    let strip_colour = regex::Regex::new("\u{1b}\\[[0-9;]*m").unwrap();
+    let service_log = strip_colour.replace_all(&service_log, "");
+    assert!(
+        service_log.lines().any(|l| l.ends_with(&shown)),
+        "README shows `{shown}`; the log has:\n{service_log}"
+    );
+}
