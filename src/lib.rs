@@ -39,6 +39,7 @@
 //! | [`telemetry`] | traces over OTLP: the decision span joined to the caller's W3C `traceparent`, exported off the hot path |
 //! | [`reload`] | hot reload of policies (the enforced and the candidate set, apart): file watching, SIGHUP, validate-then-swap |
 //! | [`server`] | wires listeners, engine, store and reloader together; `sluis serve` |
+//! | [`tls`] | TLS and mTLS on the listeners (rustls), certificates reloaded when their files change |
 //! | [`schema`] | JSON Schemas of config, policy and test files, generated from the types |
 //!
 //! `docs/architecture.md` draws the request path and says why each crate may import what
@@ -50,3 +51,4 @@ pub mod reload;
 pub mod schema;
 pub mod server;
 pub mod telemetry;
+pub mod tls;

@@ -14,11 +14,19 @@ use sluis_config::Config;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The crate version and the git commit it was built from (`build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SLUIS_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "sluis",
     about = "External authorization for API gateways",
-    version
+    version = VERSION
 )]
 struct Cli {
     #[command(subcommand)]
@@ -124,7 +132,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Version => {
-            println!("sluis {}", env!("CARGO_PKG_VERSION"));
+            println!("sluis {VERSION}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { config } => Ok(validate(&config)),
@@ -342,7 +350,15 @@ fn validate(path: &Path) -> ExitCode {
             }
         }
     };
-    exit(enforced && candidate)
+    // The listeners' certificates and keys load as `serve` would load them.
+    let tls = match sluis::tls::ListenerTls::load(&config) {
+        Ok(_) => true,
+        Err(errors) => {
+            eprintln!("{errors}");
+            false
+        }
+    };
+    exit(enforced && candidate && tls)
 }
 
 fn serve(path: &Path) -> anyhow::Result<ExitCode> {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use futures_util::FutureExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -107,6 +108,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let Bound { grpc, admin, http } = listeners;
+    let tls = crate::tls::ListenerTls::load(&config)?;
     // One registry for this server: the engine, the authenticator and the listeners count
     // in it, and the admin listener serves it.
     let metrics = Arc::new(sluis_core::metrics::Metrics::new());
@@ -158,13 +160,14 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    tls.spawn_watches(&stop_rx);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AuthorizationServer<EnvoyDoor>>().await;
     let door = AuthorizationServer::new(EnvoyDoor::new(engine.clone(), max_body))
         .max_decoding_message_size(crate::doors::envoy::max_message_bytes(max_body));
     let mut grpc_stop = stop_rx.clone();
-    let grpc_server = tonic::transport::Server::builder()
+    let grpc_router = tonic::transport::Server::builder()
         // A gateway keeps its connection for long: dead peers are found by HTTP/2 pings
         // and TCP keep-alive, and no Check or connection holds more than its share.
         .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
@@ -173,15 +176,30 @@ pub async fn run(
         .tcp_keepalive(Some(limits.grpc_tcp_keepalive))
         .timeout(limits.grpc_request_timeout)
         .add_service(health_service)
-        .add_service(door)
-        .serve_with_incoming_shutdown(
-            // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs hold ~2.5% of
-            // Check answers for 40 ms (measured: p99 46 ms instead of 18 ms).
+        .add_service(door);
+    let grpc_signal = async move {
+        let _ = grpc_stop.wait_for(|stop| *stop).await;
+    };
+    let grpc_server: std::pin::Pin<
+        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match &tls.grpc {
+        // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs hold ~2.5% of Check
+        // answers for 40 ms (measured: p99 46 ms instead of 18 ms).
+        None => Box::pin(grpc_router.serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-            async move {
-                let _ = grpc_stop.wait_for(|stop| *stop).await;
-            },
-        );
+            grpc_signal,
+        )),
+        // tonic's own TLS cannot swap its certificate: the handshakes are ours.
+        Some(grpc_tls) => Box::pin(grpc_router.serve_with_incoming_shutdown(
+            crate::tls::grpc_incoming(
+                grpc,
+                grpc_tls.clone(),
+                limits.header_read_timeout,
+                stop_rx.clone(),
+            ),
+            grpc_signal,
+        )),
+    };
 
     // Kept to flush the last lines after the listeners have drained.
     let log = engine.decision_log().cloned();
@@ -189,6 +207,7 @@ pub async fn run(
     let admin_server = serve_http(
         "admin",
         admin,
+        tls.admin.clone(),
         crate::admin::router(engine, reloader, admin_options),
         limits.clone(),
         stop_rx.clone(),
@@ -200,7 +219,7 @@ pub async fn run(
         let Some(http) = http else {
             return Ok(());
         };
-        serve_http("http", http, doors, limits, stop_rx, http_metrics).await
+        serve_http("http", http, tls.http, doors, limits, stop_rx, http_metrics).await
     };
 
     let (grpc_result, admin_result, http_result) =
@@ -225,9 +244,11 @@ pub async fn run(
 /// within `header_read_timeout` (which also closes idle HTTP/1 keep-alive connections),
 /// the whole request within `request_timeout`, HTTP/2 pings, and at most
 /// `max_connections` open: one more is accepted and closed at once.
+#[allow(clippy::too_many_arguments)] // reason: one listener's whole setting, used twice
 async fn serve_http(
     name: &'static str,
     listener: TcpListener,
+    tls: Option<Arc<crate::tls::TlsListener>>,
     router: axum::Router,
     limits: ListenerLimits,
     mut stop: watch::Receiver<bool>,
@@ -277,13 +298,32 @@ async fn serve_http(
         let connection_builder = builder.clone();
         let watcher = graceful.watcher();
         let header_read_timeout = limits.header_read_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if version_known_in_time(&stream, header_read_timeout).await {
-                let connection = connection_builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
+            let connection = match tls {
+                None => version_known_in_time(&stream, header_read_timeout)
+                    .await
+                    .then(|| {
+                        connection_builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .into_owned()
+                    })
+                    .map(|c| watcher.watch(c).boxed()),
+                Some(tls) => match tls.accept(stream, header_read_timeout).await {
+                    None => None,
+                    Some(stream) => crate::tls::version_known_in_time(stream, header_read_timeout)
+                        .await
+                        .map(|stream| {
+                            let c = connection_builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .into_owned();
+                            watcher.watch(c).boxed()
+                        }),
+                },
+            };
+            if let Some(connection) = connection {
                 // An error here is the client's (a timeout, a reset): nothing to report.
-                let _ = watcher.watch(connection).await;
+                let _ = connection.await;
             }
             drop(open);
             drop(permit);

@@ -127,6 +127,10 @@ pub struct Listeners {
     /// holding them open (slowloris).
     #[serde(default)]
     pub limits: ListenerLimits,
+    /// TLS on the listeners (rustls). Without it every listener is plaintext: keep them on
+    /// loopback or a trusted network.
+    #[serde(default)]
+    pub tls: Option<ListenersTls>,
 }
 
 impl Default for Listeners {
@@ -136,7 +140,102 @@ impl Default for Listeners {
             admin: default_admin(),
             http: None,
             limits: ListenerLimits::default(),
+            tls: None,
         }
+    }
+}
+
+/// TLS for the listeners: `certificate` and `private_key` (with an optional `client_ca`)
+/// here are shared by every listener; `grpc`, `http` or `admin` give one listener its own.
+/// A listener with neither stays plaintext. Relative paths are relative to the config
+/// file. The files are read again every `reload_interval`; a change takes effect for new
+/// connections, and a change that does not load keeps the previous certificate.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenersTls {
+    /// PEM certificate chain, leaf first.
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    #[serde(default)]
+    pub private_key: Option<PathBuf>,
+    /// PEM certificates of the CAs whose client certificates are accepted. When set, a
+    /// client must present one (mTLS); the handshake fails without it.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// The Envoy ext_authz gRPC listener's own TLS, instead of the shared one.
+    #[serde(default)]
+    pub grpc: Option<TlsFiles>,
+    /// The HTTP doors' own TLS, instead of the shared one.
+    #[serde(default)]
+    pub http: Option<TlsFiles>,
+    /// The admin listener's own TLS, instead of the shared one.
+    #[serde(default)]
+    pub admin: Option<TlsFiles>,
+    /// How often the files are checked for a change.
+    #[serde(default = "default_tls_reload_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub reload_interval: Duration,
+}
+
+/// One listener's certificate, key and optional client CA (see [`ListenersTls`]).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+fn default_tls_reload_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl ListenersTls {
+    /// The files of listener `name` (`grpc`, `http`, `admin`), resolved against
+    /// `base_dir`; `None`: plaintext.
+    pub fn for_listener(&self, name: &str, base_dir: &Path) -> Option<TlsFiles> {
+        let own = match name {
+            "grpc" => self.grpc.as_ref(),
+            "http" => self.http.as_ref(),
+            "admin" => self.admin.as_ref(),
+            _ => None,
+        };
+        let files = match (own, &self.certificate, &self.private_key) {
+            (Some(own), _, _) => own.clone(),
+            (None, Some(certificate), Some(private_key)) => TlsFiles {
+                certificate: certificate.clone(),
+                private_key: private_key.clone(),
+                client_ca: self.client_ca.clone(),
+            },
+            _ => return None,
+        };
+        Some(TlsFiles {
+            certificate: base_dir.join(files.certificate),
+            private_key: base_dir.join(files.private_key),
+            client_ca: files.client_ca.map(|ca| base_dir.join(ca)),
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match (&self.certificate, &self.private_key) {
+            (Some(_), None) => return Err("`listeners.tls.certificate` needs `private_key`".into()),
+            (None, Some(_)) => return Err("`listeners.tls.private_key` needs `certificate`".into()),
+            (None, None) if self.client_ca.is_some() => {
+                return Err(
+                    "`listeners.tls.client_ca` needs `certificate` and `private_key`".into(),
+                );
+            }
+            (None, None) if self.grpc.is_none() && self.http.is_none() && self.admin.is_none() => {
+                return Err("`listeners.tls` names no certificate: set `certificate` and `private_key`, or a listener's own".into());
+            }
+            _ => {}
+        }
+        if self.reload_interval < Duration::from_secs(1) {
+            return Err("`listeners.tls.reload_interval` must be at least 1s".into());
+        }
+        Ok(())
     }
 }
 
@@ -381,6 +480,9 @@ impl Config {
     /// Checks what serde cannot: consistency between fields.
     fn check(&self) -> Result<(), String> {
         self.authn_settings().check()?;
+        if let Some(tls) = &self.listeners.tls {
+            tls.check()?;
+        }
         if self.policies.is_empty() {
             return Err("`policies` lists no policy file or directory".into());
         }

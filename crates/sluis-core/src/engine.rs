@@ -282,6 +282,38 @@ impl Engine {
                 resource_type = evaluation.resource_type(),
                 "decision"
             ),
+            // A denial is what a newcomer and an operator ask about ("why 403?"): at info,
+            // with policy, rule and the masked reason, but without the path, which may
+            // name a patient. Bounded, so a flood of denials cannot flood the log.
+            (Ok(decision), None) if !decision.is_allow() => {
+                if let Some(skipped) = DENY_LOG.admit(SystemTime::now()) {
+                    if skipped > 0 {
+                        tracing::info!(
+                            door,
+                            skipped,
+                            "denials not logged (at most {DENY_LOG_PER_SECOND} a second)"
+                        );
+                    }
+                    tracing::info!(
+                        door,
+                        policy = decision.policy.as_deref().unwrap_or("-"),
+                        rule = %decision.rule,
+                        status = decision.status(),
+                        reason = %masker.mask(&decision.reason),
+                        method = %request.method,
+                        "request denied"
+                    );
+                }
+                tracing::debug!(
+                    door,
+                    policy = decision.policy.as_deref().unwrap_or("-"),
+                    rule = %decision.rule,
+                    status = decision.status(),
+                    method = %request.method,
+                    path = %path(),
+                    "decision"
+                );
+            }
             (Ok(decision), None) => tracing::debug!(
                 door,
                 policy = decision.policy.as_deref().unwrap_or("-"),
@@ -627,3 +659,53 @@ fn quotable(text: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// How many denials a second reach the info log; the decision log has every one.
+const DENY_LOG_PER_SECOND: u64 = 10;
+
+/// The info log's budget for denial lines: [`DENY_LOG_PER_SECOND`] per wall-clock second,
+/// process-wide (the log is), counting what it drops so the next admitted line says so.
+static DENY_LOG: DenyLogBudget = DenyLogBudget::new();
+
+struct DenyLogBudget {
+    /// (second since the epoch << 20) | lines logged in it, so one compare-and-swap
+    /// moves both.
+    window: std::sync::atomic::AtomicU64,
+    skipped: std::sync::atomic::AtomicU64,
+}
+
+impl DenyLogBudget {
+    const fn new() -> Self {
+        DenyLogBudget {
+            window: std::sync::atomic::AtomicU64::new(0),
+            skipped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines dropped since the last admitted one)` when a line may be logged now.
+    fn admit(&self, now: SystemTime) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let admitted = self
+            .window
+            .fetch_update(Relaxed, Relaxed, |window| {
+                let (at, count) = (window >> 20, window & 0xF_FFFF);
+                if at != second {
+                    Some((second << 20) | 1)
+                } else if count < DENY_LOG_PER_SECOND {
+                    Some(window + 1)
+                } else {
+                    None
+                }
+            })
+            .is_ok();
+        if admitted {
+            Some(self.skipped.swap(0, Relaxed))
+        } else {
+            self.skipped.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}

@@ -164,13 +164,22 @@ impl PolicySet {
     /// Loads every policy `config` names. All problems are reported, not just the first.
     pub fn load(config: &LoadSettings) -> Result<PolicySet, Vec<Diagnostic>> {
         let mut errors = Vec::new();
-        let files = policy_files(config, &mut errors);
+        let named = named_policy_files(config, &mut errors);
         let mut policies: Vec<Arc<Policy>> = Vec::new();
         let mut by_id: HashMap<String, usize> = HashMap::new();
         // Every id seen, also of policies with errors, so duplicates are reported too.
         let mut seen: HashMap<String, PathBuf> = HashMap::new();
+        // The version names the set's content, not where it was loaded from: file names
+        // relative to their policy root (the directory the config names, or the file's
+        // own name), each field length-framed so that moving bytes between a name and a
+        // text cannot give the same digest. `examples/config.yaml`, `./examples/...`, an
+        // absolute path or a run from `examples/` therefore give one version.
         let mut hasher = Sha256::new();
-        for file in &files {
+        hasher.update(b"sluis-policy-set/2\0");
+        let mut files = Vec::with_capacity(named.len());
+        for (file, name) in named {
+            files.push(file.clone());
+            let file = &file;
             let text = match std::fs::read_to_string(file) {
                 Ok(text) => text,
                 Err(e) => {
@@ -182,8 +191,9 @@ impl PolicySet {
                     continue;
                 }
             };
-            hasher.update(file.to_string_lossy().as_bytes());
-            hasher.update(text.as_bytes());
+            feed(&mut hasher, name.as_bytes());
+            feed(&mut hasher, text.as_bytes());
+            let policy_dir = file.parent().unwrap_or(Path::new(""));
             // Built at the first duplicate only.
             let positions = OnceCell::new();
             for Loaded { id, index, policy } in load_file(file, &text, config, &mut errors) {
@@ -192,8 +202,9 @@ impl PolicySet {
                     .filter_map(|p| p.graphql.as_ref())
                     .flat_map(|g| &g.sources)
                 {
-                    hasher.update(path.to_string_lossy().as_bytes());
-                    hasher.update(source.as_bytes());
+                    let relative = path.strip_prefix(policy_dir).unwrap_or(path);
+                    feed(&mut hasher, relative.to_string_lossy().as_bytes());
+                    feed(&mut hasher, source.as_bytes());
                 }
                 if let Some(first) = seen.get(&id) {
                     let at = positions.get_or_init(|| Positions::of(&text)).key(&[
@@ -344,6 +355,29 @@ impl PolicySet {
 /// The policy files named by the config: files as given, directories' `*.yaml`/`*.yml`
 /// (sorted, not recursive, skipping `*.test.yaml` suites and hidden files).
 pub fn policy_files(config: &LoadSettings, errors: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
+    named_policy_files(config, errors)
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect()
+}
+
+/// One length-framed field of the policy-set version.
+fn feed(hasher: &mut Sha256, bytes: &[u8]) {
+    hasher.update((bytes.len() as u64).to_le_bytes());
+    hasher.update(bytes);
+}
+
+/// [`policy_files`], each with its name relative to the policy root the config names (a
+/// directory's entries by their file name, a file by its own name): what the version hashes.
+fn named_policy_files(
+    config: &LoadSettings,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<(PathBuf, String)> {
+    let name_of = |path: &Path| {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
     let mut files = Vec::new();
     for entry in &config.policies {
         let path = config.resolve(entry);
@@ -364,9 +398,13 @@ pub fn policy_files(config: &LoadSettings, errors: &mut Vec<Diagnostic>) -> Vec<
                 }
             };
             found.sort();
-            files.extend(found);
+            files.extend(found.into_iter().map(|p| {
+                let name = name_of(&p);
+                (p, name)
+            }));
         } else if path.is_file() {
-            files.push(path);
+            let name = name_of(&path);
+            files.push((path, name));
         } else {
             errors.push(Diagnostic::in_file(
                 DiagnosticKind::Io,

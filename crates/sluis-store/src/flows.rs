@@ -268,6 +268,19 @@ macro_rules! revoke_in {
     }};
 }
 
+/// SQLite's own message ("unable to open database file") names no file: this one names
+/// the file and the usual cause, a directory the service's user cannot write (a container's
+/// non-root user and a volume owned by root).
+fn cannot_open(file: Option<&Path>, error: String) -> StoreError {
+    match file {
+        Some(file) => StoreError::Database(format!(
+            "cannot open the flow store `{}`: {error} (does its directory exist, and may this user write to it?)",
+            file.display()
+        )),
+        None => StoreError::Database(error),
+    }
+}
+
 impl Store {
     /// Opens the store. `sqlite:PATH` (relative to `base_dir`; created when missing) or
     /// `sqlite::memory:` is opened and migrated now, so a bad path stops the start;
@@ -275,16 +288,15 @@ impl Store {
     pub async fn connect(config: &StoreConfig, base_dir: &Path) -> Result<Store, StoreError> {
         let url = config.url.as_str();
         let pool = if let Some(rest) = url.strip_prefix("sqlite:") {
-            let options = if rest == ":memory:" {
-                SqliteConnectOptions::new().in_memory(true)
-            } else {
-                let file = rest.trim_start_matches("//");
-                SqliteConnectOptions::new()
-                    .filename(base_dir.join(file))
+            let file = (rest != ":memory:").then(|| base_dir.join(rest.trim_start_matches("//")));
+            let options = match &file {
+                None => SqliteConnectOptions::new().in_memory(true),
+                Some(file) => SqliteConnectOptions::new()
+                    .filename(file)
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     // Acknowledged means on disk, even across a power cut.
-                    .synchronous(SqliteSynchronous::Full)
+                    .synchronous(SqliteSynchronous::Full),
             }
             .busy_timeout(Duration::from_secs(5));
             let max = if rest == ":memory:" {
@@ -296,8 +308,12 @@ impl Store {
                 .max_connections(max)
                 .acquire_timeout(config.timeout)
                 .connect_with(options)
-                .await?;
-            migrator(SQLITE_SCHEMA).run(&pool).await?;
+                .await
+                .map_err(|e| cannot_open(file.as_deref(), e.to_string()))?;
+            migrator(SQLITE_SCHEMA)
+                .run(&pool)
+                .await
+                .map_err(|e| cannot_open(file.as_deref(), StoreError::from(e).to_string()))?;
             Pool::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let mut options: PgConnectOptions = url.parse()?;

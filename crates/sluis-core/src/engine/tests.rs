@@ -13,6 +13,7 @@ use crate::policy::LoadSettings;
 use super::scopes::{Scope, Scopes};
 use super::*;
 use crate::request::{Door, POLICY_CONTEXT_KEY};
+use std::time::Duration;
 
 /// Organisations and locations narrowed to the requester; `deny_all` turns every answer
 /// into a denial of rule `closed`.
@@ -172,4 +173,17 @@ async fn scopes_denied_everywhere_answer_with_the_denial_or_a_403_for_an_unknown
     assert_eq!(denied.status(), 403);
     assert_eq!(&*denied.rule, "no-use-case");
     assert!(denied.policy.is_none());
+}
+
+#[test]
+fn at_most_ten_denials_a_second_and_the_next_line_counts_the_rest() {
+    let budget = DenyLogBudget::new();
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    for _ in 0..DENY_LOG_PER_SECOND {
+        assert_eq!(budget.admit(t), Some(0));
+    }
+    assert_eq!(budget.admit(t), None);
+    assert_eq!(budget.admit(t), None);
+    assert_eq!(budget.admit(t + Duration::from_secs(1)), Some(2));
+    assert_eq!(budget.admit(t + Duration::from_secs(1)), Some(0));
 }

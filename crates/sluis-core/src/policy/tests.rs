@@ -806,3 +806,82 @@ proptest::proptest! {
         }
     }
 }
+
+/// The repository's example policies, loaded with the config's directory spelled `base`.
+fn example_version(base: &Path) -> String {
+    let config = LoadSettings {
+        policies: vec!["../policy".into()],
+        issuers: vec!["nuts-node".into(), "iwlz-auth".into(), "smart-as".into()],
+        base_dir: base.to_owned(),
+        ..LoadSettings::default()
+    };
+    PolicySet::load(&config).unwrap().version
+}
+
+#[test]
+fn the_version_does_not_depend_on_how_the_config_path_is_written() {
+    // Unit tests run in crates/sluis-core; the examples are two levels up.
+    let absolute = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let spellings = [
+        PathBuf::from("../../examples"),
+        PathBuf::from("./../../examples"),
+        absolute.clone(),
+        absolute.join("../examples"),
+    ];
+    let versions: Vec<String> = spellings.iter().map(|b| example_version(b)).collect();
+    assert!(
+        versions.iter().all(|v| *v == versions[0]),
+        "{spellings:?} gave {versions:?}"
+    );
+
+    // The same files elsewhere: the same version.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("examples")).unwrap();
+    copy_dir(&absolute.join("../policy"), &dir.path().join("policy"));
+    assert_eq!(example_version(&dir.path().join("examples")), versions[0]);
+
+    // One byte of content, or a file's name, changes it.
+    let eo = dir.path().join("policy/eoverdracht-receiver.yaml");
+    let text = std::fs::read_to_string(&eo).unwrap();
+    std::fs::write(&eo, format!("{text}\n")).unwrap();
+    let edited = example_version(&dir.path().join("examples"));
+    assert_ne!(edited, versions[0]);
+    std::fs::rename(&eo, dir.path().join("policy/eoverdracht.yaml")).unwrap();
+    let renamed = example_version(&dir.path().join("examples"));
+    assert_ne!(renamed, edited);
+}
+
+#[test]
+fn the_version_depends_on_the_order_of_the_configured_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = |id: &str| {
+        format!(
+            "policies:\n  - id: {id}\n    match: {{paths: [\"/{id}/**\"]}}\n    issuers: [test]\n    rules:\n      - {{id: all, allow: \"true\"}}\n"
+        )
+    };
+    std::fs::write(dir.path().join("a.yaml"), policy("a")).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), policy("b")).unwrap();
+    let version = |entries: [&str; 2]| {
+        let config = LoadSettings {
+            policies: entries.iter().map(PathBuf::from).collect(),
+            issuers: vec!["test".into()],
+            base_dir: dir.path().to_owned(),
+            ..LoadSettings::default()
+        };
+        PolicySet::load(&config).unwrap().version
+    };
+    assert_ne!(version(["a.yaml", "b.yaml"]), version(["b.yaml", "a.yaml"]));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
