@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install NGINX (package `nginx-light`, else `nginx`) and Caddy (`caddy`) from Debian when
 # they are missing, for the end-to-end tests of the forward-auth door
-# (tests/gateways_http.rs). The tests run their own NGINX and Caddy on loopback with
+# (tests/it/gateways_http.rs). The tests run their own NGINX and Caddy on loopback with
 # temporary configs; the system services are not used.
 # Needs root (CI runs as root); does nothing for a tool already installed.
 set -euo pipefail

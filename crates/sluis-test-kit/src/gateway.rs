@@ -1,0 +1,145 @@
+//! Helpers for end-to-end tests through real gateways: finding Envoy, free ports,
+//! child processes that die with the test, a recording upstream, a readiness probe.
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// The Envoy of `scripts/install-envoy.sh`. Without it the caller should skip (saying
+/// so), unless `SLUIS_REQUIRE_ENVOY=1` (set by `.ci/run`), where that is a failure.
+pub fn envoy_binary() -> Option<PathBuf> {
+    let path = crate::root().join(".tools/bin/envoy");
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var("SLUIS_REQUIRE_ENVOY").as_deref() == Ok("1") {
+        panic!("Envoy is required but missing: run scripts/install-envoy.sh");
+    }
+    eprintln!(
+        "SKIPPED: no Envoy at {} (run scripts/install-envoy.sh)",
+        path.display()
+    );
+    None
+}
+
+pub use crate::free_port;
+
+/// Kills the child when the test ends, however it ends.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The upstream: answers 200 with what it received, and remembers it.
+pub async fn upstream() -> (u16, Arc<Mutex<Vec<Value>>>) {
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let record = record.clone();
+        async move {
+            let headers: serde_json::Map<String, Value> = request
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or("?"))))
+                .collect();
+            let seen = json!({
+                "method": request.method().as_str(),
+                "uri": request.uri().to_string(),
+                "headers": headers,
+            });
+            record.lock().unwrap().push(seen.clone());
+            axum::Json(seen)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, seen)
+}
+
+/// A plain HTTP/1.1 GET answering 200, without an async client in a sync closure.
+pub fn http_ok(address: &str, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
+}
+
+/// Envoy on `envoy/envoy-test.yaml.tmpl`: listening on `listen`, asking Sluis's gRPC
+/// port `sluis`, forwarding to `upstream`, its admin on `admin`. Its config is written
+/// into `dir`.
+pub fn start_envoy(
+    envoy: &std::path::Path,
+    dir: &std::path::Path,
+    listen: u16,
+    sluis: u16,
+    upstream: u16,
+    admin: u16,
+) -> Process {
+    start_envoy_edited(envoy, dir, listen, sluis, upstream, admin, |config| config)
+}
+
+/// [`start_envoy`], with the config text changed by `edit` first (a setting the example
+/// only describes in a comment, a shorter timeout).
+pub fn start_envoy_edited(
+    envoy: &std::path::Path,
+    dir: &std::path::Path,
+    listen: u16,
+    sluis: u16,
+    upstream: u16,
+    admin: u16,
+    edit: impl FnOnce(String) -> String,
+) -> Process {
+    let template =
+        std::fs::read_to_string(crate::root().join("envoy/envoy-test.yaml.tmpl")).unwrap();
+    let template = edit(template);
+    let config = dir.join("envoy.yaml");
+    std::fs::write(
+        &config,
+        template
+            .replace("{{LISTEN_PORT}}", &listen.to_string())
+            .replace("{{SLUIS_PORT}}", &sluis.to_string())
+            .replace("{{UPSTREAM_PORT}}", &upstream.to_string())
+            .replace("{{ADMIN_PORT}}", &admin.to_string()),
+    )
+    .unwrap();
+    Process(
+        std::process::Command::new(envoy)
+            .args(["-c", config.to_str().unwrap(), "--disable-hot-restart"])
+            .args(["--log-level", "warning", "--concurrency", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Polls `ready` every 50 ms for up to 10 s.
+pub async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if ready() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not become ready");
+}
