@@ -11,7 +11,7 @@
 
 use sluis_test_kit as kit;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -21,29 +21,6 @@ use serde_json::{Value, json};
 
 fn repo_file(path: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
-}
-
-/// A Debian-installed tool, or `None` (the caller skips) unless `SLUIS_REQUIRE_<TOOL>=1`.
-fn system_binary(name: &str) -> Option<PathBuf> {
-    let found = ["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"]
-        .into_iter()
-        .map(|dir| Path::new(dir).join(name))
-        .find(|p| p.exists());
-    if found.is_none() {
-        let require = format!("SLUIS_REQUIRE_{}", name.to_ascii_uppercase());
-        if std::env::var(&require).as_deref() == Ok("1") {
-            panic!("{name} is required but missing: run scripts/install-nginx.sh");
-        }
-        eprintln!("SKIPPED: no {name} (run scripts/install-nginx.sh)");
-    }
-    found
-}
-
-async fn wait_for_port(what: &str, port: u16) {
-    wait_until(what, || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await;
 }
 
 /// Sluis with the test policy, its HTTP doors on an ephemeral port.
@@ -197,49 +174,7 @@ async fn nginx_auth_request_enforces_sluis_decisions() {
     let (upstream_port, seen) = upstream().await;
     let (setup, sluis) = sluis().await;
     let listen = free_port();
-    let dir = setup.dir.path();
-    let server_block = repo_file("examples/nginx/sluis.conf")
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{listen}"))
-        .replace("127.0.0.1:9192", &sluis.http.to_string())
-        .replace("127.0.0.1:8000", &format!("127.0.0.1:{upstream_port}"));
-    std::fs::write(dir.join("sluis.conf"), server_block).unwrap();
-    let temp = dir.join("nginx-temp");
-    std::fs::create_dir(&temp).unwrap();
-    // One process (no master switching to `nobody`), in the foreground, everything in
-    // the temp dir: no root needed, nothing outside it touched.
-    let conf = format!(
-        r#"daemon off;
-master_process off;
-pid {dir}/nginx.pid;
-error_log stderr warn;
-events {{}}
-http {{
-    access_log off;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
-    include {dir}/sluis.conf;
-}}
-"#,
-        dir = dir.display(),
-        temp = temp.display()
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let _nginx = Process(
-        Command::new(nginx)
-            .arg("-p")
-            .arg(dir)
-            .arg("-e")
-            .arg("stderr")
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
+    let _nginx = start_nginx(&nginx, setup.dir.path(), listen, sluis.http, upstream_port);
     wait_for_port("nginx", listen).await;
     allow_and_deny_through(listen, &seen).await;
     sluis.stop().await;
@@ -306,26 +241,7 @@ async fn caddy_forward_auth_enforces_sluis_decisions() {
     let (upstream_port, seen) = upstream().await;
     let (setup, sluis) = sluis().await;
     let listen = free_port();
-    let dir = setup.dir.path();
-    let caddyfile = repo_file("examples/caddy/Caddyfile")
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{listen}"))
-        .replace("127.0.0.1:9192", &sluis.http.to_string())
-        .replace("127.0.0.1:8000", &format!("127.0.0.1:{upstream_port}"));
-    let path = dir.join("Caddyfile");
-    std::fs::write(&path, caddyfile).unwrap();
-    let _caddy = Process(
-        Command::new(caddy)
-            .args(["run", "--adapter", "caddyfile", "--config"])
-            .arg(&path)
-            // Caddy's data and config (certificates, autosave) in the temp dir.
-            .env("XDG_DATA_HOME", dir)
-            .env("XDG_CONFIG_HOME", dir)
-            .env("HOME", dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _caddy = start_caddy(&caddy, setup.dir.path(), listen, sluis.http, upstream_port);
     wait_for_port("caddy", listen).await;
     allow_and_deny_through(listen, &seen).await;
     sluis.stop().await;

@@ -1,8 +1,10 @@
-//! Helpers for end-to-end tests through real gateways: finding Envoy, free ports,
-//! child processes that die with the test, a recording upstream, a readiness probe.
+//! Helpers for end-to-end tests through real gateways: finding Envoy, NGINX and Caddy,
+//! starting them on the shipped configs, free ports, child processes that die with the
+//! test, a recording upstream, readiness probes.
 
-use std::path::PathBuf;
-use std::process::Child;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -142,4 +144,122 @@ pub async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{what} did not become ready");
+}
+
+/// A Debian-installed tool (`nginx`, `caddy`), or `None`: the caller should skip (saying
+/// so), unless `SLUIS_REQUIRE_<TOOL>=1` (set by `scripts/test.sh`), where that is a
+/// failure.
+pub fn system_binary(name: &str) -> Option<PathBuf> {
+    let found = ["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"]
+        .into_iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.exists());
+    if found.is_none() {
+        let require = format!("SLUIS_REQUIRE_{}", name.to_ascii_uppercase());
+        if std::env::var(&require).as_deref() == Ok("1") {
+            panic!("{name} is required but missing: run scripts/install-nginx.sh");
+        }
+        eprintln!("SKIPPED: no {name} (run scripts/install-nginx.sh)");
+    }
+    found
+}
+
+/// Waits (up to 10 s) until something accepts connections on loopback `port`.
+pub async fn wait_for_port(what: &str, port: u16) {
+    wait_until(what, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+}
+
+/// The shipped example's text with its addresses moved: the gateway's own `8080` to
+/// `listen`, Sluis's HTTP doors `9192` to `sluis`, the upstream `8000` to `upstream`.
+fn example_on(path: &str, listen: u16, sluis: SocketAddr, upstream: u16) -> String {
+    std::fs::read_to_string(crate::repo_path(path))
+        .unwrap()
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{listen}"))
+        .replace("127.0.0.1:9192", &sluis.to_string())
+        .replace("127.0.0.1:8000", &format!("127.0.0.1:{upstream}"))
+}
+
+/// NGINX on `examples/nginx/sluis.conf` (`auth_request` to Sluis's HTTP doors at
+/// `sluis`), listening on `listen`, forwarding to `upstream`; everything it writes in
+/// `dir`. Wait for it with [`wait_for_port`].
+pub fn start_nginx(
+    nginx: &Path,
+    dir: &Path,
+    listen: u16,
+    sluis: SocketAddr,
+    upstream: u16,
+) -> Process {
+    let server_block = example_on("examples/nginx/sluis.conf", listen, sluis, upstream);
+    std::fs::write(dir.join("sluis.conf"), server_block).unwrap();
+    let temp = dir.join("nginx-temp");
+    std::fs::create_dir(&temp).unwrap();
+    // One process (no master switching to `nobody`), in the foreground, everything in
+    // the temp dir: no root needed, nothing outside it touched.
+    let conf = format!(
+        r#"daemon off;
+master_process off;
+pid {dir}/nginx.pid;
+error_log stderr warn;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    include {dir}/sluis.conf;
+}}
+"#,
+        dir = dir.display(),
+        temp = temp.display()
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    Process(
+        Command::new(nginx)
+            .arg("-p")
+            .arg(dir)
+            .arg("-e")
+            .arg("stderr")
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Caddy on `examples/caddy/Caddyfile` (`forward_auth` to Sluis's HTTP doors at
+/// `sluis`), listening on `listen`, forwarding to `upstream`; its data and config in
+/// `dir`. Wait for it with [`wait_for_port`].
+pub fn start_caddy(
+    caddy: &Path,
+    dir: &Path,
+    listen: u16,
+    sluis: SocketAddr,
+    upstream: u16,
+) -> Process {
+    let path = dir.join("Caddyfile");
+    std::fs::write(
+        &path,
+        example_on("examples/caddy/Caddyfile", listen, sluis, upstream),
+    )
+    .unwrap();
+    Process(
+        Command::new(caddy)
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&path)
+            // Caddy's data and config (certificates, autosave) in the temp dir.
+            .env("XDG_DATA_HOME", dir)
+            .env("XDG_CONFIG_HOME", dir)
+            .env("HOME", dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
