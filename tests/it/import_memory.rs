@@ -32,7 +32,14 @@ impl Sluis {
         let (grpc, admin) = (free_addr(), free_addr());
         std::fs::write(
             setup.config_path(),
-            config_on(&grpc.to_string(), &admin.to_string(), SQLITE, TOKEN_ADMIN),
+            // Memory is measured here, not time: a 100 MB body into a debug build on a
+            // loaded machine (and beside the other integration tests) may take longer
+            // than the default 30 s request timeout, which would answer 408.
+            config_on(&grpc.to_string(), &admin.to_string(), SQLITE, TOKEN_ADMIN).replacen(
+                "issuers:",
+                "  limits: {request_timeout: 10m, grpc_request_timeout: 10m}\nissuers:",
+                1,
+            ),
         )
         .unwrap();
         let log = std::fs::File::create(setup.dir.path().join("sluis.log")).unwrap();
