@@ -32,55 +32,27 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::{Value, json};
+use jsonwebtoken::Algorithm;
+use serde_json::json;
 use tokio::runtime::Runtime;
 
 use sluis_config::Config;
 use sluis_core::engine::Engine;
 use sluis_core::request::AccessRequest;
+use sluis_test_kit::{SigningKey, now, repo_path};
 
 /// Distinct tokens per algorithm for the first-verification benchmarks. The bench config's
 /// token cache holds one entry (plus at most moka's 64 pending writes), so a token is long
 /// evicted by the time the cycle comes back to it.
 const FRESH_TOKENS: usize = 1024;
 
-fn manifest_path(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock before 1970")
-        .as_secs() as i64
-}
-
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime")
-}
-
-fn encoding_key(pem_path: &str, alg: Algorithm) -> EncodingKey {
-    let pem = std::fs::read(manifest_path(pem_path)).expect("read signing key");
-    match alg {
-        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
-        Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
-        _ => EncodingKey::from_rsa_pem(&pem),
-    }
-    .expect("parse signing key")
-}
-
-fn sign(key: &EncodingKey, alg: Algorithm, kid: &str, claims: &Value) -> String {
-    let mut header = Header::new(alg);
-    header.kid = Some(kid.to_owned());
-    jsonwebtoken::encode(&header, claims, key).expect("sign token")
 }
 
 fn request(method: &str, target: &str, token: Option<&str>) -> AccessRequest {
@@ -177,42 +149,32 @@ fn install_subscriber() -> Option<sluis::telemetry::Telemetry> {
 fn example_policies(c: &mut Criterion) {
     let _telemetry = install_subscriber();
     let rt = runtime();
-    let config = Config::load(&manifest_path("examples/config.yaml")).expect("example config");
+    let config = Config::load(&repo_path("examples/config.yaml")).expect("example config");
     let engine = engine_from(&config, &rt);
     register_transfer(&engine);
-    let key = encoding_key("examples/keys/dev-rsa.pem", Algorithm::RS256);
+    let key = SigningKey::example();
     let now = now();
 
     let eoverdracht = eoverdracht_token(&key, now);
-    let iwlz = sign(
-        &key,
-        Algorithm::RS256,
-        "dev-1",
-        &json!({
-            "iss": "auth.nid",
-            "aud": "https://koppelpunt.ciz.nl/iwlz/indicatieregister/v2/graphql",
-            "sub": "uzovi:5501",
-            "client_id": "uzovi:5501",
-            "uzovi": "5501",
-            "scopes": ["registers/wlzindicatieregister/indicaties/indicatie:read"],
-            "iat": now - 10,
-            "exp": now + 3000,
-        }),
-    );
-    let smart = sign(
-        &key,
-        Algorithm::RS256,
-        "dev-1",
-        &json!({
-            "iss": "https://auth.example.org",
-            "aud": "https://fhir.example.org",
-            "sub": "backend-service-1",
-            "client_id": "backend-service-1",
-            "scope": "system/Observation.rs system/Patient.rs",
-            "iat": now - 10,
-            "exp": now + 3000,
-        }),
-    );
+    let iwlz = key.sign(&json!({
+        "iss": "auth.nid",
+        "aud": "https://koppelpunt.ciz.nl/iwlz/indicatieregister/v2/graphql",
+        "sub": "uzovi:5501",
+        "client_id": "uzovi:5501",
+        "uzovi": "5501",
+        "scopes": ["registers/wlzindicatieregister/indicaties/indicatie:read"],
+        "iat": now - 10,
+        "exp": now + 3000,
+    }));
+    let smart = key.sign(&json!({
+        "iss": "https://auth.example.org",
+        "aud": "https://fhir.example.org",
+        "sub": "backend-service-1",
+        "client_id": "backend-service-1",
+        "scope": "system/Observation.rs system/Patient.rs",
+        "iat": now - 10,
+        "exp": now + 3000,
+    }));
 
     let cases = [
         (
@@ -389,7 +351,7 @@ policies: [bench.yaml]
 token_cache:
   max_entries: 1
 "#,
-            jwks = manifest_path("tests/fixtures/keys/jwks.json").display()
+            jwks = repo_path("tests/fixtures/keys/jwks.json").display()
         ),
     )
     .expect("write config");
@@ -419,24 +381,19 @@ token_cache:
     ];
     let mut group = c.benchmark_group("decide/first-verification");
     for (name, alg, pem, kid) in algorithms {
-        let key = encoding_key(pem, alg);
+        let key = SigningKey::from_pem(pem, alg, Some(kid));
         let requests: Vec<AccessRequest> = (0..FRESH_TOKENS)
             .map(|i| {
-                let token = sign(
-                    &key,
-                    alg,
-                    kid,
-                    &json!({
-                        "iss": BENCH_ISSUER,
-                        "aud": BENCH_AUDIENCE,
-                        "sub": "bench-user",
-                        "client_id": "bench-client",
-                        "scope": "read",
-                        "jti": format!("{name}-{i}"),
-                        "iat": now - 10,
-                        "exp": now + 3000,
-                    }),
-                );
+                let token = key.sign(&json!({
+                    "iss": BENCH_ISSUER,
+                    "aud": BENCH_AUDIENCE,
+                    "sub": "bench-user",
+                    "client_id": "bench-client",
+                    "scope": "read",
+                    "jti": format!("{name}-{i}"),
+                    "iat": now - 10,
+                    "exp": now + 3000,
+                }));
                 request("GET", "/api/things/1", Some(&token))
             })
             .collect();
@@ -533,7 +490,7 @@ fn introspected_vs_jwt(c: &mut Criterion) {
       allow_insecure_http: true
 policies: [bench.yaml]
 "#,
-            jwks = manifest_path("tests/fixtures/keys/jwks.json").display()
+            jwks = repo_path("tests/fixtures/keys/jwks.json").display()
         ),
     )
     .expect("write config");
@@ -565,12 +522,8 @@ policies: [bench.yaml]
         calls.load(Ordering::SeqCst) - before
     );
 
-    let key = encoding_key("tests/fixtures/keys/rsa.pem", Algorithm::RS256);
-    let jwt = sign(
-        &key,
-        Algorithm::RS256,
-        "rsa-1",
-        &json!({"iss": BENCH_ISSUER, "aud": BENCH_AUDIENCE, "sub": "bench-user",
+    let key = SigningKey::fixture("rsa", Algorithm::RS256, Some("rsa-1"));
+    let jwt = key.sign(&json!({"iss": BENCH_ISSUER, "aud": BENCH_AUDIENCE, "sub": "bench-user",
                 "client_id": "bench-client", "scope": "read", "iat": now() - 10, "exp": now() + 3000}),
     );
     let cases = [
@@ -611,21 +564,16 @@ fn register_transfer(engine: &Engine) {
 }
 
 /// The receiver's access token, for the eOverdracht policy.
-fn eoverdracht_token(key: &EncodingKey, now: i64) -> String {
-    sign(
-        key,
-        Algorithm::RS256,
-        "dev-1",
-        &json!({
-            "iss": "https://nuts.example.org",
-            "aud": "https://fhir.example.org",
-            "sub": "did:web:receiver.example.org",
-            "client_id": "did:web:receiver.example.org",
-            "scope": "eOverdracht-receiver",
-            "iat": now - 10,
-            "exp": now + 3000,
-        }),
-    )
+fn eoverdracht_token(key: &SigningKey, now: i64) -> String {
+    key.sign(&json!({
+        "iss": "https://nuts.example.org",
+        "aud": "https://fhir.example.org",
+        "sub": "did:web:receiver.example.org",
+        "client_id": "did:web:receiver.example.org",
+        "scope": "eOverdracht-receiver",
+        "iat": now - 10,
+        "exp": now + 3000,
+    }))
 }
 
 /// `decision-log/{off,file}`: the eOverdracht decision with the decision log off, and
@@ -634,7 +582,7 @@ fn eoverdracht_token(key: &EncodingKey, now: i64) -> String {
 fn decision_log(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir().expect("temp dir");
-    let off = Config::load(&manifest_path("examples/config.yaml")).expect("example config");
+    let off = Config::load(&repo_path("examples/config.yaml")).expect("example config");
     let mut on = off.clone();
     on.decision_log = Some(
         serde_yaml_ng::from_str(&format!(
@@ -643,7 +591,7 @@ fn decision_log(c: &mut Criterion) {
         ))
         .expect("decision log config"),
     );
-    let key = encoding_key("examples/keys/dev-rsa.pem", Algorithm::RS256);
+    let key = SigningKey::example();
     let token = eoverdracht_token(&key, now());
     let request = request("GET", "/eoverdracht/fhir/Patient/123", Some(&token));
     let mut group = c.benchmark_group("decision-log");

@@ -24,10 +24,9 @@
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
 use sluis_config::{Config, StoreConfig};
@@ -35,6 +34,7 @@ use sluis_core::engine::Engine;
 use sluis_core::flows::{Flow, FlowIndex, Resource};
 use sluis_core::request::AccessRequest;
 use sluis_store::{Flows, Store};
+use sluis_test_kit::{SigningKey, now, repo_path};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -104,7 +104,7 @@ fn index_of(count: usize) -> FlowIndex {
 }
 
 fn engine() -> Engine {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config.yaml");
+    let path = repo_path("examples/config.yaml");
     let config = Config::load(&path).expect("example config");
     let engine = config
         .build_engine(std::sync::Arc::default())
@@ -125,29 +125,16 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A receiver's request for the Patient of one of its flows, with a cached token.
 fn receiver_request(n: usize) -> AccessRequest {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
-    let pem =
-        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/keys/dev-rsa.pem"))
-            .expect("key");
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("dev-1".into());
-    let token = jsonwebtoken::encode(
-        &header,
-        &json!({
-            "iss": "https://nuts.example.org",
-            "aud": "https://fhir.example.org",
-            "sub": actor(n / PER_ACTOR),
-            "client_id": actor(n / PER_ACTOR),
-            "scope": "eOverdracht-receiver",
-            "iat": now - 10,
-            "exp": now + 3000,
-        }),
-        &EncodingKey::from_rsa_pem(&pem).expect("rsa key"),
-    )
-    .expect("sign");
+    let now = now();
+    let token = SigningKey::example().sign(&json!({
+        "iss": "https://nuts.example.org",
+        "aud": "https://fhir.example.org",
+        "sub": actor(n / PER_ACTOR),
+        "client_id": actor(n / PER_ACTOR),
+        "scope": "eOverdracht-receiver",
+        "iat": now - 10,
+        "exp": now + 3000,
+    }));
     let mut request = AccessRequest {
         method: "GET".into(),
         scheme: "https".into(),
@@ -296,10 +283,7 @@ fn index_under_writes(c: &mut Criterion) {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1_000_000);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
+    let now = now();
 
     // Lookups of actor X (10 flows) on another thread, idle and during an import of
     // 100,000 flows of actor Y into the same index.

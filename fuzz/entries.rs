@@ -1,5 +1,5 @@
 //! What each fuzz target feeds its input to. Shared, by `#[path]`, between the cargo-fuzz
-//! targets in `fuzz_targets/` and `tests/fuzz_regressions.rs`, which replays the kept
+//! targets in `fuzz_targets/` and `tests/it/fuzz_regressions.rs`, which replays the kept
 //! inputs in `fuzz/regressions/<target>/` in the normal `cargo test`: one definition, so
 //! a regression test runs exactly what the fuzzer ran. Each entry must return for any
 //! input; a panic, hang or abort is the finding.

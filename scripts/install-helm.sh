@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install Helm, as a library, into the repo's git-ignored .tools/ folder: the PyPI package
 # helm-sdkpy ships Helm 4 built as a shared library with Python bindings, which the chart
-# test (tests/helm_chart.rs, through scripts/helm-chart.py) uses to lint and render
+# test (tests/it/helm_chart.rs, through scripts/helm-chart.py) uses to lint and render
 # helm/sluis. PyYAML comes along for the lint of the chart with other values.
 #
 # helm-sdkpy declares Python >= 3.12 but works on 3.11, hence --ignore-requires-python.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install NGINX (package `nginx-light`, else `nginx`) and Caddy (`caddy`) from Debian when
 # they are missing, for the end-to-end tests of the forward-auth door
-# (tests/gateways_http.rs), and NGINX's Lua module with OpenResty's core, LuaJIT, lua-cjson
-# and busted for the Kong plugin's tests (tests/kong_check_door.rs). The tests run their
+# (tests/it/gateways_http.rs), and NGINX's Lua module with OpenResty's core, LuaJIT, lua-cjson
+# and busted for the Kong plugin's tests (tests/it/kong_check_door.rs). The tests run their
 # own NGINX and Caddy on loopback with temporary configs; the system services are not used.
 # Needs root (CI runs as root); does nothing for a tool already installed.
 set -euo pipefail

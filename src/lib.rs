@@ -27,7 +27,7 @@
 //! | `sluis-config` | the config file: YAML, checks, the core's settings it carries | `sluis-core`, `sluis-store` (its settings type) |
 //! | `sluis-policy-tools` | `sluis test`, `explain`, `replay`: offline tools for policy authors | `sluis-core`, `sluis-config` |
 //! | `sluis` (here) | the server: listeners and doors, admin, reload, telemetry, the command line | everything above, tonic, axum, envoy-types, OpenTelemetry |
-//! | `sluis-test-kit` | tokens, fixtures and server start-up for the tests (not published) | |
+//! | `sluis-test-kit` | what the integration tests (`tests/it/`) and benches share: tokens, fixture paths, server and gateway start-up (not published) | `sluis`, `sluis-config`, envoy-types |
 //! | `sluis-noop-authz` | the no-op ext_authz server the load scripts compare against (not published) | tonic, envoy-types |
 //!
 //! Modules of this crate:

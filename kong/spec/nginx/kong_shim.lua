@@ -1,6 +1,6 @@
 -- The handful of Kong PDK functions the Sluis plugin calls, on top of plain ngx_lua, so
 -- the plugin's real handler runs inside a real NGINX in the end-to-end test
--- (tests/kong_check_door.rs). Each follows the Kong 3.x PDK reference; what Kong itself
+-- (tests/it/kong_check_door.rs). Each follows the Kong 3.x PDK reference; what Kong itself
 -- does differently is listed in kong/README.md. Test code only: never loaded by Kong.
 --
 -- Use: `access_by_lua_block { require("kong_shim").run("route", { url = ... }) }` with

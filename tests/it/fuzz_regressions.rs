@@ -1,0 +1,50 @@
+//! The inputs kept from fuzzing (`fuzz/regressions/<target>/*`: seeds, and every crash or
+//! hang found, with the fix), replayed through the same entry functions the cargo-fuzz
+//! targets call (`fuzz/entries.rs`), so the normal `cargo test` exercises them without
+//! cargo-fuzz or a nightly compiler. Each must simply return.
+
+#[path = "../../fuzz/entries.rs"]
+mod entries;
+
+use std::path::Path;
+
+/// Every kept input of `target`; there must be some, or the directory moved.
+fn replay(target: &str, entry: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/regressions")
+        .join(target);
+    let mut count = 0;
+    for file in std::fs::read_dir(&dir).unwrap() {
+        let path = file.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        eprintln!("{target}: {}", path.display());
+        entry(&data);
+        count += 1;
+    }
+    assert!(count > 0, "no inputs in {}", dir.display());
+}
+
+#[test]
+fn token_inputs() {
+    replay("token", entries::token);
+}
+
+#[test]
+fn policy_inputs() {
+    replay("policy", entries::policy);
+}
+
+#[test]
+fn graphql_inputs() {
+    replay("graphql", entries::graphql);
+}
+
+#[test]
+fn fhir_inputs() {
+    replay("fhir", entries::fhir);
+}
+
+#[test]
+fn flows_inputs() {
+    replay("flows", entries::flows);
+}
