@@ -106,6 +106,73 @@ async fn forward_auth_allows_with_headers_and_denies_with_sluis_answer() {
     server.stop().await;
 }
 
+/// APISIX's `forward-auth` plugin (https://apisix.apache.org/docs/apisix/plugins/forward-auth/):
+/// it asks `uri` (here exactly `/decisions`) with GET, or POST with the client's body when
+/// `request_method: POST`, and sets `X-Forwarded-Proto`, `-Method`, `-Host`, `-Uri` (the
+/// normalized URI with its query string) and `-For` itself, beside the client headers
+/// listed in `request_headers`.
+#[tokio::test]
+async fn apisix_forward_auth_shapes_are_decided() {
+    let (_setup, server) = start().await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/decisions", server.http);
+    let token = token(&claims());
+    let ask = |auth_method: reqwest::Method, method: &str, uri: &str, body: &str| {
+        client
+            .request(auth_method, &url)
+            .bearer_auth(&token)
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-method", method)
+            .header("x-forwarded-host", "api.test")
+            .header("x-forwarded-uri", uri)
+            .header("x-forwarded-for", "192.0.2.7")
+            .body(body.to_owned())
+            .send()
+    };
+
+    let allowed = ask(reqwest::Method::GET, "GET", "/api/things?x=1", "")
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    // What `upstream_headers: [X-User, X-Client]` copies to the upstream.
+    assert_eq!(allowed.headers()["x-user"], "user-1");
+    assert_eq!(allowed.headers()["x-client"], "client-1");
+
+    // The original method is the header's, not the auth request's GET.
+    let denied = ask(reqwest::Method::GET, "DELETE", "/api/things", "")
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    assert_eq!(
+        denied.json::<Value>().await.unwrap()["error"],
+        "access_denied"
+    );
+
+    // `request_method: POST`: the body comes along, the method is still the header's.
+    let posted = ask(reqwest::Method::POST, "GET", "/api/things", "{\"a\": 1}")
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+
+    // Without a token APISIX passes the 401 and, with `client_headers`, its challenge.
+    let anonymous = client
+        .get(&url)
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-uri", "/api/things")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+
+    // A query rewrite cannot be carried through forward-auth: denied, never a wider allow.
+    let narrowed = ask(reqwest::Method::GET, "GET", "/fhir/Organization", "")
+        .await
+        .unwrap();
+    assert_ne!(narrowed.status(), 200);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn forward_auth_refuses_requests_that_do_not_say_what_was_asked() {
     let (_setup, server) = start().await;
