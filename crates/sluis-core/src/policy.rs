@@ -14,6 +14,7 @@ pub mod caller;
 pub mod expr;
 pub mod graphql;
 pub mod narrowing;
+pub mod response;
 pub mod smart;
 pub mod spec;
 pub mod trace;
@@ -86,6 +87,8 @@ pub struct Policy {
     caller: caller::Caller,
     /// The answer to a token lacking a required scope, when not RFC 6750's.
     scope_response: Option<Deny>,
+    /// Which resources of the upstream's answer the caller may see ([`response`]).
+    response_rules: Option<response::ResponseRules>,
 }
 
 /// `match.evaluation`: empty lists match anything.
@@ -501,6 +504,15 @@ fn load_file(
 
 type Report<'a> = dyn FnMut(String, Option<String>, Option<usize>) + 'a;
 
+/// The message for an expression that does not compile.
+fn compile_error(source: &str, e: &expr::ExprError) -> String {
+    let at = e
+        .position
+        .map(|(l, c)| format!(" (line {l}, column {c} of the expression)"))
+        .unwrap_or_default();
+    format!("invalid CEL `{source}`: {}{at}", e.message)
+}
+
 fn compile_policy(
     file: &Path,
     text: &str,
@@ -653,6 +665,30 @@ fn compile_policy(
         }
     }
     let response = compile_response(spec.response, &config.strip_headers, report);
+    if spec.response_rules.is_some() && spec.matcher.evaluation.is_some() {
+        report(
+            "`response_rules` judge HTTP answers: a policy that matches evaluations has none"
+                .into(),
+            None,
+            None,
+        );
+    }
+    let response_rules = spec
+        .response_rules
+        .map(|r| response::ResponseRules::compile(r, text, report));
+    if rules
+        .iter()
+        .map(|r| &r.condition)
+        .chain(response.set_headers.iter().map(|(_, e)| e))
+        .chain(response.set_query.iter().map(|(_, e)| e))
+        .any(|e| e.uses_response)
+    {
+        report(
+            "only `response_rules` may read `entry` and `response`".into(),
+            None,
+            None,
+        );
+    }
     let narrowing = spec
         .narrowing
         .and_then(|n| narrowing::Narrowing::compile(n, report));
@@ -746,6 +782,7 @@ fn compile_policy(
             .chain(response.set_headers.iter().map(|(_, e)| e))
             .chain(response.set_query.iter().map(|(_, e)| e))
             .chain(narrowing.iter().flat_map(|n| n.expressions()))
+            .chain(response_rules.iter().flat_map(|r| r.expressions()))
     };
     let request_fields = expressions()
         .chain(flows.as_ref().map(|f| &f.actor))
@@ -842,6 +879,7 @@ fn compile_policy(
         data,
         caller,
         scope_response,
+        response_rules,
     })
 }
 
@@ -1268,6 +1306,84 @@ impl Policy {
             push(&name);
         }
         remove
+    }
+
+    /// Whether it judges upstream answers (`response_rules`).
+    pub fn has_response_rules(&self) -> bool {
+        self.response_rules.is_some()
+    }
+
+    /// What the judging of the answer to `request`, allowed for `identity`, needs; `None`
+    /// when the policy has no response rules.
+    pub fn response_grant(
+        &self,
+        request: &AccessRequest,
+        identity: Option<&Identity>,
+        now: i64,
+    ) -> Option<crate::response::grant::ResponseGrant> {
+        self.response_rules.as_ref()?;
+        let mut context: Vec<(String, String)> = request
+            .context
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        context.sort();
+        Some(crate::response::grant::ResponseGrant {
+            policy: self.id.to_string(),
+            issuer: identity.map(|i| i.issuer.to_string()),
+            claims: identity.map(|i| i.claims.clone()).unwrap_or_default(),
+            method: request.method.clone(),
+            path: request.path.clone(),
+            query: request.query.clone(),
+            host: request.host.clone(),
+            context,
+            shadow: self.is_shadow(),
+            issued_at: now,
+        })
+    }
+
+    /// Judges the upstream's answer to `request` (rebuilt from its grant) with the
+    /// policy's response rules; an answer to a policy without any is passed.
+    pub fn judge_response(
+        &self,
+        request: &AccessRequest,
+        identity: Option<&Identity>,
+        flows: &FlowIndex,
+        parts: &crate::response::ResponseParts<'_>,
+    ) -> response::ResponseJudgement {
+        let Some(rules) = &self.response_rules else {
+            return response::ResponseJudgement {
+                verdict: crate::response::ResponseVerdict::Pass {
+                    remove_headers: Vec::new(),
+                },
+                rule: Arc::from("response"),
+                reason: "the policy has no response rules".into(),
+                kept: 0,
+                withheld: 0,
+            };
+        };
+        let vars = Vars::new(request, identity, self.request_fields)
+            .with_certificate_header(self.certificate_header.as_ref())
+            .with_flows(self.flows.as_ref().map(|f| FlowSource {
+                index: flows,
+                actor: &f.actor,
+                base_path: &f.base_path,
+                purposes: &f.purposes,
+            }))
+            .with_data(self.data.as_ref())
+            .with_caller(Some(&self.caller));
+        let deny = |rule: &str, status: u16, message: &str, reason: String| {
+            match self.deny(rule, status, message, reason).outcome {
+                Outcome::Deny(deny) => deny,
+                // `deny` always denies; closed all the same.
+                Outcome::Allow(_) => Deny {
+                    status: 403,
+                    headers: Vec::new(),
+                    body: String::new(),
+                },
+            }
+        };
+        rules.judge(&vars, parts, &deny)
     }
 
     pub fn is_shadow(&self) -> bool {
