@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -18,6 +19,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::admin::{AdminAuth, AdminOptions};
 use crate::doors::envoy::EnvoyDoor;
+use crate::doors::ext_proc::ExtProcDoor;
 use crate::reload::Reloader;
 use sluis_config::{Config, ListenerLimits};
 use sluis_core::audit::DecisionLog;
@@ -163,6 +165,16 @@ pub async fn run(
     health.set_serving::<AuthorizationServer<EnvoyDoor>>().await;
     let door = AuthorizationServer::new(EnvoyDoor::new(engine.clone(), max_body))
         .max_decoding_message_size(crate::doors::envoy::max_message_bytes(max_body));
+    health
+        .set_serving::<ExternalProcessorServer<ExtProcDoor>>()
+        .await;
+    let ext_proc = ExternalProcessorServer::new(ExtProcDoor::new(
+        engine.clone(),
+        crate::doors::ext_proc::DEFAULT_MAX_BODY,
+    ))
+    .max_decoding_message_size(crate::doors::ext_proc::max_message_bytes(
+        crate::doors::ext_proc::DEFAULT_MAX_BODY,
+    ));
     let mut grpc_stop = stop_rx.clone();
     let grpc_server = tonic::transport::Server::builder()
         // A gateway keeps its connection for long: dead peers are found by HTTP/2 pings
@@ -174,6 +186,7 @@ pub async fn run(
         .timeout(limits.grpc_request_timeout)
         .add_service(health_service)
         .add_service(door)
+        .add_service(ext_proc)
         .serve_with_incoming_shutdown(
             // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs hold ~2.5% of
             // Check answers for 40 ms (measured: p99 46 ms instead of 18 ms).

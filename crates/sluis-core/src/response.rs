@@ -15,6 +15,10 @@ pub struct ResponseParts<'a> {
     /// Header names lower-case.
     pub headers: &'a [(String, String)],
     pub body: &'a [u8],
+    /// Whether the upstream answered, or the gateway itself did (a denial of the request,
+    /// an upstream timeout): the gateway's own answers hold no upstream data and pass
+    /// unjudged. A door that cannot tell says upstream.
+    pub from_upstream: bool,
 }
 
 impl ResponseParts<'_> {

@@ -110,6 +110,20 @@ impl Engine {
     }
 
     fn judge_sealed(&self, sealed: Option<&str>, parts: &ResponseParts<'_>) -> ResponseDecision {
+        if !parts.from_upstream {
+            // E.g. the request's own denial, which carries no grant: nothing of the
+            // upstream's to withhold.
+            return ResponseDecision {
+                verdict: ResponseVerdict::Pass {
+                    remove_headers: Vec::new(),
+                },
+                policy: None,
+                rule: Arc::from("response"),
+                reason: "the gateway's own answer".into(),
+                kept: 0,
+                withheld: 0,
+            };
+        }
         let Some(sealed) = sealed else {
             return no_grant("no response grant came with the answer".into());
         };

@@ -87,6 +87,7 @@ fn judge(engine: &Engine, grant: Option<&str>) -> ResponseVerdict {
                 status: 200,
                 headers: &headers,
                 body: &body,
+                from_upstream: true,
             },
         )
         .verdict
@@ -180,6 +181,7 @@ async fn a_shadow_policy_judges_but_passes() {
             status: 200,
             headers: &[("content-type".into(), "application/fhir+json".into())],
             body: &body(),
+            from_upstream: true,
         },
     );
     assert!(matches!(decided.verdict, ResponseVerdict::Pass { .. }));
@@ -197,4 +199,19 @@ async fn a_shadow_policy_judges_but_passes() {
         judge(&engine, Some(&none)),
         ResponseVerdict::Pass { .. }
     ));
+}
+
+#[test]
+fn the_gateways_own_answers_pass_without_a_grant() {
+    let engine = engine("enforce", true);
+    let decided = engine.judge_response(
+        None,
+        &ResponseParts {
+            status: 401,
+            headers: &[],
+            body: b"{}",
+            from_upstream: false,
+        },
+    );
+    assert!(matches!(decided.verdict, ResponseVerdict::Pass { .. }));
 }

@@ -95,6 +95,7 @@ fn judge(
             status,
             headers: &headers,
             body,
+            from_upstream: true,
         },
     )
 }

@@ -8,6 +8,7 @@ fn parts<'a>(headers: &'a [(String, String)]) -> ResponseParts<'a> {
         status: 200,
         headers,
         body: b"",
+        from_upstream: true,
     }
 }
 
