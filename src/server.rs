@@ -144,6 +144,7 @@ pub async fn run(
     let doors = crate::doors::http::router(engine.clone(), &config)?;
     let limits = config.listeners.limits.clone();
     let max_body = config.request_body.max_bytes;
+    let ext_proc_body = config.ext_proc.max_body_bytes;
     let reloader = Arc::new(Reloader::new(config, engine.clone()));
     // A candidate set that does not load is reported and counted, and Sluis serves
     // without one until a reload fixes it: it never stands in the enforced set's way.
@@ -168,13 +169,8 @@ pub async fn run(
     health
         .set_serving::<ExternalProcessorServer<ExtProcDoor>>()
         .await;
-    let ext_proc = ExternalProcessorServer::new(ExtProcDoor::new(
-        engine.clone(),
-        crate::doors::ext_proc::DEFAULT_MAX_BODY,
-    ))
-    .max_decoding_message_size(crate::doors::ext_proc::max_message_bytes(
-        crate::doors::ext_proc::DEFAULT_MAX_BODY,
-    ));
+    let ext_proc = ExternalProcessorServer::new(ExtProcDoor::new(engine.clone(), ext_proc_body))
+        .max_decoding_message_size(crate::doors::ext_proc::max_message_bytes(ext_proc_body));
     let mut grpc_stop = stop_rx.clone();
     let grpc_server = tonic::transport::Server::builder()
         // A gateway keeps its connection for long: dead peers are found by HTTP/2 pings

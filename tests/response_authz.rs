@@ -186,18 +186,28 @@ async fn envoy_filters_answers_by_the_response_rules() {
     };
     let (upstream_port, served) = fhir_server().await;
     let (grpc, admin, listen, envoy_admin) = (free_port(), free_port(), free_port(), free_port());
-    let setup = Setup::new(
-        &config_yaml(&format!("127.0.0.1:{grpc}"), &format!("127.0.0.1:{admin}")),
-        &[("mcsd.yaml", MCSD_POLICY)],
-    );
-    let _sluis = Process(
-        Command::new(env!("CARGO_BIN_EXE_sluis"))
-            .args(["serve", "--config", setup.config_path().to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    // Two replicas sharing a grant key: one decides requests, the other may judge answers.
+    let with_key = |grpc: u16, admin: u16| {
+        config_yaml(&format!("127.0.0.1:{grpc}"), &format!("127.0.0.1:{admin}"))
+            + "ext_proc:\n  grant_key: {file: grant.key}\n"
+    };
+    let setup = Setup::new(&with_key(grpc, admin), &[("mcsd.yaml", MCSD_POLICY)]);
+    std::fs::write(setup.dir.path().join("grant.key"), "k".repeat(40)).unwrap();
+    let (grpc_b, admin_b) = (free_port(), free_port());
+    let config_b = setup.dir.path().join("sluis-b.yaml");
+    std::fs::write(&config_b, with_key(grpc_b, admin_b)).unwrap();
+    let serve = |config: &std::path::Path| {
+        Process(
+            Command::new(env!("CARGO_BIN_EXE_sluis"))
+                .args(["serve", "--config", config.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let _sluis = serve(&setup.config_path());
+    let _sluis_b = serve(&config_b);
     let ports = (listen, grpc, upstream_port, envoy_admin);
     let _envoy = start_response_envoy(&envoy, setup.dir.path(), ports, grpc);
     // The same, but its ext_proc filter finds no Sluis (nothing listens there).
@@ -208,6 +218,22 @@ async fn envoy_filters_answers_by_the_response_rules() {
         (listen_dead, grpc, upstream_port, admin_dead),
         free_port(),
     );
+    // And one whose ext_proc filter asks the other replica.
+    let (listen_b, admin_envoy_b) = (free_port(), free_port());
+    let _envoy_b = start_response_envoy(
+        &envoy,
+        setup.dir.path(),
+        (listen_b, grpc, upstream_port, admin_envoy_b),
+        grpc_b,
+    );
+    wait_until("sluis b", || {
+        http_ok(&format!("127.0.0.1:{admin_b}"), "/readyz")
+    })
+    .await;
+    wait_until("envoy b", || {
+        http_ok(&format!("127.0.0.1:{admin_envoy_b}"), "/ready")
+    })
+    .await;
     wait_until("sluis", || {
         http_ok(&format!("127.0.0.1:{admin}"), "/readyz")
     })
@@ -249,6 +275,15 @@ async fn envoy_filters_answers_by_the_response_rules() {
         !text.contains("foreign") && !text.contains("own-secret"),
         "{text}"
     );
+
+    // The other replica judges it the same: the grant key is shared.
+    let body: Value = get(listen_b, "/fhir/Organization")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&body), ["own-1", "own-2"], "{body}");
 
     // A paged search: `total` and `last` would tell the unfiltered count.
     let body: Value = get(listen, "/fhir/paged")

@@ -39,9 +39,6 @@ pub const GRANT_KEY: &str = "sluis_grant";
 pub const CODE_DETAILS: &str = "response.code_details";
 const ATTRIBUTES_NAMESPACE: &str = "envoy.filters.http.ext_proc";
 
-/// The largest answer body judged by default (bytes).
-pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
-
 /// The gRPC service Envoy's `ext_proc` filter calls.
 pub struct ExtProcDoor {
     engine: Arc<Engine>,
