@@ -94,6 +94,12 @@ async fn fhir_server() -> (u16, Arc<AtomicUsize>) {
                     ],
                     &[],
                 )),
+                "/fhir/huge" => json(bundle(
+                    (0..40_000)
+                        .map(|i| org(&format!("own-{i}"), "1234", false))
+                        .collect(),
+                    &[],
+                )),
                 "/fhir/xml" => (
                     [(CONTENT_TYPE, "application/fhir+xml")],
                     "<Bundle xmlns=\"http://hl7.org/fhir\"/>",
@@ -326,6 +332,20 @@ async fn envoy_filters_answers_by_the_response_rules() {
         assert_eq!(response.status(), 502, "{path}");
         assert!(!response.text().await.unwrap().contains("Bundle"), "{path}");
     }
+
+    // Larger than Envoy buffers for ext_proc (4 MiB): Envoy's own error, never the
+    // answer unjudged.
+    let response = get(listen, "/fhir/huge").await;
+    let outcome = match response {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap_or_default();
+            assert!(!text.contains("own-1"), "an unjudged answer got through");
+            format!("{status}")
+        }
+        Err(e) => format!("connection error: {e}"),
+    };
+    assert_eq!(outcome, "500");
 
     // No token: ext_authz denies, the upstream is never asked.
     let before = served.load(Ordering::SeqCst);
