@@ -371,6 +371,24 @@ async fn envoy_filters_answers_by_the_response_rules() {
     );
     assert_eq!(served.load(Ordering::SeqCst), before + 1);
 
+    // Counted: answers by outcome on the ext_proc door, resources kept and withheld.
+    let metrics = client
+        .get(format!("http://127.0.0.1:{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"sluis_response_entries_total{policy="mcsd",verdict="kept"}"#,
+        r#"sluis_response_entries_total{policy="mcsd",verdict="withheld"}"#,
+        r#"sluis_decisions_total{policy="mcsd",rule="response",outcome="filter",door="envoy-ext-proc"}"#,
+        r#"sluis_decisions_total{policy="mcsd",rule="no-patients",outcome="deny",door="envoy-ext-proc"}"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+
     // Straight to the gRPC port, with a grant of one's own making and a body of one's
     // choice: denied, so the filtering cannot be used to probe flows or data.
     let forged = forged_exchange(grpc).await;

@@ -88,12 +88,22 @@ impl Engine {
         sealed_grant: Option<&str>,
         parts: &ResponseParts<'_>,
     ) -> ResponseDecision {
+        let started = std::time::Instant::now();
         let decided = self.judge_sealed(sealed_grant, parts);
         let (outcome, status) = match &decided.verdict {
             ResponseVerdict::Pass { .. } => ("pass", parts.status),
             ResponseVerdict::Filter { .. } => ("filter", parts.status),
             ResponseVerdict::Deny(deny) => ("deny", deny.status),
         };
+        self.metrics.decision(
+            decided.policy.as_ref(),
+            Some(&decided.rule),
+            outcome,
+            "envoy-ext-proc",
+            started.elapsed(),
+        );
+        self.metrics
+            .response_entries(decided.policy.as_ref(), decided.kept, decided.withheld);
         let masker = super::default_masker();
         tracing::info!(
             door = "envoy-ext-proc",
