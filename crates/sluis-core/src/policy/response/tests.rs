@@ -394,3 +394,50 @@ policies:
             .contains("a policy that matches evaluations has none")
     );
 }
+
+proptest::proptest! {
+    /// Whatever the upstream sends (own, foreign, restricted, other types, in any order,
+    /// paged or not), the client never sees a resource the rules do not keep, and what it
+    /// gets is a JSON Bundle or a denial.
+    #[test]
+    fn judged_answers_never_show_a_withheld_resource(
+        kinds in proptest::collection::vec(0u8..5, 0..30),
+        paged in proptest::bool::ANY,
+        notice in proptest::sample::select(vec!["none", "header", "operation_outcome"]),
+    ) {
+        let entries: Vec<Value> = kinds.iter().enumerate().map(|(i, kind)| match kind {
+            0 => org(&format!("keep-{i}"), "1"),
+            1 => org(&format!("gone-{i}"), "2"),
+            2 => {
+                let mut e = org(&format!("gone-{i}"), "1");
+                e["resource"]["meta"] = json!({"security": [{"code": "R"}]});
+                e
+            }
+            3 => json!({"resource": {"resourceType": "Practitioner", "id": format!("gone-{i}")}}),
+            _ => json!({"resource": {"resourceType": "Organization", "id": format!("gone-{i}"), "identifier": "not a list"}}),
+        }).collect();
+        let mut body: Value = serde_json::from_slice(&bundle(entries)).unwrap();
+        if paged {
+            body["link"] = json!([{"relation": "next", "url": "http://fhir/x?page=2"}]);
+        }
+        let set = policy(notice);
+        let judged = judge(&set, &identity("alice", "ura|1"), 200, FHIR, &serde_json::to_vec(&body).unwrap());
+        let kept = kinds.iter().filter(|k| **k == 0).count();
+        match judged.verdict {
+            ResponseVerdict::Pass { .. } => proptest::prop_assert_eq!(kept, kinds.len()),
+            ResponseVerdict::Filter { body, .. } => {
+                let out: Value = serde_json::from_slice(&body).unwrap();
+                proptest::prop_assert_eq!(&out["resourceType"], "Bundle");
+                let text = out.to_string();
+                proptest::prop_assert!(!text.contains("gone-"), "{}", text);
+                proptest::prop_assert_eq!(text.matches("\"keep-").count(), kept);
+                if paged {
+                    proptest::prop_assert!(out.get("total").is_none());
+                } else {
+                    proptest::prop_assert_eq!(out["total"].as_u64(), Some(kept as u64));
+                }
+            }
+            ResponseVerdict::Deny(deny) => proptest::prop_assert!(false, "unexpected deny {:?}", deny),
+        }
+    }
+}
