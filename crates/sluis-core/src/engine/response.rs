@@ -69,9 +69,17 @@ impl Engine {
         let Outcome::Allow(allow) = &mut decision.outcome else {
             return decision;
         };
-        let Some(grant) = policy.response_grant(request, identity, now()) else {
+        let Some(mut grant) = policy.response_grant(request, identity, now()) else {
             return decision;
         };
+        // The answer is to the request as the upstream got it: narrowed, rewritten.
+        if !allow.set_query.is_empty() || !allow.remove_query.is_empty() {
+            grant.query = crate::request::rewrite_query(
+                &request.query,
+                &allow.set_query,
+                &allow.remove_query,
+            );
+        }
         match grant.seal(&self.grant_key) {
             Ok(sealed) => allow.response_grant = Some(sealed),
             Err(e) => tracing::warn!(

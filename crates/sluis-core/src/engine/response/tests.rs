@@ -22,7 +22,9 @@ fn engine(mode: &str, response_rules: bool) -> Engine {
     response_rules:
       rules:
         - id: own
-          keep: entry.resource.id.startsWith(request.context['org'])"#
+          keep: entry.resource.id.startsWith(request.context['org'])
+        - id: narrowed
+          keep: request.context['org'] == 'c' && request.query['owner'] == entry.resource.id"#
     } else {
         ""
     };
@@ -34,7 +36,9 @@ policies:
   - id: directory
     mode: {mode}
     anonymous: true
-    rules: [{{id: open, allow: "request.context['org'] != 'none'"}}]{rules}
+    rules: [{{id: open, allow: "request.context['org'] != 'none'"}}]
+    response:
+      set_query: {{owner: "'b-1'"}}{rules}
 "#
         ),
     )
@@ -113,8 +117,9 @@ async fn the_request_decision_grants_and_the_answer_is_judged_under_it() {
         .await
         .expect("an allow of a policy with response rules carries a grant");
     assert_eq!(kept_ids(&judge(&engine, Some(&a))), ["a-1"]);
-    let b = grant(&engine, "b").await.unwrap();
-    assert_eq!(kept_ids(&judge(&engine, Some(&b))), ["b-1"]);
+    let c = grant(&engine, "c").await.unwrap();
+    // `request.query` is the query the upstream got: with `owner` set by the policy.
+    assert_eq!(kept_ids(&judge(&engine, Some(&c))), ["b-1"]);
 }
 
 #[tokio::test]
