@@ -19,6 +19,7 @@ LAYERS = [
     ["graphql"],
     ["authn"],
     ["flows"],
+    ["response"],
     ["policy"],
     ["audit"],
     ["engine"],

@@ -6,6 +6,7 @@ pub mod authzen;
 pub mod care_services;
 pub mod check;
 pub mod envoy;
+pub mod ext_proc;
 pub mod forward_auth;
 pub mod gateway;
 pub mod http;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 use futures_util::FutureExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -19,6 +20,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::admin::{AdminAuth, AdminOptions};
 use crate::doors::envoy::EnvoyDoor;
+use crate::doors::ext_proc::ExtProcDoor;
 use crate::reload::Reloader;
 use sluis_config::{Config, ListenerLimits};
 use sluis_core::audit::DecisionLog;
@@ -144,6 +146,7 @@ pub async fn run(
     let doors = crate::doors::http::router(engine.clone(), &config)?;
     let limits = config.listeners.limits.clone();
     let max_body = config.request_body.max_bytes;
+    let ext_proc_body = config.ext_proc.max_body_bytes;
     let reloader = Arc::new(Reloader::new(config, engine.clone()));
     // A candidate set that does not load is reported and counted, and Sluis serves
     // without one until a reload fixes it: it never stands in the enforced set's way.
@@ -166,6 +169,11 @@ pub async fn run(
     health.set_serving::<AuthorizationServer<EnvoyDoor>>().await;
     let door = AuthorizationServer::new(EnvoyDoor::new(engine.clone(), max_body))
         .max_decoding_message_size(crate::doors::envoy::max_message_bytes(max_body));
+    health
+        .set_serving::<ExternalProcessorServer<ExtProcDoor>>()
+        .await;
+    let ext_proc = ExternalProcessorServer::new(ExtProcDoor::new(engine.clone(), ext_proc_body))
+        .max_decoding_message_size(crate::doors::ext_proc::max_message_bytes(ext_proc_body));
     let mut grpc_stop = stop_rx.clone();
     let grpc_router = tonic::transport::Server::builder()
         // A gateway keeps its connection for long: dead peers are found by HTTP/2 pings
@@ -176,7 +184,8 @@ pub async fn run(
         .tcp_keepalive(Some(limits.grpc_tcp_keepalive))
         .timeout(limits.grpc_request_timeout)
         .add_service(health_service)
-        .add_service(door);
+        .add_service(door)
+        .add_service(ext_proc);
     let grpc_signal = async move {
         let _ = grpc_stop.wait_for(|stop| *stop).await;
     };

@@ -191,13 +191,15 @@ fn raw_headers(
 /// Encodes a decision.
 pub fn check_response(decision: Decision) -> CheckResponse {
     match decision.outcome {
-        Outcome::Allow(allow) => CheckResponse {
+        Outcome::Allow(mut allow) => CheckResponse {
             status: Some(rpc::Status {
                 code: OK,
                 ..Default::default()
             }),
+            // Envoy files it under `envoy.filters.http.ext_authz`, where the ext_proc
+            // filter forwards it from to the ext_proc door (`doors::ext_proc`).
+            dynamic_metadata: allow.response_grant.take().map(grant_metadata),
             http_response: Some(HttpResponse::OkResponse(ok_response(allow))),
-            ..Default::default()
         },
         Outcome::Deny(deny) => CheckResponse {
             status: Some(rpc::Status {
@@ -211,6 +213,21 @@ pub fn check_response(decision: Decision) -> CheckResponse {
             http_response: Some(HttpResponse::DeniedResponse(denied_response(deny))),
             ..Default::default()
         },
+    }
+}
+
+/// `{"sluis_grant": "<sealed>"}`.
+fn grant_metadata(sealed: String) -> envoy_types::pb::google::protobuf::Struct {
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    Struct {
+        fields: [(
+            crate::doors::ext_proc::GRANT_KEY.to_owned(),
+            Value {
+                kind: Some(Kind::StringValue(sealed)),
+            },
+        )]
+        .into_iter()
+        .collect(),
     }
 }
 

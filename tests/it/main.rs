@@ -52,6 +52,7 @@ mod negative_corpus_doors;
 mod newcomer;
 mod policy_loading;
 mod policy_tools;
+mod response_authz;
 mod rollout;
 mod sender_constraints;
 mod token_path_props;

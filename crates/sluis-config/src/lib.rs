@@ -84,6 +84,9 @@ pub struct Config {
     pub request_body: RequestBodyConfig,
     /// Traces over OTLP: off unless this block is present.
     pub tracing: Option<telemetry::TracingConfig>,
+    /// The ext_proc door, where upstream answers are judged by policies' response rules.
+    #[serde(default)]
+    pub ext_proc: ExtProcConfig,
     /// Directory the file was loaded from; relative paths resolve against it.
     #[serde(skip)]
     #[schemars(skip)]
@@ -407,6 +410,37 @@ pub struct AdminConfig {
     pub allow_anonymous: bool,
 }
 
+/// The ext_proc door (`envoy.service.ext_proc.v3`) on `listeners.grpc`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtProcConfig {
+    /// The secret (at least 32 bytes) grants are sealed with: a request decided by one
+    /// replica may have its answer judged by another, so all replicas need the same.
+    /// Without it, each process makes a random key, and only the replica that decided a
+    /// request can judge its answer.
+    pub grant_key: Option<Secret>,
+    /// The largest answer body judged (bytes). Default 4 MiB; match Envoy's
+    /// `per_connection_buffer_limit_bytes`.
+    #[serde(default = "default_ext_proc_max_body")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for ExtProcConfig {
+    fn default() -> ExtProcConfig {
+        ExtProcConfig {
+            grant_key: None,
+            max_body_bytes: default_ext_proc_max_body(),
+        }
+    }
+}
+
+fn default_ext_proc_max_body() -> usize {
+    4 * 1024 * 1024
+}
+
+/// The shortest grant key accepted (bytes): HMAC-SHA256's block of randomness.
+pub const MIN_GRANT_KEY: usize = 32;
+
 /// The AuthZEN Authorization API door.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -506,6 +540,9 @@ impl Config {
                 return Err("`store.max_connections` must be at least 1".into());
             }
         }
+        if self.ext_proc.max_body_bytes == 0 {
+            return Err("`ext_proc.max_body_bytes` must be at least 1".into());
+        }
         if self.admin.token.is_some() && self.admin.allow_anonymous {
             return Err("`admin.token` and `admin.allow_anonymous` exclude each other".into());
         }
@@ -565,7 +602,25 @@ impl Config {
             .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         let authn = sluis_core::authn::Authenticator::new(&self.authn_settings(), metrics)
             .map_err(|e| vec![e])?;
-        Ok(sluis_core::engine::Engine::new(policies, authn))
+        let engine = sluis_core::engine::Engine::new(policies, authn);
+        Ok(match &self.ext_proc.grant_key {
+            Some(secret) => engine.with_grant_secret(&self.grant_key(secret).map_err(|e| vec![e])?),
+            None => engine,
+        })
+    }
+
+    /// The configured grant key, long enough.
+    fn grant_key(&self, secret: &Secret) -> Result<Vec<u8>, String> {
+        let key = secret
+            .resolve(&self.base_dir)
+            .map_err(|e| format!("`ext_proc.grant_key`: {e}"))?;
+        if key.len() < MIN_GRANT_KEY {
+            return Err(format!(
+                "`ext_proc.grant_key` is {} bytes, fewer than {MIN_GRANT_KEY}",
+                key.len()
+            ));
+        }
+        Ok(key)
     }
 
     /// A path from the config, resolved against the config's directory.
@@ -692,6 +747,23 @@ mod tests {
             Some(Duration::from_secs(3600))
         );
         assert_eq!(config.issuers[0].leeway, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_grant_key_must_be_long_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("short"), "short\n").unwrap();
+        let mut config = parse("policies: [p]\next_proc: {grant_key: {file: short}}\n").unwrap();
+        config.base_dir = dir.path().to_owned();
+        let secret = config.ext_proc.grant_key.clone().unwrap();
+        let err = config.grant_key(&secret).unwrap_err();
+        assert!(err.contains("5 bytes, fewer than 32"), "{err}");
+        std::fs::write(dir.path().join("short"), "k".repeat(32)).unwrap();
+        assert_eq!(config.grant_key(&secret).unwrap().len(), 32);
+        assert_eq!(
+            parse("policies: [p]\n").unwrap().ext_proc.max_body_bytes,
+            4 << 20
+        );
     }
 
     #[test]

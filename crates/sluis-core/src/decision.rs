@@ -32,6 +32,9 @@ pub struct Allow {
     pub set_query: Vec<(String, String)>,
     /// Query parameters to remove.
     pub remove_query: Vec<String>,
+    /// The sealed grant under which the upstream's answer is judged, when the policy has
+    /// response rules (`response::grant`): Envoy carries it to the ext_proc door.
+    pub response_grant: Option<String>,
 }
 
 /// What the gateway must answer the client instead of forwarding.

@@ -6,6 +6,7 @@
 
 pub mod candidate;
 pub mod door;
+pub mod response;
 pub mod scopes;
 pub mod span;
 
@@ -58,6 +59,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     /// Joins decision spans to the caller's trace, when tracing is on.
     trace_context: Option<Arc<dyn TraceContext>>,
+    /// Seals the grants under which upstream answers are judged ([`response`]).
+    grant_key: crate::response::grant::GrantKey,
 }
 
 /// What a decision saw on the way, for its decision log record and the candidate set.
@@ -85,6 +88,7 @@ impl Engine {
             candidate: None,
             metrics,
             trace_context: None,
+            grant_key: crate::response::grant::GrantKey::random(),
         }
     }
 
@@ -217,6 +221,12 @@ impl Engine {
             .await;
         let (result, shadow) = answer(request, seen.policy.as_deref(), decided);
         let result = result.map(|decision| door.apply(decision, request));
+        let result = match seen.policy.as_deref() {
+            Some(policy) if policy.has_response_rules() => result.map(|decision| {
+                self.grant_response(decision, request, policy, seen.caller.as_deref())
+            }),
+            _ => result,
+        };
         let latency = started.elapsed();
         let (policy, rule, outcome, status) = match &result {
             Ok(decision) => (

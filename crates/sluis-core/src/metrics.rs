@@ -70,6 +70,12 @@ struct EventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EntryLabels {
+    policy: Id,
+    verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ShadowLabels {
     policy: String,
     would: String,
@@ -105,6 +111,7 @@ pub struct Metrics {
     connections_open: Family<ListenerLabels, Gauge>,
     connections_refused: Family<ListenerLabels, Counter>,
     replay_cache_losses: Counter,
+    response_entries: Family<EntryLabels, Counter>,
 }
 
 fn decision_histogram() -> Histogram {
@@ -243,8 +250,15 @@ impl Metrics {
             "Times this replica found the Redis replay cache emptied or replaced (restart, flush, failover); proofs from before are refused",
             replay_cache_losses.clone(),
         );
+        let response_entries = Family::<EntryLabels, Counter>::default();
+        registry.register(
+            "response_entries",
+            "Resources of upstream answers judged by response rules, by policy: kept or withheld",
+            response_entries.clone(),
+        );
         Metrics {
             registry,
+            response_entries,
             connections_open,
             connections_refused,
             replay_cache_losses,
@@ -299,6 +313,21 @@ impl Metrics {
         self.decision_seconds
             .get_or_create(&DoorLabels { door })
             .observe(took.as_secs_f64());
+    }
+
+    /// The resources of one judged answer: how many were kept and withheld.
+    pub fn response_entries(&self, policy: Option<&Arc<str>>, kept: usize, withheld: usize) {
+        let policy = Id(policy.unwrap_or(&NONE).clone());
+        for (verdict, count) in [("kept", kept), ("withheld", withheld)] {
+            if count > 0 {
+                self.response_entries
+                    .get_or_create(&EntryLabels {
+                        policy: policy.clone(),
+                        verdict,
+                    })
+                    .inc_by(count as u64);
+            }
+        }
     }
 
     /// A decision of a shadow policy: what it would have answered.

@@ -16,6 +16,7 @@ pub mod expr;
 pub mod graphql;
 pub mod narrowing;
 pub mod positions;
+pub mod response;
 pub mod smart;
 pub mod spec;
 pub mod trace;
@@ -91,6 +92,8 @@ pub struct Policy {
     caller: caller::Caller,
     /// The answer to a token lacking a required scope, when not RFC 6750's.
     scope_response: Option<Deny>,
+    /// Which resources of the upstream's answer the caller may see ([`response`]).
+    response_rules: Option<response::ResponseRules>,
 }
 
 /// `match.evaluation`: empty lists match anything.
@@ -582,6 +585,19 @@ impl Reporter<'_> {
         self.push(kind, None, position, message);
     }
 
+    /// A problem at `at` (below the policy) that belongs to rule `rule`, when it does:
+    /// for rules outside the policy's `rules` list (`response_rules.rules`).
+    pub(super) fn at_error(
+        &mut self,
+        kind: DiagnosticKind,
+        rule: Option<&str>,
+        at: &[Step],
+        message: String,
+    ) {
+        let position = self.locate(at);
+        self.push(kind, rule.map(str::to_owned), position, message);
+    }
+
     /// A problem with rule `rule` (its name) of the policy, at `at` below the rule.
     fn rule_error(
         &mut self,
@@ -602,7 +618,13 @@ impl Reporter<'_> {
     /// A CEL expression at `at` (below the policy) that does not compile: located at the
     /// character the CEL parser stopped at when the expression is on one line, else at
     /// its key, with the position within the expression in the message.
-    fn cel_error(&mut self, rule: Option<&str>, at: &[Step], error: &ExprError, message: String) {
+    pub(super) fn cel_error(
+        &mut self,
+        rule: Option<&str>,
+        at: &[Step],
+        error: &ExprError,
+        message: String,
+    ) {
         let inside = error
             .position
             .and_then(|(line, column)| self.positions().inside(&self.path(at), line, column));
@@ -829,6 +851,30 @@ fn compile_policy(
         }
     }
     let response = compile_response(spec.response, &config.strip_headers, report);
+    if spec.response_rules.is_some() && spec.matcher.evaluation.is_some() {
+        report.error(
+            Kind::Conflict,
+            &key("response_rules"),
+            "`response_rules` judge HTTP answers: a policy that matches evaluations has none"
+                .into(),
+        );
+    }
+    let response_rules = spec
+        .response_rules
+        .map(|r| response::ResponseRules::compile(r, report));
+    if rules
+        .iter()
+        .map(|r| &r.condition)
+        .chain(response.set_headers.iter().map(|(_, e)| e))
+        .chain(response.set_query.iter().map(|(_, e)| e))
+        .any(|e| e.uses_response)
+    {
+        report.error(
+            Kind::CelInvalid,
+            &key("rules"),
+            "only `response_rules` may read `entry` and `response`".into(),
+        );
+    }
     let narrowing = spec
         .narrowing
         .and_then(|n| narrowing::Narrowing::compile(n, report));
@@ -936,6 +982,7 @@ fn compile_policy(
             .chain(response.set_headers.iter().map(|(_, e)| e))
             .chain(response.set_query.iter().map(|(_, e)| e))
             .chain(narrowing.iter().flat_map(|n| n.expressions()))
+            .chain(response_rules.iter().flat_map(|r| r.expressions()))
     };
     let request_fields = expressions()
         .chain(flows.as_ref().map(|f| &f.actor))
@@ -1036,6 +1083,7 @@ fn compile_policy(
         data,
         caller,
         scope_response,
+        response_rules,
     })
 }
 
@@ -1473,6 +1521,84 @@ impl Policy {
             push(&name);
         }
         remove
+    }
+
+    /// Whether it judges upstream answers (`response_rules`).
+    pub fn has_response_rules(&self) -> bool {
+        self.response_rules.is_some()
+    }
+
+    /// What the judging of the answer to `request`, allowed for `identity`, needs; `None`
+    /// when the policy has no response rules.
+    pub fn response_grant(
+        &self,
+        request: &AccessRequest,
+        identity: Option<&Identity>,
+        now: i64,
+    ) -> Option<crate::response::grant::ResponseGrant> {
+        self.response_rules.as_ref()?;
+        let mut context: Vec<(String, String)> = request
+            .context
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        context.sort();
+        Some(crate::response::grant::ResponseGrant {
+            policy: self.id.to_string(),
+            issuer: identity.map(|i| i.issuer.to_string()),
+            claims: identity.map(|i| i.claims.clone()).unwrap_or_default(),
+            method: request.method.clone(),
+            path: request.path.clone(),
+            query: request.query.clone(),
+            host: request.host.clone(),
+            context,
+            shadow: self.is_shadow(),
+            issued_at: now,
+        })
+    }
+
+    /// Judges the upstream's answer to `request` (rebuilt from its grant) with the
+    /// policy's response rules; an answer to a policy without any is passed.
+    pub fn judge_response(
+        &self,
+        request: &AccessRequest,
+        identity: Option<&Identity>,
+        flows: &FlowIndex,
+        parts: &crate::response::ResponseParts<'_>,
+    ) -> response::ResponseJudgement {
+        let Some(rules) = &self.response_rules else {
+            return response::ResponseJudgement {
+                verdict: crate::response::ResponseVerdict::Pass {
+                    remove_headers: Vec::new(),
+                },
+                rule: Arc::from("response"),
+                reason: "the policy has no response rules".into(),
+                kept: 0,
+                withheld: 0,
+            };
+        };
+        let vars = Vars::new(request, identity, self.request_fields)
+            .with_certificate_header(self.certificate_header.as_ref())
+            .with_flows(self.flows.as_ref().map(|f| FlowSource {
+                index: flows,
+                actor: &f.actor,
+                base_path: &f.base_path,
+                purposes: &f.purposes,
+            }))
+            .with_data(self.data.as_ref())
+            .with_caller(Some(&self.caller));
+        let deny = |rule: &str, status: u16, message: &str, reason: String| {
+            match self.deny(rule, status, message, reason).outcome {
+                Outcome::Deny(deny) => deny,
+                // `deny` always denies; closed all the same.
+                Outcome::Allow(_) => Deny {
+                    status: 403,
+                    headers: Vec::new(),
+                    body: String::new(),
+                },
+            }
+        };
+        rules.judge(&vars, parts, &deny)
     }
 
     pub fn is_shadow(&self) -> bool {

@@ -135,6 +135,7 @@ fn an_allow_carries_headers_removals_and_the_rewritten_query() {
         remove_headers: vec!["authorization".into()],
         set_query: vec![("tenant".into(), "ura|1".into())],
         remove_query: vec!["debug".into()],
+        ..Default::default()
     };
     let answer = answer(decision(Outcome::Allow(allow)), &access);
     assert_eq!(

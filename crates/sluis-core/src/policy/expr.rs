@@ -45,10 +45,14 @@ use crate::request::AccessRequest;
 use fast::Fast;
 
 /// The variables expressions may use.
-pub const VARIABLES: [&str; 12] = [
+pub const VARIABLES: [&str; 14] = [
     "request", "token", "source", "now", "flows", "subject", "action", "resource", "context",
-    "data", "caller", "graphql",
+    "data", "caller", "graphql", "entry", "response",
 ];
+
+/// The variables only response rules have: one entry of the upstream's answer, and the
+/// answer's status and Bundle type.
+pub const RESPONSE_VARIABLES: [&str; 2] = ["entry", "response"];
 
 /// CEL's type names, which expressions may use as values (`type(x) == int`).
 const TYPE_NAMES: [&str; 11] = [
@@ -81,6 +85,8 @@ pub struct Expr {
     /// Whether it reads `caller`, and which of its fields (`caller.uzovi`).
     pub uses_caller: bool,
     pub caller_fields: Vec<String>,
+    /// Whether it reads `entry` or `response` (only response rules may).
+    pub uses_response: bool,
     /// Set when the whole expression has a shape evaluated without the interpreter
     /// (see [`fast`]).
     fast: Option<Fast>,
@@ -234,6 +240,7 @@ impl Expr {
             graphql_fields: check.graphql_fields,
             uses_caller: check.uses_caller,
             caller_fields: check.caller_fields,
+            uses_response: check.uses_response,
         })
     }
 
@@ -266,6 +273,39 @@ impl Expr {
             Value::Null => Ok(None),
             other => Err(format!(
                 "`{}` gave {}, not a string",
+                self.source,
+                other.type_of()
+            )),
+        }
+    }
+
+    /// Evaluates to a boolean for one entry of an upstream answer: `entry` and `response`
+    /// are bound besides the request's variables.
+    pub fn eval_bool_for_entry(
+        &self,
+        vars: &Vars,
+        entry: &dyn Val,
+        response: &dyn Val,
+    ) -> Result<bool, String> {
+        let scoped = EntryScope {
+            vars,
+            entry,
+            response,
+        };
+        let result = if self.uses_response {
+            ROOT.with(|root| {
+                let root: &Context = root;
+                let mut scope = root.new_inner_scope();
+                scope.set_variable_resolver(&scoped);
+                Value::resolve(&self.tree, &scope).map_err(|e| format!("`{}`: {e}", self.source))
+            })
+        } else {
+            self.eval(vars)
+        };
+        match result? {
+            Value::Bool(b) => Ok(b),
+            other => Err(format!(
+                "`{}` gave {}, not a bool",
                 self.source,
                 other.type_of()
             )),
@@ -469,6 +509,7 @@ struct Check {
     caller_fields: Vec<String>,
     /// Functions called that neither CEL nor Sluis defines, and whether as a method.
     unknown_functions: Vec<(String, bool)>,
+    uses_response: bool,
 }
 
 /// The function `matches` calls with a literal pattern are rewritten to.
@@ -519,6 +560,11 @@ impl Check {
                 }
                 if name == "caller" && !self.bound.iter().any(|b| b == "caller") {
                     self.uses_caller = true;
+                }
+                if RESPONSE_VARIABLES.contains(&name.as_str())
+                    && !self.bound.iter().any(|b| b == name)
+                {
+                    self.uses_response = true;
                 }
             }
             Node::Call(call) => {
@@ -1224,6 +1270,28 @@ impl cel::context::VariableResolver for Vars<'_> {
         };
         Some(CowVal::Borrowed(value))
     }
+}
+
+/// A request's variables plus one entry of its answer.
+struct EntryScope<'v, 'a> {
+    vars: &'v Vars<'a>,
+    entry: &'v dyn Val,
+    response: &'v dyn Val,
+}
+
+impl cel::context::VariableResolver for EntryScope<'_, '_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        match variable {
+            "entry" => Some(CowVal::Borrowed(self.entry)),
+            "response" => Some(CowVal::Borrowed(self.response)),
+            other => self.vars.resolve(other),
+        }
+    }
+}
+
+/// A JSON value as CEL sees it (entries of an upstream answer).
+pub fn json_val(value: &serde_json::Value) -> Box<dyn Val> {
+    to_val(json(value))
 }
 
 fn to_val(value: Value) -> Box<dyn Val> {

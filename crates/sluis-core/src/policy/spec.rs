@@ -66,6 +66,9 @@ pub struct PolicySpec {
     /// What to do to an allowed request.
     #[serde(default)]
     pub response: ResponseSpec,
+    /// Rules over the upstream's answer to an allowed request, judged per FHIR resource
+    /// (each `entry` of a Bundle, or the single resource) by the ext_proc door.
+    pub response_rules: Option<ResponseRulesSpec>,
     /// FHIR search narrowing: search parameters added to allowed searches, per resource
     /// type (see [`super::narrowing`]).
     pub narrowing: Option<NarrowingSpec>,
@@ -379,4 +382,84 @@ pub struct DenyResponseSpec {
 
 fn default_deny_status() -> u16 {
     403
+}
+
+/// `response_rules`: which resources of an upstream answer the caller may see.
+/// Per entry: a `resource_types` miss withholds it; any `deny` rule true (or failing)
+/// denies the whole response; any `withhold` rule true (or failing) withholds it; else the
+/// first `keep` rule true keeps it; none: withheld.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseRulesSpec {
+    /// Resource types that may be kept at all; empty: any.
+    #[serde(default)]
+    pub resource_types: Vec<String>,
+    /// `keep`, `withhold` and `deny` rules over `entry` (and every request variable).
+    #[schemars(with = "Vec<ResponseRuleSpec>")]
+    pub rules: Vec<serde_yaml_ng::Value>,
+    /// How the client learns that entries were withheld: `none` (the default),
+    /// `operation_outcome` (an OperationOutcome entry, `suppressed`) or `header`
+    /// (`x-sluis-withheld: true`).
+    #[serde(default)]
+    pub withheld_notice: WithheldNotice,
+    /// A body that cannot be judged (not JSON, compressed, too many entries): `deny`
+    /// (the default) or `pass` it unchanged.
+    #[serde(default)]
+    pub unreadable: Unreadable,
+    /// Status of the denial of an unreadable body (default 502).
+    #[serde(default = "default_unreadable_status")]
+    pub unreadable_status: u16,
+    /// More entries than this make the body unreadable (default 1000, at most 10000).
+    #[serde(default = "default_max_entries")]
+    pub max_entries: usize,
+}
+
+fn default_unreadable_status() -> u16 {
+    502
+}
+
+fn default_max_entries() -> usize {
+    1000
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WithheldNotice {
+    #[default]
+    None,
+    OperationOutcome,
+    Header,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Unreadable {
+    #[default]
+    Deny,
+    Pass,
+}
+
+/// One response rule: exactly one of `keep`, `withhold`, `deny`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseRuleSpec {
+    pub id: String,
+    #[serde(default)]
+    pub description: String,
+    /// Keeps the entry when true (and no withhold or deny rule is).
+    #[serde(default, deserialize_with = "condition")]
+    #[schemars(with = "Option<ConditionSchema>")]
+    pub keep: Option<String>,
+    /// Withholds the entry when true.
+    #[serde(default, deserialize_with = "condition")]
+    #[schemars(with = "Option<ConditionSchema>")]
+    pub withhold: Option<String>,
+    /// Denies the whole response when true for any entry.
+    #[serde(default, deserialize_with = "condition")]
+    #[schemars(with = "Option<ConditionSchema>")]
+    pub deny: Option<String>,
+    /// Status of a deny (default 403).
+    pub status: Option<u16>,
+    /// Message in the deny body (default: a generic one).
+    pub message: Option<String>,
 }

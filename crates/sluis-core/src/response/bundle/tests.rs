@@ -1,0 +1,186 @@
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+
+fn parts<'a>(headers: &'a [(String, String)]) -> ResponseParts<'a> {
+    ResponseParts {
+        status: 200,
+        headers,
+        body: b"",
+        from_upstream: true,
+    }
+}
+
+fn h(name: &str, value: &str) -> Vec<(String, String)> {
+    vec![(name.to_owned(), value.to_owned())]
+}
+
+fn bundle(entries: usize, links: &[&str]) -> Value {
+    json!({
+        "resourceType": "Bundle", "type": "searchset", "total": entries,
+        "link": links.iter().map(|r| json!({"relation": r, "url": format!("http://fhir/Organization?page={r}")})).collect::<Vec<_>>(),
+        "entry": (0..entries).map(|i| json!({
+            "fullUrl": format!("http://fhir/Organization/org-{i}"),
+            "resource": {"resourceType": "Organization", "id": format!("org-{i}")},
+            "search": {"mode": "match"}
+        })).collect::<Vec<_>>()
+    })
+}
+
+fn filter(value: &Value, keep: &[bool], notice: bool) -> Result<Value, FilterError> {
+    let body = serde_json::to_vec(value).unwrap();
+    let Body::Bundle { members, entries } = read(&body, 1000).unwrap() else {
+        panic!("not a bundle")
+    };
+    write_filtered(members, entries, keep, notice).map(|b| serde_json::from_slice(&b).unwrap())
+}
+
+#[test]
+fn fhir_json_is_readable_and_other_media_or_encodings_are_not() {
+    for ok in [
+        "application/fhir+json",
+        "application/fhir+json; charset=utf-8",
+        "application/json;charset=UTF-8",
+        "application/fhir+json; fhirVersion=4.0",
+    ] {
+        assert_eq!(
+            readable_headers(&parts(&h("content-type", ok))),
+            Ok(()),
+            "{ok}"
+        );
+    }
+    for bad in [
+        "application/fhir+xml",
+        "text/html",
+        "application/json; charset=latin1",
+        "",
+    ] {
+        assert!(
+            readable_headers(&parts(&h("content-type", bad))).is_err(),
+            "{bad}"
+        );
+    }
+    let gzip = [
+        h("content-type", "application/fhir+json"),
+        h("content-encoding", "gzip"),
+    ]
+    .concat();
+    assert_eq!(
+        readable_headers(&parts(&gzip)),
+        Err(Unreadable::Encoding("gzip".into()))
+    );
+}
+
+#[test]
+fn bodies_that_are_not_one_json_object_are_unreadable() {
+    assert!(matches!(
+        read(b"<Bundle/>", 10),
+        Err(Unreadable::NotJson(_))
+    ));
+    assert_eq!(read(b"[1]", 10), Err(Unreadable::NotObject));
+    // A member twice: what Sluis judges must be what the client reads.
+    assert!(matches!(
+        read(br#"{"resourceType":"Patient","id":"a","id":"b"}"#, 10),
+        Err(Unreadable::NotJson(_))
+    ));
+    assert_eq!(
+        read(br#"{"resourceType":"Bundle","entry":{}}"#, 10),
+        Err(Unreadable::BadEntries)
+    );
+    let three = serde_json::to_vec(&bundle(3, &[])).unwrap();
+    assert_eq!(read(&three, 2), Err(Unreadable::TooManyEntries(3, 2)));
+}
+
+#[test]
+fn a_single_page_gets_the_kept_total_and_a_paged_one_loses_total_and_last() {
+    let out = filter(&bundle(4, &["self"]), &[true, false, true, false], false).unwrap();
+    assert_eq!(out["total"], 2);
+    assert_eq!(out["entry"].as_array().unwrap().len(), 2);
+    assert_eq!(out["entry"][1]["resource"]["id"], "org-2");
+
+    let out = filter(
+        &bundle(4, &["self", "next", "last"]),
+        &[true, false, true, false],
+        false,
+    )
+    .unwrap();
+    assert!(out.get("total").is_none());
+    let relations: Vec<&str> = out["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["relation"].as_str().unwrap())
+        .collect();
+    assert_eq!(relations, ["self", "next"]);
+}
+
+#[test]
+fn nothing_withheld_leaves_total_and_links_alone() {
+    let original = bundle(2, &["self", "next", "last"]);
+    assert_eq!(filter(&original, &[true, true], true).unwrap(), original);
+}
+
+#[test]
+fn the_notice_is_an_operation_outcome_without_a_count() {
+    let out = filter(&bundle(3, &[]), &[false, false, true], true).unwrap();
+    let last = out["entry"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["resource"]["resourceType"], "OperationOutcome");
+    assert_eq!(last["resource"]["issue"][0]["code"], "suppressed");
+    assert_eq!(last["search"]["mode"], "outcome");
+    assert!(!last.to_string().contains('2'));
+    assert_eq!(out["total"], 1);
+}
+
+#[test]
+fn nothing_kept_means_no_entry_member() {
+    let out = filter(&bundle(2, &[]), &[false, false], false).unwrap();
+    assert!(out.get("entry").is_none());
+    assert_eq!(out["total"], 0);
+}
+
+#[test]
+fn only_search_like_bundles_lose_entries() {
+    let mut document = bundle(2, &[]);
+    document["type"] = "document".into();
+    assert_eq!(
+        filter(&document, &[true, false], false),
+        Err(FilterError::NotFilterable("document".into()))
+    );
+    assert!(filter(&document, &[true, true], false).is_ok());
+}
+
+proptest! {
+    /// Whatever is kept, the output is a Bundle holding exactly the kept entries, and no
+    /// withheld entry's id appears anywhere in it.
+    #[test]
+    fn filtering_never_yields_a_withheld_entry(
+        keep in proptest::collection::vec(any::<bool>(), 0..40),
+        links in proptest::sample::subsequence(vec!["self", "next", "previous", "last"], 0..4),
+        notice in any::<bool>(),
+    ) {
+        let original = bundle(keep.len(), &links);
+        let out = filter(&original, &keep, notice).unwrap();
+        prop_assert_eq!(&out["resourceType"], "Bundle");
+        let entries = out.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
+        let withheld = keep.iter().any(|k| !k);
+        let kept = keep.iter().filter(|k| **k).count();
+        prop_assert_eq!(entries.len(), kept + usize::from(withheld && notice));
+        let text = out.to_string();
+        for (i, k) in keep.iter().enumerate() {
+            let id = format!("\"org-{i}\"");
+            prop_assert_eq!(text.contains(&id), *k, "entry {} kept={}", i, k);
+        }
+        if withheld {
+            prop_assert!(!text.contains("page=last"));
+        }
+        if let Some(total) = out.get("total") {
+            prop_assert_eq!(total.as_u64(), Some(kept as u64));
+        }
+    }
+
+    #[test]
+    fn reading_any_bytes_never_panics(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = read(&body, 10);
+    }
+}
