@@ -650,3 +650,5 @@ proptest::proptest! {
         proptest::prop_assert_eq!(super::valid_header_name(&name), hand_written_header_name(&name));
     }
 }
+
+mod fhir;
