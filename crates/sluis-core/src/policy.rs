@@ -1045,7 +1045,7 @@ impl Policy {
             Some(fhir) if self.uses_fhir || fhir.capabilities.is_some() => {
                 match self.read_fhir(fhir, request, trace.as_deref_mut()) {
                     Ok(parsed) => Some(parsed),
-                    Err(denial) => return denial,
+                    Err(denial) => return *denial,
                 }
             }
             _ => None,
@@ -1347,7 +1347,7 @@ impl Policy {
         fhir: &fhir::PolicyFhir,
         request: &AccessRequest,
         trace: Option<&mut Trace>,
-    ) -> Result<Arc<crate::fhir::ParsedRequest>, Decision> {
+    ) -> Result<Arc<crate::fhir::ParsedRequest>, Box<Decision>> {
         let parsed = crate::fhir::parse(request, &fhir.base_path, fhir.version, &fhir.limits);
         let checked = match &parsed {
             Ok(parsed) => match &fhir.capabilities {
@@ -1378,7 +1378,7 @@ impl Policy {
             });
         }
         match parsed {
-            Err(crate::fhir::FhirError::NotBelowBase) => Err(self.deny(
+            Err(crate::fhir::FhirError::NotBelowBase) => Err(Box::new(self.deny(
                 "fhir-request",
                 403,
                 "access denied by policy",
@@ -1386,10 +1386,10 @@ impl Policy {
                     "the path is not below the FHIR base path `{}`",
                     fhir.base_path
                 ),
-            )),
+            ))),
             Err(error) => {
                 let reason = format!("not a FHIR request this policy can read: {error}");
-                Err(Decision {
+                Err(Box::new(Decision {
                     outcome: Outcome::Deny(Deny {
                         status: 400,
                         headers: vec![("content-type".into(), "application/json".into())],
@@ -1398,16 +1398,16 @@ impl Policy {
                     policy: Some(self.id.clone()),
                     rule: Arc::from("fhir-request"),
                     reason,
-                })
+                }))
             }
             Ok(parsed) => match checked {
                 Ok(_) => Ok(Arc::new(parsed)),
-                Err(reason) => Err(self.deny(
+                Err(reason) => Err(Box::new(self.deny(
                     "capability-statement",
                     403,
                     "this FHIR request is not supported here",
                     reason,
-                )),
+                ))),
             },
         }
     }

@@ -36,11 +36,20 @@ fn groups(v: &[&[&str]]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Method, target, interaction, type, id, operation.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
 #[test]
 fn interactions_have_their_r4_codes() {
     #[rustfmt::skip]
-    let cases: &[(&str, &str, &str, Option<&str>, Option<&str>, Option<&str>)] = &[
-        // method, target, interaction, type, id, operation
+    let cases: &[Case] = &[
         ("GET", "/fhir/Patient/1", "read", Some("Patient"), Some("1"), None),
         ("HEAD", "/fhir/Patient/1", "read", Some("Patient"), Some("1"), None),
         ("GET", "/fhir/Patient/1/_history/2", "vread", Some("Patient"), Some("1"), None),
