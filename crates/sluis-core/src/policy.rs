@@ -224,6 +224,14 @@ impl PolicySet {
                     hasher.update(path.to_string_lossy().as_bytes());
                     hasher.update(source.as_bytes());
                 }
+                for (path, digest) in policy
+                    .iter()
+                    .filter_map(|p| p.fhir.as_ref())
+                    .filter_map(|f| f.statement_file.as_ref())
+                {
+                    hasher.update(path.to_string_lossy().as_bytes());
+                    hasher.update(digest);
+                }
                 if let Some(first) = seen.get(&id) {
                     errors.push(LoadError {
                         line: find_line(&text, &id, 0),
@@ -266,13 +274,21 @@ impl PolicySet {
         })
     }
 
-    /// The query template files the set's policies read: a reload watches their
-    /// directories too, so an edited template takes effect like an edited policy.
+    /// The query template and CapabilityStatement files the set's policies read: a
+    /// reload watches their directories too, so an edited template or statement takes
+    /// effect like an edited policy.
     pub fn template_files(&self) -> impl Iterator<Item = &Path> {
-        self.policies
+        let templates = self
+            .policies
             .iter()
             .filter_map(|p| p.graphql.as_ref())
-            .flat_map(|g| g.sources.iter().map(|(path, _)| path.as_path()))
+            .flat_map(|g| g.sources.iter().map(|(path, _)| path.as_path()));
+        let statements = self
+            .policies
+            .iter()
+            .filter_map(|p| p.fhir.as_ref())
+            .filter_map(|f| f.statement_file.as_ref().map(|(path, _)| path.as_path()));
+        templates.chain(statements)
     }
 
     /// What an operator must know about the set's shadow policies: each lets every

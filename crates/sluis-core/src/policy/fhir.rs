@@ -4,7 +4,9 @@
 //! The request is read only when something needs it (a rule reading `request.fhir`, or a
 //! statement to check), so a policy that names a base path but never asks pays nothing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 use super::Report;
@@ -21,6 +23,9 @@ pub struct PolicyFhir {
     pub capabilities: Option<Arc<Capabilities>>,
     pub allow_iterate: bool,
     pub limits: FhirLimits,
+    /// The statement's file and the SHA-256 of its bytes: a changed statement is a new
+    /// policy set version, and reload watches its directory.
+    pub statement_file: Option<(PathBuf, [u8; 32])>,
 }
 
 impl PolicyFhir {
@@ -29,6 +34,7 @@ impl PolicyFhir {
             report("`fhir.base_path` must start with `/`".into(), None, None);
             return None;
         }
+        let mut statement_file = None;
         let capabilities = match &spec.capability_statement {
             Some(file) => {
                 let path = policy_file.parent().unwrap_or(Path::new(".")).join(file);
@@ -49,7 +55,10 @@ impl PolicyFhir {
                             std::fs::read(&path).map_err(|e| e.to_string())
                         }
                     })
-                    .and_then(|bytes| Capabilities::from_json(&name, &bytes));
+                    .and_then(|bytes| {
+                        statement_file = Some((path.clone(), Sha256::digest(&bytes).into()));
+                        Capabilities::from_json(&name, &bytes)
+                    });
                 match read {
                     Ok(caps) => Some(Arc::new(caps)),
                     Err(e) => {
@@ -78,6 +87,7 @@ impl PolicyFhir {
             capabilities,
             allow_iterate: spec.iterate == IterateSpec::Allow,
             limits: FhirLimits::default(),
+            statement_file,
         })
     }
 }

@@ -219,3 +219,26 @@ fn iterated_includes_follow_the_policy() {
     );
     assert_eq!(r4.status(), 400);
 }
+
+#[test]
+fn a_changed_statement_is_a_new_policy_set_watched_for_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let statement = dir.path().join("caps.json");
+    std::fs::copy(fixture("stu3_composition"), &statement).unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "policies:\n  - id: p\n    issuers: [test]\n    fhir: {base_path: /fhir, capability_statement: caps.json}\n    rules:\n      - {id: r, allow: \"true\"}\n",
+    )
+    .unwrap();
+    let config = LoadSettings {
+        policies: vec!["p.yaml".into()],
+        issuers: vec!["test".into()],
+        base_dir: dir.path().to_owned(),
+        ..LoadSettings::default()
+    };
+    let before = PolicySet::load(&config).unwrap();
+    assert!(before.template_files().any(|f| f == statement));
+    std::fs::copy(fixture("mcsd_history"), &statement).unwrap();
+    let after = PolicySet::load(&config).unwrap();
+    assert_ne!(before.version, after.version);
+}
