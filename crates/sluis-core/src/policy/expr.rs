@@ -7,7 +7,7 @@
 //! `caller`, the caller's party identifiers ([`super::caller`]); `graphql`, the request's
 //! GraphQL operation (in policies with a `graphql` block, see [`graphql_value`]);
 //! `request.fhir`, the request read as a FHIR REST call (in policies with a `fhir` block,
-//! see [`fhir_val`]).
+//! see `expr/fhir_val.rs`).
 //! Functions added to CEL's standard ones:
 //! `string.matchesGlob(pattern)`, `list.containsAll(list)`, `list.containsAny(list)`,
 //! `flow.permits(request)` (a resource of the flow allows this method on this path) and
