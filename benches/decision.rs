@@ -767,8 +767,8 @@ fn fhir(c: &mut Criterion) {
 
 criterion_group!(
     benches,
-    example_policies,
     fhir,
+    example_policies,
     decision_log,
     first_verification,
     introspected_vs_jwt
