@@ -22,6 +22,15 @@
 //! - `decide/candidate/{off,on}`: the eOverdracht decision alone, and with the example
 //!   policies as candidate set, the candidate's decision included.
 //!
+//! - `fhir/parse/bgz-lastn`, `fhir/parse+check/bgz-lastn`: reading the BgZ vitals query
+//!   (`Observation/$lastn` with three OR-values) as FHIR, alone and with the BgZ
+//!   CapabilityStatement check; no engine.
+//! - `fhir/decide/mcsd-query`: a whole decision of `policy/nl/mcsd_query.yaml`
+//!   (`examples/nuts/config.yaml`), cached token: FHIR read, statement check, `caller.ura`
+//!   and the rules; beside it `fhir/decide/mcsd-query-no-fhir`, the same policy and request
+//!   with the `fhir` block removed (and so nothing read as FHIR): the difference is what
+//!   the FHIR step costs inside a decision.
+//!
 //! - `decision-log/{off,file}`: the eOverdracht decision without and with the decision
 //!   log writing to a file (issue #8: within 10%).
 //!
@@ -609,8 +618,99 @@ fn decision_log(c: &mut Criterion) {
     group.finish();
 }
 
+fn fhir(c: &mut Criterion) {
+    use sluis_core::fhir::{FhirLimits, FhirVersion, capability::Capabilities, parse};
+    let bgz = Capabilities::from_json(
+        "bgz",
+        &std::fs::read(repo_path("tests/fixtures/fhir/capabilities/bgz.json")).unwrap(),
+    )
+    .unwrap();
+    let vitals = request(
+        "GET",
+        "/fhir/Observation/$lastn?code=http://loinc.org|8302-2,http://loinc.org|8306-3,http://loinc.org|8308-9",
+        None,
+    );
+    let limits = FhirLimits::default();
+    let parsed = parse(&vitals, "/fhir", FhirVersion::Stu3, &limits).unwrap();
+    assert_eq!(bgz.check(&parsed, false), Ok(()));
+    let mut group = c.benchmark_group("fhir");
+    group.bench_function("parse/bgz-lastn", |b| {
+        b.iter(|| parse(black_box(&vitals), "/fhir", FhirVersion::Stu3, &limits))
+    });
+    group.bench_function("parse+check/bgz-lastn", |b| {
+        b.iter(|| {
+            let parsed = parse(black_box(&vitals), "/fhir", FhirVersion::Stu3, &limits).unwrap();
+            bgz.check(&parsed, false).is_ok()
+        })
+    });
+
+    // The mCSD query policy, and the same policy without its `fhir` block, side by side.
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let policy_dir = dir.path().join("nl");
+    std::fs::create_dir_all(policy_dir.join("capabilities")).unwrap();
+    std::fs::copy(
+        repo_path("policy/nl/capabilities/mcsd_query.json"),
+        policy_dir.join("capabilities/mcsd_query.json"),
+    )
+    .unwrap();
+    let policy = std::fs::read_to_string(repo_path("policy/nl/mcsd_query.yaml")).unwrap();
+    std::fs::write(policy_dir.join("mcsd_query.yaml"), &policy).unwrap();
+    let without = policy.replace(
+        "    fhir:\n      base_path: /fhir\n      capability_statement: capabilities/mcsd_query.json\n",
+        "",
+    );
+    assert_ne!(
+        without, policy,
+        "the fhir block is where the bench expects it"
+    );
+    let plain_dir = dir.path().join("plain");
+    std::fs::create_dir_all(&plain_dir).unwrap();
+    std::fs::write(plain_dir.join("mcsd_query.yaml"), without).unwrap();
+    let config_text = |policies: &std::path::Path| {
+        format!(
+            "issuers:\n  - name: nuts-node\n    issuer: https://nuts.example.org\n    audiences: [https://fhir.example.org]\n    jwks: {{ file: {} }}\npolicies:\n  - {}\n",
+            repo_path("examples/keys/dev-jwks.json").display(),
+            policies.display()
+        )
+    };
+    let key = SigningKey::example();
+    let now = now();
+    let token = key.sign(&json!({
+            "iss": "https://nuts.example.org",
+            "aud": "https://fhir.example.org",
+            "sub": "nuts-client",
+            "organization_ura": "24173480",
+            "iat": now - 10,
+            "exp": now + 3000,
+    }));
+    let search = request(
+        "GET",
+        "/fhir/Organization?name:contains=Zorg&active=true&_count=20",
+        Some(&token),
+    );
+    for (name, policies) in [
+        ("decide/mcsd-query", &policy_dir),
+        ("decide/mcsd-query-no-fhir", &plain_dir),
+    ] {
+        let file = dir.path().join(format!("{}.yaml", name.replace('/', "-")));
+        std::fs::write(&file, config_text(policies)).unwrap();
+        let config = Config::load(&file).unwrap();
+        let engine = {
+            let _runtime = rt.enter();
+            engine_from(&config, &rt)
+        };
+        check(&rt, &engine, &search, true, name);
+        group.bench_function(name, |b| {
+            b.iter(|| rt.block_on(engine.decide(black_box(&search))))
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    fhir,
     example_policies,
     decision_log,
     first_verification,

@@ -131,10 +131,12 @@ pub fn graphql(data: &[u8]) {
 }
 
 /// The FHIR request classifier and SMART scopes: lines `method`, `path?query`, `base`,
-/// then scopes separated by white space.
+/// then scopes separated by white space, then (everything after the fourth line) a body.
+/// The whole request is also read as FHIR (R4 and STU3, as a form body and as JSON) and
+/// checked against a real CapabilityStatement (BgZ, STU3) and our mCSD one.
 pub fn fhir(data: &[u8]) {
     let text = text(data);
-    let mut lines = text.splitn(4, '\n');
+    let mut lines = text.splitn(5, '\n');
     let method = lines.next().unwrap_or_default();
     let target = lines.next().unwrap_or_default();
     let base = lines.next().unwrap_or_default();
@@ -143,6 +145,7 @@ pub fn fhir(data: &[u8]) {
         .unwrap_or_default()
         .split_whitespace()
         .collect();
+    let body = lines.next().unwrap_or_default();
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let _ = sluis_core::fhir::classify(method, path, base);
     for scope in &scopes {
@@ -150,6 +153,43 @@ pub fn fhir(data: &[u8]) {
     }
     let _ = sluis_core::policy::smart::permits(&scopes, method, path, query, base);
     let _ = sluis_core::request::decoded_pairs(query);
+
+    static STATEMENTS: OnceLock<Vec<sluis_core::fhir::capability::Capabilities>> = OnceLock::new();
+    let statements = STATEMENTS.get_or_init(|| {
+        ["bgz", "mcsd_directory", "stu3_composition"]
+            .iter()
+            .map(|name| {
+                let file = root().join(format!("tests/fixtures/fhir/capabilities/{name}.json"));
+                let bytes = std::fs::read(&file).expect("the fixture statement is there");
+                sluis_core::fhir::capability::Capabilities::from_json(name, &bytes)
+                    .expect("the fixture statement loads")
+            })
+            .collect()
+    });
+    let limits = sluis_core::fhir::FhirLimits::default();
+    for content_type in ["application/x-www-form-urlencoded", "application/fhir+json"] {
+        let mut request = AccessRequest {
+            method: method.to_owned(),
+            body: body.to_owned(),
+            ..Default::default()
+        };
+        request.set_target(target);
+        request
+            .headers
+            .insert("content-type".into(), content_type.into());
+        for version in [
+            sluis_core::fhir::FhirVersion::R4,
+            sluis_core::fhir::FhirVersion::Stu3,
+        ] {
+            if let Ok(parsed) = sluis_core::fhir::parse(&request, base, version, &limits) {
+                assert!(parsed.params.len() <= limits.max_pairs);
+                for statement in statements {
+                    let _ = statement.check(&parsed, false);
+                    let _ = statement.check(&parsed, true);
+                }
+            }
+        }
+    }
 }
 
 /// The flows JSON: a flow as the admin API takes it (parsed, then validated), and the

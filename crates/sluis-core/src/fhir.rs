@@ -5,6 +5,38 @@
 //! must classify it the same way, and strictly: a path this module cannot read with
 //! certainty (encoded or empty segments, a type name that is not one) is
 //! [`Interaction::Unknown`], which neither ever permits.
+//!
+//! Policies with a `fhir` block read the whole request instead ([`request::parse`]:
+//! interaction by its R4 code, operation, compartment, search parameters with
+//! modifiers, chains and AND/OR values, includes), which rules see as `request.fhir`
+//! and a CapabilityStatement ([`capability`]) bounds.
+
+pub mod capability;
+pub mod request;
+pub mod search;
+
+pub use request::{FhirInteraction, FhirVersion, Include, ParsedRequest, parse};
+pub use search::{ChainLink, FhirLimits, HasLink, SearchParam};
+
+/// Why a request cannot be read as a FHIR REST call. Each names what, and the offending
+/// parameter name in backticks; never a value (values may hold a BSN).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FhirError {
+    #[error("the path is not below the FHIR base path")]
+    NotBelowBase,
+    #[error("too many or too long: {0}")]
+    TooLarge(&'static str),
+    #[error("parameter `{name}`: {why}")]
+    BadName { name: String, why: &'static str },
+    #[error("parameter `{0}` has a value that is not what FHIR expects")]
+    BadValue(String),
+    #[error("parameter `{0}` may be given once")]
+    Repeated(String),
+    #[error("the search's form body did not reach the authorization check")]
+    BodyMissing,
+    #[error("a POST _search body must be application/x-www-form-urlencoded")]
+    BodyNotForm,
+}
 
 /// A FHIR RESTful interaction (FHIR R4 `http.html`), as far as authorization tells them
 /// apart.

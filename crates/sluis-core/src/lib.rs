@@ -12,7 +12,7 @@
 //! | [`metrics`] | the service's counters, handed to the engine and the authenticator (no global) |
 //! | [`decision`] | [`decision::Decision`]: the gateway-neutral answer, with stable deny codes; [`decision::Unavailable`] |
 //! | [`request`] | [`request::AccessRequest`]: the gateway-neutral question |
-//! | [`fhir`] | FHIR REST interactions of a request (read, search, ...) |
+//! | [`fhir`] | A request as a FHIR REST call (interaction, search parameters, includes), CapabilityStatements |
 //! | [`graphql`] | GraphQL requests read out of an `AccessRequest`, parsed within limits; query templates |
 //! | [`authn`] | identities from tokens: strict JOSE ([`authn::jose`]), JWT via JWKS or introspection, client certificates, DPoP proofs and their replay cache; the issuers' settings ([`authn::settings`]) |
 //! | [`flows`] | registered grants: the model and its validation, and the in-memory index decisions read ([`flows::index`]) |

@@ -13,6 +13,7 @@
 pub mod caller;
 pub mod diagnostic;
 pub mod expr;
+pub mod fhir;
 pub mod graphql;
 pub mod narrowing;
 pub mod positions;
@@ -90,6 +91,11 @@ pub struct Policy {
     graphql_fields: GraphqlFields,
     /// The caller's identifiers its expressions read as `caller` (empty: none).
     caller: caller::Caller,
+    /// How its requests are read as FHIR, and the CapabilityStatement bounding them.
+    fhir: Option<fhir::PolicyFhir>,
+    /// Whether an expression reads `request.fhir`: only then (or with a statement) is
+    /// the request read as FHIR.
+    uses_fhir: bool,
     /// The answer to a token lacking a required scope, when not RFC 6750's.
     scope_response: Option<Deny>,
     /// Which resources of the upstream's answer the caller may see ([`response`]).
@@ -209,6 +215,14 @@ impl PolicySet {
                     feed(&mut hasher, relative.to_string_lossy().as_bytes());
                     feed(&mut hasher, source.as_bytes());
                 }
+                for (path, digest) in policy
+                    .iter()
+                    .filter_map(|p| p.fhir.as_ref())
+                    .filter_map(|f| f.statement_file.as_ref())
+                {
+                    hasher.update(path.to_string_lossy().as_bytes());
+                    hasher.update(digest);
+                }
                 if let Some(first) = seen.get(&id) {
                     let at = positions.get_or_init(|| Positions::of(&text)).key(&[
                         Step::from("policies"),
@@ -257,13 +271,21 @@ impl PolicySet {
         })
     }
 
-    /// The query template files the set's policies read: a reload watches their
-    /// directories too, so an edited template takes effect like an edited policy.
+    /// The query template and CapabilityStatement files the set's policies read: a
+    /// reload watches their directories too, so an edited template or statement takes
+    /// effect like an edited policy.
     pub fn template_files(&self) -> impl Iterator<Item = &Path> {
-        self.policies
+        let templates = self
+            .policies
             .iter()
             .filter_map(|p| p.graphql.as_ref())
-            .flat_map(|g| g.sources.iter().map(|(path, _)| path.as_path()))
+            .flat_map(|g| g.sources.iter().map(|(path, _)| path.as_path()));
+        let statements = self
+            .policies
+            .iter()
+            .filter_map(|p| p.fhir.as_ref())
+            .filter_map(|f| f.statement_file.as_ref().map(|(path, _)| path.as_path()));
+        templates.chain(statements)
     }
 
     /// What an operator must know about the set's shadow policies: each lets every
@@ -882,6 +904,17 @@ fn compile_policy(
         .graphql
         .and_then(|g| graphql::PolicyGraphql::compile(g, file, spec.anonymous, report));
     let actor_key = [Step::from("flows"), Step::from("actor")];
+    let spec_has_no_fhir = spec.fhir.is_none();
+    let fhir = spec
+        .fhir
+        .and_then(|f| fhir::PolicyFhir::compile(f, file, report));
+    if fhir.is_some() && spec.matcher.evaluation.is_some() {
+        report.error(
+            Kind::Conflict,
+            &key("fhir"),
+            "`fhir` reads HTTP requests: it excludes `match.evaluation`".into(),
+        );
+    }
     let flows = spec.flows.and_then(|f| match Expr::compile(&f.actor) {
         Ok(actor) if actor.uses_flows => {
             report.error(
@@ -1036,6 +1069,14 @@ fn compile_policy(
             );
         }
     }
+    let uses_fhir = readers().any(|e| e.uses_fhir);
+    if uses_fhir && spec_has_no_fhir {
+        report.error(
+            Kind::Conflict,
+            &key("id"),
+            "reads `request.fhir` but has no `fhir` block saying where the FHIR base is (e.g. `fhir: {base_path: /fhir}`)".into(),
+        );
+    }
     if flows.is_none() && expressions().any(|e| e.uses_flows) {
         report.error(
             Kind::Conflict,
@@ -1045,6 +1086,8 @@ fn compile_policy(
     }
     Some(Policy {
         request_fields,
+        fhir,
+        uses_fhir,
         graphql,
         graphql_fields,
         flows,
@@ -1267,7 +1310,17 @@ impl Policy {
             }
             None => None,
         };
+        let fhir_request = match &self.fhir {
+            Some(fhir) if self.uses_fhir || fhir.capabilities.is_some() => {
+                match self.read_fhir(fhir, request, trace.as_deref_mut()) {
+                    Ok(parsed) => Some(parsed),
+                    Err(denial) => return *denial,
+                }
+            }
+            _ => None,
+        };
         let vars = Vars::new(request, identity, self.request_fields)
+            .with_fhir(fhir_request)
             .with_graphql(parsed.as_ref(), self.graphql_fields)
             .with_certificate_header(self.certificate_header.as_ref())
             .with_flows(self.flows.as_ref().map(|f| FlowSource {
@@ -1630,6 +1683,79 @@ impl Policy {
             policy: Some(self.id.clone()),
             rule: Arc::from(rule),
             reason,
+        }
+    }
+
+    /// Reads the request as FHIR and checks it against the policy's statement: the
+    /// parsed request, or the denial (400 for a request FHIR cannot read, 403 for one
+    /// outside the base path or the statement).
+    fn read_fhir(
+        &self,
+        fhir: &fhir::PolicyFhir,
+        request: &AccessRequest,
+        trace: Option<&mut Trace>,
+    ) -> Result<Arc<crate::fhir::ParsedRequest>, Box<Decision>> {
+        let parsed = crate::fhir::parse(request, &fhir.base_path, fhir.version, &fhir.limits);
+        let checked = match &parsed {
+            Ok(parsed) => match &fhir.capabilities {
+                Some(caps) => caps
+                    .check(parsed, fhir.allow_iterate)
+                    .map(|()| format!("; listed in the CapabilityStatement `{}`", caps.name))
+                    .map_err(|u| u.to_string()),
+                None => Ok(String::new()),
+            },
+            Err(_) => Ok(String::new()),
+        };
+        if let Some(trace) = trace {
+            trace.fhir = Some(match (&parsed, &checked) {
+                (Err(e), _) => format!("not read: {e}"),
+                (Ok(p), checked) => format!(
+                    "{} {}{}{}",
+                    p.version.name(),
+                    p.interaction.code(),
+                    p.resource_type
+                        .as_deref()
+                        .map(|t| format!(" on `{t}`"))
+                        .unwrap_or_default(),
+                    match checked {
+                        Ok(listed) => listed.clone(),
+                        Err(reason) => format!("; {reason}"),
+                    }
+                ),
+            });
+        }
+        match parsed {
+            Err(crate::fhir::FhirError::NotBelowBase) => Err(Box::new(self.deny(
+                "fhir-request",
+                403,
+                "access denied by policy",
+                format!(
+                    "the path is not below the FHIR base path `{}`",
+                    fhir.base_path
+                ),
+            ))),
+            Err(error) => {
+                let reason = format!("not a FHIR request this policy can read: {error}");
+                Err(Box::new(Decision {
+                    outcome: Outcome::Deny(Deny {
+                        status: 400,
+                        headers: vec![("content-type".into(), "application/json".into())],
+                        body: deny_body(DenyCode::InvalidRequest, &error.to_string()),
+                    }),
+                    policy: Some(self.id.clone()),
+                    rule: Arc::from("fhir-request"),
+                    reason,
+                }))
+            }
+            Ok(parsed) => match checked {
+                Ok(_) => Ok(Arc::new(parsed)),
+                Err(reason) => Err(Box::new(self.deny(
+                    "capability-statement",
+                    403,
+                    "this FHIR request is not supported here",
+                    reason,
+                ))),
+            },
         }
     }
 

@@ -698,6 +698,9 @@ pub fn explanation_text(decision: &Result<Decision, String>, trace: &Trace) -> S
     if let Some(graphql) = &trace.graphql {
         line(format!("graphql: {graphql}"));
     }
+    if let Some(fhir) = &trace.fhir {
+        line(format!("fhir: {fhir}"));
+    }
     if let Some(scopes) = &trace.scopes {
         line(format!(
             "scopes: required {:?}, present {:?}, missing {:?}",

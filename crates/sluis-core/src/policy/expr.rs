@@ -5,12 +5,16 @@
 //! in policies with a `flows` block); `subject`, `action`, `resource` and `context` of an
 //! evaluation (null for HTTP requests); `data`, the policy's own facts (null without);
 //! `caller`, the caller's party identifiers ([`super::caller`]); `graphql`, the request's
-//! GraphQL operation (in policies with a `graphql` block, see [`graphql_value`]).
+//! GraphQL operation (in policies with a `graphql` block, see [`graphql_value`]);
+//! `request.fhir`, the request read as a FHIR REST call (in policies with a `fhir` block,
+//! see `expr/fhir_val.rs`).
 //! Functions added to CEL's standard ones:
 //! `string.matchesGlob(pattern)`, `list.containsAll(list)`, `list.containsAny(list)`,
 //! `flow.permits(request)` (a resource of the flow allows this method on this path) and
 //! `flow.covers(request)` (a resource of the flow is this path, whatever the method),
-//! `smartPermits(token.scopes, request, '/fhir')` (SMART scopes, [`super::smart`]).
+//! `smartPermits(token.scopes, request, '/fhir')` (SMART scopes, [`super::smart`]),
+//! `request.fhir.param(name)`, `request.fhir.values(name)`, `request.fhir.hasOnly(list)`,
+//! `list.sameSet(list)`, `string.fhirPrefix()` and `string.fhirUnprefixed()`.
 //!
 //! Cost on the hot path: a CEL root context (with every built-in function registered) is
 //! built once per thread, and each request gets a child scope. Variables are resolved
@@ -39,6 +43,7 @@ use crate::flows::index::IndexedFlow;
 use crate::graphql::GraphqlRequest;
 
 mod fast;
+mod fhir_val;
 mod flow_val;
 use super::diagnostic::DiagnosticKind;
 use crate::request::AccessRequest;
@@ -80,6 +85,8 @@ pub struct Expr {
     pub request_fields: RequestFields,
     /// Whether it reads `flows`.
     pub uses_flows: bool,
+    /// Whether it reads `request.fhir`.
+    pub uses_fhir: bool,
     /// The fields of `graphql` it reads.
     pub graphql_fields: GraphqlFields,
     /// Whether it reads `caller`, and which of its fields (`caller.uzovi`).
@@ -237,6 +244,7 @@ impl Expr {
             program,
             request_fields: check.request_fields,
             uses_flows: check.uses_flows,
+            uses_fhir: check.uses_fhir,
             graphql_fields: check.graphql_fields,
             uses_caller: check.uses_caller,
             caller_fields: check.caller_fields,
@@ -504,6 +512,7 @@ struct Check {
     errors: Vec<String>,
     request_fields: RequestFields,
     uses_flows: bool,
+    uses_fhir: bool,
     graphql_fields: GraphqlFields,
     uses_caller: bool,
     caller_fields: Vec<String>,
@@ -511,6 +520,11 @@ struct Check {
     unknown_functions: Vec<(String, bool)>,
     uses_response: bool,
 }
+
+/// The variable `request.fhir` is rewritten to: the parsed FHIR request is not part of
+/// the `request` map (which is built per field read), but a value of its own, built
+/// lazily ([`fhir_val`]).
+const FHIR: &str = "@fhir";
 
 /// The function `matches` calls with a literal pattern are rewritten to.
 const COMPILED_MATCHES: &str = "@sluis_matches";
@@ -656,14 +670,29 @@ impl Check {
                     }
                 }
             }
+            Node::Select(select) if self.is_request_fhir(select) => {
+                self.uses_fhir = true;
+                *expr = Node::Ident(FHIR.to_owned());
+            }
             Node::Select(select) => match &select.operand.expr {
+                Node::Select(operand)
+                    if self.is_request_fhir(operand)
+                        && !fhir_val::FIELDS.contains(&select.field.as_str()) =>
+                {
+                    self.errors.push(format!(
+                        "`request.fhir` has no field `{}` (fields: {}; functions: {})",
+                        select.field,
+                        fhir_val::FIELDS.join(", "),
+                        fhir_val::METHODS.join(", ")
+                    ));
+                }
                 Node::Ident(name)
                     if name == "request" && !self.bound.iter().any(|b| b == "request") =>
                 {
                     match RequestFields::bit(&select.field) {
                         Some(bit) => self.request_fields.0 |= bit,
                         None => self.errors.push(format!(
-                            "`request` has no field `{}` (fields: {})",
+                            "`request` has no field `{}` (fields: {}, fhir)",
                             select.field,
                             REQUEST_FIELDS.join(", ")
                         )),
@@ -700,6 +729,14 @@ impl Check {
             }
             Node::Literal(_) | Node::Unspecified => {}
         }
+    }
+
+    /// `request.fhir`, with `request` the policy's (not a comprehension variable).
+    fn is_request_fhir(&self, select: &cel::common::ast::SelectExpr) -> bool {
+        select.field == "fhir"
+            && !select.test
+            && matches!(&select.operand.expr, Node::Ident(n) if n == "request")
+            && !self.bound.iter().any(|b| b == "request")
     }
 
     /// `s.matches('lit')` or `matches(s, 'lit')` → `@sluis_matches(s, 'lit')`.
@@ -899,6 +936,21 @@ fn root_context() -> Context<'static, 'static> {
     let covering: RawFunction = Box::new(|ftx| flows_filter(ftx, false));
     let _ = context.add_function("covering", covering);
     let _ = context.add_function("smartPermits", smart_permits);
+    let _ = context.add_function("param", |ftx: &FunctionContext| fhir_val::param(ftx));
+    let _ = context.add_function("values", |ftx: &FunctionContext| fhir_val::values(ftx));
+    let _ = context.add_function("hasOnly", |ftx: &FunctionContext| fhir_val::has_only(ftx));
+    let _ = context.add_function(
+        "sameSet",
+        |This(list): This<Arc<Vec<Value>>>, other: Arc<Vec<Value>>| {
+            list.iter().all(|x| other.contains(x)) && other.iter().all(|x| list.contains(x))
+        },
+    );
+    let _ = context.add_function("fhirPrefix", |This(value): This<Arc<String>>| {
+        fhir_val::split_prefix(&value).0.to_owned()
+    });
+    let _ = context.add_function("fhirUnprefixed", |This(value): This<Arc<String>>| {
+        fhir_val::split_prefix(&value).1.to_owned()
+    });
     context
 }
 
@@ -1068,6 +1120,8 @@ pub struct Vars<'a> {
     /// and for policies without templates, `graphql.template` is null.
     graphql_template: OnceLock<Arc<str>>,
     graphql_value: OnceLock<Box<dyn Val>>,
+    /// The request read as FHIR, in a policy with a `fhir` block whose rules read it.
+    fhir: Option<Arc<crate::fhir::ParsedRequest>>,
 }
 
 /// A policy's `data`, as a CEL value built once at load.
@@ -1111,7 +1165,14 @@ impl<'a> Vars<'a> {
             graphql_fields: GraphqlFields::default(),
             graphql_template: OnceLock::new(),
             graphql_value: OnceLock::new(),
+            fhir: None,
         }
+    }
+
+    /// The request read as FHIR; without it, `request.fhir` is null.
+    pub fn with_fhir(mut self, fhir: Option<Arc<crate::fhir::ParsedRequest>>) -> Vars<'a> {
+        self.fhir = fhir;
+        self
     }
 
     /// The request's GraphQL operation, of which rules read `fields`; without it,
@@ -1246,6 +1307,12 @@ impl cel::context::VariableResolver for Vars<'_> {
                 }),
                 None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
             },
+            FHIR => {
+                return Some(CowVal::Owned(match &self.fhir {
+                    Some(fhir) => Box::new(fhir_val::FhirVal(fhir.clone())),
+                    None => Box::new(cel::common::types::CelNull),
+                }));
+            }
             "caller" => &**self
                 .caller_value
                 .get_or_init(|| to_val(caller_value(self.caller, self.identity))),

@@ -88,6 +88,47 @@ pub struct PolicySpec {
     /// The request is GraphQL: it is parsed (limits, allowed operation types,
     /// introspection), rules read it as `graphql`, and with `templates` it must fit one.
     pub graphql: Option<GraphqlSpec>,
+    /// The requests are FHIR REST calls below `base_path`: rules read them as
+    /// `request.fhir`, and with a `capability_statement` whatever it does not list is
+    /// denied before any rule runs.
+    pub fhir: Option<FhirSpec>,
+}
+
+/// How a policy reads FHIR requests.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FhirSpec {
+    /// The FHIR base path requests are below, e.g. `/fhir`; empty for the root. A
+    /// request not below it is denied.
+    pub base_path: String,
+    /// `R4` or `STU3`: which release's search rules apply (`_include:iterate` or
+    /// `:recurse`). By default the statement's `fhirVersion`, else R4.
+    pub version: Option<FhirVersionSpec>,
+    /// A CapabilityStatement (JSON), relative to the policy file: a request whose
+    /// resource type, interaction, search parameters, includes or operation it does not
+    /// list is denied (403) before any rule runs.
+    pub capability_statement: Option<String>,
+    /// `deny` (the default) or `allow` iterated includes (`_include:iterate`) the
+    /// statement lists without iteration.
+    #[serde(default)]
+    pub iterate: IterateSpec,
+}
+
+/// A FHIR release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum FhirVersionSpec {
+    R4,
+    #[serde(rename = "STU3")]
+    Stu3,
+}
+
+/// Whether iterated includes may pass a CapabilityStatement.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IterateSpec {
+    #[default]
+    Deny,
+    Allow,
 }
 
 /// How a policy reads GraphQL requests (POST `application/json` or GET).

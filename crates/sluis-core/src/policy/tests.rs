@@ -885,3 +885,5 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+mod fhir;

@@ -14,6 +14,8 @@ pub struct Trace {
     pub flows: Option<String>,
     /// The GraphQL operation read, and the template it fits (or why not).
     pub graphql: Option<String>,
+    /// The request read as FHIR, and whether its CapabilityStatement lists it.
+    pub fhir: Option<String>,
     /// The caller's identifiers (`caller`), when the policy defines any.
     pub caller: Option<String>,
     /// Each rule, in evaluation order (deny rules first), with its result.

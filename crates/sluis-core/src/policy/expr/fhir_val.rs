@@ -1,0 +1,321 @@
+//! `request.fhir` as a CEL value without converting the whole parsed request: a handle on
+//! it whose fields are built only when an expression reads them (as [`super::flow_val`]
+//! does for flows). A rule reading `request.fhir.type` pays for one string, not for the
+//! map of every search parameter.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use cel::ExecutionError;
+use cel::common::traits::Indexer;
+use cel::common::types::{CelString, Kind, Type};
+use cel::common::value::{CowVal, StaticVal, Val};
+use cel::objects::Key;
+use cel::{FunctionContext, Value};
+
+use crate::fhir::{Include, ParsedRequest, SearchParam};
+
+/// The CEL type of `request.fhir`: `type(request.fhir)` names it.
+static FHIR_TYPE: Type = Type::simple_type(Kind::Opaque, "sluis.FhirRequest");
+
+/// The fields of `request.fhir`, for load errors.
+pub const FIELDS: [&str; 18] = [
+    "version",
+    "interaction",
+    "type",
+    "id",
+    "version_id",
+    "operation",
+    "compartment",
+    "params",
+    "search",
+    "include",
+    "include_iterate",
+    "revinclude",
+    "revinclude_iterate",
+    "elements",
+    "summary",
+    "count",
+    "sort",
+    "param_names",
+];
+
+/// The functions called on `request.fhir`.
+pub const METHODS: [&str; 3] = ["param", "values", "hasOnly"];
+
+/// The request read as FHIR.
+#[derive(Debug, Clone)]
+pub struct FhirVal(pub Arc<ParsedRequest>);
+
+fn text(s: &str) -> Value {
+    Value::String(Arc::new(s.to_owned()))
+}
+
+fn opt_text(s: Option<&str>) -> Value {
+    s.map(text).unwrap_or(Value::Null)
+}
+
+fn texts<'s>(items: impl Iterator<Item = &'s str>) -> Value {
+    Value::List(Arc::new(items.map(text).collect()))
+}
+
+fn groups(values: &[Vec<String>]) -> Value {
+    Value::List(Arc::new(
+        values
+            .iter()
+            .map(|group| texts(group.iter().map(String::as_str)))
+            .collect(),
+    ))
+}
+
+fn map(entries: Vec<(&str, Value)>) -> Value {
+    let map: std::collections::HashMap<Key, Value> = entries
+        .into_iter()
+        .map(|(k, v)| (Key::String(Arc::new(k.to_owned())), v))
+        .collect();
+    Value::Map(cel::objects::Map { map: Arc::new(map) })
+}
+
+fn includes(items: &[Include], iterate: bool) -> Value {
+    texts(
+        items
+            .iter()
+            .filter(|i| i.iterate == iterate)
+            .map(|i| i.value.as_str()),
+    )
+}
+
+fn search(param: &SearchParam) -> Value {
+    map(vec![
+        ("raw", text(&param.raw)),
+        ("name", text(&param.name)),
+        ("modifier", opt_text(param.modifier.as_deref())),
+        (
+            "chain",
+            Value::List(Arc::new(
+                param
+                    .chain
+                    .iter()
+                    .map(|link| {
+                        map(vec![
+                            ("param", text(&link.param)),
+                            ("type", opt_text(link.target_type.as_deref())),
+                        ])
+                    })
+                    .collect(),
+            )),
+        ),
+        (
+            "has",
+            Value::List(Arc::new(
+                param
+                    .has
+                    .iter()
+                    .map(|link| {
+                        map(vec![
+                            ("type", text(&link.resource_type)),
+                            ("reference", text(&link.reference)),
+                        ])
+                    })
+                    .collect(),
+            )),
+        ),
+        ("has_param", opt_text(param.has_param.as_deref())),
+        ("values", groups(&param.values)),
+    ])
+}
+
+impl FhirVal {
+    fn field(&self, name: &str) -> Option<Value> {
+        let r = &*self.0;
+        Some(match name {
+            "version" => text(r.version.name()),
+            "interaction" => text(r.interaction.code()),
+            "type" => opt_text(r.resource_type.as_deref()),
+            "id" => opt_text(r.id.as_deref()),
+            "version_id" => opt_text(r.version_id.as_deref()),
+            "operation" => opt_text(r.operation.as_deref()),
+            "compartment" => match &r.compartment {
+                Some((kind, id)) => map(vec![("type", text(kind)), ("id", text(id))]),
+                None => Value::Null,
+            },
+            "params" => {
+                let map: std::collections::HashMap<Key, Value> = r
+                    .params
+                    .iter()
+                    .map(|p| (Key::String(Arc::new(p.raw.clone())), groups(&p.values)))
+                    .collect();
+                Value::Map(cel::objects::Map { map: Arc::new(map) })
+            }
+            "param_names" => texts(r.params.iter().map(|p| p.raw.as_str())),
+            "search" => Value::List(Arc::new(r.params.iter().map(search).collect())),
+            "include" => includes(&r.include, false),
+            "include_iterate" => includes(&r.include, true),
+            "revinclude" => includes(&r.revinclude, false),
+            "revinclude_iterate" => includes(&r.revinclude, true),
+            "elements" => texts(r.elements.iter().map(String::as_str)),
+            "summary" => opt_text(r.summary.as_deref()),
+            "count" => r.count.map(|c| Value::Int(c.into())).unwrap_or(Value::Null),
+            "sort" => texts(r.sort.iter().map(String::as_str)),
+            _ => return None,
+        })
+    }
+}
+
+fn to_val(value: Value) -> Box<dyn Val> {
+    value
+        .try_into()
+        .unwrap_or_else(|_| Box::new(cel::common::types::CelNull) as Box<dyn Val>)
+}
+
+impl Val for FhirVal {
+    fn get_type(&self) -> &Type {
+        &FHIR_TYPE
+    }
+
+    fn cel_type() -> &'static Type {
+        &FHIR_TYPE
+    }
+
+    fn as_indexer<'b, 'v>(&'b self) -> Option<&'b (dyn Indexer + 'v)>
+    where
+        Self: 'v,
+    {
+        Some(self)
+    }
+
+    fn equals(&self, other: &dyn Val) -> bool {
+        other
+            .downcast_ref::<FhirVal>()
+            .is_some_and(|o| Arc::ptr_eq(&o.0, &self.0))
+    }
+
+    fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
+    }
+}
+
+impl StaticVal for FhirVal {}
+
+impl Indexer for FhirVal {
+    fn get<'b, 'v>(&'b self, index: &dyn Val) -> Result<CowVal<'b, 'v>, ExecutionError>
+    where
+        Self: 'v,
+    {
+        let name = index
+            .downcast_ref::<CelString>()
+            .map(|s| s.inner().to_owned())
+            .ok_or_else(|| {
+                ExecutionError::function_error("_[_]", "request.fhir's fields have names")
+            })?;
+        self.field(&name)
+            .map(|v| CowVal::Owned(to_val(v)))
+            .ok_or_else(|| ExecutionError::NoSuchKey(Arc::new(name)))
+    }
+
+    fn steal<'v>(self: Box<Self>, index: &dyn Val) -> Result<Box<dyn Val + 'v>, ExecutionError>
+    where
+        Self: 'v,
+    {
+        self.get(index).map(CowVal::into_owned)
+    }
+}
+
+/// The receiver of `request.fhir.param(...)` and friends, and their one string argument.
+fn receiver_and_name<'f>(
+    ftx: &'f FunctionContext,
+    example: &str,
+) -> Result<(&'f FhirVal, &'f str), ExecutionError> {
+    let this = ftx
+        .this
+        .as_ref()
+        .and_then(|this| this.downcast_ref::<FhirVal>())
+        .ok_or_else(|| {
+            ExecutionError::function_error(ftx.name, format!("call it on request.fhir: {example}"))
+        })?;
+    let name = ftx
+        .args
+        .first()
+        .and_then(|a| a.downcast_ref::<CelString>())
+        .map(|s| s.inner())
+        .ok_or_else(|| {
+            ExecutionError::function_error(ftx.name, format!("pass a parameter name: {example}"))
+        })?;
+    Ok((this, name))
+}
+
+/// `request.fhir.param(name)`: the AND-groups of OR-values of the parameter named
+/// exactly `name` (`[]` when absent).
+pub fn param(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
+    let (fhir, name) = receiver_and_name(ftx, "request.fhir.param('category')")?;
+    Ok(fhir
+        .0
+        .param(name)
+        .map(|p| groups(&p.values))
+        .unwrap_or_else(|| Value::List(Arc::new(Vec::new()))))
+}
+
+/// `request.fhir.values(name)`: every value of the parameter, AND-groups flattened.
+pub fn values(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
+    let (fhir, name) = receiver_and_name(ftx, "request.fhir.values('category')")?;
+    Ok(texts(
+        fhir.0
+            .param(name)
+            .into_iter()
+            .flat_map(|p| p.values.iter().flatten())
+            .map(String::as_str),
+    ))
+}
+
+/// `request.fhir.hasOnly(['a', 'b'])`: every search parameter's raw name is in the list.
+pub fn has_only(ftx: &FunctionContext) -> Result<bool, ExecutionError> {
+    let fhir = ftx
+        .this
+        .as_ref()
+        .and_then(|this| this.downcast_ref::<FhirVal>())
+        .ok_or_else(|| {
+            ExecutionError::function_error(
+                ftx.name,
+                "call it on request.fhir: request.fhir.hasOnly(['patient'])",
+            )
+        })?;
+    let list = ftx
+        .args
+        .first()
+        .and_then(|a| a.downcast_ref::<cel::common::types::CelList>())
+        .ok_or_else(|| {
+            ExecutionError::function_error(ftx.name, "pass a list of parameter names")
+        })?;
+    let allowed: Vec<&str> = list
+        .inner()
+        .iter()
+        .filter_map(|v| v.downcast_ref::<CelString>().map(|s| s.inner()))
+        .collect();
+    Ok(fhir
+        .0
+        .params
+        .iter()
+        .all(|p| allowed.contains(&p.raw.as_str())))
+}
+
+/// The search prefixes of FHIR R4 (`search.html` §3.1.1.4.x, number/date/quantity).
+const PREFIXES: [&str; 9] = ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"];
+
+/// The prefix of a number, date or quantity value and the rest: a prefix counts only
+/// when a number or date follows it (`ge2020`, `lt-5`), so `apple` has none.
+pub fn split_prefix(value: &str) -> (&str, &str) {
+    if let (Some(prefix), Some(rest)) = (value.get(..2), value.get(2..))
+        && PREFIXES.contains(&prefix)
+        && rest
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.'))
+    {
+        return (prefix, rest);
+    }
+    ("eq", value)
+}
