@@ -1,6 +1,6 @@
 //! Judging an upstream's answer: the ext_proc door's engine operation.
 //!
-//! The request decision seals a grant into its allow ([`Engine::grant_response`]); the
+//! The request decision seals a grant into its allow (`Engine::grant_response`); the
 //! gateway hands it back with the answer, and [`Engine::judge_response`] opens it, rebuilds
 //! the request's variables from it (policy, verified claims, method, path, query, host,
 //! context: never anything from the answer itself) and lets the policy's response rules
