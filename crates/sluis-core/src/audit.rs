@@ -177,7 +177,7 @@ impl Verdict {
                 status: 503,
                 policy: None,
                 rule: None,
-                reason: unavailable.0.clone(),
+                reason: format!("{}: {}", unavailable.cause, unavailable.detail),
             },
         }
     }

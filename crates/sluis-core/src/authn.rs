@@ -26,6 +26,7 @@ use moka::sync::Cache;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
+use crate::decision::{Cause, Unavailable};
 use crate::metrics::Metrics;
 use crate::request::AccessRequest;
 
@@ -129,8 +130,8 @@ pub enum AuthnError {
     InvalidProof(String),
     /// We could not check the token (keys not loaded, identity provider down): the gateway's
     /// failure mode decides, never an allow.
-    #[error("{0}")]
-    Unavailable(String),
+    #[error("{}", .0.detail)]
+    Unavailable(Unavailable),
 }
 
 /// Parses an algorithm name from the config. `none` is never acceptable.
@@ -559,7 +560,10 @@ impl Authenticator {
             Ok(replay::ProofUse::BeforeLoss) => Err(AuthnError::InvalidProof(
                 "DPoP proof predates the replay cache's last restart: send a new proof".into(),
             )),
-            Err(e) => Err(AuthnError::Unavailable(format!("dpop replay cache: {e}"))),
+            Err(e) => Err(AuthnError::Unavailable(Unavailable::new(
+                Cause::ReplayCache,
+                format!("dpop replay cache: {e}"),
+            ))),
         }
     }
 
@@ -701,9 +705,10 @@ mod tests {
             TokenError::IssuedInFuture,
             TokenError::UnknownKey("k2".into()),
             TokenError::KeyMismatch("key `k1` is for RS256, not PS256".into()),
-            TokenError::Other(AuthnError::Unavailable(
-                "keys of issuer `x` are not loaded".into(),
-            )),
+            TokenError::Other(AuthnError::Unavailable(Unavailable::new(
+                Cause::IssuerKeys,
+                "keys of issuer `x` are not loaded",
+            ))),
             TokenError::Other(AuthnError::Missing),
         ] {
             assert!(!error.is_final(), "{error:?}");

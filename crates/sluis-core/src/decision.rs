@@ -111,6 +111,50 @@ pub fn bad_request_body(code: &str, message: &str) -> String {
 
 /// The engine could not decide: e.g. an identity provider is down. Never an allow; the
 /// door answers so that the gateway's failure mode applies.
+///
+/// What failed is the typed [`Cause`]; `detail` is for people (logs, the decision log) and
+/// no behaviour may depend on its text.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("cannot decide: {0}")]
-pub struct Unavailable(pub String);
+#[error("cannot decide: {detail}")]
+pub struct Unavailable {
+    pub cause: Cause,
+    pub detail: String,
+}
+
+impl Unavailable {
+    pub fn new(cause: Cause, detail: impl Into<String>) -> Self {
+        Unavailable {
+            cause,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// What the engine could not reach or read, so that a decision could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Cause {
+    /// An issuer's signing keys are not loaded and could not be fetched now.
+    IssuerKeys,
+    /// The token introspection endpoint did not answer usably (RFC 7662).
+    Introspection,
+    /// The shared DPoP replay cache could not be asked whether a proof was used.
+    ReplayCache,
+}
+
+impl Cause {
+    /// The name used in the decision log and in metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Cause::IssuerKeys => "issuer_keys",
+            Cause::Introspection => "introspection",
+            Cause::ReplayCache => "replay_cache",
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

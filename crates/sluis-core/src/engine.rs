@@ -538,12 +538,12 @@ impl Judge<'_> {
                 seen.caller = Some(identity.clone());
                 identity
             }
-            Err(AuthnError::Unavailable(reason)) => {
+            Err(AuthnError::Unavailable(unavailable)) => {
                 note(
                     &mut trace,
-                    format!("identity could not be checked: {reason}"),
+                    format!("identity could not be checked: {}", unavailable.detail),
                 );
-                return Err(Unavailable(reason));
+                return Err(unavailable);
             }
             Err(e) => {
                 note(&mut trace, format!("authentication failed: {e}"));
@@ -631,7 +631,11 @@ fn authn_denial(policy: &Policy, scheme: Scheme, dpop_algs: &str, error: AuthnEr
             challenge("invalid_dpop_proof", description),
             description.clone(),
         ),
-        AuthnError::BadRequest(description) | AuthnError::Unavailable(description) => (
+        AuthnError::Unavailable(Unavailable {
+            detail: description,
+            ..
+        })
+        | AuthnError::BadRequest(description) => (
             400,
             DenyCode::InvalidRequest,
             challenge("invalid_request", description),

@@ -311,3 +311,15 @@ fn rotation_keeps_max_files_rotated_files() {
     let newest = std::fs::read_to_string(&path).unwrap();
     assert!(newest.contains("\"line\":29"), "{newest}");
 }
+
+#[test]
+fn an_undecidable_request_is_logged_with_its_typed_cause() {
+    use crate::decision::{Cause, Unavailable};
+    let verdict = Verdict::of(&Err(Unavailable::new(
+        Cause::Introspection,
+        "endpoint answered 502",
+    )));
+    assert_eq!(verdict.outcome, "unavailable");
+    assert_eq!(verdict.status, 503);
+    assert_eq!(verdict.reason, "introspection: endpoint answered 502");
+}

@@ -20,6 +20,7 @@ use tokio::sync::OnceCell;
 
 use super::{AuthnError, now_secs};
 use crate::authn::settings::{ClientAuth, IntrospectionConfig};
+use crate::decision::{Cause, Unavailable};
 
 /// Largest introspection response accepted.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
@@ -282,7 +283,10 @@ impl Introspector {
                     // Not cached again: the next request asks the endpoint again.
                     Ok((claims, now))
                 }
-                _ => Err(AuthnError::Unavailable(e)),
+                _ => Err(AuthnError::Unavailable(Unavailable::new(
+                    Cause::Introspection,
+                    e,
+                ))),
             },
         }
     }

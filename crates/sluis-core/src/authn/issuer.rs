@@ -17,6 +17,7 @@ use super::jose::{self, TokenError};
 use super::jwks::{KeySet, KeySource};
 use super::{AuthnError, Identity, now_secs, parse_algorithm};
 use crate::authn::settings::IssuerConfig;
+use crate::decision::{Cause, Unavailable};
 
 /// A configured token issuer.
 pub struct Issuer {
@@ -331,9 +332,9 @@ impl Issuer {
         if !self.has_keys() {
             // Maybe the provider is back; if not, this is our outage, not a bad token.
             if !self.refresh_for_unknown_kid().await {
-                return Err(AuthnError::Unavailable(format!(
-                    "keys of issuer `{}` are not loaded",
-                    self.name
+                return Err(AuthnError::Unavailable(Unavailable::new(
+                    Cause::IssuerKeys,
+                    format!("keys of issuer `{}` are not loaded", self.name),
                 ))
                 .into());
             }
