@@ -573,11 +573,17 @@ impl Reporter<'_> {
         self.base.iter().chain(at).cloned().collect()
     }
 
-    /// Where `at` (below the policy) is named; else the policy's `id`; else the policy.
+    /// Where `at` (below the policy) is named; else the nearest key above it that is
+    /// (a value given in another form than expected, e.g. a list entry written as a
+    /// string); else the policy's `id`; else the policy.
     fn locate(&self, at: &[Step]) -> Option<Position> {
         let positions = self.positions();
-        positions
-            .key(&self.path(at))
+        (1..=at.len())
+            .rev()
+            .find_map(|n| {
+                at.get(..n)
+                    .and_then(|steps| positions.key(&self.path(steps)))
+            })
             .or_else(|| positions.key(&self.path(&[Step::from("id")])))
             .or_else(|| positions.value(&self.base))
     }

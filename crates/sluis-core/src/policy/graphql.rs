@@ -54,14 +54,16 @@ impl PolicyGraphql {
         anonymous: bool,
         report: &mut Reporter,
     ) -> Option<PolicyGraphql> {
-        let mut failed = false;
-        let mut fail = |message: String| {
-            failed = true;
-            report.error(
-                DiagnosticKind::InvalidValue,
-                &[Step::from("graphql")],
-                message,
-            );
+        // Each problem is located at the key it is about, below `graphql`.
+        let failed = std::cell::Cell::new(false);
+        let fail = |report: &mut Reporter, path: &[Step], message: String| {
+            failed.set(true);
+            report.error(DiagnosticKind::InvalidValue, path, message);
+        };
+        let at = |steps: &[Step]| -> Vec<Step> {
+            std::iter::once(Step::from("graphql"))
+                .chain(steps.iter().cloned())
+                .collect()
         };
         let limits = &spec.limits;
         for (name, value) in [
@@ -71,19 +73,37 @@ impl PolicyGraphql {
             ("max_fields", limits.max_fields),
         ] {
             if value == 0 {
-                fail(format!("`graphql.limits.{name}` must be above 0"));
+                fail(
+                    report,
+                    &at(&["limits".into(), name.into()]),
+                    format!("`graphql.limits.{name}` must be above 0"),
+                );
             }
         }
         if limits.max_depth > 100 {
-            fail("`graphql.limits.max_depth` is at most 100".into());
+            fail(
+                report,
+                &at(&["limits".into(), "max_depth".into()]),
+                "`graphql.limits.max_depth` is at most 100".into(),
+            );
         }
         if spec.operations.is_empty() {
-            fail("`graphql.operations` allows no operation type".into());
+            fail(
+                report,
+                &at(&["operations".into()]),
+                "`graphql.operations` allows no operation type".into(),
+            );
         }
         let base = policy_file.parent().unwrap_or(Path::new("."));
         let mut templates: Vec<PolicyTemplate> = Vec::new();
         let mut sources = Vec::new();
-        for entry in spec.templates {
+        for (index, entry) in spec.templates.into_iter().enumerate() {
+            let entry_at = |steps: &[Step]| -> Vec<Step> {
+                at(&[Step::from("templates"), Step::Index(index)]
+                    .into_iter()
+                    .chain(steps.iter().cloned())
+                    .collect::<Vec<_>>())
+            };
             let path = base.join(&entry.file);
             let name = entry.name.clone().unwrap_or_else(|| {
                 Path::new(&entry.file)
@@ -93,33 +113,46 @@ impl PolicyGraphql {
                     .unwrap_or_else(|| entry.file.clone())
             });
             if templates.iter().any(|t| *t.name == *name) {
-                fail(format!("two query templates are named `{name}`"));
+                fail(
+                    report,
+                    &entry_at(&["name".into()]),
+                    format!("two query templates are named `{name}`"),
+                );
                 continue;
             }
             let text = match std::fs::read_to_string(&path) {
                 Ok(text) => text,
                 Err(e) => {
-                    fail(format!(
-                        "cannot read query template `{}`: {e}",
-                        path.display()
-                    ));
+                    fail(
+                        report,
+                        &entry_at(&["file".into()]),
+                        format!("cannot read query template `{}`: {e}", path.display()),
+                    );
                     continue;
                 }
             };
             let template = match Template::parse(&name, &text) {
                 Ok(template) => template,
                 Err(e) => {
-                    fail(format!("query template `{}`: {e}", path.display()));
+                    fail(
+                        report,
+                        &entry_at(&["file".into()]),
+                        format!("query template `{}`: {e}", path.display()),
+                    );
                     continue;
                 }
             };
             if anonymous && !entry.scopes.is_empty() {
-                fail(format!(
-                    "query template `{name}`: an anonymous policy cannot require scopes"
-                ));
+                fail(
+                    report,
+                    &entry_at(&["scopes".into()]),
+                    format!("query template `{name}`: an anonymous policy cannot require scopes"),
+                );
             }
             let mut binds = Vec::new();
-            for (variable, source) in entry.bind {
+            for (written, source) in entry.bind {
+                let bind_at = entry_at(&["bind".into(), written.as_str().into()]);
+                let variable = written;
                 let variable = variable.strip_prefix('$').unwrap_or(&variable).to_owned();
                 if !template.variables.iter().any(|d| d.name == variable) {
                     let declared: Vec<String> = template
@@ -127,29 +160,49 @@ impl PolicyGraphql {
                         .iter()
                         .map(|d| format!("${}", d.name))
                         .collect();
-                    fail(format!(
-                        "query template `{name}` (`{}`) declares no `${variable}` to bind (it declares {})",
-                        path.display(),
-                        if declared.is_empty() {
-                            "none".to_string()
-                        } else {
-                            declared.join(", ")
-                        }
-                    ));
+                    fail(
+                        report,
+                        &bind_at,
+                        format!(
+                            "query template `{name}` (`{}`) declares no `${variable}` to bind (it declares {})",
+                            path.display(),
+                            if declared.is_empty() {
+                                "none".to_string()
+                            } else {
+                                declared.join(", ")
+                            }
+                        ),
+                    );
                     continue;
                 }
                 match Expr::compile(&source) {
-                    Ok(expr) if expr.graphql_fields.any() => fail(format!(
-                        "the bind of `${variable}` in template `{name}` cannot read `graphql`"
-                    )),
-                    Ok(expr) if expr.uses_flows => fail(format!(
-                        "the bind of `${variable}` in template `{name}` cannot read `flows`"
-                    )),
+                    Ok(expr) if expr.graphql_fields.any() => fail(
+                        report,
+                        &bind_at,
+                        format!(
+                            "the bind of `${variable}` in template `{name}` cannot read `graphql`"
+                        ),
+                    ),
+                    Ok(expr) if expr.uses_flows => fail(
+                        report,
+                        &bind_at,
+                        format!(
+                            "the bind of `${variable}` in template `{name}` cannot read `flows`"
+                        ),
+                    ),
                     Ok(expr) => binds.push((variable, expr)),
-                    Err(e) => fail(format!(
-                        "invalid CEL in the bind of `${variable}` in template `{name}`: `{source}`: {}",
-                        e.message
-                    )),
+                    Err(e) => {
+                        failed.set(true);
+                        report.cel_error(
+                            None,
+                            &bind_at,
+                            &e,
+                            format!(
+                                "invalid CEL in the bind of `${variable}` in template `{name}`: `{source}`: {}",
+                                e.message
+                            ),
+                        );
+                    }
                 }
             }
             sources.push((path, text));
@@ -160,7 +213,7 @@ impl PolicyGraphql {
                 scopes: entry.scopes,
             });
         }
-        if failed {
+        if failed.get() {
             return None;
         }
         Some(PolicyGraphql {

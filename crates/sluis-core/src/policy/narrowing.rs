@@ -73,57 +73,85 @@ fn plain(name: &str) -> bool {
 
 impl Narrowing {
     pub(super) fn compile(spec: NarrowingSpec, report: &mut Reporter) -> Option<Narrowing> {
-        let mut failures = 0;
-        let mut fail = |message: String| {
-            failures += 1;
-            report.error(
-                DiagnosticKind::InvalidValue,
-                &[Step::from("narrowing")],
-                message,
-            );
+        // Each problem is located at the key it is about, below `narrowing`.
+        let at = |steps: &[&str]| -> Vec<Step> {
+            std::iter::once("narrowing")
+                .chain(steps.iter().copied())
+                .map(Step::from)
+                .collect()
+        };
+        let failures = std::cell::Cell::new(0_usize);
+        let fail = |report: &mut Reporter, path: &[Step], message: String| {
+            failures.set(failures.get() + 1);
+            report.error(DiagnosticKind::InvalidValue, path, message);
         };
         if !(spec.base_path.is_empty() || spec.base_path.starts_with('/')) {
-            fail("`narrowing.base_path` must start with `/`".into());
+            fail(
+                report,
+                &at(&["base_path"]),
+                "`narrowing.base_path` must start with `/`".into(),
+            );
         }
         if spec.resources.is_empty() {
-            fail("`narrowing.resources` names no resource type".into());
+            fail(
+                report,
+                &at(&["resources"]),
+                "`narrowing.resources` names no resource type".into(),
+            );
         }
         let mut resources = Vec::new();
         for (resource_type, parameters) in spec.resources {
             if !is_type(&resource_type) {
-                fail(format!(
-                    "`narrowing.resources`: `{resource_type}` is not a FHIR resource type"
-                ));
+                fail(
+                    report,
+                    &at(&["resources", &resource_type]),
+                    format!("`narrowing.resources`: `{resource_type}` is not a FHIR resource type"),
+                );
             }
             if parameters.is_empty() {
-                fail(format!(
-                    "`narrowing.resources.{resource_type}` sets no search parameter"
-                ));
+                fail(
+                    report,
+                    &at(&["resources", &resource_type]),
+                    format!("`narrowing.resources.{resource_type}` sets no search parameter"),
+                );
             }
             let mut compiled = Vec::new();
             for (name, source) in parameters {
+                let path = at(&["resources", &resource_type, &name]);
                 let valid = !name.is_empty()
                     && name
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"_-:.".contains(&b))
                     && !unnarrowable(&name);
                 if !valid {
-                    fail(format!(
-                        "`narrowing.resources.{resource_type}`: `{name}` is not a search parameter Sluis may set"
-                    ));
+                    fail(
+                        report,
+                        &path,
+                        format!(
+                            "`narrowing.resources.{resource_type}`: `{name}` is not a search parameter Sluis may set"
+                        ),
+                    );
                     continue;
                 }
                 match Expr::compile(&source) {
                     Ok(expr) => compiled.push((name, expr)),
-                    Err(e) => fail(format!(
-                        "invalid CEL for `narrowing.resources.{resource_type}.{name}`: `{source}`: {}",
-                        e.message
-                    )),
+                    Err(e) => {
+                        failures.set(failures.get() + 1);
+                        report.cel_error(
+                            None,
+                            &path,
+                            &e,
+                            format!(
+                                "invalid CEL for `narrowing.resources.{resource_type}.{name}`: `{source}`: {}",
+                                e.message
+                            ),
+                        );
+                    }
                 }
             }
             resources.push((resource_type, compiled));
         }
-        (failures == 0).then_some(Narrowing {
+        (failures.get() == 0).then_some(Narrowing {
             base_path: spec.base_path.trim_end_matches('/').to_owned(),
             use_cases: spec.use_cases,
             on_conflict: spec.on_conflict,

@@ -790,6 +790,73 @@ fn diagnostics_are_typed_and_located_by_the_yaml_parser() {
     assert!(diagnostics(&rule("'true'")).is_empty());
 }
 
+#[test]
+fn narrowing_and_graphql_problems_are_located_at_their_own_keys() {
+    let narrowing = |block: &str| {
+        diagnostics(&format!(
+            "policies:\n  - id: p\n    issuers: [test]\n    narrowing:\n{block}"
+        ))
+    };
+    // An unknown resource type, at its own key (line 6), not at `narrowing:` (line 4).
+    let found = narrowing("      resources:\n        patient:\n          organization: \"'x'\"\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].line, found[0].column),
+        (Some(6), Some(9)),
+        "{}",
+        found[0]
+    );
+    // A parameter Sluis may not set, at the parameter.
+    let found = narrowing("      resources:\n        Patient:\n          _include: \"'x'\"\n");
+    assert_eq!(
+        (found[0].line, found[0].column),
+        (Some(7), Some(11)),
+        "{}",
+        found[0]
+    );
+    // A CEL mistake in a one-line value: inside the value, where the parser stopped.
+    let found =
+        narrowing("      resources:\n        Patient:\n          organization: \"1 + )\"\n");
+    assert_eq!(found[0].kind, DiagnosticKind::CelParse, "{found:?}");
+    assert_eq!(found[0].line, Some(7), "{}", found[0]);
+    assert!(found[0].column > Some(11), "{}", found[0]);
+    // A bad base path, at `base_path`.
+    let found = narrowing(
+        "      base_path: fhir\n      resources:\n        Patient: {organization: \"'x'\"}\n",
+    );
+    assert_eq!(
+        (found[0].line, found[0].column),
+        (Some(5), Some(7)),
+        "{}",
+        found[0]
+    );
+
+    let graphql = |block: &str| {
+        diagnostics(&format!(
+            "policies:\n  - id: p\n    issuers: [test]\n    graphql:\n{block}"
+        ))
+    };
+    // A limit of 0, at the limit.
+    let found = graphql("      limits:\n        max_depth: 0\n");
+    assert_eq!(
+        (found[0].line, found[0].column),
+        (Some(6), Some(9)),
+        "{}",
+        found[0]
+    );
+    // A template file that cannot be read: at the second template's `file`.
+    let found = graphql(
+        "      templates:\n        - file: missing-a.graphql\n          name: a\n        - name: b\n          file: missing-b.graphql\n",
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(
+        (found[1].line, found[1].column),
+        (Some(9), Some(11)),
+        "{}",
+        found[1]
+    );
+}
+
 proptest::proptest! {
     /// Whatever a condition holds, validation answers with diagnostics (never a panic),
     /// and every position it gives is inside the file.
