@@ -918,11 +918,9 @@ policies:
   - {id: narrow, issuers: [], anonymous: true, rules: []}
 "#;
     let own_rules = "policies:\n  - {id: sel, issuers: [test], select: {by_scope: [a]}, rules: [{id: r, allow: \"true\"}]}\n  - {id: a, issuers: [test]}\n";
-    assert!(
-        errors(own_rules).join("\n").contains(
-            "a policy with `select` decides through the policies it selects: it cannot have `rules`"
-        )
-    );
+    assert!(errors(own_rules).join("\n").contains(
+        "a policy with `select` decides through the policies it selects: it cannot have `rules`"
+    ));
     let errors = errors(bad).join("\n");
     for expected in [
         "names policy `missing`, which is not loaded",
