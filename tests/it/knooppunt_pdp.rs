@@ -455,6 +455,7 @@ async fn forward_auth_envoy_and_pdp_doors_agree() {
             "/MedicationRequest",
             "patient=Patient/p1",
         ),
+        ("eoverdracht_sender", json!({}), "GET", "/Task/t1", ""),
         ("bgz", json!({}), "GET", "/Patient", ""),
         ("", json!({"scope": null}), "GET", "/Organization", ""),
     ];
