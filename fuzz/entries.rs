@@ -203,3 +203,18 @@ pub fn flows(data: &[u8]) {
         let _ = flow.validate();
     }
 }
+
+/// knooppunt's `/pdp` request body, read as the door reads it (the file itself, by path).
+#[path = "../src/doors/knooppunt/input.rs"]
+mod knooppunt_input;
+
+/// `knooppunt_pdp`: any bytes as a `/pdp` body. Read or refused; a read request is always
+/// below the base path and never names the policy that decides.
+pub fn knooppunt_pdp(data: &[u8]) {
+    if let Ok(input) = knooppunt_input::parse(data, "/fhir") {
+        assert!(input.request.path.starts_with("/fhir"));
+        assert!(!input.request.context.contains_key("sluis_policy"));
+        // The older shape's `properties` are flattened away.
+        assert!(!input.claims.contains_key("properties"));
+    }
+}

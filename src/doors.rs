@@ -10,4 +10,5 @@ pub mod ext_proc;
 pub mod forward_auth;
 pub mod gateway;
 pub mod http;
+pub mod knooppunt;
 pub mod opa;

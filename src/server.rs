@@ -16,6 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::admin::{AdminAuth, AdminOptions};
@@ -285,8 +286,8 @@ async fn serve_http(
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|stop| *stop) => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, or a connection reset before it was accepted:
                 // pause rather than spin, and keep serving those already open.
@@ -303,7 +304,15 @@ async fn serve_http(
         // Small answers go out at once (see the gRPC listener's note on Nagle).
         let _ = stream.set_nodelay(true);
         let open = metrics.connection_opened(name);
-        let service = TowerToHyperService::new(router.clone());
+        // The peer, for doors that answer only some (`axum::extract::ConnectInfo`).
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        ));
         let connection_builder = builder.clone();
         let watcher = graceful.watcher();
         let header_read_timeout = limits.header_read_timeout;

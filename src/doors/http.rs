@@ -14,6 +14,7 @@
 //! | `/decisions`, `/decisions/{path}` | [`super::forward_auth`]: Envoy `http_service`, NGINX `auth_request`, Traefik ForwardAuth, Caddy `forward_auth` |
 //! | `POST /v1/data/{path}` | [`super::opa`]: OPA REST Data API for Kong's and APISIX's `opa` plugins |
 //! | `POST /v1/check` | [`super::check`]: the gRPC door's question and answer as JSON, for the Sluis Kong plugin |
+//! | `POST /pdp`, `POST /pdp/v1/data/knooppunt/authz` | [`super::knooppunt`]: nuts-knooppunt's PDP protocol, only when `doors.knooppunt_pdp` is configured |
 
 use std::sync::Arc;
 
@@ -25,7 +26,12 @@ use sluis_core::engine::Engine;
 
 /// Every HTTP door on one router. Fails when a door's configuration cannot be used.
 pub fn router(engine: Arc<Engine>, config: &Config) -> Result<Router, String> {
+    let knooppunt = match &config.doors.knooppunt_pdp {
+        Some(pdp) => super::knooppunt::router(engine.clone(), pdp)?,
+        None => Router::new(),
+    };
     Ok(Router::new()
+        .merge(knooppunt)
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(super::authzen::router(engine.clone(), config)?)
         .merge(super::care_services::router(engine.clone()))

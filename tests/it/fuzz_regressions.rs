@@ -45,6 +45,11 @@ fn fhir_inputs() {
 }
 
 #[test]
+fn knooppunt_pdp_inputs() {
+    replay("knooppunt_pdp", entries::knooppunt_pdp);
+}
+
+#[test]
 fn flows_inputs() {
     replay("flows", entries::flows);
 }

@@ -42,6 +42,7 @@ mod import_memory;
 mod introspection;
 mod introspection_claims;
 mod iwlz_identity;
+mod knooppunt_pdp;
 mod kong_check_door;
 mod lifecycle;
 mod listener_limits;

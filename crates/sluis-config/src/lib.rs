@@ -87,10 +87,61 @@ pub struct Config {
     /// The ext_proc door, where upstream answers are judged by policies' response rules.
     #[serde(default)]
     pub ext_proc: ExtProcConfig,
+    /// Doors that are off unless configured.
+    #[serde(default)]
+    pub doors: DoorsConfig,
     /// Directory the file was loaded from; relative paths resolve against it.
     #[serde(skip)]
     #[schemars(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `doors:`: doors that are off unless configured.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DoorsConfig {
+    /// nuts-knooppunt's PDP protocol (`POST /pdp`) on `listeners.http`, so Sluis can stand
+    /// behind knooppunt's NGINX PEP unchanged. The PEP has verified the token and sends
+    /// its introspection claims: this door trusts them, so it must only be reachable from
+    /// the PEP (`allow_from`).
+    pub knooppunt_pdp: Option<KnooppuntPdpConfig>,
+}
+
+/// `doors.knooppunt_pdp`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KnooppuntPdpConfig {
+    /// The issuer (a configured name) whose tokens the PEP verified: the relayed claims
+    /// are checked as its introspection answers are (active, exp, iss, aud).
+    pub issuer: String,
+    /// The FHIR base path the PEP strips from the request path (`FHIR_BASE_PATH`): it is
+    /// put back, so policies see the same path as through the other doors.
+    #[serde(default)]
+    pub fhir_base_path: String,
+    /// Peers (CIDR blocks) allowed to ask; anyone else gets 403. Default: loopback only.
+    #[serde(default = "default_pdp_allow_from")]
+    pub allow_from: Vec<String>,
+}
+
+impl KnooppuntPdpConfig {
+    /// `allow_from`, parsed: a bare address is a block of one.
+    pub fn allowed_peers(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.allow_from
+            .iter()
+            .map(|block| {
+                block
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| block.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        format!("`doors.knooppunt_pdp.allow_from`: `{block}` is not an address or CIDR block")
+                    })
+            })
+            .collect()
+    }
+}
+
+fn default_pdp_allow_from() -> Vec<String> {
+    vec!["127.0.0.1/32".into(), "::1/128".into()]
 }
 
 /// `candidate:`: the policy set a rollout is heading for.
@@ -551,6 +602,18 @@ impl Config {
         }
         if self.request_body.max_bytes == 0 {
             return Err("`request_body.max_bytes` must be at least 1".into());
+        }
+        if let Some(pdp) = &self.doors.knooppunt_pdp {
+            if !self.issuers.iter().any(|i| i.name == pdp.issuer) {
+                return Err(format!(
+                    "`doors.knooppunt_pdp.issuer` `{}` is not a configured issuer",
+                    pdp.issuer
+                ));
+            }
+            if !(pdp.fhir_base_path.is_empty() || pdp.fhir_base_path.starts_with('/')) {
+                return Err("`doors.knooppunt_pdp.fhir_base_path` must start with `/`".into());
+            }
+            pdp.allowed_peers()?;
         }
         if let Some(tracing) = &self.tracing {
             tracing.check().map_err(|e| format!("tracing: {e}"))?;

@@ -418,6 +418,28 @@ impl Authenticator {
         found.verify_claims(claims)
     }
 
+    /// The identity of claims relayed by an enforcement point that verified the token
+    /// itself ([`issuer::Issuer::verify_relayed`]), for `issuer` if `accepted` names it.
+    pub fn identity_from_relayed(
+        &self,
+        issuer: &str,
+        claims: &serde_json::Map<String, Json>,
+        accepted: &[Arc<str>],
+    ) -> Result<Identity, AuthnError> {
+        let Some(found) = self.by_name.get(issuer) else {
+            return Err(AuthnError::Invalid(format!(
+                "issuer `{issuer}` is not configured"
+            )));
+        };
+        if !accepted.iter().any(|name| **name == *issuer) {
+            return Err(AuthnError::Invalid(format!(
+                "issuer `{}` is not accepted here",
+                found.iss()
+            )));
+        }
+        found.verify_relayed(claims)
+    }
+
     /// The accepted issuer that must judge `token`: for a JWT the one its (unverified)
     /// `iss` names, for an opaque token the first accepted issuer that introspects.
     fn issuer_for(&self, token: &str, accepted: &[Arc<str>]) -> Result<&Arc<Issuer>, AuthnError> {

@@ -158,3 +158,68 @@ impl std::fmt::Display for Cause {
         f.write_str(self.as_str())
     }
 }
+
+/// Why a policy answered as it did, in the codes the Nuts reference PDP (nuts-knooppunt)
+/// reports per policy, so a door speaking its protocol can say the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// The request could not be read as asked (a malformed FHIR query, too many scopes).
+    UnexpectedInput,
+    /// A rule, the default deny or a CapabilityStatement refused it.
+    NotAllowed,
+    /// The token carries a scope no policy is configured for.
+    NotImplemented,
+    InternalError,
+    /// An information source (the data holder's FHIR server) failed.
+    PipError,
+    Info,
+}
+
+/// One reason of a [`PolicyResult`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Reason {
+    pub code: ReasonCode,
+    pub description: String,
+}
+
+/// What one policy decided, when a decision weighed several (policies selected by the
+/// token's scopes), or the one that decided.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PolicyResult {
+    #[serde(skip)]
+    pub policy: Arc<str>,
+    pub allow: bool,
+    pub reasons: Vec<Reason>,
+}
+
+impl PolicyResult {
+    /// The result a decision by a policy stands for: no reasons for an allow, and for a
+    /// deny the rule's code and the decision's reason.
+    pub fn of(decision: &Decision) -> Option<PolicyResult> {
+        let policy = decision.policy.clone()?;
+        let allow = decision.is_allow();
+        let reasons = if allow {
+            Vec::new()
+        } else {
+            vec![Reason {
+                code: reason_code(&decision.rule),
+                description: decision.reason.clone(),
+            }]
+        };
+        Some(PolicyResult {
+            policy,
+            allow,
+            reasons,
+        })
+    }
+}
+
+/// The reason code of a deny by `rule`: a request that could not be read is unexpected
+/// input, anything else a refusal.
+fn reason_code(rule: &str) -> ReasonCode {
+    match rule {
+        "fhir-request" | "too-many-scopes" | "no-scope" => ReasonCode::UnexpectedInput,
+        _ => ReasonCode::NotAllowed,
+    }
+}

@@ -20,7 +20,9 @@ use crate::audit::{DecisionLog, DecisionRecord, Verdict};
 use crate::mask::{MaskConfig, Masker};
 
 use crate::authn::{Authenticator, AuthnError, Identity, Scheme, presented_token};
-use crate::decision::{Decision, Deny, DenyCode, Outcome, deny_body};
+use crate::decision::{
+    Decision, Deny, DenyCode, Outcome, PolicyResult, Reason, ReasonCode, deny_body,
+};
 use crate::flows::FlowIndex;
 use crate::metrics::Metrics;
 use crate::policy::{MethodOverride, Policy, PolicySet};
@@ -73,6 +75,18 @@ pub(crate) struct Seen {
     /// What checking the request's token gave, so the candidate set need not check it
     /// again.
     authn: Option<Authenticated>,
+    /// Each policy a `select` evaluated, in the order evaluated.
+    evaluated: Vec<PolicyResult>,
+}
+
+/// A decision with what each policy it weighed decided: what [`Engine::decide_relayed`]
+/// answers, for a door that reports per policy (knooppunt's `/pdp`).
+#[derive(Debug, Clone)]
+pub struct Weighed {
+    pub decision: Decision,
+    /// Every policy evaluated, in name order when chosen by scope; the deciding policy
+    /// alone otherwise; empty when no policy was chosen.
+    pub evaluated: Vec<PolicyResult>,
 }
 
 impl Engine {
@@ -203,6 +217,34 @@ impl Engine {
         request: &AccessRequest,
         door: DoorCapabilities,
     ) -> Result<Decision, Unavailable> {
+        self.decide_with(request, &Credentials::Request, door)
+            .await
+            .map(|weighed| weighed.decision)
+    }
+
+    /// Decides for a door that is given the caller's token claims by an enforcement point
+    /// that verified the token itself (knooppunt's PEP introspects and checks DPoP before
+    /// it asks its PDP): the claims are taken as issuer `issuer`'s, checked as an
+    /// introspection answer is ([`crate::authn::issuer::Issuer::verify_relayed`]), but no
+    /// signature or sender binding is checked. Only a door reachable from that enforcement
+    /// point alone may call this. Answers each policy's result beside the decision.
+    pub async fn decide_relayed(
+        &self,
+        request: &AccessRequest,
+        issuer: &str,
+        claims: &serde_json::Map<String, serde_json::Value>,
+        door: DoorCapabilities,
+    ) -> Result<Weighed, Unavailable> {
+        self.decide_with(request, &Credentials::Relayed { issuer, claims }, door)
+            .await
+    }
+
+    async fn decide_with(
+        &self,
+        request: &AccessRequest,
+        credentials: &Credentials<'_>,
+        door: DoorCapabilities,
+    ) -> Result<Weighed, Unavailable> {
         let time = self.log.is_some().then(SystemTime::now);
         let started = Instant::now();
         let span = span::decision_span(request, self.trace_context.as_deref());
@@ -212,7 +254,7 @@ impl Engine {
             .decide(
                 self.policies.load_full(),
                 request,
-                &Credentials::Request,
+                credentials,
                 None,
                 None,
                 &mut seen,
@@ -266,7 +308,16 @@ impl Engine {
         if let (Some(log), Some(record)) = (&self.log, record) {
             log.record(record).await;
         }
-        result
+        let mut evaluated = seen.evaluated;
+        result.map(|decision| {
+            if evaluated.is_empty() {
+                evaluated.extend(PolicyResult::of(&decision));
+            }
+            Weighed {
+                decision,
+                evaluated,
+            }
+        })
     }
 
     /// The service's own log line for a decision: at debug, or a warning when the engine
@@ -517,6 +568,22 @@ impl Judge<'_> {
                 seen.authn = Some(Authenticated::new(scheme, &policy, &result));
                 result
             }
+            (None, Credentials::Relayed { issuer, claims }) => {
+                let result = self
+                    .authn
+                    .identity_from_relayed(issuer, claims, &policy.issuers)
+                    .map(Arc::new);
+                if result.is_ok() {
+                    note(
+                        &mut trace,
+                        format!(
+                            "token claims relayed for issuer `{issuer}` by the enforcement point that verified the token: active, iss, aud, exp and nbf checked here, signature and sender binding there"
+                        ),
+                    );
+                }
+                seen.authn = Some(Authenticated::new(scheme, &policy, &result));
+                result
+            }
             (None, Credentials::Claims { issuer, claims }) => {
                 let identity = self
                     .authn
@@ -561,9 +628,143 @@ impl Judge<'_> {
         if !missing.is_empty() {
             return Ok(policy.deny_scopes(&missing));
         }
+        if let Some(selector) = &policy.select {
+            let Some(policies) = seen.policies.clone() else {
+                return Ok(no_policy("no policy set".into()));
+            };
+            return Ok(self.by_scope(
+                &policies, &policy, selector, request, &identity, trace, seen,
+            ));
+        }
         Ok(policy.evaluate(request, Some(&identity), &self.flows.load(), trace))
     }
+
+    /// The decision of the policies the token's scopes name (`select`): each is
+    /// evaluated, in name order, and the first that allows decides; every one's result is
+    /// kept in `seen.evaluated`. A scope naming no listed policy is reported as
+    /// `not_implemented`, as the Nuts reference PDP does.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the decision's whole state, as `decide` has it"
+    )]
+    fn by_scope(
+        &self,
+        policies: &PolicySet,
+        selecting: &Arc<Policy>,
+        selector: &crate::policy::Selector,
+        request: &AccessRequest,
+        identity: &Identity,
+        mut trace: Option<&mut Trace>,
+        seen: &mut Seen,
+    ) -> Decision {
+        let mut scopes: Vec<String> = identity
+            .scopes
+            .iter()
+            .map(|scope| selector.normalize.apply(scope))
+            .collect();
+        scopes.sort();
+        scopes.dedup();
+        let refuse = |rule: &str, reason: String| Decision {
+            outcome: Outcome::Deny(Deny {
+                status: 403,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: deny_body(DenyCode::AccessDenied, "access denied by policy"),
+            }),
+            policy: Some(selecting.id.clone()),
+            rule: Arc::from(rule),
+            reason,
+        };
+        if scopes.len() > MAX_SELECTING_SCOPES {
+            note(
+                &mut trace,
+                format!("{} scopes: more than {MAX_SELECTING_SCOPES}", scopes.len()),
+            );
+            return refuse(
+                "too-many-scopes",
+                format!("the token has more than {MAX_SELECTING_SCOPES} scopes"),
+            );
+        }
+        if scopes.is_empty() {
+            note(
+                &mut trace,
+                "the token has no scope to choose a policy by".into(),
+            );
+            return refuse("no-scope", "no policy defined".into());
+        }
+        let flows = self.flows.load();
+        let mut allowed: Option<(Decision, Arc<Policy>)> = None;
+        let mut denied: Vec<(Decision, Arc<Policy>)> = Vec::new();
+        for scope in &scopes {
+            let chosen = selector
+                .by_scope
+                .iter()
+                .find(|id| ***id == **scope)
+                .and_then(|id| policies.get(id));
+            let Some(chosen) = chosen else {
+                seen.evaluated.push(PolicyResult {
+                    policy: Arc::from(scope.as_str()),
+                    allow: false,
+                    reasons: vec![Reason {
+                        code: ReasonCode::NotImplemented,
+                        description: format!("scope `{scope}` has no policy"),
+                    }],
+                });
+                continue;
+            };
+            note(
+                &mut trace,
+                format!("scope `{scope}` chooses policy `{}`", chosen.id),
+            );
+            let missing = chosen.missing_scopes(identity);
+            let decision = if missing.is_empty() {
+                chosen.evaluate(request, Some(identity), &flows, trace.as_deref_mut())
+            } else {
+                chosen.deny_scopes(&missing)
+            };
+            seen.evaluated.extend(PolicyResult::of(&decision));
+            if !decision.is_allow() {
+                denied.push((decision, chosen.clone()));
+            } else if allowed.is_none() {
+                allowed = Some((decision, chosen.clone()));
+            }
+        }
+        if let Some((decision, chosen)) = allowed {
+            // Its response rules and shadow mode are the chosen policy's.
+            seen.policy = Some(chosen);
+            return decision;
+        }
+        // One policy weighed, and it denied: its own answer (status, rule, body) stands.
+        if seen.evaluated.len() == 1
+            && let Some((decision, chosen)) = denied.pop()
+        {
+            seen.policy = Some(chosen);
+            return decision;
+        }
+        let why: Vec<String> = seen
+            .evaluated
+            .iter()
+            .map(|result| {
+                let reasons: Vec<&str> = result
+                    .reasons
+                    .iter()
+                    .map(|r| r.description.as_str())
+                    .collect();
+                format!("{}: {}", result.policy, reasons.join("; "))
+            })
+            .collect();
+        refuse(
+            "no-scope-allows",
+            format!(
+                "no policy the token's scopes choose allows: {}",
+                why.join(", ")
+            ),
+        )
+    }
 }
+
+/// More scopes than this on a token that chooses policies by scope is refused: each one
+/// costs a policy evaluation.
+const MAX_SELECTING_SCOPES: usize = 16;
 
 /// Who the caller is, for [`Engine::decide_as`].
 pub enum Credentials<'a> {
@@ -572,6 +773,13 @@ pub enum Credentials<'a> {
     /// Claims taken as if the named issuer had signed them. Only for offline tools
     /// (`sluis test`, `explain`, `replay`): a door never builds this.
     Claims {
+        issuer: &'a str,
+        claims: &'a serde_json::Map<String, serde_json::Value>,
+    },
+    /// The claims of a token an enforcement point in front verified (introspected, its
+    /// sender binding checked) and relayed: knooppunt's PEP to its PDP. Checked as an
+    /// introspection answer ([`Engine::decide_relayed`]).
+    Relayed {
         issuer: &'a str,
         claims: &'a serde_json::Map<String, serde_json::Value>,
     },

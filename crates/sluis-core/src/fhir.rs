@@ -15,7 +15,7 @@ pub mod capability;
 pub mod request;
 pub mod search;
 
-pub use request::{FhirInteraction, FhirVersion, Include, ParsedRequest, parse};
+pub use request::{FhirInteraction, FhirVersion, Include, ParsedRequest, PatientRef, parse};
 pub use search::{ChainLink, FhirLimits, HasLink, SearchParam};
 
 /// Why a request cannot be read as a FHIR REST call. Each names what, and the offending

@@ -23,7 +23,7 @@ pub mod spec;
 pub mod trace;
 
 use std::cell::OnceCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -50,6 +50,8 @@ pub struct PolicySet {
     pub files: Vec<PathBuf>,
     /// A hash of every policy file's content: which policy set decided, for logs.
     pub version: String,
+    /// Policies a `select` names: chosen only by a token's scope, never by `match`.
+    scope_only: HashSet<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -100,6 +102,17 @@ pub struct Policy {
     scope_response: Option<Deny>,
     /// Which resources of the upstream's answer the caller may see ([`response`]).
     response_rules: Option<response::ResponseRules>,
+    /// The policies the token's scopes choose, when this policy only selects.
+    pub select: Option<Selector>,
+    /// Whether `match` was left out: a policy chosen by scope must have none.
+    unmatched: bool,
+}
+
+/// `select:` compiled: the policies a token's scopes may name.
+#[derive(Debug)]
+pub struct Selector {
+    pub by_scope: Vec<Arc<str>>,
+    pub normalize: spec::ScopeNormalize,
 }
 
 /// `match.evaluation`: empty lists match anything.
@@ -258,6 +271,7 @@ impl PolicySet {
                 "no policies found in the configured locations".into(),
             ));
         }
+        let scope_only = check_selectors(&policies, &by_id, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -268,6 +282,7 @@ impl PolicySet {
             by_id,
             files,
             version,
+            scope_only,
         })
     }
 
@@ -320,6 +335,7 @@ impl PolicySet {
         }
         self.policies
             .iter()
+            .filter(|policy| !self.scope_only.contains(&policy.id))
             .find(|policy| policy.matches(request))
             .ok_or_else(|| "no policy matches this request".to_string())
     }
@@ -375,6 +391,50 @@ impl PolicySet {
             format!("skipped: {}", skipped.join(", "))
         }
     }
+}
+
+/// Checks every `select`: the policies it names exist, have no `match`, select nothing
+/// themselves, accept the selector's issuers and are enforced. Returns the ids named.
+fn check_selectors(
+    policies: &[Arc<Policy>],
+    by_id: &HashMap<String, usize>,
+    errors: &mut Vec<Diagnostic>,
+) -> HashSet<Arc<str>> {
+    let mut named = HashSet::new();
+    for selector_policy in policies {
+        let Some(selector) = &selector_policy.select else {
+            continue;
+        };
+        for id in &selector.by_scope {
+            let problem = match by_id.get(&**id).and_then(|&i| policies.get(i)) {
+                None => Some("is not loaded".to_owned()),
+                Some(p) if p.select.is_some() => Some("selects policies itself".to_owned()),
+                Some(p) if !p.unmatched => {
+                    Some("has a `match`; a policy chosen by scope must have none".to_owned())
+                }
+                Some(p) if p.is_shadow() => Some("is in shadow mode".to_owned()),
+                Some(p) => selector_policy
+                    .issuers
+                    .iter()
+                    .find(|i| !p.issuers.contains(i))
+                    .map(|i| format!("does not accept issuer `{i}`")),
+            };
+            match problem {
+                Some(problem) => errors.push(Diagnostic {
+                    policy: Some(selector_policy.id.to_string()),
+                    ..Diagnostic::in_file(
+                        DiagnosticKind::Conflict,
+                        &selector_policy.file,
+                        format!("`select.by_scope` names policy `{id}`, which {problem}"),
+                    )
+                }),
+                None => {
+                    named.insert(id.clone());
+                }
+            }
+        }
+    }
+    named
 }
 
 /// The policy files named by the config: files as given, directories' `*.yaml`/`*.yml`
@@ -706,12 +766,50 @@ impl Reporter<'_> {
 
 fn compile_policy(
     file: &Path,
-    spec: PolicySpec,
+    mut spec: PolicySpec,
     config: &LoadSettings,
     report: &mut Reporter,
 ) -> Option<Policy> {
     use DiagnosticKind as Kind;
     let key = |name: &str| [Step::from(name)];
+    let unmatched = spec.matcher.hosts.is_empty()
+        && spec.matcher.paths.is_empty()
+        && spec.matcher.methods.is_empty()
+        && spec.matcher.evaluation.is_none();
+    let select = spec.select.take().map(|select| {
+        let has_own = [
+            ("rules", !spec.rules.is_empty()),
+            ("flows", spec.flows.is_some()),
+            ("narrowing", spec.narrowing.is_some()),
+            ("fhir", spec.fhir.is_some()),
+            ("graphql", spec.graphql.is_some()),
+            ("response_rules", spec.response_rules.is_some()),
+        ];
+        for (name, present) in has_own {
+            if present {
+                report.error(
+                    Kind::Conflict,
+                    &key("select"),
+                    format!("a policy with `select` decides through the policies it selects: it cannot have `{name}`"),
+                );
+            }
+        }
+        if select.by_scope.is_empty() {
+            report.error(
+                Kind::InvalidValue,
+                &key("select"),
+                "`select.by_scope` names no policy".into(),
+            );
+        }
+        Selector {
+            by_scope: select
+                .by_scope
+                .iter()
+                .map(|id| Arc::from(id.as_str()))
+                .collect(),
+            normalize: select.normalize,
+        }
+    });
     let issuers: Vec<&str> = config.issuers.iter().map(String::as_str).collect();
     if spec.id.trim().is_empty() {
         report.error(Kind::InvalidValue, &key("id"), "`id` is empty".into());
@@ -1133,6 +1231,8 @@ fn compile_policy(
         caller,
         scope_response,
         response_rules,
+        select,
+        unmatched,
     })
 }
 

@@ -168,6 +168,37 @@ impl Issuer {
         Ok(self.identity(claims, "", "claims".into())?)
     }
 
+    /// Checks the claims another enforcement point already verified the token with (its
+    /// introspection answer, relayed by knooppunt's PEP): `active` must be `true` and
+    /// `exp` present and in the future, with no defaults; the rest as an introspected
+    /// token's claims are checked. No signature, and no sender binding: the relaying
+    /// point checked those, which is why a door relaying claims must only be reachable
+    /// from it.
+    pub fn verify_relayed(
+        &self,
+        claims: &serde_json::Map<String, Json>,
+    ) -> Result<Identity, AuthnError> {
+        if claims.get("active") != Some(&Json::Bool(true)) {
+            return Err(AuthnError::Invalid("token is not active".into()));
+        }
+        let mut claims = claims.clone();
+        claims.remove("active");
+        let (exp, iat) = super::introspection::check_active(
+            &claims,
+            &self.iss,
+            &self.audiences,
+            self.leeway.as_secs() as i64,
+            now_secs(),
+        )?;
+        let Some(exp) = exp else {
+            return Err(AuthnError::Invalid("token has no `exp`".into()));
+        };
+        claims
+            .entry("iss")
+            .or_insert_with(|| Json::String(self.iss.clone()));
+        Ok(self.build_identity(claims, "", "relayed".into(), Some(exp), iat)?)
+    }
+
     pub fn has_keys(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
     }

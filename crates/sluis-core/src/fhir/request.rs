@@ -170,6 +170,82 @@ impl ParsedRequest {
     pub fn param(&self, raw: &str) -> Option<&SearchParam> {
         self.params.iter().find(|p| p.raw == raw)
     }
+
+    /// The patient the request is about, as nuts-knooppunt's PDP derives it: the id from
+    /// `Patient/[id]` (any interaction), a `Patient/[id]/...` compartment, a single `_id`
+    /// on a Patient search or a single `patient` (`Patient/x` or `x`); the BSN from a
+    /// single `identifier` of a Patient search in the BSN system. Several values, or an
+    /// identifier in another form, leave both unknown and say why in `problem`.
+    pub fn patient(&self) -> PatientRef {
+        let mut patient = PatientRef::default();
+        let single = |raw: &str| -> Result<Option<&str>, ()> {
+            match self.param(raw).map(|p| p.values.as_slice()) {
+                None => Ok(None),
+                Some([group]) => match group.as_slice() {
+                    [value] => Ok(Some(value.as_str())),
+                    _ => Err(()),
+                },
+                Some(_) => Err(()),
+            }
+        };
+        let is_patient = self.resource_type.as_deref() == Some("Patient");
+        if is_patient && let Some(id) = &self.id {
+            patient.id = Some(id.clone());
+        } else if let Some((kind, id)) = &self.compartment
+            && kind == "Patient"
+        {
+            patient.id = Some(id.clone());
+        } else if is_patient && self.interaction.searches() {
+            match single("_id") {
+                Ok(id) => patient.id = id.map(str::to_owned),
+                Err(()) => patient.problem = Some("patient_id: expected one `_id` value".into()),
+            }
+        } else {
+            match single("patient") {
+                Ok(reference) => {
+                    patient.id = reference
+                        .and_then(|r| r.rsplit('/').next())
+                        .filter(|id| !id.is_empty())
+                        .map(str::to_owned);
+                }
+                Err(()) => {
+                    patient.problem = Some("patient_id: expected one `patient` value".into());
+                }
+            }
+        }
+        if is_patient && self.interaction.searches() {
+            match single("identifier") {
+                Ok(None) => {}
+                Ok(Some(identifier)) => match identifier.split_once('|') {
+                    Some((BSN_SYSTEM, bsn)) if !bsn.is_empty() => {
+                        patient.bsn = Some(bsn.to_owned());
+                    }
+                    _ => patient.problem = Some(BSN_FORMAT.into()),
+                },
+                Err(()) => patient.problem = Some(BSN_FORMAT.into()),
+            }
+        }
+        if patient.problem.is_some() {
+            patient.id = None;
+            patient.bsn = None;
+        }
+        patient
+    }
+}
+
+/// The Dutch citizen service number's naming system.
+pub const BSN_SYSTEM: &str = "http://fhir.nl/fhir/NamingSystem/bsn";
+
+/// Why a Patient search's identifier names no BSN (knooppunt's words).
+const BSN_FORMAT: &str = "patient_bsn: expected identifier parameter in format 'system|value'";
+
+/// The patient a request is about ([`ParsedRequest::patient`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatientRef {
+    pub id: Option<String>,
+    pub bsn: Option<String>,
+    /// Why neither is known although the request names a patient ambiguously.
+    pub problem: Option<String>,
 }
 
 /// The compartments a search may be made in (R4 `compartmentdefinition.html`).

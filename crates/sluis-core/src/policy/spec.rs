@@ -92,6 +92,42 @@ pub struct PolicySpec {
     /// `request.fhir`, and with a `capability_statement` whatever it does not list is
     /// denied before any rule runs.
     pub fhir: Option<FhirSpec>,
+    /// Chooses the policies that decide by the token's scopes, as the Nuts reference PDP
+    /// does: each scope names a policy, every named one is evaluated and the first (in
+    /// name order) that allows decides. A selecting policy has no rules of its own.
+    pub select: Option<SelectSpec>,
+}
+
+/// `select:`: policies chosen by the token's scopes.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SelectSpec {
+    /// The policies a scope may name (by id). Each must have no `match` (it is chosen only
+    /// by a scope) and accept this policy's issuers.
+    pub by_scope: Vec<String>,
+    /// How a scope is turned into a policy id: `exact` (the default), or `knooppunt`:
+    /// lower case, `-` read as `_` (`MCSD-Update` names `mcsd_update`).
+    #[serde(default)]
+    pub normalize: ScopeNormalize,
+}
+
+/// How scopes name policies.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeNormalize {
+    #[default]
+    Exact,
+    Knooppunt,
+}
+
+impl ScopeNormalize {
+    /// The policy id `scope` names.
+    pub fn apply(self, scope: &str) -> String {
+        match self {
+            ScopeNormalize::Exact => scope.to_owned(),
+            ScopeNormalize::Knooppunt => scope.to_lowercase().replace('-', "_"),
+        }
+    }
 }
 
 /// How a policy reads FHIR requests.

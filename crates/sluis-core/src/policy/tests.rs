@@ -953,4 +953,51 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+#[test]
+fn selectors_are_checked_at_load_and_their_policies_never_match() {
+    let good = r#"
+policies:
+  - id: sel
+    match: {paths: ["/fhir/**"]}
+    issuers: [test]
+    select: {by_scope: [a, b], normalize: knooppunt}
+  - {id: a, issuers: [test], rules: [{id: r, allow: "true"}]}
+  - {id: b, issuers: [test], rules: []}
+  - {id: other, issuers: [test], rules: []}
+"#;
+    let set = set(good).unwrap();
+    // `a` and `b` have no `match` (every path), but only a scope chooses them; `sel`
+    // is first for its paths, and `other` for the rest.
+    assert_eq!(&*set.select(&request("GET", "/fhir/x")).unwrap().id, "sel");
+    assert_eq!(&*set.select(&request("GET", "/y")).unwrap().id, "other");
+    assert_eq!(
+        spec::ScopeNormalize::Knooppunt.apply("MCSD-Update"),
+        "mcsd_update"
+    );
+    let bad = r#"
+policies:
+  - id: sel
+    issuers: [test]
+    select: {by_scope: [missing, matched, selecting, shadowed, narrow]}
+  - {id: matched, match: {paths: ["/m"]}, issuers: [test], rules: []}
+  - {id: selecting, issuers: [test], select: {by_scope: [matched]}}
+  - {id: shadowed, mode: shadow, issuers: [test], rules: []}
+  - {id: narrow, issuers: [], anonymous: true, rules: []}
+"#;
+    let own_rules = "policies:\n  - {id: sel, issuers: [test], select: {by_scope: [a]}, rules: [{id: r, allow: \"true\"}]}\n  - {id: a, issuers: [test]}\n";
+    assert!(errors(own_rules).join("\n").contains(
+        "a policy with `select` decides through the policies it selects: it cannot have `rules`"
+    ));
+    let errors = errors(bad).join("\n");
+    for expected in [
+        "names policy `missing`, which is not loaded",
+        "names policy `matched`, which has a `match`",
+        "names policy `selecting`, which selects policies itself",
+        "names policy `shadowed`, which is in shadow mode",
+        "names policy `narrow`, which does not accept issuer `test`",
+    ] {
+        assert!(errors.contains(expected), "{expected} not in {errors}");
+    }
+}
+
 mod fhir;

@@ -627,3 +627,82 @@ proptest! {
         }
     }
 }
+
+/// The patient a request is about, as nuts-knooppunt's `derivePatientId` /
+/// `derivePatientBSN` cases have it (and the ambiguous ones it refuses).
+#[test]
+fn the_patient_is_derived_from_path_parameters_and_identifier() {
+    let bsn = "http://fhir.nl/fhir/NamingSystem/bsn";
+    let patient = |request: AccessRequest| r4(&request).unwrap().patient();
+    let known = |id: Option<&str>, bsn: Option<&str>| PatientRef {
+        id: id.map(str::to_owned),
+        bsn: bsn.map(str::to_owned),
+        problem: None,
+    };
+    assert_eq!(
+        patient(req("GET", "/fhir/Patient/12345")),
+        known(Some("12345"), None)
+    );
+    assert_eq!(
+        patient(req("GET", "/fhir/Patient/12345/Observation?code=x")),
+        known(Some("12345"), None)
+    );
+    assert_eq!(
+        patient(req("GET", "/fhir/Patient?_id=56789")),
+        known(Some("56789"), None)
+    );
+    assert_eq!(
+        patient(req("GET", "/fhir/Observation?patient=Patient/98765")),
+        known(Some("98765"), None)
+    );
+    assert_eq!(
+        patient(req("GET", "/fhir/Observation?patient=98765")),
+        known(Some("98765"), None)
+    );
+    assert_eq!(
+        patient(req("GET", "/fhir/Observation?code=x")),
+        known(None, None)
+    );
+    assert_eq!(
+        patient(req(
+            "GET",
+            &format!("/fhir/Patient?identifier={bsn}|999999990")
+        )),
+        known(None, Some("999999990"))
+    );
+    // Percent-encoded `|` is the same identifier.
+    assert_eq!(
+        patient(req(
+            "GET",
+            &format!("/fhir/Patient?identifier={bsn}%7C999999990")
+        )),
+        known(None, Some("999999990"))
+    );
+    // From a POST _search body.
+    assert_eq!(
+        patient(post_form(
+            "/fhir/Patient/_search",
+            &format!("identifier={bsn}|999999990")
+        )),
+        known(None, Some("999999990"))
+    );
+    // Ambiguous or malformed: nothing known, and why.
+    for target in [
+        "/fhir/Observation?patient=Patient/1&patient=Patient/2".to_owned(),
+        "/fhir/Observation?patient=Patient/1,Patient/2".to_owned(),
+        "/fhir/Patient?_id=1,2".to_owned(),
+        "/fhir/Patient?identifier=urn:oid:1.2.3|42".to_owned(),
+        "/fhir/Patient?identifier=999999990".to_owned(),
+        format!("/fhir/Patient?identifier={bsn}|1,{bsn}|2"),
+    ] {
+        let found = patient(req("GET", &target));
+        assert!(found.problem.is_some(), "{target}");
+        assert_eq!((found.id, found.bsn), (None, None), "{target}");
+    }
+    assert_eq!(
+        patient(req("GET", "/fhir/Patient?identifier=urn:oid:1|2"))
+            .problem
+            .as_deref(),
+        Some("patient_bsn: expected identifier parameter in format 'system|value'")
+    );
+}

@@ -19,7 +19,7 @@ use crate::fhir::{Include, ParsedRequest, SearchParam};
 static FHIR_TYPE: Type = Type::simple_type(Kind::Opaque, "sluis.FhirRequest");
 
 /// The fields of `request.fhir`, for load errors.
-pub const FIELDS: [&str; 18] = [
+pub const FIELDS: [&str; 19] = [
     "version",
     "interaction",
     "type",
@@ -38,6 +38,7 @@ pub const FIELDS: [&str; 18] = [
     "count",
     "sort",
     "param_names",
+    "patient",
 ];
 
 /// The functions called on `request.fhir`.
@@ -157,6 +158,14 @@ impl FhirVal {
             "summary" => opt_text(r.summary.as_deref()),
             "count" => r.count.map(|c| Value::Int(c.into())).unwrap_or(Value::Null),
             "sort" => texts(r.sort.iter().map(String::as_str)),
+            "patient" => {
+                let patient = r.patient();
+                map(vec![
+                    ("id", opt_text(patient.id.as_deref())),
+                    ("bsn", opt_text(patient.bsn.as_deref())),
+                    ("problem", opt_text(patient.problem.as_deref())),
+                ])
+            }
             _ => return None,
         })
     }

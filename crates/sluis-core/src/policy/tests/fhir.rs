@@ -84,6 +84,18 @@ fn rules_read_the_request_as_fhir() {
         "request.fhir.search[0].has[0].type == 'Observation' && request.fhir.search[0].has_param == 'code'",
         "/fhir/Patient?_has:Observation:patient:code=1234"
     ));
+    assert!(holds(
+        "request.fhir.patient == {'id': 'p1', 'bsn': null, 'problem': null}",
+        compartment
+    ));
+    assert!(holds(
+        "request.fhir.patient.bsn == '999999990' && request.fhir.patient.id == null",
+        "/fhir/Patient?identifier=http://fhir.nl/fhir/NamingSystem/bsn|999999990"
+    ));
+    assert!(holds(
+        "request.fhir.patient.problem != null && request.fhir.patient.id == null",
+        "/fhir/Observation?patient=Patient/1,Patient/2"
+    ));
 }
 
 #[test]

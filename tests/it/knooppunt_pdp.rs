@@ -1,0 +1,523 @@
+//! knooppunt's PDP door (`POST /pdp`, issue #21) with the shipped `policy/nl` policies,
+//! chosen by scope: bodies in the shapes the PEP (`authorize.js`), the Go struct
+//! (`query_params`) and the older `subject.properties` send; the trust boundary
+//! (`allow_from`, `active`, `exp`); and one table of cases sent to the forward-auth door,
+//! the Envoy gRPC door and `/pdp`, whose decisions must agree.
+
+use sluis_test_kit as kit;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kit::*;
+use serde_json::{Value, json};
+
+/// A loopback stand-in for the Nuts node's introspection endpoint: each registered token
+/// gets its claims, any other is inactive.
+async fn nuts_node(answers: Arc<Mutex<HashMap<String, Value>>>) -> std::net::SocketAddr {
+    let app = axum::Router::new().route(
+        "/introspect",
+        axum::routing::post(move |body: String| {
+            let answers = answers.clone();
+            async move {
+                let token = body
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("token="))
+                    .unwrap_or("");
+                answers
+                    .lock()
+                    .unwrap()
+                    .get(token)
+                    .cloned()
+                    .unwrap_or(json!({"active": false}))
+                    .to_string()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+const NUTS_ISS: &str = "https://nuts.example.org";
+
+fn config(node: std::net::SocketAddr, allow_from: &str) -> String {
+    format!(
+        r#"
+listeners: {{grpc: "127.0.0.1:0", admin: "127.0.0.1:0"}}
+issuers:
+  - name: nuts-node
+    issuer: {NUTS_ISS}
+    introspection:
+      endpoint: http://{node}/introspect
+      allow_insecure_http: true
+      timeout: 1s
+policies: [{policies}]
+doors:
+  knooppunt_pdp:
+    issuer: nuts-node
+    fhir_base_path: /fhir
+    allow_from: [{allow_from}]
+"#,
+        policies = repo_path("policy/nl").display()
+    )
+}
+
+/// The introspection answer for a token with `scope` (and extra claims).
+fn introspection(scope: &str, extra: Value) -> Value {
+    let mut claims = json!({
+        "active": true,
+        "iss": NUTS_ISS,
+        "client_id": "https://requester.example.org",
+        "scope": scope,
+        "organization_ura": "24173480",
+        "organization_name": "Zorg B.V.",
+        "organization_facility_type": "Z3",
+        "exp": now() + 600,
+        "iat": now() - 10,
+    });
+    for (name, value) in extra.as_object().unwrap() {
+        if value.is_null() {
+            claims.as_object_mut().unwrap().remove(name);
+        } else {
+            claims[name] = value.clone();
+        }
+    }
+    claims
+}
+
+/// The body knooppunt's PEP (`authorize.js`) sends.
+fn pep_body(subject: &Value, method: &str, path: &str, query: &str, body: &str) -> Value {
+    json!({"input": {
+        "subject": subject,
+        "request": {"method": method, "protocol": "HTTP/1.1", "path": path, "query": query,
+            "header": {"accept": ["application/fhir+json"]}, "body": body},
+        "context": {"connection_type_code": "hl7-fhir-rest",
+            "data_holder_organization_id": "00000666", "data_holder_facility_type": "Z3",
+            "patient_bsn": ""}
+    }})
+}
+
+async fn pdp(client: &reqwest::Client, server: &Server, body: &Value) -> (u16, Value) {
+    let response = client
+        .post(format!("http://{}/pdp", server.http))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn the_pdp_door_answers_in_knooppunts_shape() {
+    let node = nuts_node(Arc::default()).await;
+    let setup = Setup::new(&config(node, r#""127.0.0.1/32""#), &[]);
+    let server = Server::start(&setup.config_path()).await;
+    let client = reqwest::Client::new();
+
+    // The PEP's shape: an mCSD search, allowed by the policy the scope names.
+    let subject = introspection("mcsd_query", json!({}));
+    let (status, answer) = pdp(
+        &client,
+        &server,
+        &pep_body(&subject, "GET", "/Organization", "name:contains=Zorg", ""),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer,
+        json!({"allow": true, "policies": {"mcsd_query": {"allow": true, "reasons": []}}})
+    );
+
+    // Two scopes: both evaluated and reported, the first (by name) that allows decides.
+    let subject = introspection("MCSD-Update mcsd_query", json!({}));
+    let (_, answer) = pdp(
+        &client,
+        &server,
+        &pep_body(&subject, "GET", "/Organization/org-1", "", ""),
+    )
+    .await;
+    assert_eq!(answer["allow"], true);
+    assert_eq!(answer["policies"]["mcsd_query"]["allow"], true);
+    assert_eq!(answer["policies"]["mcsd_update"]["allow"], false);
+    assert_eq!(
+        answer["policies"]["mcsd_update"]["reasons"][0]["code"],
+        "not_allowed"
+    );
+
+    // An unknown scope: not_implemented; no scope: "no policy defined".
+    let subject = introspection("bgz", json!({}));
+    let (_, answer) = pdp(
+        &client,
+        &server,
+        &pep_body(&subject, "GET", "/Patient", "", ""),
+    )
+    .await;
+    assert_eq!(answer["allow"], false);
+    assert_eq!(
+        answer["policies"]["bgz"]["reasons"][0],
+        json!({"code": "not_implemented", "description": "scope `bgz` has no policy"})
+    );
+    let subject = introspection("", json!({"scope": null}));
+    let (_, answer) = pdp(
+        &client,
+        &server,
+        &pep_body(&subject, "GET", "/Patient", "", ""),
+    )
+    .await;
+    assert_eq!(answer["allow"], false);
+    assert_eq!(answer["error"], "no policy defined");
+
+    // A malformed FHIR query is unexpected input, with knooppunt's `error`.
+    let subject = introspection("mcsd_query", json!({}));
+    let (_, answer) = pdp(
+        &client,
+        &server,
+        &pep_body(&subject, "GET", "/Organization", "_count=lots", ""),
+    )
+    .await;
+    assert_eq!(answer["allow"], false);
+    assert_eq!(
+        answer["policies"]["mcsd_query"]["reasons"][0]["code"],
+        "unexpected_input"
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid request: ")
+    );
+
+    // The Go struct's `query_params` and the base as "/": the eOverdracht notification.
+    let subject = introspection("eoverdracht_receiver", json!({}));
+    let body = json!({"input": {"subject": subject,
+        "request": {"method": "POST", "path": "/", "query_params": {}, "header": {}, "body": "{}"},
+        "context": {"data_holder_organization_id": "00000666"}}});
+    let (_, answer) = pdp(&client, &server, &body).await;
+    assert_eq!(answer["allow"], true, "{answer}");
+    let body = json!({"input": {"subject": introspection("mcsd_query", json!({})),
+        "request": {"method": "GET", "path": "/Organization",
+            "query_params": {"name:contains": ["Zorg"], "_count": ["5"]}}}});
+    let (_, answer) = pdp(&client, &server, &body).await;
+    assert_eq!(answer["allow"], true, "{answer}");
+    // The same path at knooppunt's OPA-style route; another package is refused.
+    let response = client
+        .post(format!(
+            "http://{}/pdp/v1/data/knooppunt/authz",
+            server.http
+        ))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = client
+        .post(format!("http://{}/pdp/v1/data/other/allow", server.http))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+
+    // The older subject shape: properties flattened, qualifications as scopes.
+    let legacy = json!({"input": {
+        "subject": {"type": "organization", "id": "x", "active": true, "exp": now() + 600,
+            "properties": {"client_qualifications": ["mcsd_query"], "subject_organization_id": "24173480"}},
+        "request": {"method": "GET", "path": "/Location/loc-1"}}});
+    let (_, answer) = pdp(&client, &server, &legacy).await;
+    assert_eq!(answer["allow"], true, "{answer}");
+
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_pdp_door_holds_its_trust_boundary() {
+    let node = nuts_node(Arc::default()).await;
+    let setup = Setup::new(&config(node, r#""127.0.0.1/32""#), &[]);
+    let server = Server::start(&setup.config_path()).await;
+    let client = reqwest::Client::new();
+    let ok = |subject: &Value| pep_body(subject, "GET", "/Organization", "", "");
+
+    // Inactive, expired, without `exp`, from another issuer: never an allow.
+    for (name, subject) in [
+        (
+            "inactive",
+            introspection("mcsd_query", json!({"active": false})),
+        ),
+        (
+            "no active",
+            introspection("mcsd_query", json!({"active": null})),
+        ),
+        (
+            "expired",
+            introspection("mcsd_query", json!({"exp": now() - 600})),
+        ),
+        ("no exp", introspection("mcsd_query", json!({"exp": null}))),
+        (
+            "other iss",
+            introspection("mcsd_query", json!({"iss": "https://elsewhere"})),
+        ),
+    ] {
+        let (status, answer) = pdp(&client, &server, &ok(&subject)).await;
+        assert_eq!(status, 200, "{name}");
+        assert_eq!(answer["allow"], false, "{name}: {answer}");
+    }
+
+    // Bad JSON and a query given twice: 400 with knooppunt's error text.
+    let response = client
+        .post(format!("http://{}/pdp", server.http))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["allow"], false);
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("unable to parse request body: ")
+    );
+    let twice = json!({"input": {"subject": introspection("mcsd_query", json!({})),
+        "request": {"method": "GET", "path": "/Organization", "query": "a=1", "query_params": {"a": ["1"]}}}});
+    let (status, _) = pdp(&client, &server, &twice).await;
+    assert_eq!(status, 400);
+
+    // A body past the limit: 413, never read whole.
+    let huge = "x".repeat(3 * 1024 * 1024);
+    let response = client
+        .post(format!("http://{}/pdp", server.http))
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+
+    // A BSN in a reason is masked before it leaves the door.
+    let subject = introspection("mcsd_query", json!({}));
+    let (_, answer) = pdp(
+        &client,
+        &server,
+        &pep_body(
+            &subject,
+            "GET",
+            "/Patient",
+            "identifier=http://fhir.nl/fhir/NamingSystem/bsn|999999990",
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(answer["allow"], false);
+    assert!(!answer.to_string().contains("999999990"), "{answer}");
+
+    // The context cannot name the policy that decides.
+    let mut body = ok(&introspection(
+        "mcsd_query",
+        json!({"organization_ura": null}),
+    ));
+    body["input"]["context"]["sluis_policy"] = json!("mcsd_query");
+    let (_, answer) = pdp(&client, &server, &body).await;
+    assert_eq!(answer["allow"], false);
+    server.stop().await;
+
+    // A peer outside `allow_from` is refused before anything is read.
+    let setup = Setup::new(&config(node, r#""10.0.0.0/8""#), &[]);
+    let server = Server::start(&setup.config_path()).await;
+    let (status, answer) = pdp(
+        &client,
+        &server,
+        &ok(&introspection("mcsd_query", json!({}))),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(answer["allow"], false);
+    server.stop().await;
+}
+
+/// The same request and identity give the same decision at the forward-auth door (NGINX
+/// `auth_request` headers), the Envoy gRPC door and `/pdp` (claims as the PEP relays them,
+/// the base path stripped as the PEP strips it).
+#[tokio::test]
+async fn forward_auth_envoy_and_pdp_doors_agree() {
+    let answers: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+    let node = nuts_node(answers.clone()).await;
+    let setup = Setup::new(&config(node, r#""127.0.0.1/32""#), &[]);
+    let server = Server::start(&setup.config_path()).await;
+    let client = reqwest::Client::new();
+    let enrolled =
+        json!({"patient_enrollment_identifier": "http://fhir.nl/fhir/NamingSystem/bsn|999999990"});
+    // (scope, extra claims, method, path below /fhir, query)
+    let cases: Vec<(&str, Value, &str, &str, &str)> = vec![
+        (
+            "mcsd_query",
+            json!({}),
+            "GET",
+            "/Organization",
+            "name:contains=Zorg&active=true",
+        ),
+        ("mcsd_query", json!({}), "GET", "/Location/loc-1", ""),
+        (
+            "mcsd_query",
+            json!({}),
+            "GET",
+            "/Endpoint",
+            "_lastUpdated=ge2026-01-01&_id=e1,e2",
+        ),
+        (
+            "mcsd_query",
+            json!({}),
+            "GET",
+            "/Organization",
+            "name:missing=true",
+        ),
+        (
+            "mcsd_query",
+            json!({}),
+            "GET",
+            "/Organization",
+            "_include:iterate=Organization:endpoint",
+        ),
+        ("mcsd_query", json!({}), "GET", "/Patient", "name=Jansen"),
+        (
+            "mcsd_query",
+            json!({}),
+            "GET",
+            "/Organization",
+            "_count=lots",
+        ),
+        (
+            "mcsd_query",
+            json!({"organization_ura": null}),
+            "GET",
+            "/Organization",
+            "",
+        ),
+        ("mcsd_query", json!({}), "DELETE", "/Organization/org-1", ""),
+        (
+            "mcsd_update",
+            json!({}),
+            "GET",
+            "/Organization/_history",
+            "_since=2026-01-01T00:00:00Z",
+        ),
+        (
+            "MCSD-Update",
+            json!({}),
+            "GET",
+            "/Practitioner/_history",
+            "",
+        ),
+        ("mcsd_update", json!({}), "GET", "/Organization/org-1", ""),
+        (
+            "mcsd_update mcsd_query",
+            json!({}),
+            "GET",
+            "/Organization/org-1",
+            "",
+        ),
+        (
+            "mcsd_update mcsd_query",
+            json!({}),
+            "PUT",
+            "/Organization/org-1",
+            "",
+        ),
+        ("eoverdracht_receiver", json!({}), "POST", "/", ""),
+        ("eoverdracht_receiver", json!({}), "GET", "/", ""),
+        (
+            "eoverdracht_receiver",
+            json!({"organization_ura": null}),
+            "POST",
+            "/",
+            "",
+        ),
+        (
+            "pzp_gf",
+            json!({}),
+            "GET",
+            "/Patient",
+            "identifier=http://fhir.nl/fhir/NamingSystem/bsn|999999990",
+        ),
+        (
+            "medicatieoverdracht_gf",
+            enrolled.clone(),
+            "GET",
+            "/Patient",
+            "identifier=http://fhir.nl/fhir/NamingSystem/bsn|999999990",
+        ),
+        (
+            "medicatieoverdracht_gf",
+            enrolled,
+            "GET",
+            "/MedicationRequest",
+            "patient=Patient/p1",
+        ),
+        ("eoverdracht_sender", json!({}), "GET", "/Task/t1", ""),
+        ("bgz", json!({}), "GET", "/Patient", ""),
+        ("", json!({"scope": null}), "GET", "/Organization", ""),
+    ];
+    let mut failures = Vec::new();
+    for (index, (scope, extra, method, path, query)) in cases.iter().enumerate() {
+        let claims = introspection(scope, extra.clone());
+        let token = format!("opaque-token-{index}");
+        answers
+            .lock()
+            .unwrap()
+            .insert(token.clone(), claims.clone());
+        let full_path = if *path == "/" {
+            "/fhir".to_owned()
+        } else {
+            format!("/fhir{path}")
+        };
+        let target = if query.is_empty() {
+            full_path.clone()
+        } else {
+            format!("{full_path}?{query}")
+        };
+
+        let envoy = server
+            .check(
+                Req::get(&target)
+                    .method(method)
+                    .header("authorization", &format!("Bearer {token}")),
+            )
+            .await;
+        let forward = client
+            .get(format!("http://{}/decisions", server.http))
+            .bearer_auth(&token)
+            .header("x-original-method", *method)
+            .header("x-original-uri", &target)
+            .send()
+            .await
+            .unwrap();
+        let forward_status = forward.status().as_u16();
+        let (status, answer) = pdp(
+            &client,
+            &server,
+            &pep_body(&claims, method, path, query, ""),
+        )
+        .await;
+        let pdp_allow = status == 200 && answer["allow"] == true;
+        let envoy_allow = envoy.status == 200;
+        let forward_allow = forward_status == 200;
+        if !(envoy_allow == forward_allow && forward_allow == pdp_allow) {
+            failures.push(format!(
+                "{method} {target} ({scope}): envoy {}, forward-auth {forward_status}, pdp {status} {answer}",
+                envoy.status
+            ));
+        }
+        // Denials agree on status between the two gateway doors too.
+        if envoy.status != forward_status {
+            failures.push(format!(
+                "{method} {target} ({scope}): envoy {} vs forward-auth {forward_status}",
+                envoy.status
+            ));
+        }
+    }
+    // Not all the same answer: the table tells allow from deny.
+    assert!(failures.is_empty(), "{failures:#?}");
+    server.stop().await;
+}
