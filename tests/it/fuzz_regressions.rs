@@ -48,3 +48,8 @@ fn fhir_inputs() {
 fn flows_inputs() {
     replay("flows", entries::flows);
 }
+
+#[test]
+fn authzen_search_inputs() {
+    replay("authzen_search", entries::authzen_search);
+}

@@ -18,6 +18,7 @@ pub mod graphql;
 pub mod narrowing;
 pub mod positions;
 pub mod response;
+pub mod search;
 pub mod smart;
 pub mod spec;
 pub mod trace;
@@ -32,7 +33,7 @@ use sha2::{Digest, Sha256};
 use crate::authn::Identity;
 use crate::decision::{Allow, Decision, Deny, DenyCode, Outcome, bad_request_body, deny_body};
 use crate::flows::FlowIndex;
-use crate::request::AccessRequest;
+use crate::request::{AccessRequest, Evaluation};
 pub use diagnostic::{Diagnostic, DiagnosticKind, LoadError, Severity};
 use expr::{Expr, ExprError, FlowSource, GraphqlFields, RequestFields, Vars};
 use positions::{Position, Positions, Step};
@@ -100,6 +101,8 @@ pub struct Policy {
     scope_response: Option<Deny>,
     /// Which resources of the upstream's answer the caller may see ([`response`]).
     response_rules: Option<response::ResponseRules>,
+    /// The candidates AuthZEN searches try ([`search`]); `None`: it cannot be searched.
+    search: Option<search::PolicySearch>,
 }
 
 /// `match.evaluation`: empty lists match anything.
@@ -884,6 +887,16 @@ fn compile_policy(
     let response_rules = spec
         .response_rules
         .map(|r| response::ResponseRules::compile(r, report));
+    if spec.search.is_some() && spec.matcher.evaluation.is_none() {
+        report.error(
+            Kind::Conflict,
+            &key("search"),
+            "`search` lists candidates for evaluations: it needs `match.evaluation`".into(),
+        );
+    }
+    let search = spec
+        .search
+        .map(|s| search::PolicySearch::compile(s, report));
     if rules
         .iter()
         .map(|r| &r.condition)
@@ -1127,6 +1140,7 @@ fn compile_policy(
         caller,
         scope_response,
         response_rules,
+        search,
     })
 }
 
@@ -1276,6 +1290,41 @@ impl Policy {
             }
         }
         None
+    }
+
+    /// Whether this policy decides some evaluations a search of `kind` shaped like
+    /// `template` would try: the parts the search names fit `match.evaluation` (the
+    /// searched entity's type does; an action search names no action).
+    pub fn fits_search(&self, kind: search::SearchKind, template: &Evaluation) -> bool {
+        let Some(wanted) = &self.evaluation else {
+            return false;
+        };
+        let fits =
+            |list: &[String], value: &str| list.is_empty() || list.iter().any(|v| v == value);
+        (kind == search::SearchKind::Action || fits(&wanted.actions, template.action_name()))
+            && fits(&wanted.resource_types, template.resource_type())
+            && fits(&wanted.subject_types, template.subject_type())
+    }
+
+    /// The candidates this policy tries for a search (see [`search`]).
+    pub fn search_candidates(
+        &self,
+        kind: search::SearchKind,
+        template: &Evaluation,
+    ) -> Result<Vec<search::Candidate>, search::SearchError> {
+        let Some(search) = &self.search else {
+            return Err(search::SearchError::Unsupported {
+                policy: self.id.to_string(),
+                kind,
+                why: "it has no `search` block".into(),
+            });
+        };
+        let actions = self
+            .evaluation
+            .as_ref()
+            .map(|e| e.actions.as_slice())
+            .unwrap_or_default();
+        search.candidates(&self.id, kind, template, self.data.as_ref(), actions)
     }
 
     /// The scopes `identity` lacks, in the policy's order.
