@@ -218,3 +218,41 @@ pub fn knooppunt_pdp(data: &[u8]) {
         assert!(!input.claims.contains_key("properties"));
     }
 }
+
+/// The AuthZEN Search API request reader (`sluis_core::engine::search`): the input as a
+/// request body, read for each kind of search, and a page of a synthetic answer taken
+/// for every query read (its token must open for the same search).
+pub fn authzen_search(data: &[u8]) {
+    use sluis_core::engine::search::{page, read_query};
+    use sluis_core::policy::search::{Candidate, SearchKind};
+    let Ok(serde_json::Value::Object(body)) = serde_json::from_slice(data) else {
+        return;
+    };
+    let found: Vec<Candidate> = (0..50)
+        .map(|i| Candidate {
+            id: i.to_string(),
+            properties: None,
+        })
+        .collect();
+    for kind in [
+        SearchKind::Subject,
+        SearchKind::Resource,
+        SearchKind::Action,
+    ] {
+        if let Ok(query) = read_query(kind, &body) {
+            let (results, next) = page(&query, &found);
+            assert!(results.len() <= query.limit);
+            if !next.is_empty() {
+                let mut again = body.clone();
+                again.insert(
+                    "page".into(),
+                    serde_json::json!({"token": next, "limit": query.limit}),
+                );
+                assert!(
+                    read_query(kind, &again).is_ok(),
+                    "a token we gave is refused"
+                );
+            }
+        }
+    }
+}

@@ -5,7 +5,15 @@
 //! |---|---|
 //! | `POST /access/v1/evaluation` | one evaluation |
 //! | `POST /access/v1/evaluations` | several, with top-level defaults and an `options.evaluations_semantic` |
+//! | `POST /access/v1/search/subject`, `/resource`, `/action` | who, what, which actions (paged) |
 //! | `GET /.well-known/authzen-configuration` | PDP metadata |
+//!
+//! A batch item that cannot form an evaluation answers `{"decision": false, "context":
+//! {"error": ...}}` in its place, the batch itself 200, as the certification scenario
+//! asks (§c-3-4-1); a missing required part of an item falls back to the default's
+//! (`type`, `id`, `name`: §c-3-2-7). A search asks the engine
+//! ([`Engine::search`]), which decides each candidate the fitting policies list; a
+//! policy that lists none for the searched kind is a 400 `unsupported_search`.
 //!
 //! Translation only: each evaluation becomes an [`AccessRequest`] carrying an
 //! [`Evaluation`] and no HTTP request, which only policies with `match.evaluation` decide;
@@ -29,11 +37,16 @@ use sha2::{Digest, Sha256};
 
 use sluis_config::Config;
 use sluis_core::engine::Engine;
+use sluis_core::engine::search::{self, SearchFailure};
+use sluis_core::policy::search::{SearchError, SearchKind};
 use sluis_core::request::{AccessRequest, Evaluation};
 
 pub const EVALUATION_PATH: &str = "/access/v1/evaluation";
 pub const EVALUATIONS_PATH: &str = "/access/v1/evaluations";
 pub const METADATA_PATH: &str = "/.well-known/authzen-configuration";
+pub const SEARCH_SUBJECT_PATH: &str = "/access/v1/search/subject";
+pub const SEARCH_RESOURCE_PATH: &str = "/access/v1/search/resource";
+pub const SEARCH_ACTION_PATH: &str = "/access/v1/search/action";
 
 /// Most evaluations in one request: each is a full decision, so a bound keeps one call
 /// from holding a worker for long.
@@ -52,6 +65,8 @@ struct Door {
     caller_token: Option<[u8; 32]>,
     /// The configured issuer identifier, without a trailing `/`.
     issuer: Option<String>,
+    /// Capability URNs for the metadata (omitted when empty).
+    capabilities: Arc<[String]>,
 }
 
 /// The door's routes. Fails when the configured token cannot be read or the issuer is not
@@ -78,10 +93,14 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Result<Router, String> {
         engine,
         caller_token,
         issuer,
+        capabilities: settings.capabilities.clone().into(),
     };
     let decisions = Router::new()
         .route(EVALUATION_PATH, post(evaluation))
         .route(EVALUATIONS_PATH, post(evaluations))
+        .route(SEARCH_SUBJECT_PATH, post(search_subject))
+        .route(SEARCH_RESOURCE_PATH, post(search_resource))
+        .route(SEARCH_ACTION_PATH, post(search_action))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .route_layer(axum::middleware::from_fn_with_state(
             door.clone(),
@@ -195,9 +214,23 @@ fn evaluation_of(
             .or(defaults.get(name))
     };
     let entity = |name: &str, required: &[&str]| -> Result<Value, BadRequest> {
-        let value = part(name)
+        let mut value = part(name)
             .filter(|v| !v.is_null())
-            .ok_or_else(|| BadRequest(format!("missing `{at}{name}`")))?;
+            .ok_or_else(|| BadRequest(format!("missing `{at}{name}`")))?
+            .clone();
+        // An item's entity replaces the default whole, but a required identifier it
+        // lacks is the default's (certification scenario §c-3-2-7).
+        if let (Some(own), Some(Value::Object(default))) =
+            (value.as_object_mut(), defaults.get(name))
+        {
+            for field in required {
+                if own.get(*field).is_none_or(Value::is_null)
+                    && let Some(fallback) = default.get(*field)
+                {
+                    own.insert((*field).to_owned(), fallback.clone());
+                }
+            }
+        }
         let object = value
             .as_object()
             .ok_or_else(|| BadRequest(format!("`{at}{name}` must be an object")))?;
@@ -222,7 +255,7 @@ fn evaluation_of(
                 "`{at}{name}.properties` must be an object"
             )));
         }
-        Ok(value.clone())
+        Ok(value)
     };
     let context = match part("context") {
         None | Some(Value::Null) => Value::Object(Map::new()),
@@ -304,7 +337,8 @@ fn semantic(body: &Map<String, Value>) -> Result<Semantic, BadRequest> {
 #[derive(Debug, PartialEq)]
 enum Batch {
     Single(Evaluation),
-    Many(Vec<Evaluation>, Semantic),
+    /// Each item, or what is wrong with it: answered in its place.
+    Many(Vec<Result<Evaluation, BadRequest>>, Semantic),
 }
 
 fn batch(body: &Map<String, Value>) -> Result<Batch, BadRequest> {
@@ -333,7 +367,7 @@ fn batch(body: &Map<String, Value>) -> Result<Batch, BadRequest> {
                 .ok_or_else(|| BadRequest(format!("`evaluations[{i}]` must be an object")))?;
             evaluation_of(item, body, &at)
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect();
     Ok(Batch::Many(evaluations, semantic))
 }
 
@@ -350,7 +384,15 @@ async fn evaluations(State(door): State<Door>, headers: HeaderMap, body: Bytes) 
     };
     let mut results = Vec::with_capacity(evaluations.len());
     for evaluation in evaluations {
-        let result = decide(&door.engine, evaluation, &headers).await;
+        let result = match evaluation {
+            Ok(evaluation) => decide(&door.engine, evaluation, &headers).await,
+            // The item's error in its place, the batch answered (scenario §c-3-4-1; the
+            // core spec would refuse the payload: see docs/authzen.md).
+            Err(BadRequest(message)) => json!({
+                "decision": false,
+                "context": {"error": {"status": 400, "code": "invalid_request", "message": message}},
+            }),
+        };
         let allowed = result.get("decision") == Some(&Value::Bool(true));
         results.push(result);
         let stop = match semantic {
@@ -392,13 +434,96 @@ async fn metadata(State(door): State<Door>, headers: HeaderMap) -> Response {
             format!("{scheme}://{host}")
         }
     };
-    axum::Json(json!({
+    let mut metadata = json!({
         "issuer": issuer,
         "policy_decision_point": issuer,
         "access_evaluation_endpoint": format!("{issuer}{EVALUATION_PATH}"),
         "access_evaluations_endpoint": format!("{issuer}{EVALUATIONS_PATH}"),
-    }))
-    .into_response()
+        "search_subject_endpoint": format!("{issuer}{SEARCH_SUBJECT_PATH}"),
+        "search_resource_endpoint": format!("{issuer}{SEARCH_RESOURCE_PATH}"),
+        "search_action_endpoint": format!("{issuer}{SEARCH_ACTION_PATH}"),
+    });
+    if !door.capabilities.is_empty() {
+        metadata["capabilities"] = json!(door.capabilities.as_ref());
+    }
+    axum::Json(metadata).into_response()
+}
+
+async fn search_subject(State(door): State<Door>, headers: HeaderMap, body: Bytes) -> Response {
+    search(&door, SearchKind::Subject, &headers, &body).await
+}
+
+async fn search_resource(State(door): State<Door>, headers: HeaderMap, body: Bytes) -> Response {
+    search(&door, SearchKind::Resource, &headers, &body).await
+}
+
+async fn search_action(State(door): State<Door>, headers: HeaderMap, body: Bytes) -> Response {
+    search(&door, SearchKind::Action, &headers, &body).await
+}
+
+/// A Search API request: read it, ask the engine, answer one page.
+async fn search(door: &Door, kind: SearchKind, headers: &HeaderMap, body: &[u8]) -> Response {
+    let query = match json_object(headers, body)
+        .and_then(|body| search::read_query(kind, &body).map_err(BadRequest))
+    {
+        Ok(query) => query,
+        Err(bad) => return bad.into_response(),
+    };
+    let found = match door.engine.search(kind, &query.template).await {
+        Ok(found) => found,
+        Err(SearchFailure::Search(e @ SearchError::Unsupported { .. })) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_search",
+                &e.to_string(),
+            );
+        }
+        Err(SearchFailure::Search(e @ SearchError::TooLarge)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "search_too_large",
+                &e.to_string(),
+            );
+        }
+        Err(SearchFailure::Search(e @ SearchError::Candidates { .. })) => {
+            tracing::warn!(door = "authzen", "{e}");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "search_failed",
+                &e.to_string(),
+            );
+        }
+        Err(SearchFailure::Unavailable(e)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                &e.to_string(),
+            );
+        }
+    };
+    let (results, next_token) = search::page(&query, &found);
+    let entity_type = |entity: &Value| entity.get("type").cloned().unwrap_or(Value::Null);
+    let results: Vec<Value> = results
+        .iter()
+        .map(|candidate| match kind {
+            SearchKind::Action => json!({"name": candidate.id}),
+            SearchKind::Subject => {
+                json!({"type": entity_type(&query.template.subject), "id": candidate.id})
+            }
+            SearchKind::Resource => {
+                json!({"type": entity_type(&query.template.resource), "id": candidate.id})
+            }
+        })
+        .collect();
+    let mut answer = json!({"results": results});
+    if query.paged || !next_token.is_empty() {
+        answer["page"] = json!({
+            "next_token": next_token,
+            "count": results.len(),
+            "total": found.len(),
+        });
+    }
+    axum::Json(answer).into_response()
 }
 
 #[cfg(test)]
@@ -479,6 +604,7 @@ mod tests {
             panic!("not many")
         };
         assert_eq!(semantic, Semantic::DenyOnFirstDeny);
+        let items: Vec<Evaluation> = items.into_iter().map(Result::unwrap).collect();
         assert_eq!(items[0].action_name(), "read");
         assert_eq!(items[0].context, json!({"time": "now"}));
         assert_eq!(items[1].action_name(), "edit");
@@ -486,20 +612,62 @@ mod tests {
         assert_eq!(items[1].subject["id"], "alice");
     }
 
+    fn item_problems(body: Value) -> Vec<Option<String>> {
+        match batch(&object(body)) {
+            Ok(Batch::Many(items, _)) => items
+                .into_iter()
+                .map(|item| item.err().map(|BadRequest(message)| message))
+                .collect(),
+            other => panic!("not a batch: {other:?}"),
+        }
+    }
+
     #[test]
-    fn item_errors_say_which_item() {
+    fn item_errors_say_which_item_and_stay_in_their_place() {
         let body = json!({
             "subject": {"type": "user", "id": "alice"},
             "action": {"name": "read"},
-            "evaluations": [{"resource": {"type": "doc", "id": "1"}}, {"resource": {"type": "doc"}}],
+            "evaluations": [{"resource": {"type": "doc", "id": "1"}}, {"resource": {"type": "doc"}}, {}],
         });
-        assert_eq!(problem(body), "missing `evaluations[1].resource.id`");
+        assert_eq!(
+            item_problems(body),
+            [
+                None,
+                Some("missing `evaluations[1].resource.id`".into()),
+                Some("missing `evaluations[2].resource`".into())
+            ]
+        );
         let body = json!({"evaluations": [7]});
-        assert_eq!(problem(body), "`evaluations[0]` must be an object");
+        assert_eq!(
+            item_problems(body),
+            [Some("`evaluations[0]` must be an object".into())]
+        );
         let mut body = minimal();
         body["evaluations"] = json!([{}]);
         body["options"] = json!({"evaluations_semantic": "first_wins"});
         assert!(problem(body).contains("unknown `options.evaluations_semantic` `first_wins`"));
+    }
+
+    #[test]
+    fn an_item_lacking_an_identifier_takes_the_defaults() {
+        // Certification scenario §c-3-2-7: the item's resource replaces the default's,
+        // but its missing `type` is the default's.
+        let body = json!({
+            "subject": {"type": "user", "id": "alice"},
+            "action": {"name": "write"},
+            "resource": {"type": "record"},
+            "evaluations": [{"resource": {"id": "record-1", "properties": {"status": "active"}}}],
+        });
+        let Ok(Batch::Many(items, _)) = batch(&object(body)) else {
+            panic!("not many")
+        };
+        let Some(Ok(item)) = items.first() else {
+            panic!("item refused")
+        };
+        assert_eq!(
+            item.resource,
+            json!({"type": "record", "id": "record-1", "properties": {"status": "active"}})
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! - `POST /authorization/search-narrowing`: both request shapes. v1.0.0 sends
 //!   `{use_case, query: "Organization?name=x", method, requester}` and gets
-//!   `narrowed_scope`; v2.0.0 sends `{introspection_result, http_request: {method, path,
+//!   `narrowed_scope` (the resource type and its narrowing, as the OpenAPI example; the
+//!   proxy applies the client's parameters); v2.0.0 sends `{introspection_result, http_request: {method, path,
 //!   query_params, headers}, use_case}` and gets `rewritten_query`.
 //! - `POST /authorization/scopes` (v1.0.0): `{use_case, requester}` → the SMART scopes the
 //!   narrowing amounts to, one per narrowed resource type (`system/Organization.rs?...`).
@@ -245,10 +246,13 @@ async fn search_narrowing(
                     "audit_info": {"applied_policies": [policy]},
                 })
             } else {
+                // As the OpenAPI's example (request `Organization?name=Example&_id=123`):
+                // the scope is the resource type and what narrows it; the proxy applies the
+                // client's own parameters on top.
                 json!({
                     "allowed": true,
-                    "narrowed_scope": rewritten,
-                    "original_scope": original,
+                    "narrowed_scope": narrowed_scope(&question.path, &allow),
+                    "original_scope": question.path,
                     "applied_filters": filters(&allow),
                 })
             };
@@ -380,6 +384,16 @@ fn rewritten(question: &Question, allow: &Allow) -> String {
     target(&question.path, &pairs.join("&"))
 }
 
+/// v1's `narrowed_scope`: the resource type with the narrowing's parameters only.
+fn narrowed_scope(path: &str, allow: &Allow) -> String {
+    let pairs: Vec<String> = allow
+        .set_query
+        .iter()
+        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
+        .collect();
+    target(path, &pairs.join("&"))
+}
+
 fn target(path: &str, query: &str) -> String {
     if query.is_empty() {
         path.to_owned()
@@ -469,7 +483,7 @@ async fn scopes(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Byt
             "scopes": granted.iter().map(|(scope, _, _)| scope).collect::<Vec<_>>(),
             "scope_details": granted.iter().map(|(scope, resource_type, constraints)| json!({
                 "scope": scope,
-                "description": format!("Read and search access to {resource_type} resources, narrowed"),
+                "description": format!("Read and search access to {resource_type} resources"),
                 "constraints": constraints,
             })).collect::<Vec<_>>(),
         }),

@@ -53,3 +53,8 @@ fn knooppunt_pdp_inputs() {
 fn flows_inputs() {
     replay("flows", entries::flows);
 }
+
+#[test]
+fn authzen_search_inputs() {
+    replay("authzen_search", entries::authzen_search);
+}

@@ -17,6 +17,7 @@
 )]
 
 mod authzen;
+mod authzen_search;
 mod care_services_proxy;
 mod decision_log;
 mod deployment_examples;

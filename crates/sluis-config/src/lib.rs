@@ -503,6 +503,10 @@ pub struct AuthzenConfig {
     /// `/.well-known/authzen-configuration` with the endpoint URLs under it. Default: the
     /// scheme and host the metadata request was sent to.
     pub issuer: Option<String>,
+    /// Capability URNs published in the metadata's `capabilities` (omitted when empty,
+    /// as the spec asks of empty parameters).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

@@ -8,6 +8,7 @@ pub mod candidate;
 pub mod door;
 pub mod response;
 pub mod scopes;
+pub mod search;
 pub mod span;
 
 use std::sync::Arc;

@@ -19,7 +19,7 @@
 //! | [`response`] | an upstream's answer as response rules judge it: FHIR Bundles read and filtered ([`response::bundle`]), the sealed grant a request decision hands on ([`response::grant`]) |
 //! | [`policy`] | policy files, CEL rules, the caller's party identifiers, SMART scopes, search narrowing; selection, evaluation and its trace |
 //! | [`audit`] | the decision log: one JSON line per decision, masked, optionally hash-chained, written off the hot path |
-//! | [`engine`] | the only place that decides: authenticates, selects a policy, evaluates, logs; shadow and candidate sets; what a door cannot carry out ([`engine::door`]); answers per use case ([`engine::scopes`]) |
+//! | [`engine`] | the only place that decides: authenticates, selects a policy, evaluates, logs; shadow and candidate sets; what a door cannot carry out ([`engine::door`]); answers per use case ([`engine::scopes`]); AuthZEN searches ([`engine::search`]) |
 //!
 //! The front doors (gRPC ext_authz, forward auth, OPA, AuthZEN, Care Services) live in the
 //! `sluis` crate and only translate; the durable flow store and the Redis replay cache in

@@ -18,6 +18,7 @@ pub mod graphql;
 pub mod narrowing;
 pub mod positions;
 pub mod response;
+pub mod search;
 pub mod smart;
 pub mod spec;
 pub mod trace;
@@ -32,7 +33,7 @@ use sha2::{Digest, Sha256};
 use crate::authn::Identity;
 use crate::decision::{Allow, Decision, Deny, DenyCode, Outcome, bad_request_body, deny_body};
 use crate::flows::FlowIndex;
-use crate::request::AccessRequest;
+use crate::request::{AccessRequest, Evaluation};
 pub use diagnostic::{Diagnostic, DiagnosticKind, LoadError, Severity};
 use expr::{Expr, ExprError, FlowSource, GraphqlFields, RequestFields, Vars};
 use positions::{Position, Positions, Step};
@@ -106,6 +107,8 @@ pub struct Policy {
     pub select: Option<Selector>,
     /// Whether `match` was left out: a policy chosen by scope must have none.
     unmatched: bool,
+    /// The candidates AuthZEN searches try ([`search`]); `None`: it cannot be searched.
+    search: Option<search::PolicySearch>,
 }
 
 /// `select:` compiled: the policies a token's scopes may name.
@@ -988,6 +991,16 @@ fn compile_policy(
     let response_rules = spec
         .response_rules
         .map(|r| response::ResponseRules::compile(r, report));
+    if spec.search.is_some() && spec.matcher.evaluation.is_none() {
+        report.error(
+            Kind::Conflict,
+            &key("search"),
+            "`search` lists candidates for evaluations: it needs `match.evaluation`".into(),
+        );
+    }
+    let search = spec
+        .search
+        .map(|s| search::PolicySearch::compile(s, report));
     if rules
         .iter()
         .map(|r| &r.condition)
@@ -1233,6 +1246,7 @@ fn compile_policy(
         response_rules,
         select,
         unmatched,
+        search,
     })
 }
 
@@ -1382,6 +1396,41 @@ impl Policy {
             }
         }
         None
+    }
+
+    /// Whether this policy decides some evaluations a search of `kind` shaped like
+    /// `template` would try: the parts the search names fit `match.evaluation` (the
+    /// searched entity's type does; an action search names no action).
+    pub fn fits_search(&self, kind: search::SearchKind, template: &Evaluation) -> bool {
+        let Some(wanted) = &self.evaluation else {
+            return false;
+        };
+        let fits =
+            |list: &[String], value: &str| list.is_empty() || list.iter().any(|v| v == value);
+        (kind == search::SearchKind::Action || fits(&wanted.actions, template.action_name()))
+            && fits(&wanted.resource_types, template.resource_type())
+            && fits(&wanted.subject_types, template.subject_type())
+    }
+
+    /// The candidates this policy tries for a search (see [`search`]).
+    pub fn search_candidates(
+        &self,
+        kind: search::SearchKind,
+        template: &Evaluation,
+    ) -> Result<Vec<search::Candidate>, search::SearchError> {
+        let Some(search) = &self.search else {
+            return Err(search::SearchError::Unsupported {
+                policy: self.id.to_string(),
+                kind,
+                why: "it has no `search` block".into(),
+            });
+        };
+        let actions = self
+            .evaluation
+            .as_ref()
+            .map(|e| e.actions.as_slice())
+            .unwrap_or_default();
+        search.candidates(&self.id, kind, template, self.data.as_ref(), actions)
     }
 
     /// The scopes `identity` lacks, in the policy's order.

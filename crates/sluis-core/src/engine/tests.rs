@@ -144,16 +144,17 @@ async fn the_scopes_of_a_use_case_merge_one_decision_per_narrowed_type() {
     let Scopes::Granted(scopes) = engine.decide_scopes("mCSD", &asked("7")).await.unwrap() else {
         panic!("nothing granted")
     };
+    // In the order the policy lists the types, not sorted.
     assert_eq!(
         scopes,
         vec![
             Scope {
-                resource_type: "Location".into(),
-                narrowing: vec![("managingOrganization".into(), "Organization/7".into())],
-            },
-            Scope {
                 resource_type: "Organization".into(),
                 narrowing: vec![("identifier".into(), "ura|7".into())],
+            },
+            Scope {
+                resource_type: "Location".into(),
+                narrowing: vec![("managingOrganization".into(), "Organization/7".into())],
             },
         ]
     );

@@ -96,6 +96,10 @@ pub struct PolicySpec {
     /// does: each scope names a policy, every named one is evaluated and the first (in
     /// name order) that allows decides. A selecting policy has no rules of its own.
     pub select: Option<SelectSpec>,
+    /// How the AuthZEN Search API enumerates what this policy decides over: the
+    /// candidates each search tries, each then decided by the rules. Only with
+    /// `match.evaluation`; a policy without it cannot be searched.
+    pub search: Option<SearchSpec>,
 }
 
 /// `select:`: policies chosen by the token's scopes.
@@ -128,6 +132,23 @@ impl ScopeNormalize {
             ScopeNormalize::Knooppunt => scope.to_lowercase().replace('-', "_"),
         }
     }
+}
+
+/// The candidates of AuthZEN searches (see [`super::search`]).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSpec {
+    /// Subject type → a CEL expression giving the candidate subjects: a list of ids, or
+    /// of objects with an `id` and the `properties` the rules should see. Reads `data`,
+    /// `subject`, `action`, `resource` and `context` of the search.
+    #[serde(default)]
+    pub subjects: BTreeMap<String, String>,
+    /// Resource type → a CEL expression giving the candidate resources, as `subjects`.
+    #[serde(default)]
+    pub resources: BTreeMap<String, String>,
+    /// The action names an action search tries, in this order. By default
+    /// `match.evaluation.actions`; with neither, actions cannot be searched.
+    pub actions: Option<Vec<String>>,
 }
 
 /// How a policy reads FHIR requests.
@@ -434,8 +455,55 @@ pub struct NarrowingSpec {
     /// default) or `replace` it. Modified, chained or encoded forms are denied either way.
     #[serde(default)]
     pub on_conflict: OnConflict,
-    /// Resource type → search parameter → CEL expression giving its value.
-    pub resources: BTreeMap<String, BTreeMap<String, String>>,
+    /// Resource type → search parameter → CEL expression giving its value. Kept in the
+    /// order written: the Care Services Proxy's scopes list the types, and each scope its
+    /// parameters, in this order.
+    #[schemars(with = "BTreeMap<String, BTreeMap<String, String>>")]
+    pub resources: Ordered<Ordered<String>>,
+}
+
+/// A YAML map whose order is kept, a key given twice refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ordered<V>(pub Vec<(String, V)>);
+
+impl<V> Ordered<V> {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<V> IntoIterator for Ordered<V> {
+    type Item = (String, V);
+    type IntoIter = std::vec::IntoIter<(String, V)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+            type Value = Ordered<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Ordered<V>, A::Error> {
+                let mut entries: Vec<(String, V)> = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, V>()? {
+                    if entries.iter().any(|(k, _)| *k == key) {
+                        return Err(serde::de::Error::custom(format!("`{key}` is given twice")));
+                    }
+                    entries.push((key, value));
+                }
+                Ok(Ordered(entries))
+            }
+        }
+        deserializer.deserialize_map(Visit(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

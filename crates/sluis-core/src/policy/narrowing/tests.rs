@@ -207,9 +207,23 @@ fn use_cases_find_their_policy() {
     assert!(set.for_use_case("mcsd").is_none());
     let narrowing = set.get("mcsd").unwrap().narrowing().unwrap();
     assert_eq!(narrowing.base_path(), "/mcsd");
+    // In the order the policy lists them: the Care Services scopes keep it.
     assert_eq!(
         narrowing.resource_types().collect::<Vec<_>>(),
-        ["Location", "Organization", "PractitionerRole"]
+        ["Organization", "Location", "PractitionerRole"]
+    );
+}
+
+#[test]
+fn a_resource_type_given_twice_is_refused() {
+    let text = policy("deny").replace(
+        "        PractitionerRole:\n",
+        "        Organization:\n          identifier: \"'x'\"\n        PractitionerRole:\n",
+    );
+    let problems = set(&text).expect_err("loaded");
+    assert!(
+        format!("{problems:?}").contains("duplicate entry with key \\\"Organization\\\""),
+        "{problems:?}"
     );
 }
 
