@@ -20,6 +20,7 @@ mod authzen;
 mod care_services_proxy;
 mod decision_log;
 mod deployment_examples;
+mod docs_reference;
 mod door_parsing_props;
 mod dpop_replay_redis;
 mod envoy_e2e;
