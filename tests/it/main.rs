@@ -18,6 +18,7 @@
 
 mod authzen;
 mod care_services_proxy;
+mod cli;
 mod decision_log;
 mod deployment_examples;
 mod docs_reference;

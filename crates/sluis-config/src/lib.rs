@@ -24,10 +24,12 @@ pub mod telemetry;
 /// Errors loading the configuration file. Each names the file and what is wrong in it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config `{path}`: {source}")]
+    /// The cause is in the message, not the error's source, so that printing the error
+    /// with its chain names it once.
+    #[error("cannot read config `{path}`: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -488,9 +490,9 @@ pub enum LogFormat {
 impl Config {
     /// Reads and checks the file. Policies are not loaded here (see [`sluis_core::policy`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         let base_dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
