@@ -33,6 +33,14 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// A problem at a place in the file: `FILE:LINE:COLUMN: ...`, as policy files' errors.
+    #[error("{path}:{line}:{column}: {message}")]
+    InvalidAt {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -506,8 +514,19 @@ impl Config {
             path: path.to_owned(),
             message,
         };
-        let mut config: Config = serde_yaml_ng::from_str(text)
-            .map_err(|e| invalid(sluis_core::yaml_error_message(&e)))?;
+        let mut config: Config = serde_yaml_ng::from_str(text).map_err(|e| {
+            // `FILE:LINE:COLUMN: ...`, as policy files' errors are reported.
+            let message = sluis_core::yaml_error_message(&e);
+            match e.location() {
+                Some(at) => ConfigError::InvalidAt {
+                    path: path.to_owned(),
+                    line: at.line(),
+                    column: at.column(),
+                    message,
+                },
+                None => invalid(message),
+            }
+        })?;
         config.base_dir = base_dir;
         config.check().map_err(invalid)?;
         Ok(config)
@@ -663,8 +682,10 @@ mod tests {
     #[test]
     fn unknown_keys_are_named() {
         let err = parse("policies: [p]\nlisteners:\n  grcp: 127.0.0.1:1\n").unwrap_err();
-        assert!(err.contains("unknown field `grcp`"), "{err}");
-        assert!(err.starts_with("sluis.yaml:"), "{err}");
+        assert!(
+            err.contains("sluis.yaml:3:3: listeners: unknown field `grcp` (did you mean `grpc`?)"),
+            "{err}"
+        );
     }
 
     #[test]
