@@ -185,7 +185,7 @@ pub struct ListenersTls {
     /// The admin listener's own TLS, instead of the shared one.
     #[serde(default)]
     pub admin: Option<TlsFiles>,
-    /// How often the files are checked for a change.
+    /// How often the files are checked for a change; `SIGHUP` checks them at once.
     #[serde(default = "default_tls_reload_interval", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub reload_interval: Duration,
@@ -270,7 +270,9 @@ pub struct ListenerLimits {
     pub request_timeout: Duration,
     /// Connections open at once on each HTTP listener, at most. One more is accepted and
     /// closed at once (counted in `sluis_connections_refused_total`), not queued: a
-    /// gateway sees the refusal and retries elsewhere instead of waiting.
+    /// gateway sees the refusal and retries elsewhere instead of waiting. On the gRPC
+    /// listener with TLS, the TLS handshakes in progress at most: one more ends the oldest
+    /// unfinished handshake (a client that never sends its ClientHello).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// HTTP/2 (all listeners): how often an idle connection is pinged, and how long the
