@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::io::Write as _;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sluis::telemetry::Telemetry;
@@ -26,7 +28,8 @@ const VERSION: &str = concat!(
 #[command(
     name = "sluis",
     about = "External authorization for API gateways",
-    version = VERSION
+    version = VERSION,
+    after_help = "Examples:\n  sluis serve --config examples/config.yaml\n  sluis validate -c examples/config.yaml\n  sluis explain -c examples/config.yaml case.yaml\n\nEach command's --help has its own examples. Documentation: docs/ in the repository."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,13 +39,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the authorization service.
+    #[command(
+        after_help = "Examples:\n  sluis serve --config examples/config.yaml\n  sluis serve -c /etc/sluis/config/config.yaml\n\nSIGHUP reloads the policies and the TLS files; SIGTERM drains in-flight checks and stops."
+    )]
     Serve {
-        #[arg(long, short, default_value = "sluis.yaml")]
+        /// The config file (YAML): listeners, issuers, policies, store. Relative paths in it are
+        /// relative to the file.
+        #[arg(long, short, default_value = "sluis.yaml", value_name = "FILE")]
         config: PathBuf,
     },
     /// Load the config and every policy; print every problem; exit 1 if there is any.
+    #[command(after_help = "Example:\n  sluis validate --config examples/config.yaml")]
     Validate {
-        #[arg(long, short, default_value = "sluis.yaml")]
+        /// The config file (YAML): listeners, issuers, policies, store. Relative paths in it are
+        /// relative to the file.
+        #[arg(long, short, default_value = "sluis.yaml", value_name = "FILE")]
         config: PathBuf,
     },
     /// Print the version.
@@ -53,8 +64,13 @@ enum Command {
         command: AuditCommand,
     },
     /// Run the policy test suites (`*.test.yaml` beside the policies, or PATHS).
+    #[command(
+        after_help = "Examples:\n  sluis test --config examples/config.yaml\n  sluis test --coverage -c examples/config.yaml policy/eoverdracht-receiver.test.yaml"
+    )]
     Test {
-        #[arg(long, short, default_value = "sluis.yaml")]
+        /// The config file (YAML): listeners, issuers, policies, store. Relative paths in it are
+        /// relative to the file.
+        #[arg(long, short, default_value = "sluis.yaml", value_name = "FILE")]
         config: PathBuf,
         /// Also list the rules that decided no test case.
         #[arg(long)]
@@ -63,8 +79,13 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Show how a request would be decided, step by step.
+    #[command(
+        after_help = "Example:\n  sluis explain --config examples/config.yaml case.yaml\n\ncase.yaml:\n  request: { method: GET, path: /eoverdracht/fhir/Patient/456 }\n  token: { issuer: nuts-node, claims: { client_id: \"did:web:receiver.example.org\", scope: eOverdracht-receiver } }"
+    )]
     Explain {
-        #[arg(long, short, default_value = "sluis.yaml")]
+        /// The config file (YAML): listeners, issuers, policies, store. Relative paths in it are
+        /// relative to the file.
+        #[arg(long, short, default_value = "sluis.yaml", value_name = "FILE")]
         config: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -74,8 +95,13 @@ enum Command {
     },
     /// Replay recorded requests against a candidate policy set and report every decision
     /// that would change. Exits 1 when any would.
+    #[command(
+        after_help = "Example:\n  sluis replay --config examples/config.yaml --candidate ../policy-next requests.jsonl"
+    )]
     Replay {
-        #[arg(long, short, default_value = "sluis.yaml")]
+        /// The config file (YAML): listeners, issuers, policies, store. Relative paths in it are
+        /// relative to the file.
+        #[arg(long, short, default_value = "sluis.yaml", value_name = "FILE")]
         config: PathBuf,
         /// A candidate policy file or directory (repeatable), replacing the config's `policies`.
         #[arg(long, required = true)]
@@ -84,6 +110,9 @@ enum Command {
         records: PathBuf,
     },
     /// Print, write or check the JSON Schemas of the config, policy and test files.
+    #[command(
+        after_help = "Examples:\n  sluis schema | less\n  sluis schema --write schema\n  sluis schema --check schema"
+    )]
     Schema {
         /// Write the schemas into this directory.
         #[arg(long, conflicts_with = "check")]
@@ -94,6 +123,9 @@ enum Command {
     },
     /// Development only: sign a token with a local private key (PEM), e.g. the example
     /// issuer's key in `examples/keys/`. Never point this at a production key.
+    #[command(
+        after_help = "Example:\n  sluis dev-token --key examples/keys/dev-rsa.pem --kid dev-1 \\\n    --claims '{\"iss\":\"https://nuts.example.org\",\"aud\":\"https://fhir.example.org\",\"sub\":\"me\"}'"
+    )]
     DevToken {
         /// PEM private key (RSA, EC P-256 or Ed25519).
         #[arg(long)]
@@ -101,6 +133,7 @@ enum Command {
         /// Signature algorithm, e.g. RS256, ES256, EdDSA.
         #[arg(long, default_value = "RS256")]
         alg: String,
+        /// The `kid` header, to pick the key from the issuer's JWKS.
         #[arg(long)]
         kid: Option<String>,
         /// Claims as JSON; `iat` and `exp` (1 hour) are added when missing.
@@ -113,15 +146,38 @@ enum Command {
 enum AuditCommand {
     /// Check the hash chain of a decision log (`decision_log.chain: true`). Give rotated
     /// files oldest first (`FILE.2 FILE.1 FILE`). Exits 1 at the first broken line.
+    #[command(
+        after_help = "Example:\n  sluis audit verify decisions.log.2 decisions.log.1 decisions.log"
+    )]
     Verify {
-        #[arg(required = true)]
+        /// Decision log files, oldest first.
+        #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+}
+
+/// `writeln!` to standard output, returning the error: `println!` panics when the reader
+/// has gone away (`sluis schema | head`).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
+/// Whether `error` is a write to a pipe whose reader has gone away: the reader took what
+/// it wanted (`| head`), so the command stops quietly.
+fn broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -132,7 +188,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Version => {
-            println!("sluis {VERSION}");
+            out!("sluis {VERSION}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { config } => Ok(validate(&config)),
@@ -165,12 +221,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema { write, check } => match (write, check) {
             (Some(dir), _) => {
                 sluis::schema::write(&dir).map_err(anyhow::Error::msg)?;
-                println!("wrote the schemas to {}", dir.display());
+                out!("wrote the schemas to {}", dir.display());
                 Ok(ExitCode::SUCCESS)
             }
             (None, Some(dir)) => match sluis::schema::check(&dir) {
                 Ok(()) => {
-                    println!("schemas in {} match the code", dir.display());
+                    out!("schemas in {} match the code", dir.display());
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(problems) => {
@@ -182,7 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
             (None, None) => {
                 for (name, schema) in sluis::schema::generate() {
-                    println!("# {name}\n{}", serde_json::to_string_pretty(&schema)?);
+                    out!("# {name}\n{}", serde_json::to_string_pretty(&schema)?);
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -194,7 +250,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             kid,
             claims,
         } => {
-            println!("{}", dev_token(&key, &alg, kid, &claims)?);
+            out!("{}", dev_token(&key, &alg, kid, &claims)?);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -232,12 +288,13 @@ fn explain(config: &Path, json: bool, case: &Path) -> anyhow::Result<ExitCode> {
     let decision = runtime()?.block_on(case.decide(&engine, Some(&mut trace)));
     if json {
         let document = sluis_policy_tools::explanation_json(&decision, &trace);
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        out!("{}", serde_json::to_string_pretty(&document)?);
     } else {
-        print!(
+        write!(
+            std::io::stdout().lock(),
             "{}",
             sluis_policy_tools::explanation_text(&decision, &trace)
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -256,10 +313,10 @@ fn replay(config: &Path, candidate: Vec<PathBuf>, records: &Path) -> anyhow::Res
         .block_on(sluis_policy_tools::replay(&current, &candidate, &records))
         .map_err(anyhow::Error::msg)?;
     if changes.is_empty() {
-        println!("no decision changes in {count} requests");
+        out!("no decision changes in {count} requests");
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    out!(
         "{} of {count} requests would be decided differently",
         changes.len()
     );
@@ -272,11 +329,14 @@ fn replay(config: &Path, candidate: Vec<PathBuf>, records: &Path) -> anyhow::Res
             .push(change);
     }
     for (rule, group) in groups {
-        println!("\n{rule}: {} request(s)", group.len());
+        out!("\n{rule}: {} request(s)", group.len());
         for change in group {
-            println!(
+            out!(
                 "  line {}: {}: {} -> {}",
-                change.line, change.request, change.before, change.after
+                change.line,
+                change.request,
+                change.before,
+                change.after
             );
         }
     }
@@ -311,7 +371,9 @@ fn validate(path: &Path) -> ExitCode {
             for warning in sluis::reload::load_warnings(&config, &set) {
                 eprintln!("warning: {warning}");
             }
-            println!(
+            // A reader gone away (`| head`) only shortens the report.
+            let _ = writeln!(
+                std::io::stdout().lock(),
                 "ok: {}, {} issuers; policy set {}",
                 summary(&set),
                 config.issuers.len(),
@@ -337,7 +399,12 @@ fn validate(path: &Path) -> ExitCode {
                     for warning in sluis::reload::load_warnings(&candidate_config, &set) {
                         eprintln!("warning: candidate: {warning}");
                     }
-                    println!("candidate: {}; policy set {}", summary(&set), set.version);
+                    let _ = writeln!(
+                        std::io::stdout().lock(),
+                        "candidate: {}; policy set {}",
+                        summary(&set),
+                        set.version
+                    );
                     true
                 }
                 Err(errors) => {

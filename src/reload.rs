@@ -90,6 +90,7 @@ impl Reloader {
                 status: &self.candidate_status,
                 current,
                 loaded: "candidate policy set loaded",
+                recovered: "candidate policy set loads again after a failed reload",
                 warning: "candidate: ",
                 failed: "candidate policy set failed to load, keeping the last good candidate (the enforced set is not affected)",
             },
@@ -106,6 +107,7 @@ impl Reloader {
                 status: &self.status,
                 current: Some(self.engine.policies().version.clone()),
                 loaded: "policies reloaded",
+                recovered: "policies load again after a failed reload",
                 warning: "",
                 failed: "policy reload failed, keeping the last good set",
             },
@@ -237,6 +239,9 @@ struct SetKind<'a> {
     status: &'a Mutex<ReloadStatus>,
     current: Option<String>,
     loaded: &'static str,
+    /// Logged when a set loads after a failed reload, also when it is the set in place
+    /// (a broken edit reverted), so the log says the trouble is over.
+    recovered: &'static str,
     warning: &'static str,
     failed: &'static str,
 }
@@ -249,12 +254,16 @@ fn load(kind: SetKind, swap: impl FnOnce(PolicySet)) -> Result<bool, Vec<LoadErr
     match result {
         Ok(set) => {
             let changed = kind.current.as_ref() != Some(&set.version);
+            let version = set.version.clone();
             if changed {
                 tracing::info!(version = %set.version, policies = set.policies.len(), "{}", kind.loaded);
                 for warning in load_warnings(kind.config, &set) {
                     tracing::warn!("{}{warning}", kind.warning);
                 }
                 swap(set);
+            }
+            if status.last_error.is_some() {
+                tracing::info!(version = %version, "{}", kind.recovered);
             }
             status.last_success = Some(SystemTime::now());
             status.last_error = None;

@@ -205,6 +205,8 @@ pub async fn run(
                 grpc,
                 grpc_tls.clone(),
                 limits.header_read_timeout,
+                limits.grpc_tcp_keepalive,
+                limits.max_connections,
                 stop_rx.clone(),
             ),
             grpc_signal,

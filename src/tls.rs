@@ -81,9 +81,26 @@ impl TlsListener {
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticks.tick().await;
+            // SIGHUP reloads at once, as it does the policies. Without a signal stream
+            // (not Unix, or it cannot be had) the poll alone reloads.
+            #[cfg(unix)]
+            let mut hangup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
             loop {
+                #[cfg(unix)]
+                let hung_up = async {
+                    match hangup.as_mut() {
+                        Some(signal) => signal.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                #[cfg(not(unix))]
+                let hung_up = std::future::pending::<Option<()>>();
                 tokio::select! {
                     _ = ticks.tick() => {}
+                    Some(()) = hung_up => {
+                        tracing::info!(listener = self.name, "SIGHUP: reloading the TLS files");
+                    }
                     _ = stop.wait_for(|stop| *stop) => return,
                 }
                 let listener = self.clone();
@@ -310,15 +327,24 @@ impl AsyncWrite for GrpcTlsConnection {
 }
 
 /// The gRPC listener's connections over TLS: accepted and handshaken off the server's
-/// task (a slow handshake holds up no other), at most `within` each.
+/// task (a slow handshake holds up no other), at most `within` each, with TCP keep-alive
+/// (`keepalive`) as tonic sets on the plaintext listener. At most `max_pending`
+/// handshakes are in progress: a new connection beyond them ends the oldest unfinished
+/// one, so clients that connect and never send a ClientHello hold bounded memory and
+/// cannot keep a new client out.
 pub fn grpc_incoming(
     listener: tokio::net::TcpListener,
     tls: Arc<TlsListener>,
     within: Duration,
+    keepalive: Duration,
+    max_pending: usize,
     mut stop: watch::Receiver<bool>,
 ) -> impl futures_util::Stream<Item = Result<GrpcTlsConnection, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let max_pending = max_pending.max(1);
     tokio::spawn(async move {
+        let mut pending: std::collections::VecDeque<tokio::task::AbortHandle> =
+            std::collections::VecDeque::new();
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -334,12 +360,27 @@ pub fn grpc_incoming(
             };
             // See the plaintext gRPC listener's note on Nagle.
             let _ = stream.set_nodelay(true);
+            let _ = socket2::SockRef::from(&stream)
+                .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(keepalive));
+            if pending.len() >= max_pending {
+                pending.retain(|handshake| !handshake.is_finished());
+                if pending.len() >= max_pending
+                    && let Some(oldest) = pending.pop_front()
+                {
+                    tracing::debug!(
+                        listener = "grpc",
+                        "{max_pending} TLS handshakes in progress: the oldest is ended"
+                    );
+                    oldest.abort();
+                }
+            }
             let (tx, tls) = (tx.clone(), tls.clone());
-            tokio::spawn(async move {
+            let handshake = tokio::spawn(async move {
                 if let Some(connection) = tls.accept(stream, within).await {
                     let _ = tx.send(Ok(GrpcTlsConnection(connection))).await;
                 }
             });
+            pending.push_back(handshake.abort_handle());
         }
     });
     futures_util::stream::unfold(rx, |mut rx| async move {

@@ -84,7 +84,7 @@ pub fn gateway_warnings(config: &Config, policies: &PolicySet) -> Vec<String> {
         }
         for (header, ids) in unremoved {
             warnings.push(format!(
-                "gateways.http: {} remove a header only when their own configuration says so; policies {} remove `{header}`: remove it in the gateway's configuration (see README, Gateways) and list it in `gateways.removes_headers`",
+                "gateways.http: {} remove a header only when their own configuration says so; policies {} remove `{header}`: remove it in the gateway's configuration (see docs/gateways.md) and list it in `gateways.removes_headers`",
                 names(&limited),
                 quoted(&ids)
             ));

@@ -518,3 +518,104 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `tls.secretName`: the Secret is mounted whole at /etc/sluis/tls, the config turns TLS on
+/// for every listener (mTLS on gRPC and HTTP with `clientCA`, never on admin, whose probes
+/// present no certificate), the probes use HTTPS, and the rendered config validates with
+/// the Secret's files in place.
+#[test]
+fn tls_mounts_the_secret_renders_listeners_tls_and_probes_over_https() {
+    if !helm_available() {
+        return;
+    }
+    let values =
+        json!({"tls": {"secretName": "sluis-tls", "clientCA": true, "reloadInterval": "1m"}});
+    assert_eq!(lint_errors(&chart(), &values), 0, "helm lint with TLS");
+    let rendered = render(&values);
+    let container = rendered.container();
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+        assert_eq!(container[probe]["httpGet"]["port"], "admin", "{probe}");
+    }
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "tls")
+        .expect("the TLS Secret is mounted");
+    assert_eq!(mount["mountPath"], "/etc/sluis/tls");
+    assert!(
+        mount.get("subPath").is_none(),
+        "a subPath mount never sees a renewal"
+    );
+    let pod = &rendered.get("Deployment", "sluis")["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tls")
+        .expect("the TLS volume");
+    assert_eq!(volume["secret"]["secretName"], "sluis-tls");
+
+    let text = rendered.get("ConfigMap", "sluis-config")["data"]["config.yaml"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let config: Value = serde_yaml_ng::from_str(&text).unwrap();
+    let tls = &config["listeners"]["tls"];
+    assert_eq!(tls["certificate"], "/etc/sluis/tls/tls.crt", "{text}");
+    assert_eq!(tls["private_key"], "/etc/sluis/tls/tls.key", "{text}");
+    assert_eq!(tls["reload_interval"], "1m", "{text}");
+    for listener in ["grpc", "http"] {
+        assert_eq!(
+            tls[listener]["client_ca"], "/etc/sluis/tls/ca.crt",
+            "{text}"
+        );
+    }
+    assert!(
+        tls.get("admin").is_none() && tls.get("client_ca").is_none(),
+        "{text}"
+    );
+
+    // The config as the pod sees it, with the Secret's files: `sluis validate` loads them.
+    let dir = tempfile::tempdir().unwrap();
+    let root = format!("{}/", dir.path().display());
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::create_dir_all(dir.path().join("tls")).unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::write(dir.path().join("tls/tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("tls/tls.key"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("tls/ca.crt"), cert.pem()).unwrap();
+    if let Some(files) = rendered.get("ConfigMap", "sluis-policies")["data"].as_object() {
+        for (name, content) in files {
+            std::fs::write(
+                dir.path().join("policies").join(name),
+                content.as_str().unwrap(),
+            )
+            .unwrap();
+        }
+    }
+    let config_path = dir.path().join("config/config.yaml");
+    std::fs::write(
+        &config_path,
+        text.replace("/etc/sluis/", &root)
+            .replace("/var/lib/sluis/", &root),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluis"))
+        .args(["validate", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

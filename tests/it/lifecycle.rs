@@ -150,3 +150,41 @@ async fn sigterm_answers_every_check_in_flight_then_exits_0() {
         "a token leaked into the log"
     );
 }
+
+/// A broken policy edit is logged; when it is reverted, the log says the policies load
+/// again (the set in place never changed, so "reloaded" alone would not be logged).
+#[tokio::test]
+async fn a_reverted_broken_edit_is_logged_as_over() {
+    let listeners = Listeners::free();
+    let setup = Setup::new(&listeners.config_yaml(), &[("api.yaml", POLICY)]);
+    let mut process = SluisProcess::spawn(
+        env!("CARGO_BIN_EXE_sluis"),
+        &setup.config_path(),
+        listeners,
+        &[],
+    );
+    process.wait_ready().await;
+    setup.write_policy("api.yaml", "policies:\n  - id: api\n    rulez: []\n");
+    wait_for("the failed reload in the log", || {
+        process.log().contains("policy reload failed")
+    })
+    .await;
+    setup.write_policy("api.yaml", POLICY);
+    wait_for("the recovery in the log", || {
+        process
+            .log()
+            .contains("policies load again after a failed reload")
+    })
+    .await;
+    let readyz: serde_json::Value = reqwest::get(format!("http://{}/readyz", listeners.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        readyz["last_reload_error"],
+        serde_json::Value::Null,
+        "{readyz}"
+    );
+}

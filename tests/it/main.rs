@@ -19,8 +19,10 @@
 mod authzen;
 mod authzen_search;
 mod care_services_proxy;
+mod cli;
 mod decision_log;
 mod deployment_examples;
+mod docs_reference;
 mod door_parsing_props;
 mod dpop_replay_redis;
 mod envoy_e2e;

@@ -77,7 +77,7 @@ async fn decisions_and_caches_are_counted() {
         r#"sluis_jwks_fetches_total{issuer="test",result="ok"}"#,
         1.0,
     );
-    at_least(r#"sluis_policy_reloads{result="success"}"#, 1.0);
+    at_least(r#"sluis_policy_reloads_total{result="success"}"#, 1.0);
     at_least("sluis_policy_last_reload_success_timestamp_seconds", 1.0);
     at_least("sluis_decision_log_queue_depth", 0.0);
     assert!(text.contains("sluis_flows_indexed"), "{text}");

@@ -787,6 +787,157 @@ async fn a_changed_certificate_is_served_to_new_connections_and_a_broken_one_is_
     server.stop().await;
 }
 
+/// SIGHUP reloads the TLS files at once, as it does the policies: with a poll interval of
+/// an hour, a renewed certificate is served right after the signal.
+#[tokio::test]
+async fn sighup_reloads_the_certificate_without_waiting_for_the_poll() {
+    let ca = certificate_authority("Sluis test CA");
+    let first = leaf(&ca, "sluis", rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+    let listeners = sluis_test_kit::process::Listeners::free();
+    let config = listeners.config_yaml().replace(
+        &format!("  http: {}\n", listeners.http),
+        &format!(
+            "  http: {}\n  tls:\n    http: {{ certificate: tls.crt, private_key: tls.key }}\n    reload_interval: 1h\n",
+            listeners.http
+        ),
+    );
+    let setup = common::Setup::new(&config, &[("api.yaml", common::POLICY)]);
+    let dir = setup.dir.path();
+    let write = |name: &str, text: &str| {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    };
+    write("tls.crt", &first.cert);
+    write("tls.key", &first.key);
+    let mut process = sluis_test_kit::process::SluisProcess::spawn(
+        env!("CARGO_BIN_EXE_sluis"),
+        &setup.config_path(),
+        listeners,
+        &[],
+    );
+    process.wait_ready().await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from(ca.der().to_vec()))
+        .unwrap();
+    let client = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    let served = || async {
+        let tcp = tokio::net::TcpStream::connect(listeners.http)
+            .await
+            .unwrap();
+        let tls = tokio_rustls::TlsConnector::from(client.clone())
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    };
+    let before = served().await;
+    let renewed = leaf(
+        &ca,
+        "sluis renewed",
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    write("tls.key", &renewed.key);
+    write("tls.crt", &renewed.cert);
+    process.hangup();
+    let mut after = before.clone();
+    for _ in 0..100 {
+        after = served().await;
+        if after != before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_ne!(
+        after,
+        before,
+        "SIGHUP did not reload the certificate:\n{}",
+        process.log()
+    );
+    assert!(
+        process.log().contains("SIGHUP: reloading the TLS files"),
+        "{}",
+        process.log()
+    );
+}
+
+/// Clients that connect to the gRPC listener with TLS and never send a ClientHello hold
+/// no more than `max_connections` handshakes: one more ends the oldest, long before the
+/// handshake timeout, and a real client is still served.
+#[tokio::test]
+async fn idle_connections_cannot_keep_a_tls_client_from_the_grpc_door() {
+    let ca = certificate_authority("Sluis test CA");
+    let server = leaf(&ca, "sluis", rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+    let listeners = sluis_test_kit::process::Listeners::free();
+    let config = listeners.config_yaml().replace(
+        &format!("  http: {}\n", listeners.http),
+        &format!(
+            "  http: {}\n  limits: {{ max_connections: 4, header_read_timeout: 120s }}\n  tls:\n    grpc: {{ certificate: tls.crt, private_key: tls.key }}\n",
+            listeners.http
+        ),
+    );
+    let setup = common::Setup::new(&config, &[("api.yaml", common::POLICY)]);
+    std::fs::write(setup.dir.path().join("tls.crt"), &server.cert).unwrap();
+    std::fs::write(setup.dir.path().join("tls.key"), &server.key).unwrap();
+    let mut process = sluis_test_kit::process::SluisProcess::spawn(
+        env!("CARGO_BIN_EXE_sluis"),
+        &setup.config_path(),
+        listeners,
+        &[],
+    );
+    process.wait_ready().await;
+
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(
+            tokio::net::TcpStream::connect(listeners.grpc)
+                .await
+                .unwrap(),
+        );
+    }
+    // The oldest idle connection is ended by the newer ones (its handshake timeout is
+    // two minutes away).
+    let mut byte = [0u8; 1];
+    let ended = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::io::AsyncReadExt::read(&mut idle[0], &mut byte),
+    )
+    .await
+    .expect("the oldest idle handshake was not ended");
+    assert!(matches!(ended, Ok(0) | Err(_)), "{ended:?}");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from(ca.der().to_vec()))
+        .unwrap();
+    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(listeners.grpc)
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("a client after the idle ones is not served");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    drop(idle);
+}
+
 #[test]
 fn tls_files_that_do_not_load_fail_validate_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();

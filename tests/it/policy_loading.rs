@@ -47,7 +47,7 @@ fn validate_names_file_policy_rule_and_position() {
         (
             "unknown key",
             "policies:\n  - id: p\n    issuers: [test]\n    scope: [read]\n",
-            "bad.yaml:4:5: policy `p`: unknown field `scope`, expected one of",
+            "bad.yaml:4:5: policy `p`: unknown field `scope` (did you mean `scopes`?), expected one of",
         ),
         (
             "duplicate id",
@@ -85,7 +85,15 @@ fn unknown_config_keys_are_named() {
         setup.config_path().to_str().unwrap(),
     ]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("unknown field `token_cahce`"), "{stderr}");
+    // The key's own line (the config is written with a leading blank line), and the
+    // nearest known key.
+    let line = config_yaml("127.0.0.1:0", "127.0.0.1:0").lines().count() + 2;
+    assert!(
+        stderr.contains(&format!(
+            "sluis.yaml:{line}:1: unknown field `token_cahce` (did you mean `token_cache`?)"
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -24,13 +24,23 @@ pub mod telemetry;
 /// Errors loading the configuration file. Each names the file and what is wrong in it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config `{path}`: {source}")]
+    /// The cause is in the message, not the error's source, so that printing the error
+    /// with its chain names it once.
+    #[error("cannot read config `{path}`: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// A problem at a place in the file: `FILE:LINE:COLUMN: ...`, as policy files' errors.
+    #[error("{path}:{line}:{column}: {message}")]
+    InvalidAt {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -226,7 +236,7 @@ pub struct ListenersTls {
     /// The admin listener's own TLS, instead of the shared one.
     #[serde(default)]
     pub admin: Option<TlsFiles>,
-    /// How often the files are checked for a change.
+    /// How often the files are checked for a change; `SIGHUP` checks them at once.
     #[serde(default = "default_tls_reload_interval", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub reload_interval: Duration,
@@ -311,7 +321,9 @@ pub struct ListenerLimits {
     pub request_timeout: Duration,
     /// Connections open at once on each HTTP listener, at most. One more is accepted and
     /// closed at once (counted in `sluis_connections_refused_total`), not queued: a
-    /// gateway sees the refusal and retries elsewhere instead of waiting.
+    /// gateway sees the refusal and retries elsewhere instead of waiting. On the gRPC
+    /// listener with TLS, the TLS handshakes in progress at most: one more ends the oldest
+    /// unfinished handshake (a client that never sends its ClientHello).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// HTTP/2 (all listeners): how often an idle connection is pinged, and how long the
@@ -543,9 +555,9 @@ pub enum LogFormat {
 impl Config {
     /// Reads and checks the file. Policies are not loaded here (see [`sluis_core::policy`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         let base_dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
@@ -559,8 +571,19 @@ impl Config {
             path: path.to_owned(),
             message,
         };
-        let mut config: Config = serde_yaml_ng::from_str(text)
-            .map_err(|e| invalid(sluis_core::yaml_error_message(&e)))?;
+        let mut config: Config = serde_yaml_ng::from_str(text).map_err(|e| {
+            // `FILE:LINE:COLUMN: ...`, as policy files' errors are reported.
+            let message = sluis_core::yaml_error_message(&e);
+            match e.location() {
+                Some(at) => ConfigError::InvalidAt {
+                    path: path.to_owned(),
+                    line: at.line(),
+                    column: at.column(),
+                    message,
+                },
+                None => invalid(message),
+            }
+        })?;
         config.base_dir = base_dir;
         config.check().map_err(invalid)?;
         Ok(config)
@@ -728,8 +751,10 @@ mod tests {
     #[test]
     fn unknown_keys_are_named() {
         let err = parse("policies: [p]\nlisteners:\n  grcp: 127.0.0.1:1\n").unwrap_err();
-        assert!(err.contains("unknown field `grcp`"), "{err}");
-        assert!(err.starts_with("sluis.yaml:"), "{err}");
+        assert!(
+            err.contains("sluis.yaml:3:3: listeners: unknown field `grcp` (did you mean `grpc`?)"),
+            "{err}"
+        );
     }
 
     #[test]

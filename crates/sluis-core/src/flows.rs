@@ -78,6 +78,39 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// The top-level field of a path such as `resources[0].operations[1]`.
+fn top_field(path: &str) -> &str {
+    path.split(['.', '[']).next().unwrap_or(path)
+}
+
+/// Takes a field that cannot be read out of the flow's JSON, or puts a stand-in in its
+/// place when the flow needs it, so the other fields can be read. False when `value` is
+/// not an object (nothing more can be read).
+fn stand_in(value: &mut serde_json::Value, field: &str) -> bool {
+    let Some(object) = value.as_object_mut() else {
+        return false;
+    };
+    let stand_in = match field {
+        "id" | "purpose" | "actor" => serde_json::json!("-"),
+        "resources" => serde_json::json!([{"path": "-", "operations": ["read"]}]),
+        _ => {
+            object.remove(field);
+            return true;
+        }
+    };
+    object.insert(field.to_owned(), stand_in);
+    true
+}
+
+/// A time that cannot be read says which form is expected.
+fn time_hint(field: &str, message: String) -> String {
+    if ["valid_from", "valid_until", "revoked_at"].contains(&field) {
+        format!("{message}: expected an RFC 3339 time, e.g. 2026-01-31T12:00:00Z")
+    } else {
+        message
+    }
+}
+
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
         FieldError {
@@ -404,14 +437,53 @@ impl Flow {
         let mut flow = if value.get("credentialSubject").is_some() {
             Flow::from_nuts_credential(&value)?
         } else {
-            serde_path_to_error::deserialize::<_, Flow>(value).map_err(|e| {
-                let field = e.path().to_string();
-                let field = if field == "." { String::new() } else { field };
-                vec![FieldError::new(field, e.into_inner().to_string())]
-            })?
+            Flow::read_every_field(value)?
         };
         flow.validate()?;
         Ok(flow)
+    }
+
+    /// Reads a flow, naming every top-level field that cannot be read, not only the first:
+    /// each bad field is taken out (a required one replaced by a stand-in) and the rest
+    /// read again, at most [`MAX_FIELD_ERRORS`] times. When any was bad, the fields that
+    /// were read are validated too, so one answer lists every problem.
+    fn read_every_field(mut value: serde_json::Value) -> Result<Flow, Vec<FieldError>> {
+        let mut errors = FieldErrors::new(MAX_FIELD_ERRORS);
+        let mut replaced: Vec<String> = Vec::new();
+        for _ in 0..MAX_FIELD_ERRORS {
+            let failure = match serde_path_to_error::deserialize::<_, Flow>(value.clone()) {
+                Ok(flow) if replaced.is_empty() => return Ok(flow),
+                Ok(mut flow) => {
+                    if let Err(more) = flow.validate() {
+                        for error in more {
+                            if !replaced.iter().any(|r| top_field(&error.field) == r) {
+                                errors.push(error);
+                            }
+                        }
+                    }
+                    return Err(errors.into_vec());
+                }
+                Err(failure) => failure,
+            };
+            let path = failure.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            let message = failure.into_inner().to_string();
+            // `unknown field `x`` and `missing field `x`` are reported at the object.
+            let named = ["unknown field `", "missing field `"]
+                .iter()
+                .find_map(|marker| message.strip_prefix(marker)?.split('`').next())
+                .map(str::to_owned);
+            let (field, top) = match (&named, path.is_empty()) {
+                (Some(name), true) => (name.clone(), name.clone()),
+                _ => (path.clone(), top_field(&path).to_owned()),
+            };
+            errors.push(FieldError::new(field.clone(), time_hint(&field, message)));
+            if top.is_empty() || replaced.contains(&top) || !stand_in(&mut value, &top) {
+                break;
+            }
+            replaced.push(top);
+        }
+        Err(errors.into_vec())
     }
 
     /// A NutsAuthorizationCredential (Nuts RFC014) as a flow: the credential's id is the
@@ -426,7 +498,14 @@ impl Flow {
                 None => Ok(None),
                 Some(t) => DateTime::parse_from_rfc3339(t)
                     .map(|t| Some(t.with_timezone(&Utc)))
-                    .map_err(|e| FieldError::new(field, format!("is not an RFC 3339 time: {e}"))),
+                    .map_err(|e| {
+                        FieldError::new(
+                            field,
+                            format!(
+                                "is not an RFC 3339 time ({e}): expected e.g. 2026-01-31T12:00:00Z"
+                            ),
+                        )
+                    }),
             }
         };
         let subject = &credential["credentialSubject"];
@@ -563,6 +642,54 @@ fn normalize_path(path: &mut String) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_bad_field_is_named_not_only_the_first() {
+        let errors = Flow::from_json(serde_json::json!({
+            "id": 7,
+            "purpose": "eOverdracht",
+            "actor": ["not", "a", "string"],
+            "resources": [{"path": "Patient/1", "operations": ["read"]}],
+            "valid_from": "yesterday",
+            "colour": "blue",
+            "scopes": "one"
+        }))
+        .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        for field in ["id", "actor", "valid_from", "colour", "scopes"] {
+            assert!(fields.contains(&field), "{field} not named: {errors:?}");
+        }
+        let time = errors.iter().find(|e| e.field == "valid_from").unwrap();
+        assert!(
+            time.message.contains("RFC 3339") && time.message.contains("2026-01-31T12:00:00Z"),
+            "{time:?}"
+        );
+        // Missing required fields are all named too, and a good flow still reads.
+        let errors = Flow::from_json(serde_json::json!({"resources": []})).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        for field in ["id", "purpose", "actor"] {
+            assert!(fields.contains(&field), "{field} not named: {errors:?}");
+        }
+        assert!(errors.len() <= MAX_FIELD_ERRORS + 1);
+        assert!(
+            Flow::from_json(serde_json::json!({"id": "f", "purpose": "p", "actor": "a",
+            "resources": [{"path": "Task/1", "operations": ["read"]}]}))
+            .is_ok()
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_json_object_is_answered_with_bounded_errors(
+            entries in proptest::collection::btree_map("[a-z_]{1,12}", proptest::prelude::any::<i64>(), 0..30)
+        ) {
+            let object: serde_json::Map<String, serde_json::Value> =
+                entries.into_iter().map(|(k, v)| (k, serde_json::json!(v))).collect();
+            if let Err(errors) = Flow::from_json(serde_json::Value::Object(object)) {
+                proptest::prop_assert!(!errors.is_empty() && errors.len() <= MAX_FIELD_ERRORS + 1);
+            }
+        }
+    }
 
     fn ops(names: &[&str]) -> Operations {
         names

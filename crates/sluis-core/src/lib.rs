@@ -39,8 +39,56 @@ pub mod policy;
 pub mod request;
 pub mod response;
 
-/// A serde YAML error without its trailing location, which callers report separately.
+/// A serde YAML error without its trailing location, which callers report separately,
+/// and with the nearest known name for an unknown field or variant.
 pub fn yaml_error_message(error: &serde_yaml_ng::Error) -> String {
+    did_you_mean(&without_location(error))
+}
+
+/// serde's "unknown field `scope`, expected one of `id`, `scopes`, ..." with
+/// " (did you mean `scopes`?)" after the unknown name, when one known name is near it: the
+/// same but for case, or at most two edits away (one for names of up to four letters).
+fn did_you_mean(message: &str) -> String {
+    // After serde_yaml_ng's path of the key (`listeners: unknown field ...`), if any.
+    let Some(rest) = ["unknown field `", "unknown variant `"]
+        .iter()
+        .find_map(|marker| {
+            let (before, after) = message.split_once(marker)?;
+            (before.is_empty() || before.ends_with(": ")).then_some(after)
+        })
+    else {
+        return message.to_string();
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    // Every other backticked word is a known name.
+    let known = expected.split('`').skip(1).step_by(2);
+    let limit = if unknown.chars().count() <= 4 { 1 } else { 2 };
+    let best = known
+        .map(|name| {
+            let distance = if name.eq_ignore_ascii_case(unknown) {
+                0
+            } else {
+                strsim::damerau_levenshtein(name, unknown)
+            };
+            (distance, name)
+        })
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance);
+    match best {
+        Some((_, name)) => {
+            let head = message.len().saturating_sub(expected.len());
+            format!(
+                "{} (did you mean `{name}`?){expected}",
+                message.get(..head).unwrap_or(message)
+            )
+        }
+        None => message.to_string(),
+    }
+}
+
+fn without_location(error: &serde_yaml_ng::Error) -> String {
     let text = error.to_string();
     match (error.location(), text.rfind(" at line ")) {
         (Some(location), Some(cut)) => {
@@ -52,5 +100,51 @@ pub fn yaml_error_message(error: &serde_yaml_ng::Error) -> String {
             }
         }
         _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn an_unknown_name_near_a_known_one_is_suggested() {
+        assert_eq!(
+            did_you_mean("unknown field `scope`, expected one of `id`, `scopes`, `rules`"),
+            "unknown field `scope` (did you mean `scopes`?), expected one of `id`, `scopes`, `rules`"
+        );
+        assert_eq!(
+            did_you_mean("listeners: unknown field `grcp`, expected one of `grpc`, `admin`"),
+            "listeners: unknown field `grcp` (did you mean `grpc`?), expected one of `grpc`, `admin`"
+        );
+        assert_eq!(
+            did_you_mean("policy `a` rule `r`: unknown field `alow`"),
+            "policy `a` rule `r`: unknown field `alow`",
+            "no list of known names, no guess"
+        );
+        assert_eq!(
+            did_you_mean("unknown field `alow`, expected one of `id`, `allow`, `deny`"),
+            "unknown field `alow` (did you mean `allow`?), expected one of `id`, `allow`, `deny`"
+        );
+        assert_eq!(
+            did_you_mean("unknown variant `Enforce`, expected `enforce` or `shadow`"),
+            "unknown variant `Enforce` (did you mean `enforce`?), expected `enforce` or `shadow`"
+        );
+        // Nothing near: no guess.
+        assert_eq!(
+            did_you_mean("unknown field `zzz`, expected one of `id`, `rules`"),
+            "unknown field `zzz`, expected one of `id`, `rules`"
+        );
+        assert_eq!(did_you_mean("unknown field `x"), "unknown field `x");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_message_keeps_its_text(message in "\\PC{0,80}") {
+            let out = did_you_mean(&message);
+            proptest::prop_assert!(out == message || out.contains("(did you mean `"));
+            let with_prefix = format!("unknown field `{message}");
+            let _ = did_you_mean(&with_prefix);
+        }
     }
 }

@@ -98,7 +98,7 @@ pub struct Metrics {
     token_cache_entries: Gauge,
     introspection: Family<EventLabels, Counter>,
     jwks_fetches: Family<IssuerLabels, Counter>,
-    policy_reloads: Family<ResultLabels, Gauge>,
+    policy_reloads: Family<ResultLabels, Counter>,
     policy_last_reload: Gauge,
     flows_indexed: Gauge,
     flows_version: Gauge,
@@ -107,7 +107,7 @@ pub struct Metrics {
     shadow_decisions: Family<ShadowLabels, Counter>,
     candidate_decisions: Family<ResultLabels, Counter>,
     candidate_disagreements: Family<DisagreementLabels, Counter>,
-    candidate_reloads: Family<ResultLabels, Gauge>,
+    candidate_reloads: Family<ResultLabels, Counter>,
     connections_open: Family<ListenerLabels, Gauge>,
     connections_refused: Family<ListenerLabels, Counter>,
     replay_cache_losses: Counter,
@@ -172,7 +172,7 @@ impl Metrics {
             "JWKS fetches by issuer and result (ok, error)",
             jwks_fetches.clone(),
         );
-        let policy_reloads = Family::<ResultLabels, Gauge>::default();
+        let policy_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "policy_reloads",
             "Policy reloads since start, by result (success, failure)",
@@ -226,7 +226,7 @@ impl Metrics {
             "Candidate decisions that differ from the enforced answer, by kind (outcome, status, rule), enforced policy and candidate policy",
             candidate_disagreements.clone(),
         );
-        let candidate_reloads = Family::<ResultLabels, Gauge>::default();
+        let candidate_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "candidate_reloads",
             "Loads of the candidate policy set since start, by result (success, failure)",
@@ -443,12 +443,11 @@ impl Metrics {
             ("success", snapshot.reload_successes),
             ("failure", snapshot.reload_failures),
         ] {
-            metrics
-                .policy_reloads
-                .get_or_create(&ResultLabels {
-                    result: result.to_owned(),
-                })
-                .set(gauge(count));
+            // The reloader counts for itself; the exported counter catches up with it.
+            let counter = metrics.policy_reloads.get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            });
+            counter.inc_by(count.saturating_sub(counter.get()));
         }
         if let Some(at) = snapshot.last_reload_success
             && let Ok(since) = at.duration_since(std::time::UNIX_EPOCH)
@@ -480,12 +479,10 @@ impl Metrics {
         }
         if let Some((successes, failures)) = snapshot.candidate_reloads {
             for (result, count) in [("success", successes), ("failure", failures)] {
-                metrics
-                    .candidate_reloads
-                    .get_or_create(&ResultLabels {
-                        result: result.to_owned(),
-                    })
-                    .set(gauge(count));
+                let counter = metrics.candidate_reloads.get_or_create(&ResultLabels {
+                    result: result.to_owned(),
+                });
+                counter.inc_by(count.saturating_sub(counter.get()));
             }
         }
         let mut text = String::new();
@@ -531,19 +528,51 @@ mod tests {
             r#"sluis_token_cache_lookups_total{result="hit"} "#,
             r#"sluis_jwks_fetches_total{issuer="issuer-test",result="error"} "#,
             "sluis_token_cache_entries 3",
-            r#"sluis_policy_reloads{result="failure"} 1"#,
+            r#"sluis_policy_reloads_total{result="failure"} 1"#,
             "sluis_policy_last_reload_success_timestamp_seconds 1700000000",
             "sluis_flows_indexed 42",
             "sluis_flows_index_version 7",
             r#"sluis_introspection_events_total{issuer="idp-test",event="calls"} 5"#,
             "sluis_decision_log_queue_depth 4",
             r#"sluis_decision_log_lines_total{result="dropped"} 2"#,
-            r#"sluis_candidate_reloads{result="failure"} 1"#,
+            r#"sluis_candidate_reloads_total{result="failure"} 1"#,
             r#"sluis_shadow_decisions_total{policy="p-test",would="deny"} "#,
             r#"sluis_candidate_decisions_total{result="disagreed"} "#,
             r#"sluis_candidate_disagreements_total{kind="status",policy="p-test",candidate_policy="-"} "#,
         ] {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");
         }
+        // Reload counts are counters: a later scrape with the same counts adds nothing, a
+        // higher count adds the difference.
+        let mut again = Snapshot {
+            token_cache_entries: 3,
+            reload_successes: 2,
+            reload_failures: 1,
+            last_reload_success: None,
+            flows_indexed: 42,
+            flows_version: 7,
+            introspection: Vec::new(),
+            decision_log: None,
+            candidate_reloads: Some((3, 1)),
+        };
+        let text = metrics.render(&again);
+        assert!(
+            text.contains(r#"sluis_policy_reloads_total{result="failure"} 1"#),
+            "{text}"
+        );
+        again.reload_failures = 4;
+        let text = metrics.render(&again);
+        assert!(
+            text.contains(r#"sluis_policy_reloads_total{result="failure"} 4"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE sluis_policy_reloads counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE sluis_candidate_reloads counter"),
+            "{text}"
+        );
     }
 }

@@ -98,6 +98,15 @@ impl SluisProcess {
         assert!(sent.success());
     }
 
+    /// Sends SIGHUP: reload policies and TLS files now.
+    pub fn hangup(&self) {
+        let sent = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
     /// Waits (up to 30 s) for the process to exit.
     pub async fn exit_status(&mut self) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);

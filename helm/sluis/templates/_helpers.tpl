@@ -51,6 +51,16 @@ PostgreSQL, the admin token from a Secret).
       "grpc" (printf "0.0.0.0:%d" (int .Values.ports.grpc))
       "http" (printf "0.0.0.0:%d" (int .Values.ports.http))
       "admin" (printf "0.0.0.0:%d" (int .Values.ports.admin))) }}
+{{- if .Values.tls.secretName }}
+{{- $files := dict "certificate" "/etc/sluis/tls/tls.crt" "private_key" "/etc/sluis/tls/tls.key" }}
+{{- $tls := merge (dict "reload_interval" .Values.tls.reloadInterval) (deepCopy $files) }}
+{{- if .Values.tls.clientCA }}
+{{- $mtls := merge (dict "client_ca" "/etc/sluis/tls/ca.crt") (deepCopy $files) }}
+{{- $_ := set $tls "grpc" $mtls }}
+{{- $_ := set $tls "http" (deepCopy $mtls) }}
+{{- end }}
+{{- $_ := set $cfg.listeners "tls" $tls }}
+{{- end }}
 {{- $_ := set $cfg "policies" (list "/etc/sluis/policies") }}
 {{- $admin := dict "explain" .Values.admin.explain }}
 {{- if .Values.admin.tokenSecret.name }}
