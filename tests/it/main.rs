@@ -55,6 +55,7 @@ mod policy_tools;
 mod response_authz;
 mod rollout;
 mod sender_constraints;
+mod sources;
 mod token_path_props;
 mod token_validation;
 mod tracing_otlp;

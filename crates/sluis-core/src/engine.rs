@@ -20,11 +20,14 @@ use crate::audit::{DecisionLog, DecisionRecord, Verdict};
 use crate::mask::{MaskConfig, Masker};
 
 use crate::authn::{Authenticator, AuthnError, Identity, Scheme, presented_token};
+use crate::decision::Cause;
 use crate::decision::{Decision, Deny, DenyCode, Outcome, deny_body};
 use crate::flows::FlowIndex;
 use crate::metrics::Metrics;
-use crate::policy::{MethodOverride, Policy, PolicySet};
+use crate::policy::spec::OnError;
+use crate::policy::{Evaluation, MethodOverride, Policy, PolicySet};
 use crate::request::AccessRequest;
+use crate::sources::{Fixture, Lookups, SourceSet};
 use candidate::{Authenticated, Candidate};
 pub use door::DoorCapabilities;
 
@@ -61,6 +64,8 @@ pub struct Engine {
     trace_context: Option<Arc<dyn TraceContext>>,
     /// Seals the grants under which upstream answers are judged ([`response`]).
     grant_key: crate::response::grant::GrantKey,
+    /// The declared information sources rules call, when any are.
+    sources: Option<Arc<SourceSet>>,
 }
 
 /// What a decision saw on the way, for its decision log record and the candidate set.
@@ -89,7 +94,19 @@ impl Engine {
             metrics,
             trace_context: None,
             grant_key: crate::response::grant::GrantKey::random(),
+            sources: None,
         }
+    }
+
+    /// Lets rules call the declared information `sources`.
+    pub fn with_sources(mut self, sources: Arc<SourceSet>) -> Engine {
+        self.sources = Some(sources);
+        self
+    }
+
+    /// The declared information sources.
+    pub fn sources(&self) -> Option<&Arc<SourceSet>> {
+        self.sources.as_ref()
     }
 
     /// Joins every decision's span to the caller's trace through `context`.
@@ -183,6 +200,8 @@ impl Engine {
         Judge {
             authn: &self.authn,
             flows: &self.flows,
+            sources: self.sources.as_ref(),
+            fixtures: None,
         }
     }
 
@@ -355,16 +374,32 @@ impl Engine {
         credentials: &Credentials<'_>,
         trace: Option<&mut Trace>,
     ) -> Result<Decision, Unavailable> {
-        self.judge()
-            .decide(
-                self.policies.load_full(),
-                request,
-                credentials,
-                None,
-                trace,
-                &mut Seen::default(),
-            )
+        self.decide_with_fixtures(request, credentials, trace, None)
             .await
+    }
+
+    /// [`Engine::decide_as`] with information sources answered by test `fixtures` (no
+    /// cache, no network) when given: what `sluis test` decides with.
+    pub async fn decide_with_fixtures(
+        &self,
+        request: &AccessRequest,
+        credentials: &Credentials<'_>,
+        trace: Option<&mut Trace>,
+        fixtures: Option<Arc<[Fixture]>>,
+    ) -> Result<Decision, Unavailable> {
+        Judge {
+            fixtures,
+            ..self.judge()
+        }
+        .decide(
+            self.policies.load_full(),
+            request,
+            credentials,
+            None,
+            trace,
+            &mut Seen::default(),
+        )
+        .await
     }
 }
 
@@ -408,6 +443,8 @@ pub(crate) fn answer(
 struct Judge<'a> {
     authn: &'a Authenticator,
     flows: &'a ArcSwap<FlowIndex>,
+    sources: Option<&'a Arc<SourceSet>>,
+    fixtures: Option<Arc<[Fixture]>>,
 }
 
 impl Judge<'_> {
@@ -476,7 +513,7 @@ impl Judge<'_> {
                 &mut trace,
                 "anonymous policy: no token checked, `token` is null".into(),
             );
-            return Ok(policy.evaluate(request, None, &self.flows.load(), trace));
+            return self.evaluate(&policy, request, None, trace).await;
         }
         let mut scheme = Scheme::Bearer;
         let reused = prior.and_then(|prior| prior.for_policy(&policy));
@@ -561,7 +598,62 @@ impl Judge<'_> {
         if !missing.is_empty() {
             return Ok(policy.deny_scopes(&missing));
         }
-        Ok(policy.evaluate(request, Some(&identity), &self.flows.load(), trace))
+        self.evaluate(&policy, request, Some(&identity), trace)
+            .await
+    }
+
+    /// The policy's rules, with the look-ups they need fetched between passes: every
+    /// look-up a pass wants is fetched concurrently, then the rules run again, at most
+    /// `lookups.max_rounds` times. A decision whose look-ups are all cached is one pass.
+    async fn evaluate(
+        &self,
+        policy: &Arc<Policy>,
+        request: &AccessRequest,
+        identity: Option<&Identity>,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Decision, Unavailable> {
+        let sources = match self.sources {
+            Some(sources) if policy.uses_sources => sources,
+            _ => return Ok(policy.evaluate(request, identity, &self.flows.load(), trace)),
+        };
+        // The caller's own bearer token, for userinfo; a DPoP-bound one cannot be used
+        // without a proof Sluis cannot make.
+        let token = match presented_token(request) {
+            Ok((Scheme::Bearer, token)) if identity.is_some() => Some(Arc::from(token)),
+            _ => None,
+        };
+        let lookups = Arc::new(Lookups::new(
+            sources.clone(),
+            token,
+            identity.and_then(|i| i.sub.clone()),
+            self.fixtures.clone(),
+        ));
+        // An `Arc`, not a guard: it is held across the fetches.
+        let flows = self.flows.load_full();
+        let mut round = 0;
+        let decision = loop {
+            match policy.evaluate_with(request, identity, &flows, trace.as_deref_mut(), &lookups) {
+                Evaluation::Decided(decision) => break decision,
+                Evaluation::Needs(pending) => {
+                    round += 1;
+                    if round > lookups.max_rounds() {
+                        lookups.refuse(pending, crate::sources::LookupFailure::TooDeep);
+                        continue;
+                    }
+                    let failed = lookups.fetch_all(pending).await;
+                    if let (Some(failed), OnError::Unavailable) = (failed, policy.on_error) {
+                        if let Some(trace) = trace.as_deref_mut() {
+                            trace.lookups = lookups.report();
+                        }
+                        return Err(Unavailable::new(Cause::Source, failed));
+                    }
+                }
+            }
+        };
+        if let Some(trace) = trace {
+            trace.lookups = lookups.report();
+        }
+        Ok(decision)
     }
 }
 
