@@ -13,7 +13,7 @@ import sys
 # Bottom first. Modules on one line may not import each other.
 LAYERS = [
     ["json", "mask", "metrics"],
-    ["decision"],
+    ["decision", "sources"],
     ["request"],
     ["fhir"],
     ["graphql"],

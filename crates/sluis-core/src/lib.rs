@@ -10,6 +10,7 @@
 //! | [`json`] | JSON read strictly: a member named twice anywhere is refused |
 //! | [`mask`] | credentials masked out of paths, queries and reasons before anything is written |
 //! | [`metrics`] | the service's counters, handed to the engine and the authenticator (no global) |
+//! | [`sources`] | information sources a decision may consult: the Mitz closed question ([`sources::mitz`]) |
 //! | [`decision`] | [`decision::Decision`]: the gateway-neutral answer, with stable deny codes; [`decision::Unavailable`] |
 //! | [`request`] | [`request::AccessRequest`]: the gateway-neutral question |
 //! | [`fhir`] | A request as a FHIR REST call (interaction, search parameters, includes), CapabilityStatements |
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod policy;
 pub mod request;
 pub mod response;
+pub mod sources;
 
 /// A serde YAML error without its trailing location, which callers report separately.
 pub fn yaml_error_message(error: &serde_yaml_ng::Error) -> String {

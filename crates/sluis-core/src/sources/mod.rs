@@ -1,0 +1,3 @@
+//! Information sources: facts a decision needs that the request does not carry.
+
+pub mod mitz;
