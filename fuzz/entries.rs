@@ -203,3 +203,23 @@ pub fn flows(data: &[u8]) {
         let _ = flow.validate();
     }
 }
+
+/// Mitz's answer (`sources::mitz::parse_response_details`, the bytes as they came off the
+/// wire), and the same bytes read as a closed question (`parse_request`, the stand-in's
+/// side). Any error must name no input: the fuzzer checks none holds a 9-digit run.
+pub fn mitz_response(data: &[u8]) {
+    use sluis_core::sources::mitz;
+    for error in [
+        mitz::parse_response_details(data).err(),
+        mitz::parse_request(data).err(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let text = error.to_string();
+        let digits = text
+            .split(|c: char| !c.is_ascii_digit())
+            .any(|run| run.len() >= 9 && run != mitz::MAX_RESPONSE_BYTES.to_string());
+        assert!(!digits, "an error holds a long number: {text}");
+    }
+}

@@ -48,3 +48,8 @@ fn fhir_inputs() {
 fn flows_inputs() {
     replay("flows", entries::flows);
 }
+
+#[test]
+fn mitz_response_inputs() {
+    replay("mitz_response", entries::mitz_response);
+}

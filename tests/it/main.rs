@@ -47,6 +47,7 @@ mod lifecycle;
 mod listener_limits;
 mod method_override;
 mod metrics;
+mod mitz_standin;
 mod negative_corpus;
 mod negative_corpus_doors;
 mod newcomer;

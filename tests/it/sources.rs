@@ -673,3 +673,121 @@ impl std::io::Write for Capture {
         Ok(())
     }
 }
+
+/// A Mitz source against the test kit's stand-in (mTLS), with this client identity.
+fn mitz_sources(
+    mitz: &sluis_test_kit::mitz::MitzStandIn,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> String {
+    format!(
+        r#"sources:
+  - name: holder
+    kind: fhir
+    base_url: {fhir}
+    allow_insecure_http: true
+  - name: mitz
+    kind: mitz
+    endpoint: {url}
+    ca_certificate: {ca}
+    client_auth: {{method: mtls, certificate: {cert}, private_key: {{file: {key}}}}}
+    retries: 0
+    defaults: {{author_ura: "00000659", author_facility_type: Z3, event_code: GGC002, purpose_of_use: TREAT}}
+"#,
+        fhir = "http://127.0.0.1:9/fhir",
+        url = mitz.url,
+        ca = mitz.certs.ca.display(),
+        cert = cert.display(),
+        key = key.display(),
+    )
+}
+
+const MITZ_POLICY: &str = r#"
+policies:
+  - id: consent
+    anonymous: true
+    match: {paths: ["/consent/*"]}
+    rules:
+      - id: permitted
+        allow: >-
+          sources.mitz({'bsn': request.segments[1], 'requester_ura': '00000666',
+            'requester_facility_type': 'Z3', 'subject_role': '01.015'}).decision == 'Permit'
+"#;
+
+#[tokio::test]
+async fn mitz_consent_over_mutual_tls() {
+    use sluis_core::sources::mitz::MitzDecision;
+    use sluis_test_kit::mitz::{MitzReply, MitzStandIn};
+    let mitz = MitzStandIn::start().await;
+    let (cert, key) = (
+        mitz.certs.client_cert.clone(),
+        mitz.certs.client_key.clone(),
+    );
+    let (_dir, engine) = engine(&mitz_sources(&mitz, &cert, &key), MITZ_POLICY);
+    let permit = decide(&engine, "/consent/900186021").await;
+    assert!(permit.is_allow(), "{}", permit.reason);
+    let asked = mitz.last_request().unwrap();
+    assert_eq!(asked.question.patient_bsn, "900186021");
+    assert_eq!(asked.question.requesting_ura, "00000666");
+    assert_eq!(asked.question.author_ura, "00000659", "from the defaults");
+    assert!(decide(&engine, "/consent/900186021").await.is_allow());
+    assert_eq!(mitz.calls(), 1, "a Permit is cached");
+
+    mitz.set_reply(MitzDecision::Deny);
+    let deny = decide(&engine, "/consent/999999990").await;
+    assert!(!deny.is_allow());
+    assert!(
+        deny.reason.contains("no allow rule matched"),
+        "{}",
+        deny.reason
+    );
+
+    mitz.set_reply(MitzDecision::Indeterminate);
+    for _ in 0..2 {
+        assert!(!decide(&engine, "/consent/111222333").await.is_allow());
+    }
+    assert_eq!(mitz.calls(), 4, "Indeterminate is not cached");
+
+    mitz.set_reply(MitzReply::Fault);
+    let fault = decide(&engine, "/consent/123456782").await;
+    assert!(
+        fault.reason.contains("answered HTTP 500"),
+        "{}",
+        fault.reason
+    );
+    mitz.set_reply(MitzReply::Garbage);
+    let garbage = decide(&engine, "/consent/100000009").await;
+    assert!(!garbage.is_allow());
+    assert!(
+        garbage.reason.contains("source `mitz`"),
+        "{}",
+        garbage.reason
+    );
+
+    // A BSN failing the 11-check is refused before any call.
+    let calls = mitz.calls();
+    let bad = decide(&engine, "/consent/123456789").await;
+    assert!(bad.reason.contains("bad arguments"), "{}", bad.reason);
+    assert_eq!(mitz.calls(), calls);
+    for log_text in [&permit.reason, &deny.reason, &bad.reason] {
+        assert!(!log_text.contains("900186021"));
+    }
+}
+
+#[tokio::test]
+async fn mitz_with_a_certificate_of_another_ca_is_refused_closed() {
+    use sluis_test_kit::mitz::MitzStandIn;
+    let mitz = MitzStandIn::start().await;
+    let (cert, key) = (
+        mitz.certs.other_client_cert.clone(),
+        mitz.certs.other_client_key.clone(),
+    );
+    let (_dir, engine) = engine(&mitz_sources(&mitz, &cert, &key), MITZ_POLICY);
+    let decision = decide(&engine, "/consent/900186021").await;
+    assert!(!decision.is_allow());
+    assert!(
+        decision.reason.contains("could not connect"),
+        "{}",
+        decision.reason
+    );
+}

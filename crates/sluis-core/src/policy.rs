@@ -1197,18 +1197,7 @@ fn source_call_problem(
     let allowed: &[&str] = match *kind {
         "fhir" => &["read", "search", "params", "elements", "summary"],
         "userinfo" => &[],
-        "mitz" => &[
-            "bsn",
-            "requester_ura",
-            "requester_facility_type",
-            "subject_role",
-            "provider_id",
-            "mandated_id",
-            "author_ura",
-            "author_facility_type",
-            "event_code",
-            "purpose_of_use",
-        ],
+        "mitz" => &crate::sources::MITZ_KEYS,
         _ => return None,
     };
     if let Some(unknown) = keys.iter().find(|k| !allowed.contains(&k.as_str())) {

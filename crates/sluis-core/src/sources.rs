@@ -22,6 +22,7 @@ pub mod cache_control;
 pub mod circuit;
 mod kinds;
 mod lookups;
+pub mod mitz;
 pub mod settings;
 
 use std::collections::{BTreeMap, HashMap};
@@ -33,7 +34,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::metrics::Metrics;
-pub use kinds::Query;
+pub use kinds::{MITZ_KEYS, Query};
 pub use lookups::{
     CacheState, Fixture, FixtureAnswer, LookupTrace, Lookups, Pending, Scope, call_current,
 };

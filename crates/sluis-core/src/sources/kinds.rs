@@ -25,7 +25,25 @@ pub(super) enum Kind {
     Userinfo {
         endpoint: String,
     },
+    Mitz {
+        endpoint: String,
+        defaults: std::collections::BTreeMap<String, String>,
+    },
 }
+
+/// The inputs of a Mitz call ([`super::mitz::MitzQuestion`]).
+pub const MITZ_KEYS: [&str; 10] = [
+    "bsn",
+    "requester_ura",
+    "requester_facility_type",
+    "subject_role",
+    "provider_id",
+    "mandated_id",
+    "author_ura",
+    "author_facility_type",
+    "event_code",
+    "purpose_of_use",
+];
 
 /// What one look-up asks, built from a call's arguments.
 #[derive(Debug)]
@@ -42,6 +60,11 @@ pub enum Query {
     PostForm {
         url: String,
         form: Vec<(String, String)>,
+    },
+    /// Mitz: the closed question, built (and its inputs checked) when the call was made.
+    Mitz {
+        url: String,
+        body: String,
     },
     /// Userinfo: the caller's token, and the `sub` the answer must have.
     Userinfo {
@@ -93,11 +116,17 @@ impl Kind {
             KindConfig::Userinfo { endpoint } => Kind::Userinfo {
                 endpoint: endpoint.clone(),
             },
-            KindConfig::Mitz { .. } => {
-                return Err(
-                    "kind `mitz` is not built in this version (the XACML question and answer are not wired yet)"
-                        .into(),
-                );
+            KindConfig::Mitz { endpoint, defaults } => {
+                if let Some(unknown) = defaults.keys().find(|k| !MITZ_KEYS.contains(&k.as_str())) {
+                    return Err(format!(
+                        "`defaults` has no input `{unknown}` (inputs: {})",
+                        MITZ_KEYS.join(", ")
+                    ));
+                }
+                Kind::Mitz {
+                    endpoint: endpoint.clone(),
+                    defaults: defaults.clone(),
+                }
             }
         })
     }
@@ -107,6 +136,7 @@ impl Kind {
             Kind::Http { .. } => "http",
             Kind::Fhir { .. } => "fhir",
             Kind::Userinfo { .. } => "userinfo",
+            Kind::Mitz { .. } => "mitz",
         }
     }
 
@@ -125,6 +155,61 @@ impl Kind {
             _ => return Err(bad("pass a map, e.g. `{'read': 'Patient/1'}`".into())),
         };
         match self {
+            Kind::Mitz { endpoint, defaults } => {
+                let mut inputs = defaults.clone();
+                for (key, value) in map {
+                    if !MITZ_KEYS.contains(&key.as_str()) {
+                        return Err(bad(format!(
+                            "unknown key `{key}` (keys: {})",
+                            MITZ_KEYS.join(", ")
+                        )));
+                    }
+                    let Json::String(value) = value else {
+                        return Err(bad(format!("`{key}` must be a string")));
+                    };
+                    inputs.insert(key.clone(), value.clone());
+                }
+                let mut take = |key: &str| inputs.remove(key);
+                let required = |value: Option<String>, key: &str| {
+                    value.ok_or_else(|| {
+                        bad(format!("Mitz needs `{key}` (in the call or `defaults`)"))
+                    })
+                };
+                use super::mitz::MitzCode;
+                let question = super::mitz::MitzQuestion {
+                    patient_bsn: required(take("bsn"), "bsn")?,
+                    author_ura: required(take("author_ura"), "author_ura")?,
+                    author_facility_type: MitzCode::facility_type(required(
+                        take("author_facility_type"),
+                        "author_facility_type",
+                    )?),
+                    event_code: MitzCode::event_code(required(take("event_code"), "event_code")?),
+                    role: MitzCode::role(required(take("subject_role"), "subject_role")?),
+                    requesting_practitioner: take("provider_id"),
+                    mandated: take("mandated_id"),
+                    requesting_ura: required(take("requester_ura"), "requester_ura")?,
+                    requesting_facility_type: MitzCode::facility_type(required(
+                        take("requester_facility_type"),
+                        "requester_facility_type",
+                    )?),
+                    purpose_of_use: MitzCode::purpose_of_use(required(
+                        take("purpose_of_use"),
+                        "purpose_of_use",
+                    )?),
+                };
+                // The error names the field, never its value.
+                let body = super::mitz::build_request(
+                    &question,
+                    &super::mitz::MitzRequestSettings {
+                        to: endpoint.clone(),
+                    },
+                )
+                .map_err(|e| bad(e.to_string()))?;
+                Ok(Query::Mitz {
+                    url: endpoint.clone(),
+                    body,
+                })
+            }
             Kind::Userinfo { endpoint } => {
                 if !map.is_empty() {
                     return Err(bad("userinfo takes no arguments: `sources.NAME()`".into()));
@@ -313,6 +398,33 @@ impl Kind {
             }
             (_, 200) => {}
             (_, status) => return Err(LookupFailure::Status(status)),
+        }
+        if let Kind::Mitz { .. } = self {
+            let media = content_type
+                .and_then(|c| c.split(';').next())
+                .map(|c| c.trim().to_ascii_lowercase());
+            if !matches!(
+                media.as_deref(),
+                Some("text/xml" | "application/soap+xml" | "application/xml")
+            ) {
+                return Err(LookupFailure::ContentType(
+                    "text/xml or application/soap+xml",
+                ));
+            }
+            let decision = super::mitz::parse_response(body)
+                .map_err(|_| LookupFailure::Invalid("not a Mitz answer with one decision"))?;
+            use super::mitz::MitzDecision;
+            let mut map = std::collections::HashMap::new();
+            map.insert(
+                cel::objects::Key::String(Arc::new("decision".to_owned())),
+                Value::String(Arc::new(decision.as_str().to_owned())),
+            );
+            return Ok(Parsed {
+                value: Value::Map(cel::objects::Map { map: Arc::new(map) }),
+                negative: matches!(decision, MitzDecision::Deny | MitzDecision::NotApplicable),
+                // Mitz could not decide: ask again next time.
+                cacheable: decision != MitzDecision::Indeterminate,
+            });
         }
         let (wanted, fhir) = match self {
             Kind::Fhir { .. } => ("application/fhir+json or application/json", true),
@@ -526,6 +638,13 @@ pub(super) async fn request(
             .post(url)
             .header("content-type", "application/x-www-form-urlencoded")
             .body(form(pairs)),
+        Query::Mitz { url, body } => {
+            return Ok(client
+                .post(url)
+                .header("content-type", "text/xml; charset=utf-8")
+                .header("accept", "application/soap+xml, text/xml")
+                .body(body.clone()));
+        }
         Query::Userinfo { url, token, .. } => {
             return Ok(client
                 .get(url)
