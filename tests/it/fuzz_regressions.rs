@@ -53,3 +53,8 @@ fn flows_inputs() {
 fn mitz_response_inputs() {
     replay("mitz_response", entries::mitz_response);
 }
+
+#[test]
+fn source_answer_inputs() {
+    replay("source_answer", entries::source_answer);
+}

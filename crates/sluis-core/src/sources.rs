@@ -476,6 +476,54 @@ impl Source {
     }
 }
 
+/// Reads an answer as a source of `kind` (`fhir`, `http`, `userinfo`, `mitz`) would, for
+/// a read (or a search when `search`) and returns its masked rendering: the parsing
+/// every answer goes through, exposed for fuzzing and tests. Never panics.
+pub fn read_answer(
+    kind: &str,
+    search: bool,
+    status: u16,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<String, LookupFailure> {
+    let config = match kind {
+        "fhir" => settings::KindConfig::Fhir {
+            base_url: "https://fhir.invalid".into(),
+            search_method: settings::HttpMethod::Post,
+            max_results: 100,
+        },
+        "userinfo" => settings::KindConfig::Userinfo {
+            endpoint: "https://idp.invalid".into(),
+        },
+        "mitz" => settings::KindConfig::Mitz {
+            endpoint: "https://mitz.invalid".into(),
+            defaults: BTreeMap::new(),
+        },
+        _ => settings::KindConfig::Http {
+            method: settings::HttpMethod::Get,
+            url: "https://api.invalid".into(),
+        },
+    };
+    let kind = kinds::Kind::new(&config).map_err(LookupFailure::Other)?;
+    let query = match kind {
+        kinds::Kind::Userinfo { .. } => Query::Userinfo {
+            url: String::new(),
+            token: Arc::from("t"),
+            sub: None,
+        },
+        _ if search => Query::PostForm {
+            url: String::new(),
+            form: Vec::new(),
+        },
+        _ => Query::Get {
+            url: String::new(),
+            search: false,
+        },
+    };
+    let parsed = kind.parse(&query, status, content_type, body)?;
+    Ok(shown(&parsed.value))
+}
+
 /// A reqwest error as a failure kind, without its URL.
 fn classify(error: reqwest::Error) -> LookupFailure {
     if error.is_timeout() {
