@@ -669,3 +669,57 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn named_arguments_make_the_example_question() {
+    let args = [
+        ("bsn", BSN),
+        ("requester_ura", "00000666"),
+        ("requester_facility_type", "Z3"),
+        ("subject_role", "01.015"),
+        ("provider_id", "000095254"),
+        ("author_ura", "00000659"),
+        ("author_facility_type", "Z3"),
+        ("event_code", "GGC002"),
+        ("purpose_of_use", "TREAT"),
+    ];
+    assert_eq!(MitzQuestion::from_args(args), Ok(example()));
+    // Each required one missing is named; the optional ones may be left out.
+    for (index, (key, _)) in args.iter().enumerate() {
+        let fewer = args
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .map(|(_, kv)| *kv);
+        let result = MitzQuestion::from_args(fewer);
+        if *key == "provider_id" {
+            assert!(result.is_ok());
+        } else {
+            assert_eq!(result, Err(MitzError::MissingArgument(key)));
+        }
+    }
+    let with = |extra: (&'static str, &'static str)| {
+        MitzQuestion::from_args(args.iter().copied().chain([extra]))
+    };
+    assert_eq!(
+        with(("mandated_id", "000012345"))
+            .unwrap()
+            .mandated
+            .as_deref(),
+        Some("000012345")
+    );
+    assert_eq!(with((BSN, "x")), Err(MitzError::UnknownArgument));
+    assert_eq!(with(("bsn", BSN)), Err(MitzError::UnknownArgument));
+    assert!(!MitzError::UnknownArgument.to_string().contains(BSN));
+    // Values are validated as the fields are.
+    let bad = args
+        .iter()
+        .map(|&(k, v)| if k == "bsn" { (k, "123456789") } else { (k, v) });
+    assert_eq!(
+        MitzQuestion::from_args(bad),
+        Err(MitzError::Input {
+            field: MitzField::PatientBsn,
+            problem: InputProblem::NotABsn
+        })
+    );
+}
