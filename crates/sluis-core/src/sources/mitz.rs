@@ -449,6 +449,13 @@ pub enum MitzError {
     /// The `Decision` is not one of XACML's four.
     #[error("mitz answer: the Decision is not Permit, Deny, NotApplicable or Indeterminate")]
     UnknownDecision,
+    /// A named argument ([`MitzQuestion::from_args`]) is required and absent.
+    #[error("mitz question: argument `{0}` is missing")]
+    MissingArgument(&'static str),
+    /// A named argument is not one of [`ARGUMENTS`] (its name is not repeated: it could
+    /// be anything), or is given twice.
+    #[error("mitz question: an argument is unknown or given twice (known: {})", ARGUMENTS.join(", "))]
+    UnknownArgument,
     /// A question read back ([`parse_request`]) lacks or repeats an attribute, or has one
     /// it does not know.
     #[error("mitz question: attribute `{attribute}` is {problem}")]
@@ -520,7 +527,69 @@ fn check_address(value: &str) -> Result<(), MitzError> {
     }
 }
 
+/// The argument names [`MitzQuestion::from_args`] takes, as a policy passes them
+/// (`sources.mitz({'bsn': .., 'requester_ura': ..})`), each with the field it fills.
+pub const ARGUMENTS: [&str; 10] = [
+    "bsn",
+    "requester_ura",
+    "requester_facility_type",
+    "subject_role",
+    "provider_id",
+    "mandated_id",
+    "author_ura",
+    "author_facility_type",
+    "event_code",
+    "purpose_of_use",
+];
+
 impl MitzQuestion {
+    /// A question from named arguments (keys in [`ARGUMENTS`]): `bsn` → `patient_bsn`,
+    /// `requester_ura` → `requesting_ura`, `requester_facility_type` →
+    /// `requesting_facility_type`, `subject_role` → `role`, `provider_id` →
+    /// `requesting_practitioner`, `mandated_id` → `mandated`, and `author_ura`,
+    /// `author_facility_type`, `event_code`, `purpose_of_use` as named. Codes are taken in
+    /// their default code systems ([`FACILITY_TYPE_SYSTEM`], [`ROLE_SYSTEM`],
+    /// [`EVENT_CODE_SYSTEM`], [`PURPOSE_OF_USE_SYSTEM`]). All are required except
+    /// `provider_id` and `mandated_id`. A source's configured defaults are merged in by the
+    /// caller first (arguments override defaults). The result is validated.
+    pub fn from_args<'a>(
+        args: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, MitzError> {
+        let mut values: [Option<&'a str>; ARGUMENTS.len()] = [None; ARGUMENTS.len()];
+        for (key, value) in args {
+            let slot = ARGUMENTS
+                .iter()
+                .position(|name| *name == key)
+                .and_then(|index| values.get_mut(index))
+                .ok_or(MitzError::UnknownArgument)?;
+            if slot.replace(value).is_some() {
+                return Err(MitzError::UnknownArgument);
+            }
+        }
+        let get = |name: &'static str| -> Option<String> {
+            ARGUMENTS
+                .iter()
+                .position(|n| *n == name)
+                .and_then(|index| values.get(index).copied().flatten())
+                .map(str::to_owned)
+        };
+        let required = |name: &'static str| get(name).ok_or(MitzError::MissingArgument(name));
+        let question = Self {
+            patient_bsn: required("bsn")?,
+            author_ura: required("author_ura")?,
+            author_facility_type: MitzCode::facility_type(required("author_facility_type")?),
+            event_code: MitzCode::event_code(required("event_code")?),
+            role: MitzCode::role(required("subject_role")?),
+            requesting_practitioner: get("provider_id"),
+            mandated: get("mandated_id"),
+            requesting_ura: required("requester_ura")?,
+            requesting_facility_type: MitzCode::facility_type(required("requester_facility_type")?),
+            purpose_of_use: MitzCode::purpose_of_use(required("purpose_of_use")?),
+        };
+        question.validate()?;
+        Ok(question)
+    }
+
     /// Checks every input: the BSN's 11-check, URAs of 8 digits, UZI numbers of 9 digits,
     /// codes and OIDs. The first problem found is returned, naming the field only.
     pub fn validate(&self) -> Result<(), MitzError> {

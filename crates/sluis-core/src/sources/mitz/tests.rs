@@ -576,3 +576,150 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_byte_order_mark_and_a_declared_encoding_are_read() {
+    let with_bom = format!("\u{feff}{}", answer("Permit"));
+    assert_eq!(
+        parse_response(with_bom.as_bytes()),
+        Ok(MitzDecision::Permit)
+    );
+    let utf8 = answer("Deny").replace(
+        r#"encoding="UTF-8""#,
+        r#"encoding="utf-8" standalone="yes""#,
+    );
+    assert_eq!(parse_response(utf8.as_bytes()), Ok(MitzDecision::Deny));
+}
+
+#[test]
+fn comments_and_processing_instructions_do_not_change_the_decision() {
+    let body = answer("<!-- Permit -->Deny<?pi Permit?>");
+    assert_eq!(parse_response(body.as_bytes()), Ok(MitzDecision::Deny));
+    let body = answer("<![CDATA[Permit]]>");
+    assert_eq!(parse_response(body.as_bytes()), Ok(MitzDecision::Permit));
+    let split = answer("Per<!-- -->mit");
+    assert_eq!(parse_response(split.as_bytes()), Ok(MitzDecision::Permit));
+}
+
+#[test]
+fn a_decision_outside_the_body_or_the_result_does_not_count() {
+    let xacml = r#"xmlns="urn:oasis:names:tc:xacml:3.0:core:schema:wd-17""#;
+    // In the header: not the answer.
+    let header = format!(
+        r#"<env:Envelope xmlns:env="{SOAP12_NS}"><env:Header><Response {xacml}><Result><Decision>Permit</Decision></Result></Response></env:Header><env:Body/></env:Envelope>"#
+    );
+    assert_eq!(
+        parse_response(header.as_bytes()),
+        Err(MitzError::MissingResponse)
+    );
+    // Deeper than Result: not the Result's decision.
+    let deep = envelope(&format!(
+        "<Response {xacml}><Result><Status><Decision>Permit</Decision></Status></Result></Response>"
+    ));
+    assert_eq!(
+        parse_response(deep.as_bytes()),
+        Err(MitzError::MissingDecision)
+    );
+    // A second Body is refused rather than choosing one.
+    let two = format!(
+        r#"<env:Envelope xmlns:env="{SOAP12_NS}"><env:Body/><env:Body><Response {xacml}><Result><Decision>Permit</Decision></Result></Response></env:Body></env:Envelope>"#
+    );
+    assert_eq!(parse_response(two.as_bytes()), Err(MitzError::Body));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A BSN planted anywhere in an answer (text, names, attributes, namespaces) never
+    /// reaches an error's text.
+    #[test]
+    fn a_planted_bsn_never_reaches_an_error(
+        prefix in proptest::array::uniform8(0u8..10).prop_filter_map("no BSN", bsn_from),
+        at in 0usize..1000,
+        wrap in prop_oneof![Just(""), Just("<"), Just("&"), Just("\""), Just("</"), Just("xmlns:a=\"")],
+    ) {
+        let mut body = answer("Permit");
+        let at = body
+            .char_indices()
+            .map(|(i, _)| i)
+            .nth(at % body.chars().count())
+            .unwrap_or(0);
+        body.insert_str(at, &format!("{wrap}{prefix}"));
+        for error in [parse_response(body.as_bytes()).err(), parse_request(body.as_bytes()).err()]
+            .into_iter()
+            .flatten()
+        {
+            prop_assert!(!error.to_string().contains(&prefix), "{}", error);
+        }
+    }
+
+    /// Changing one byte of a Permit answer yields Permit only if the Decision still reads
+    /// exactly `Permit` as the only decision: never by accident from a broken answer.
+    #[test]
+    fn a_damaged_permit_is_never_a_different_permit(at in 0usize..400, byte in any::<u8>()) {
+        let original = answer("Permit").into_bytes();
+        let mut body = original.clone();
+        let at = at % body.len();
+        body[at] = byte;
+        if let Ok(MitzDecision::Permit) = parse_response(&body) {
+            // Still Permit: the Decision element and its text were not what changed, or
+            // the change was inside text or attributes the reader does not consult.
+            let text = String::from_utf8(body).unwrap();
+            prop_assert!(text.contains(">Permit</"), "{}", text);
+        }
+    }
+}
+
+#[test]
+fn named_arguments_make_the_example_question() {
+    let args = [
+        ("bsn", BSN),
+        ("requester_ura", "00000666"),
+        ("requester_facility_type", "Z3"),
+        ("subject_role", "01.015"),
+        ("provider_id", "000095254"),
+        ("author_ura", "00000659"),
+        ("author_facility_type", "Z3"),
+        ("event_code", "GGC002"),
+        ("purpose_of_use", "TREAT"),
+    ];
+    assert_eq!(MitzQuestion::from_args(args), Ok(example()));
+    // Each required one missing is named; the optional ones may be left out.
+    for (index, (key, _)) in args.iter().enumerate() {
+        let fewer = args
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .map(|(_, kv)| *kv);
+        let result = MitzQuestion::from_args(fewer);
+        if *key == "provider_id" {
+            assert!(result.is_ok());
+        } else {
+            assert_eq!(result, Err(MitzError::MissingArgument(key)));
+        }
+    }
+    let with = |extra: (&'static str, &'static str)| {
+        MitzQuestion::from_args(args.iter().copied().chain([extra]))
+    };
+    assert_eq!(
+        with(("mandated_id", "000012345"))
+            .unwrap()
+            .mandated
+            .as_deref(),
+        Some("000012345")
+    );
+    assert_eq!(with((BSN, "x")), Err(MitzError::UnknownArgument));
+    assert_eq!(with(("bsn", BSN)), Err(MitzError::UnknownArgument));
+    assert!(!MitzError::UnknownArgument.to_string().contains(BSN));
+    // Values are validated as the fields are.
+    let bad = args
+        .iter()
+        .map(|&(k, v)| if k == "bsn" { (k, "123456789") } else { (k, v) });
+    assert_eq!(
+        MitzQuestion::from_args(bad),
+        Err(MitzError::Input {
+            field: MitzField::PatientBsn,
+            problem: InputProblem::NotABsn
+        })
+    );
+}
