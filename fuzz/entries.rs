@@ -256,3 +256,42 @@ pub fn authzen_search(data: &[u8]) {
         }
     }
 }
+
+/// Mitz's answer (`sources::mitz::parse_response_details`, the bytes as they came off the
+/// wire), and the same bytes read as a closed question (`parse_request`, the stand-in's
+/// side). Any error must name no input: the fuzzer checks none holds a 9-digit run.
+pub fn mitz_response(data: &[u8]) {
+    use sluis_core::sources::mitz;
+    for error in [
+        mitz::parse_response_details(data).err(),
+        mitz::parse_request(data).err(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let text = error.to_string();
+        let digits = text
+            .split(|c: char| !c.is_ascii_digit())
+            .any(|run| run.len() >= 9 && run != mitz::MAX_RESPONSE_BYTES.to_string());
+        assert!(!digits, "an error holds a long number: {text}");
+    }
+}
+
+/// An information source's answer, read as each kind reads it: the first byte picks the
+/// kind, read or search and content type; the rest is the body. Strict JSON, FHIR
+/// resource and searchset checks, the userinfo `sub` check, the Mitz XML reader.
+pub fn source_answer(data: &[u8]) {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let kind = ["fhir", "http", "userinfo", "mitz"][usize::from(selector & 3)];
+    let search = selector & 4 != 0;
+    let content_type = [
+        "application/fhir+json",
+        "application/json; charset=utf-8",
+        "text/xml",
+        "text/html",
+    ][usize::from((selector >> 3) & 3)];
+    let status = if selector & 0x20 != 0 { 404 } else { 200 };
+    let _ = sluis_core::sources::read_answer(kind, search, status, Some(content_type), body);
+}

@@ -49,6 +49,8 @@ trap cleanup EXIT
 sed -e "s|127.0.0.1:9190|127.0.0.1:$admin|; s|127.0.0.1:9191|127.0.0.1:$grpc|; s|127.0.0.1:9192|127.0.0.1:$http|" \
   -e "s|{ file: keys/|{ file: $repo/examples/keys/|" \
   -e "s|^  - \.\./policy\$|  - $repo/policy|" \
+  -e "s|^  - \.\./policy/sources\$|  - $repo/policy/sources|" \
+  -e "s| keys/dev-mitz-client| $repo/examples/keys/dev-mitz-client|g" \
   -e "s|^  url: sqlite:sluis-flows.db\$|  url: sqlite:$tmp/flows.db|" \
   examples/config.yaml >"$tmp/config.yaml"
 sed -e "s|port_value: 9901|port_value: $envoy_admin|; s|port_value: 8080|port_value: $edge|" \

@@ -20,6 +20,7 @@ LAYERS = [
     ["authn"],
     ["flows"],
     ["response"],
+    ["sources"],
     ["policy"],
     ["audit"],
     ["engine"],

@@ -58,3 +58,13 @@ fn flows_inputs() {
 fn authzen_search_inputs() {
     replay("authzen_search", entries::authzen_search);
 }
+
+#[test]
+fn mitz_response_inputs() {
+    replay("mitz_response", entries::mitz_response);
+}
+
+#[test]
+fn source_answer_inputs() {
+    replay("source_answer", entries::source_answer);
+}

@@ -1112,6 +1112,14 @@ fn the_readme_quickstart_works_as_written() {
             &format!("  - {}/policy\n", repo().display()),
         )
         .replace(
+            "  - ../policy/sources\n",
+            &format!("  - {}/policy/sources\n", repo().display()),
+        )
+        .replace(
+            " keys/dev-mitz-client",
+            &format!(" {}/examples/keys/dev-mitz-client", repo().display()),
+        )
+        .replace(
             "  url: sqlite:sluis-flows.db\n",
             &format!("  url: sqlite:{}/flows.db\n", dir.path().display()),
         );

@@ -23,7 +23,7 @@ fn validate(policy: &str) -> (i32, String, String) {
 fn validate_accepts_the_examples() {
     let (code, stdout, stderr) = sluis(&["validate", "--config", "examples/config.yaml"]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.starts_with("ok: 6 policies"), "{stdout}");
+    assert!(stdout.starts_with("ok: 8 policies"), "{stdout}");
 }
 
 #[test]

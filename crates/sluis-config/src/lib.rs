@@ -100,6 +100,13 @@ pub struct Config {
     /// Doors that are off unless configured.
     #[serde(default)]
     pub doors: DoorsConfig,
+    /// Information sources rules call as `sources.NAME(...)`: FHIR servers, JSON APIs,
+    /// OIDC userinfo (docs/sources.md).
+    #[serde(default)]
+    pub sources: Vec<sluis_core::sources::settings::SourceConfig>,
+    /// Bounds on one decision's look-ups.
+    #[serde(default)]
+    pub lookups: sluis_core::sources::settings::LookupLimits,
     /// Directory the file was loaded from; relative paths resolve against it.
     #[serde(skip)]
     #[schemars(skip)]
@@ -592,6 +599,7 @@ impl Config {
     /// Checks what serde cannot: consistency between fields.
     fn check(&self) -> Result<(), String> {
         self.authn_settings().check()?;
+        self.source_settings().check()?;
         if let Some(tls) = &self.listeners.tls {
             tls.check()?;
         }
@@ -679,6 +687,16 @@ impl Config {
             client_certificate: self.client_certificate.clone(),
             strip_headers: self.strip_headers.clone(),
             base_dir: self.base_dir.clone(),
+            sources: self.source_settings().declared(),
+        }
+    }
+
+    /// What the information sources are built from: `sources` and `lookups`.
+    pub fn source_settings(&self) -> sluis_core::sources::settings::SourceSettings {
+        sluis_core::sources::settings::SourceSettings {
+            sources: self.sources.clone(),
+            lookups: self.lookups.clone(),
+            base_dir: self.base_dir.clone(),
         }
     }
 
@@ -690,9 +708,21 @@ impl Config {
     ) -> Result<sluis_core::engine::Engine, Vec<String>> {
         let policies = sluis_core::policy::PolicySet::load(&self.policy_settings())
             .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        let sources = if self.sources.is_empty() {
+            None
+        } else {
+            Some(
+                sluis_core::sources::SourceSet::new(&self.source_settings(), metrics.clone())
+                    .map_err(|e| vec![e])?,
+            )
+        };
         let authn = sluis_core::authn::Authenticator::new(&self.authn_settings(), metrics)
             .map_err(|e| vec![e])?;
         let engine = sluis_core::engine::Engine::new(policies, authn);
+        let engine = match sources {
+            Some(sources) => engine.with_sources(std::sync::Arc::new(sources)),
+            None => engine,
+        };
         Ok(match &self.ext_proc.grant_key {
             Some(secret) => engine.with_grant_secret(&self.grant_key(secret).map_err(|e| vec![e])?),
             None => engine,

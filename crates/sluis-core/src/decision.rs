@@ -140,6 +140,9 @@ pub enum Cause {
     Introspection,
     /// The shared DPoP replay cache could not be asked whether a proof was used.
     ReplayCache,
+    /// An information source a policy with `on_error: unavailable` reads failed; `detail`
+    /// names the source and the failure.
+    Source,
 }
 
 impl Cause {
@@ -149,6 +152,7 @@ impl Cause {
             Cause::IssuerKeys => "issuer_keys",
             Cause::Introspection => "introspection",
             Cause::ReplayCache => "replay_cache",
+            Cause::Source => "source",
         }
     }
 }

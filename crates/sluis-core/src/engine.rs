@@ -22,12 +22,14 @@ use crate::mask::{MaskConfig, Masker};
 
 use crate::authn::{Authenticator, AuthnError, Identity, Scheme, presented_token};
 use crate::decision::{
-    Decision, Deny, DenyCode, Outcome, PolicyResult, Reason, ReasonCode, deny_body,
+    Cause, Decision, Deny, DenyCode, Outcome, PolicyResult, Reason, ReasonCode, deny_body,
 };
 use crate::flows::FlowIndex;
 use crate::metrics::Metrics;
-use crate::policy::{MethodOverride, Policy, PolicySet};
+use crate::policy::spec::OnError;
+use crate::policy::{MethodOverride, Pass, Policy, PolicySet};
 use crate::request::AccessRequest;
+use crate::sources::{Fixture, Lookups, SourceSet};
 use candidate::{Authenticated, Candidate};
 pub use door::DoorCapabilities;
 
@@ -64,6 +66,8 @@ pub struct Engine {
     trace_context: Option<Arc<dyn TraceContext>>,
     /// Seals the grants under which upstream answers are judged ([`response`]).
     grant_key: crate::response::grant::GrantKey,
+    /// The declared information sources rules call, when any are.
+    sources: Option<Arc<SourceSet>>,
 }
 
 /// What a decision saw on the way, for its decision log record and the candidate set.
@@ -104,7 +108,19 @@ impl Engine {
             metrics,
             trace_context: None,
             grant_key: crate::response::grant::GrantKey::random(),
+            sources: None,
         }
+    }
+
+    /// Lets rules call the declared information `sources`.
+    pub fn with_sources(mut self, sources: Arc<SourceSet>) -> Engine {
+        self.sources = Some(sources);
+        self
+    }
+
+    /// The declared information sources.
+    pub fn sources(&self) -> Option<&Arc<SourceSet>> {
+        self.sources.as_ref()
     }
 
     /// Joins every decision's span to the caller's trace through `context`.
@@ -198,6 +214,8 @@ impl Engine {
         Judge {
             authn: &self.authn,
             flows: &self.flows,
+            sources: self.sources.as_ref(),
+            fixtures: None,
         }
     }
 
@@ -407,16 +425,32 @@ impl Engine {
         credentials: &Credentials<'_>,
         trace: Option<&mut Trace>,
     ) -> Result<Decision, Unavailable> {
-        self.judge()
-            .decide(
-                self.policies.load_full(),
-                request,
-                credentials,
-                None,
-                trace,
-                &mut Seen::default(),
-            )
+        self.decide_with_fixtures(request, credentials, trace, None)
             .await
+    }
+
+    /// [`Engine::decide_as`] with information sources answered by test `fixtures` (no
+    /// cache, no network) when given: what `sluis test` decides with.
+    pub async fn decide_with_fixtures(
+        &self,
+        request: &AccessRequest,
+        credentials: &Credentials<'_>,
+        trace: Option<&mut Trace>,
+        fixtures: Option<Arc<[Fixture]>>,
+    ) -> Result<Decision, Unavailable> {
+        Judge {
+            fixtures,
+            ..self.judge()
+        }
+        .decide(
+            self.policies.load_full(),
+            request,
+            credentials,
+            None,
+            trace,
+            &mut Seen::default(),
+        )
+        .await
     }
 }
 
@@ -460,6 +494,8 @@ pub(crate) fn answer(
 struct Judge<'a> {
     authn: &'a Authenticator,
     flows: &'a ArcSwap<FlowIndex>,
+    sources: Option<&'a Arc<SourceSet>>,
+    fixtures: Option<Arc<[Fixture]>>,
 }
 
 impl Judge<'_> {
@@ -528,7 +564,7 @@ impl Judge<'_> {
                 &mut trace,
                 "anonymous policy: no token checked, `token` is null".into(),
             );
-            return Ok(policy.evaluate(request, None, &self.flows.load(), trace));
+            return self.evaluate(&policy, request, None, trace).await;
         }
         let mut scheme = Scheme::Bearer;
         let reused = prior.and_then(|prior| prior.for_policy(&policy));
@@ -633,11 +669,68 @@ impl Judge<'_> {
             let Some(policies) = seen.policies.clone() else {
                 return Ok(no_policy("no policy set".into()));
             };
-            return Ok(self.by_scope(
-                &policies, &policy, selector, request, &identity, trace, seen,
-            ));
+            return self
+                .by_scope(
+                    &policies, &policy, selector, request, &identity, trace, seen,
+                )
+                .await;
         }
-        Ok(policy.evaluate(request, Some(&identity), &self.flows.load(), trace))
+        self.evaluate(&policy, request, Some(&identity), trace)
+            .await
+    }
+
+    /// The policy's rules, with the look-ups they need fetched between passes: every
+    /// look-up a pass wants is fetched concurrently, then the rules run again, at most
+    /// `lookups.max_rounds` times. A decision whose look-ups are all cached is one pass.
+    async fn evaluate(
+        &self,
+        policy: &Arc<Policy>,
+        request: &AccessRequest,
+        identity: Option<&Identity>,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Decision, Unavailable> {
+        let sources = match self.sources {
+            Some(sources) if policy.uses_sources => sources,
+            _ => return Ok(policy.evaluate(request, identity, &self.flows.load(), trace)),
+        };
+        // The caller's own bearer token, for userinfo; a DPoP-bound one cannot be used
+        // without a proof Sluis cannot make.
+        let token = match presented_token(request) {
+            Ok((Scheme::Bearer, token)) if identity.is_some() => Some(Arc::from(token)),
+            _ => None,
+        };
+        let lookups = Arc::new(Lookups::new(
+            sources.clone(),
+            token,
+            identity.and_then(|i| i.sub.clone()),
+            self.fixtures.clone(),
+        ));
+        // An `Arc`, not a guard: it is held across the fetches.
+        let flows = self.flows.load_full();
+        let mut round = 0;
+        let decision = loop {
+            match policy.evaluate_with(request, identity, &flows, trace.as_deref_mut(), &lookups) {
+                Pass::Decided(decision) => break decision,
+                Pass::Needs(pending) => {
+                    round += 1;
+                    if round > lookups.max_rounds() {
+                        lookups.refuse(pending, crate::sources::LookupFailure::TooDeep);
+                        continue;
+                    }
+                    let failed = lookups.fetch_all(pending).await;
+                    if let (Some(failed), OnError::Unavailable) = (failed, policy.on_error) {
+                        if let Some(trace) = trace.as_deref_mut() {
+                            trace.lookups = lookups.report();
+                        }
+                        return Err(Unavailable::new(Cause::Source, failed));
+                    }
+                }
+            }
+        };
+        if let Some(trace) = trace {
+            trace.lookups = lookups.report();
+        }
+        Ok(decision)
     }
 
     /// The decision of the policies the token's scopes name (`select`): each is
@@ -648,7 +741,7 @@ impl Judge<'_> {
         clippy::too_many_arguments,
         reason = "the decision's whole state, as `decide` has it"
     )]
-    fn by_scope(
+    async fn by_scope(
         &self,
         policies: &PolicySet,
         selecting: &Arc<Policy>,
@@ -657,7 +750,7 @@ impl Judge<'_> {
         identity: &Identity,
         mut trace: Option<&mut Trace>,
         seen: &mut Seen,
-    ) -> Decision {
+    ) -> Result<Decision, Unavailable> {
         let mut scopes: Vec<String> = identity
             .scopes
             .iter()
@@ -680,19 +773,18 @@ impl Judge<'_> {
                 &mut trace,
                 format!("{} scopes: more than {MAX_SELECTING_SCOPES}", scopes.len()),
             );
-            return refuse(
+            return Ok(refuse(
                 "too-many-scopes",
                 format!("the token has more than {MAX_SELECTING_SCOPES} scopes"),
-            );
+            ));
         }
         if scopes.is_empty() {
             note(
                 &mut trace,
                 "the token has no scope to choose a policy by".into(),
             );
-            return refuse("no-scope", "no policy defined".into());
+            return Ok(refuse("no-scope", "no policy defined".into()));
         }
-        let flows = self.flows.load();
         let mut allowed: Option<(Decision, Arc<Policy>)> = None;
         let mut denied: Vec<(Decision, Arc<Policy>)> = Vec::new();
         for scope in &scopes {
@@ -718,7 +810,8 @@ impl Judge<'_> {
             );
             let missing = chosen.missing_scopes(identity);
             let decision = if missing.is_empty() {
-                chosen.evaluate(request, Some(identity), &flows, trace.as_deref_mut())
+                self.evaluate(chosen, request, Some(identity), trace.as_deref_mut())
+                    .await?
             } else {
                 chosen.deny_scopes(&missing)
             };
@@ -732,14 +825,14 @@ impl Judge<'_> {
         if let Some((decision, chosen)) = allowed {
             // Its response rules and shadow mode are the chosen policy's.
             seen.policy = Some(chosen);
-            return decision;
+            return Ok(decision);
         }
         // One policy weighed, and it denied: its own answer (status, rule, body) stands.
         if seen.evaluated.len() == 1
             && let Some((decision, chosen)) = denied.pop()
         {
             seen.policy = Some(chosen);
-            return decision;
+            return Ok(decision);
         }
         let why: Vec<String> = seen
             .evaluated
@@ -753,13 +846,13 @@ impl Judge<'_> {
                 format!("{}: {}", result.policy, reasons.join("; "))
             })
             .collect();
-        refuse(
+        Ok(refuse(
             "no-scope-allows",
             format!(
                 "no policy the token's scopes choose allows: {}",
                 why.join(", ")
             ),
-        )
+        ))
     }
 }
 

@@ -17,6 +17,7 @@
 //! | [`authn`] | identities from tokens: strict JOSE ([`authn::jose`]), JWT via JWKS or introspection, client certificates, DPoP proofs and their replay cache; the issuers' settings ([`authn::settings`]) |
 //! | [`flows`] | registered grants: the model and its validation, and the in-memory index decisions read ([`flows::index`]) |
 //! | [`response`] | an upstream's answer as response rules judge it: FHIR Bundles read and filtered ([`response::bundle`]), the sealed grant a request decision hands on ([`response::grant`]) |
+//! | [`sources`] | information sources rules call (`sources.NAME(...)`): FHIR, HTTP, userinfo, Mitz (the XACML closed question, [`sources::mitz`]); per-source cache, coalescing, circuit breaker and limits; one decision's look-ups ([`sources::Lookups`]) |
 //! | [`policy`] | policy files, CEL rules, the caller's party identifiers, SMART scopes, search narrowing; selection, evaluation and its trace |
 //! | [`audit`] | the decision log: one JSON line per decision, masked, optionally hash-chained, written off the hot path |
 //! | [`engine`] | the only place that decides: authenticates, selects a policy, evaluates, logs; shadow and candidate sets; what a door cannot carry out ([`engine::door`]); answers per use case ([`engine::scopes`]); AuthZEN searches ([`engine::search`]) |
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod policy;
 pub mod request;
 pub mod response;
+pub mod sources;
 
 /// A serde YAML error without its trailing location, which callers report separately,
 /// and with the nearest known name for an unknown field or variant.

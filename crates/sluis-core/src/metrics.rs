@@ -75,6 +75,25 @@ struct EntryLabels {
     verdict: &'static str,
 }
 
+/// An information source's configured name, and what happened (`hit`, `miss`,
+/// `joined`; a failure kind).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: Id,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceErrorLabels {
+    source: Id,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceNameLabels {
+    source: Id,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ShadowLabels {
     policy: String,
@@ -112,6 +131,16 @@ pub struct Metrics {
     connections_refused: Family<ListenerLabels, Counter>,
     replay_cache_losses: Counter,
     response_entries: Family<EntryLabels, Counter>,
+    source_calls: Family<SourceNameLabels, Counter>,
+    source_cache: Family<SourceLabels, Counter>,
+    source_errors: Family<SourceErrorLabels, Counter>,
+    source_seconds: Family<SourceNameLabels, Histogram, fn() -> Histogram>,
+    source_circuit_open: Family<SourceNameLabels, Gauge>,
+}
+
+fn source_histogram() -> Histogram {
+    // 1 ms .. ~16 s: a look-up is a network call.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
 fn decision_histogram() -> Histogram {
@@ -256,8 +285,46 @@ impl Metrics {
             "Resources of upstream answers judged by response rules, by policy: kept or withheld",
             response_entries.clone(),
         );
+        let source_calls = Family::<SourceNameLabels, Counter>::default();
+        registry.register(
+            "source_calls",
+            "Calls made to an information source, retries included, by configured source name",
+            source_calls.clone(),
+        );
+        let source_cache = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "source_cache",
+            "Information source look-ups by source and cache result: hit, miss, joined (waited for an identical look-up in flight)",
+            source_cache.clone(),
+        );
+        let source_errors = Family::<SourceErrorLabels, Counter>::default();
+        registry.register(
+            "source_errors",
+            "Failed information source look-ups by source and failure kind",
+            source_errors.clone(),
+        );
+        let source_seconds =
+            Family::<SourceNameLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                source_histogram,
+            );
+        registry.register(
+            "source_call_duration_seconds",
+            "Time of one call to an information source",
+            source_seconds.clone(),
+        );
+        let source_circuit_open = Family::<SourceNameLabels, Gauge>::default();
+        registry.register(
+            "source_circuit_open",
+            "Whether a source's circuit breaker is open (1): look-ups fail without a call",
+            source_circuit_open.clone(),
+        );
         Metrics {
             registry,
+            source_calls,
+            source_cache,
+            source_errors,
+            source_seconds,
+            source_circuit_open,
             response_entries,
             connections_open,
             connections_refused,
@@ -313,6 +380,47 @@ impl Metrics {
         self.decision_seconds
             .get_or_create(&DoorLabels { door })
             .observe(took.as_secs_f64());
+    }
+
+    /// One call to information source `source` (each retry is one), and how long it took.
+    pub fn source_call(&self, source: &Arc<str>, took: Duration) {
+        let labels = SourceNameLabels {
+            source: Id(source.clone()),
+        };
+        self.source_calls.get_or_create(&labels).inc();
+        self.source_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// A look-up of `source` answered from its cache (`hit`), by a call (`miss`), or by
+    /// an identical call already in flight (`joined`).
+    pub fn source_cache(&self, source: &Arc<str>, result: &'static str) {
+        self.source_cache
+            .get_or_create(&SourceLabels {
+                source: Id(source.clone()),
+                result,
+            })
+            .inc();
+    }
+
+    /// A failed look-up of `source`, by failure kind.
+    pub fn source_error(&self, source: &Arc<str>, kind: &'static str) {
+        self.source_errors
+            .get_or_create(&SourceErrorLabels {
+                source: Id(source.clone()),
+                kind,
+            })
+            .inc();
+    }
+
+    /// Whether `source`'s circuit breaker is open.
+    pub fn source_circuit(&self, source: &Arc<str>, open: bool) {
+        self.source_circuit_open
+            .get_or_create(&SourceNameLabels {
+                source: Id(source.clone()),
+            })
+            .set(i64::from(open));
     }
 
     /// The resources of one judged answer: how many were kept and withheld.

@@ -109,6 +109,10 @@ pub struct Policy {
     unmatched: bool,
     /// The candidates AuthZEN searches try ([`search`]); `None`: it cannot be searched.
     search: Option<search::PolicySearch>,
+    /// Whether a rule calls an information source; only then does a decision get look-ups.
+    pub uses_sources: bool,
+    /// What a failed look-up does.
+    pub on_error: spec::OnError,
 }
 
 /// `select:` compiled: the policies a token's scopes may name.
@@ -116,6 +120,13 @@ pub struct Policy {
 pub struct Selector {
     pub by_scope: Vec<Arc<str>>,
     pub normalize: spec::ScopeNormalize,
+}
+
+/// What one pass over a policy's rules gave: a decision, or look-ups to fetch first.
+#[derive(Debug)]
+pub enum Pass {
+    Decided(Decision),
+    Needs(Vec<crate::sources::Pending>),
 }
 
 /// `match.evaluation`: empty lists match anything.
@@ -176,6 +187,8 @@ pub struct LoadSettings {
     pub strip_headers: Vec<String>,
     /// The config file's directory: relative paths are resolved against it.
     pub base_dir: PathBuf,
+    /// The declared information sources, name and kind: rules may call only these.
+    pub sources: Vec<(String, &'static str)>,
 }
 
 impl LoadSettings {
@@ -1134,6 +1147,30 @@ fn compile_policy(
             .chain(narrowing.iter().flat_map(|n| n.expressions()))
             .chain(response_rules.iter().flat_map(|r| r.expressions()))
     };
+    for rule in &rules {
+        for call in &rule.condition.source_calls {
+            if let Some(problem) = source_call_problem(call, &config.sources) {
+                report.error(
+                    Kind::CelInvalid,
+                    &key("rules"),
+                    format!("rule `{}`: {problem}", rule.id),
+                );
+            }
+        }
+    }
+    let outside_rules = expressions()
+        .skip(rules.len())
+        .chain(flows.as_ref().map(|f| &f.actor))
+        .chain(graphql.iter().flat_map(|g| g.expressions()))
+        .any(|e| !e.source_calls.is_empty());
+    if outside_rules {
+        report.error(
+            Kind::CelInvalid,
+            &key("id"),
+            "information sources may only be called in rule conditions, not in `response`, `flows`, `narrowing`, `graphql` or `response_rules`".into(),
+        );
+    }
+    let uses_sources = rules.iter().any(|r| !r.condition.source_calls.is_empty());
     let request_fields = expressions()
         .chain(flows.as_ref().map(|f| &f.actor))
         .chain(graphql.iter().flat_map(|g| g.expressions()))
@@ -1247,7 +1284,60 @@ fn compile_policy(
         select,
         unmatched,
         search,
+        uses_sources,
+        on_error: spec.on_error,
     })
+}
+
+/// What is wrong with a `sources.NAME(...)` call, checked at load: an undeclared name, too
+/// many arguments, or (for a map literal) keys the kind does not take.
+fn source_call_problem(
+    call: &expr::SourceCall,
+    declared: &[(String, &'static str)],
+) -> Option<String> {
+    let Some((_, kind)) = declared.iter().find(|(name, _)| *name == call.name) else {
+        let names: Vec<&str> = declared.iter().map(|(n, _)| n.as_str()).collect();
+        return Some(format!(
+            "calls `sources.{}`, which is not declared (declared: {})",
+            call.name,
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        ));
+    };
+    if call.arguments > 1 {
+        return Some(format!(
+            "`sources.{}` takes one map argument, not {}",
+            call.name, call.arguments
+        ));
+    }
+    let keys = call.literal_keys.as_ref()?;
+    let allowed: &[&str] = match *kind {
+        "fhir" => &["read", "search", "params", "elements", "summary"],
+        "userinfo" => &[],
+        "mitz" => &crate::sources::MITZ_KEYS,
+        _ => return None,
+    };
+    if let Some(unknown) = keys.iter().find(|k| !allowed.contains(&k.as_str())) {
+        return Some(format!(
+            "`sources.{}` ({kind}) takes no key `{unknown}` (keys: {})",
+            call.name,
+            if allowed.is_empty() {
+                "none: call it as `sources.NAME()`".to_owned()
+            } else {
+                allowed.join(", ")
+            }
+        ));
+    }
+    if *kind == "fhir" && keys.contains(&"read".to_owned()) == keys.contains(&"search".to_owned()) {
+        return Some(format!(
+            "`sources.{}` (fhir) needs exactly one of `read` or `search`",
+            call.name
+        ));
+    }
+    None
 }
 
 fn compile_response(
@@ -1449,8 +1539,48 @@ impl Policy {
         request: &AccessRequest,
         identity: Option<&Identity>,
         flows: &FlowIndex,
-        mut trace: Option<&mut Trace>,
+        trace: Option<&mut Trace>,
     ) -> Decision {
+        let mut needs = Vec::new();
+        self.pass(request, identity, flows, trace, None, &mut needs)
+    }
+
+    /// One pass over the rules with `lookups` reachable from `sources.NAME(...)` calls:
+    /// a decision, or the look-ups the first rules that need them want fetched. Deny rules
+    /// all run, so every deny rule's look-ups are fetched together; allow rules stop at the
+    /// first that needs a look-up, so a source is fetched only when a rule that needs it
+    /// is evaluated.
+    pub fn evaluate_with(
+        &self,
+        request: &AccessRequest,
+        identity: Option<&Identity>,
+        flows: &FlowIndex,
+        mut trace: Option<&mut Trace>,
+        lookups: &Arc<crate::sources::Lookups>,
+    ) -> Pass {
+        if let Some(trace) = trace.as_deref_mut() {
+            trace.rules.clear();
+        }
+        let mut needs = Vec::new();
+        let decision = self.pass(request, identity, flows, trace, Some(lookups), &mut needs);
+        if needs.is_empty() {
+            Pass::Decided(decision)
+        } else {
+            Pass::Needs(needs)
+        }
+    }
+
+    fn pass(
+        &self,
+        request: &AccessRequest,
+        identity: Option<&Identity>,
+        flows: &FlowIndex,
+        mut trace: Option<&mut Trace>,
+        lookups: Option<&Arc<crate::sources::Lookups>>,
+        needs: &mut Vec<crate::sources::Pending>,
+    ) -> Decision {
+        let _scope = lookups.map(|l| crate::sources::Scope::enter(Some(l.clone())));
+        let wanted = || lookups.map(|l| l.take_wanted()).unwrap_or_default();
         let parsed = match &self.graphql {
             Some(graphql) => {
                 match crate::graphql::read(request, &graphql.limits, Some(&graphql.documents)) {
@@ -1573,7 +1703,14 @@ impl Policy {
         };
         for rule in self.rules.iter().filter(|r| r.effect == Effect::Deny) {
             let result = rule.condition.eval_bool(&vars);
+            let pending = wanted();
             record(rule, &result);
+            // Explain evaluates parts again: what they want is not asked for.
+            drop(wanted());
+            if result.is_err() && !pending.is_empty() {
+                needs.extend(pending);
+                continue;
+            }
             match result {
                 Ok(false) => {}
                 Ok(true) => {
@@ -1597,10 +1734,29 @@ impl Policy {
                 }
             }
         }
+        if !needs.is_empty() {
+            return self.deny(
+                "sources",
+                403,
+                "access denied by policy",
+                "look-ups pending".into(),
+            );
+        }
         let mut failures = Vec::new();
         for rule in self.rules.iter().filter(|r| r.effect == Effect::Allow) {
             let result = rule.condition.eval_bool(&vars);
+            let pending = wanted();
             record(rule, &result);
+            drop(wanted());
+            if result.is_err() && !pending.is_empty() {
+                needs.extend(pending);
+                return self.deny(
+                    "sources",
+                    403,
+                    "access denied by policy",
+                    "look-ups pending".into(),
+                );
+            }
             match result {
                 Ok(true) => return self.allow(&rule.id, &vars, identity, request),
                 Ok(false) => {}

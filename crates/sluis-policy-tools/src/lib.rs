@@ -37,7 +37,48 @@ pub struct TestCase {
     pub request: RequestSpec,
     /// No token: the request has no credentials (unless its headers carry some).
     pub token: Option<TokenSpec>,
+    /// What information sources answer in this test: no cache and no network; a call no
+    /// fixture matches fails (closed).
+    #[serde(default)]
+    pub sources: Vec<SourceFixture>,
     pub expect: Expect,
+}
+
+/// A fixture for calls to one information source.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFixture {
+    /// The declared source's name.
+    pub source: String,
+    /// Only calls with exactly these arguments; any call to the source when absent.
+    pub args: Option<Json>,
+    /// The answer as the source would give it (JSON; `null` for not found).
+    pub answer: Option<Json>,
+    /// A failure instead: `timeout`, `connect`, `circuit_open`, `busy`, `invalid`, or
+    /// `status:503`.
+    pub error: Option<String>,
+}
+
+impl SourceFixture {
+    fn fixture(&self) -> Result<sluis_core::sources::Fixture, String> {
+        let answer = match (&self.answer, &self.error) {
+            (answer, None) => {
+                sluis_core::sources::FixtureAnswer::Value(answer.clone().unwrap_or(Json::Null))
+            }
+            (None, Some(error)) => sluis_core::sources::FixtureAnswer::Error(error.clone()),
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "the fixture for source `{}` has both `answer` and `error`",
+                    self.source
+                ));
+            }
+        };
+        Ok(sluis_core::sources::Fixture {
+            source: self.source.clone(),
+            args: self.args.clone(),
+            answer,
+        })
+    }
 }
 
 /// A request and its caller: the input of tests, explain and replay.
@@ -226,6 +267,16 @@ impl Case {
         engine: &Engine,
         trace: Option<&mut Trace>,
     ) -> Result<Decision, String> {
+        self.decide_with(engine, trace, None).await
+    }
+
+    /// [`Case::decide`] with information sources answered by `fixtures` when given.
+    pub async fn decide_with(
+        &self,
+        engine: &Engine,
+        trace: Option<&mut Trace>,
+        fixtures: Option<std::sync::Arc<[sluis_core::sources::Fixture]>>,
+    ) -> Result<Decision, String> {
         self.check()?;
         let request = self.access_request();
         let credentials = match &self.token {
@@ -237,7 +288,7 @@ impl Case {
             _ => Credentials::Request,
         };
         engine
-            .decide_as(&request, &credentials, trace)
+            .decide_with_fixtures(&request, &credentials, trace, fixtures)
             .await
             .map_err(|e| e.to_string())
     }
@@ -530,7 +581,24 @@ pub async fn run_suite(engine: &Engine, file: &Path) -> SuiteResult {
             request: test.request,
             token: test.token,
         };
-        let (failures, decided_by) = match case.decide(engine, None).await {
+        // Always fixtures, even none: a test never reaches the network.
+        let fixtures = match test
+            .sources
+            .iter()
+            .map(SourceFixture::fixture)
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(fixtures) => std::sync::Arc::from(fixtures),
+            Err(e) => {
+                result.cases.push(CaseResult {
+                    name: test.name,
+                    failures: vec![e],
+                    decided_by: None,
+                });
+                continue;
+            }
+        };
+        let (failures, decided_by) = match case.decide_with(engine, None, Some(fixtures)).await {
             Ok(decision) => (
                 differences(&test.expect, &decision),
                 decision
@@ -705,6 +773,21 @@ pub fn explanation_text(decision: &Result<Decision, String>, trace: &Trace) -> S
         line(format!(
             "scopes: required {:?}, present {:?}, missing {:?}",
             scopes.required, scopes.present, scopes.missing
+        ));
+    }
+    for lookup in &trace.lookups {
+        line(format!(
+            "lookup sources.{}({}): cache {}, {} ({} ms){}",
+            lookup.source,
+            lookup.args,
+            lookup.cache,
+            lookup.outcome,
+            lookup.ms,
+            lookup
+                .value
+                .as_ref()
+                .map(|v| format!("\n    = {v}"))
+                .unwrap_or_default()
         ));
     }
     for rule in &trace.rules {

@@ -1,8 +1,8 @@
 //! What Sluis's integration tests (`tests/it/`) and benchmarks (`benches/`) share:
 //! the repository's paths, tokens signed with the fixture and example keys, test configs,
 //! a real Sluis on port 0 asked over gRPC like Envoy does, `eventually`, and (in the
-//! modules) gateways, child processes, a private Redis, the negative corpus and the flow
-//! store's admin API.
+//! modules) gateways, a Mitz stand-in behind mTLS, child processes, a private Redis, the
+//! negative corpus and the flow store's admin API.
 //!
 //! Test code: a helper that cannot do its job panics with what went wrong, which fails
 //! the test that called it.
@@ -16,6 +16,7 @@
 pub mod corpus;
 pub mod flows;
 pub mod gateway;
+pub mod mitz;
 pub mod process;
 pub mod redis_server;
 

@@ -230,9 +230,13 @@ impl Worker {
             return;
         };
         let version = policies.version.clone();
+        // The candidate set calls no information source: its rules that need one fail
+        // closed rather than add upstream calls for decisions nobody is told.
         let judge = Judge {
             authn: &self.authn,
             flows: &self.flows,
+            sources: None,
+            fixtures: None,
         };
         let mut seen = Seen::default();
         let decided = judge

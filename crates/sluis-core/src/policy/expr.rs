@@ -94,6 +94,8 @@ pub struct Expr {
     pub caller_fields: Vec<String>,
     /// Whether it reads `entry` or `response` (only response rules may).
     pub uses_response: bool,
+    /// The information sources it calls (`sources.NAME(arg)`), in order.
+    pub source_calls: Vec<SourceCall>,
     /// Set when the whole expression has a shape evaluated without the interpreter
     /// (see [`fast`]).
     fast: Option<Fast>,
@@ -249,6 +251,7 @@ impl Expr {
             uses_caller: check.uses_caller,
             caller_fields: check.caller_fields,
             uses_response: check.uses_response,
+            source_calls: check.source_calls,
         })
     }
 
@@ -519,7 +522,21 @@ struct Check {
     /// Functions called that neither CEL nor Sluis defines, and whether as a method.
     unknown_functions: Vec<(String, bool)>,
     uses_response: bool,
+    source_calls: Vec<SourceCall>,
 }
+
+/// A call `sources.NAME(arg)` found at load, for checking names and argument shapes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceCall {
+    pub name: String,
+    /// How many arguments were given (a source takes none or one map).
+    pub arguments: usize,
+    /// The keys of a map literal argument, when it is one.
+    pub literal_keys: Option<Vec<String>>,
+}
+
+/// The function `sources.NAME(arg)` calls are rewritten to: `@source('NAME', arg)`.
+const SOURCE: &str = "@source";
 
 /// The variable `request.fhir` is rewritten to: the parsed FHIR request is not part of
 /// the `request` map (which is built per field read), but a value of its own, built
@@ -553,7 +570,24 @@ fn memoized_filter(call: &cel::common::ast::CallExpr, bound: &[String]) -> Optio
 
 impl Check {
     fn walk(&mut self, expr: &mut Node) {
+        if let Node::Call(call) = expr
+            && let Some(Node::Ident(target)) = call.target.as_deref().map(|t| &t.expr)
+            && target == "sources"
+            && !self.bound.iter().any(|b| b == "sources")
+        {
+            self.source_call(call);
+            for arg in &mut call.args {
+                self.walk(&mut arg.expr);
+            }
+            return;
+        }
         match expr {
+            Node::Ident(name)
+                if name == "sources" && !self.bound.iter().any(|b| b == "sources") =>
+            {
+                self.errors
+                    .push("call a source: `sources.NAME(...)`".to_owned());
+            }
             Node::Ident(name) => {
                 let known = VARIABLES.contains(&name.as_str())
                     || TYPE_NAMES.contains(&name.as_str())
@@ -729,6 +763,47 @@ impl Check {
             }
             Node::Literal(_) | Node::Unspecified => {}
         }
+    }
+
+    /// `sources.NAME(arg?)` → `@source('NAME', arg)` (`{}` without an argument).
+    fn source_call(&mut self, call: &mut cel::common::ast::CallExpr) {
+        let id = call.target.as_ref().map_or(0, |t| t.id);
+        let literal_keys = match call.args.first().map(|a| &a.expr) {
+            Some(Node::Map(map)) => Some(
+                map.entries
+                    .iter()
+                    .filter_map(|entry| match &entry.expr {
+                        cel::common::ast::EntryExpr::MapEntry(entry) => match &entry.key.expr {
+                            Node::Literal(LiteralValue::String(key)) => Some(key.to_string()),
+                            _ => None,
+                        },
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            None => Some(Vec::new()),
+            _ => None,
+        };
+        self.source_calls.push(SourceCall {
+            name: call.func_name.clone(),
+            arguments: call.args.len(),
+            literal_keys,
+        });
+        let name = IdedExpr {
+            id,
+            expr: Node::Literal(LiteralValue::String(call.func_name.clone().into())),
+        };
+        if call.args.is_empty() {
+            call.args.push(IdedExpr {
+                id,
+                expr: Node::Map(cel::common::ast::MapExpr {
+                    entries: Vec::new(),
+                }),
+            });
+        }
+        call.args.insert(0, name);
+        call.target = None;
+        call.func_name = SOURCE.to_owned();
     }
 
     /// `request.fhir`, with `request` the policy's (not a comprehension variable).
@@ -936,6 +1011,13 @@ fn root_context() -> Context<'static, 'static> {
     let covering: RawFunction = Box::new(|ftx| flows_filter(ftx, false));
     let _ = context.add_function("covering", covering);
     let _ = context.add_function("smartPermits", smart_permits);
+    let _ = context.add_function(
+        SOURCE,
+        |name: Arc<String>, arg: Value| -> Result<Value, ExecutionError> {
+            crate::sources::call_current(&name, &arg)
+                .map_err(|e| ExecutionError::function_error("sources", e))
+        },
+    );
     let _ = context.add_function("param", |ftx: &FunctionContext| fhir_val::param(ftx));
     let _ = context.add_function("values", |ftx: &FunctionContext| fhir_val::values(ftx));
     let _ = context.add_function("hasOnly", |ftx: &FunctionContext| fhir_val::has_only(ftx));

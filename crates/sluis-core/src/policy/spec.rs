@@ -81,6 +81,12 @@ pub struct PolicySpec {
     /// `{"ErrorCode":"bad_request","Error":"Scope is not allowed"}`. Takes precedence over
     /// `deny_response` for that case.
     pub scope_response: Option<DenyResponseSpec>,
+    /// What a failed information source look-up does: `rule` (the default) fails the rule
+    /// that read it, as any evaluation error does (a deny rule denies, an allow rule does
+    /// not allow); `unavailable` makes the whole decision unavailable, so the gateway's
+    /// failure mode decides (gRPC UNAVAILABLE, HTTP 503).
+    #[serde(default)]
+    pub on_error: OnError,
     /// Facts the rules read as `data`: any YAML value (e.g. users and their roles),
     /// checked and converted once at load.
     #[schemars(with = "Option<serde_json::Value>")]
@@ -259,6 +265,15 @@ impl Default for GraphqlLimitsSpec {
             max_aliases: limits.max_aliases,
         }
     }
+}
+
+/// `on_error`: what a failed information source look-up does.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    #[default]
+    Rule,
+    Unavailable,
 }
 
 /// Whether a policy's decisions are enforced or only watched.

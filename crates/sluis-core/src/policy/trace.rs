@@ -20,6 +20,9 @@ pub struct Trace {
     pub caller: Option<String>,
     /// Each rule, in evaluation order (deny rules first), with its result.
     pub rules: Vec<RuleTrace>,
+    /// Each information source look-up, its cache state and its value, masked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lookups: Vec<crate::sources::LookupTrace>,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
