@@ -57,6 +57,26 @@ use sluis_test_kit::{SigningKey, now, repo_path};
 /// evicted by the time the cycle comes back to it.
 const FRESH_TOKENS: usize = 1024;
 
+/// The zorgkantoor's VECOZO system certificate, as the gateway that terminated mutual TLS
+/// passes it on (Envoy `include_peer_certificate`): the iWlz policy refuses a request
+/// without one (RFC0014 [11]). The same certificate as `policy/iwlz-indicatieregister.test.yaml`
+/// (valid until 2126).
+const VECOZO_CERTIFICATE: &str = "\
+-----BEGIN CERTIFICATE-----
+MIIB5DCCAYugAwIBAgIUcyBT5Ayw1vdffvYz6A3m9R+t/hIwCgYIKoZIzj0EAwIw
+RzEZMBcGA1UECgwQWm9yZ2thbnRvb3IgNTAwMDEqMCgGA1UEAwwhdmVjb3pvLXN5
+c3RlZW1jZXJ0aWZpY2FhdC5leGFtcGxlMCAXDTI2MTIwNjAxMjU1OVoYDzIxMjYx
+MTEyMDEyNTU5WjBHMRkwFwYDVQQKDBBab3Jna2FudG9vciA1MDAwMSowKAYDVQQD
+DCF2ZWNvem8tc3lzdGVlbWNlcnRpZmljYWF0LmV4YW1wbGUwWTATBgcqhkjOPQIB
+BggqhkjOPQMBBwNCAATyJRmRsNH/1/ZExuSw+9soernXihDJh69LvBSO9DQx4S72
+dksHpjG34A8zO+60maRwDcNthx01qt1NAkH+PtdMo1MwUTAdBgNVHQ4EFgQUoOrb
+rBlRtTu/qCHtFmd2RiQfFJEwHwYDVR0jBBgwFoAUoOrbrBlRtTu/qCHtFmd2RiQf
+FJEwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNHADBEAiBIEnbnuUidU93K
+lQM+SNLH85hhbmNzT1ohhQrVXBLE6gIgMcxMKVjm7WbA7kvnWgn0gdCGiAlBR8z5
+vKprH662zIM=
+-----END CERTIFICATE-----
+";
+
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -88,8 +108,10 @@ fn request(method: &str, target: &str, token: Option<&str>) -> AccessRequest {
     request
 }
 
-/// `request` carrying a GraphQL `query` for the zorgkantoor with UZOVI 5501.
+/// `request` carrying a GraphQL `query` for the zorgkantoor with UZOVI 5501, over mutual
+/// TLS (its client certificate passed on by the gateway).
 fn graphql(mut request: AccessRequest, query: &str) -> AccessRequest {
+    request.source.certificate = Some(VECOZO_CERTIFICATE.to_owned());
     request
         .headers
         .insert("content-type".into(), "application/json".into());

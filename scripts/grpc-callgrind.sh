@@ -6,15 +6,22 @@
 # without start-up and without the work a server does whatever the load (timers, the
 # reloader's polling), which both counts hold alike. Keeps the callgrind files in
 # tmp/grpc-callgrind/ for `callgrind_annotate --inclusive=yes`.
-# Needs: cargo build --release --bin sluis -p sluis-noop-authz (or BIN=DIR with both
+# The servers: the lean no-op (`sluis-noop-authz`, with NOOP_ARGS, e.g. `--runtime
+# current`), the default tonic no-op (`sluis-noop-default`; NOOP_DEFAULT=0 skips it),
+# Sluis from BIN and, with BIN_OLD=DIR, an earlier Sluis build. The request is the
+# CheckRequest captured from Envoy 1.40 (CHECK, default benches/data/check-eoverdracht.bin).
+# ONLY="noop sluis" measures a subset.
+# Needs: cargo build --release --bin sluis -p sluis-noop-authz (or BIN=DIR with the
 # binaries); valgrind; h2load
-# (scripts/install-load-tools.sh). Uses ports 9190-9292.
+# (scripts/install-load-tools.sh). Uses ports 9190-9293.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=tmp/grpc-callgrind; mkdir -p $OUT
-N=${N:-2000}; WARM=${WARM:-200}; BIN=${BIN:-target/release}
-TOKEN=$($BIN/sluis dev-token --key examples/keys/dev-rsa.pem --kid dev-1 --claims '{"iss":"https://nuts.example.org","aud":"https://fhir.example.org","sub":"did:web:receiver.example.org","client_id":"did:web:receiver.example.org","scope":"eOverdracht-receiver"}')
-python3 scripts/gen-check-request.py -o $OUT/check.bin --path /eoverdracht/fhir/Patient/123 --host 127.0.0.1:10000 --token "$TOKEN"
+N=${N:-2000}; WARM=${WARM:-200}; BIN=${BIN:-target/release}; BIN_OLD=${BIN_OLD:-}
+NOOP_ARGS=${NOOP_ARGS:-}; NOOP_DEFAULT=${NOOP_DEFAULT:-1}
+ONLY=" ${ONLY:-noop noop-default sluis sluis-old} "
+CHECK=${CHECK:-benches/data/check-eoverdracht.bin}
+cp "$CHECK" $OUT/check.bin
 
 load() { # port calls
   h2load -n "$2" -c 8 -m 16 -t 1 --data=$OUT/check.bin -H 'content-type: application/grpc' -H 'te: trailers' \
@@ -48,20 +55,27 @@ measure() { # name port pid
 }
 
 rm -f $OUT/callgrind.out.*
-valgrind --tool=callgrind --callgrind-out-file=$OUT/callgrind.out.%p \
-  $BIN/sluis-noop-authz 127.0.0.1:9292 > $OUT/noop.log 2>&1 & NOOP=$!
 source scripts/load-common.sh
 CONFIG=$(private_example_config $OUT)
-trap 'kill $NOOP ${SLUIS:-} 2>/dev/null || true; rm -f $CONFIG' EXIT
-wait_port 9292
-measure noop 9292 $NOOP
-kill $NOOP; wait $NOOP || true
-
-valgrind --tool=callgrind --callgrind-out-file=$OUT/callgrind.out.%p \
-  $BIN/sluis serve --config $CONFIG > $OUT/sluis.log 2>&1 & SLUIS=$!
-wait_port 9191
-echo "flow: $(register_load_flow 127.0.0.1:9190)"
-curl -s --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' --data-binary @$OUT/check.bin http://127.0.0.1:9191/envoy.service.auth.v3.Authorization/Check -o $OUT/smoke.bin
-python3 scripts/gen-check-request.py --decode-response $OUT/smoke.bin
-measure sluis 9191 $SLUIS
-kill $SLUIS; wait $SLUIS || true
+PID=
+trap 'kill $PID 2>/dev/null || true; rm -f $CONFIG' EXIT
+smoke() { # port
+  curl -s --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' --data-binary @$OUT/check.bin "http://127.0.0.1:$1/envoy.service.auth.v3.Authorization/Check" -o $OUT/smoke.bin
+  python3 scripts/gen-check-request.py --decode-response $OUT/smoke.bin
+}
+# run NAME PORT COMMAND...: the server under callgrind, measured, stopped
+run() {
+  local name=$1 port=$2; shift 2
+  [[ "$ONLY" == *" $name "* ]] || return 0
+  valgrind --tool=callgrind --callgrind-out-file=$OUT/callgrind.out.%p "$@" > $OUT/$name.log 2>&1 & PID=$!
+  wait_port "$port"
+  if [[ "$name" == sluis* ]]; then echo "flow: $(register_load_flow 127.0.0.1:9190)"; fi
+  smoke "$port"
+  measure "$name" "$port" $PID
+  kill $PID; wait $PID || true
+}
+# shellcheck disable=SC2086
+run noop 9292 $BIN/sluis-noop-authz $NOOP_ARGS 127.0.0.1:9292
+[[ "$NOOP_DEFAULT" == 0 ]] || run noop-default 9292 $BIN/sluis-noop-default 127.0.0.1:9292
+run sluis 9191 $BIN/sluis serve --config $CONFIG
+[[ -z "$BIN_OLD" ]] || run sluis-old 9191 $BIN_OLD/sluis serve --config $CONFIG

@@ -7,15 +7,20 @@
 # The transfer of Patient/123 to the receiver the development token names.
 LOAD_FLOW='{"id": "load-transfer", "purpose": "eOverdracht", "actor": "did:web:receiver.example.org", "scopes": ["eOverdracht-receiver"], "resources": [{"path": "Patient/123", "operations": ["read"]}]}'
 
-# private_example_config DIR: writes examples/.load-PID.yaml, the example config with its
-# flow store in DIR, and prints its path; the caller removes it on exit. It stays in
-# examples/ because the config's other paths are relative to it.
+# private_example_config DIR [PORT_SHIFT]: writes examples/.load-PID[-SHIFT].yaml, the
+# example config with its flow store in DIR, and prints its path; the caller removes it
+# on exit. It stays in examples/ because the config's other paths are relative to it.
+# PORT_SHIFT (default 0) moves the listeners (admin 9190, gRPC 9191, HTTP 9192) up by
+# that much, so two Sluis builds can run side by side.
 private_example_config() {
-  local dir config
+  local dir config shift=${2:-0}
   dir="$(cd "$1" && pwd)"
-  config="examples/.load-$$.yaml"
-  sed "s|sqlite:sluis-flows.db|sqlite:$dir/flows.db|" examples/config.yaml >"$config"
-  if ! grep -q "sqlite:$dir/flows.db" "$config"; then
+  config="examples/.load-$$${2:+-$2}.yaml"
+  sed -e "s|sqlite:sluis-flows.db|sqlite:$dir/flows${2:+-$2}.db|" \
+    -e "s|127.0.0.1:9190|127.0.0.1:$((9190 + shift))|" \
+    -e "s|127.0.0.1:9191|127.0.0.1:$((9191 + shift))|" \
+    -e "s|127.0.0.1:9192|127.0.0.1:$((9192 + shift))|" examples/config.yaml >"$config"
+  if ! grep -q "sqlite:$dir/flows" "$config"; then
     echo "cannot move the example config's flow store" >&2
     return 1
   fi

@@ -7,11 +7,22 @@
 #     a) envoy-only   Envoy without ext_authz -> upstream       (baseline)
 #     b) envoy+noop   Envoy + ext_authz -> sluis-noop-authz    (cost of the gRPC hop)
 #     c) envoy+sluis  Envoy + ext_authz -> Sluis               (cost of Sluis)
+#     f) envoy-http+sluis  Envoy + ext_authz in HTTP mode -> Sluis's forward-auth door
+#                     (envoy/bench-front-http.yaml.tmpl; against b, like c)
+#     g) envoy-jwt-rbac  Envoy's in-process jwt_authn + rbac, same token and path rule, no
+#                     ext_authz (envoy/bench-front-jwt-rbac.yaml.tmpl; against b)
 #   gRPC straight at the authz server (h2load, no Envoy):
 #     d) grpc noop    CheckRequest -> sluis-noop-authz          (baseline)
 #     e) grpc sluis   CheckRequest -> Sluis
-# and prints req/s, p50, p99 and the ext_authz server's CPU per request for each
-# scenario, and its ratio to its baseline (b to a, c to b, e to d).
+# and prints req/s, p50, p99 and the CPU per request of every process (front Envoy, the
+# ext_authz server, the upstream and the load generator) for each scenario, and its ratio
+# to its baseline (b to a; c, f and g to b; e to d), with medians and ranges over rounds.
+#
+# Method (issue #18): the front Envoy runs one worker per core (FRONT_CONCURRENCY), so it
+# is not the bottleneck that hides the authz server's cost; wrk and h2load run ONE thread,
+# so the load generator does not take a core of its own on a 2-core machine (its CPU per
+# request is reported to show it is not the limit); the gRPC request is a CheckRequest
+# captured from Envoy 1.40 (benches/data/, scripts/capture-check-request.sh).
 #
 # The upstream is a second Envoy process answering with a direct_response
 # (envoy/bench-upstream.yaml.tmpl): no extra dependency, and a fixed 200 costs
@@ -23,7 +34,7 @@
 #   cargo build --release -p sluis-noop-authz [--bin sluis]
 #
 # Environment (defaults in brackets):
-#   DURATION [10s] THREADS [2] CONNECTIONS [32]   wrk settings per run
+#   DURATION [10s] THREADS [1] CONNECTIONS [16]   wrk settings per run
 #   WARMUP [2s]                                   wrk warm-up run, not reported
 #   LOAD_PATH [/eoverdracht/fhir/Patient/123]     request path (must be allowed by Sluis' policy;
 #                                                 the default is allowed by examples/ for the
@@ -36,6 +47,7 @@
 #                                                 the same one scripts/demo.sh uses
 #   SLUIS_CMD [target/release/sluis serve --config <the example config, with its flow
 #             store in OUT_DIR>]
+#   SLUIS_BIN [target/release/sluis]              the binary of the default SLUIS_CMD
 #   SLUIS_PORT [9191]                             gRPC port Sluis listens on (per its config)
 #   SLUIS_ADMIN [127.0.0.1:9190]                  Sluis's admin listener, for registering SLUIS_FLOW
 #   SLUIS_FLOW [the receiver's transfer of Patient/123]  a flow (JSON) registered before the
@@ -43,13 +55,16 @@
 #   SKIP_SLUIS [auto]                             1 = skip c) and e); 0 = run them; auto = skip
 #                                                 if SLUIS_CMD's first word is not an executable
 #   NOOP_BIN [target/release/sluis-noop-authz]    NOOP_PORT [9292]
-#   H2LOAD_N [200000] H2LOAD_C [8] H2LOAD_M [16] H2LOAD_T [$THREADS] h2load settings
+#   H2LOAD_N [100000] H2LOAD_C [2] H2LOAD_M [16] H2LOAD_T [1]  h2load settings
+#   CHECK_FILE [benches/data/check-eoverdracht.bin]  the gRPC request body h2load sends
+#   SLUIS_HTTP_PORT [9192]                        Sluis's HTTP listener (scenario f)
+#   SCENARIOS [all]                               space-separated subset of: grpc http jwt h2
 #   H2LOAD_MAX_SECONDS [60]                       hard cap per h2load run
-#   ROUNDS [1]                                    b) with c), and d) with e), alternated this
+#   ROUNDS [3]                                    b) with c), f), g), and d) with e), alternated this
 #                                                 many times; each Sluis run is compared with
 #                                                 the no-op run of its round, and the medians
-#                                                 of the ratios are printed
-#   FRONT_CONCURRENCY [1]                         worker threads of the front Envoy
+#                                                 and ranges of the ratios are printed
+#   FRONT_CONCURRENCY [$(nproc)]                  worker threads of the front Envoy
 #   UPSTREAM_CONCURRENCY [1]                      worker threads of the upstream Envoy
 #   FRONT_PORT [10000] FRONT_ADMIN [10001] UPSTREAM_PORT [10002] UPSTREAM_ADMIN [10003]
 #   OUT_DIR [tmp/load-YYYYmmdd-HHMMSS]            logs, configs, raw tool output, results
@@ -66,8 +81,8 @@ cd "$REPO"
 ENVOY="${ENVOY:-$REPO/.tools/bin/envoy}"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
-THREADS="${THREADS:-2}"
-CONNECTIONS="${CONNECTIONS:-32}"
+THREADS="${THREADS:-1}"
+CONNECTIONS="${CONNECTIONS:-16}"
 LOAD_PATH="${LOAD_PATH:-/eoverdracht/fhir/Patient/123}"
 SLUIS_TOKEN="${SLUIS_TOKEN:-}"
 # shellcheck source=load-common.sh
@@ -79,13 +94,16 @@ SLUIS_PORT="${SLUIS_PORT:-9191}"
 SKIP_SLUIS="${SKIP_SLUIS:-auto}"
 NOOP_BIN="${NOOP_BIN:-target/release/sluis-noop-authz}"
 NOOP_PORT="${NOOP_PORT:-9292}"
-H2LOAD_N="${H2LOAD_N:-200000}"
-H2LOAD_C="${H2LOAD_C:-8}"
+H2LOAD_N="${H2LOAD_N:-100000}"
+H2LOAD_C="${H2LOAD_C:-2}"
 H2LOAD_M="${H2LOAD_M:-16}"
-H2LOAD_T="${H2LOAD_T:-$THREADS}"
+H2LOAD_T="${H2LOAD_T:-1}"
+CHECK_FILE="${CHECK_FILE:-$REPO/benches/data/check-eoverdracht.bin}"
+SLUIS_HTTP_PORT="${SLUIS_HTTP_PORT:-9192}"
+SCENARIOS=" ${SCENARIOS:-grpc http jwt h2} "
 H2LOAD_MAX_SECONDS="${H2LOAD_MAX_SECONDS:-60}"
-ROUNDS="${ROUNDS:-1}"
-FRONT_CONCURRENCY="${FRONT_CONCURRENCY:-1}"
+ROUNDS="${ROUNDS:-3}"
+FRONT_CONCURRENCY="${FRONT_CONCURRENCY:-$(nproc)}"
 UPSTREAM_CONCURRENCY="${UPSTREAM_CONCURRENCY:-1}"
 FRONT_PORT="${FRONT_PORT:-10000}"
 FRONT_ADMIN="${FRONT_ADMIN:-10001}"
@@ -99,7 +117,7 @@ mkdir -p "$OUT_DIR"
 PRIVATE_CONFIG=""
 if [[ -z "$SLUIS_CMD" ]]; then
   PRIVATE_CONFIG="$(private_example_config "$OUT_DIR")"
-  SLUIS_CMD="target/release/sluis serve --config $PRIVATE_CONFIG"
+  SLUIS_CMD="${SLUIS_BIN:-target/release/sluis} serve --config $PRIVATE_CONFIG"
 fi
 RESULTS="$OUT_DIR/results.tsv"
 : >"$RESULTS"
@@ -230,8 +248,18 @@ to_ms() {
   }'
 }
 
-# record SCENARIO TOOL RPS P50_MS P99_MS ERRORS AUTHZ_CPU_US FRONT_CPU_US
-record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; }
+# record SCENARIO TOOL RPS P50_MS P99_MS ERRORS AUTHZ_CPU_US FRONT_CPU_US UPSTREAM_CPU_US
+#   LOADGEN_CPU_US
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; }
+
+# loadgen_us TIMES_FILE REQUESTS: the CPU per request of the load generator, from the
+# output of `times` in the subshell that ran it (second line: its children's user and
+# system time)
+loadgen_us() {
+  awk -v n="$2" 'NR == 2 {
+    split($1, u, /[ms]/); split($2, s, /[ms]/)
+    if (n > 0) printf "%.1f", ((u[1] * 60 + u[2]) + (s[1] * 60 + s[2])) * 1e6 / n; else printf "-" }' "$1"
+}
 
 # cpu_ticks PID: user + system CPU time the process has used so far, in clock ticks;
 # 0 for no PID
@@ -250,7 +278,7 @@ per_request() {
 # each of them used per request
 run_wrk() {
   local name="$1" front="${2:-}" authz="${3:-}" out="$OUT_DIR/wrk-${1//[#+]/_}.txt"
-  local rps p50 p99 non2xx sockerr requests front0 authz0 front_us authz_us
+  local rps p50 p99 non2xx sockerr requests front0 authz0 front_us authz_us up0 up_us
   local -a hdr=(-H "Authorization: Bearer ${SLUIS_TOKEN:-none}" -H "Host: $LOAD_HOST")
   local url="http://127.0.0.1:$FRONT_PORT$LOAD_PATH"
   if [[ "$HAVE_CURL" == 1 ]]; then
@@ -261,17 +289,20 @@ run_wrk() {
   fi
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "${hdr[@]}" "$url" >/dev/null
   log "$name: wrk -t$THREADS -c$CONNECTIONS -d$DURATION $url"
-  front0=$(cpu_ticks "$front"); authz0=$(cpu_ticks "$authz")
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${hdr[@]}" "$url" >"$out"
+  front0=$(cpu_ticks "$front"); authz0=$(cpu_ticks "$authz"); up0=$(cpu_ticks "$UPSTREAM_PID")
+  ( wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${hdr[@]}" "$url" >"$out"
+    times >"$out.times" )
   requests="$(awk '/requests in/ {print $1}' "$out")"
   front_us=$(per_request $(( $(cpu_ticks "$front") - front0 )) "$requests")
   authz_us=$(per_request $(( $(cpu_ticks "$authz") - authz0 )) "$requests")
+  up_us=$(per_request $(( $(cpu_ticks "$UPSTREAM_PID") - up0 )) "$requests")
   rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
   p50="$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")"
   p99="$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")"
   non2xx="$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")"
   sockerr="$(awk '/Socket errors:/ {gsub(",", ""); print $4 + $6 + $8 + $10}' "$out")"
-  record "$name" wrk "$rps" "$p50" "$p99" "$(( ${non2xx:-0} + ${sockerr:-0} ))" "$authz_us" "$front_us"
+  record "$name" wrk "$rps" "$p50" "$p99" "$(( ${non2xx:-0} + ${sockerr:-0} ))" "$authz_us" "$front_us" \
+    "$up_us" "$(loadgen_us "$out.times" "$requests")"
 }
 
 # run_h2load SCENARIO PORT [AUTHZ_PID]: load a gRPC ext_authz server directly
@@ -292,8 +323,9 @@ run_h2load() {
   log "$name: h2load -n $H2LOAD_N -c $H2LOAD_C -m $H2LOAD_M -t $H2LOAD_T $url"
   authz0=$(cpu_ticks "$authz")
   # `timeout` bounds the run even if the server stalls.
-  timeout "$H2LOAD_MAX_SECONDS" h2load -n "$H2LOAD_N" -c "$H2LOAD_C" -m "$H2LOAD_M" -t "$H2LOAD_T" \
-    --data="$CHECK_FILE" "${hdr[@]}" --log-file="$lat" "$url" >"$out" || {
+  ( timeout "$H2LOAD_MAX_SECONDS" h2load -n "$H2LOAD_N" -c "$H2LOAD_C" -m "$H2LOAD_M" -t "$H2LOAD_T" \
+      --data="$CHECK_FILE" "${hdr[@]}" --log-file="$lat" "$url" >"$out" || exit 1
+    times >"$out.times" ) || {
       tail -n 20 "$out" >&2 || true
       die "$name: h2load failed or exceeded ${H2LOAD_MAX_SECONDS}s"
     }
@@ -310,7 +342,7 @@ run_h2load() {
       printf "%.3f %.3f\n", v[i50] / 1000, v[i99] / 1000
     }')
   authz_us=$(per_request $(( $(cpu_ticks "$authz") - authz0 )) "$H2LOAD_N")
-  record "$name" h2load "$rps" "$p50" "$p99" "$failed" "$authz_us" -
+  record "$name" h2load "$rps" "$p50" "$p99" "$failed" "$authz_us" - - "$(loadgen_us "$out.times" "$H2LOAD_N")"
 }
 
 # ---------------------------------------------------------------- run
@@ -327,24 +359,26 @@ fi
   echo "wrk: $(wrk -v 2>&1 | head -n1)"
   echo "h2load: $(h2load --version 2>&1 | head -n1)"
   echo "loadavg before start: $LOADAVG"
+  echo "check request: $CHECK_FILE ($(stat -c %s "$CHECK_FILE") bytes)"
   echo "settings: DURATION=$DURATION THREADS=$THREADS CONNECTIONS=$CONNECTIONS FRONT_CONCURRENCY=$FRONT_CONCURRENCY UPSTREAM_CONCURRENCY=$UPSTREAM_CONCURRENCY H2LOAD_N=$H2LOAD_N H2LOAD_C=$H2LOAD_C H2LOAD_M=$H2LOAD_M LOAD_PATH=$LOAD_PATH"
 } >"$OUT_DIR/env.txt"
 
-CHECK_FILE="$OUT_DIR/check-request.bin"
-python3 scripts/gen-check-request.py -o "$CHECK_FILE" --path "$LOAD_PATH" --host "$LOAD_HOST" \
-  --token "${SLUIS_TOKEN:-none}" 2>/dev/null
+[[ -s "$CHECK_FILE" ]] || die "$CHECK_FILE missing: scripts/capture-check-request.sh"
 
 render envoy/bench-upstream.yaml.tmpl "$OUT_DIR/upstream.yaml" "$UPSTREAM_ADMIN" -
 render envoy/bench-front-noauthz.yaml.tmpl "$OUT_DIR/front-noauthz.yaml" "$FRONT_ADMIN" -
 render envoy/envoy-test.yaml.tmpl "$OUT_DIR/front-noop.yaml" "$FRONT_ADMIN" "$NOOP_PORT"
 render envoy/envoy-test.yaml.tmpl "$OUT_DIR/front-sluis.yaml" "$FRONT_ADMIN" "$SLUIS_PORT"
+render envoy/bench-front-http.yaml.tmpl "$OUT_DIR/front-http-sluis.yaml" "$FRONT_ADMIN" "$SLUIS_HTTP_PORT"
+render envoy/bench-front-jwt-rbac.yaml.tmpl "$OUT_DIR/front-jwt-rbac.yaml" "$FRONT_ADMIN" -
 
 start_envoy upstream "$OUT_DIR/upstream.yaml" "$UPSTREAM_CONCURRENCY" "$UPSTREAM_PORT"
+UPSTREAM_PID=$STARTED_PID
 
 # a) Envoy alone
 start_envoy front-envoy-only "$OUT_DIR/front-noauthz.yaml" "$FRONT_CONCURRENCY" "$FRONT_PORT"
 FRONT_PID=$STARTED_PID
-run_wrk envoy-only
+run_wrk envoy-only "$FRONT_PID"
 stop "$FRONT_PID"
 
 # Both ext_authz servers run throughout, so that b) and c) can alternate ROUNDS times:
@@ -375,15 +409,25 @@ for round in $(seq 1 "$ROUNDS"); do
   start_envoy front-envoy-noop "$OUT_DIR/front-noop.yaml" "$FRONT_CONCURRENCY" "$FRONT_PORT"
   run_wrk "envoy+noop$suffix" "$STARTED_PID" "$NOOP_PID"
   stop "$STARTED_PID"
-  if [[ "$SKIP_SLUIS" != "1" ]]; then
+  if [[ "$SKIP_SLUIS" != "1" && "$SCENARIOS" == *" grpc "* ]]; then
     start_envoy front-envoy-sluis "$OUT_DIR/front-sluis.yaml" "$FRONT_CONCURRENCY" "$FRONT_PORT"
     run_wrk "envoy+sluis$suffix" "$STARTED_PID" "$SLUIS_PID"
+    stop "$STARTED_PID"
+  fi
+  if [[ "$SKIP_SLUIS" != "1" && "$SCENARIOS" == *" http "* ]]; then
+    start_envoy front-envoy-http-sluis "$OUT_DIR/front-http-sluis.yaml" "$FRONT_CONCURRENCY" "$FRONT_PORT"
+    run_wrk "envoy-http+sluis$suffix" "$STARTED_PID" "$SLUIS_PID"
+    stop "$STARTED_PID"
+  fi
+  if [[ "$SCENARIOS" == *" jwt "* ]]; then
+    start_envoy front-envoy-jwt-rbac "$OUT_DIR/front-jwt-rbac.yaml" "$FRONT_CONCURRENCY" "$FRONT_PORT"
+    run_wrk "envoy-jwt-rbac$suffix" "$STARTED_PID"
     stop "$STARTED_PID"
   fi
 done
 
 # d) + e) gRPC straight at each server, alternated
-for round in $(seq 1 "$ROUNDS"); do
+for round in $(seq 1 "$([[ "$SCENARIOS" == *" h2 "* ]] && echo "$ROUNDS" || echo 0)"); do
   suffix=""
   [[ "$ROUNDS" == 1 ]] || suffix="#$round"
   run_h2load "grpc-noop$suffix" "$NOOP_PORT" "$NOOP_PID"
@@ -400,28 +444,32 @@ awk -F'\t' '
   function base(n) {
     if (n ~ /^envoy\+noop/) return "envoy-only"
     if (n ~ /^envoy\+sluis/) { sub(/^envoy\+sluis/, "envoy+noop", n); return n }
+    if (n ~ /^envoy-http\+sluis/) { sub(/^envoy-http\+sluis/, "envoy+noop", n); return n }
+    if (n ~ /^envoy-jwt-rbac/) { sub(/^envoy-jwt-rbac/, "envoy+noop", n); return n }
     if (n ~ /^grpc-sluis/) { sub(/^grpc-sluis/, "grpc-noop", n); return n }
     return n
   }
   { name[NR] = $1; tool[NR] = $2; rps[NR] = $3; p50[NR] = $4; p99[NR] = $5; err[NR] = $6
-    authz[NR] = $7; front[NR] = $8; row[$1] = NR }
+    authz[NR] = $7; front[NR] = $8; up[NR] = $9; gen[NR] = $10; row[$1] = NR }
   END {
-    printf "\n| scenario | tool | req/s | p50 ms | p99 ms | errors | authz CPU µs/req | front Envoy CPU µs/req | baseline | req/s ratio | p99 ratio |\n"
-    printf "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|\n"
+    printf "\n| scenario | tool | req/s | p50 ms | p99 ms | errors | authz CPU µs/req | front Envoy CPU µs/req | upstream CPU µs/req | load generator CPU µs/req | baseline | req/s ratio | p99 ratio |\n"
+    printf "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n"
     for (i = 1; i <= NR; i++) {
       b = row[base(name[i])]
       ratio = (b && rps[b] > 0) ? sprintf("%.2f", rps[i] / rps[b]) : "n/a"
       r99 = (b && p99[b] > 0) ? sprintf("%.2fx", p99[i] / p99[b]) : "n/a"
-      printf "| %s | %s | %.0f | %.3f | %.3f | %d | %s | %s | %s | %s | %s |\n", name[i], tool[i], rps[i], p50[i], p99[i], err[i], authz[i], front[i], base(name[i]), ratio, r99
-      if (name[i] ~ /^(envoy\+sluis|grpc-sluis)/ && b) {
-        kind = (name[i] ~ /^envoy/) ? "envoy+sluis / envoy+noop" : "grpc-sluis / grpc-noop"
+      printf "| %s | %s | %.0f | %.3f | %.3f | %d | %s | %s | %s | %s | %s | %s | %s |\n", name[i], tool[i], rps[i], p50[i], p99[i], err[i], authz[i], front[i], up[i], gen[i], base(name[i]), ratio, r99
+      if (name[i] ~ /^(envoy\+sluis|envoy-http\+sluis|envoy-jwt-rbac|grpc-sluis)/ && b) {
+        kind = name[i]; sub(/#.*/, "", kind); kind = kind " / " base(kind)
         n[kind]++; rr[kind, n[kind]] = rps[i] / rps[b]; pr[kind, n[kind]] = p99[i] / p99[b]
       }
     }
     for (kind in n) {
       printf "\n%s, %d round(s): req/s ratio median %.2f (", kind, n[kind], median(rr, kind, n[kind])
       for (j = 1; j <= n[kind]; j++) printf "%s%.2f", (j > 1 ? " " : ""), rr[kind, j]
-      printf "), p99 ratio median %.2fx\n", median(pr, kind, n[kind])
+      printf "), p99 ratio median %.2fx (", median(pr, kind, n[kind])
+      for (j = 1; j <= n[kind]; j++) printf "%s%.2f", (j > 1 ? " " : ""), pr[kind, j]
+      printf ")\n"
     }
   }
   function median(a, kind, count,   v, i, j, t) {
@@ -430,5 +478,5 @@ awk -F'\t' '
     return (count % 2) ? v[(count + 1) / 2] : (v[count / 2] + v[count / 2 + 1]) / 2
   }' "$RESULTS" | tee "$OUT_DIR/results.md"
 echo
-echo "authz CPU: user + system time of the ext_authz server during the measured run, per request; errors = non-2xx + socket errors (wrk) or failed/errored/timeout (h2load)"
+echo "CPU µs/req: user + system time of each process during the measured run, per request (load generator: wrk or h2load, one thread); errors = non-2xx + socket errors (wrk) or failed/errored/timeout (h2load)"
 echo "raw output, configs and logs: $OUT_DIR"

@@ -1,15 +1,25 @@
-//! `sluis-noop-authz`: a no-op Envoy ext_authz gRPC server.
+//! `sluis-noop-authz`: the leanest Envoy ext_authz gRPC server we can write on Sluis's
+//! transport (tonic, the `envoy-types` service), the baseline of the load scripts.
 //!
-//! It implements `envoy.service.auth.v3.Authorization/Check` and allows every
-//! request: gRPC status OK, `CheckResponse.status.code = 0` and an empty
-//! `OkHttpResponse` (no header mutations). It does no parsing beyond what
-//! tonic/prost must do to decode the request, so it measures the cost of the
-//! ext_authz round trip itself (Envoy ↔ gRPC ↔ tonic) — the baseline the load
-//! scripts (`scripts/load.sh`) compare Sluis against.
+//! It implements `envoy.service.auth.v3.Authorization/Check` and allows every request:
+//! gRPC status OK, `CheckResponse.status.code = 0` and an empty `OkHttpResponse`. tonic
+//! and prost decode the request, as they must for any server on this transport; nothing
+//! else is done per call: the answer is built once (cloning it allocates nothing), no
+//! logging, mimalloc as Sluis uses, TCP_NODELAY, and a runtime chosen by instructions per
+//! Check (`scripts/grpc-callgrind.sh`, BENCHMARKS.md).
 //!
-//! Usage: `sluis-noop-authz [LISTEN_ADDR]` (default `127.0.0.1:9292`).
+//! `sluis-noop-default` (same package) is the other baseline: what an off-the-shelf
+//! tonic server looks like (`#[tokio::main]`, default settings, system allocator).
+//!
+//! Usage: `sluis-noop-authz [--runtime multi|current] [--threads N] [--capture FILE]
+//! [LISTEN_ADDR]` (default `127.0.0.1:9292`, `multi` with one worker per core).
+//! `--capture FILE` writes the first Check's request body as received (the 5-byte gRPC
+//! frame prefix and the protobuf bytes, untouched) to FILE, answers it, and exits: how
+//! `benches/data/` holds a CheckRequest sent by a real Envoy.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use envoy_types::ext_authz::v3::CheckResponseExt;
 use envoy_types::ext_authz::v3::pb::{
@@ -17,10 +27,17 @@ use envoy_types::ext_authz::v3::pb::{
 };
 use tonic::{Request, Response, Status};
 
-const DEFAULT_ADDR: &str = "127.0.0.1:9292";
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[derive(Debug, Default)]
-struct NoopAuthz;
+const DEFAULT_ADDR: &str = "127.0.0.1:9292";
+const USAGE: &str = "usage: sluis-noop-authz [--runtime multi|current] [--threads N] \
+                     [--capture FILE] [LISTEN_ADDR]   (default 127.0.0.1:9292)";
+
+/// Answers every Check with the same OK, built once.
+struct NoopAuthz {
+    ok: CheckResponse,
+}
 
 #[tonic::async_trait]
 impl Authorization for NoopAuthz {
@@ -28,62 +45,222 @@ impl Authorization for NoopAuthz {
         &self,
         _request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let mut response = CheckResponse::with_status(Status::ok(""));
-        response.set_http_response(OkHttpResponse::default());
-        Ok(Response::new(response))
+        Ok(Response::new(self.ok.clone()))
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr_arg = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
-    if addr_arg == "-h" || addr_arg == "--help" {
-        println!("usage: sluis-noop-authz [LISTEN_ADDR]   (default {DEFAULT_ADDR})");
-        return Ok(());
-    }
-    let addr: SocketAddr = addr_arg
-        .parse()
-        .map_err(|e| format!("invalid listen address {addr_arg:?}: {e}"))?;
+fn ok_response() -> CheckResponse {
+    let mut response = CheckResponse::with_status(Status::ok(""));
+    response.set_http_response(OkHttpResponse::default());
+    response
+}
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+struct Options {
+    addr: SocketAddr,
+    current_thread: bool,
+    threads: Option<usize>,
+    capture: Option<std::path::PathBuf>,
+}
+
+fn options() -> Result<Options, String> {
+    let mut options = Options {
+        addr: DEFAULT_ADDR.parse().map_err(|e| format!("{e}"))?,
+        current_thread: false,
+        threads: None,
+        capture: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            "--runtime" => match args.next().as_deref() {
+                Some("multi") => options.current_thread = false,
+                Some("current") => options.current_thread = true,
+                other => return Err(format!("--runtime: multi or current, not {other:?}")),
+            },
+            "--threads" => {
+                let n = args.next().unwrap_or_default();
+                options.threads = Some(n.parse().map_err(|e| format!("--threads {n:?}: {e}"))?);
+            }
+            "--capture" => {
+                options.capture = Some(args.next().ok_or("--capture: a file")?.into());
+            }
+            addr => {
+                options.addr = addr
+                    .parse()
+                    .map_err(|e| format!("invalid listen address {addr:?}: {e}"))?;
+            }
+        }
+    }
+    Ok(options)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let options = match options() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(if message == USAGE { 0 } else { 2 });
+        }
+    };
+    let runtime = if options.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(threads) = options.threads {
+            builder.worker_threads(threads);
+        }
+        builder.enable_all().build()?
+    };
 
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = tokio::net::TcpListener::bind(options.addr).await?;
         let local = listener.local_addr()?;
         eprintln!("sluis-noop-authz: listening on {local} (gRPC, h2c)");
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-
-        // Stop cleanly on Ctrl-C / SIGTERM so load scripts can tear us down.
-        let shutdown = async {
-            #[cfg(unix)]
-            {
-                use tokio::signal::unix::{SignalKind, signal};
-                match signal(SignalKind::terminate()) {
-                    Ok(mut term) => {
-                        tokio::select! {
-                            _ = tokio::signal::ctrl_c() => {},
-                            _ = term.recv() => {},
-                        }
-                    }
-                    Err(_) => {
-                        let _ = tokio::signal::ctrl_c().await;
-                    }
-                }
-            }
-            #[cfg(not(unix))]
-            {
-                let _ = tokio::signal::ctrl_c().await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            tokio::select! {
+                _ = terminated() => {},
+                _ = stopped => {},
             }
         };
-
-        tonic::transport::Server::builder()
-            .add_service(AuthorizationServer::new(NoopAuthz))
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await?;
+        let mut builder = tonic::transport::Server::builder();
+        match options.capture {
+            Some(file) => {
+                let capture = capture::CaptureService {
+                    file: Arc::new(file),
+                    stop: Arc::new(std::sync::Mutex::new(Some(stop))),
+                    ok: ok_response(),
+                };
+                builder
+                    .add_service(capture)
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await?;
+            }
+            None => {
+                builder
+                    .add_service(AuthorizationServer::new(NoopAuthz { ok: ok_response() }))
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await?;
+            }
+        }
         Ok::<(), Box<dyn std::error::Error>>(())
     })
+}
+
+/// Ctrl-C or SIGTERM, so the load scripts can tear the server down.
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// `--capture`: the Check method with a codec that keeps the request's bytes as sent.
+mod capture {
+    use super::*;
+    use bytes::Buf;
+    use tonic::codec::{Codec, DecodeBuf, Decoder};
+    use tonic::codegen::{Body, BoxFuture, Bytes, Service, http};
+
+    #[derive(Clone)]
+    pub struct CaptureService {
+        pub file: Arc<std::path::PathBuf>,
+        pub stop: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
+        pub ok: CheckResponse,
+    }
+
+    impl tonic::server::NamedService for CaptureService {
+        const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+    }
+
+    struct RawCodec;
+    struct RawDecoder;
+
+    impl Decoder for RawDecoder {
+        type Item = Bytes;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+            Ok(Some(src.copy_to_bytes(src.remaining())))
+        }
+    }
+
+    impl Codec for RawCodec {
+        type Encode = CheckResponse;
+        type Decode = Bytes;
+        type Encoder = <tonic_prost::ProstCodec<CheckResponse, CheckRequest> as Codec>::Encoder;
+        type Decoder = RawDecoder;
+        fn encoder(&mut self) -> Self::Encoder {
+            tonic_prost::ProstCodec::<CheckResponse, CheckRequest>::default().encoder()
+        }
+        fn decoder(&mut self) -> RawDecoder {
+            RawDecoder
+        }
+    }
+
+    struct Check(CaptureService);
+
+    impl tonic::server::UnaryService<Bytes> for Check {
+        type Response = CheckResponse;
+        type Future = BoxFuture<Response<CheckResponse>, Status>;
+        fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+            let service = self.0.clone();
+            Box::pin(async move {
+                let message = request.into_inner();
+                let length = u32::try_from(message.len())
+                    .map_err(|_| Status::resource_exhausted("message too large"))?;
+                let mut frame = Vec::with_capacity(message.len() + 5);
+                frame.push(0);
+                frame.extend_from_slice(&length.to_be_bytes());
+                frame.extend_from_slice(&message);
+                std::fs::write(service.file.as_ref(), &frame)
+                    .map_err(|e| Status::internal(format!("cannot write the capture: {e}")))?;
+                eprintln!(
+                    "sluis-noop-authz: captured {} bytes into {}",
+                    frame.len(),
+                    service.file.display()
+                );
+                if let Some(stop) = service.stop.lock().ok().and_then(|mut s| s.take()) {
+                    // Stop after this answer has gone out.
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        let _ = stop.send(());
+                    });
+                }
+                Ok(Response::new(service.ok.clone()))
+            })
+        }
+    }
+
+    impl<B> Service<http::Request<B>> for CaptureService
+    where
+        B: Body + Send + 'static,
+        B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, request: http::Request<B>) -> Self::Future {
+            let service = self.clone();
+            Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(RawCodec);
+                Ok(grpc.unary(Check(service), request).await)
+            })
+        }
+    }
 }
