@@ -763,6 +763,33 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whitespace inside a token is refused as a bad request, whatever surrounds it
+        /// (unicode included); a token without whitespace or comma comes back as sent.
+        #[test]
+        fn whitespace_inside_any_token_is_a_bad_request(
+            head in "[^ \t,]{1,40}",
+            gap in "[ \t]{1,3}",
+            tail in "[^ \t,]{1,40}",
+            scheme in proptest::sample::select(vec!["Bearer", "bearer", "DPoP"]),
+        ) {
+            let whole = format!("{scheme} {head}{tail}");
+            let expected = if scheme == "DPoP" { Scheme::Dpop } else { Scheme::Bearer };
+            let head_tail = format!("{head}{tail}");
+            let request = with_auth(&whole);
+            proptest::prop_assert_eq!(
+                presented_token(&request),
+                Ok((expected, head_tail.as_str()))
+            );
+            let split = format!("{scheme} {head}{gap}{tail}");
+            let request = with_auth(&split);
+            proptest::prop_assert!(matches!(
+                presented_token(&request),
+                Err(AuthnError::BadRequest(_))
+            ));
+        }
+    }
+
     fn with_auth(value: &str) -> AccessRequest {
         let mut request = AccessRequest::default();
         request
