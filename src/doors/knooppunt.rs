@@ -125,14 +125,19 @@ async fn decide(
     }
 }
 
+/// Whether `peer` is inside one of the `allow_from` blocks.
+fn admitted(allow_from: &[ipnet::IpNet], peer: IpAddr) -> bool {
+    // An IPv4 peer on a dual-stack socket arrives as `::ffff:a.b.c.d`.
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+        v4 => v4,
+    };
+    allow_from.iter().any(|block| block.contains(&peer))
+}
+
 impl Pdp {
     fn admits(&self, peer: IpAddr) -> bool {
-        // An IPv4 peer on a dual-stack socket arrives as `::ffff:a.b.c.d`.
-        let peer = match peer {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-            v4 => v4,
-        };
-        self.allow_from.iter().any(|block| block.contains(&peer))
+        admitted(&self.allow_from, peer)
     }
 
     /// knooppunt's answer for a decision.
@@ -188,7 +193,6 @@ fn answer_error(status: StatusCode, message: &str) -> Response {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::net::IpAddr;
 
     fn body(request: Value) -> Vec<u8> {
         json!({"input": {
@@ -297,14 +301,7 @@ mod tests {
             allow_from: vec!["127.0.0.1/32".into(), "10.0.0.0/8".into()],
         };
         let blocks = config.allowed_peers().unwrap();
-        let admits = |ip: &str| {
-            let peer: IpAddr = ip.parse().unwrap();
-            let peer = match peer {
-                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-                v4 => v4,
-            };
-            blocks.iter().any(|b| b.contains(&peer))
-        };
+        let admits = |ip: &str| admitted(&blocks, ip.parse().unwrap());
         assert!(admits("127.0.0.1"));
         assert!(admits("::ffff:10.1.2.3"));
         assert!(!admits("192.168.1.1"));
