@@ -83,31 +83,63 @@ fn top_field(path: &str) -> &str {
     path.split(['.', '[']).next().unwrap_or(path)
 }
 
-/// Takes a field that cannot be read out of the flow's JSON, or puts a stand-in in its
-/// place when the flow needs it, so the other fields can be read. False when `value` is
-/// not an object (nothing more can be read).
-fn stand_in(value: &mut serde_json::Value, field: &str) -> bool {
-    let Some(object) = value.as_object_mut() else {
-        return false;
-    };
-    let stand_in = match field {
-        "id" | "purpose" | "actor" => serde_json::json!("-"),
-        "resources" => serde_json::json!([{"path": "-", "operations": ["read"]}]),
-        _ => {
-            object.remove(field);
-            return true;
-        }
-    };
-    object.insert(field.to_owned(), stand_in);
-    true
-}
-
 /// A time that cannot be read says which form is expected.
 fn time_hint(field: &str, message: String) -> String {
     if ["valid_from", "valid_until", "revoked_at"].contains(&field) {
         format!("{message}: expected an RFC 3339 time, e.g. 2026-01-31T12:00:00Z")
     } else {
         message
+    }
+}
+
+/// A flow's fields as the API names them, in the model's order.
+const FLOW_FIELDS: [&str; 11] = [
+    "id",
+    "purpose",
+    "custodian",
+    "actor",
+    "patient",
+    "resources",
+    "scopes",
+    "valid_from",
+    "valid_until",
+    "revoked_at",
+    "attributes",
+];
+
+/// The fields a flow cannot be without.
+const REQUIRED_FIELDS: [&str; 4] = ["id", "purpose", "actor", "resources"];
+
+/// Reads a flow's fields one by one, collecting what cannot be read.
+struct FieldReader {
+    errors: FieldErrors,
+    /// The top-level fields that could not be read: validation does not report them again.
+    bad: Vec<&'static str>,
+}
+
+impl FieldReader {
+    /// Reads `value` into `into`, or records why it cannot be read, at the path inside
+    /// it (`resources[1].operations`).
+    fn read<T: serde::de::DeserializeOwned>(
+        &mut self,
+        field: &'static str,
+        value: serde_json::Value,
+        into: &mut T,
+    ) {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(read) => *into = read,
+            Err(failure) => {
+                let inner = failure.path().to_string();
+                let path = match inner.as_str() {
+                    "." => field.to_owned(),
+                    _ if inner.starts_with('[') => format!("{field}{inner}"),
+                    _ => format!("{field}.{inner}"),
+                };
+                let message = time_hint(field, failure.into_inner().to_string());
+                self.errors.push(FieldError::new(path, message));
+                self.bad.push(field);
+            }
+        }
     }
 }
 
@@ -443,45 +475,88 @@ impl Flow {
         Ok(flow)
     }
 
-    /// Reads a flow, naming every top-level field that cannot be read, not only the first:
-    /// each bad field is taken out (a required one replaced by a stand-in) and the rest
-    /// read again, at most [`MAX_FIELD_ERRORS`] times. When any was bad, the fields that
-    /// were read are validated too, so one answer lists every problem.
-    fn read_every_field(mut value: serde_json::Value) -> Result<Flow, Vec<FieldError>> {
-        let mut errors = FieldErrors::new(MAX_FIELD_ERRORS);
-        let mut replaced: Vec<String> = Vec::new();
-        for _ in 0..MAX_FIELD_ERRORS {
-            let failure = match serde_path_to_error::deserialize::<_, Flow>(value.clone()) {
-                Ok(flow) if replaced.is_empty() => return Ok(flow),
-                Ok(mut flow) => {
-                    if let Err(more) = flow.validate() {
-                        for error in more {
-                            if !replaced.iter().any(|r| top_field(&error.field) == r) {
-                                errors.push(error);
-                            }
-                        }
-                    }
-                    return Err(errors.into_vec());
-                }
-                Err(failure) => failure,
-            };
-            let path = failure.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            let message = failure.into_inner().to_string();
-            // `unknown field `x`` and `missing field `x`` are reported at the object.
-            let named = ["unknown field `", "missing field `"]
-                .iter()
-                .find_map(|marker| message.strip_prefix(marker)?.split('`').next())
-                .map(str::to_owned);
-            let (field, top) = match (&named, path.is_empty()) {
-                (Some(name), true) => (name.clone(), name.clone()),
-                _ => (path.clone(), top_field(&path).to_owned()),
-            };
-            errors.push(FieldError::new(field.clone(), time_hint(&field, message)));
-            if top.is_empty() || replaced.contains(&top) || !stand_in(&mut value, &top) {
-                break;
+    /// Reads a flow in one pass over its fields, naming every field that cannot be read,
+    /// not only the first: each field's value is read on its own, unknown fields and
+    /// missing required ones are named too. When any was bad, the fields that were read
+    /// are validated as well, so one answer lists every problem.
+    fn read_every_field(value: serde_json::Value) -> Result<Flow, Vec<FieldError>> {
+        let object = match value {
+            serde_json::Value::Object(object) => object,
+            // Not an object: serde's own message ("invalid type: ..., expected struct Flow").
+            other => {
+                return serde_json::from_value::<Flow>(other)
+                    .map_err(|e| vec![FieldError::new("", e.to_string())]);
             }
-            replaced.push(top);
+        };
+        let mut reader = FieldReader {
+            errors: FieldErrors::new(MAX_FIELD_ERRORS),
+            bad: Vec::new(),
+        };
+        let mut flow = Flow {
+            id: String::new(),
+            purpose: String::new(),
+            custodian: String::new(),
+            actor: String::new(),
+            patient: None,
+            resources: Vec::new(),
+            scopes: Vec::new(),
+            valid_from: None,
+            valid_until: None,
+            revoked_at: None,
+            attributes: serde_json::Map::new(),
+        };
+        let mut present = [false; FLOW_FIELDS.len()];
+        for (key, value) in object {
+            let Some(index) = FLOW_FIELDS.iter().position(|field| *field == key) else {
+                reader.errors.push_with(|| {
+                    let known = FLOW_FIELDS
+                        .iter()
+                        .map(|field| format!("`{field}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    FieldError::new(
+                        key.as_str(),
+                        crate::did_you_mean(&format!(
+                            "unknown field `{key}`, expected one of {known}"
+                        )),
+                    )
+                });
+                continue;
+            };
+            present[index] = true;
+            let r = &mut reader;
+            match FLOW_FIELDS[index] {
+                "id" => r.read("id", value, &mut flow.id),
+                "purpose" => r.read("purpose", value, &mut flow.purpose),
+                "custodian" => r.read("custodian", value, &mut flow.custodian),
+                "actor" => r.read("actor", value, &mut flow.actor),
+                "patient" => r.read("patient", value, &mut flow.patient),
+                "resources" => r.read("resources", value, &mut flow.resources),
+                "scopes" => r.read("scopes", value, &mut flow.scopes),
+                "valid_from" => r.read("valid_from", value, &mut flow.valid_from),
+                "valid_until" => r.read("valid_until", value, &mut flow.valid_until),
+                "revoked_at" => r.read("revoked_at", value, &mut flow.revoked_at),
+                _ => r.read("attributes", value, &mut flow.attributes),
+            }
+        }
+        for (field, present) in FLOW_FIELDS.iter().zip(present) {
+            if !present && REQUIRED_FIELDS.contains(field) {
+                reader
+                    .errors
+                    .push(FieldError::new(*field, format!("missing field `{field}`")));
+                reader.bad.push(field);
+            }
+        }
+        let FieldReader { mut errors, bad } = reader;
+        if errors.is_empty() {
+            return Ok(flow);
+        }
+        if let Err(more) = flow.validate() {
+            for error in more {
+                if !bad.contains(&top_field(&error.field)) {
+                    errors.push(error);
+                }
+            }
         }
         Err(errors.into_vec())
     }
@@ -675,6 +750,57 @@ mod tests {
             Flow::from_json(serde_json::json!({"id": "f", "purpose": "p", "actor": "a",
             "resources": [{"path": "Task/1", "operations": ["read"]}]}))
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_flow_with_several_bad_fields_names_them_all_at_their_paths() {
+        let errors = Flow::from_json(serde_json::json!({
+            "id": "",
+            "actor": false,
+            "resources": [
+                {"path": "Patient/1", "operations": ["read"]},
+                {"path": "Patient/2", "operations": "read"},
+                {"path": "Patient/3", "operations": ["read"], "colour": "blue"}
+            ],
+            "scope": ["a"],
+            "valid_until": "tomorrow",
+            "revoked_at": 5,
+            "attributes": []
+        }))
+        .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        for field in [
+            "actor",
+            "attributes",
+            "resources[1].operations",
+            "revoked_at",
+            "scope",
+            "valid_until",
+            "purpose",
+            "id",
+        ] {
+            assert!(fields.contains(&field), "{field} not named: {errors:?}");
+        }
+        // Each field once: a field that could not be read is not validated again.
+        let mut unique = fields.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), fields.len(), "{errors:?}");
+        let unknown = errors.iter().find(|e| e.field == "scope").unwrap();
+        assert!(
+            unknown.message.starts_with(
+                "unknown field `scope` (did you mean `scopes`?), expected one of `id`"
+            ),
+            "{unknown:?}"
+        );
+        let missing = errors.iter().find(|e| e.field == "purpose").unwrap();
+        assert_eq!(missing.message, "missing field `purpose`");
+        // Not an object at all: one error for the whole flow.
+        let errors = Flow::from_json(serde_json::json!("a flow")).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].message.contains("expected struct Flow"),
+            "{errors:?}"
         );
     }
 
