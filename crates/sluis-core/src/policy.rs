@@ -602,10 +602,19 @@ fn load_file(
             policy: id.clone().unwrap_or_else(|| format!("#{}", index + 1)),
             base: vec![Step::from("policies"), Step::Index(index)],
         };
-        let spec: PolicySpec = match serde_path_to_error::deserialize(value) {
-            Ok(spec) => spec,
-            Err(e) => {
-                report.serde(&e, None, &[]);
+        let before = report.out.len();
+        let spec = match report.read::<PolicySpec>(value, None, &[]) {
+            Read::Good(spec) => spec,
+            failed => {
+                if let Read::UnknownKeys(spec) = failed {
+                    // Its rules' unknown keys too, in the same answer; nothing more, as
+                    // the policy without the keys left out is not what its author meant.
+                    for (index, value) in spec.rules.into_iter().enumerate() {
+                        let name = rule_name(&value, index);
+                        let at = [Step::from("rules"), Step::Index(index)];
+                        report.read::<RuleSpec>(value, Some(&name), &at);
+                    }
+                }
                 loaded.extend(id.map(|id| Loaded {
                     id,
                     index,
@@ -615,7 +624,6 @@ fn load_file(
             }
         };
         let spec_id = spec.id.clone();
-        let before = report.out.len();
         let policy = compile_policy(file, spec, config, &mut report);
         let policy = policy.filter(|_| report.out.len() == before);
         loaded.push(Loaded {
@@ -747,36 +755,123 @@ impl Reporter<'_> {
         );
     }
 
+    /// Reads the policy (or, with `rule`, one of its rules, whose path is `at`) as `T`,
+    /// reporting every unknown key in it, not only the first: an unknown key is reported,
+    /// taken out and the rest read again, at most [`MAX_UNKNOWN_KEYS`] times (a good
+    /// policy is read once). Any other problem is reported and ends the reading.
+    fn read<T: serde::de::DeserializeOwned>(
+        &mut self,
+        mut value: serde_yaml_ng::Value,
+        rule: Option<&str>,
+        at: &[Step],
+    ) -> Read<T> {
+        let before = self.out.len();
+        for _ in 0..=MAX_UNKNOWN_KEYS {
+            let error = match serde_path_to_error::deserialize::<_, T>(&value) {
+                Ok(read) if self.out.len() == before => return Read::Good(read),
+                Ok(read) => return Read::UnknownKeys(read),
+                Err(error) => error,
+            };
+            let Some(unknown) = self.serde(&error, rule, at) else {
+                return Read::Failed;
+            };
+            if !remove_key(&mut value, &unknown) {
+                return Read::Failed;
+            }
+        }
+        Read::Failed
+    }
+
     /// A serde error deserializing the policy (or, with `rule`, one of its rules, whose
     /// path is `at`): located at the unknown key, or at the key whose value is wrong.
+    /// For an unknown key, its path inside the value read.
     fn serde(
         &mut self,
         error: &serde_path_to_error::Error<serde_yaml_ng::Error>,
         rule: Option<&str>,
         at: &[Step],
-    ) {
+    ) -> Option<Vec<Step>> {
         let message = crate::yaml_error_message(error.inner());
         let kind = serde_kind(&message);
-        let mut path: Vec<Step> = at.to_vec();
+        let mut inside: Vec<Step> = Vec::new();
+        let mut complete = true;
         for segment in error.path().iter() {
             match segment {
-                serde_path_to_error::Segment::Seq { index } => path.push(Step::Index(*index)),
-                serde_path_to_error::Segment::Map { key } => path.push(Step::Key(key.clone())),
+                serde_path_to_error::Segment::Seq { index } => inside.push(Step::Index(*index)),
+                serde_path_to_error::Segment::Map { key } => inside.push(Step::Key(key.clone())),
                 serde_path_to_error::Segment::Enum { variant } => {
-                    path.push(Step::Key(variant.clone()))
+                    inside.push(Step::Key(variant.clone()))
                 }
-                serde_path_to_error::Segment::Unknown => break,
+                serde_path_to_error::Segment::Unknown => {
+                    complete = false;
+                    break;
+                }
             }
         }
+        let unknown_key = kind == DiagnosticKind::UnknownField
+            && (message.starts_with("unknown field `") || message.contains(": unknown field `"));
         if kind == DiagnosticKind::UnknownField
             && let Some(name) = message.split('`').nth(1)
-            && path.last() != Some(&Step::Key(name.to_owned()))
+            && inside.last() != Some(&Step::Key(name.to_owned()))
         {
             // The path names the mapping; the unknown key is in it.
-            path.push(Step::Key(name.to_owned()));
+            inside.push(Step::Key(name.to_owned()));
         }
+        let path: Vec<Step> = at.iter().cloned().chain(inside.iter().cloned()).collect();
         let position = self.locate(&path);
         self.push(kind, rule.map(str::to_owned), position, message);
+        (unknown_key && complete).then_some(inside)
+    }
+}
+
+/// What [`Reporter::read`] made of a policy or rule.
+enum Read<T> {
+    /// No problem.
+    Good(T),
+    /// Unknown keys only, reported: what is left without them.
+    UnknownKeys(T),
+    /// Another problem, reported.
+    Failed,
+}
+
+/// A rule's id for messages, or `#n`.
+fn rule_name(value: &serde_yaml_ng::Value, index: usize) -> String {
+    value
+        .get("id")
+        .and_then(|id| id.as_str())
+        .map_or_else(|| format!("#{}", index + 1), str::to_owned)
+}
+
+/// Unknown keys reported for one policy or rule, at most (each costs one more reading).
+const MAX_UNKNOWN_KEYS: usize = 50;
+
+/// Takes the key at `path` out of a YAML value. False when there is none there.
+fn remove_key(value: &mut serde_yaml_ng::Value, path: &[Step]) -> bool {
+    use serde_yaml_ng::Value;
+    let Some((Step::Key(last), parents)) = path.split_last() else {
+        return false;
+    };
+    let mut here = value;
+    for step in parents {
+        if let Value::Tagged(tagged) = here {
+            here = &mut tagged.value;
+        }
+        let next = match (step, here) {
+            (Step::Index(index), Value::Sequence(items)) => items.get_mut(*index),
+            (Step::Key(key), Value::Mapping(map)) => map.get_mut(key.as_str()),
+            _ => None,
+        };
+        let Some(next) = next else {
+            return false;
+        };
+        here = next;
+    }
+    if let Value::Tagged(tagged) = here {
+        here = &mut tagged.value;
+    }
+    match here {
+        Value::Mapping(map) => map.remove(last.as_str()).is_some(),
+        _ => false,
     }
 }
 
@@ -914,17 +1009,10 @@ fn compile_policy(
     let mut rules = Vec::new();
     let mut rule_ids: Vec<String> = Vec::new();
     for (index, value) in spec.rules.into_iter().enumerate() {
-        let rule_id = value
-            .get("id")
-            .and_then(|id| id.as_str())
-            .map(str::to_owned);
-        let name = rule_id.clone().unwrap_or_else(|| format!("#{}", index + 1));
-        let rule: RuleSpec = match serde_path_to_error::deserialize(value) {
-            Ok(rule) => rule,
-            Err(e) => {
-                report.serde(&e, Some(&name), &[Step::from("rules"), Step::Index(index)]);
-                continue;
-            }
+        let name = rule_name(&value, index);
+        let at = [Step::from("rules"), Step::Index(index)];
+        let Read::Good(rule) = report.read::<RuleSpec>(value, Some(&name), &at) else {
+            continue;
         };
         let at = (name.as_str(), index);
         if rule_ids.contains(&rule.id) {

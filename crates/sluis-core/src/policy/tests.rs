@@ -730,6 +730,72 @@ fn known_functions_and_macros_pass() {
 }
 
 #[test]
+fn every_unknown_key_of_a_policy_is_reported_at_once_with_its_line() {
+    // Three unknown keys in the policy (one nested in `match`), two in one rule: each at
+    // its own line, with a guess when a known name is near, in one answer.
+    let found = diagnostics(concat!(
+        "policies:\n",
+        "  - id: p\n",
+        "    issuers: [test]\n",
+        "    scope: [read]\n",
+        "    match:\n",
+        "      paths: ['/a']\n",
+        "      hostz: [x]\n",
+        "    colour: blue\n",
+        "    rules:\n",
+        "      - id: r\n",
+        "        alow: 'true'\n",
+        "        mesage: no\n",
+        "  - id: q\n",
+        "    issuers: [test]\n",
+        "    rulez: []\n",
+    ));
+    let unknown: Vec<(Option<usize>, &str)> = found
+        .iter()
+        .filter(|d| d.kind == DiagnosticKind::UnknownField)
+        .map(|d| (d.line, d.message.as_str()))
+        .collect();
+    let expect = [
+        (4, "unknown field `scope` (did you mean `scopes`?)"),
+        (7, "unknown field `hostz` (did you mean `hosts`?)"),
+        (8, "unknown field `colour`, expected"),
+        (11, "unknown field `alow` (did you mean `allow`?)"),
+        (12, "unknown field `mesage` (did you mean `message`?)"),
+        (15, "unknown field `rulez` (did you mean `rules`?)"),
+    ];
+    assert_eq!(unknown.len(), expect.len(), "{found:#?}");
+    for (line, start) in expect {
+        assert!(
+            unknown
+                .iter()
+                .any(|(at, message)| *at == Some(line) && message.starts_with(start)),
+            "line {line}: {start}: {found:#?}"
+        );
+    }
+    // Nothing else: no consequence of the keys left out (a rule without `allow`).
+    assert_eq!(found.len(), expect.len(), "{found:#?}");
+    // The rule's problems name it.
+    assert!(
+        found
+            .iter()
+            .filter(|d| d.line == Some(11) || d.line == Some(12))
+            .all(|d| d.rule.as_deref() == Some("r")),
+        "{found:#?}"
+    );
+
+    // An unknown key and a wrong value: both reported.
+    let found = diagnostics(
+        "policies:\n  - id: p\n    issuers: [test]\n    colour: blue\n    anonymous: maybe\n",
+    );
+    let kinds: Vec<DiagnosticKind> = found.iter().map(|d| d.kind).collect();
+    assert_eq!(
+        kinds,
+        [DiagnosticKind::UnknownField, DiagnosticKind::InvalidValue],
+        "{found:#?}"
+    );
+}
+
+#[test]
 fn diagnostics_are_typed_and_located_by_the_yaml_parser() {
     // A policy id used twice: at the second `id:`.
     let found = diagnostics(
