@@ -505,9 +505,9 @@ impl Flow {
             revoked_at: None,
             attributes: serde_json::Map::new(),
         };
-        let mut present = [false; FLOW_FIELDS.len()];
+        let mut present: Vec<&str> = Vec::new();
         for (key, value) in object {
-            let Some(index) = FLOW_FIELDS.iter().position(|field| *field == key) else {
+            let Some(field) = FLOW_FIELDS.iter().copied().find(|field| *field == key) else {
                 reader.errors.push_with(|| {
                     let known = FLOW_FIELDS
                         .iter()
@@ -523,9 +523,9 @@ impl Flow {
                 });
                 continue;
             };
-            present[index] = true;
+            present.push(field);
             let r = &mut reader;
-            match FLOW_FIELDS[index] {
+            match field {
                 "id" => r.read("id", value, &mut flow.id),
                 "purpose" => r.read("purpose", value, &mut flow.purpose),
                 "custodian" => r.read("custodian", value, &mut flow.custodian),
@@ -539,11 +539,11 @@ impl Flow {
                 _ => r.read("attributes", value, &mut flow.attributes),
             }
         }
-        for (field, present) in FLOW_FIELDS.iter().zip(present) {
-            if !present && REQUIRED_FIELDS.contains(field) {
+        for field in REQUIRED_FIELDS {
+            if !present.contains(&field) {
                 reader
                     .errors
-                    .push(FieldError::new(*field, format!("missing field `{field}`")));
+                    .push(FieldError::new(field, format!("missing field `{field}`")));
                 reader.bad.push(field);
             }
         }
