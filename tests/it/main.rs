@@ -61,6 +61,7 @@ mod response_authz;
 mod rollout;
 mod sender_constraints;
 mod sources;
+mod test_command;
 mod token_path_props;
 mod token_validation;
 mod tracing_otlp;
