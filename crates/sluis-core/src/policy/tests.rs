@@ -940,6 +940,38 @@ proptest::proptest! {
     }
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Any unknown keys, in a policy and in its rule, are each reported once at their own
+    /// line, in one answer, and nothing else is.
+    #[test]
+    fn any_unknown_keys_are_each_reported_at_their_line(
+        policy_keys in proptest::collection::btree_set("x_[a-z]{1,8}", 0..6),
+        rule_keys in proptest::collection::btree_set("y_[a-z]{1,8}", 0..6),
+    ) {
+        let mut text = String::from("policies:\n  - id: p\n    issuers: [test]\n");
+        let mut expected = Vec::new();
+        for key in &policy_keys {
+            text.push_str(&format!("    {key}: 1\n"));
+            expected.push(text.lines().count());
+        }
+        text.push_str("    rules:\n      - id: r\n        allow: 'true'\n");
+        for key in &rule_keys {
+            text.push_str(&format!("        {key}: [a]\n"));
+            expected.push(text.lines().count());
+        }
+        let found = diagnostics(&text);
+        let mut lines: Vec<usize> = found
+            .iter()
+            .filter(|d| d.kind == DiagnosticKind::UnknownField)
+            .filter_map(|d| d.line)
+            .collect();
+        lines.sort_unstable();
+        proptest::prop_assert_eq!(&lines, &expected, "{:#?}", found);
+        proptest::prop_assert_eq!(found.len(), expected.len(), "{:#?}", found);
+    }
+}
+
 /// The repository's example policies, loaded with the config's directory spelled `base`.
 fn example_version(base: &Path) -> String {
     let config = LoadSettings {
