@@ -303,3 +303,23 @@ pub fn source_answer(data: &[u8]) {
     let status = if selector & 0x20 != 0 { 404 } else { 200 };
     let _ = sluis_core::sources::read_answer(kind, search, status, Some(content_type), body);
 }
+
+/// The input as a request target (`path?query`), split as a door that lends it
+/// (`AccessRequest::set_target`) and as one that hands it over (`take_target`): the two
+/// must agree, and the path must hold no `?`.
+pub fn request_target(data: &[u8]) {
+    let target = text(data);
+    let mut lent = AccessRequest::default();
+    lent.set_target(&target);
+    let mut taken = AccessRequest::default();
+    taken.take_target(target.clone());
+    assert_eq!(lent.path, taken.path);
+    assert_eq!(lent.query, taken.query);
+    assert!(!taken.path.contains('?'));
+    let joined = if target.contains('?') {
+        format!("{}?{}", taken.path, taken.query)
+    } else {
+        taken.path.clone()
+    };
+    assert_eq!(joined, target);
+}

@@ -14,6 +14,7 @@ use envoy_types::ext_authz::v3::pb::{
     Address, Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
     HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse, QueryParameter,
 };
+use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
@@ -116,7 +117,8 @@ pub fn access_request(check: CheckRequest) -> AccessRequest {
             .and_then(|a| a.address)
             .map(|address| match address {
                 Address::SocketAddress(socket) => match socket.port_specifier {
-                    Some(port) => format!("{}:{}", socket.address, port_number(port)),
+                    Some(PortSpecifier::PortValue(port)) => format!("{}:{port}", socket.address),
+                    Some(PortSpecifier::NamedPort(name)) => format!("{}:{name}", socket.address),
                     None => socket.address,
                 },
                 Address::Pipe(pipe) => pipe.path,
@@ -147,23 +149,13 @@ pub fn access_request(check: CheckRequest) -> AccessRequest {
         String::from_utf8_lossy(&http.raw_body).into_owned()
     };
     // `path` is the request target as sent: path and query together.
-    access.set_target(&http.path);
+    access.take_target(http.path);
     access.headers = if http.headers.is_empty() {
         raw_headers(http.header_map)
     } else {
         http.headers
     };
     access
-}
-
-fn port_number(
-    port: envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier,
-) -> String {
-    use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
-    match port {
-        PortSpecifier::PortValue(port) => port.to_string(),
-        PortSpecifier::NamedPort(name) => name,
-    }
 }
 
 /// Headers sent as a `HeaderMap` (`encode_raw_headers: true`), joined like Envoy joins them.

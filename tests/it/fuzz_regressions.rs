@@ -68,3 +68,8 @@ fn mitz_response_inputs() {
 fn source_answer_inputs() {
     replay("source_answer", entries::source_answer);
 }
+
+#[test]
+fn request_target_inputs() {
+    replay("request_target", entries::request_target);
+}

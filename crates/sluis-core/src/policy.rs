@@ -1931,9 +1931,8 @@ impl Policy {
                 }
             }
         }
-        let set: Vec<&str> = allow.set_headers.iter().map(|(n, _)| n.as_str()).collect();
         let extra = std::mem::take(&mut allow.remove_headers);
-        allow.remove_headers = self.removals(request, &set, extra);
+        allow.remove_headers = self.removals(request, &allow.set_headers, extra);
         Decision {
             outcome: Outcome::Allow(allow),
             policy: Some(self.id.clone()),
@@ -1945,11 +1944,16 @@ impl Policy {
     /// The headers an allow removes: `authorization` unless kept, the policy's
     /// `remove_headers`, the configured strips (prefix patterns matched against the
     /// request's headers), then `extra`; never a name in `set`, never one twice.
-    fn removals(&self, request: &AccessRequest, set: &[&str], extra: Vec<String>) -> Vec<String> {
+    fn removals(
+        &self,
+        request: &AccessRequest,
+        set: &[(String, String)],
+        extra: Vec<String>,
+    ) -> Vec<String> {
         let response = &self.response;
         let mut remove: Vec<String> = Vec::new();
         let mut push = |name: &str| {
-            if !set.contains(&name) && !remove.iter().any(|r| r == name) {
+            if !set.iter().any(|(s, _)| s == name) && !remove.iter().any(|r| r == name) {
                 remove.push(name.to_owned());
             }
         };

@@ -204,6 +204,20 @@ impl AccessRequest {
         }
     }
 
+    /// [`AccessRequest::set_target`] for a target the door owns: the path keeps its
+    /// text, so only the query is copied.
+    pub fn take_target(&mut self, mut target: String) {
+        match target.split_once('?') {
+            Some((path, query)) => {
+                let at = path.len();
+                self.query = query.to_owned();
+                target.truncate(at);
+            }
+            None => self.query.clear(),
+        }
+        self.path = target;
+    }
+
     /// The query string's parameters, percent-decoded, in order: form encoding (`+` is a
     /// space), as FHIR servers and most frameworks read a query.
     pub fn query_pairs(&self) -> Vec<(String, String)> {
@@ -414,6 +428,24 @@ mod tests {
                 .collect();
             let kept: Vec<&str> = rewritten.split('&').filter(|p| !p.is_empty()).collect();
             proptest::prop_assert_eq!(&kept[..kept.len() - 1], &untouched[..]);
+        }
+    }
+
+    proptest::proptest! {
+        /// A door that hands over its target splits it exactly as one that lends it.
+        #[test]
+        fn taking_a_target_splits_it_as_setting_it(
+            target in "(/|[a-z?=&%#]|\\?|\\PC){0,40}",
+            earlier in "[a-z?=&]{0,8}",
+        ) {
+            let mut lent = AccessRequest::default();
+            let mut taken = AccessRequest::default();
+            lent.set_target(&earlier);
+            taken.set_target(&earlier);
+            lent.set_target(&target);
+            taken.take_target(target.clone());
+            proptest::prop_assert_eq!(&lent.path, &taken.path);
+            proptest::prop_assert_eq!(&lent.query, &taken.query);
         }
     }
 }

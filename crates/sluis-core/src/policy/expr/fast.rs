@@ -15,6 +15,8 @@
 //! `in` and string comparisons of fields over the element's and the token's fields ([`Cond`]) is
 //! evaluated here on the flow itself.
 
+use std::sync::Arc;
+
 use cel::Value;
 use cel::common::ast::{CallExpr, ComprehensionExpr, Expr as Node, LiteralValue, operators};
 use cel::common::types::CelList;
@@ -381,16 +383,30 @@ impl Strings {
     }
 
     /// The list's strings; `None` for the token's without a token (an error in CEL).
-    fn read<'v>(
-        self,
-        flow: &'v FlowVal,
-        token: Option<&'v Identity>,
-    ) -> Option<Box<dyn Iterator<Item = &'v str> + 'v>> {
+    fn read<'v>(self, flow: &'v FlowVal, token: Option<&'v Identity>) -> Option<StringsOf<'v>> {
         Some(match self {
-            Strings::FlowScopes => Box::new(flow.flow.scopes.iter().map(|s| &**s)),
-            Strings::TokenScopes => Box::new(token?.scopes.iter().map(String::as_str)),
-            Strings::TokenAud => Box::new(token?.aud.iter().map(String::as_str)),
+            Strings::FlowScopes => StringsOf::Shared(flow.flow.scopes.iter()),
+            Strings::TokenScopes => StringsOf::Owned(token?.scopes.iter()),
+            Strings::TokenAud => StringsOf::Owned(token?.aud.iter()),
         })
+    }
+}
+
+/// The strings of a list [`Strings::read`] gives, without a box: a condition such as
+/// `token.scopes.containsAny(f.scopes)` reads a list once per element of the other.
+enum StringsOf<'v> {
+    Shared(std::slice::Iter<'v, Arc<str>>),
+    Owned(std::slice::Iter<'v, String>),
+}
+
+impl<'v> Iterator for StringsOf<'v> {
+    type Item = &'v str;
+
+    fn next(&mut self) -> Option<&'v str> {
+        match self {
+            StringsOf::Shared(list) => list.next().map(|s| &**s),
+            StringsOf::Owned(list) => list.next().map(String::as_str),
+        }
     }
 }
 
