@@ -215,3 +215,39 @@ async fn on_error_unavailable_reaches_each_door_as_cannot_decide() {
     assert!(broken.calls() >= 2);
     server.stop().await;
 }
+
+/// Through a real Envoy: the UNAVAILABLE of a failed source under `on_error: unavailable`
+/// is handled by Envoy's failure mode, which the shipped config keeps closed
+/// (`failure_mode_allow: false`, `status_on_error: 503`); the upstream is never reached.
+#[tokio::test]
+async fn envoy_fails_closed_on_a_source_that_is_unavailable() {
+    use kit::gateway::{envoy_binary, free_port, http_ok, start_envoy, upstream, wait_until};
+    let Some(envoy) = envoy_binary() else {
+        return;
+    };
+    let broken = StandIn::start(|_, _, _| Reply::status(500)).await;
+    let setup = Setup::new(
+        &config(&holder(&broken.url(), "")),
+        &[("p.yaml", UNAVAILABLE_POLICY)],
+    );
+    let server = Server::start(&setup.config_path()).await;
+    let (upstream_port, seen) = upstream().await;
+    let (listen, envoy_admin) = (free_port(), free_port());
+    let _envoy = start_envoy(
+        &envoy,
+        setup.dir.path(),
+        listen,
+        server.grpc.port(),
+        upstream_port,
+        envoy_admin,
+    );
+    let envoy_admin = format!("127.0.0.1:{envoy_admin}");
+    wait_until("envoy", || http_ok(&envoy_admin, "/ready")).await;
+    let response = reqwest::get(format!("http://127.0.0.1:{listen}/patients/1"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(broken.calls() >= 1, "the source was asked");
+    assert!(seen.lock().unwrap().is_empty(), "the upstream was reached");
+    server.stop().await;
+}
