@@ -295,3 +295,18 @@ pub fn source_answer(data: &[u8]) {
     let status = if selector & 0x20 != 0 { 404 } else { 200 };
     let _ = sluis_core::sources::read_answer(kind, search, status, Some(content_type), body);
 }
+
+/// The config file reader: the input as a `sluis.yaml`'s text, `sources:` and its strict
+/// key check included. Read or refused, never a panic; a refusal of an unknown key beside
+/// a source's kind names the key.
+pub fn config_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(error) = Config::parse(text, Path::new("sluis.yaml"), PathBuf::from(".")) {
+        let message = error.to_string();
+        if message.contains("): unknown field `") {
+            assert!(message.contains("expected one of"), "{message}");
+        }
+    }
+}

@@ -68,3 +68,8 @@ fn mitz_response_inputs() {
 fn source_answer_inputs() {
     replay("source_answer", entries::source_answer);
 }
+
+#[test]
+fn config_inputs() {
+    replay("config_file", entries::config_file);
+}
