@@ -55,9 +55,8 @@ fn default_max_rounds() -> usize {
     3
 }
 
-/// One declared source, called from policies as `sources.NAME(...)`. serde cannot refuse
-/// unknown fields beside a flattened `kind`: read a list of them with
-/// [`deserialize_sources`], which does.
+/// One declared source, called from policies as `sources.NAME(...)`. A key that neither
+/// every source nor its kind takes is refused.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct SourceConfig {
     /// The name policies call it by: lowercase letters, digits and `_`, starting with a
@@ -160,8 +159,8 @@ impl<'de> Deserialize<'de> for Strict {
     }
 }
 
-/// Reads `sources:`, refusing a key that neither every source nor its kind takes (serde
-/// alone ignores them beside a flattened `kind`).
+/// Reads `sources:`, refusing a key that neither every source nor its kind takes: serde
+/// alone cannot refuse unknown fields beside a flattened `kind`, and would ignore them.
 pub fn deserialize_sources<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Vec<SourceConfig>, D::Error> {
