@@ -323,3 +323,18 @@ pub fn request_target(data: &[u8]) {
     };
     assert_eq!(joined, target);
 }
+
+/// The config file reader: the input as a `sluis.yaml`'s text, `sources:` and its strict
+/// key check included. Read or refused, never a panic; a refusal of an unknown key beside
+/// a source's kind names the key.
+pub fn config_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(error) = Config::parse(text, Path::new("sluis.yaml"), PathBuf::from(".")) {
+        let message = error.to_string();
+        if message.contains("): unknown field `") {
+            assert!(message.contains("expected one of"), "{message}");
+        }
+    }
+}

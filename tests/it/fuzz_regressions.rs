@@ -73,3 +73,8 @@ fn source_answer_inputs() {
 fn request_target_inputs() {
     replay("request_target", entries::request_target);
 }
+
+#[test]
+fn config_inputs() {
+    replay("config_file", entries::config_file);
+}

@@ -34,16 +34,16 @@ fn traceparent(trace: &str, parent: &str, flags: &str) -> String {
 
 /// One exported span, flattened.
 #[derive(Debug, Clone)]
-struct Exported {
+pub(crate) struct Exported {
     trace_id: String,
     span_id: String,
     parent_span_id: String,
-    name: String,
+    pub(crate) name: String,
     kind: i32,
     attributes: HashMap<String, String>,
     resource: HashMap<String, String>,
     /// Every string in the span, events and resource included, to look for leaks in.
-    text: String,
+    pub(crate) text: String,
 }
 
 impl Exported {
@@ -75,10 +75,10 @@ fn key_values(
 
 /// What the receiver got, as spans.
 #[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
+pub(crate) struct Received(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
 
 impl Received {
-    fn spans(&self) -> Vec<Exported> {
+    pub(crate) fn spans(&self) -> Vec<Exported> {
         let mut spans = Vec::new();
         for request in self.0.lock().unwrap().iter() {
             for resource_spans in &request.resource_spans {
@@ -127,7 +127,7 @@ impl TraceService for Received {
 }
 
 /// A collector stand-in speaking OTLP/gRPC.
-async fn grpc_receiver() -> (String, Received) {
+pub(crate) async fn grpc_receiver() -> (String, Received) {
     let received = Received::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

@@ -102,7 +102,10 @@ pub struct Config {
     pub doors: DoorsConfig,
     /// Information sources rules call as `sources.NAME(...)`: FHIR servers, JSON APIs,
     /// OIDC userinfo (docs/sources.md).
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "sluis_core::sources::settings::deserialize_sources"
+    )]
     pub sources: Vec<sluis_core::sources::settings::SourceConfig>,
     /// Bounds on one decision's look-ups.
     #[serde(default)]
@@ -111,6 +114,10 @@ pub struct Config {
     #[serde(skip)]
     #[schemars(skip)]
     pub base_dir: PathBuf,
+    /// The file it was loaded from, read again on a reload for its `sources` and `lookups`.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub path: Option<PathBuf>,
 }
 
 /// `doors:`: doors that are off unless configured.
@@ -570,7 +577,9 @@ impl Config {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        Config::parse(&text, path, base_dir)
+        let mut config = Config::parse(&text, path, base_dir)?;
+        config.path = Some(path.to_owned());
+        Ok(config)
     }
 
     pub fn parse(text: &str, path: &Path, base_dir: PathBuf) -> Result<Config, ConfigError> {
@@ -755,6 +764,21 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, Path::new("sluis.yaml"), PathBuf::new()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_misspelt_key_beside_a_source_kind_is_refused_with_a_suggestion() {
+        let err = parse(
+            "policies: [p]\nsources:\n  - name: holder\n    kind: fhir\n    base_url: https://fhir.example\n    max_concurent: 4\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(
+                "source `holder` (fhir): unknown field `max_concurent` (did you mean `max_concurrent`?)"
+            ),
+            "{err}"
+        );
+        assert!(err.starts_with("sluis.yaml:"), "{err}");
     }
 
     #[test]

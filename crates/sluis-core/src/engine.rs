@@ -47,8 +47,9 @@ pub trait TraceContext: Send + Sync {
 }
 
 pub struct Engine {
-    /// The policy set in force; a reload swaps it whole, in-flight decisions keep theirs.
-    policies: ArcSwap<PolicySet>,
+    /// The policy set in force and the sources its policies call; a reload swaps both
+    /// together, and in-flight decisions keep theirs.
+    in_force: ArcSwap<InForce>,
     /// Shared with the candidate set's worker, which authenticates with the same issuers
     /// and caches.
     authn: Arc<Authenticator>,
@@ -66,6 +67,11 @@ pub struct Engine {
     trace_context: Option<Arc<dyn TraceContext>>,
     /// Seals the grants under which upstream answers are judged ([`response`]).
     grant_key: crate::response::grant::GrantKey,
+}
+
+/// What a reload replaces as one: a policy that calls a source always finds it.
+struct InForce {
+    policies: Arc<PolicySet>,
     /// The declared information sources rules call, when any are.
     sources: Option<Arc<SourceSet>>,
 }
@@ -100,7 +106,10 @@ impl Engine {
     pub fn new(policies: PolicySet, authn: Authenticator) -> Engine {
         let metrics = authn.metrics().clone();
         Engine {
-            policies: ArcSwap::from_pointee(policies),
+            in_force: ArcSwap::from_pointee(InForce {
+                policies: Arc::new(policies),
+                sources: None,
+            }),
             authn: Arc::new(authn),
             flows: Arc::new(ArcSwap::from_pointee(FlowIndex::new())),
             log: None,
@@ -108,19 +117,22 @@ impl Engine {
             metrics,
             trace_context: None,
             grant_key: crate::response::grant::GrantKey::random(),
-            sources: None,
         }
     }
 
     /// Lets rules call the declared information `sources`.
-    pub fn with_sources(mut self, sources: Arc<SourceSet>) -> Engine {
-        self.sources = Some(sources);
+    pub fn with_sources(self, sources: Arc<SourceSet>) -> Engine {
+        let policies = self.policies();
+        self.in_force.store(Arc::new(InForce {
+            policies,
+            sources: Some(sources),
+        }));
         self
     }
 
-    /// The declared information sources.
-    pub fn sources(&self) -> Option<&Arc<SourceSet>> {
-        self.sources.as_ref()
+    /// The declared information sources in force.
+    pub fn sources(&self) -> Option<Arc<SourceSet>> {
+        self.in_force.load().sources.clone()
     }
 
     /// Joins every decision's span to the caller's trace through `context`.
@@ -175,12 +187,22 @@ impl Engine {
 
     /// The policy set in force.
     pub fn policies(&self) -> Arc<PolicySet> {
-        self.policies.load_full()
+        self.in_force.load().policies.clone()
     }
 
-    /// Puts a new, already validated policy set in force.
+    /// Puts a new, already validated policy set in force, with the sources in force.
     pub fn swap_policies(&self, policies: PolicySet) {
-        self.policies.store(Arc::new(policies));
+        let sources = self.sources();
+        self.swap_policies_and_sources(policies, sources);
+    }
+
+    /// Puts a new policy set in force together with the sources it was validated against:
+    /// no decision sees the one without the other.
+    pub fn swap_policies_and_sources(&self, policies: PolicySet, sources: Option<Arc<SourceSet>>) {
+        self.in_force.store(Arc::new(InForce {
+            policies: Arc::new(policies),
+            sources,
+        }));
     }
 
     /// The candidate policy set, when one is configured and has loaded.
@@ -210,11 +232,11 @@ impl Engine {
         self.authn.ready()
     }
 
-    fn judge(&self) -> Judge<'_> {
+    fn judge<'a>(&'a self, in_force: &'a InForce) -> Judge<'a> {
         Judge {
             authn: &self.authn,
             flows: &self.flows,
-            sources: self.sources.as_ref(),
+            sources: in_force.sources.as_ref(),
             fixtures: None,
         }
     }
@@ -268,10 +290,11 @@ impl Engine {
         let started = Instant::now();
         let span = span::decision_span(request, self.trace_context.as_deref());
         let mut seen = Seen::default();
+        let in_force = self.in_force.load_full();
         let decided = self
-            .judge()
+            .judge(&in_force)
             .decide(
-                self.policies.load_full(),
+                in_force.policies.clone(),
                 request,
                 credentials,
                 None,
@@ -438,12 +461,13 @@ impl Engine {
         trace: Option<&mut Trace>,
         fixtures: Option<Arc<[Fixture]>>,
     ) -> Result<Decision, Unavailable> {
+        let in_force = self.in_force.load_full();
         Judge {
             fixtures,
-            ..self.judge()
+            ..self.judge(&in_force)
         }
         .decide(
-            self.policies.load_full(),
+            in_force.policies.clone(),
             request,
             credentials,
             None,

@@ -139,29 +139,63 @@ impl std::fmt::Debug for SourceSet {
 impl SourceSet {
     /// Builds every source's client and cache. Counts in `metrics`.
     pub fn new(settings: &SourceSettings, metrics: Arc<Metrics>) -> Result<SourceSet, String> {
+        SourceSet::rebuild(None, settings, metrics).map(|(set, _)| set)
+    }
+
+    /// Builds the sources of `settings` for a reload, taking over from `previous` every
+    /// source whose configuration, and every file and secret it reads, is unchanged: that
+    /// source keeps its cache, circuit, limit and client_credentials token, as a restart
+    /// would not. A source that changed in any way starts afresh. Also returns the names
+    /// taken over.
+    pub fn rebuild(
+        previous: Option<&SourceSet>,
+        settings: &SourceSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<(SourceSet, Vec<String>), String> {
         settings.check()?;
         let mut sources = Vec::new();
         let mut by_name = HashMap::new();
+        let mut kept = Vec::new();
         for (index, config) in settings.sources.iter().enumerate() {
             let source = Source::new(config, &settings.base_dir, metrics.clone())
                 .map_err(|e| format!("source `{}`: {e}", config.name))?;
+            let same = previous
+                .and_then(|p| p.index(&source.name).and_then(|i| p.get(i)))
+                .filter(|old| old.fingerprint == source.fingerprint);
+            let source = match same {
+                Some(old) => {
+                    kept.push(config.name.clone());
+                    old.clone()
+                }
+                None => Arc::new(source),
+            };
             by_name.insert(source.name.clone(), index);
-            sources.push(Arc::new(source));
+            sources.push(source);
         }
-        let mut secret = [0u8; 32];
-        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-        for (slot, byte) in secret
-            .iter_mut()
-            .zip(a.as_bytes().iter().chain(b.as_bytes()))
-        {
-            *slot = *byte;
-        }
-        Ok(SourceSet {
-            sources,
-            by_name,
-            secret,
-            limits: settings.lookups.clone(),
-        })
+        // The cache keys of sources taken over stay valid only under the same secret.
+        let secret = match previous {
+            Some(previous) => previous.secret,
+            None => {
+                let mut secret = [0u8; 32];
+                let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+                for (slot, byte) in secret
+                    .iter_mut()
+                    .zip(a.as_bytes().iter().chain(b.as_bytes()))
+                {
+                    *slot = *byte;
+                }
+                secret
+            }
+        };
+        Ok((
+            SourceSet {
+                sources,
+                by_name,
+                secret,
+                limits: settings.lookups.clone(),
+            },
+            kept,
+        ))
     }
 
     /// The declared names.
@@ -177,11 +211,17 @@ impl SourceSet {
         self.sources.get(index)
     }
 
-    /// The cache key of `canonical` arguments to source `index`.
+    /// The cache key of `canonical` arguments to source `index`: by the source's name, not
+    /// its place, so a source taken over by a reload keeps its keys.
     fn key(&self, index: usize, canonical: &[u8]) -> Key {
+        self.key_of(self.get(index).map_or("", |s| &*s.name), canonical)
+    }
+
+    fn key_of(&self, name: &str, canonical: &[u8]) -> Key {
         let mut hasher = Sha256::new();
         hasher.update(self.secret);
-        hasher.update((index as u64).to_le_bytes());
+        hasher.update((name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
         hasher.update(canonical);
         hasher.finalize().into()
     }
@@ -212,12 +252,37 @@ pub struct Source {
     negative_ttl: Duration,
     metrics: Arc<Metrics>,
     calls: std::sync::atomic::AtomicU64,
+    /// A hash of the configuration and of every file and secret read to build it.
+    fingerprint: [u8; 32],
 }
 
 #[derive(Clone)]
 struct Cached {
     answer: Arc<Answer>,
     ttl: Duration,
+}
+
+/// Takes a look-up's flight out of its source's table when the caller is done with it.
+struct Landing<'a> {
+    source: &'a Source,
+    key: Key,
+    flight: Arc<OnceCell<Outcome>>,
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        let mut flights = self
+            .source
+            .flights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if flights
+            .get(&self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+        {
+            flights.remove(&self.key);
+        }
+    }
 }
 
 /// Each entry lives for its own TTL.
@@ -241,8 +306,12 @@ impl Source {
         metrics: Arc<Metrics>,
     ) -> Result<Source, String> {
         let kind = kinds::Kind::new(&config.kind)?;
-        let (client, auth) = kinds::client(config, base_dir)?;
+        let mut read = Sha256::new();
+        read.update(format!("{config:?}").as_bytes());
+        read.update(base_dir.as_os_str().as_encoded_bytes());
+        let (client, auth) = kinds::client(config, base_dir, &mut read)?;
         Ok(Source {
+            fingerprint: read.finalize().into(),
             name: Arc::from(config.name.as_str()),
             kind,
             client,
@@ -296,21 +365,35 @@ impl Source {
         };
         self.metrics
             .source_cache(&self.name, if first { "miss" } else { "joined" });
+        // However the first caller ends (answered, or dropped with its decision), its
+        // flight leaves the table: an abandoned key cannot stay behind. Those who joined
+        // leave it to the first.
+        let _landing = first.then(|| Landing {
+            source: self,
+            key,
+            flight: flight.clone(),
+        });
         let source = self.clone();
-        let outcome = flight
-            .get_or_init(|| async move {
-                let task = tokio::spawn(async move { source.fetch(key, query, deadline).await });
-                task.await
-                    .unwrap_or_else(|_| Err(LookupFailure::Other("the look-up task ended".into())))
-            })
-            .await
-            .clone();
-        {
-            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-            if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                flights.remove(&key);
+        // The decision's span, so the look-up's span is its child although it runs on a
+        // task of its own.
+        let parent = tracing::Span::current();
+        let wait = flight.get_or_init(|| async move {
+            let task =
+                tokio::spawn(async move { source.fetch(key, query, deadline, parent).await });
+            task.await
+                .unwrap_or_else(|_| Err(LookupFailure::Other("the look-up task ended".into())))
+        });
+        // The first caller's fetch keeps to its deadline itself, and says why it failed
+        // (`busy` rather than `timed out`); one who joined a flight begun by a decision
+        // with a later deadline stops waiting at its own.
+        let outcome = if first {
+            wait.await.clone()
+        } else {
+            match tokio::time::timeout_at(deadline, wait).await {
+                Ok(outcome) => outcome.clone(),
+                Err(_) => Err(LookupFailure::Timeout),
             }
-        }
+        };
         let state = if first {
             CacheState::Miss
         } else {
@@ -325,9 +408,14 @@ impl Source {
         key: Key,
         query: Arc<Query>,
         deadline: tokio::time::Instant,
+        parent: tracing::Span,
     ) -> Outcome {
+        // Exported with the decision spans (and kept out of the service's log, as they are).
         let span = tracing::info_span!(
+            target: crate::engine::span::SPAN_TARGET,
+            parent: &parent,
             "sluis.lookup",
+            otel.kind = "client",
             source = %self.name,
             kind = self.kind.name(),
             outcome = tracing::field::Empty,

@@ -568,11 +568,14 @@ fn valid_element(text: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.'))
 }
 
-/// The client and authentication of a source.
+/// The client and authentication of a source. Every file and secret it reads is also fed
+/// to `read`, so a reload can tell whether anything the client holds changed.
 pub(super) fn client(
     config: &SourceConfig,
     base_dir: &Path,
+    read: &mut sha2::Sha256,
 ) -> Result<(reqwest::Client, Auth), String> {
+    use sha2::Digest;
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(config.timeout);
@@ -580,14 +583,17 @@ pub(super) fn client(
         let path = base_dir.join(ca);
         let pem =
             std::fs::read(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        read.update((pem.len() as u64).to_le_bytes());
+        read.update(&pem);
         let roots = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| format!("`{}` holds no PEM certificate: {e}", path.display()))?;
         builder = builder.tls_certs_only(roots);
     }
-    let secret_text = |secret: &crate::authn::settings::Secret| {
-        secret
-            .resolve(base_dir)
-            .and_then(|b| String::from_utf8(b).map_err(|_| "secret is not UTF-8".into()))
+    let mut secret_text = |secret: &crate::authn::settings::Secret| {
+        let bytes = secret.resolve(base_dir)?;
+        read.update((bytes.len() as u64).to_le_bytes());
+        read.update(&bytes);
+        String::from_utf8(bytes).map_err(|_| "secret is not UTF-8".to_owned())
     };
     let auth = match &config.client_auth {
         SourceAuth::None => Auth::None,
@@ -613,6 +619,8 @@ pub(super) fn client(
                 .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
             pem.push(b'\n');
             pem.extend(private_key.resolve(base_dir)?);
+            read.update((pem.len() as u64).to_le_bytes());
+            read.update(&pem);
             let identity = reqwest::Identity::from_pem(&pem)
                 .map_err(|e| format!("mtls certificate or key: {e}"))?;
             builder = builder.identity(identity);

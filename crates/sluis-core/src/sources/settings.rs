@@ -55,8 +55,8 @@ fn default_max_rounds() -> usize {
     3
 }
 
-/// One declared source, called from policies as `sources.NAME(...)`. (serde cannot refuse
-/// unknown fields beside a flattened `kind`; a misspelt optional field is ignored.)
+/// One declared source, called from policies as `sources.NAME(...)`. A key that neither
+/// every source nor its kind takes is refused.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct SourceConfig {
     /// The name policies call it by: lowercase letters, digits and `_`, starting with a
@@ -91,6 +91,81 @@ pub struct SourceConfig {
     pub cache: SourceCache,
     #[serde(default)]
     pub circuit: CircuitConfig,
+}
+
+/// The keys every kind of source takes.
+const COMMON_KEYS: [&str; 11] = [
+    "name",
+    "kind",
+    "client_auth",
+    "ca_certificate",
+    "allow_insecure_http",
+    "timeout",
+    "retries",
+    "max_concurrent",
+    "max_response_bytes",
+    "cache",
+    "circuit",
+];
+
+impl KindConfig {
+    /// The keys only this kind takes.
+    fn keys(&self) -> &'static [&'static str] {
+        match self {
+            KindConfig::Http { .. } => &["method", "url"],
+            KindConfig::Fhir { .. } => &["base_url", "search_method", "max_results"],
+            KindConfig::Userinfo { .. } => &["endpoint"],
+            KindConfig::Mitz { .. } => &["endpoint", "defaults"],
+        }
+    }
+}
+
+/// A source with whatever keys were left over beside it.
+#[derive(Deserialize)]
+struct Checked {
+    #[serde(flatten)]
+    config: SourceConfig,
+    #[serde(flatten)]
+    rest: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+/// A declared source whose every key is known to its kind.
+struct Strict(SourceConfig);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Strict, D::Error> {
+        let Checked { config, rest } = Checked::deserialize(deserializer)?;
+        let kind = config.kind.keys();
+        let unknown = rest
+            .keys()
+            .find(|key| !COMMON_KEYS.contains(&key.as_str()) && !kind.contains(&key.as_str()));
+        match unknown {
+            None => Ok(Strict(config)),
+            Some(key) => {
+                let expected = COMMON_KEYS
+                    .iter()
+                    .chain(kind)
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                // Worded as serde's own, so the config's "did you mean" finds the nearest.
+                Err(serde::de::Error::custom(format!(
+                    "source `{}` ({}): unknown field `{key}`, expected one of {expected}",
+                    config.name,
+                    config.kind.name()
+                )))
+            }
+        }
+    }
+}
+
+/// Reads `sources:`, refusing a key that neither every source nor its kind takes: serde
+/// alone cannot refuse unknown fields beside a flattened `kind`, and would ignore them.
+pub fn deserialize_sources<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<SourceConfig>, D::Error> {
+    let strict = Vec::<Strict>::deserialize(deserializer)?;
+    Ok(strict.into_iter().map(|Strict(config)| config).collect())
 }
 
 fn default_timeout() -> Duration {
@@ -335,4 +410,124 @@ pub fn valid_name(name: &str) -> bool {
     name.len() <= 32
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Sources {
+        #[serde(deserialize_with = "deserialize_sources")]
+        sources: Vec<SourceConfig>,
+    }
+
+    fn read(yaml: &str) -> Result<Vec<SourceConfig>, String> {
+        serde_yaml_ng::from_str::<Sources>(yaml)
+            .map(|s| s.sources)
+            .map_err(|e| e.to_string())
+    }
+
+    const KINDS: [(&str, &str); 4] = [
+        ("http", "url: https://api.example/x"),
+        ("fhir", "base_url: https://fhir.example"),
+        ("userinfo", "endpoint: https://idp.example/userinfo"),
+        ("mitz", "endpoint: https://mitz.example"),
+    ];
+
+    #[test]
+    fn a_misspelt_optional_key_is_refused_naming_it_and_the_source() {
+        let error = read(
+            "sources:\n  - {name: holder, kind: fhir, base_url: https://fhir.example, timout: 1s}\n",
+        )
+        .unwrap_err();
+        assert!(error.contains("source `holder` (fhir)"), "{error}");
+        assert!(error.contains("unknown field `timout`"), "{error}");
+        assert!(error.contains("`timeout`"), "{error}");
+        // A key of another kind is as unknown.
+        let error = read(
+            "sources:\n  - {name: api, kind: http, url: https://api.example, base_url: https://x.example}\n",
+        )
+        .unwrap_err();
+        assert!(error.contains("unknown field `base_url`"), "{error}");
+        // Every key a kind documents is taken.
+        let all = read(
+            "sources:\n  - {name: a, kind: fhir, base_url: https://f.example, search_method: GET, max_results: 5,\n     client_auth: {method: none}, ca_certificate: ca.pem, allow_insecure_http: false, timeout: 1s,\n     retries: 0, max_concurrent: 2, max_response_bytes: 10, cache: {ttl: 1s}, circuit: {failures: 2}}\n",
+        );
+        assert!(all.is_ok(), "{all:?}");
+    }
+
+    /// The keys the check knows are exactly those the schema (and so the reference docs)
+    /// lists for a source.
+    #[test]
+    fn the_known_keys_are_the_schemas() {
+        fn collect(value: &serde_json::Value, into: &mut std::collections::BTreeSet<String>) {
+            if let Some(object) = value.as_object() {
+                for (key, inner) in object {
+                    match key.as_str() {
+                        "$defs" | "definitions" => {}
+                        "properties" => into.extend(
+                            inner
+                                .as_object()
+                                .into_iter()
+                                .flat_map(|o| o.keys().cloned()),
+                        ),
+                        _ => collect(inner, into),
+                    }
+                }
+            } else if let Some(items) = value.as_array() {
+                for item in items {
+                    collect(item, into);
+                }
+            }
+        }
+        let schema = serde_json::to_value(schemars::schema_for!(SourceConfig)).unwrap();
+        let mut documented = std::collections::BTreeSet::new();
+        collect(&schema, &mut documented);
+        let variants = [
+            KindConfig::Http {
+                method: HttpMethod::Get,
+                url: String::new(),
+            },
+            KindConfig::Fhir {
+                base_url: String::new(),
+                search_method: HttpMethod::Post,
+                max_results: 1,
+            },
+            KindConfig::Userinfo {
+                endpoint: String::new(),
+            },
+            KindConfig::Mitz {
+                endpoint: String::new(),
+                defaults: Default::default(),
+            },
+        ];
+        let known: std::collections::BTreeSet<String> = COMMON_KEYS
+            .iter()
+            .chain(variants.iter().flat_map(KindConfig::keys))
+            .map(|k| k.to_string())
+            .collect();
+        assert_eq!(known, documented);
+    }
+
+    proptest! {
+        /// Any key no source takes, beside any kind, is refused with its name and the
+        /// source's; never ignored.
+        #[test]
+        fn unknown_keys_are_refused_whatever_the_kind(
+            key in "[a-z][a-z_]{0,20}",
+            kind in 0usize..4,
+        ) {
+            let (kind, required) = KINDS[kind];
+            let known = COMMON_KEYS.contains(&key.as_str())
+                || ["method", "url", "base_url", "search_method", "max_results", "endpoint", "defaults"]
+                    .contains(&key.as_str());
+            prop_assume!(!known);
+            let yaml = format!("sources:\n  - name: src\n    kind: {kind}\n    {required}\n    {key}: 1\n");
+            let error = read(&yaml).unwrap_err();
+            prop_assert!(error.contains(&format!("unknown field `{key}`")), "{}", error);
+            prop_assert!(error.contains("source `src`"), "{}", error);
+        }
+    }
 }

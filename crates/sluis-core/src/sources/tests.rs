@@ -61,7 +61,7 @@ fn keys_differ_by_type_source_and_process() {
     let text = Value::String(Arc::new("1".into()));
     let number = Value::Int(1);
     assert_ne!(key_of(&a, &text), key_of(&a, &number));
-    assert_ne!(a.key(0, b"x"), a.key(1, b"x"));
+    assert_ne!(a.key_of("a", b"x"), a.key_of("b", b"x"));
     assert_ne!(
         a.key(0, b"x"),
         b.key(0, b"x"),
