@@ -14,6 +14,7 @@
 )]
 
 pub mod corpus;
+pub mod dpop;
 pub mod flows;
 pub mod gateway;
 pub mod mitz;
