@@ -154,8 +154,12 @@ pub fn patient(id: &str, bsn: &str) -> Value {
 /// resources `data` (`Task/t1`, ...).
 pub fn eoverdracht_consent(id: &str, ura: &str, data: &[&str]) -> Value {
     json!({"resourceType": "Consent", "id": id, "status": "active",
-        "scope": {"coding": [{"code": "eoverdracht"}]},
+        "scope": {"coding": [{"system":
+            "http://nuts-foundation.github.io/nl-generic-functions-ig/CodeSystem/nl-gf-consent-scope",
+            "code": "eoverdracht"}]},
         "provision": {"type": "permit",
+            "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction",
+                "code": "access"}]}],
             "actor": [{"reference": {"identifier":
                 {"system": "http://fhir.nl/fhir/NamingSystem/ura", "value": ura}}}],
             "data": data.iter().map(|d| json!({"meaning": "instance", "reference": {"reference": d}}))
