@@ -30,6 +30,11 @@
 //!   and the rules; beside it `fhir/decide/mcsd-query-no-fhir`, the same policy and request
 //!   with the `fhir` block removed (and so nothing read as FHIR): the difference is what
 //!   the FHIR step costs inside a decision.
+//! - `fhir/decide/bgz-lastn/cached-sources`: a whole BgZ decision of `policy/nl` as a Nuts
+//!   party runs it: the scope selects `bgz`, FHIR read, BgZ statement check, the Patient's
+//!   BSN (data holder's FHIR server) and Mitz's consent from the sources' caches, the
+//!   rules. The first decision fills the caches from the test kit's stand-ins; the bench
+//!   fails if Mitz is asked again while measuring.
 //!
 //! - `decision-log/{off,file}`: the eOverdracht decision without and with the decision
 //!   log writing to a file (issue #8: within 10%).
@@ -50,6 +55,8 @@ use tokio::runtime::Runtime;
 use sluis_config::Config;
 use sluis_core::engine::Engine;
 use sluis_core::request::AccessRequest;
+use sluis_test_kit::mitz::MitzStandIn;
+use sluis_test_kit::nuts::{HolderFhir, patient, sources_yaml};
 use sluis_test_kit::{SigningKey, now, repo_path};
 
 /// Distinct tokens per algorithm for the first-verification benchmarks. The bench config's
@@ -727,6 +734,63 @@ fn fhir(c: &mut Criterion) {
             b.iter(|| rt.block_on(engine.decide(black_box(&search))))
         });
     }
+
+    // BgZ as a Nuts party decides it: the token's scope selects `bgz`
+    // (policy/nl/knooppunt.yaml), the request is read as FHIR and checked against the BgZ
+    // statement, the Patient's BSN and Mitz's answer come from the sources' caches (filled
+    // by the first decision, against the test kit's stand-ins), and the rules run.
+    let (holder_url, mitz) = rt.block_on(async {
+        let holder = HolderFhir::new(vec![patient("p1", "900186021")]);
+        (holder.start().await, MitzStandIn::start().await)
+    });
+    let file = dir.path().join("bgz.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "issuers:\n  - name: nuts-node\n    issuer: https://nuts.example.org\n    audiences: [https://fhir.example.org]\n    jwks: {{ file: {} }}\npolicies:\n  - {}\n{}",
+            repo_path("examples/keys/dev-jwks.json").display(),
+            repo_path("policy/nl").display(),
+            sources_yaml(&holder_url, &mitz)
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&file).unwrap();
+    let engine = {
+        let _runtime = rt.enter();
+        engine_from(&config, &rt)
+    };
+    let token = key.sign(&json!({
+            "iss": "https://nuts.example.org",
+            "aud": "https://fhir.example.org",
+            "client_id": "https://requester.example.org",
+            "scope": "bgz",
+            "organization_ura": "24173480",
+            "organization_facility_type": "Z3",
+            "subject_role": "01.015",
+            "iat": now - 10,
+            "exp": now + 3000,
+    }));
+    let lastn = request(
+        "GET",
+        "/fhir/Observation/$lastn?patient=Patient/p1&category=http://snomed.info/sct|118228005,http://snomed.info/sct|384821006",
+        Some(&token),
+    );
+    check(
+        &rt,
+        &engine,
+        &lastn,
+        true,
+        "decide/bgz-lastn/cached-sources",
+    );
+    let asked = mitz.calls();
+    group.bench_function("decide/bgz-lastn/cached-sources", |b| {
+        b.iter(|| rt.block_on(engine.decide(black_box(&lastn))))
+    });
+    assert_eq!(
+        mitz.calls(),
+        asked,
+        "Mitz was asked again: not the cached path"
+    );
     group.finish();
 }
 

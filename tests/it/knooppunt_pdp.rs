@@ -9,40 +9,31 @@ use sluis_test_kit as kit;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use kit::mitz::MitzStandIn;
+use kit::nuts::*;
 use kit::*;
 use serde_json::{Value, json};
 
-/// A loopback stand-in for the Nuts node's introspection endpoint: each registered token
-/// gets its claims, any other is inactive.
-async fn nuts_node(answers: Arc<Mutex<HashMap<String, Value>>>) -> std::net::SocketAddr {
-    let app = axum::Router::new().route(
-        "/introspect",
-        axum::routing::post(move |body: String| {
-            let answers = answers.clone();
-            async move {
-                let token = body
-                    .split('&')
-                    .find_map(|kv| kv.strip_prefix("token="))
-                    .unwrap_or("");
-                answers
-                    .lock()
-                    .unwrap()
-                    .get(token)
-                    .cloned()
-                    .unwrap_or(json!({"active": false}))
-                    .to_string()
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    address
+/// The Nuts node (answering `answers`), the data holder's FHIR server (Patient `p1`, BSN
+/// 999999990; a local eOverdracht Consent for `Task/t1`) and Mitz (Permit), started.
+async fn stand_ins(
+    answers: Arc<Mutex<HashMap<String, Value>>>,
+) -> (std::net::SocketAddr, String, MitzStandIn) {
+    let node = NutsNode::with_answers(answers).start().await;
+    let holder = HolderFhir::new(vec![
+        patient("p1", "999999990"),
+        eoverdracht_consent("c1", "24173480", &["Task/t1"]),
+    ])
+    .start()
+    .await;
+    let mitz = MitzStandIn::start().await;
+    let sources = sources_yaml(&holder, &mitz);
+    (node, sources, mitz)
 }
 
 const NUTS_ISS: &str = "https://nuts.example.org";
 
-fn config(node: std::net::SocketAddr, allow_from: &str) -> String {
+fn config(node: std::net::SocketAddr, allow_from: &str, sources: &str) -> String {
     format!(
         r#"
 listeners: {{grpc: "127.0.0.1:0", admin: "127.0.0.1:0"}}
@@ -50,7 +41,7 @@ issuers:
   - name: nuts-node
     issuer: {NUTS_ISS}
     introspection:
-      endpoint: http://{node}/introspect
+      endpoint: http://{node}{INTROSPECTION_PATH}
       allow_insecure_http: true
       timeout: 1s
 policies: [{policies}]
@@ -59,6 +50,7 @@ doors:
     issuer: nuts-node
     fhir_base_path: /fhir
     allow_from: [{allow_from}]
+{sources}
 "#,
         policies = repo_path("policy/nl").display()
     )
@@ -74,6 +66,7 @@ fn introspection(scope: &str, extra: Value) -> Value {
         "organization_ura": "24173480",
         "organization_name": "Zorg B.V.",
         "organization_facility_type": "Z3",
+        "subject_role": "01.015",
         "exp": now() + 600,
         "iat": now() - 10,
     });
@@ -112,8 +105,8 @@ async fn pdp(client: &reqwest::Client, server: &Server, body: &Value) -> (u16, V
 
 #[tokio::test]
 async fn the_pdp_door_answers_in_knooppunts_shape() {
-    let node = nuts_node(Arc::default()).await;
-    let setup = Setup::new(&config(node, r#""127.0.0.1/32""#), &[]);
+    let (node, sources, _mitz) = stand_ins(Arc::default()).await;
+    let setup = Setup::new(&config(node, r#""127.0.0.1/32""#, &sources), &[]);
     let server = Server::start(&setup.config_path()).await;
     let client = reqwest::Client::new();
 
@@ -148,7 +141,7 @@ async fn the_pdp_door_answers_in_knooppunts_shape() {
     );
 
     // An unknown scope: not_implemented; no scope: "no policy defined".
-    let subject = introspection("bgz", json!({}));
+    let subject = introspection("spoedzorg", json!({}));
     let (_, answer) = pdp(
         &client,
         &server,
@@ -157,8 +150,8 @@ async fn the_pdp_door_answers_in_knooppunts_shape() {
     .await;
     assert_eq!(answer["allow"], false);
     assert_eq!(
-        answer["policies"]["bgz"]["reasons"][0],
-        json!({"code": "not_implemented", "description": "scope `bgz` has no policy"})
+        answer["policies"]["spoedzorg"]["reasons"][0],
+        json!({"code": "not_implemented", "description": "scope `spoedzorg` has no policy"})
     );
     let subject = introspection("", json!({"scope": null}));
     let (_, answer) = pdp(
@@ -234,8 +227,8 @@ async fn the_pdp_door_answers_in_knooppunts_shape() {
 
 #[tokio::test]
 async fn the_pdp_door_holds_its_trust_boundary() {
-    let node = nuts_node(Arc::default()).await;
-    let setup = Setup::new(&config(node, r#""127.0.0.1/32""#), &[]);
+    let (node, sources, _mitz) = stand_ins(Arc::default()).await;
+    let setup = Setup::new(&config(node, r#""127.0.0.1/32""#, &sources), &[]);
     let server = Server::start(&setup.config_path()).await;
     let client = reqwest::Client::new();
     let ok = |subject: &Value| pep_body(subject, "GET", "/Organization", "", "");
@@ -324,7 +317,7 @@ async fn the_pdp_door_holds_its_trust_boundary() {
     server.stop().await;
 
     // A peer outside `allow_from` is refused before anything is read.
-    let setup = Setup::new(&config(node, r#""10.0.0.0/8""#), &[]);
+    let setup = Setup::new(&config(node, r#""10.0.0.0/8""#, &sources), &[]);
     let server = Server::start(&setup.config_path()).await;
     let (status, answer) = pdp(
         &client,
@@ -343,8 +336,8 @@ async fn the_pdp_door_holds_its_trust_boundary() {
 #[tokio::test]
 async fn forward_auth_envoy_and_pdp_doors_agree() {
     let answers: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
-    let node = nuts_node(answers.clone()).await;
-    let setup = Setup::new(&config(node, r#""127.0.0.1/32""#), &[]);
+    let (node, sources, _mitz) = stand_ins(answers.clone()).await;
+    let setup = Setup::new(&config(node, r#""127.0.0.1/32""#, &sources), &[]);
     let server = Server::start(&setup.config_path()).await;
     let client = reqwest::Client::new();
     let enrolled =
@@ -456,10 +449,21 @@ async fn forward_auth_envoy_and_pdp_doors_agree() {
             "patient=Patient/p1",
         ),
         ("eoverdracht_sender", json!({}), "GET", "/Task/t1", ""),
+        ("eoverdracht_sender", json!({}), "GET", "/Task/t2", ""),
         ("bgz", json!({}), "GET", "/Patient", ""),
+        ("bgz", json!({}), "GET", "/Condition", "patient=Patient/p1"),
+        (
+            "bgz",
+            json!({}),
+            "GET",
+            "/Coverage",
+            "patient=Patient/p1&_include=Coverage:payor:Organization&_include=Coverage:payor:Patient",
+        ),
+        ("bgz", json!({}), "GET", "/Condition", "patient=Patient/p2"),
         ("", json!({"scope": null}), "GET", "/Organization", ""),
     ];
     let mut failures = Vec::new();
+    let mut allowed = Vec::new();
     for (index, (scope, extra, method, path, query)) in cases.iter().enumerate() {
         let claims = introspection(scope, extra.clone());
         let token = format!("opaque-token-{index}");
@@ -501,6 +505,9 @@ async fn forward_auth_envoy_and_pdp_doors_agree() {
         )
         .await;
         let pdp_allow = status == 200 && answer["allow"] == true;
+        if pdp_allow {
+            allowed.push(format!("{scope} {method} {target}"));
+        }
         let envoy_allow = envoy.status == 200;
         let forward_allow = forward_status == 200;
         if !(envoy_allow == forward_allow && forward_allow == pdp_allow) {
@@ -519,5 +526,24 @@ async fn forward_auth_envoy_and_pdp_doors_agree() {
     }
     // Not all the same answer: the table tells allow from deny.
     assert!(failures.is_empty(), "{failures:#?}");
+    // The policies that ask Mitz and the data holder's FHIR server allow through every
+    // door when those agree.
+    for case in [
+        "pzp_gf GET /fhir/Patient?identifier=http://fhir.nl/fhir/NamingSystem/bsn|999999990",
+        "medicatieoverdracht_gf GET /fhir/MedicationRequest?patient=Patient/p1",
+        "eoverdracht_sender GET /fhir/Task/t1",
+        "bgz GET /fhir/Condition?patient=Patient/p1",
+    ] {
+        assert!(
+            allowed.iter().any(|a| a == case),
+            "{case} not allowed: {allowed:#?}"
+        );
+    }
+    for case in [
+        "eoverdracht_sender GET /fhir/Task/t2",
+        "bgz GET /fhir/Condition?patient=Patient/p2",
+    ] {
+        assert!(!allowed.iter().any(|a| a == case), "{case} allowed");
+    }
     server.stop().await;
 }

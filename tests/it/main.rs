@@ -55,6 +55,7 @@ mod mitz_standin;
 mod negative_corpus;
 mod negative_corpus_doors;
 mod newcomer;
+mod nuts_deployment;
 mod policy_loading;
 mod policy_tools;
 mod response_authz;

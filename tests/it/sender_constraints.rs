@@ -7,7 +7,7 @@
 use sluis_test_kit as kit;
 
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
+use kit::dpop::{jkt, proof};
 use kit::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -206,47 +206,10 @@ async fn the_certificate_can_come_from_a_configured_header() {
 
 // --- DPoP (RFC 9449) ---
 
-/// The proof key: the EC fixture key and its public JWK.
-fn proof_jwk() -> Value {
-    let jwks: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("keys/jwks.json")).unwrap()).unwrap();
-    let mut jwk = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kid"] == "ec-1")
-        .unwrap()
-        .clone();
-    let object = jwk.as_object_mut().unwrap();
-    object.remove("kid");
-    object.remove("use");
-    jwk
-}
-
-fn jkt() -> String {
-    sluis_core::authn::dpop::jwk_thumbprint(&proof_jwk()).unwrap()
-}
-
 fn dpop_token(jkt: &str) -> String {
     let mut claims = claims();
     claims["cnf"] = json!({"jkt": jkt});
     token(&claims)
-}
-
-/// A proof for `method url`, bound to `token`, issued `age` seconds ago.
-fn proof(method: &str, url: &str, token: &str, age: i64, jti: &str) -> String {
-    let mut header = Header::new(Algorithm::ES256);
-    header.typ = Some("dpop+jwt".into());
-    header.jwk = Some(serde_json::from_value::<Jwk>(proof_jwk()).unwrap());
-    let claims = json!({
-        "jti": jti,
-        "htm": method,
-        "htu": url,
-        "iat": now() - age,
-        "ath": sluis_core::authn::dpop::access_token_hash(token),
-    });
-    let key = EncodingKey::from_ec_pem(&std::fs::read(fixture("keys/ec.pem")).unwrap()).unwrap();
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
 }
 
 fn dpop_request(method: &str, token: &str, proof: &str) -> Req {

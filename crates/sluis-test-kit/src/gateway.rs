@@ -195,7 +195,27 @@ pub fn start_nginx(
     sluis: SocketAddr,
     upstream: u16,
 ) -> Process {
-    let server_block = example_on("examples/nginx/sluis.conf", listen, sluis, upstream);
+    start_nginx_on(
+        nginx,
+        "examples/nginx/sluis.conf",
+        dir,
+        listen,
+        sluis,
+        upstream,
+    )
+}
+
+/// [`start_nginx`] on another shipped server block (`examples/nuts/nginx.conf`), with the
+/// same three addresses replaced.
+pub fn start_nginx_on(
+    nginx: &Path,
+    example: &str,
+    dir: &Path,
+    listen: u16,
+    sluis: SocketAddr,
+    upstream: u16,
+) -> Process {
+    let server_block = example_on(example, listen, sluis, upstream);
     std::fs::write(dir.join("sluis.conf"), server_block).unwrap();
     let temp = dir.join("nginx-temp");
     std::fs::create_dir(&temp).unwrap();

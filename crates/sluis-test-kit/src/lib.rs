@@ -1,7 +1,7 @@
 //! What Sluis's integration tests (`tests/it/`) and benchmarks (`benches/`) share:
 //! the repository's paths, tokens signed with the fixture and example keys, test configs,
 //! a real Sluis on port 0 asked over gRPC like Envoy does, `eventually`, and (in the
-//! modules) gateways, a Mitz stand-in behind mTLS, child processes, a private Redis, the
+//! modules) gateways, a Mitz stand-in behind mTLS, a Nuts node and a data holder's FHIR server, child processes, a private Redis, the
 //! negative corpus and the flow store's admin API.
 //!
 //! Test code: a helper that cannot do its job panics with what went wrong, which fails
@@ -14,9 +14,11 @@
 )]
 
 pub mod corpus;
+pub mod dpop;
 pub mod flows;
 pub mod gateway;
 pub mod mitz;
+pub mod nuts;
 pub mod process;
 pub mod redis_server;
 
