@@ -20,7 +20,10 @@
 //! introspection result. The `Authorization` (and `DPoP`) header of the call, else the
 //! one in v2's `http_request.headers`, is the token policies with `issuers` verify.
 //! The engine's decision is the answer: an allow returns the query with the decision's
-//! query parameters set (the narrowing), a deny its status and body.
+//! query parameters set (the narrowing), a deny its status and body. When the policy
+//! also judges answers (`response_rules`), the allow carries the sealed grant in the
+//! `Sluis-Response-Grant` header: the proxy sends it back with the answer's resources to
+//! `/access/v1/evaluations` (phase 2, see the AuthZEN door).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,6 +42,10 @@ use sluis_core::engine::Engine;
 use sluis_core::engine::scopes::Scopes;
 use sluis_core::request::decoded_pairs;
 use sluis_core::request::{AccessRequest, Door};
+
+/// The header of a search-narrowing answer that carries the sealed grant under which the
+/// answer's resources are judged, when the policy has `response_rules`.
+pub const RESPONSE_GRANT_HEADER: &str = "sluis-response-grant";
 
 /// Request bodies, at most: enforced while the body is read (413 past it), so no request
 /// makes the door buffer more, whatever its `content-length` says. Stated here rather than
@@ -256,7 +263,17 @@ async fn search_narrowing(
                     "applied_filters": filters(&allow),
                 })
             };
-            json_response(StatusCode::OK, body)
+            let mut response = json_response(StatusCode::OK, body);
+            // The policy judges the answer too: the grant the proxy hands back with the
+            // answer's resources (AuthZEN response evaluations, docs/gateways.md).
+            if let Some(grant) = allow
+                .response_grant
+                .as_deref()
+                .and_then(|g| header::HeaderValue::from_str(g).ok())
+            {
+                response.headers_mut().insert(RESPONSE_GRANT_HEADER, grant);
+            }
+            response
         }
         Outcome::Deny(_) => deny_response(decision),
     }

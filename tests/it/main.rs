@@ -58,6 +58,7 @@ mod newcomer;
 mod policy_loading;
 mod policy_tools;
 mod response_authz;
+mod response_authzen;
 mod rollout;
 mod sender_constraints;
 mod sources;

@@ -438,7 +438,8 @@ impl Engine {
         trace: Option<&mut Trace>,
         fixtures: Option<Arc<[Fixture]>>,
     ) -> Result<Decision, Unavailable> {
-        Judge {
+        let mut seen = Seen::default();
+        let result = Judge {
             fixtures,
             ..self.judge()
         }
@@ -448,9 +449,17 @@ impl Engine {
             credentials,
             None,
             trace,
-            &mut Seen::default(),
+            &mut seen,
         )
-        .await
+        .await;
+        // An allow of a policy that judges answers carries its grant here too, so that
+        // `sluis test` and `explain` judge a case's answer as the server would.
+        match seen.policy.as_deref() {
+            Some(policy) if policy.has_response_rules() => result.map(|decision| {
+                self.grant_response(decision, request, policy, seen.caller.as_deref())
+            }),
+            _ => result,
+        }
     }
 }
 
