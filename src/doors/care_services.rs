@@ -472,12 +472,12 @@ async fn scopes(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Byt
         Ok(access) => access,
         Err(denied) => return deny_response(*denied),
     };
-    let granted = match engine.decide_scopes(&request.use_case, &access).await {
+    let scopes = match engine.decide_scopes(&request.use_case, &access).await {
         Ok(Scopes::Granted(granted)) => granted,
         Ok(Scopes::Denied(decision)) => return deny_response(decision),
         Err(_) => return unavailable_response(),
     };
-    let granted: Vec<(String, &str, Vec<String>)> = granted
+    let granted: Vec<(String, &str, Vec<String>)> = scopes
         .iter()
         .map(|scope| {
             let constraints: Vec<String> = scope
@@ -494,15 +494,24 @@ async fn scopes(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Byt
             (text, resource_type, constraints)
         })
         .collect();
-    json_response(
-        StatusCode::OK,
-        json!({
+    // When the scopes end: the token's `exp` (the earliest, should the decisions differ),
+    // as the OpenAPI's `date-time` (`2024-12-31T23:59:59Z`); absent without a token.
+    let expiry = scopes
+        .iter()
+        .filter_map(|scope| scope.expires_at)
+        .min()
+        .and_then(|exp| chrono::DateTime::<chrono::Utc>::from_timestamp(exp, 0))
+        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let mut body = json!({
             "scopes": granted.iter().map(|(scope, _, _)| scope).collect::<Vec<_>>(),
             "scope_details": granted.iter().map(|(scope, resource_type, constraints)| json!({
                 "scope": scope,
                 "description": format!("Read and search access to {resource_type} resources"),
                 "constraints": constraints,
             })).collect::<Vec<_>>(),
-        }),
-    )
+    });
+    if let Some(expiry) = expiry {
+        body["expiry"] = json!(expiry);
+    }
+    json_response(StatusCode::OK, body)
 }

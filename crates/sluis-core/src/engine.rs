@@ -92,6 +92,8 @@ pub struct Weighed {
     /// Every policy evaluated, in name order when chosen by scope; the deciding policy
     /// alone otherwise; empty when no policy was chosen.
     pub evaluated: Vec<PolicyResult>,
+    /// The verified caller, when the decision authenticated one.
+    pub caller: Option<Arc<crate::authn::Identity>>,
 }
 
 impl Engine {
@@ -317,7 +319,14 @@ impl Engine {
                 .trace_context
                 .as_ref()
                 .and_then(|context| context.trace_id(&span)),
-            ..DecisionRecord::new(request, &result, seen.policies, seen.caller, time, latency)
+            ..DecisionRecord::new(
+                request,
+                &result,
+                seen.policies,
+                seen.caller.clone(),
+                time,
+                latency,
+            )
         });
         // The candidate set decides after this answer is given; the record waits for it.
         let record = match &self.candidate {
@@ -335,6 +344,7 @@ impl Engine {
             Weighed {
                 decision,
                 evaluated,
+                caller: seen.caller,
             }
         })
     }

@@ -22,7 +22,7 @@ use super::spec::{
     ResponseRuleSpec, ResponseRulesSpec, Unreadable as OnUnreadable, WithheldNotice,
 };
 use crate::response::bundle::{self, Body};
-use crate::response::{BODY_HEADERS, ResponseParts, ResponseVerdict};
+use crate::response::{FILTERED_HEADERS, ResponseParts, ResponseVerdict};
 
 /// A policy's compiled `response_rules`.
 #[derive(Debug)]
@@ -370,7 +370,7 @@ impl ResponseRules {
                         kept,
                         withheld,
                         set_headers,
-                        remove_headers: BODY_HEADERS.to_vec(),
+                        remove_headers: FILTERED_HEADERS.to_vec(),
                     },
                     "response",
                     summary,
