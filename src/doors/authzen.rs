@@ -937,6 +937,77 @@ mod tests {
         );
     }
 
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[a-zA-Z]{0,12}".prop_map(Value::String),
+            Just(json!("Organization")),
+            Just(json!("read")),
+        ];
+        leaf.prop_recursive(3, 24, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("resourceType".to_string()),
+                        Just("id".to_string()),
+                        Just("resource".to_string()),
+                        Just("grant".to_string()),
+                        "[a-z]{1,6}"
+                    ],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever a PEP sends as a response evaluation's resource and `response_to`:
+        /// refused with a message, or read into an entry whose resource is of the
+        /// evaluation's type and id; never a panic.
+        #[test]
+        fn response_evaluation_parts_are_read_or_refused(
+            properties in any_json(),
+            kind in prop_oneof_types(),
+            id in any_json(),
+            to in any_json(),
+        ) {
+            let body = json!({
+                "subject": {"type": "organization", "id": "ura|1"},
+                "action": {"name": "read"},
+                "resource": {"type": kind, "id": id, "properties": properties},
+                "context": {"response_to": to},
+            });
+            let body = object(body);
+            let _ = response_to(&body);
+            if let Ok(evaluation) = evaluation_of(&body, &Map::new(), "")
+                && let Ok(entry) = entry_of(&evaluation, "")
+            {
+                proptest::prop_assert_eq!(
+                    entry["resource"]["resourceType"].as_str(),
+                    Some(evaluation.resource_type())
+                );
+                if let Some(id) = entry["resource"].get("id") {
+                    proptest::prop_assert_eq!(Some(id), evaluation.resource.get("id"));
+                }
+            }
+        }
+    }
+
+    fn prop_oneof_types() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(json!("Organization")),
+            Just(json!("Location")),
+            any_json()
+        ]
+    }
+
     #[test]
     fn issuers_are_urls_without_query() {
         assert_eq!(

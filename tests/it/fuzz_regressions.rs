@@ -68,3 +68,8 @@ fn mitz_response_inputs() {
 fn source_answer_inputs() {
     replay("source_answer", entries::source_answer);
 }
+
+#[test]
+fn response_inputs() {
+    replay("response", entries::response);
+}
