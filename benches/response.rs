@@ -16,6 +16,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
 use serde_json::{Value, json};
 
 use sluis_core::authn::Authenticator;
@@ -121,15 +122,18 @@ fn grant(engine: &Engine) -> String {
 }
 
 fn judge(engine: &Engine, grant: &str, headers: &[(String, String)], body: &[u8]) -> usize {
-    let decided = engine.judge_response(
-        Some(grant),
-        &ResponseParts {
-            status: 200,
-            headers,
-            body,
-            from_upstream: true,
-        },
-    );
+    let decided = engine
+        .judge_response(
+            Some(grant),
+            &ResponseParts {
+                status: 200,
+                headers,
+                body,
+                from_upstream: true,
+            },
+        )
+        .now_or_never()
+        .expect("judged at once without a decision log");
     match decided.verdict {
         ResponseVerdict::Filter { body, .. } => body.len(),
         other => panic!("not filtered: {other:?}"),
@@ -145,15 +149,18 @@ fn benches(c: &mut Criterion) {
         "application/fhir+json".to_string(),
     )];
     // 100 entries: 34 foreign, 7 of the rest restricted: 59 kept.
-    let decided = engine.judge_response(
-        Some(&grant),
-        &ResponseParts {
-            status: 200,
-            headers: &headers,
-            body: &body,
-            from_upstream: true,
-        },
-    );
+    let decided = engine
+        .judge_response(
+            Some(&grant),
+            &ResponseParts {
+                status: 200,
+                headers: &headers,
+                body: &body,
+                from_upstream: true,
+            },
+        )
+        .now_or_never()
+        .expect("judged at once without a decision log");
     assert_eq!((decided.kept, decided.withheld), (59, 41), "{decided:?}");
     if let Ok(count) = std::env::var("SLUIS_BENCH_COUNT") {
         let count: usize = count.parse().expect("SLUIS_BENCH_COUNT: a number");

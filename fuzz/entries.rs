@@ -336,5 +336,119 @@ pub fn config_file(data: &[u8]) {
         if message.contains("): unknown field `") {
             assert!(message.contains("expected one of"), "{message}");
         }
+}
+
+struct Answering {
+    runtime: tokio::runtime::Runtime,
+    engine: sluis_core::engine::Engine,
+    /// The grant of an allowed mCSD search (`policy/care-services-mcsd.yaml`, which has
+    /// `response_rules`), under which every answer is judged.
+    grant: String,
+}
+
+fn answering() -> &'static Answering {
+    static STATE: OnceLock<Answering> = OnceLock::new();
+    STATE.get_or_init(|| {
+        use sluis_core::decision::Outcome;
+        use sluis_core::engine::Credentials;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let engine = runtime
+            .block_on(async { config().build_engine(Arc::default()) })
+            .expect("the example engine builds");
+        let mut request = AccessRequest {
+            method: "GET".into(),
+            ..AccessRequest::default()
+        };
+        request.set_target("/mcsd/Organization?name=x");
+        let claims = serde_json::json!({"organization_ura": "24173480"});
+        let claims = claims.as_object().expect("an object").clone();
+        let decision = runtime
+            .block_on(engine.decide_as(
+                &request,
+                &Credentials::Claims {
+                    issuer: "nuts-node",
+                    claims: &claims,
+                },
+                None,
+            ))
+            .expect("decided");
+        let Outcome::Allow(allow) = decision.outcome else {
+            panic!("the mCSD search is allowed: {}", decision.reason)
+        };
+        Answering {
+            runtime,
+            engine,
+            grant: allow.response_grant.expect("the mCSD policy grants"),
+        }
+    })
+}
+
+/// `response`: an upstream's answer judged by response rules, as the ext_proc door hands
+/// it to the engine. The first byte chooses the content type, a `content-encoding` and
+/// the status; the rest is the body. A filtered answer must be JSON holding exactly the
+/// kept entries (plus a notice entry at most) and must not keep the unfiltered body's
+/// `etag` or `content-length`. The same bytes as a sealed grant are refused or opened,
+/// never a panic, and never judged under.
+pub fn response(data: &[u8]) {
+    use sluis_core::response::{ResponseParts, ResponseVerdict};
+    let Some((&first, body)) = data.split_first() else {
+        return;
+    };
+    let state = answering();
+    let content_type = [
+        "application/fhir+json",
+        "application/json; charset=utf-8",
+        "application/fhir+xml",
+        "text/plain",
+    ][usize::from(first % 4)];
+    let mut headers = vec![
+        ("content-type".to_string(), content_type.to_string()),
+        ("etag".to_string(), "W/\"1\"".to_string()),
+    ];
+    if first & 4 != 0 {
+        headers.push(("content-encoding".into(), "gzip".into()));
+    }
+    let status = if first & 8 != 0 { 404 } else { 200 };
+    let parts = ResponseParts {
+        status,
+        headers: &headers,
+        body,
+        from_upstream: true,
+    };
+    let decided = state
+        .runtime
+        .block_on(state.engine.judge_response(Some(&state.grant), &parts));
+    match &decided.verdict {
+        ResponseVerdict::Filter {
+            body: filtered,
+            kept,
+            withheld,
+            remove_headers,
+            ..
+        } => {
+            assert!(*withheld > 0, "filtered with nothing withheld");
+            assert!(remove_headers.contains(&"etag") && remove_headers.contains(&"content-length"));
+            let value: serde_json::Value =
+                serde_json::from_slice(filtered).expect("a filtered answer is JSON");
+            let entries = value
+                .get("entry")
+                .and_then(serde_json::Value::as_array)
+                .map_or(0, Vec::len);
+            assert!(
+                entries == *kept || entries == kept + 1,
+                "{entries} entries, {kept} kept"
+            );
+        }
+        ResponseVerdict::Pass { .. } => assert_eq!(decided.withheld, 0),
+        ResponseVerdict::Deny(deny) => assert!(deny.status >= 400),
+    }
+    let forged = state
+        .runtime
+        .block_on(state.engine.judge_response(Some(&text(data)), &parts));
+    if text(data) != state.grant {
+        assert!(matches!(forged.verdict, ResponseVerdict::Deny(_)));
     }
 }

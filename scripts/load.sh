@@ -11,6 +11,12 @@
 #                     (envoy/bench-front-http.yaml.tmpl; against b, like c)
 #     g) envoy-jwt-rbac  Envoy's in-process jwt_authn + rbac, same token and path rule, no
 #                     ext_authz (envoy/bench-front-jwt-rbac.yaml.tmpl; against b)
+#   Answers judged through Envoy's ext_proc (SCENARIOS=ext_proc, opt-in; issue #19):
+#     h) envoy-extproc+noop   Envoy + ext_authz -> Sluis, ext_proc -> sluis-noop-authz
+#                     ("continue" to every message), on a 100-entry mCSD Bundle (baseline)
+#     i) envoy-extproc+sluis  the same, ext_proc -> Sluis's ext_proc door judging the
+#                     Bundle with policy/care-services-mcsd.yaml's response_rules (against h)
+#                     (envoy/bench-front-ext-proc.yaml.tmpl, envoy/bench-upstream-bundle.yaml.tmpl)
 #   gRPC straight at the authz server (h2load, no Envoy):
 #     d) grpc noop    CheckRequest -> sluis-noop-authz          (baseline)
 #     e) grpc sluis   CheckRequest -> Sluis
@@ -58,7 +64,10 @@
 #   H2LOAD_N [100000] H2LOAD_C [2] H2LOAD_M [16] H2LOAD_T [1]  h2load settings
 #   CHECK_FILE [benches/data/check-eoverdracht.bin]  the gRPC request body h2load sends
 #   SLUIS_HTTP_PORT [9192]                        Sluis's HTTP listener (scenario f)
-#   SCENARIOS [all]                               space-separated subset of: grpc http jwt h2
+#   SCENARIOS [grpc http jwt h2]                  space-separated subset of: grpc http jwt h2
+#                                                 ext_proc (ext_proc runs only when named)
+#   EXT_PROC_PATH [/mcsd/Organization?name=x]     the judged search (scenarios h, i)
+#   EXT_PROC_TOKEN [minted]                       a nuts-node token with organization_ura
 #   H2LOAD_MAX_SECONDS [60]                       hard cap per h2load run
 #   ROUNDS [3]                                    b) with c), f), g), and d) with e), alternated this
 #                                                 many times; each Sluis run is compared with
@@ -102,6 +111,8 @@ CHECK_FILE="${CHECK_FILE:-$REPO/benches/data/check-eoverdracht.bin}"
 SLUIS_HTTP_PORT="${SLUIS_HTTP_PORT:-9192}"
 SCENARIOS=" ${SCENARIOS:-grpc http jwt h2} "
 H2LOAD_MAX_SECONDS="${H2LOAD_MAX_SECONDS:-60}"
+EXT_PROC_PATH="${EXT_PROC_PATH:-/mcsd/Organization?name=x}"
+EXT_PROC_TOKEN="${EXT_PROC_TOKEN:-}"
 ROUNDS="${ROUNDS:-3}"
 FRONT_CONCURRENCY="${FRONT_CONCURRENCY:-$(nproc)}"
 UPSTREAM_CONCURRENCY="${UPSTREAM_CONCURRENCY:-1}"
@@ -228,6 +239,13 @@ if [[ "$SKIP_SLUIS" != "1" && -z "$SLUIS_TOKEN" && -f examples/keys/dev-rsa.pem 
     "sub": "did:web:receiver.example.org", "client_id": "did:web:receiver.example.org",
     "scope": "eOverdracht-receiver"}' 2>/dev/null || true)"
   if [[ -n "$SLUIS_TOKEN" ]]; then log "minted a development token for the examples/ config (sluis dev-token)"; fi
+fi
+if [[ "$SKIP_SLUIS" != "1" && "$SCENARIOS" == *" ext_proc "* && -z "$EXT_PROC_TOKEN" ]]; then
+  # The requester of the mCSD example policy: a Nuts token naming its organisation (URA).
+  EXT_PROC_TOKEN="$("${SLUIS_ARGV[0]}" dev-token --key examples/keys/dev-rsa.pem --kid dev-1 --claims '{
+    "iss": "https://nuts.example.org", "aud": "https://fhir.example.org",
+    "sub": "did:web:requester.example.org", "client_id": "did:web:requester.example.org",
+    "organization_ura": "24173480"}' 2>/dev/null || true)"
 fi
 if [[ "$SKIP_SLUIS" != "1" && -z "$SLUIS_TOKEN" ]]; then
   log "warning: SLUIS_TOKEN is empty: Sluis will most likely deny every request"
@@ -426,6 +444,52 @@ for round in $(seq 1 "$ROUNDS"); do
   fi
 done
 
+# h) + i) answers judged through ext_proc, alternated: the upstream now answers a
+# 100-entry mCSD Bundle (60 of the requester's Organizations, 40 of others).
+if [[ "$SKIP_SLUIS" != "1" && "$SCENARIOS" == *" ext_proc "* ]]; then
+  python3 - "$OUT_DIR/bundle.json" <<'PY'
+import json, sys
+ura = "http://fhir.nl/fhir/NamingSystem/ura"
+entries = []
+for i in range(100):
+    owner = "24173480" if i % 5 < 3 else "11111111"
+    entries.append({"fullUrl": f"https://directory.example.org/fhir/Organization/o{i}",
+                    "resource": {"resourceType": "Organization", "id": f"o{i}", "name": f"Organisation {i}",
+                                 "identifier": [{"system": ura, "value": owner}]},
+                    "search": {"mode": "match"}})
+json.dump({"resourceType": "Bundle", "type": "searchset", "total": 100, "entry": entries}, open(sys.argv[1], "w"))
+PY
+  sed "s#{{BUNDLE_FILE}}#$OUT_DIR/bundle.json#g" envoy/bench-upstream-bundle.yaml.tmpl \
+    >"$OUT_DIR/upstream-bundle.tmpl"
+  render "$OUT_DIR/upstream-bundle.tmpl" "$OUT_DIR/upstream-bundle.yaml" "$UPSTREAM_ADMIN" -
+  for target in noop sluis; do
+    port="$NOOP_PORT"; [[ "$target" == noop ]] || port="$SLUIS_PORT"
+    sed "s/{{EXT_PROC_PORT}}/$port/g" envoy/bench-front-ext-proc.yaml.tmpl >"$OUT_DIR/front-extproc-$target.tmpl"
+    render "$OUT_DIR/front-extproc-$target.tmpl" "$OUT_DIR/front-extproc-$target.yaml" "$FRONT_ADMIN" "$SLUIS_PORT"
+  done
+  stop "$UPSTREAM_PID"
+  start_envoy upstream-bundle "$OUT_DIR/upstream-bundle.yaml" "$UPSTREAM_CONCURRENCY" "$UPSTREAM_PORT"
+  UPSTREAM_PID=$STARTED_PID
+  saved_path="$LOAD_PATH"; saved_token="$SLUIS_TOKEN"
+  LOAD_PATH="$EXT_PROC_PATH"; SLUIS_TOKEN="$EXT_PROC_TOKEN"
+  for round in $(seq 1 "$ROUNDS"); do
+    suffix=""
+    [[ "$ROUNDS" == 1 ]] || suffix="#$round"
+    start_envoy front-envoy-extproc-noop "$OUT_DIR/front-extproc-noop.yaml" "$FRONT_CONCURRENCY" "$FRONT_PORT"
+    run_wrk "envoy-extproc+noop$suffix" "$STARTED_PID" "$SLUIS_PID"
+    stop "$STARTED_PID"
+    start_envoy front-envoy-extproc-sluis "$OUT_DIR/front-extproc-sluis.yaml" "$FRONT_CONCURRENCY" "$FRONT_PORT"
+    run_wrk "envoy-extproc+sluis$suffix" "$STARTED_PID" "$SLUIS_PID"
+    stop "$STARTED_PID"
+  done
+  if [[ "$HAVE_CURL" == 1 ]]; then
+    kept="$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1])).get("entry", [])))' \
+      "$OUT_DIR/smoke-envoy-extproc+sluis${suffix}.body" 2>/dev/null || echo "?")"
+    log "envoy-extproc+sluis: the client got $kept of the Bundle's 100 entries (60 expected)"
+  fi
+  LOAD_PATH="$saved_path"; SLUIS_TOKEN="$saved_token"
+fi
+
 # d) + e) gRPC straight at each server, alternated
 for round in $(seq 1 "$([[ "$SCENARIOS" == *" h2 "* ]] && echo "$ROUNDS" || echo 0)"); do
   suffix=""
@@ -447,6 +511,7 @@ awk -F'\t' '
     if (n ~ /^envoy-http\+sluis/) { sub(/^envoy-http\+sluis/, "envoy+noop", n); return n }
     if (n ~ /^envoy-jwt-rbac/) { sub(/^envoy-jwt-rbac/, "envoy+noop", n); return n }
     if (n ~ /^grpc-sluis/) { sub(/^grpc-sluis/, "grpc-noop", n); return n }
+    if (n ~ /^envoy-extproc\+sluis/) { sub(/^envoy-extproc\+sluis/, "envoy-extproc+noop", n); return n }
     return n
   }
   { name[NR] = $1; tool[NR] = $2; rps[NR] = $3; p50[NR] = $4; p99[NR] = $5; err[NR] = $6
@@ -459,7 +524,7 @@ awk -F'\t' '
       ratio = (b && rps[b] > 0) ? sprintf("%.2f", rps[i] / rps[b]) : "n/a"
       r99 = (b && p99[b] > 0) ? sprintf("%.2fx", p99[i] / p99[b]) : "n/a"
       printf "| %s | %s | %.0f | %.3f | %.3f | %d | %s | %s | %s | %s | %s | %s | %s |\n", name[i], tool[i], rps[i], p50[i], p99[i], err[i], authz[i], front[i], up[i], gen[i], base(name[i]), ratio, r99
-      if (name[i] ~ /^(envoy\+sluis|envoy-http\+sluis|envoy-jwt-rbac|grpc-sluis)/ && b) {
+      if (name[i] ~ /^(envoy\+sluis|envoy-http\+sluis|envoy-jwt-rbac|grpc-sluis|envoy-extproc\+sluis)/ && b) {
         kind = name[i]; sub(/#.*/, "", kind); kind = kind " / " base(kind)
         n[kind]++; rr[kind, n[kind]] = rps[i] / rps[b]; pr[kind, n[kind]] = p99[i] / p99[b]
       }

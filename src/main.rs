@@ -285,16 +285,25 @@ fn explain(config: &Path, json: bool, case: &Path) -> anyhow::Result<ExitCode> {
     let case: sluis_policy_tools::Case = serde_yaml_ng::from_str(&text)
         .with_context(|| format!("`{}` is not a request case", case.display()))?;
     let mut trace = sluis_core::engine::Trace::default();
-    let decision = runtime()?.block_on(case.decide(&engine, Some(&mut trace)));
+    let runtime = runtime()?;
+    let decision = runtime.block_on(case.decide(&engine, Some(&mut trace)));
+    // With the upstream's answer in the case: what the response rules make of each entry.
+    let response = match &decision {
+        Ok(decided) => runtime.block_on(case.judge_response(&engine, decided)),
+        Err(_) => None,
+    };
     if json {
-        let document = sluis_policy_tools::explanation_json(&decision, &trace);
+        let mut document = sluis_policy_tools::explanation_json(&decision, &trace);
+        if let Some(response) = &response {
+            document["answer"] = sluis_policy_tools::response_explanation_json(response);
+        }
         out!("{}", serde_json::to_string_pretty(&document)?);
     } else {
-        write!(
-            std::io::stdout().lock(),
-            "{}",
-            sluis_policy_tools::explanation_text(&decision, &trace)
-        )?;
+        let mut text = sluis_policy_tools::explanation_text(&decision, &trace);
+        if let Some(response) = &response {
+            text.push_str(&sluis_policy_tools::response_explanation_text(response));
+        }
+        write!(std::io::stdout().lock(), "{text}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

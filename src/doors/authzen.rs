@@ -15,6 +15,14 @@
 //! ([`Engine::search`]), which decides each candidate the fitting policies list; a
 //! policy that lists none for the searched kind is a 400 `unsupported_search`.
 //!
+//! Response evaluations (Care Services Proxy phase 2): a request whose top-level
+//! `context.response_to.grant` holds the grant of the request decision (the
+//! `Sluis-Response-Grant` header of the search-narrowing answer) asks which resources of
+//! the upstream's answer the requester may see. Each evaluation's
+//! `resource.properties.resource` is one FHIR resource of the answer; the engine judges
+//! them with the policy's `response_rules` ([`Engine::judge_entries`]), as the ext_proc
+//! door judges a Bundle of them. Shape and answers: `docs/gateways.md`.
+//!
 //! Translation only: each evaluation becomes an [`AccessRequest`] carrying an
 //! [`Evaluation`] and no HTTP request, which only policies with `match.evaluation` decide;
 //! an allow is `true`, anything else `false`. A payload that is not a valid request (not
@@ -37,7 +45,9 @@ use sha2::{Digest, Sha256};
 
 use sluis_config::Config;
 use sluis_core::engine::Engine;
+use sluis_core::engine::response::AnswerShape;
 use sluis_core::engine::search::{self, SearchFailure};
+use sluis_core::policy::response::EntryVerdict;
 use sluis_core::policy::search::{SearchError, SearchKind};
 use sluis_core::request::{AccessRequest, Evaluation};
 
@@ -292,8 +302,20 @@ async fn decide(engine: &Engine, evaluation: Evaluation, headers: &HeaderMap) ->
 
 /// `POST /access/v1/evaluation`.
 async fn evaluation(State(door): State<Door>, headers: HeaderMap, body: Bytes) -> Response {
-    let parsed =
-        json_object(&headers, &body).and_then(|body| evaluation_of(&body, &Map::new(), ""));
+    let body = match json_object(&headers, &body) {
+        Ok(body) => body,
+        Err(bad) => return bad.into_response(),
+    };
+    match response_to(&body) {
+        Ok(Some(to)) => {
+            let item = evaluation_of(&body, &Map::new(), "");
+            let mut results = judge_resources(&door.engine, &to, vec![(item, String::new())]).await;
+            return axum::Json(results.pop().unwrap_or(Value::Null)).into_response();
+        }
+        Ok(None) => {}
+        Err(bad) => return bad.into_response(),
+    }
+    let parsed = evaluation_of(&body, &Map::new(), "");
     match parsed {
         Ok(evaluation) => {
             axum::Json(decide(&door.engine, evaluation, &headers).await).into_response()
@@ -374,24 +396,46 @@ fn batch(body: &Map<String, Value>) -> Result<Batch, BadRequest> {
 /// `POST /access/v1/evaluations`: decisions in request order; with a short-circuiting
 /// semantic, up to and including the first deny (or permit).
 async fn evaluations(State(door): State<Door>, headers: HeaderMap, body: Bytes) -> Response {
-    let parsed = json_object(&headers, &body).and_then(|body| batch(&body));
-    let (evaluations, semantic) = match parsed {
-        Ok(Batch::Single(evaluation)) => {
-            return axum::Json(decide(&door.engine, evaluation, &headers).await).into_response();
-        }
+    let body = match json_object(&headers, &body) {
+        Ok(body) => body,
+        Err(bad) => return bad.into_response(),
+    };
+    let to = match response_to(&body) {
+        Ok(to) => to,
+        Err(bad) => return bad.into_response(),
+    };
+    let (evaluations, semantic) = match batch(&body) {
+        Ok(Batch::Single(evaluation)) => match &to {
+            Some(to) => {
+                let item = vec![(Ok(evaluation), String::new())];
+                let mut results = judge_resources(&door.engine, to, item).await;
+                return axum::Json(results.pop().unwrap_or(Value::Null)).into_response();
+            }
+            None => {
+                return axum::Json(decide(&door.engine, evaluation, &headers).await)
+                    .into_response();
+            }
+        },
         Ok(Batch::Many(evaluations, semantic)) => (evaluations, semantic),
         Err(bad) => return bad.into_response(),
     };
+    if let Some(to) = &to {
+        let items = evaluations
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| (item, format!("evaluations[{i}].")))
+            .collect();
+        let results = judge_resources(&door.engine, to, items).await;
+        return axum::Json(json!({"evaluations": short_circuit(results, semantic)}))
+            .into_response();
+    }
     let mut results = Vec::with_capacity(evaluations.len());
     for evaluation in evaluations {
         let result = match evaluation {
             Ok(evaluation) => decide(&door.engine, evaluation, &headers).await,
             // The item's error in its place, the batch answered (scenario §c-3-4-1; the
-            // core spec would refuse the payload: see docs/authzen.md).
-            Err(BadRequest(message)) => json!({
-                "decision": false,
-                "context": {"error": {"status": 400, "code": "invalid_request", "message": message}},
-            }),
+            // core spec would refuse the payload: see docs/gateways.md).
+            Err(BadRequest(message)) => item_error(message),
         };
         let allowed = result.get("decision") == Some(&Value::Bool(true));
         results.push(result);
@@ -405,6 +449,203 @@ async fn evaluations(State(door): State<Door>, headers: HeaderMap, body: Bytes) 
         }
     }
     axum::Json(json!({"evaluations": results})).into_response()
+}
+
+/// `results` up to and including the first deny (or permit), as `semantic` asks.
+fn short_circuit(results: Vec<Value>, semantic: Semantic) -> Vec<Value> {
+    let mut kept = Vec::with_capacity(results.len());
+    for result in results {
+        let allowed = result.get("decision") == Some(&Value::Bool(true));
+        kept.push(result);
+        let stop = match semantic {
+            Semantic::ExecuteAll => false,
+            Semantic::DenyOnFirstDeny => !allowed,
+            Semantic::PermitOnFirstPermit => allowed,
+        };
+        if stop {
+            break;
+        }
+    }
+    kept
+}
+
+/// A request whose resources are an upstream answer's: the grant its request decision
+/// sealed (`context.response_to.grant`, from the Care Services Proxy's search-narrowing
+/// answer) and the answer's shape.
+#[derive(Debug, PartialEq)]
+struct ResponseTo {
+    grant: String,
+    shape: AnswerShape,
+}
+
+/// The request's top-level `context.response_to`, when it has one: then every evaluation
+/// in it is a resource of that answer.
+fn response_to(body: &Map<String, Value>) -> Result<Option<ResponseTo>, BadRequest> {
+    let Some(to) = body
+        .get("context")
+        .and_then(Value::as_object)
+        .and_then(|context| context.get("response_to"))
+        .filter(|to| !to.is_null())
+    else {
+        return Ok(None);
+    };
+    let to = to
+        .as_object()
+        .ok_or_else(|| BadRequest("`context.response_to` must be an object".into()))?;
+    let grant = match to.get("grant") {
+        Some(Value::String(grant)) if !grant.is_empty() => grant.clone(),
+        None | Some(Value::Null) => {
+            return Err(BadRequest("missing `context.response_to.grant`".into()));
+        }
+        Some(_) => {
+            return Err(BadRequest(
+                "`context.response_to.grant` must be a non-empty string".into(),
+            ));
+        }
+    };
+    let mut shape = AnswerShape::default();
+    match to.get("status") {
+        None | Some(Value::Null) => {}
+        Some(status) => {
+            shape.status = status
+                .as_u64()
+                .and_then(|s| u16::try_from(s).ok())
+                .filter(|s| (100..=599).contains(s))
+                .ok_or_else(|| {
+                    BadRequest("`context.response_to.status` must be an HTTP status".into())
+                })?;
+        }
+    }
+    match to.get("bundle_type") {
+        None => {}
+        Some(Value::Null) => shape.bundle_type = None,
+        Some(Value::String(kind)) if !kind.is_empty() => shape.bundle_type = Some(kind.clone()),
+        Some(_) => {
+            return Err(BadRequest(
+                "`context.response_to.bundle_type` must be a string or null".into(),
+            ));
+        }
+    }
+    Ok(Some(ResponseTo { grant, shape }))
+}
+
+/// The Bundle entry an evaluation stands for: its `resource.properties.resource` is the
+/// FHIR resource (of `resource.type`, with `resource.id` when it has an id), beside an
+/// optional `fullUrl` and `search`; the action is `read`.
+fn entry_of(evaluation: &Evaluation, at: &str) -> Result<Value, BadRequest> {
+    if evaluation.action_name() != "read" {
+        return Err(BadRequest(format!(
+            "`{at}action.name` must be `read` in a response evaluation"
+        )));
+    }
+    let properties = evaluation
+        .resource
+        .get("properties")
+        .and_then(Value::as_object);
+    let resource = properties
+        .and_then(|p| p.get("resource"))
+        .filter(|r| !r.is_null())
+        .ok_or_else(|| BadRequest(format!("missing `{at}resource.properties.resource`")))?;
+    let fhir_type = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            BadRequest(format!(
+                "`{at}resource.properties.resource` is not a FHIR resource (no `resourceType`)"
+            ))
+        })?;
+    if fhir_type != evaluation.resource_type() {
+        return Err(BadRequest(format!(
+            "`{at}resource.type` `{}` is not the resource's `resourceType` `{fhir_type}`",
+            evaluation.resource_type()
+        )));
+    }
+    if let Some(id) = resource.get("id")
+        && evaluation.resource.get("id") != Some(id)
+    {
+        return Err(BadRequest(format!(
+            "`{at}resource.id` is not the resource's `id`"
+        )));
+    }
+    let mut entry = Map::new();
+    for key in ["fullUrl", "search"] {
+        if let Some(value) = properties.and_then(|p| p.get(key)).filter(|v| !v.is_null()) {
+            entry.insert(key.into(), value.clone());
+        }
+    }
+    entry.insert("resource".into(), resource.clone());
+    Ok(Value::Object(entry))
+}
+
+/// Response evaluations: the engine judges the items' resources under the grant, as the
+/// ext_proc door judges a Bundle of them; an item that is not a resource gets its error
+/// in its place. Decisions in item order.
+async fn judge_resources(
+    engine: &Engine,
+    to: &ResponseTo,
+    items: Vec<(Result<Evaluation, BadRequest>, String)>,
+) -> Vec<Value> {
+    let items: Vec<Result<Value, BadRequest>> = items
+        .into_iter()
+        .map(|(item, at)| item.and_then(|evaluation| entry_of(&evaluation, &at)))
+        .collect();
+    let entries: Vec<Value> = items
+        .iter()
+        .filter_map(|item| item.as_ref().ok().cloned())
+        .collect();
+    let decided = engine
+        .judge_entries(&to.grant, &entries, &to.shape, "authzen")
+        .await;
+    let mut judged = 0;
+    items
+        .into_iter()
+        .map(|item| {
+            if let Err(BadRequest(message)) = item {
+                return item_error(message);
+            }
+            let index = judged;
+            judged += 1;
+            if let Some(reason) = &decided.refused {
+                return json!({
+                    "decision": false,
+                    "context": {"error": {"status": 403, "code": "access_denied", "message": reason}},
+                });
+            }
+            if decided.shown(index) {
+                return json!({"decision": true});
+            }
+            let verdict = decided.entries.get(index);
+            if decided.denied {
+                // The whole answer is denied: every item, with the status to answer.
+                let (rule, status) = decided
+                    .entries
+                    .iter()
+                    .find_map(|e| match e {
+                        EntryVerdict::Deny { rule, status, .. } => Some((rule.clone(), *status)),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| (Arc::from("response"), 403));
+                let mut context = json!({"reason": "denied", "status": status});
+                if matches!(verdict, Some(EntryVerdict::Deny { .. })) {
+                    context["rule"] = json!(rule.as_ref());
+                }
+                return json!({"decision": false, "context": context});
+            }
+            let mut context = json!({"reason": "withheld"});
+            if let Some(rule) = verdict.and_then(EntryVerdict::rule) {
+                context["rule"] = json!(rule);
+            }
+            json!({"decision": false, "context": context})
+        })
+        .collect()
+}
+
+/// A batch item's error, in its place (certification scenario §c-3-4-1).
+fn item_error(message: String) -> Value {
+    json!({
+        "decision": false,
+        "context": {"error": {"status": 400, "code": "invalid_request", "message": message}},
+    })
 }
 
 /// `GET /.well-known/authzen-configuration`: where the endpoints are. The issuer is the
@@ -694,6 +935,77 @@ mod tests {
             message.starts_with("the body is not valid JSON"),
             "{message}"
         );
+    }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[a-zA-Z]{0,12}".prop_map(Value::String),
+            Just(json!("Organization")),
+            Just(json!("read")),
+        ];
+        leaf.prop_recursive(3, 24, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("resourceType".to_string()),
+                        Just("id".to_string()),
+                        Just("resource".to_string()),
+                        Just("grant".to_string()),
+                        "[a-z]{1,6}"
+                    ],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever a PEP sends as a response evaluation's resource and `response_to`:
+        /// refused with a message, or read into an entry whose resource is of the
+        /// evaluation's type and id; never a panic.
+        #[test]
+        fn response_evaluation_parts_are_read_or_refused(
+            properties in any_json(),
+            kind in prop_oneof_types(),
+            id in any_json(),
+            to in any_json(),
+        ) {
+            let body = json!({
+                "subject": {"type": "organization", "id": "ura|1"},
+                "action": {"name": "read"},
+                "resource": {"type": kind, "id": id, "properties": properties},
+                "context": {"response_to": to},
+            });
+            let body = object(body);
+            let _ = response_to(&body);
+            if let Ok(evaluation) = evaluation_of(&body, &Map::new(), "")
+                && let Ok(entry) = entry_of(&evaluation, "")
+            {
+                proptest::prop_assert_eq!(
+                    entry["resource"]["resourceType"].as_str(),
+                    Some(evaluation.resource_type())
+                );
+                if let Some(id) = entry["resource"].get("id") {
+                    proptest::prop_assert_eq!(Some(id), evaluation.resource.get("id"));
+                }
+            }
+        }
+    }
+
+    fn prop_oneof_types() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(json!("Organization")),
+            Just(json!("Location")),
+            any_json()
+        ]
     }
 
     #[test]

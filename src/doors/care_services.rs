@@ -20,7 +20,10 @@
 //! introspection result. The `Authorization` (and `DPoP`) header of the call, else the
 //! one in v2's `http_request.headers`, is the token policies with `issuers` verify.
 //! The engine's decision is the answer: an allow returns the query with the decision's
-//! query parameters set (the narrowing), a deny its status and body.
+//! query parameters set (the narrowing), a deny its status and body. When the policy
+//! also judges answers (`response_rules`), the allow carries the sealed grant in the
+//! `Sluis-Response-Grant` header: the proxy sends it back with the answer's resources to
+//! `/access/v1/evaluations` (phase 2, see the AuthZEN door).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,6 +42,10 @@ use sluis_core::engine::Engine;
 use sluis_core::engine::scopes::Scopes;
 use sluis_core::request::decoded_pairs;
 use sluis_core::request::{AccessRequest, Door};
+
+/// The header of a search-narrowing answer that carries the sealed grant under which the
+/// answer's resources are judged, when the policy has `response_rules`.
+pub const RESPONSE_GRANT_HEADER: &str = "sluis-response-grant";
 
 /// Request bodies, at most: enforced while the body is read (413 past it), so no request
 /// makes the door buffer more, whatever its `content-length` says. Stated here rather than
@@ -256,7 +263,17 @@ async fn search_narrowing(
                     "applied_filters": filters(&allow),
                 })
             };
-            json_response(StatusCode::OK, body)
+            let mut response = json_response(StatusCode::OK, body);
+            // The policy judges the answer too: the grant the proxy hands back with the
+            // answer's resources (AuthZEN response evaluations, docs/gateways.md).
+            if let Some(grant) = allow
+                .response_grant
+                .as_deref()
+                .and_then(|g| header::HeaderValue::from_str(g).ok())
+            {
+                response.headers_mut().insert(RESPONSE_GRANT_HEADER, grant);
+            }
+            response
         }
         Outcome::Deny(_) => deny_response(decision),
     }
@@ -455,12 +472,12 @@ async fn scopes(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Byt
         Ok(access) => access,
         Err(denied) => return deny_response(*denied),
     };
-    let granted = match engine.decide_scopes(&request.use_case, &access).await {
+    let scopes = match engine.decide_scopes(&request.use_case, &access).await {
         Ok(Scopes::Granted(granted)) => granted,
         Ok(Scopes::Denied(decision)) => return deny_response(decision),
         Err(_) => return unavailable_response(),
     };
-    let granted: Vec<(String, &str, Vec<String>)> = granted
+    let granted: Vec<(String, &str, Vec<String>)> = scopes
         .iter()
         .map(|scope| {
             let constraints: Vec<String> = scope
@@ -477,15 +494,24 @@ async fn scopes(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Byt
             (text, resource_type, constraints)
         })
         .collect();
-    json_response(
-        StatusCode::OK,
-        json!({
+    // When the scopes end: the token's `exp` (the earliest, should the decisions differ),
+    // as the OpenAPI's `date-time` (`2024-12-31T23:59:59Z`); absent without a token.
+    let expiry = scopes
+        .iter()
+        .filter_map(|scope| scope.expires_at)
+        .min()
+        .and_then(|exp| chrono::DateTime::<chrono::Utc>::from_timestamp(exp, 0))
+        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let mut body = json!({
             "scopes": granted.iter().map(|(scope, _, _)| scope).collect::<Vec<_>>(),
             "scope_details": granted.iter().map(|(scope, resource_type, constraints)| json!({
                 "scope": scope,
                 "description": format!("Read and search access to {resource_type} resources"),
                 "constraints": constraints,
             })).collect::<Vec<_>>(),
-        }),
-    )
+    });
+    if let Some(expiry) = expiry {
+        body["expiry"] = json!(expiry);
+    }
+    json_response(StatusCode::OK, body)
 }

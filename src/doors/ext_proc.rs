@@ -105,7 +105,7 @@ async fn serve_stream(
             // Envoy is done with the stream, or it broke: nothing left to answer.
             Ok(None) | Err(_) => return,
         };
-        let reply = handle(&engine, max_body, &mut exchange, message);
+        let reply = handle(&engine, max_body, &mut exchange, message).await;
         let last = matches!(
             &reply,
             Err(_)
@@ -120,7 +120,7 @@ async fn serve_stream(
     }
 }
 
-fn handle(
+async fn handle(
     engine: &Engine,
     max_body: usize,
     exchange: &mut Exchange,
@@ -142,7 +142,7 @@ fn handle(
             read_headers(exchange, headers)?;
             if end_of_stream {
                 // No body follows (204, 304, HEAD): judged now.
-                return Ok(answer(judge(engine, exchange), Phase::Headers));
+                return Ok(answer(judge(engine, exchange).await, Phase::Headers));
             }
             Reply::ResponseHeaders(HeadersResponse::default())
         }
@@ -159,7 +159,7 @@ fn handle(
                     "response_body_mode must be BUFFERED",
                 ));
             }
-            return Ok(answer(judge(engine, exchange), Phase::Body));
+            return Ok(answer(judge(engine, exchange).await, Phase::Body));
         }
         Some(Message::ResponseTrailers(_)) => Reply::ResponseTrailers(TrailersResponse::default()),
         None => return Err(Status::invalid_argument("empty processing request")),
@@ -228,7 +228,7 @@ fn read_headers(exchange: &mut Exchange, headers: HttpHeaders) -> Result<(), Sta
     Ok(())
 }
 
-fn judge(engine: &Engine, exchange: &Exchange) -> ResponseVerdict {
+async fn judge(engine: &Engine, exchange: &Exchange) -> ResponseVerdict {
     engine
         .judge_response(
             exchange.grant.as_deref(),
@@ -243,6 +243,7 @@ fn judge(engine: &Engine, exchange: &Exchange) -> ResponseVerdict {
                     .is_none_or(|details| details == "via_upstream"),
             },
         )
+        .await
         .verdict
 }
 

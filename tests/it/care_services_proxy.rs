@@ -166,14 +166,49 @@ async fn v1_scopes_are_the_openapi_example_scopes() {
         .map(|s| s.as_str().unwrap().to_owned())
         .collect();
     let (_setup, server) = start().await;
+    let mut claims = claims();
+    claims["organization_ura"] = json!("24173480");
+    let exp = claims["exp"].as_i64().unwrap();
     let (status, body) = post(
         &server,
         "/authorization/scopes",
-        Some(&requester_token("24173480")),
+        Some(&token(&claims)),
         &request,
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    // Every field the OpenAPI's answer has, and no other.
+    let properties =
+        &operation["responses"]["200"]["content"]["application/json"]["schema"]["properties"];
+    let fields: BTreeSet<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let specified: BTreeSet<&str> = properties
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(fields, specified, "{body}");
+    // `expiry`: a `date-time` written as the example is (`2024-12-31T23:59:59Z`), when the
+    // requester's token expires.
+    assert_eq!(properties["expiry"]["format"], "date-time");
+    let expiry = body["expiry"].as_str().unwrap();
+    let example = properties["expiry"]["example"].as_str().unwrap();
+    assert_eq!(expiry.len(), example.len(), "{expiry} vs {example}");
+    assert!(
+        expiry.ends_with('Z') && expiry.as_bytes()[10] == b'T',
+        "{expiry}"
+    );
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(expiry)
+            .unwrap()
+            .timestamp(),
+        exp
+    );
     // In the example's order, which is the policy's (not sorted).
     let in_order: Vec<&str> = operation["responses"]["200"]["content"]["application/json"]
         ["schema"]["properties"]["scopes"]["example"]

@@ -78,3 +78,8 @@ fn request_target_inputs() {
 fn config_inputs() {
     replay("config_file", entries::config_file);
 }
+
+#[test]
+fn response_inputs() {
+    replay("response", entries::response);
+}

@@ -59,6 +59,7 @@ mod nuts_deployment;
 mod policy_loading;
 mod policy_tools;
 mod response_authz;
+mod response_authzen;
 mod rollout;
 mod sender_constraints;
 mod sources;

@@ -299,3 +299,87 @@ fn the_committed_schemas_match_the_code() {
     let (code, stdout, stderr) = sluis(&["schema", "--check", "schema"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
 }
+
+const ANSWERING: &str = r#"
+policies:
+  - id: directory
+    match: {paths: ["/dir/**"]}
+    issuers: [test]
+    rules: [{id: read, allow: "request.method == 'GET'"}]
+    response_rules:
+      rules:
+        - {id: secret, withhold: "entry.resource.id.startsWith('s')"}
+        - {id: mine, keep: "entry.resource.owner == token.sub"}
+        - {id: never, deny: "entry.resource.resourceType == 'Patient'", status: 451}
+"#;
+
+const ANSWER_CASES: &str = r#"
+tests:
+  - name: own entries are kept
+    request: {path: /dir/Thing}
+    token: {issuer: test, claims: {sub: alice}}
+    response:
+      body: {resourceType: Bundle, type: searchset, entry: [
+        {resource: {resourceType: Thing, id: a1, owner: alice}},
+        {resource: {resourceType: Thing, id: s1, owner: alice}},
+        {resource: {resourceType: Thing, id: b1, owner: bob}}]}
+    expect: {decision: allow, response: {outcome: filter, kept: [Thing/a1]}}
+  - name: a patient denies the answer
+    request: {path: /dir/Thing}
+    token: {issuer: test, claims: {sub: alice}}
+    response:
+      body: {resourceType: Patient, id: p1}
+    expect: {decision: allow, response: {outcome: deny, status: 451, rule: never}}
+  - name: a wrong expectation is reported
+    request: {path: /dir/Thing}
+    token: {issuer: test, claims: {sub: alice}}
+    response:
+      body: {resourceType: Thing, id: b1, owner: bob}
+    expect: {decision: allow, response: {outcome: pass}}
+"#;
+
+#[test]
+fn answers_are_judged_covered_and_explained_per_entry() {
+    let setup = Setup::new(
+        &config_yaml("127.0.0.1:0", "127.0.0.1:0"),
+        &[("dir.yaml", ANSWERING), ("dir.test.yaml", ANSWER_CASES)],
+    );
+    let (code, stdout, stderr) = sluis(&[
+        "test",
+        "--coverage",
+        "--config",
+        setup.config_path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("  pass  own entries are kept"), "{stdout}");
+    assert!(
+        stdout.contains("  pass  a patient denies the answer"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  FAIL  a wrong expectation is reported"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("response: expected Pass, got Deny"),
+        "{stdout}"
+    );
+    // Every response rule decided an entry of some case.
+    assert!(
+        stdout.contains("coverage: every rule decided at least one case"),
+        "{stdout}"
+    );
+    let (code, text) = explain_case(
+        &setup,
+        "request: {path: /dir/Thing}\ntoken: {issuer: test, claims: {sub: alice}}\nresponse:\n  body: {resourceType: Bundle, type: searchset, entry: [{resource: {resourceType: Thing, id: a1, owner: alice}}, {resource: {resourceType: Thing, id: s1, owner: alice}}, {resource: {resourceType: Thing, id: b1, owner: bob}}]}\n",
+    );
+    assert_eq!(code, 0, "{text}");
+    for line in [
+        "response: filter (1 kept, 2 withheld) by `response` of policy `directory`",
+        "  Thing/a1: kept by `mine`",
+        "  Thing/s1: withheld: withhold rule `secret` matched",
+        "  Thing/b1: withheld: no keep rule matched",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+}

@@ -58,7 +58,7 @@ fn bundle(entries: Vec<Value>, links: &[&str]) -> Value {
 
 /// The FHIR server: fixed answers per path; counts what it serves.
 async fn fhir_server() -> (u16, Arc<AtomicUsize>) {
-    use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE, ETAG};
+    use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE, ETAG, LAST_MODIFIED};
     use axum::response::IntoResponse;
     let served = Arc::new(AtomicUsize::new(0));
     let count = served.clone();
@@ -66,7 +66,11 @@ async fn fhir_server() -> (u16, Arc<AtomicUsize>) {
         let count = count.clone();
         async move {
             count.fetch_add(1, Ordering::SeqCst);
-            let fhir = [(CONTENT_TYPE, "application/fhir+json"), (ETAG, "W/\"7\"")];
+            let fhir = [
+                (CONTENT_TYPE, "application/fhir+json"),
+                (ETAG, "W/\"7\""),
+                (LAST_MODIFIED, "Wed, 02 Dec 2026 10:00:00 GMT"),
+            ];
             let json = |value: Value| (fhir, value.to_string()).into_response();
             match uri.path() {
                 "/fhir/Organization" => json(bundle(
@@ -268,11 +272,15 @@ async fn envoy_filters_answers_by_the_response_rules() {
     let response = get(listen, "/fhir/Organization").await.unwrap();
     assert_eq!(response.status(), 200);
     let headers = response.headers().clone();
+    // Nothing that describes or dates the unfiltered Bundle: its ETag, its length, when
+    // it (perhaps only a withheld entry of it) last changed.
     assert!(headers.get("etag").is_none(), "{headers:?}");
+    assert!(headers.get("last-modified").is_none(), "{headers:?}");
     let text = response.text().await.unwrap();
-    if let Some(length) = headers.get("content-length") {
-        assert_eq!(length.to_str().unwrap(), text.len().to_string());
-    }
+    let length = headers
+        .get("content-length")
+        .expect("the filtered body's length");
+    assert_eq!(length.to_str().unwrap(), text.len().to_string());
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(ids(&body), ["own-1", "own-2"], "{body}");
     assert_eq!(body["total"], 2);
@@ -311,6 +319,15 @@ async fn envoy_filters_answers_by_the_response_rules() {
     let response = get(listen, "/fhir/Organization/own-1").await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["etag"], "W/\"7\"");
+    assert_eq!(
+        response.headers()["last-modified"],
+        "Wed, 02 Dec 2026 10:00:00 GMT"
+    );
+    let length = response.headers()["content-length"].clone();
+    assert_eq!(
+        length.to_str().unwrap(),
+        response.text().await.unwrap().len().to_string()
+    );
     let response = get(listen, "/fhir/Organization/foreign").await.unwrap();
     assert_eq!(response.status(), 403);
     assert!(!response.text().await.unwrap().contains("foreign"));
@@ -392,6 +409,102 @@ async fn envoy_filters_answers_by_the_response_rules() {
     // choice: denied, so the filtering cannot be used to probe flows or data.
     let forged = forged_exchange(grpc).await;
     assert_eq!(forged, 500);
+}
+
+/// An ext_proc server that accepts every stream and never answers on it.
+struct Stalled;
+
+#[tonic::async_trait]
+impl envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessor
+    for Stalled
+{
+    type ProcessStream = std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<
+                    Item = Result<
+                        envoy_types::pb::envoy::service::ext_proc::v3::ProcessingResponse,
+                        tonic::Status,
+                    >,
+                > + Send,
+        >,
+    >;
+
+    async fn process(
+        &self,
+        request: tonic::Request<
+            tonic::Streaming<envoy_types::pb::envoy::service::ext_proc::v3::ProcessingRequest>,
+        >,
+    ) -> Result<tonic::Response<Self::ProcessStream>, tonic::Status> {
+        // Read what Envoy sends (so its writes do not block), answer nothing.
+        let mut inbound = request.into_inner();
+        tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
+        Ok(tonic::Response::new(Box::pin(
+            futures_util::stream::pending(),
+        )))
+    }
+}
+
+/// Sluis's ext_proc stream accepted but never answered: Envoy gives up after the
+/// example config's `message_timeout` and fails closed; the client gets none of the
+/// upstream's answer although the upstream did answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_ext_proc_times_out_and_fails_closed() {
+    use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
+    let Some(envoy) = envoy_binary() else {
+        return;
+    };
+    let (upstream_port, served) = fhir_server().await;
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stalled_port = stalled.local_addr().unwrap().port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ExternalProcessorServer::new(Stalled))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(stalled)),
+    );
+    let (grpc, admin, listen, envoy_admin) = (free_port(), free_port(), free_port(), free_port());
+    let setup = Setup::new(
+        &config_yaml(&format!("127.0.0.1:{grpc}"), &format!("127.0.0.1:{admin}")),
+        &[("mcsd.yaml", MCSD_POLICY)],
+    );
+    let _sluis = Process(
+        Command::new(env!("CARGO_BIN_EXE_sluis"))
+            .args(["serve", "--config", setup.config_path().to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _envoy = start_response_envoy(
+        &envoy,
+        setup.dir.path(),
+        (listen, grpc, upstream_port, envoy_admin),
+        stalled_port,
+    );
+    wait_until("sluis", || {
+        http_ok(&format!("127.0.0.1:{admin}"), "/readyz")
+    })
+    .await;
+    wait_until("envoy", || {
+        http_ok(&format!("127.0.0.1:{envoy_admin}"), "/ready")
+    })
+    .await;
+    let mut claims = claims();
+    claims["organization_ura"] = json!("1234");
+    let before = served.load(Ordering::SeqCst);
+    let response = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{listen}/fhir/Organization"))
+        .bearer_auth(token(&claims))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, 504, "{text}");
+    assert!(
+        !text.contains("own-1") && !text.contains("foreign"),
+        "{text}"
+    );
+    assert_eq!(served.load(Ordering::SeqCst), before + 1);
 }
 
 /// Sends an answer with a forged grant to the ext_proc door; the status it answers.

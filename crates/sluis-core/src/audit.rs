@@ -147,6 +147,27 @@ pub struct DecisionRecord {
     /// What the candidate policy set would have answered, when one is evaluated beside
     /// the enforced set.
     pub candidate: Option<CandidateVerdict>,
+    /// For a judged answer: how many of its entries were kept and withheld.
+    pub response: Option<ResponseCounts>,
+    /// For an AuthZEN search: what was searched and how much was found.
+    pub search: Option<SearchCounts>,
+}
+
+/// How many entries of a judged answer were kept and withheld: counts only, never what
+/// the entries held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ResponseCounts {
+    pub kept: usize,
+    pub withheld: usize,
+}
+
+/// An AuthZEN search: its kind (`subject`, `resource`, `action`), how many candidates
+/// were decided and how many were allowed. No ids: a subject's id may be personal data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SearchCounts {
+    pub kind: &'static str,
+    pub candidates: usize,
+    pub found: usize,
 }
 
 /// One answer, as the log states it: what, how and who decided.
@@ -233,6 +254,8 @@ impl DecisionRecord {
             latency,
             shadow: None,
             candidate: None,
+            response: None,
+            search: None,
         }
     }
 }
@@ -263,6 +286,12 @@ struct Line<'a> {
     would: Option<Answer<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     candidate: Option<CandidateLine<'a>>,
+    /// A judged answer's entries: kept and withheld.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<ResponseCounts>,
+    /// An AuthZEN search: its kind, candidates decided, found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    search: Option<SearchCounts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     prev: Option<&'a str>,
 }
@@ -390,6 +419,8 @@ impl Formatter {
                 agrees: candidate.disagreement.is_none(),
                 disagreement: candidate.disagreement,
             }),
+            response: record.response,
+            search: record.search,
             prev: self.prev.as_deref(),
         };
         // Serializing plain strings and numbers cannot fail; an empty object keeps the

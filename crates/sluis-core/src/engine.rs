@@ -98,6 +98,8 @@ pub struct Weighed {
     /// Every policy evaluated, in name order when chosen by scope; the deciding policy
     /// alone otherwise; empty when no policy was chosen.
     pub evaluated: Vec<PolicyResult>,
+    /// The verified caller, when the decision authenticated one.
+    pub caller: Option<Arc<crate::authn::Identity>>,
 }
 
 impl Engine {
@@ -340,7 +342,14 @@ impl Engine {
                 .trace_context
                 .as_ref()
                 .and_then(|context| context.trace_id(&span)),
-            ..DecisionRecord::new(request, &result, seen.policies, seen.caller, time, latency)
+            ..DecisionRecord::new(
+                request,
+                &result,
+                seen.policies,
+                seen.caller.clone(),
+                time,
+                latency,
+            )
         });
         // The candidate set decides after this answer is given; the record waits for it.
         let record = match &self.candidate {
@@ -358,6 +367,7 @@ impl Engine {
             Weighed {
                 decision,
                 evaluated,
+                caller: seen.caller,
             }
         })
     }
@@ -462,7 +472,8 @@ impl Engine {
         fixtures: Option<Arc<[Fixture]>>,
     ) -> Result<Decision, Unavailable> {
         let in_force = self.in_force.load_full();
-        Judge {
+        let mut seen = Seen::default();
+        let result = Judge {
             fixtures,
             ..self.judge(&in_force)
         }
@@ -472,9 +483,17 @@ impl Engine {
             credentials,
             None,
             trace,
-            &mut Seen::default(),
+            &mut seen,
         )
-        .await
+        .await;
+        // An allow of a policy that judges answers carries its grant here too, so that
+        // `sluis test` and `explain` judge a case's answer as the server would.
+        match seen.policy.as_deref() {
+            Some(policy) if policy.has_response_rules() => result.map(|decision| {
+                self.grant_response(decision, request, policy, seen.caller.as_deref())
+            }),
+            _ => result,
+        }
     }
 }
 

@@ -2033,16 +2033,7 @@ impl Policy {
                 withheld: 0,
             };
         };
-        let vars = Vars::new(request, identity, self.request_fields)
-            .with_certificate_header(self.certificate_header.as_ref())
-            .with_flows(self.flows.as_ref().map(|f| FlowSource {
-                index: flows,
-                actor: &f.actor,
-                base_path: &f.base_path,
-                purposes: &f.purposes,
-            }))
-            .with_data(self.data.as_ref())
-            .with_caller(Some(&self.caller));
+        let vars = self.response_vars(request, identity, flows);
         let deny = |rule: &str, status: u16, message: &str, reason: String| {
             match self.deny(rule, status, message, reason).outcome {
                 Outcome::Deny(deny) => deny,
@@ -2055,6 +2046,54 @@ impl Policy {
             }
         };
         rules.judge(&vars, parts, &deny)
+    }
+
+    /// Judges each of `entries` (Bundle entries, `{"resource": ...}`) of an answer to
+    /// `request` on its own ([`response::EntryVerdict`]); `response` is the answer's
+    /// `{status, bundle_type}`. `None` when the policy has no response rules.
+    pub fn judge_entries(
+        &self,
+        request: &AccessRequest,
+        identity: Option<&Identity>,
+        flows: &FlowIndex,
+        entries: &[serde_json::Value],
+        response: &serde_json::Value,
+    ) -> Option<Vec<response::EntryVerdict>> {
+        let rules = self.response_rules.as_ref()?;
+        let vars = self.response_vars(request, identity, flows);
+        Some(rules.judge_each(&vars, entries, response))
+    }
+
+    /// The ids of the policy's response rules (none without `response_rules`).
+    pub fn response_rule_ids(&self) -> Vec<Arc<str>> {
+        self.response_rules
+            .iter()
+            .flat_map(|r| r.rule_ids().cloned())
+            .collect()
+    }
+
+    /// The most entries one answer may have, when the policy judges answers.
+    pub fn response_max_entries(&self) -> Option<usize> {
+        self.response_rules.as_ref().map(|r| r.max_entries())
+    }
+
+    /// The variables response rules read besides `entry` and `response`.
+    fn response_vars<'a>(
+        &'a self,
+        request: &'a AccessRequest,
+        identity: Option<&'a Identity>,
+        flows: &'a FlowIndex,
+    ) -> Vars<'a> {
+        Vars::new(request, identity, self.request_fields)
+            .with_certificate_header(self.certificate_header.as_ref())
+            .with_flows(self.flows.as_ref().map(|f| FlowSource {
+                index: flows,
+                actor: &f.actor,
+                base_path: &f.base_path,
+                purposes: &f.purposes,
+            }))
+            .with_data(self.data.as_ref())
+            .with_caller(Some(&self.caller))
     }
 
     pub fn is_shadow(&self) -> bool {

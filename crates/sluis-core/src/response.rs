@@ -57,3 +57,16 @@ pub const BODY_HEADERS: [&str; 6] = [
     "content-digest",
     "repr-digest",
 ];
+
+/// Headers a filtered answer loses: those describing the exact bytes ([`BODY_HEADERS`]),
+/// and `last-modified`, which dates the unfiltered data: a withheld entry's change would
+/// show in it, and a client's `If-Modified-Since` must not be weighed against it.
+pub const FILTERED_HEADERS: [&str; 7] = [
+    "content-length",
+    "etag",
+    "content-md5",
+    "digest",
+    "content-digest",
+    "repr-digest",
+    "last-modified",
+];

@@ -8,6 +8,10 @@
 //! logging, mimalloc as Sluis uses, TCP_NODELAY, and a runtime chosen by instructions per
 //! Check (`scripts/grpc-callgrind.sh`, BENCHMARKS.md).
 //!
+//! On the same port it answers Envoy's ext_proc (`ExternalProcessor/Process`) with
+//! "continue, unchanged" to every message: the baseline of Envoy + Sluis's ext_proc door
+//! judging answers (`scripts/load.sh`, scenario `ext_proc`).
+//!
 //! `sluis-noop-default` (same package) is the other baseline: what an off-the-shelf
 //! tonic server looks like (`#[tokio::main]`, default settings, system allocator).
 //!
@@ -24,6 +28,12 @@ use std::task::{Context, Poll};
 use envoy_types::ext_authz::v3::CheckResponseExt;
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, OkHttpResponse,
+};
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    ProcessingRequest, ProcessingResponse,
+    external_processor_server::{ExternalProcessor, ExternalProcessorServer},
+    processing_request::Request as Message,
+    processing_response::Response as Reply,
 };
 use tonic::{Request, Response, Status};
 
@@ -46,6 +56,43 @@ impl Authorization for NoopAuthz {
         _request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         Ok(Response::new(self.ok.clone()))
+    }
+}
+
+/// Envoy's ext_proc on the same port: every message answered "continue, unchanged" in
+/// the phase it came in. The baseline of the response-judging load scenario
+/// (`scripts/load.sh`, `SCENARIOS=ext_proc`).
+struct NoopExtProc;
+
+type Replies =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<ProcessingResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ExternalProcessor for NoopExtProc {
+    type ProcessStream = Replies;
+
+    async fn process(
+        &self,
+        request: Request<tonic::Streaming<ProcessingRequest>>,
+    ) -> Result<Response<Replies>, Status> {
+        use futures_util::StreamExt;
+        let replies = request.into_inner().map(|message| {
+            let message = message?;
+            let response = match message.request {
+                Some(Message::RequestHeaders(_)) => Reply::RequestHeaders(Default::default()),
+                Some(Message::RequestBody(_)) => Reply::RequestBody(Default::default()),
+                Some(Message::RequestTrailers(_)) => Reply::RequestTrailers(Default::default()),
+                Some(Message::ResponseHeaders(_)) => Reply::ResponseHeaders(Default::default()),
+                Some(Message::ResponseBody(_)) => Reply::ResponseBody(Default::default()),
+                Some(Message::ResponseTrailers(_)) => Reply::ResponseTrailers(Default::default()),
+                None => return Err(Status::invalid_argument("empty processing request")),
+            };
+            Ok(ProcessingResponse {
+                response: Some(response),
+                ..Default::default()
+            })
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 }
 
@@ -144,6 +191,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             None => {
                 builder
                     .add_service(AuthorizationServer::new(NoopAuthz { ok: ok_response() }))
+                    .add_service(ExternalProcessorServer::new(NoopExtProc))
                     .serve_with_incoming_shutdown(incoming, shutdown)
                     .await?;
             }

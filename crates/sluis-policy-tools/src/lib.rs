@@ -3,7 +3,9 @@
 //! They share one way to describe a request and its caller ([`Case`]): the request as
 //! the gateway would see it, and a token given either as claims (checked by the issuer's
 //! rules, but not signed) or as a raw token verified like any other. Decisions come from
-//! the real [`Engine`], so a passing suite says what Sluis will do in production.
+//! the real [`Engine`], so a passing suite says what Sluis will do in production. A case
+//! may give the upstream's answer too (`response`): it is judged under the allow's grant
+//! by the policy's `response_rules`, as the ext_proc door would.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -14,8 +16,11 @@ use serde_json::Value as Json;
 
 use sluis_config::Config;
 use sluis_core::decision::{Decision, Outcome};
+use sluis_core::engine::response::{AnswerShape, ResponseDecision};
 use sluis_core::engine::{Credentials, Engine, Trace};
+use sluis_core::policy::response::EntryVerdict;
 use sluis_core::request::{AccessRequest, Source};
+use sluis_core::response::{ResponseParts, ResponseVerdict};
 
 /// A test suite file (`*.test.yaml`) beside the policies it tests.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -41,6 +46,9 @@ pub struct TestCase {
     /// fixture matches fails (closed).
     #[serde(default)]
     pub sources: Vec<SourceFixture>,
+    /// The upstream's answer, judged by the policy's `response_rules` when the request
+    /// is allowed (`expect.response`).
+    pub response: Option<ResponseSpec>,
     pub expect: Expect,
 }
 
@@ -88,6 +96,216 @@ pub struct Case {
     pub request: RequestSpec,
     /// No token: the request has no credentials (unless its headers carry some).
     pub token: Option<TokenSpec>,
+    /// The upstream's answer to the request, judged by the policy's `response_rules`
+    /// when the request is allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ResponseSpec>,
+}
+
+/// An upstream's answer, for a policy's `response_rules`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseSpec {
+    #[serde(default = "default_status")]
+    pub status: u16,
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+    /// The body: a Bundle or a single resource (JSON, or YAML written like it), or a
+    /// string sent as it is (e.g. XML).
+    pub body: Json,
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+fn default_content_type() -> String {
+    "application/fhir+json".into()
+}
+
+impl ResponseSpec {
+    fn body_bytes(&self) -> Vec<u8> {
+        match &self.body {
+            Json::String(text) => text.clone().into_bytes(),
+            other => other.to_string().into_bytes(),
+        }
+    }
+
+    /// The body's entries (a Bundle's `entry`, or the resource as one entry), when it is
+    /// JSON.
+    fn entries(&self) -> Vec<Json> {
+        match &self.body {
+            Json::Object(body) if body.get("resourceType") == Some(&Json::from("Bundle")) => body
+                .get("entry")
+                .and_then(Json::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            Json::Object(_) => vec![serde_json::json!({"resource": self.body})],
+            _ => Vec::new(),
+        }
+    }
+
+    fn shape(&self) -> AnswerShape {
+        AnswerShape {
+            status: self.status,
+            bundle_type: match &self.body {
+                Json::Object(body) if body.get("resourceType") == Some(&Json::from("Bundle")) => {
+                    body.get("type").and_then(Json::as_str).map(str::to_owned)
+                }
+                _ => None,
+            },
+        }
+    }
+}
+
+/// What the response rules made of a case's answer.
+#[derive(Debug, Clone)]
+pub struct ResponseOutcome {
+    pub decided: ResponseDecision,
+    /// Per entry: its label (`Type/id`) and what the rules made of it on its own.
+    pub entries: Vec<(String, EntryVerdict)>,
+}
+
+/// `Type/id` of an entry's resource, or its position.
+fn entry_label(index: usize, entry: &Json) -> String {
+    let resource = &entry["resource"];
+    match (
+        resource.get("resourceType").and_then(Json::as_str),
+        resource.get("id").and_then(Json::as_str),
+    ) {
+        (Some(kind), Some(id)) => format!("{kind}/{id}"),
+        (Some(kind), None) => format!("{kind} (entry {index})"),
+        _ => format!("entry {index}"),
+    }
+}
+
+impl Case {
+    /// Judges the case's answer (`response`) under the grant of an allowed `decision`:
+    /// `None` when the case has no answer or the decision carries no grant.
+    pub async fn judge_response(
+        &self,
+        engine: &Engine,
+        decision: &Decision,
+    ) -> Option<ResponseOutcome> {
+        let spec = self.response.as_ref()?;
+        let Outcome::Allow(allow) = &decision.outcome else {
+            return None;
+        };
+        let grant = allow.response_grant.as_deref()?;
+        let headers = vec![("content-type".to_string(), spec.content_type.clone())];
+        let body = spec.body_bytes();
+        let decided = engine
+            .judge_response(
+                Some(grant),
+                &ResponseParts {
+                    status: spec.status,
+                    headers: &headers,
+                    body: &body,
+                    from_upstream: true,
+                },
+            )
+            .await;
+        let entries = spec.entries();
+        let judged = engine
+            .judge_entries(grant, &entries, &spec.shape(), "sluis-test")
+            .await;
+        let entries = entries
+            .iter()
+            .enumerate()
+            .zip(judged.entries)
+            .map(|((index, entry), verdict)| (entry_label(index, entry), verdict))
+            .collect();
+        Some(ResponseOutcome { decided, entries })
+    }
+}
+
+/// What a case's answer must come to. Only what is given is checked.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectResponse {
+    /// `pass` (unchanged), `filter` (entries withheld) or `deny` (the whole answer).
+    pub outcome: Option<ResponseOutcomeKind>,
+    /// The entries the client gets (`Type/id`), in order.
+    pub kept: Option<Vec<String>>,
+    /// The status of a denial.
+    pub status: Option<u16>,
+    /// The deciding rule: the deny rule, `response` for a pass or filter,
+    /// `response-unreadable`, `response-withheld`.
+    pub rule: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseOutcomeKind {
+    Pass,
+    Filter,
+    Deny,
+}
+
+/// How `outcome` differs from `expect`.
+pub fn response_differences(expect: &ExpectResponse, outcome: &ResponseOutcome) -> Vec<String> {
+    let mut differences = Vec::new();
+    let decided = &outcome.decided;
+    let (kind, status) = match &decided.verdict {
+        ResponseVerdict::Pass { .. } => (ResponseOutcomeKind::Pass, None),
+        ResponseVerdict::Filter { .. } => (ResponseOutcomeKind::Filter, None),
+        ResponseVerdict::Deny(deny) => (ResponseOutcomeKind::Deny, Some(deny.status)),
+    };
+    if let Some(expected) = expect.outcome
+        && expected != kind
+    {
+        differences.push(format!(
+            "response: expected {expected:?}, got {kind:?} ({})",
+            decided.reason
+        ));
+    }
+    if let Some(expected) = expect.status
+        && Some(expected) != status
+    {
+        differences.push(format!(
+            "response status: expected {expected}, got {}",
+            status.map_or("none".to_string(), |s| s.to_string())
+        ));
+    }
+    if let Some(expected) = &expect.rule
+        && **expected != *decided.rule
+    {
+        differences.push(format!(
+            "response rule: expected `{expected}`, got `{}`",
+            decided.rule
+        ));
+    }
+    if let Some(expected) = &expect.kept {
+        let kept: Vec<String> = match &decided.verdict {
+            ResponseVerdict::Deny(_) => Vec::new(),
+            ResponseVerdict::Pass { .. } => {
+                outcome.entries.iter().map(|(l, _)| l.clone()).collect()
+            }
+            ResponseVerdict::Filter { body, .. } => {
+                let filtered: Json = serde_json::from_slice(body).unwrap_or(Json::Null);
+                filtered["entry"]
+                    .as_array()
+                    .map(|entries| {
+                        entries
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, e)| {
+                                e["resource"]["resourceType"] != "OperationOutcome"
+                                    || e["search"]["mode"] != "outcome"
+                            })
+                            .map(|(i, e)| entry_label(i, e))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
+        };
+        if *expected != kept {
+            differences.push(format!(
+                "response entries kept: expected {expected:?}, got {kept:?}"
+            ));
+        }
+    }
+    differences
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -191,6 +409,8 @@ pub struct Expect {
     /// The deny body: a string to match exactly, or a JSON object whose fields the body
     /// must have.
     pub body: Option<Json>,
+    /// What the case's `response` comes to under the policy's `response_rules`.
+    pub response: Option<ExpectResponse>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -477,8 +697,9 @@ pub struct CaseResult {
     pub name: String,
     /// Empty when the case passed.
     pub failures: Vec<String>,
-    /// The deciding policy and rule, for coverage.
-    pub decided_by: Option<(String, String)>,
+    /// The deciding policy and rule, and the response rules that decided entries of
+    /// the answer, for coverage.
+    pub decided_by: Vec<(String, String)>,
 }
 
 /// The result of one suite file.
@@ -580,6 +801,7 @@ pub async fn run_suite(engine: &Engine, file: &Path) -> SuiteResult {
         let case = Case {
             request: test.request,
             token: test.token,
+            response: test.response,
         };
         // Always fixtures, even none: a test never reaches the network.
         let fixtures = match test
@@ -593,20 +815,39 @@ pub async fn run_suite(engine: &Engine, file: &Path) -> SuiteResult {
                 result.cases.push(CaseResult {
                     name: test.name,
                     failures: vec![e],
-                    decided_by: None,
+                    decided_by: Vec::new(),
                 });
                 continue;
             }
         };
         let (failures, decided_by) = match case.decide_with(engine, None, Some(fixtures)).await {
-            Ok(decision) => (
-                differences(&test.expect, &decision),
-                decision
+            Ok(decision) => {
+                let mut failures = differences(&test.expect, &decision);
+                let mut decided_by: Vec<(String, String)> = decision
                     .policy
                     .as_ref()
-                    .map(|p| (p.to_string(), decision.rule.to_string())),
-            ),
-            Err(e) => (vec![format!("no decision: {e}")], None),
+                    .map(|p| (p.to_string(), decision.rule.to_string()))
+                    .into_iter()
+                    .collect();
+                match (case.judge_response(engine, &decision).await, &test.expect.response) {
+                    (Some(outcome), expect) => {
+                        if let Some(expect) = expect {
+                            failures.extend(response_differences(expect, &outcome));
+                        }
+                        if let Some(policy) = &outcome.decided.policy {
+                            decided_by.extend(outcome.entries.iter().filter_map(|(_, v)| {
+                                v.rule().map(|r| (policy.to_string(), r.to_owned()))
+                            }));
+                        }
+                    }
+                    (None, Some(_)) => failures.push(
+                        "response: no answer was judged (a `response`, and an allow of a policy with `response_rules`, are needed)".into(),
+                    ),
+                    (None, None) => {}
+                }
+                (failures, decided_by)
+            }
+            Err(e) => (vec![format!("no decision: {e}")], Vec::new()),
         };
         result.cases.push(CaseResult {
             name: test.name,
@@ -621,16 +862,21 @@ pub async fn run_suite(engine: &Engine, file: &Path) -> SuiteResult {
 pub fn uncovered(engine: &Engine, results: &[SuiteResult]) -> Vec<String> {
     let decided: BTreeSet<(String, String)> = results
         .iter()
-        .flat_map(|s| s.cases.iter().filter_map(|c| c.decided_by.clone()))
+        .flat_map(|s| s.cases.iter().flat_map(|c| c.decided_by.iter().cloned()))
         .collect();
     let mut missing = Vec::new();
     for policy in &engine.policies().policies {
-        for rule in &policy.rules {
-            if !decided.contains(&(policy.id.to_string(), rule.id.to_string())) {
+        let rules = policy
+            .rules
+            .iter()
+            .map(|r| r.id.clone())
+            .chain(policy.response_rule_ids());
+        for rule in rules {
+            if !decided.contains(&(policy.id.to_string(), rule.to_string())) {
                 missing.push(format!(
                     "{}/{} ({})",
                     policy.id,
-                    rule.id,
+                    rule,
                     policy.file.display()
                 ));
             }
@@ -697,6 +943,74 @@ pub async fn run_and_report(
     }
     writeln!(out, "{passed} passed, {failed} failed")?;
     Ok(failed == 0 && !files.is_empty())
+}
+
+/// What the response rules made of a case's answer, as JSON (`sluis explain --json`).
+pub fn response_explanation_json(outcome: &ResponseOutcome) -> Json {
+    let decided = &outcome.decided;
+    let (verdict, status) = match &decided.verdict {
+        ResponseVerdict::Pass { .. } => ("pass", None),
+        ResponseVerdict::Filter { .. } => ("filter", None),
+        ResponseVerdict::Deny(deny) => ("deny", Some(deny.status)),
+    };
+    let entries: Vec<Json> = outcome
+        .entries
+        .iter()
+        .map(|(label, verdict)| {
+            let (decision, reason) = match verdict {
+                EntryVerdict::Keep { .. } => ("keep", None),
+                EntryVerdict::Withhold { reason, .. } => ("withhold", Some(reason)),
+                EntryVerdict::Deny { reason, .. } => ("deny", Some(reason)),
+            };
+            serde_json::json!({
+                "entry": label,
+                "decision": decision,
+                "rule": verdict.rule(),
+                "reason": reason,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "outcome": verdict,
+        "status": status,
+        "policy": decided.policy.as_deref(),
+        "rule": &*decided.rule,
+        "reason": decided.reason,
+        "kept": decided.kept,
+        "withheld": decided.withheld,
+        "entries": entries,
+    })
+}
+
+/// What the response rules made of a case's answer, per entry, for a terminal.
+pub fn response_explanation_text(outcome: &ResponseOutcome) -> String {
+    let decided = &outcome.decided;
+    let verdict = match &decided.verdict {
+        ResponseVerdict::Pass { .. } => "pass (unchanged)".to_string(),
+        ResponseVerdict::Filter { .. } => format!(
+            "filter ({} kept, {} withheld)",
+            decided.kept, decided.withheld
+        ),
+        ResponseVerdict::Deny(deny) => format!("deny {}", deny.status),
+    };
+    let mut text = format!(
+        "response: {verdict} by `{}` of policy `{}`: {}\n",
+        decided.rule,
+        decided.policy.as_deref().unwrap_or("-"),
+        decided.reason
+    );
+    for (label, entry) in &outcome.entries {
+        let line = match entry {
+            EntryVerdict::Keep { rule } => format!("  {label}: kept by `{rule}`"),
+            EntryVerdict::Withhold { reason, .. } => format!("  {label}: withheld: {reason}"),
+            EntryVerdict::Deny { rule, status, .. } => {
+                format!("  {label}: denies the answer ({status}) by `{rule}`")
+            }
+        };
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text
 }
 
 /// Decision and trace as one JSON document (`sluis explain --json`, the admin endpoint).

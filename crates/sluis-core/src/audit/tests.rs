@@ -35,6 +35,8 @@ fn record(path: &str) -> DecisionRecord {
         latency: Duration::from_micros(42),
         shadow: None,
         candidate: None,
+        response: None,
+        search: None,
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{Engine, Unavailable};
+use super::{DoorCapabilities, Engine, Unavailable};
 use crate::decision::{Decision, Deny, DenyCode, Outcome, deny_body};
 use crate::request::{AccessRequest, POLICY_CONTEXT_KEY};
 
@@ -23,6 +23,9 @@ pub struct Scope {
     pub resource_type: String,
     /// The query parameters the narrowing sets, in the decision's order.
     pub narrowing: Vec<(String, String)>,
+    /// When the grant ends: the verified token's `exp` (Unix seconds); `None` when the
+    /// decision verified no token, or one without `exp`.
+    pub expires_at: Option<i64>,
 }
 
 impl Engine {
@@ -79,11 +82,16 @@ impl Engine {
             access
                 .context
                 .insert(POLICY_CONTEXT_KEY.into(), policy.id.to_string());
-            let decision = self.decide(&access).await?;
+            let weighed = self
+                .decide_with(&access, &super::Credentials::Request, DoorCapabilities::ALL)
+                .await?;
+            let expires_at = weighed.caller.as_ref().and_then(|caller| caller.exp);
+            let decision = weighed.decision;
             match decision.outcome {
                 Outcome::Allow(allow) => granted.push(Scope {
                     resource_type: resource_type.to_owned(),
                     narrowing: allow.set_query,
+                    expires_at,
                 }),
                 Outcome::Deny(_) if decision.status() == 401 => {
                     return Ok(Scopes::Denied(decision));

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use super::{Credentials, Engine, Unavailable};
+use crate::audit::{DecisionRecord, SearchCounts};
 use crate::policy::search::{Candidate, MAX_CANDIDATES, SearchError, SearchKind};
 use crate::request::{AccessRequest, Door, Evaluation};
 
@@ -32,13 +33,17 @@ impl Engine {
         kind: SearchKind,
         template: &Evaluation,
     ) -> Result<Vec<Candidate>, SearchFailure> {
+        let time = std::time::SystemTime::now();
+        let started = std::time::Instant::now();
         let policies = self.policies();
         let mut tries = Vec::new();
+        let mut searched: Option<std::sync::Arc<str>> = None;
         for policy in policies
             .policies
             .iter()
             .filter(|p| p.fits_search(kind, template))
         {
+            searched.get_or_insert_with(|| policy.id.clone());
             tries.extend(policy.search_candidates(kind, template)?);
             if tries.len() > MAX_CANDIDATES {
                 return Err(SearchError::TooLarge.into());
@@ -61,6 +66,46 @@ impl Engine {
             if decision.is_allow() {
                 found.push(candidate);
             }
+        }
+        if let Some(log) = &self.log {
+            // One record per search, not one per candidate: counts, no ids.
+            let kind_name = match kind {
+                SearchKind::Subject => "subject",
+                SearchKind::Resource => "resource",
+                SearchKind::Action => "action",
+            };
+            let record = DecisionRecord {
+                time,
+                door: "authzen",
+                request_id: None,
+                traceparent: None,
+                trace_id: None,
+                policies: Some(policies.clone()),
+                policy: searched,
+                rule: Some(std::sync::Arc::from("search")),
+                outcome: "search",
+                status: 200,
+                reason: format!(
+                    "{kind_name} search: {} of {} candidates allowed",
+                    found.len(),
+                    seen.len()
+                ),
+                caller: None,
+                method: String::new(),
+                host: String::new(),
+                path: String::new(),
+                query: String::new(),
+                latency: started.elapsed(),
+                shadow: None,
+                candidate: None,
+                response: None,
+                search: Some(SearchCounts {
+                    kind: kind_name,
+                    candidates: seen.len(),
+                    found: found.len(),
+                }),
+            };
+            log.record(record).await;
         }
         Ok(found)
     }

@@ -151,10 +151,12 @@ async fn the_scopes_of_a_use_case_merge_one_decision_per_narrowed_type() {
             Scope {
                 resource_type: "Organization".into(),
                 narrowing: vec![("identifier".into(), "ura|7".into())],
+                expires_at: None,
             },
             Scope {
                 resource_type: "Location".into(),
                 narrowing: vec![("managingOrganization".into(), "Organization/7".into())],
+                expires_at: None,
             },
         ]
     );

@@ -22,7 +22,7 @@ use super::spec::{
     ResponseRuleSpec, ResponseRulesSpec, Unreadable as OnUnreadable, WithheldNotice,
 };
 use crate::response::bundle::{self, Body};
-use crate::response::{BODY_HEADERS, ResponseParts, ResponseVerdict};
+use crate::response::{FILTERED_HEADERS, ResponseParts, ResponseVerdict};
 
 /// A policy's compiled `response_rules`.
 #[derive(Debug)]
@@ -53,6 +53,40 @@ enum ResponseEffect {
 
 /// The most entries `max_entries` may allow.
 pub const MAX_ENTRIES: usize = 10_000;
+
+/// What the rules made of one entry, judged on its own (an AuthZEN response evaluation,
+/// `sluis explain`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntryVerdict {
+    /// The first `keep` rule that held.
+    Keep { rule: Arc<str> },
+    /// Withheld by this `withhold` rule, or (`None`) because its type is not listed or no
+    /// `keep` rule held.
+    Withhold {
+        rule: Option<Arc<str>>,
+        reason: String,
+    },
+    /// A `deny` rule held (or failed): the whole answer is denied.
+    Deny {
+        rule: Arc<str>,
+        status: u16,
+        reason: String,
+    },
+}
+
+impl EntryVerdict {
+    pub fn is_keep(&self) -> bool {
+        matches!(self, EntryVerdict::Keep { .. })
+    }
+
+    /// The rule that decided; `None` when no rule did (the entry was withheld by default).
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            EntryVerdict::Keep { rule } | EntryVerdict::Deny { rule, .. } => Some(rule),
+            EntryVerdict::Withhold { rule, .. } => rule.as_deref(),
+        }
+    }
+}
 
 /// What the rules made of one answer, for the gateway and for the log.
 #[derive(Debug, Clone, PartialEq)]
@@ -258,8 +292,8 @@ impl ResponseRules {
         let mut reasons: Vec<String> = Vec::new();
         for (index, entry) in entries.iter().enumerate() {
             match self.judge_entry(vars, entry, &*response) {
-                Entry::Keep => keep.push(true),
-                Entry::Withhold(why) => {
+                Entry::Keep(_) => keep.push(true),
+                Entry::Withhold(_, why) => {
                     if reasons.len() < 3 {
                         reasons.push(format!("entry {index}: {why}"));
                     }
@@ -336,7 +370,7 @@ impl ResponseRules {
                         kept,
                         withheld,
                         set_headers,
-                        remove_headers: BODY_HEADERS.to_vec(),
+                        remove_headers: FILTERED_HEADERS.to_vec(),
                     },
                     "response",
                     summary,
@@ -363,6 +397,45 @@ impl ResponseRules {
         }
     }
 
+    /// Judges each of `entries` (Bundle entries: `{"resource": ...}`) on its own, as
+    /// parts of an answer described by `response` (`{status, bundle_type}`). Unlike
+    /// [`ResponseRules::judge`] every entry is judged, also after a `deny`.
+    pub(super) fn judge_each(
+        &self,
+        vars: &Vars,
+        entries: &[Value],
+        response: &Value,
+    ) -> Vec<EntryVerdict> {
+        let response = json_val(response);
+        entries
+            .iter()
+            .map(|entry| match self.judge_entry(vars, entry, &*response) {
+                Entry::Keep(rule) => EntryVerdict::Keep {
+                    rule: rule.id.clone(),
+                },
+                Entry::Withhold(rule, reason) => EntryVerdict::Withhold {
+                    rule: rule.map(|r| r.id.clone()),
+                    reason,
+                },
+                Entry::Deny(rule, reason) => EntryVerdict::Deny {
+                    rule: rule.id.clone(),
+                    status: rule.status,
+                    reason,
+                },
+            })
+            .collect()
+    }
+
+    /// The rules' ids, in order.
+    pub fn rule_ids(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.rules.iter().map(|r| &r.id)
+    }
+
+    /// The most entries one answer may have.
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
     fn judge_entry(
         &self,
         vars: &Vars,
@@ -375,10 +448,13 @@ impl ResponseRules {
         if !self.resource_types.is_empty()
             && !resource_type.is_some_and(|t| self.resource_types.iter().any(|a| a == t))
         {
-            return Entry::Withhold(format!(
-                "resource type `{}` is not in `resource_types`",
-                resource_type.unwrap_or("(none)")
-            ));
+            return Entry::Withhold(
+                None,
+                format!(
+                    "resource type `{}` is not in `resource_types`",
+                    resource_type.unwrap_or("(none)")
+                ),
+            );
         }
         let entry = json_val(entry);
         let eval =
@@ -403,34 +479,45 @@ impl ResponseRules {
         for rule in of(ResponseEffect::Withhold) {
             match eval(rule) {
                 Ok(false) => {}
-                Ok(true) => return Entry::Withhold(format!("withhold rule `{}` matched", rule.id)),
+                Ok(true) => {
+                    return Entry::Withhold(
+                        Some(rule),
+                        format!("withhold rule `{}` matched", rule.id),
+                    );
+                }
                 Err(e) => {
-                    return Entry::Withhold(format!(
-                        "withhold rule `{}` failed to evaluate, failing closed: {e}",
-                        rule.id
-                    ));
+                    return Entry::Withhold(
+                        Some(rule),
+                        format!(
+                            "withhold rule `{}` failed to evaluate, failing closed: {e}",
+                            rule.id
+                        ),
+                    );
                 }
             }
         }
         let mut failures = Vec::new();
         for rule in of(ResponseEffect::Keep) {
             match eval(rule) {
-                Ok(true) => return Entry::Keep,
+                Ok(true) => return Entry::Keep(rule),
                 Ok(false) => {}
                 Err(e) => failures.push(format!("keep rule `{}` failed: {e}", rule.id)),
             }
         }
-        Entry::Withhold(if failures.is_empty() {
-            "no keep rule matched".into()
-        } else {
-            format!("no keep rule matched; {}", failures.join("; "))
-        })
+        Entry::Withhold(
+            None,
+            if failures.is_empty() {
+                "no keep rule matched".into()
+            } else {
+                format!("no keep rule matched; {}", failures.join("; "))
+            },
+        )
     }
 }
 
 enum Entry<'r> {
-    Keep,
-    Withhold(String),
+    Keep(&'r ResponseRule),
+    Withhold(Option<&'r ResponseRule>, String),
     Deny(&'r ResponseRule, String),
 }
 

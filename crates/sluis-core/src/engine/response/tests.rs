@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use futures_util::FutureExt;
+
 use serde_json::{Value, json};
 
 use crate::authn::Authenticator;
@@ -99,6 +101,8 @@ fn judge(engine: &Engine, grant: Option<&str>) -> ResponseVerdict {
                 from_upstream: true,
             },
         )
+        .now_or_never()
+        .expect("judged at once without a decision log")
         .verdict
 }
 
@@ -185,15 +189,18 @@ async fn without_a_valid_grant_the_answer_is_denied() {
 async fn a_shadow_policy_judges_but_passes() {
     let engine = engine("shadow", true);
     let a = grant(&engine, "a").await.unwrap();
-    let decided = engine.judge_response(
-        Some(&a),
-        &ResponseParts {
-            status: 200,
-            headers: &[("content-type".into(), "application/fhir+json".into())],
-            body: &body(),
-            from_upstream: true,
-        },
-    );
+    let decided = engine
+        .judge_response(
+            Some(&a),
+            &ResponseParts {
+                status: 200,
+                headers: &[("content-type".into(), "application/fhir+json".into())],
+                body: &body(),
+                from_upstream: true,
+            },
+        )
+        .now_or_never()
+        .expect("judged at once without a decision log");
     assert!(matches!(decided.verdict, ResponseVerdict::Pass { .. }));
     assert!(
         decided.reason.starts_with("shadow mode"),
@@ -214,14 +221,17 @@ async fn a_shadow_policy_judges_but_passes() {
 #[test]
 fn the_gateways_own_answers_pass_without_a_grant() {
     let engine = engine("enforce", true);
-    let decided = engine.judge_response(
-        None,
-        &ResponseParts {
-            status: 401,
-            headers: &[],
-            body: b"{}",
-            from_upstream: false,
-        },
-    );
+    let decided = engine
+        .judge_response(
+            None,
+            &ResponseParts {
+                status: 401,
+                headers: &[],
+                body: b"{}",
+                from_upstream: false,
+            },
+        )
+        .now_or_never()
+        .expect("judged at once without a decision log");
     assert!(matches!(decided.verdict, ResponseVerdict::Pass { .. }));
 }

@@ -132,6 +132,7 @@ fn entries_are_kept_or_withheld_per_rule() {
     };
     assert_eq!((kept, withheld), (2, 3));
     assert!(remove_headers.contains(&"content-length") && remove_headers.contains(&"etag"));
+    assert!(remove_headers.contains(&"last-modified"));
     let out: Value = serde_json::from_slice(&body).unwrap();
     let ids: Vec<&str> = out["entry"]
         .as_array()
