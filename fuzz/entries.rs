@@ -336,6 +336,7 @@ pub fn config_file(data: &[u8]) {
         if message.contains("): unknown field `") {
             assert!(message.contains("expected one of"), "{message}");
         }
+    }
 }
 
 struct Answering {
