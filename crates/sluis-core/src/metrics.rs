@@ -21,6 +21,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// The tracing target of the spans Sluis exports (a decision's `sluis.decide` and each
+/// information-source look-up's `sluis.lookup`), so a subscriber can export them and
+/// nothing else. Here, at the bottom of the core, so that every layer that opens such a
+/// span can name it without importing the engine.
+pub const SPAN_TARGET: &str = "sluis::span";
+
 /// Decision labels borrow what the decision already holds (policy and rule ids are
 /// shared `Arc<str>`s, outcome and door static names), so counting a decision allocates
 /// nothing.

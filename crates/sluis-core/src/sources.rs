@@ -412,7 +412,7 @@ impl Source {
     ) -> Outcome {
         // Exported with the decision spans (and kept out of the service's log, as they are).
         let span = tracing::info_span!(
-            target: crate::engine::span::SPAN_TARGET,
+            target: crate::metrics::SPAN_TARGET,
             parent: &parent,
             "sluis.lookup",
             otel.kind = "client",

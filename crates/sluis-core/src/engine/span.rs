@@ -6,8 +6,8 @@ use crate::request::AccessRequest;
 
 use super::TraceContext;
 
-/// The target of decision spans, so a subscriber can export them and nothing else.
-pub const SPAN_TARGET: &str = "sluis::span";
+/// The target of exported spans (see [`crate::metrics::SPAN_TARGET`]).
+pub use crate::metrics::SPAN_TARGET;
 
 /// The span of one decision, child of the request's W3C trace context when it has one.
 /// Disabled, and nearly free, when tracing is off: the headers are only read when the
