@@ -61,13 +61,17 @@ fail() {
 # The base: glibc, libgcc and the CA certificates, nothing else (no apt, no docs).
 mkdir -p "$cache"
 if ! docker image inspect "$base_image" >/dev/null 2>&1; then
-  if [ ! -s "$base_tar" ] && ! command -v mmdebstrap >/dev/null 2>&1; then
+  if [ ! -f "$base_tar" ] && ! command -v mmdebstrap >/dev/null 2>&1; then
     echo "container-test: SKIPPED (SLUIS_SKIP_SYSTEM_TOOLS=1 and no mmdebstrap to make the base image)"
     exit 0
   fi
+  # A directory left by an earlier run (mmdebstrap names the format by the file's
+  # extension, and `.partial` has none it knows) is not a base.
+  if [ -e "$base_tar" ] && [ ! -f "$base_tar" ]; then rm -rf "$base_tar"; fi
   if [ ! -s "$base_tar" ]; then
     say "making the Debian bookworm base with mmdebstrap (once; kept in $base_tar)"
-    mmdebstrap --quiet --variant=essential --include=ca-certificates,libgcc-s1 \
+    rm -rf "$base_tar.partial"
+    mmdebstrap --quiet --format=tar --variant=essential --include=ca-certificates,libgcc-s1 \
       --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
       --dpkgopt='path-exclude=/usr/share/locale/*' \
       bookworm "$base_tar.partial"

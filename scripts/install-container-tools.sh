@@ -7,7 +7,9 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 missing=()
-command -v docker >/dev/null 2>&1 || missing+=(docker.io)
+# The daemon, not only a client: a machine may carry a docker CLI alone (seen: a static
+# client in /usr/local/bin and no dockerd).
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 if (( ${#missing[@]} )); then
   if ! apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
