@@ -1,7 +1,8 @@
 //! Sender-constrained tokens through the real gRPC door: certificate-bound tokens
 //! (RFC 8705 `cnf.x5t#S256`) against the client certificate Envoy forwards or a configured
 //! header, and DPoP-bound tokens (RFC 9449 `cnf.jkt`) with proofs: valid, wrong `htm`/`htu`,
-//! stale, replayed (also across two replicas sharing Redis), wrong `ath`, another key.
+//! stale, replayed (also across two replicas sharing Redis), wrong `ath`, another key;
+//! server nonces (RFC 9449 §9) at both doors and through real NGINX and Envoy.
 //! Every case asserts status, `WWW-Authenticate` and body.
 
 use sluis_test_kit as kit;
@@ -492,7 +493,8 @@ async fn a_proof_used_before_a_restart_is_refused_after_it() {
     after.stop().await;
 }
 
-/// DPoP server nonces (RFC 9449 §8, §9) at the Envoy door and the forward-auth door: a
+/// DPoP server nonces (RFC 9449 §8, §9) at the Envoy door and the forward-auth door, and
+/// through NGINX and Envoy when installed: a
 /// proof without a current nonce is answered 401 `use_dpop_nonce` with a fresh
 /// `DPoP-Nonce`; with it, the request is decided; a forged nonce or one of a replica with
 /// another key is not current; replicas sharing `dpop.nonce.key` accept each other's.
@@ -657,6 +659,41 @@ async fn dpop_server_nonces_are_required_when_configured() {
             .to_owned();
         let retry =
             kit::dpop::proof_with_nonce("GET", seen_by_sluis, &token, 0, "g-1", Some(&nonce));
+        assert_eq!(through(retry).await.unwrap().status(), 200);
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+    // Through a real Envoy (the denial's headers reach the client).
+    if let Some(envoy) = kit::gateway::envoy_binary() {
+        let (upstream_port, seen) = kit::gateway::upstream().await;
+        let (listen, envoy_admin) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let _envoy = kit::gateway::start_envoy(
+            &envoy,
+            dir.path(),
+            listen,
+            server.grpc.port(),
+            upstream_port,
+            envoy_admin,
+        );
+        let envoy_admin = format!("127.0.0.1:{envoy_admin}");
+        kit::gateway::wait_until("envoy", || kit::gateway::http_ok(&envoy_admin, "/ready")).await;
+        let url = format!("http://127.0.0.1:{listen}/api/things");
+        let through = |proof: String| {
+            client
+                .get(&url)
+                .header("authorization", format!("DPoP {token}"))
+                .header("dpop", proof)
+                .send()
+        };
+        let response = through(proof("GET", &url, &token, 0, "e-0")).await.unwrap();
+        assert_eq!(response.status(), 401);
+        let www = response.headers()["www-authenticate"].to_str().unwrap();
+        assert!(www.contains("error=\"use_dpop_nonce\""), "{www}");
+        let nonce = response.headers()["dpop-nonce"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let retry = kit::dpop::proof_with_nonce("GET", &url, &token, 0, "e-1", Some(&nonce));
         assert_eq!(through(retry).await.unwrap().status(), 200);
         assert_eq!(seen.lock().unwrap().len(), 1);
     }
