@@ -88,7 +88,16 @@ fn pep_block(listen: u16, sluis: std::net::SocketAddr, upstream: u16, node: &str
         block.contains("js_path \"/etc/nginx/njs/\";"),
         "js_path moved"
     );
+    // Another data holder than the Mitz source's default, to see the PEP's reach Mitz.
+    assert!(
+        block.contains("set $pep_data_holder_ura 00000659;"),
+        "the holder moved"
+    );
     block
+        .replace(
+            "set $pep_data_holder_ura 00000659;",
+            "set $pep_data_holder_ura 00000666;",
+        )
         .replace("http://nuts-node:8081/", &format!("http://{node}/"))
         .replace(
             "js_path \"/etc/nginx/njs/\";",
@@ -261,9 +270,20 @@ async fn an_njs_pep_in_nginx_asks_pdp_and_agrees_with_forward_auth() {
             "{seen:?}"
         );
     }
-    // The question to Mitz names the data holder this PEP serves.
+    // The question to Mitz names the data holder this PEP serves, not the source's default
+    // (which forward-auth, without a context, asks about).
+    node.register("pzp", introspection("pzp_gf", json!({})));
+    let response = client
+        .get(format!(
+            "{base}/fhir/Patient?identifier=http://fhir.nl/fhir/NamingSystem/bsn|123456782"
+        ))
+        .bearer_auth("pzp")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
     let asked = mitz.last_request().expect("Mitz was asked");
-    assert_eq!(asked.question.author_ura, "00000659");
+    assert_eq!(asked.question.author_ura, "00000666");
 
     // Not active, no token: 401 from the PEP, the PDP never asked.
     for authorization in [Some("Bearer unknown-token"), None] {
