@@ -121,7 +121,11 @@ async fn the_pdp_door_answers_in_knooppunts_shape() {
     assert_eq!(status, 200);
     assert_eq!(
         answer,
-        json!({"allow": true, "policies": {"mcsd_query": {"allow": true, "reasons": []}}})
+        json!({
+            "allow": true,
+            "policies": {"mcsd_query": {"allow": true, "reasons": []}},
+            "result": {"allow": true, "reasons": []},
+        })
     );
 
     // Two scopes: both evaluated and reported, the first (by name) that allows decides.
@@ -152,6 +156,13 @@ async fn the_pdp_door_answers_in_knooppunts_shape() {
     assert_eq!(
         answer["policies"]["spoedzorg"]["reasons"][0],
         json!({"code": "not_implemented", "description": "scope `spoedzorg` has no policy"})
+    );
+    // The PEP that reads OPA's `result` (knooppunt's `authorize.js` of the older subject)
+    // gets the same decision with every policy's reasons.
+    assert_eq!(answer["result"]["allow"], false);
+    assert_eq!(
+        answer["result"]["reasons"][0],
+        answer["policies"]["spoedzorg"]["reasons"][0]
     );
     let subject = introspection("", json!({"scope": null}));
     let (_, answer) = pdp(
