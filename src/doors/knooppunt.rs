@@ -22,7 +22,10 @@
 //!   can name the policy that decides.
 //!
 //! Answer (200): `{"allow": bool, "policies": {"<id>": {"allow": bool, "reasons":
-//! [{"code", "description"}]}}}`, plus `"error"` when no policy could be chosen. Reason
+//! [{"code", "description"}]}}, "result": {"allow": bool, "reasons": [...]}}`, plus
+//! `"error"` when no policy could be chosen. `result` is the same decision as OPA's Data
+//! API wraps it, with every policy's reasons: the PEP that sends the older subject reads
+//! `result.allow`. Reason
 //! descriptions are masked as the decision log masks (BSNs). 400 `{"allow": false,
 //! "error": "unable to parse request body: ..."}` for input that cannot be read; 503 when
 //! the engine cannot decide (the PEP turns any non-200 into an error, never an allow).
@@ -148,6 +151,7 @@ impl Pdp {
             .decision_log()
             .map_or(&self.masker, |log| log.masker());
         let mut policies = Map::new();
+        let mut all_reasons = Vec::new();
         for result in &weighed.evaluated {
             let reasons: Vec<Value> = result
                 .reasons
@@ -159,13 +163,22 @@ impl Pdp {
                     })
                 })
                 .collect();
+            all_reasons.extend(reasons.iter().cloned());
             policies.insert(
                 result.policy.to_string(),
                 json!({ "allow": result.allow, "reasons": reasons }),
             );
         }
         let decision = &weighed.decision;
-        let mut answer = json!({ "allow": decision.is_allow(), "policies": policies });
+        // `result` repeats the decision as OPA's Data API wraps it: knooppunt's njs PEP
+        // (its `authorize.js` of the `{type, id, properties}` subject) reads
+        // `result.allow` and `result.reasons`, later ones read `allow`. Both get the same
+        // decision, so either PEP drops in unchanged.
+        let mut answer = json!({
+            "allow": decision.is_allow(),
+            "policies": policies,
+            "result": { "allow": decision.is_allow(), "reasons": all_reasons },
+        });
         let error = match &*decision.rule {
             "no-scope" | "no-policy" => Some("no policy defined".to_owned()),
             "fhir-request" => Some(format!(

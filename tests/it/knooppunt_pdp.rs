@@ -121,7 +121,11 @@ async fn the_pdp_door_answers_in_knooppunts_shape() {
     assert_eq!(status, 200);
     assert_eq!(
         answer,
-        json!({"allow": true, "policies": {"mcsd_query": {"allow": true, "reasons": []}}})
+        json!({
+            "allow": true,
+            "policies": {"mcsd_query": {"allow": true, "reasons": []}},
+            "result": {"allow": true, "reasons": []},
+        })
     );
 
     // Two scopes: both evaluated and reported, the first (by name) that allows decides.
@@ -152,6 +156,13 @@ async fn the_pdp_door_answers_in_knooppunts_shape() {
     assert_eq!(
         answer["policies"]["spoedzorg"]["reasons"][0],
         json!({"code": "not_implemented", "description": "scope `spoedzorg` has no policy"})
+    );
+    // The PEP that reads OPA's `result` (knooppunt's `authorize.js` of the older subject)
+    // gets the same decision with every policy's reasons.
+    assert_eq!(answer["result"]["allow"], false);
+    assert_eq!(
+        answer["result"]["reasons"][0],
+        answer["policies"]["spoedzorg"]["reasons"][0]
     );
     let subject = introspection("", json!({"scope": null}));
     let (_, answer) = pdp(
@@ -546,4 +557,164 @@ async fn forward_auth_envoy_and_pdp_doors_agree() {
         assert!(!allowed.iter().any(|a| a == case), "{case} allowed");
     }
     server.stop().await;
+}
+
+/// The Mitz question names the data holder the PEP names in its context (8 digits), the
+/// source's default otherwise; a holder outside the source's `data_holders` is never
+/// asked about, and the answer says why.
+#[tokio::test]
+async fn the_mitz_question_names_the_peps_data_holder() {
+    let node = NutsNode::default();
+    let node_address = node.start().await;
+    let holder = HolderFhir::new(vec![patient("p1", "999999990")])
+        .start()
+        .await;
+    let mitz = MitzStandIn::start().await;
+    let sources = sources_yaml(&holder, &mitz).replace(
+        "    defaults: {author_ura",
+        "    data_holders: [\"00000659\", \"00000666\"]\n    defaults: {author_ura",
+    );
+    assert!(sources.contains("data_holders"));
+    let setup = Setup::new(&config(node_address, r#""127.0.0.1/32""#, &sources), &[]);
+    let server = Server::start(&setup.config_path()).await;
+    let client = reqwest::Client::new();
+    let subject = introspection("pzp_gf", json!({}));
+    // A different patient per case: each question is asked, not answered from the cache.
+    let ask = |bsn: &str, holder: Option<&str>, facility: Option<&str>| {
+        let mut body = pep_body(
+            &subject,
+            "GET",
+            "/Patient",
+            &format!("identifier=http://fhir.nl/fhir/NamingSystem/bsn|{bsn}"),
+            "",
+        );
+        let context = &mut body["input"]["context"];
+        context["data_holder_organization_id"] = json!(holder);
+        context["data_holder_facility_type"] = json!(facility);
+        body
+    };
+
+    // The PEP's holder and facility type.
+    let (_, answer) = pdp(
+        &client,
+        &server,
+        &ask("999999990", Some("00000666"), Some("A1")),
+    )
+    .await;
+    assert_eq!(answer["allow"], true, "{answer}");
+    let asked = mitz.last_request().unwrap().question;
+    assert_eq!(asked.author_ura, "00000666");
+    assert_eq!(asked.author_facility_type.code, "A1");
+    // None, or malformed: the source's default holder, with its facility type.
+    for (bsn, holder) in [
+        ("900186021", None),
+        ("111222333", Some("666")),
+        ("123456782", Some("")),
+    ] {
+        let (_, answer) = pdp(&client, &server, &ask(bsn, holder, Some("A1"))).await;
+        assert_eq!(answer["allow"], true, "{holder:?}: {answer}");
+        let asked = mitz.last_request().unwrap().question;
+        assert_eq!(asked.author_ura, "00000659", "{holder:?}");
+        assert_eq!(asked.author_facility_type.code, "Z3", "{holder:?}");
+    }
+    // A holder this deployment does not serve: not asked, denied with the reason.
+    let calls = mitz.calls();
+    let (status, answer) = pdp(&client, &server, &ask("999999990", Some("00000777"), None)).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["allow"], false, "{answer}");
+    assert_eq!(
+        mitz.calls(),
+        calls,
+        "Mitz was asked about a holder not served"
+    );
+    let reasons = answer["policies"]["pzp_gf"]["reasons"].to_string();
+    assert!(reasons.contains("data_holders"), "{answer}");
+    assert!(!reasons.contains("00000777"), "{answer}");
+    server.stop().await;
+}
+
+/// `patient-bsn-differs` at the `/pdp` door, for any BSN the PEP may pass and any patient
+/// the request may name (by id, read from the data holder, or by BSN in a Patient
+/// search): a context BSN other than the patient's is never allowed, and refused by that
+/// rule; the same BSN is never refused by it.
+#[test]
+fn a_context_bsn_is_never_another_patients() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const DIFFERS: &str = "`patient-bsn-differs`";
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let holder = HolderFhir::new(Vec::new());
+    let (server, client, _mitz, _setup) = runtime.block_on(async {
+        let node = NutsNode::default().start().await;
+        let holder_url = holder.start().await;
+        let mitz = MitzStandIn::start().await;
+        let setup = Setup::new(
+            &config(node, r#""127.0.0.1/32""#, &sources_yaml(&holder_url, &mitz)),
+            &[],
+        );
+        let server = Server::start(&setup.config_path()).await;
+        (server, reqwest::Client::new(), mitz, setup)
+    });
+    let next = AtomicUsize::new(0);
+    // A BSN as a holder stores it and a query can carry it; the context's may be anything.
+    let stored = prop_oneof!["[0-9]{9}", "[0-9A-Za-z]{1,12}"];
+    let context = prop_oneof![stored.clone(), "\\PC{1,16}"];
+    // (policy, request shape): 0 names the patient by id, 1 by BSN in the query.
+    let shape = prop_oneof![Just(("bgz", 0)), Just(("pzp_gf", 0)), Just(("pzp_gf", 1))];
+    let mut runner = TestRunner::new(Config {
+        cases: 96,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(
+        &(stored, context, any::<bool>(), shape),
+        |(patient_bsn, other_bsn, same, (scope, shape))| {
+            let context_bsn = if same { patient_bsn.clone() } else { other_bsn };
+            let id = format!("prop-{}", next.fetch_add(1, Ordering::SeqCst));
+            holder.add(patient(&id, &patient_bsn));
+            let (path, query) = match (scope, shape) {
+                ("bgz", _) => ("/Condition", format!("patient=Patient/{id}")),
+                (_, 0) => (
+                    "/Consent",
+                    format!(
+                        "patient=Patient/{id}&scope=http://terminology.hl7.org/CodeSystem/consentscope|treatment&category=http://snomed.info/sct|129125009"
+                    ),
+                ),
+                _ => (
+                    "/Patient",
+                    format!("identifier=http://fhir.nl/fhir/NamingSystem/bsn|{patient_bsn}"),
+                ),
+            };
+            let mut body = pep_body(&introspection(scope, json!({})), "GET", path, &query, "");
+            body["input"]["context"]["patient_bsn"] = json!(context_bsn);
+            let (status, answer) = runtime.block_on(pdp(&client, &server, &body));
+            prop_assert_eq!(status, 200, "{}", answer);
+            let refused_by_rule = answer["policies"][scope]["reasons"]
+                .as_array()
+                .is_some_and(|reasons| {
+                    reasons.iter().any(|r| {
+                        r["description"]
+                            .as_str()
+                            .is_some_and(|d| d.contains(DIFFERS))
+                    })
+                });
+            if context_bsn == patient_bsn {
+                prop_assert!(!refused_by_rule, "same BSN refused: {}", answer);
+            } else {
+                prop_assert_eq!(&answer["allow"], &json!(false), "{}", answer);
+                prop_assert!(refused_by_rule, "{}", answer);
+            }
+            Ok::<(), TestCaseError>(())
+        },
+    );
+    runtime.block_on(server.stop());
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
 }

@@ -46,6 +46,7 @@ mod introspection;
 mod introspection_claims;
 mod iwlz_identity;
 mod knooppunt_pdp;
+mod knooppunt_pep_njs;
 mod kong_check_door;
 mod lifecycle;
 mod listener_limits;

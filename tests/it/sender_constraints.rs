@@ -1,7 +1,8 @@
 //! Sender-constrained tokens through the real gRPC door: certificate-bound tokens
 //! (RFC 8705 `cnf.x5t#S256`) against the client certificate Envoy forwards or a configured
 //! header, and DPoP-bound tokens (RFC 9449 `cnf.jkt`) with proofs: valid, wrong `htm`/`htu`,
-//! stale, replayed (also across two replicas sharing Redis), wrong `ath`, another key.
+//! stale, replayed (also across two replicas sharing Redis), wrong `ath`, another key;
+//! server nonces (RFC 9449 §9) at both doors and through real NGINX and Envoy.
 //! Every case asserts status, `WWW-Authenticate` and body.
 
 use sluis_test_kit as kit;
@@ -490,4 +491,213 @@ async fn a_proof_used_before_a_restart_is_refused_after_it() {
         Ok(200)
     );
     after.stop().await;
+}
+
+/// DPoP server nonces (RFC 9449 §8, §9) at the Envoy door and the forward-auth door, and
+/// through NGINX and Envoy when installed: a
+/// proof without a current nonce is answered 401 `use_dpop_nonce` with a fresh
+/// `DPoP-Nonce`; with it, the request is decided; a forged nonce or one of a replica with
+/// another key is not current; replicas sharing `dpop.nonce.key` accept each other's.
+#[tokio::test]
+async fn dpop_server_nonces_are_required_when_configured() {
+    let key = "a nonce key of thirty-two bytes or more, shared";
+    let config = |key_line: &str| {
+        format!(
+            "{}dpop:\n  nonce: {{required: true, lifetime: 5m{key_line}}}\n",
+            config_yaml("127.0.0.1:0", "127.0.0.1:0")
+        )
+    };
+    let shared = config(", key: {file: nonce.key}");
+    let setup = Setup::new(&shared, &[("api.yaml", POLICY)]);
+    std::fs::write(setup.dir.path().join("nonce.key"), format!("{key}\n")).unwrap();
+    let server = Server::start(&setup.config_path()).await;
+    let replica = Server::start(&setup.config_path()).await;
+    let other_setup = Setup::new(&config(""), &[("api.yaml", POLICY)]);
+    let other = Server::start(&other_setup.config_path()).await;
+    let token = dpop_token(&jkt());
+    let use_nonce = |answer: &Answer| {
+        assert_eq!(answer.status, 401, "{answer:?}");
+        let challenge = answer.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.starts_with("DPoP ") && challenge.contains("error=\"use_dpop_nonce\""),
+            "{answer:?}"
+        );
+        assert_eq!(answer.body_json()["error"], "use_dpop_nonce");
+        answer
+            .header("dpop-nonce")
+            .expect("a fresh nonce")
+            .to_owned()
+    };
+
+    // No nonce: the nonce to use.
+    let answer = server
+        .check(dpop_request(
+            "GET",
+            &token,
+            &proof("GET", URL, &token, 0, "n-0"),
+        ))
+        .await;
+    let nonce = use_nonce(&answer);
+    let with = |jti: &str, nonce: &str| {
+        kit::dpop::proof_with_nonce("GET", URL, &token, 0, jti, Some(nonce))
+    };
+    // With it: decided (the replay cache may refuse proofs from just after its start;
+    // a new jti each time until it does not).
+    let mut status = 0;
+    for attempt in 0..150 {
+        status = server
+            .check(dpop_request(
+                "GET",
+                &token,
+                &with(&format!("n-1-{attempt}"), &nonce),
+            ))
+            .await
+            .status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+    // A replica with the same key takes it; another key, a forged or a stale-looking
+    // nonce is not current: the answer is a new nonce, not an allow.
+    let mut status = 0;
+    for attempt in 0..150 {
+        status = replica
+            .check(dpop_request(
+                "GET",
+                &token,
+                &with(&format!("n-2-{attempt}"), &nonce),
+            ))
+            .await
+            .status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "a replica sharing the key");
+    let fresh = use_nonce(
+        &other
+            .check(dpop_request("GET", &token, &with("n-3", &nonce)))
+            .await,
+    );
+    assert_ne!(fresh, nonce);
+    for forged in ["AAAAAAAAAAA", "x", &nonce[..nonce.len() - 2]] {
+        use_nonce(
+            &server
+                .check(dpop_request(
+                    "GET",
+                    &token,
+                    &with(&format!("n-4-{forged}"), forged),
+                ))
+                .await,
+        );
+    }
+    // A proof that is wrong in another way is invalid, whatever its nonce.
+    let wrong_method = kit::dpop::proof_with_nonce("PUT", URL, &token, 0, "n-5", Some(&nonce));
+    let answer = server
+        .check(dpop_request("GET", &token, &wrong_method))
+        .await;
+    assert_eq!(
+        answer.body_json()["error"],
+        "invalid_dpop_proof",
+        "{answer:?}"
+    );
+    assert!(answer.header("dpop-nonce").is_none());
+
+    // The forward-auth door: the same challenge and the nonce as a response header.
+    let client = reqwest::Client::new();
+    let forward = |proof: String| {
+        client
+            .get(format!("http://{}/decisions", server.http))
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof)
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "api.test")
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-uri", "/api/things")
+            .send()
+    };
+    let response = forward(proof("GET", URL, &token, 0, "f-0")).await.unwrap();
+    assert_eq!(response.status(), 401);
+    let www = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(www.contains("error=\"use_dpop_nonce\""), "{www}");
+    let nonce = response.headers()["dpop-nonce"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let response = forward(with("f-1", &nonce)).await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Through NGINX (examples/nginx/sluis.conf): the nonce reaches the client on the 401,
+    // and the retry with it reaches the upstream. (That example sends Sluis the host
+    // without its port: the proof names that URL.)
+    if let Some(nginx) = kit::gateway::system_binary("nginx") {
+        let (upstream_port, seen) = kit::gateway::upstream().await;
+        let listen = free_port();
+        let _nginx =
+            kit::gateway::start_nginx(&nginx, setup.dir.path(), listen, server.http, upstream_port);
+        kit::gateway::wait_for_port("nginx", listen).await;
+        let seen_by_sluis = "http://127.0.0.1/api/things";
+        let through = |proof: String| {
+            client
+                .get(format!("http://127.0.0.1:{listen}/api/things"))
+                .header("authorization", format!("DPoP {token}"))
+                .header("dpop", proof)
+                .send()
+        };
+        let response = through(proof("GET", seen_by_sluis, &token, 0, "g-0"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        let www = response.headers()["www-authenticate"].to_str().unwrap();
+        assert!(www.contains("error=\"use_dpop_nonce\""), "{www}");
+        let nonce = response.headers()["dpop-nonce"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let retry =
+            kit::dpop::proof_with_nonce("GET", seen_by_sluis, &token, 0, "g-1", Some(&nonce));
+        assert_eq!(through(retry).await.unwrap().status(), 200);
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+    // Through a real Envoy (the denial's headers reach the client).
+    if let Some(envoy) = kit::gateway::envoy_binary() {
+        let (upstream_port, seen) = kit::gateway::upstream().await;
+        let (listen, envoy_admin) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let _envoy = kit::gateway::start_envoy(
+            &envoy,
+            dir.path(),
+            listen,
+            server.grpc.port(),
+            upstream_port,
+            envoy_admin,
+        );
+        let envoy_admin = format!("127.0.0.1:{envoy_admin}");
+        kit::gateway::wait_until("envoy", || kit::gateway::http_ok(&envoy_admin, "/ready")).await;
+        let url = format!("http://127.0.0.1:{listen}/api/things");
+        let through = |proof: String| {
+            client
+                .get(&url)
+                .header("authorization", format!("DPoP {token}"))
+                .header("dpop", proof)
+                .send()
+        };
+        let response = through(proof("GET", &url, &token, 0, "e-0")).await.unwrap();
+        assert_eq!(response.status(), 401);
+        let www = response.headers()["www-authenticate"].to_str().unwrap();
+        assert!(www.contains("error=\"use_dpop_nonce\""), "{www}");
+        let nonce = response.headers()["dpop-nonce"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let retry = kit::dpop::proof_with_nonce("GET", &url, &token, 0, "e-1", Some(&nonce));
+        assert_eq!(through(retry).await.unwrap().status(), 200);
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+    for server in [server, replica, other] {
+        server.stop().await;
+    }
 }

@@ -14,6 +14,7 @@ pub mod introspection;
 pub mod issuer;
 pub mod jose;
 pub mod jwks;
+pub mod nonce;
 pub mod replay;
 pub mod settings;
 
@@ -128,6 +129,10 @@ pub enum AuthnError {
     /// The DPoP proof is not acceptable: 401 `invalid_dpop_proof` (RFC 9449 §7.1).
     #[error("{0}")]
     InvalidProof(String),
+    /// The DPoP proof is fine but lacks a current server nonce: 401 `use_dpop_nonce`
+    /// with `fresh` in a `DPoP-Nonce` header (RFC 9449 §9).
+    #[error("a current DPoP nonce is required")]
+    UseNonce { fresh: String },
     /// We could not check the token (keys not loaded, identity provider down): the gateway's
     /// failure mode decides, never an allow.
     #[error("{}", .0.detail)]
@@ -231,6 +236,8 @@ pub struct DpopSettings {
     pub algorithms: Vec<Algorithm>,
     /// Proof ids seen; swapped for a Redis-backed one at start when configured.
     pub replay: arc_swap::ArcSwap<replay::ReplayCache>,
+    /// Server nonces every proof must carry, when `dpop.nonce.required`.
+    pub nonces: Option<nonce::Nonces>,
 }
 
 impl DpopSettings {
@@ -242,6 +249,35 @@ impl DpopSettings {
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+/// The nonces `dpop.nonce` asks for, if it requires them.
+fn nonces(
+    config: &settings::NonceConfig,
+    settings: &settings::AuthnSettings,
+) -> Result<Option<nonce::Nonces>, String> {
+    if !config.required {
+        return Ok(None);
+    }
+    let lifetime = i64::try_from(config.lifetime.as_secs())
+        .ok()
+        .filter(|seconds| *seconds >= 1)
+        .ok_or("`dpop.nonce.lifetime` must be at least 1s")?;
+    Ok(Some(match &config.key {
+        None => nonce::Nonces::random(lifetime),
+        Some(secret) => {
+            let key = secret
+                .resolve(&settings.base_dir)
+                .map_err(|e| format!("`dpop.nonce.key`: {e}"))?;
+            if key.len() < 32 {
+                return Err(format!(
+                    "`dpop.nonce.key` is {} bytes, fewer than 32",
+                    key.len()
+                ));
+            }
+            nonce::Nonces::new(&key, lifetime)
+        }
+    }))
 }
 
 /// The token caches' hasher. Their keys are SHA-256 digests of tokens, as even as hashes
@@ -329,6 +365,7 @@ impl Authenticator {
                     .map(|a| parse_algorithm(a))
                     .collect::<Result<_, _>>()?,
                 replay: arc_swap::ArcSwap::from_pointee(replay),
+                nonces: nonces(&dpop.nonce, config)?,
             },
             certificate_header: config.client_certificate.clone(),
             metrics,
@@ -550,6 +587,12 @@ impl Authenticator {
         let url = format!("{scheme}://{}{}", request.host, request.path);
         let now = now_secs();
         let settings = &self.dpop;
+        let accepts_nonce = |nonce: &str| {
+            settings
+                .nonces
+                .as_ref()
+                .is_some_and(|nonces| nonces.accepts(nonce, now))
+        };
         let verified = dpop::verify_proof(&dpop::ProofCheck {
             proof,
             method: &request.method,
@@ -559,13 +602,20 @@ impl Authenticator {
             max_age: settings.max_age,
             leeway: settings.leeway,
             algorithms: &settings.algorithms,
-            nonce: None,
+            nonce: settings
+                .nonces
+                .is_some()
+                .then_some(&accepts_nonce as &dyn Fn(&str) -> bool),
         })
         .map_err(|e| match e {
             dpop::DpopError::Invalid(reason) => AuthnError::InvalidProof(reason),
-            dpop::DpopError::UseNonce => {
-                AuthnError::InvalidProof("a DPoP nonce is required".into())
-            }
+            dpop::DpopError::UseNonce => AuthnError::UseNonce {
+                fresh: settings
+                    .nonces
+                    .as_ref()
+                    .map(|nonces| nonces.issue(now))
+                    .unwrap_or_default(),
+            },
         })?;
         if verified.jkt != jkt {
             return Err(AuthnError::Invalid(

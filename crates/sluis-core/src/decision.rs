@@ -69,6 +69,8 @@ pub enum DenyCode {
     InvalidToken,
     /// RFC 9449 `invalid_dpop_proof` (401).
     InvalidDpopProof,
+    /// RFC 9449 §9 `use_dpop_nonce` (401, with a `DPoP-Nonce` header).
+    UseDpopNonce,
     /// RFC 6750 `invalid_request` (400): e.g. two tokens in one request.
     InvalidRequest,
     /// RFC 6750 `insufficient_scope` (403).
@@ -83,6 +85,7 @@ impl DenyCode {
             DenyCode::Unauthorized => "unauthorized",
             DenyCode::InvalidToken => "invalid_token",
             DenyCode::InvalidDpopProof => "invalid_dpop_proof",
+            DenyCode::UseDpopNonce => "use_dpop_nonce",
             DenyCode::InvalidRequest => "invalid_request",
             DenyCode::InsufficientScope => "insufficient_scope",
             DenyCode::AccessDenied => "access_denied",

@@ -976,6 +976,16 @@ fn authn_denial(policy: &Policy, scheme: Scheme, dpop_algs: &str, error: AuthnEr
             challenge("invalid_dpop_proof", description),
             description.clone(),
         ),
+        // RFC 9449 §9: the challenge names the error in the DPoP scheme whatever scheme
+        // the client used (only DPoP proofs get here), and the fresh nonce rides along.
+        AuthnError::UseNonce { .. } => (
+            401,
+            DenyCode::UseDpopNonce,
+            format!(
+                "DPoP realm=\"{realm}\", algs=\"{dpop_algs}\", error=\"use_dpop_nonce\", error_description=\"Resource server requires nonce in DPoP proof\""
+            ),
+            "Resource server requires nonce in DPoP proof".to_string(),
+        ),
         AuthnError::Unavailable(Unavailable {
             detail: description,
             ..
@@ -987,13 +997,17 @@ fn authn_denial(policy: &Policy, scheme: Scheme, dpop_algs: &str, error: AuthnEr
             description.clone(),
         ),
     };
+    let mut headers = vec![
+        ("content-type".into(), "application/json".into()),
+        ("www-authenticate".into(), challenge),
+    ];
+    if let AuthnError::UseNonce { fresh } = &error {
+        headers.push(("dpop-nonce".into(), fresh.clone()));
+    }
     Decision {
         outcome: Outcome::Deny(Deny {
             status,
-            headers: vec![
-                ("content-type".into(), "application/json".into()),
-                ("www-authenticate".into(), challenge),
-            ],
+            headers,
             body: deny_body(code, &message),
         }),
         policy: Some(policy.id.clone()),

@@ -14,7 +14,7 @@
 //! | [`request`] | [`request::AccessRequest`]: the gateway-neutral question |
 //! | [`fhir`] | A request as a FHIR REST call (interaction, search parameters, includes), CapabilityStatements |
 //! | [`graphql`] | GraphQL requests read out of an `AccessRequest`, parsed within limits; query templates |
-//! | [`authn`] | identities from tokens: strict JOSE ([`authn::jose`]), JWT via JWKS or introspection, client certificates, DPoP proofs and their replay cache; the issuers' settings ([`authn::settings`]) |
+//! | [`authn`] | identities from tokens: strict JOSE ([`authn::jose`]), JWT via JWKS or introspection, client certificates, DPoP proofs, their replay cache and server nonces ([`authn::nonce`]); the issuers' settings ([`authn::settings`]) |
 //! | [`flows`] | registered grants: the model and its validation, and the in-memory index decisions read ([`flows::index`]) |
 //! | [`response`] | an upstream's answer as response rules judge it: FHIR Bundles read and filtered ([`response::bundle`]), the sealed grant a request decision hands on ([`response::grant`]) |
 //! | [`sources`] | information sources rules call (`sources.NAME(...)`): FHIR, HTTP, userinfo, Mitz (the XACML closed question, [`sources::mitz`]); per-source cache, coalescing, circuit breaker and limits; one decision's look-ups ([`sources::Lookups`]) |

@@ -586,6 +586,7 @@ pub fn read_answer(
         "mitz" => settings::KindConfig::Mitz {
             endpoint: "https://mitz.invalid".into(),
             defaults: BTreeMap::new(),
+            data_holders: Vec::new(),
         },
         _ => settings::KindConfig::Http {
             method: settings::HttpMethod::Get,

@@ -30,16 +30,31 @@ pub fn jkt() -> String {
 
 /// A proof for `method url`, bound to `token`, issued `age` seconds ago.
 pub fn proof(method: &str, url: &str, token: &str, age: i64, jti: &str) -> String {
+    proof_with_nonce(method, url, token, age, jti, None)
+}
+
+/// [`proof`] carrying a server nonce (RFC 9449 §8) when `nonce` is given.
+pub fn proof_with_nonce(
+    method: &str,
+    url: &str,
+    token: &str,
+    age: i64,
+    jti: &str,
+    nonce: Option<&str>,
+) -> String {
     let mut header = Header::new(Algorithm::ES256);
     header.typ = Some("dpop+jwt".into());
     header.jwk = Some(serde_json::from_value::<Jwk>(proof_jwk()).unwrap());
-    let claims = json!({
+    let mut claims = json!({
         "jti": jti,
         "htm": method,
         "htu": url,
         "iat": now() - age,
         "ath": sluis_core::authn::dpop::access_token_hash(token),
     });
+    if let Some(nonce) = nonce {
+        claims["nonce"] = json!(nonce);
+    }
     let key = EncodingKey::from_ec_pem(&std::fs::read(fixture("keys/ec.pem")).unwrap()).unwrap();
     jsonwebtoken::encode(&header, &claims, &key).unwrap()
 }

@@ -177,7 +177,7 @@ pub async fn wait_for_port(what: &str, port: u16) {
 
 /// The shipped example's text with its addresses moved: the gateway's own `8080` to
 /// `listen`, Sluis's HTTP doors `9192` to `sluis`, the upstream `8000` to `upstream`.
-fn example_on(path: &str, listen: u16, sluis: SocketAddr, upstream: u16) -> String {
+pub fn example_on(path: &str, listen: u16, sluis: SocketAddr, upstream: u16) -> String {
     std::fs::read_to_string(crate::repo_path(path))
         .unwrap()
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{listen}"))
@@ -216,13 +216,28 @@ pub fn start_nginx_on(
     upstream: u16,
 ) -> Process {
     let server_block = example_on(example, listen, sluis, upstream);
+    start_nginx_with(nginx, &server_block, dir, &[])
+}
+
+/// NGINX with `server_block` (the `http` context's contents) and the dynamic `modules`
+/// (paths of `.so` files, `load_module`ed in that order); everything it writes in `dir`.
+pub fn start_nginx_with(
+    nginx: &Path,
+    server_block: &str,
+    dir: &Path,
+    modules: &[&Path],
+) -> Process {
     std::fs::write(dir.join("sluis.conf"), server_block).unwrap();
     let temp = dir.join("nginx-temp");
     std::fs::create_dir(&temp).unwrap();
+    let modules: String = modules
+        .iter()
+        .map(|module| format!("load_module {};\n", module.display()))
+        .collect();
     // One process (no master switching to `nobody`), in the foreground, everything in
     // the temp dir: no root needed, nothing outside it touched.
     let conf = format!(
-        r#"daemon off;
+        r#"{modules}daemon off;
 master_process off;
 pid {dir}/nginx.pid;
 error_log stderr warn;

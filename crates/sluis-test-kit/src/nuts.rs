@@ -14,14 +14,19 @@ use serde_json::{Value, json};
 
 /// The Nuts node's introspection path (what knooppunt's PEP calls).
 pub const INTROSPECTION_PATH: &str = "/internal/auth/v2/accesstoken/introspect";
+/// The Nuts node's DPoP check (what a PEP calls for a token with `cnf.jkt`).
+pub const DPOP_VALIDATE_PATH: &str = "/internal/auth/v2/dpop/validate";
 
 /// The Nuts node's introspection endpoint: each registered token gets its claims, any
-/// other is inactive. It counts the calls it answered.
+/// other is inactive. It counts the calls it answered. Its DPoP check
+/// ([`DPOP_VALIDATE_PATH`], `{dpop_proof, method, thumbprint, token, url}` → `{valid,
+/// reason}`) verifies the proof as a resource server does, each `jti` once.
 #[derive(Clone, Default)]
 pub struct NutsNode {
     /// token → introspection answer.
     pub answers: Arc<Mutex<HashMap<String, Value>>>,
     calls: Arc<AtomicUsize>,
+    validated: Arc<Mutex<Vec<String>>>,
 }
 
 impl NutsNode {
@@ -30,31 +35,78 @@ impl NutsNode {
         NutsNode {
             answers,
             calls: Arc::default(),
+            validated: Arc::default(),
         }
     }
 
     /// Starts it on `127.0.0.1:0`; returns its address.
     pub async fn start(&self) -> SocketAddr {
         let node = self.clone();
-        let app = axum::Router::new().route(
-            INTROSPECTION_PATH,
-            axum::routing::post(move |body: String| {
-                let node = node.clone();
-                async move {
-                    node.calls.fetch_add(1, Ordering::SeqCst);
-                    let token = body
-                        .split('&')
-                        .find_map(|kv| kv.strip_prefix("token="))
-                        .unwrap_or("");
-                    let answer = node.answers.lock().unwrap().get(token).cloned();
-                    axum::Json(answer.unwrap_or(json!({"active": false})))
-                }
-            }),
-        );
+        let validator = self.clone();
+        let app = axum::Router::new()
+            .route(
+                DPOP_VALIDATE_PATH,
+                axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                    let node = validator.clone();
+                    async move { axum::Json(node.validate(&body)) }
+                }),
+            )
+            .route(
+                INTROSPECTION_PATH,
+                axum::routing::post(move |body: String| {
+                    let node = node.clone();
+                    async move {
+                        node.calls.fetch_add(1, Ordering::SeqCst);
+                        let token = body
+                            .split('&')
+                            .find_map(|kv| kv.strip_prefix("token="))
+                            .unwrap_or("");
+                        let answer = node.answers.lock().unwrap().get(token).cloned();
+                        axum::Json(answer.unwrap_or(json!({"active": false})))
+                    }
+                }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         address
+    }
+
+    /// The node's answer to a DPoP check.
+    fn validate(&self, body: &Value) -> Value {
+        let field = |name: &str| body[name].as_str().unwrap_or("");
+        let check = sluis_core::authn::dpop::ProofCheck {
+            proof: field("dpop_proof"),
+            method: field("method"),
+            url: field("url"),
+            access_token: field("token"),
+            now: crate::now(),
+            max_age: 300,
+            leeway: 5,
+            algorithms: &[
+                jsonwebtoken::Algorithm::ES256,
+                jsonwebtoken::Algorithm::RS256,
+            ],
+            nonce: None,
+        };
+        let verified = match sluis_core::authn::dpop::verify_proof(&check) {
+            Ok(verified) => verified,
+            Err(e) => return json!({"valid": false, "reason": e.to_string()}),
+        };
+        if verified.jkt != field("thumbprint") {
+            return json!({"valid": false, "reason": "jkt mismatch"});
+        }
+        let mut validated = self.validated.lock().unwrap();
+        if validated.contains(&verified.jti) {
+            return json!({"valid": false, "reason": "jti already used"});
+        }
+        validated.push(verified.jti);
+        json!({"valid": true})
+    }
+
+    /// DPoP proofs the node accepted so far.
+    pub fn dpop_validated(&self) -> usize {
+        self.validated.lock().unwrap().len()
     }
 
     /// From now on `token` introspects as `claims`.
@@ -141,6 +193,11 @@ impl HolderFhir {
     /// Requests answered so far.
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Holds `resource` too, from now on.
+    pub fn add(&self, resource: Value) {
+        self.resources.lock().unwrap().push(resource);
     }
 }
 

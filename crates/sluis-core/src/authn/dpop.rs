@@ -52,8 +52,9 @@ pub struct ProofCheck<'a> {
     /// The accepted signature algorithms. Symmetric ones are ignored: a proof is always
     /// signed with a private key.
     pub algorithms: &'a [Algorithm],
-    /// The nonce the server requires in the proof, if any (RFC 9449 §9).
-    pub nonce: Option<&'a str>,
+    /// Whether a nonce is one the server accepts, when it requires one (RFC 9449 §9): a
+    /// proof without a `nonce`, or with one this refuses, is [`DpopError::UseNonce`].
+    pub nonce: Option<&'a dyn Fn(&str) -> bool>,
 }
 
 /// A proof that passed every check.
@@ -201,8 +202,11 @@ pub fn verify_proof(check: &ProofCheck) -> Result<VerifiedProof, DpopError> {
     // `check_public_key` has checked the members the thumbprint reads: it cannot fail here.
     let jkt = thumbprint(&jwk)?;
 
-    if let Some(required) = check.nonce
-        && claims.get("nonce").and_then(Json::as_str) != Some(required)
+    if let Some(accepts) = check.nonce
+        && !claims
+            .get("nonce")
+            .and_then(Json::as_str)
+            .is_some_and(accepts)
     {
         return Err(DpopError::UseNonce);
     }
@@ -955,9 +959,10 @@ mod tests {
         let wrong = proof_with(&ec(), |_, c| c["nonce"] = json!("stale"));
         let numeric = proof_with(&ec(), |_, c| c["nonce"] = json!(1));
 
+        let expected = |nonce: &str| nonce == "n-0S6_WzA2Mj";
         let required = |proof| {
             let mut request = check(proof);
-            request.nonce = Some("n-0S6_WzA2Mj");
+            request.nonce = Some(&expected);
             verify_proof(&request)
         };
         assert!(required(&with_nonce).is_ok());

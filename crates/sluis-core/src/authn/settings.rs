@@ -464,6 +464,9 @@ pub struct DpopConfig {
     /// Where used proof ids (`jti`) are remembered, so a proof is accepted once.
     #[serde(default)]
     pub replay_cache: ReplayCacheConfig,
+    /// Server nonces (RFC 9449 §9): proofs must carry one this server handed out.
+    #[serde(default)]
+    pub nonce: NonceConfig,
 }
 
 impl Default for DpopConfig {
@@ -473,8 +476,42 @@ impl Default for DpopConfig {
             leeway: default_dpop_leeway(),
             algorithms: default_algorithms(),
             replay_cache: ReplayCacheConfig::default(),
+            nonce: NonceConfig::default(),
         }
     }
+}
+
+/// DPoP server nonces: stateless (an HMAC over a time window), so no store is needed.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NonceConfig {
+    /// Require a nonce in every proof: one without a current nonce is answered 401
+    /// `use_dpop_nonce` with a fresh one in `DPoP-Nonce`.
+    #[serde(default)]
+    pub required: bool,
+    /// How long a nonce is good for: from this to twice this (the current and the
+    /// previous window are accepted).
+    #[serde(default = "default_nonce_lifetime", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub lifetime: Duration,
+    /// The HMAC key (at least 32 bytes), shared by replicas so each accepts the others'
+    /// nonces. Without it a key is made at start: one replica only, and a restart asks
+    /// clients for a new nonce once.
+    pub key: Option<Secret>,
+}
+
+impl Default for NonceConfig {
+    fn default() -> Self {
+        NonceConfig {
+            required: false,
+            lifetime: default_nonce_lifetime(),
+            key: None,
+        }
+    }
+}
+
+fn default_nonce_lifetime() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_dpop_max_age() -> Duration {

@@ -28,8 +28,17 @@ pub(super) enum Kind {
     Mitz {
         endpoint: String,
         defaults: std::collections::BTreeMap<String, String>,
+        /// The data holders asked for; empty: any.
+        data_holders: Vec<String>,
     },
 }
+
+/// The question's inputs that name the data holder: a call that gives one empty says "the
+/// data holder is not named here" and gets the source's default (a policy cannot leave a
+/// key out of a CEL map literal conditionally, so it passes `''` for the PEP's holder when
+/// the PEP named none). Only these: an empty requester or BSN must stay a failure, never
+/// become a configured value.
+const HOLDER_KEYS: [&str; 2] = ["author_ura", "author_facility_type"];
 
 /// The inputs of a Mitz call ([`super::mitz::MitzQuestion`]).
 pub const MITZ_KEYS: [&str; 10] = [
@@ -116,16 +125,35 @@ impl Kind {
             KindConfig::Userinfo { endpoint } => Kind::Userinfo {
                 endpoint: endpoint.clone(),
             },
-            KindConfig::Mitz { endpoint, defaults } => {
+            KindConfig::Mitz {
+                endpoint,
+                defaults,
+                data_holders,
+            } => {
                 if let Some(unknown) = defaults.keys().find(|k| !MITZ_KEYS.contains(&k.as_str())) {
                     return Err(format!(
                         "`defaults` has no input `{unknown}` (inputs: {})",
                         MITZ_KEYS.join(", ")
                     ));
                 }
+                if let Some(bad) = data_holders
+                    .iter()
+                    .find(|ura| ura.len() != 8 || !ura.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    return Err(format!("`data_holders`: `{bad}` is not a URA (8 digits)"));
+                }
+                if let Some(default) = defaults.get("author_ura")
+                    && !data_holders.is_empty()
+                    && !data_holders.contains(default)
+                {
+                    return Err(format!(
+                        "`defaults.author_ura` `{default}` is not one of `data_holders`"
+                    ));
+                }
                 Kind::Mitz {
                     endpoint: endpoint.clone(),
                     defaults: defaults.clone(),
+                    data_holders: data_holders.clone(),
                 }
             }
         })
@@ -155,7 +183,11 @@ impl Kind {
             _ => return Err(bad("pass a map, e.g. `{'read': 'Patient/1'}`".into())),
         };
         match self {
-            Kind::Mitz { endpoint, defaults } => {
+            Kind::Mitz {
+                endpoint,
+                defaults,
+                data_holders,
+            } => {
                 let mut inputs = defaults.clone();
                 for (key, value) in map {
                     if !MITZ_KEYS.contains(&key.as_str()) {
@@ -167,6 +199,9 @@ impl Kind {
                     let Json::String(value) = value else {
                         return Err(bad(format!("`{key}` must be a string")));
                     };
+                    if value.is_empty() && HOLDER_KEYS.contains(&key.as_str()) {
+                        continue;
+                    }
                     inputs.insert(key.clone(), value.clone());
                 }
                 let mut take = |key: &str| inputs.remove(key);
@@ -197,6 +232,14 @@ impl Kind {
                         "purpose_of_use",
                     )?),
                 };
+                // A holder this deployment does not answer for is never asked about: the
+                // answer would be about records it does not keep.
+                if !data_holders.is_empty() && !data_holders.contains(&question.author_ura) {
+                    return Err(bad(
+                        "the data holder (`author_ura`) is not one of the source's `data_holders`"
+                            .into(),
+                    ));
+                }
                 // The error names the field, never its value.
                 let body = super::mitz::build_request(
                     &question,
@@ -720,4 +763,108 @@ async fn access_token(client: &reqwest::Client, auth: &Auth) -> Result<String, L
         + std::time::Duration::from_secs(lifetime.saturating_sub(30).max(1));
     *held = Some((access.clone(), until));
     Ok(access)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mitz(data_holders: &[&str]) -> Result<Kind, String> {
+        Kind::new(&KindConfig::Mitz {
+            endpoint: "https://mitz.invalid/xacml3".into(),
+            defaults: [
+                ("author_ura", "00000659"),
+                ("author_facility_type", "Z3"),
+                ("event_code", "GGC002"),
+                ("purpose_of_use", "TREAT"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            data_holders: data_holders.iter().map(|s| (*s).to_owned()).collect(),
+        })
+    }
+
+    /// The custodian the question asks about (its envelope read back).
+    fn asked_holder(kind: &Kind, author: Option<&str>) -> Result<(String, String), String> {
+        let mut args = json!({"bsn": "999999990", "requester_ura": "24173480",
+            "requester_facility_type": "Z3", "subject_role": "01.015"});
+        if let Some(author) = author {
+            args["author_ura"] = json!(author);
+            args["author_facility_type"] = json!("");
+        }
+        match kind.query(&args, None, None) {
+            Ok(Query::Mitz { body, .. }) => {
+                let question = super::super::mitz::parse_request(body.as_bytes())
+                    .map_err(|e| e.to_string())?
+                    .question;
+                Ok((question.author_ura, question.author_facility_type.code))
+            }
+            Ok(other) => Err(format!("not a Mitz query: {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn the_question_names_the_holder_the_call_names_else_the_default() {
+        let any = mitz(&[]).unwrap();
+        assert_eq!(
+            asked_holder(&any, None).unwrap(),
+            ("00000659".into(), "Z3".into())
+        );
+        // An empty holder is "not named here": the default, never an empty URA.
+        assert_eq!(
+            asked_holder(&any, Some("")).unwrap(),
+            ("00000659".into(), "Z3".into())
+        );
+        assert_eq!(
+            asked_holder(&any, Some("00000666")).unwrap(),
+            ("00000666".into(), "Z3".into())
+        );
+        // A malformed one given is refused, not replaced.
+        assert!(asked_holder(&any, Some("666")).is_err());
+    }
+
+    #[test]
+    fn a_holder_outside_data_holders_is_never_asked() {
+        let served = mitz(&["00000659", "00000666"]).unwrap();
+        assert_eq!(
+            asked_holder(&served, Some("00000666")).unwrap().0,
+            "00000666"
+        );
+        assert_eq!(asked_holder(&served, None).unwrap().0, "00000659");
+        let error = asked_holder(&served, Some("00000777")).unwrap_err();
+        assert!(error.contains("`data_holders`"), "{error}");
+        assert!(
+            !error.contains("00000777"),
+            "the value is not in the error: {error}"
+        );
+    }
+
+    #[test]
+    fn an_empty_requester_or_bsn_never_takes_a_default() {
+        let kind = Kind::new(&KindConfig::Mitz {
+            endpoint: "https://mitz.invalid/xacml3".into(),
+            defaults: [("requester_ura", "00000659"), ("bsn", "999999990")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            data_holders: Vec::new(),
+        })
+        .unwrap();
+        for key in ["requester_ura", "bsn"] {
+            let args = json!({key: "", "author_ura": "00000659", "author_facility_type": "Z3",
+                "requester_facility_type": "Z3", "subject_role": "01.015",
+                "event_code": "GGC002", "purpose_of_use": "TREAT"});
+            assert!(kind.query(&args, None, None).is_err(), "{key}");
+        }
+    }
+
+    #[test]
+    fn data_holders_are_checked_at_load() {
+        let error = |holders: &[&str]| mitz(holders).err().unwrap_or_default();
+        assert!(error(&["659"]).contains("not a URA"));
+        assert!(error(&["00000666"]).contains("`defaults.author_ura`"));
+    }
 }

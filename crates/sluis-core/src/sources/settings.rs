@@ -115,7 +115,7 @@ impl KindConfig {
             KindConfig::Http { .. } => &["method", "url"],
             KindConfig::Fhir { .. } => &["base_url", "search_method", "max_results"],
             KindConfig::Userinfo { .. } => &["endpoint"],
-            KindConfig::Mitz { .. } => &["endpoint", "defaults"],
+            KindConfig::Mitz { .. } => &["endpoint", "defaults", "data_holders"],
         }
     }
 }
@@ -215,6 +215,12 @@ pub enum KindConfig {
         /// `author_facility_type`, `event_code`, `purpose_of_use`, ...).
         #[serde(default)]
         defaults: std::collections::BTreeMap<String, String>,
+        /// The data holders (URAs, 8 digits) this deployment answers for. When set, a
+        /// question naming another data holder (`author_ura`, from a call or `defaults`)
+        /// is not asked of Mitz: the look-up fails with bad arguments, so the rule that
+        /// asked denies. Empty (the default): any well-formed URA is asked.
+        #[serde(default)]
+        data_holders: Vec<String>,
     },
 }
 
@@ -501,6 +507,7 @@ mod tests {
             KindConfig::Mitz {
                 endpoint: String::new(),
                 defaults: Default::default(),
+                data_holders: Vec::new(),
             },
         ];
         let known: std::collections::BTreeSet<String> = COMMON_KEYS
@@ -521,7 +528,7 @@ mod tests {
         ) {
             let (kind, required) = KINDS[kind];
             let known = COMMON_KEYS.contains(&key.as_str())
-                || ["method", "url", "base_url", "search_method", "max_results", "endpoint", "defaults"]
+                || ["method", "url", "base_url", "search_method", "max_results", "endpoint", "defaults", "data_holders"]
                     .contains(&key.as_str());
             prop_assume!(!known);
             let yaml = format!("sources:\n  - name: src\n    kind: {kind}\n    {required}\n    {key}: 1\n");
