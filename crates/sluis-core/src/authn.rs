@@ -181,7 +181,7 @@ pub fn presented_token(request: &AccessRequest) -> Result<(Scheme, &str), AuthnE
     // Envoy and the HTTP doors join repeated headers with commas; neither a token nor
     // Basic credentials contain one. Two credentials of which one is a token (two tokens,
     // or Basic beside Bearer) are ambiguous: RFC 6750 §3.1 `invalid_request`.
-    if value.contains(',') {
+    if memchr::memchr(b',', value.as_bytes()).is_some() {
         if value.split(',').any(|part| token_scheme(part).is_some()) {
             return Err(AuthnError::BadRequest(
                 "more than one authorization header".into(),
@@ -196,9 +196,10 @@ pub fn presented_token(request: &AccessRequest) -> Result<(Scheme, &str), AuthnE
         // RFC 6750 §3.1: a malformed request, not an invalid token.
         return Err(AuthnError::BadRequest("empty access token".into()));
     }
-    // Bytes, not a `char` pattern: this runs over every token of every Check, and a
-    // two-`char` search decodes UTF-8 one character at a time (0.7 µs for a 900-byte JWT).
-    if token.bytes().any(|b| b == b' ' || b == b'\t') {
+    // A vectorised byte search: this runs over every token of every Check, and a byte
+    // loop cost 4k instructions for a 900-byte JWT (a two-`char` pattern, decoding UTF-8
+    // one character at a time, cost more).
+    if memchr::memchr2(b' ', b'\t', token.as_bytes()).is_some() {
         return Err(AuthnError::BadRequest(
             "access token contains whitespace".into(),
         ));
