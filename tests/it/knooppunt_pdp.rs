@@ -33,7 +33,7 @@ async fn stand_ins(
 
 const NUTS_ISS: &str = "https://nuts.example.org";
 
-fn config(node: std::net::SocketAddr, allow_from: &str, sources: &str) -> String {
+pub(crate) fn config(node: std::net::SocketAddr, allow_from: &str, sources: &str) -> String {
     format!(
         r#"
 listeners: {{grpc: "127.0.0.1:0", admin: "127.0.0.1:0"}}
@@ -57,7 +57,7 @@ doors:
 }
 
 /// The introspection answer for a token with `scope` (and extra claims).
-fn introspection(scope: &str, extra: Value) -> Value {
+pub(crate) fn introspection(scope: &str, extra: Value) -> Value {
     let mut claims = json!({
         "active": true,
         "iss": NUTS_ISS,

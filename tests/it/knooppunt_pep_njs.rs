@@ -9,76 +9,18 @@
 
 use sluis_test_kit as kit;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kit::gateway::*;
 use kit::mitz::MitzStandIn;
 use kit::nuts::*;
 use kit::*;
+
+use crate::knooppunt_pdp::{config, introspection};
 use serde_json::{Value, json};
 
-const NUTS_ISS: &str = "https://nuts.example.org";
 const URA: &str = "24173480";
 const NJS_MODULE: &str = "/usr/lib/nginx/modules/ngx_http_js_module.so";
-
-/// `path` if it exists; else `None` with a message, or a panic under
-/// `SLUIS_REQUIRE_NGINX=1`.
-fn required(path: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(path);
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("SLUIS_REQUIRE_NGINX").as_deref() == Ok("1") {
-        panic!(
-            "{} is required but missing: run scripts/install-nginx.sh",
-            path.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: no {} (run scripts/install-nginx.sh)",
-        path.display()
-    );
-    None
-}
-
-fn config(node: std::net::SocketAddr, sources: &str) -> String {
-    format!(
-        r#"
-listeners: {{grpc: "127.0.0.1:0", admin: "127.0.0.1:0"}}
-issuers:
-  - name: nuts-node
-    issuer: {NUTS_ISS}
-    introspection:
-      endpoint: http://{node}{INTROSPECTION_PATH}
-      allow_insecure_http: true
-      timeout: 1s
-policies: [{policies}]
-doors:
-  knooppunt_pdp:
-    issuer: nuts-node
-    fhir_base_path: /fhir
-    allow_from: ["127.0.0.1/32"]
-{sources}
-"#,
-        policies = repo_path("policy/nl").display()
-    )
-}
-
-fn introspection(scope: &str, extra: Value) -> Value {
-    let mut claims = json!({
-        "active": true, "iss": NUTS_ISS, "client_id": "https://requester.example.org",
-        "scope": scope, "organization_ura": URA, "organization_facility_type": "Z3",
-        "subject_role": "01.015", "exp": now() + 600, "iat": now() - 10,
-    });
-    for (name, value) in extra.as_object().unwrap() {
-        if value.is_null() {
-            claims.as_object_mut().unwrap().remove(name);
-        } else {
-            claims[name] = value.clone();
-        }
-    }
-    claims
-}
 
 /// The shipped server block with the node's address and `js_path` moved as well.
 fn pep_block(listen: u16, sluis: std::net::SocketAddr, upstream: u16, node: &str) -> String {
@@ -110,7 +52,7 @@ async fn an_njs_pep_in_nginx_asks_pdp_and_agrees_with_forward_auth() {
     let Some(nginx) = system_binary("nginx") else {
         return;
     };
-    let Some(njs) = required(NJS_MODULE) else {
+    let Some(njs) = nginx_extra(NJS_MODULE) else {
         return;
     };
     let node = NutsNode::default();
@@ -125,7 +67,11 @@ async fn an_njs_pep_in_nginx_asks_pdp_and_agrees_with_forward_auth() {
     mitz.set_reply_for("900186021", sluis_core::sources::mitz::MitzDecision::Deny);
     let (upstream_port, seen) = upstream().await;
     let setup = Setup::new(
-        &config(node_address, &sources_yaml(&holder_url, &mitz)),
+        &config(
+            node_address,
+            r#""127.0.0.1/32""#,
+            &sources_yaml(&holder_url, &mitz),
+        ),
         &[],
     );
     let sluis = Server::start(&setup.config_path()).await;

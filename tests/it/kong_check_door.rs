@@ -164,29 +164,12 @@ fn kong_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("kong")
 }
 
-/// A tool the Kong plugin's tests need, or `None` (the caller skips) unless
-/// `SLUIS_REQUIRE_NGINX=1`.
-fn required(path: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(path);
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("SLUIS_REQUIRE_NGINX").as_deref() == Ok("1") {
-        panic!(
-            "{} is required but missing: run scripts/install-nginx.sh",
-            path.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: no {} (run scripts/install-nginx.sh)",
-        path.display()
-    );
-    None
-}
-
 #[test]
 fn busted_passes_the_plugin_logic_specs() {
-    let (Some(busted), Some(_)) = (required("/usr/bin/busted"), required("/usr/bin/luajit")) else {
+    let (Some(busted), Some(_)) = (
+        nginx_extra("/usr/bin/busted"),
+        nginx_extra("/usr/bin/luajit"),
+    ) else {
         return;
     };
     // LuaJIT, the Lua Kong runs.
@@ -324,10 +307,10 @@ fn route(path: &str, config: &str, upstream: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kong_plugin_enforces_sluis_decisions_inside_nginx() {
-    let Some(nginx) = required("/usr/sbin/nginx") else {
+    let Some(nginx) = nginx_extra("/usr/sbin/nginx") else {
         return;
     };
-    let Some(lua_module) = required("/usr/lib/nginx/modules/ngx_http_lua_module.so") else {
+    let Some(lua_module) = nginx_extra("/usr/lib/nginx/modules/ngx_http_lua_module.so") else {
         return;
     };
     let (upstream_port, seen) = upstream().await;

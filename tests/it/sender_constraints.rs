@@ -449,9 +449,20 @@ async fn a_replica_starts_and_serves_while_redis_is_down() {
 /// Sends DPoP requests, each with a new proof, until one is accepted or 15 s have passed:
 /// the replay cache is connecting, or refusing proofs from before it was found empty.
 async fn until_accepted(server: &Server, token: &str, jti: &str) -> Result<u16, tonic::Code> {
+    until_accepted_with_nonce(server, token, jti, None).await
+}
+
+/// [`until_accepted`] with proofs that carry `nonce`.
+async fn until_accepted_with_nonce(
+    server: &Server,
+    token: &str,
+    jti: &str,
+    nonce: Option<&str>,
+) -> Result<u16, tonic::Code> {
     let mut answer = Err(tonic::Code::Unknown);
     for attempt in 0..150 {
-        let proof = proof("GET", URL, token, 0, &format!("{jti}-{attempt}"));
+        let jti = format!("{jti}-{attempt}");
+        let proof = kit::dpop::proof_with_nonce("GET", URL, token, 0, &jti, nonce);
         answer = check_status(server, dpop_request("GET", token, &proof)).await;
         if answer == Ok(200) {
             break;
@@ -543,40 +554,17 @@ async fn dpop_server_nonces_are_required_when_configured() {
     };
     // With it: decided (the replay cache may refuse proofs from just after its start;
     // a new jti each time until it does not).
-    let mut status = 0;
-    for attempt in 0..150 {
-        status = server
-            .check(dpop_request(
-                "GET",
-                &token,
-                &with(&format!("n-1-{attempt}"), &nonce),
-            ))
-            .await
-            .status;
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, 200);
+    assert_eq!(
+        until_accepted_with_nonce(&server, &token, "n-1", Some(&nonce)).await,
+        Ok(200)
+    );
     // A replica with the same key takes it; another key, a forged or a stale-looking
     // nonce is not current: the answer is a new nonce, not an allow.
-    let mut status = 0;
-    for attempt in 0..150 {
-        status = replica
-            .check(dpop_request(
-                "GET",
-                &token,
-                &with(&format!("n-2-{attempt}"), &nonce),
-            ))
-            .await
-            .status;
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, 200, "a replica sharing the key");
+    assert_eq!(
+        until_accepted_with_nonce(&replica, &token, "n-2", Some(&nonce)).await,
+        Ok(200),
+        "a replica sharing the key"
+    );
     let fresh = use_nonce(
         &other
             .check(dpop_request("GET", &token, &with("n-3", &nonce)))

@@ -167,6 +167,27 @@ pub fn system_binary(name: &str) -> Option<PathBuf> {
     found
 }
 
+/// A file the NGINX tests need beside NGINX itself (a module such as njs, the Kong
+/// plugin's `busted`), or `None`: the caller should skip (saying so), unless
+/// `SLUIS_REQUIRE_NGINX=1` (set by `scripts/test.sh`), where that is a failure.
+pub fn nginx_extra(path: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(path);
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var("SLUIS_REQUIRE_NGINX").as_deref() == Ok("1") {
+        panic!(
+            "{} is required but missing: run scripts/install-nginx.sh",
+            path.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: no {} (run scripts/install-nginx.sh)",
+        path.display()
+    );
+    None
+}
+
 /// Waits (up to 10 s) until something accepts connections on loopback `port`.
 pub async fn wait_for_port(what: &str, port: u16) {
     wait_until(what, || {
