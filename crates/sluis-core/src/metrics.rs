@@ -479,6 +479,17 @@ impl Metrics {
             .inc();
     }
 
+    /// The counter of `source`'s look-ups with cache result `result`, to keep: counting
+    /// through it skips the label look-up [`Metrics::source_cache`] makes each time.
+    pub fn source_cache_counter(&self, source: &Arc<str>, result: &'static str) -> Counter {
+        self.source_cache
+            .get_or_create(&SourceLabels {
+                source: Id(source.clone()),
+                result,
+            })
+            .clone()
+    }
+
     /// A failed look-up of `source`, by failure kind.
     pub fn source_error(&self, source: &Arc<str>, kind: &'static str) {
         self.source_errors
