@@ -82,6 +82,23 @@ pub enum LookupFailure {
 }
 
 impl LookupFailure {
+    /// Every [`LookupFailure::kind`].
+    pub const KINDS: [&'static str; 13] = [
+        "timeout",
+        "connect",
+        "status",
+        "content_type",
+        "invalid",
+        "too_large",
+        "circuit_open",
+        "busy",
+        "arguments",
+        "no_fixture",
+        "too_many",
+        "too_deep",
+        "other",
+    ];
+
     /// The failure's kind, for metrics and `sluis test` fixtures.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -246,6 +263,18 @@ impl SourceSet {
         hasher.update(name.as_bytes());
         hasher.update(canonical);
         hasher.finalize().into()
+    }
+
+    /// Forgets the metric series of every source of this set that `next` does not
+    /// declare: a source removed by a reload leaves `/metrics`.
+    pub fn forget_removed(&self, next: Option<&SourceSet>) {
+        for source in &self.sources {
+            if next.is_none_or(|next| next.index(&source.name).is_none()) {
+                source
+                    .metrics
+                    .forget_source(&source.name, &LookupFailure::KINDS);
+            }
+        }
     }
 
     /// The calls made to each source so far (retries included), for tests and readiness.

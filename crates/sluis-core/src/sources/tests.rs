@@ -150,6 +150,28 @@ fn arguments_are_bounded_and_typed() {
     );
 }
 
+/// Every failure kind is listed, so a removed source's error series are all forgotten.
+#[test]
+fn every_failure_kind_is_listed() {
+    let all = [
+        LookupFailure::Timeout,
+        LookupFailure::Connect,
+        LookupFailure::Status(503),
+        LookupFailure::ContentType("application/json"),
+        LookupFailure::Invalid("x"),
+        LookupFailure::TooLarge,
+        LookupFailure::CircuitOpen,
+        LookupFailure::Busy,
+        LookupFailure::Arguments(String::new()),
+        LookupFailure::NoFixture(String::new()),
+        LookupFailure::TooMany,
+        LookupFailure::TooDeep,
+        LookupFailure::Other(String::new()),
+    ];
+    let kinds: Vec<&str> = all.iter().map(LookupFailure::kind).collect();
+    assert_eq!(kinds, LookupFailure::KINDS);
+}
+
 /// A rule reading a shared answer sees what it would see reading the answer itself:
 /// fields, indexing, comprehensions, `in`, `size`, `has`, equality both ways,
 /// the answer put in a list or a map, and passed to a function as a whole.
