@@ -1,4 +1,5 @@
-//! Information sources (issue #20), in the engine, against a loopback FHIR stand-in.
+//! Information sources (issue #20), in the engine, against the test kit's data holder
+//! (`sluis_test_kit::nuts::HolderFhir`).
 //!
 //! - `sources/cached` and `sources/none`, side by side: one anonymous policy whose rule
 //!   reads `sources.holder({'read': 'Patient/' + id}).active`, every answer already in the
@@ -16,7 +17,6 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -24,29 +24,16 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use sluis_config::Config;
 use sluis_core::engine::Engine;
 use sluis_core::request::AccessRequest;
+use sluis_test_kit::nuts::HolderFhir;
 
-/// A FHIR server answering every `Patient/{id}` read as active, after `delay`, counting
-/// the reads.
-async fn stand_in(delay: Duration) -> (String, Arc<AtomicUsize>) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
-        let counter = counter.clone();
-        async move {
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(delay).await;
-            let id = uri.path().rsplit('/').next().unwrap_or("").to_owned();
-            (
-                [("content-type", "application/fhir+json")],
-                serde_json::json!({"resourceType": "Patient", "id": id, "active": true})
-                    .to_string(),
-            )
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, calls)
+/// The test kit's data holder, holding ten active Patients `p0`..`p9` and answering
+/// after `delay`; its base URL, and the server to count its reads.
+async fn stand_in(delay: Duration) -> (String, HolderFhir) {
+    let patients = (0..10)
+        .map(|i| serde_json::json!({"resourceType": "Patient", "id": format!("p{i}"), "active": true}))
+        .collect();
+    let holder = HolderFhir::new(patients).delayed(delay);
+    (holder.start().await, holder)
 }
 
 const WITH_SOURCE: &str = r#"
@@ -77,7 +64,7 @@ fn engine(url: &str, policies: &str) -> (tempfile::TempDir, Engine) {
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("policies/p.yaml"), policies).unwrap();
     let config = format!(
-        "listeners: {{grpc: 127.0.0.1:0, admin: 127.0.0.1:0}}\npolicies: [policies]\nlookups: {{deadline: 5s}}\nsources:\n  - {{name: holder, kind: fhir, base_url: '{url}/fhir', allow_insecure_http: true, timeout: 5s, max_concurrent: 64, cache: {{ttl: 1h}}}}\n"
+        "listeners: {{grpc: 127.0.0.1:0, admin: 127.0.0.1:0}}\npolicies: [policies]\nlookups: {{deadline: 5s}}\nsources:\n  - {{name: holder, kind: fhir, base_url: '{url}', allow_insecure_http: true, timeout: 5s, max_concurrent: 64, cache: {{ttl: 1h}}}}\n"
     );
     std::fs::write(dir.path().join("sluis.yaml"), config).unwrap();
     let config = Config::load(&dir.path().join("sluis.yaml")).unwrap();
@@ -121,9 +108,9 @@ fn coalescing() {
         .unwrap();
     let mut p99s = Vec::new();
     rt.block_on(async {
-        let (url, calls) = stand_in(Duration::from_millis(20)).await;
+        let (url, holder) = stand_in(Duration::from_millis(20)).await;
         for run in 0..runs {
-            let before = calls.load(Ordering::SeqCst);
+            let before = holder.calls();
             let (_dir, engine) = engine(&url, WITH_SOURCE);
             let engine = Arc::new(engine);
             let tasks: Vec<_> = (0..1000)
@@ -143,7 +130,7 @@ fn coalescing() {
                 latencies.push(task.await.unwrap());
             }
             latencies.sort();
-            let made = calls.load(Ordering::SeqCst) - before;
+            let made = holder.calls() - before;
             let p99 = percentile(&latencies, 0.99);
             println!(
                 "coalescing run {run}: 1000 decisions, 10 keys, {made} upstream calls; p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -170,7 +157,7 @@ fn cached_against_none(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (url, calls) = rt.block_on(stand_in(Duration::ZERO));
+    let (url, holder) = rt.block_on(stand_in(Duration::ZERO));
     let (_a, with_source) = engine(&url, WITH_SOURCE);
     let (_b, without) = engine(&url, WITHOUT_SOURCE);
     let request = request("/patients/p1");
@@ -178,11 +165,7 @@ fn cached_against_none(c: &mut Criterion) {
         let decision = rt.block_on(engine.decide(&request)).unwrap();
         assert!(decision.is_allow(), "{}", decision.reason);
     }
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        1,
-        "warmed: the answer is cached"
-    );
+    assert_eq!(holder.calls(), 1, "warmed: the answer is cached");
     let mut group = c.benchmark_group("sources");
     group.bench_function("cached", |b| {
         b.iter(|| black_box(rt.block_on(with_source.decide(black_box(&request)))))
@@ -191,11 +174,7 @@ fn cached_against_none(c: &mut Criterion) {
         b.iter(|| black_box(rt.block_on(without.decide(black_box(&request)))))
     });
     group.finish();
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        1,
-        "every measured decision was cached"
-    );
+    assert_eq!(holder.calls(), 1, "every measured decision was cached");
 }
 
 criterion_group!(benches, cached_against_none);

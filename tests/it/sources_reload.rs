@@ -168,6 +168,92 @@ policies:
     server.stop().await;
 }
 
+/// `/gone/{id}` needs an active Patient from source `gone`.
+const GONE_POLICY: &str = r#"
+policies:
+  - id: gone
+    anonymous: true
+    match: {paths: ["/gone/*"]}
+    rules:
+      - id: active-patient
+        allow: "sources.gone({'read': 'Patient/' + request.segments[1]}).active == true"
+"#;
+
+async fn metrics(server: &Server) -> String {
+    reqwest::get(format!("http://{}/metrics", server.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The `/metrics` lines of source `name`.
+fn series_of(metrics: &str, name: &str) -> Vec<String> {
+    let label = format!("source=\"{name}\"");
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#') && line.contains(&label))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_source_a_reload_removes_leaves_the_metrics() {
+    let upstream = StandIn::start(fhir_script).await;
+    let failing = StandIn::start(|_: &str, _: &str, _: Option<&str>| Reply::status(503)).await;
+    let gone = format!(
+        "  - name: gone\n    kind: fhir\n    base_url: {}/fhir\n    allow_insecure_http: true\n    retries: 0\n    circuit: {{failures: 1}}\n",
+        failing.url()
+    );
+    let setup = Setup::new(
+        &config(&holder(&upstream.url(), &gone)),
+        &[("p.yaml", POLICY), ("gone.yaml", GONE_POLICY)],
+    );
+    let server = Server::start(&setup.config_path()).await;
+    assert!(allowed(&server, "/patients/1").await);
+    assert!(allowed(&server, "/patients/1").await, "the cached answer");
+    assert!(!allowed(&server, "/gone/1").await);
+    let before = metrics(&server).await;
+    let gone_series = series_of(&before, "gone");
+    for wanted in [
+        "sluis_source_circuit_open{source=\"gone\"} 1",
+        "sluis_source_calls_total{source=\"gone\"} 1",
+    ] {
+        assert!(
+            gone_series.iter().any(|l| l == wanted),
+            "{wanted}: {before}"
+        );
+    }
+    assert!(
+        gone_series
+            .iter()
+            .any(|l| l.starts_with("sluis_source_errors_total") && l.contains("kind=\"status\"")),
+        "{before}"
+    );
+    let holder_series = series_of(&before, "holder");
+    assert!(
+        holder_series.iter().any(|l| l.contains("result=\"hit\"")),
+        "{before}"
+    );
+
+    // The policy calling `gone`, then `gone` itself, go.
+    std::fs::remove_file(setup.dir.path().join("policies/gone.yaml")).unwrap();
+    write_config(&setup, &config(&holder(&upstream.url(), "")));
+    assert!(
+        kit::eventually(|| async { series_of(&metrics(&server).await, "gone").is_empty() }).await,
+        "{:?}\n{}",
+        last_reload_error(&server).await,
+        metrics(&server).await
+    );
+    // The source kept keeps its series, with their values.
+    let after = metrics(&server).await;
+    assert_eq!(series_of(&after, "holder"), holder_series, "{after}");
+    assert!(allowed(&server, "/patients/1").await);
+    assert_eq!(upstream.calls(), 1, "still cached");
+    server.stop().await;
+}
+
 /// Patient reads from a source that always fails, under `on_error: unavailable`.
 const UNAVAILABLE_POLICY: &str = r#"
 policies:

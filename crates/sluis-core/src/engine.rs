@@ -201,10 +201,14 @@ impl Engine {
     /// Puts a new policy set in force together with the sources it was validated against:
     /// no decision sees the one without the other.
     pub fn swap_policies_and_sources(&self, policies: PolicySet, sources: Option<Arc<SourceSet>>) {
-        self.in_force.store(Arc::new(InForce {
+        let next = Arc::new(InForce {
             policies: Arc::new(policies),
             sources,
-        }));
+        });
+        let previous = self.in_force.swap(next.clone());
+        if let Some(previous) = &previous.sources {
+            previous.forget_removed(next.sources.as_deref());
+        }
     }
 
     /// The candidate policy set, when one is configured and has loaded.

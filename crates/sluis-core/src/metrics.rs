@@ -479,6 +479,41 @@ impl Metrics {
             .inc();
     }
 
+    /// The counter of `source`'s look-ups with cache result `result`, to keep: counting
+    /// through it skips the label look-up [`Metrics::source_cache`] makes each time.
+    pub fn source_cache_counter(&self, source: &Arc<str>, result: &'static str) -> Counter {
+        self.source_cache
+            .get_or_create(&SourceLabels {
+                source: Id(source.clone()),
+                result,
+            })
+            .clone()
+    }
+
+    /// Forgets every series of `source`, a source a reload removed: its circuit gauge
+    /// and counters leave `/metrics` instead of showing their last values for ever.
+    /// `error_kinds`: every failure kind a look-up can fail with.
+    pub fn forget_source(&self, source: &Arc<str>, error_kinds: &[&'static str]) {
+        let name = SourceNameLabels {
+            source: Id(source.clone()),
+        };
+        self.source_calls.remove(&name);
+        self.source_seconds.remove(&name);
+        self.source_circuit_open.remove(&name);
+        for result in ["hit", "miss", "joined"] {
+            self.source_cache.remove(&SourceLabels {
+                source: Id(source.clone()),
+                result,
+            });
+        }
+        for &kind in error_kinds {
+            self.source_errors.remove(&SourceErrorLabels {
+                source: Id(source.clone()),
+                kind,
+            });
+        }
+    }
+
     /// A failed look-up of `source`, by failure kind.
     pub fn source_error(&self, source: &Arc<str>, kind: &'static str) {
         self.source_errors

@@ -24,12 +24,15 @@ mod kinds;
 mod lookups;
 pub mod mitz;
 pub mod settings;
+mod shared;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use cel::Value;
+use cel::common::types::{CelBool, CelDouble, CelInt, CelMapKey, CelNull, CelUInt};
+use cel::common::value::{BuiltinRef, Val};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -39,6 +42,7 @@ pub use lookups::{
     CacheState, Fixture, FixtureAnswer, LookupTrace, Lookups, Pending, Scope, call_current,
 };
 use settings::{LookupLimits, SourceConfig, SourceSettings};
+pub use shared::SharedAnswer;
 
 /// A look-up's cache key: a keyed hash of the source and its canonical arguments.
 pub type Key = [u8; 32];
@@ -78,6 +82,23 @@ pub enum LookupFailure {
 }
 
 impl LookupFailure {
+    /// Every [`LookupFailure::kind`].
+    pub const KINDS: [&'static str; 13] = [
+        "timeout",
+        "connect",
+        "status",
+        "content_type",
+        "invalid",
+        "too_large",
+        "circuit_open",
+        "busy",
+        "arguments",
+        "no_fixture",
+        "too_many",
+        "too_deep",
+        "other",
+    ];
+
     /// The failure's kind, for metrics and `sluis test` fixtures.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -109,11 +130,29 @@ impl LookupFailure {
 /// A source's answer as CEL sees it.
 #[derive(Debug)]
 pub struct Answer {
-    pub value: Value,
+    /// The answer in the interpreter's own form, converted once when it arrives: every
+    /// rule that reads it gets a [`SharedAnswer`] handle on this one copy. (A `cel::Value`
+    /// handed back from a function is converted, deeply, on every call: that conversion
+    /// was a third of what a cached look-up cost.)
+    evaluable: Box<dyn Val>,
     /// Not found / empty / refused: cached for `negative_ttl`.
     pub negative: bool,
     /// Masked and cut to 200 characters, for explain.
     pub shown: String,
+}
+
+impl Answer {
+    /// An answer of `value`, converted for the interpreter and rendered for explain.
+    pub fn new(value: Value, negative: bool) -> Result<Answer, LookupFailure> {
+        let shown = shown(&value);
+        let evaluable = Box::<dyn Val>::try_from(value)
+            .map_err(|_| LookupFailure::Invalid("a value CEL cannot hold"))?;
+        Ok(Answer {
+            evaluable,
+            negative,
+            shown,
+        })
+    }
 }
 
 pub type Outcome = Result<Arc<Answer>, LookupFailure>;
@@ -226,6 +265,18 @@ impl SourceSet {
         hasher.finalize().into()
     }
 
+    /// Forgets the metric series of every source of this set that `next` does not
+    /// declare: a source removed by a reload leaves `/metrics`.
+    pub fn forget_removed(&self, next: Option<&SourceSet>) {
+        for source in &self.sources {
+            if next.is_none_or(|next| next.index(&source.name).is_none()) {
+                source
+                    .metrics
+                    .forget_source(&source.name, &LookupFailure::KINDS);
+            }
+        }
+    }
+
     /// The calls made to each source so far (retries included), for tests and readiness.
     pub fn calls(&self, name: &str) -> u64 {
         self.index(name)
@@ -251,6 +302,9 @@ pub struct Source {
     ttl: Duration,
     negative_ttl: Duration,
     metrics: Arc<Metrics>,
+    /// The `hit` counter, resolved at the first hit: a cached look-up counts without a
+    /// label look-up.
+    hits: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
     calls: std::sync::atomic::AtomicU64,
     /// A hash of the configuration and of every file and secret read to build it.
     fingerprint: [u8; 32],
@@ -332,8 +386,15 @@ impl Source {
             ttl: config.cache.ttl,
             negative_ttl: config.cache.negative_ttl,
             metrics,
+            hits: std::sync::OnceLock::new(),
             calls: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    fn count_hit(&self) {
+        self.hits
+            .get_or_init(|| self.metrics.source_cache_counter(&self.name, "hit"))
+            .inc();
     }
 
     fn cached(&self, key: &Key) -> Option<Arc<Answer>> {
@@ -349,7 +410,7 @@ impl Source {
         deadline: tokio::time::Instant,
     ) -> (Outcome, CacheState) {
         if let Some(answer) = self.cached(&key) {
-            self.metrics.source_cache(&self.name, "hit");
+            self.count_hit();
             return (Ok(answer), CacheState::Hit);
         }
         let (flight, first) = {
@@ -552,15 +613,7 @@ impl Source {
         } else {
             Duration::ZERO
         };
-        let shown = shown(&parsed.value);
-        Ok((
-            Arc::new(Answer {
-                value: parsed.value,
-                negative: parsed.negative,
-                shown,
-            }),
-            ttl,
-        ))
+        Ok((Arc::new(Answer::new(parsed.value, parsed.negative)?), ttl))
     }
 }
 
@@ -691,7 +744,91 @@ pub fn canonical(value: &Value) -> Result<serde_json::Value, String> {
     })
 }
 
-/// The canonical bytes of an argument map, bounded in size.
+/// Writes a CEL argument, as the interpreter holds it, as canonical JSON: the bytes
+/// `canonical` then `canonical_bytes` give for the same value, written straight from the
+/// interpreter's value instead of through a `cel::Value` and a `serde_json::Value` (two
+/// deep copies, and a map built twice, per call). Bounded by `MAX_ARGUMENT_BYTES`.
+pub fn write_canonical(value: &dyn Val, out: &mut Vec<u8>) -> Result<(), String> {
+    write_value(value, out)?;
+    if out.len() > MAX_ARGUMENT_BYTES {
+        return Err(format!("arguments larger than {MAX_ARGUMENT_BYTES} bytes"));
+    }
+    Ok(())
+}
+
+fn write_value(value: &dyn Val, out: &mut Vec<u8>) -> Result<(), String> {
+    // Stop early on an argument far beyond the bound (the check after the whole is exact).
+    if out.len() > MAX_ARGUMENT_BYTES {
+        return Err(format!("arguments larger than {MAX_ARGUMENT_BYTES} bytes"));
+    }
+    match value.as_builtin() {
+        BuiltinRef::String(s) => json(out, s.inner()),
+        BuiltinRef::List(list) => {
+            out.push(b'[');
+            for (i, item) in list.inner().iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(item.as_ref(), out)?;
+            }
+            out.push(b']');
+            Ok(())
+        }
+        BuiltinRef::Map(map) => {
+            let mut entries = Vec::with_capacity(map.len());
+            for (key, value) in map.iter() {
+                let CelMapKey::String(key) = key else {
+                    return Err("map keys must be strings".into());
+                };
+                entries.push((key.inner(), value));
+            }
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json(out, key)?;
+                out.push(b':');
+                write_value(value.as_ref(), out)?;
+            }
+            out.push(b'}');
+            Ok(())
+        }
+        _ => {
+            if let Some(b) = value.downcast_ref::<CelBool>() {
+                json(out, b.inner())
+            } else if let Some(i) = value.downcast_ref::<CelInt>() {
+                json(out, i.inner())
+            } else if let Some(u) = value.downcast_ref::<CelUInt>() {
+                json(out, u.inner())
+            } else if let Some(f) = value.downcast_ref::<CelDouble>() {
+                if !f.inner().is_finite() {
+                    return Err("a number that is not finite".into());
+                }
+                json(out, f.inner())
+            } else if value.downcast_ref::<CelNull>().is_some() {
+                out.extend_from_slice(b"null");
+                Ok(())
+            } else {
+                // Anything else (a list a comprehension built, bytes, a timestamp) the
+                // long way, with its errors.
+                let value = Value::try_from(value)
+                    .map_err(|_| format!("a {} cannot be an argument", value.get_type().name()))?;
+                let canonical = canonical(&value)?;
+                json(out, &canonical)
+            }
+        }
+    }
+}
+
+fn json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), String> {
+    serde_json::to_writer(out, value).map_err(|e| e.to_string())
+}
+
+/// The canonical bytes of an argument map, bounded in size: what [`write_canonical`]
+/// writes, the long way (its reference in the tests).
+#[cfg(test)]
 fn canonical_bytes(args: &serde_json::Value) -> Result<Vec<u8>, String> {
     // serde_json's map keeps keys sorted (no `preserve_order`), and `canonical` built it
     // from a sorted map either way.

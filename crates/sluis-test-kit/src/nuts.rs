@@ -131,6 +131,8 @@ impl NutsNode {
 pub struct HolderFhir {
     resources: Arc<Mutex<Vec<Value>>>,
     calls: Arc<AtomicUsize>,
+    /// How long each answer waits (a slow data holder, for coalescing benches).
+    delay: std::time::Duration,
 }
 
 impl HolderFhir {
@@ -139,7 +141,13 @@ impl HolderFhir {
         HolderFhir {
             resources: Arc::new(Mutex::new(resources)),
             calls: Arc::default(),
+            delay: std::time::Duration::ZERO,
         }
+    }
+
+    /// The same server answering each request after `delay`.
+    pub fn delayed(self, delay: std::time::Duration) -> HolderFhir {
+        HolderFhir { delay, ..self }
     }
 
     /// Starts it on `127.0.0.1:0`; returns its base URL (`http://127.0.0.1:port/fhir`).
@@ -149,6 +157,9 @@ impl HolderFhir {
             let holder = holder.clone();
             async move {
                 holder.calls.fetch_add(1, Ordering::SeqCst);
+                if !holder.delay.is_zero() {
+                    tokio::time::sleep(holder.delay).await;
+                }
                 let path = request.uri().path().to_owned();
                 let segments: Vec<&str> = path
                     .trim_start_matches("/fhir/")

@@ -1011,13 +1011,8 @@ fn root_context() -> Context<'static, 'static> {
     let covering: RawFunction = Box::new(|ftx| flows_filter(ftx, false));
     let _ = context.add_function("covering", covering);
     let _ = context.add_function("smartPermits", smart_permits);
-    let _ = context.add_function(
-        SOURCE,
-        |name: Arc<String>, arg: Value| -> Result<Value, ExecutionError> {
-            crate::sources::call_current(&name, &arg)
-                .map_err(|e| ExecutionError::function_error("sources", e))
-        },
-    );
+    let source: RawFunction = Box::new(source_call);
+    let _ = context.add_function(SOURCE, source);
     let _ = context.add_function("param", |ftx: &FunctionContext| fhir_val::param(ftx));
     let _ = context.add_function("values", |ftx: &FunctionContext| fhir_val::values(ftx));
     let _ = context.add_function("hasOnly", |ftx: &FunctionContext| fhir_val::has_only(ftx));
@@ -1034,6 +1029,28 @@ fn root_context() -> Context<'static, 'static> {
         fhir_val::split_prefix(&value).1.to_owned()
     });
     context
+}
+
+/// `@source('NAME', arg)`: the answer, as a handle on the source's one converted copy
+/// (no conversion through `cel::Value`, either way).
+fn source_call<'c, 'cl>(
+    ftx: &mut FunctionContext<'c, 'cl>,
+) -> Result<CowVal<'c, 'cl>, ExecutionError> {
+    use cel::common::types::CelString;
+    let (Some(name), Some(arg)) = (
+        ftx.args
+            .first()
+            .and_then(|name| name.downcast_ref::<CelString>()),
+        ftx.args.get(1),
+    ) else {
+        return Err(ExecutionError::function_error(
+            "sources",
+            "call a source as `sources.NAME(...)`",
+        ));
+    };
+    crate::sources::call_current(name.inner(), arg.as_ref())
+        .map(CowVal::owned)
+        .map_err(|e| ExecutionError::function_error("sources", e))
 }
 
 /// `smartPermits(scopes, request, base)`: whether the SMART scopes permit the request

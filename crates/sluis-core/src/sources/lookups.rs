@@ -6,9 +6,9 @@ use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cel::Value;
+use cel::common::value::Val;
 
-use super::{Answer, Key, LookupFailure, Outcome, Query, SourceSet, canonical, canonical_bytes};
+use super::{Answer, Key, LookupFailure, Outcome, Query, SharedAnswer, SourceSet, write_canonical};
 
 /// Where an answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +41,8 @@ pub struct Pending {
     source: usize,
     key: Key,
     query: Arc<Query>,
-    args: serde_json::Value,
+    /// The arguments as canonical JSON.
+    args: Vec<u8>,
 }
 
 /// One answered (or failed) look-up of this decision.
@@ -50,7 +51,8 @@ struct Entry {
     key: Key,
     outcome: Outcome,
     cache: CacheState,
-    args: serde_json::Value,
+    /// The arguments as canonical JSON (what explain shows, masked).
+    args: Vec<u8>,
     took_ms: u64,
 }
 
@@ -91,7 +93,10 @@ pub struct Lookups {
     fixtures: Option<Arc<[Fixture]>>,
     table: Mutex<Vec<Entry>>,
     wanted: Mutex<Vec<Pending>>,
-    deadline: tokio::time::Instant,
+    /// When the look-ups must be done: set when the first is fetched, from the
+    /// configured `lookups.deadline`. A decision whose look-ups are all cached never reads
+    /// the clock for it.
+    deadline: std::sync::OnceLock<tokio::time::Instant>,
 }
 
 impl std::fmt::Debug for Lookups {
@@ -109,7 +114,6 @@ impl Lookups {
         sub: Option<String>,
         fixtures: Option<Arc<[Fixture]>>,
     ) -> Lookups {
-        let deadline = tokio::time::Instant::now() + set.limits.deadline;
         Lookups {
             set,
             token,
@@ -117,7 +121,7 @@ impl Lookups {
             fixtures,
             table: Mutex::new(Vec::new()),
             wanted: Mutex::new(Vec::new()),
-            deadline,
+            deadline: std::sync::OnceLock::new(),
         }
     }
 
@@ -127,7 +131,7 @@ impl Lookups {
 
     /// A call `sources.NAME(arg)` from a rule: the answer if this decision or the cache
     /// has it; else the look-up is noted as wanted and the call fails for now.
-    pub fn call(&self, name: &str, arg: &Value) -> Result<Value, String> {
+    pub fn call(&self, name: &str, arg: &dyn Val) -> Result<SharedAnswer, String> {
         let Some(index) = self.set.index(name) else {
             return Err(format!(
                 "no source `{name}` is declared (declared: {})",
@@ -138,22 +142,20 @@ impl Lookups {
             return Err(format!("no source `{name}`"));
         };
         let failed = |failure: LookupFailure| format!("source `{name}`: {failure}");
-        let args = canonical(arg)
-            .and_then(|json| canonical_bytes(&json).map(|bytes| (json, bytes)))
-            .map_err(|e| failed(LookupFailure::Arguments(e)));
-        let (args, bytes) = args?;
+        let mut args = Vec::with_capacity(64);
+        write_canonical(arg, &mut args).map_err(|e| failed(LookupFailure::Arguments(e)))?;
         let key = if matches!(source.kind, super::kinds::Kind::Userinfo { .. }) {
             // Userinfo answers for the caller's token: the token is the key.
             self.set
                 .key(index, self.token.as_deref().unwrap_or("").as_bytes())
         } else {
-            self.set.key(index, &bytes)
+            self.set.key(index, &args)
         };
         {
             let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(entry) = table.iter().find(|e| e.key == key) {
                 return match &entry.outcome {
-                    Ok(answer) => Ok(answer.value.clone()),
+                    Ok(answer) => Ok(SharedAnswer(answer.clone())),
                     Err(failure) => Err(failed(failure.clone())),
                 };
             }
@@ -161,14 +163,17 @@ impl Lookups {
         if self.fixtures.is_none()
             && let Some(answer) = source.cached(&key)
         {
-            source.metrics.source_cache(&source.name, "hit");
-            let value = answer.value.clone();
+            source.count_hit();
+            let value = SharedAnswer(answer.clone());
             self.record(index, key, Ok(answer), CacheState::Hit, args, 0);
             return Ok(value);
         }
+        // Not answered yet: the arguments as JSON, to build the request from.
+        let json: serde_json::Value = serde_json::from_slice(&args)
+            .map_err(|e| failed(LookupFailure::Arguments(e.to_string())))?;
         let query = match source
             .kind
-            .query(&args, self.token.as_ref(), self.sub.as_deref())
+            .query(&json, self.token.as_ref(), self.sub.as_deref())
         {
             Ok(query) => query,
             Err(failure) => {
@@ -208,7 +213,7 @@ impl Lookups {
         key: Key,
         outcome: Outcome,
         cache: CacheState,
-        args: serde_json::Value,
+        args: Vec<u8>,
         took_ms: u64,
     ) {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
@@ -246,7 +251,9 @@ impl Lookups {
     /// Fetches every pending look-up concurrently, within the decision's deadline. Returns
     /// the first failure, as `source `NAME`: what failed`.
     pub async fn fetch_all(&self, pending: Vec<Pending>) -> Option<String> {
-        let deadline = self.deadline;
+        let deadline = *self
+            .deadline
+            .get_or_init(|| tokio::time::Instant::now() + self.set.limits.deadline);
         let fetches = pending.into_iter().map(|p| async move {
             let started = Instant::now();
             let (outcome, state) = match (&self.fixtures, self.set.get(p.source)) {
@@ -295,7 +302,9 @@ impl Lookups {
                     .set
                     .get(e.source)
                     .map_or_else(|| "?".to_owned(), |s| s.name.to_string()),
-                args: super::masker().mask(&e.args.to_string()).into_owned(),
+                args: super::masker()
+                    .mask(&String::from_utf8_lossy(&e.args))
+                    .into_owned(),
                 cache: e.cache.as_str(),
                 outcome: match &e.outcome {
                     Ok(answer) if answer.negative => "negative".into(),
@@ -310,7 +319,10 @@ impl Lookups {
 }
 
 /// The fixture answering a call.
-fn fixture(fixtures: &[Fixture], source: &str, args: &serde_json::Value) -> Outcome {
+fn fixture(fixtures: &[Fixture], source: &str, args: &[u8]) -> Outcome {
+    let args: serde_json::Value =
+        serde_json::from_slice(args).map_err(|e| LookupFailure::Arguments(e.to_string()))?;
+    let args = &args;
     let found = fixtures
         .iter()
         .filter(|f| f.source == source)
@@ -327,12 +339,7 @@ fn fixture(fixtures: &[Fixture], source: &str, args: &serde_json::Value) -> Outc
     match &found.answer {
         FixtureAnswer::Value(json) => {
             let value = super::kinds::to_cel(json)?;
-            let shown = super::shown(&value);
-            Ok(Arc::new(Answer {
-                negative: json.is_null(),
-                value,
-                shown,
-            }))
+            Ok(Arc::new(Answer::new(value, json.is_null())?))
         }
         FixtureAnswer::Error(kind) => Err(match kind.as_str() {
             "timeout" => LookupFailure::Timeout,
@@ -380,7 +387,7 @@ impl Drop for Scope {
 }
 
 /// `sources.NAME(arg)` as a rule calls it.
-pub fn call_current(name: &str, arg: &Value) -> Result<Value, String> {
+pub fn call_current(name: &str, arg: &dyn Val) -> Result<SharedAnswer, String> {
     let current = CURRENT.with(|c| c.borrow().clone());
     match current {
         Some(lookups) => lookups.call(name, arg),

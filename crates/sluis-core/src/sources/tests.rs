@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use cel::Value;
+use cel::common::value::{CowVal, Val};
 use cel::objects::{Key as CelKey, Map};
 use proptest::prelude::*;
 
@@ -23,9 +24,68 @@ fn map(pairs: &[(String, String)]) -> Value {
     Value::Map(Map { map: Arc::new(map) })
 }
 
+/// The key a rule's call with argument `value` gets: written as the interpreter holds it.
 fn key_of(set: &SourceSet, value: &Value) -> Key {
-    let json = canonical(value).unwrap();
-    set.key(0, &canonical_bytes(&json).unwrap())
+    let val = Box::<dyn Val>::try_from(value.clone()).unwrap();
+    let mut bytes = Vec::new();
+    write_canonical(val.as_ref(), &mut bytes).unwrap();
+    set.key(0, &bytes)
+}
+
+/// A CEL value of the kinds an argument or an answer holds: nested string-keyed maps and
+/// lists of strings (with escapes and non-ASCII), numbers, booleans and null; sometimes
+/// a map with a number key.
+fn cel_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::Int),
+        any::<u64>().prop_map(Value::UInt),
+        prop_oneof![
+            any::<f64>(),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(-0.0)
+        ]
+        .prop_map(Value::Float),
+        "[a-zé\"\\\n\u{1}/ ]{0,12}".prop_map(|s| Value::String(Arc::new(s))),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..5).prop_map(|v| Value::List(Arc::new(v))),
+            (
+                proptest::collection::hash_map("[a-z\"é]{0,6}", inner.clone(), 0..5),
+                proptest::bool::weighted(0.1)
+            )
+                .prop_map(|(entries, number_key)| {
+                    let mut map: std::collections::HashMap<CelKey, Value> = entries
+                        .into_iter()
+                        .map(|(k, v)| (CelKey::String(Arc::new(k)), v))
+                        .collect();
+                    if number_key {
+                        map.insert(CelKey::Int(1), Value::Null);
+                    }
+                    Value::Map(Map { map: Arc::new(map) })
+                }),
+        ]
+    })
+}
+
+proptest! {
+    /// Written straight from the interpreter's value, an argument has the bytes (or the
+    /// refusal) the long way through `cel::Value` and `serde_json::Value` gives.
+    #[test]
+    fn canonical_writing_matches_the_long_way(value in cel_value()) {
+        let long_way = canonical(&value).and_then(|json| canonical_bytes(&json));
+        let val = Box::<dyn Val>::try_from(value).unwrap();
+        let mut bytes = Vec::new();
+        let written = write_canonical(val.as_ref(), &mut bytes).map(|()| bytes);
+        match (long_way, written) {
+            (Ok(expected), Ok(bytes)) => prop_assert_eq!(expected, bytes),
+            (Err(_), Err(_)) => {}
+            (expected, written) => prop_assert!(false, "{expected:?} against {written:?}"),
+        }
+    }
 }
 
 proptest! {
@@ -71,7 +131,132 @@ fn keys_differ_by_type_source_and_process() {
 
 #[test]
 fn arguments_are_bounded_and_typed() {
+    let write = |value: Value| {
+        let val = Box::<dyn Val>::try_from(value).unwrap();
+        write_canonical(val.as_ref(), &mut Vec::new())
+    };
     let big = Value::String(Arc::new("x".repeat(5000)));
     assert!(canonical_bytes(&canonical(&big).unwrap()).is_err());
+    assert_eq!(
+        write(big),
+        Err("arguments larger than 4096 bytes".to_owned())
+    );
+    let many = Value::List(Arc::new(vec![Value::Int(1); 3000]));
+    assert!(write(many).is_err());
     assert!(canonical(&Value::Bytes(Arc::new(vec![1]))).is_err());
+    assert_eq!(
+        write(Value::Bytes(Arc::new(vec![1]))),
+        Err("a bytes cannot be an argument".to_owned())
+    );
+}
+
+/// Every failure kind is listed, so a removed source's error series are all forgotten.
+#[test]
+fn every_failure_kind_is_listed() {
+    let all = [
+        LookupFailure::Timeout,
+        LookupFailure::Connect,
+        LookupFailure::Status(503),
+        LookupFailure::ContentType("application/json"),
+        LookupFailure::Invalid("x"),
+        LookupFailure::TooLarge,
+        LookupFailure::CircuitOpen,
+        LookupFailure::Busy,
+        LookupFailure::Arguments(String::new()),
+        LookupFailure::NoFixture(String::new()),
+        LookupFailure::TooMany,
+        LookupFailure::TooDeep,
+        LookupFailure::Other(String::new()),
+    ];
+    let kinds: Vec<&str> = all.iter().map(LookupFailure::kind).collect();
+    assert_eq!(kinds, LookupFailure::KINDS);
+}
+
+/// A rule reading a shared answer sees what it would see reading the answer itself:
+/// fields, indexing, comprehensions, `in`, `size`, `has`, equality both ways,
+/// the answer put in a list or a map, and passed to a function as a whole.
+#[test]
+fn a_shared_answer_reads_as_the_answer_itself() {
+    let json = serde_json::json!({
+        "resourceType": "Patient",
+        "id": "p1",
+        "active": true,
+        "count": 3,
+        "ratio": 0.5,
+        "identifier": [
+            {"system": "http://fhir.nl/fhir/NamingSystem/bsn", "value": "900186021"},
+            {"system": "urn:other", "value": "x"}
+        ],
+        "nothing": null
+    });
+    let value = kinds::to_cel(&json).unwrap();
+    let shared = SharedAnswer(Arc::new(Answer::new(value.clone(), false).unwrap()));
+    let expressions = [
+        "$A.active",
+        "$A.id + '/x'",
+        "$A.count * 2",
+        "$A.ratio < 1.0",
+        "$A['resourceType']",
+        "$A.identifier.filter(i, i.system == 'http://fhir.nl/fhir/NamingSystem/bsn')[0].value",
+        "$A.identifier.map(i, i.value)",
+        "$A.identifier[1]",
+        "$A.identifier.size()",
+        "size($A)",
+        "'id' in $A",
+        "'missing' in $A",
+        "has($A.id)",
+        "has($A.missing)",
+        "$A.exists(k, k == 'id')",
+        "$A.nothing == null",
+        "$A.all(k, k != '')",
+        "$A == $S",
+        "$S == $A",
+        "$A != {'id': 'p1'}",
+        "[$A][0].id",
+        "{'x': $A}.x.id",
+        "$A.identifier.exists(i, i.value == 'x')",
+        "type($A) == map",
+        "$A.missing",
+        "$A.id.missing",
+        "$A[1]",
+    ];
+    type Raw = Box<
+        dyn for<'c, 'cl> Fn(
+                &mut cel::FunctionContext<'c, 'cl>,
+            ) -> Result<CowVal<'c, 'cl>, cel::ExecutionError>
+            + Send
+            + Sync,
+    >;
+    for expression in expressions {
+        let plain_text = expression.replace("$A", "a").replace("$S", "same");
+        let mut plain = cel::Context::default();
+        plain.add_variable_as_val("a", Box::<dyn Val>::try_from(value.clone()).unwrap());
+        plain.add_variable_as_val("same", Box::<dyn Val>::try_from(value.clone()).unwrap());
+        let expected = cel::Program::compile(&plain_text).unwrap().execute(&plain);
+        // Held in a variable (borrowed by the interpreter).
+        let mut through = cel::Context::default();
+        through.add_variable_as_val("a", Box::new(shared.clone()));
+        through.add_variable_as_val("same", Box::new(shared.clone()));
+        let held = cel::Program::compile(&plain_text)
+            .unwrap()
+            .execute(&through);
+        // Returned by a function, as `sources.NAME(...)` returns it (owned).
+        let mut returned = cel::Context::default();
+        let answer = shared.clone();
+        let call: Raw = Box::new(move |_| Ok(CowVal::owned(answer.clone())));
+        let _ = returned.add_function("answer", call);
+        let call_text = expression
+            .replace("$A", "answer()")
+            .replace("$S", "answer()");
+        let called = cel::Program::compile(&call_text)
+            .unwrap()
+            .execute(&returned);
+        for got in [held, called] {
+            match (&expected, &got) {
+                (Ok(expected), Ok(got)) => assert_eq!(expected, got, "{expression}"),
+                (Err(_), Err(_)) => {}
+                _ => panic!("{expression}: {expected:?} against {got:?}"),
+            }
+        }
+    }
 }
