@@ -453,3 +453,355 @@ pub fn response(data: &[u8]) {
         assert!(matches!(forged.verdict, ResponseVerdict::Deny(_)));
     }
 }
+
+/// The ext_proc door's translation of a stream's messages (the file itself, by path).
+#[allow(
+    dead_code,
+    reason = "the door's gRPC service uses what the entry does not"
+)]
+#[path = "../src/doors/ext_proc/exchange.rs"]
+mod ext_proc_exchange;
+
+/// The ext_authz door's translation (the file itself, by path).
+#[allow(
+    dead_code,
+    reason = "the door's gRPC service uses what the entry does not"
+)]
+#[path = "../src/doors/envoy/translate.rs"]
+mod envoy_translate;
+
+/// A header name a gateway accepts from us: a lower-case RFC 9110 token.
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
+/// A header value a gateway accepts: no CR, LF or NUL (no header injection).
+fn valid_header_value(value: &[u8]) -> bool {
+    !value.iter().any(|b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+/// `ext_proc`: a stream of `ProcessingRequest` messages, in any order, through the ext_proc
+/// door's translation (`src/doors/ext_proc/exchange.rs`, `handle`) as the gRPC stream
+/// calls it, under the example engine. First byte: bit 0 attaches the sealed grant of an
+/// allowed mCSD search to the first message; bits 1-2 the `response.code_details`
+/// attribute (none, `via_upstream`, `ext_authz_denied`). Then messages, each a kind byte,
+/// a 2-byte big-endian length and that many bytes; kind % 8: 0-2 request headers, body,
+/// trailers; 3 response headers (`name: value` lines, `:status` among them; bit 3: end of
+/// stream); 4 response body (bit 3: not the end); 5 response trailers; 6 the bytes as an
+/// encoded `ProcessingRequest`; 7 an empty message. Checked: every reply answers its
+/// message (or ends the stream); headers set or removed are valid; without the true
+/// grant an upstream answer is never let through (a deny stays a deny); a filtered body
+/// comes with its own `content-length` and without the upstream's `etag`.
+pub fn ext_proc(data: &[u8]) {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, Metadata};
+    use envoy_types::pb::envoy::service::ext_proc::v3::{
+        HttpBody, HttpHeaders, HttpTrailers, ProcessingRequest, body_mutation,
+        processing_request::Request as Message, processing_response::Response as Reply,
+    };
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    use prost::Message as _;
+
+    let Some((&flags, mut rest)) = data.split_first() else {
+        return;
+    };
+    let state = answering();
+    let text_value = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    };
+    let one = |key: &str, value: &str| Struct {
+        fields: [(key.to_owned(), text_value(value))].into_iter().collect(),
+    };
+    let mut messages = Vec::new();
+    while let [kind, high, low, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*high, *low])).min(tail.len());
+        let (payload, next) = tail.split_at(len);
+        rest = next;
+        let headers = || HttpHeaders {
+            headers: Some(HeaderMap {
+                headers: text(payload)
+                    .lines()
+                    .filter_map(|line| line.split_once(':').or(Some((line, ""))))
+                    .map(|(name, value)| HeaderValue {
+                        key: name.trim().to_owned(),
+                        raw_value: value.trim().as_bytes().to_vec(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            }),
+            end_of_stream: kind & 8 != 0,
+            ..Default::default()
+        };
+        let request = match kind % 8 {
+            0 => Some(Message::RequestHeaders(headers())),
+            1 => Some(Message::RequestBody(HttpBody {
+                body: payload.to_vec(),
+                end_of_stream: true,
+                ..Default::default()
+            })),
+            2 => Some(Message::RequestTrailers(HttpTrailers::default())),
+            3 => Some(Message::ResponseHeaders(headers())),
+            4 => Some(Message::ResponseBody(HttpBody {
+                body: payload.to_vec(),
+                end_of_stream: kind & 8 == 0,
+                ..Default::default()
+            })),
+            5 => Some(Message::ResponseTrailers(HttpTrailers::default())),
+            6 => match ProcessingRequest::decode(payload) {
+                Ok(message) => {
+                    messages.push(message);
+                    continue;
+                }
+                Err(_) => continue,
+            },
+            _ => None,
+        };
+        messages.push(ProcessingRequest {
+            request,
+            ..Default::default()
+        });
+    }
+    if let Some(first) = messages.first_mut() {
+        if flags & 1 != 0 {
+            first.metadata_context = Some(Metadata {
+                filter_metadata: [(
+                    ext_proc_exchange::GRANT_NAMESPACE.to_owned(),
+                    one(ext_proc_exchange::GRANT_KEY, &state.grant),
+                )]
+                .into_iter()
+                .collect(),
+                ..Default::default()
+            });
+        }
+        let details = match (flags >> 1) & 3 {
+            1 => Some("via_upstream"),
+            2 => Some("ext_authz_denied"),
+            _ => None,
+        };
+        if let Some(details) = details {
+            first.attributes.insert(
+                ext_proc_exchange::ATTRIBUTES_NAMESPACE.to_owned(),
+                one(ext_proc_exchange::CODE_DETAILS, details),
+            );
+        }
+    }
+    let mut exchange = ext_proc_exchange::Exchange::default();
+    for message in messages {
+        let asked = message.request.clone();
+        let reply = state.runtime.block_on(ext_proc_exchange::handle(
+            &state.engine,
+            64 * 1024,
+            &mut exchange,
+            message,
+        ));
+        // An error ends the stream: Envoy fails closed (`failure_mode_allow: false`).
+        let Ok(reply) = reply else { return };
+        let reply = reply.response.expect("every reply says something");
+        let common = match &reply {
+            Reply::ImmediateResponse(immediate) => {
+                let status = immediate.status.as_ref().map_or(0, |s| s.code);
+                assert!((400..600).contains(&status), "denied with {status}");
+                for header in immediate.headers.iter().flat_map(|m| &m.set_headers) {
+                    let header = header.header.as_ref().expect("a header");
+                    assert!(valid_header_name(&header.key), "{:?}", header.key);
+                    assert!(valid_header_value(&header.raw_value));
+                }
+                None
+            }
+            Reply::RequestHeaders(r) | Reply::ResponseHeaders(r) => r.response.as_ref(),
+            Reply::RequestBody(r) | Reply::ResponseBody(r) => r.response.as_ref(),
+            Reply::RequestTrailers(_) | Reply::ResponseTrailers(_) => None,
+            Reply::StreamedImmediateResponse(_) => panic!("the door never streams an answer"),
+        };
+        // Each reply answers its message's kind, or denies.
+        let matches = match (&asked, &reply) {
+            (_, Reply::ImmediateResponse(_)) => {
+                matches!(
+                    asked,
+                    Some(Message::ResponseHeaders(_) | Message::ResponseBody(_))
+                )
+            }
+            (Some(Message::RequestHeaders(_)), Reply::RequestHeaders(_))
+            | (Some(Message::RequestBody(_)), Reply::RequestBody(_))
+            | (Some(Message::RequestTrailers(_)), Reply::RequestTrailers(_))
+            | (Some(Message::ResponseHeaders(_)), Reply::ResponseHeaders(_))
+            | (Some(Message::ResponseBody(_)), Reply::ResponseBody(_))
+            | (Some(Message::ResponseTrailers(_)), Reply::ResponseTrailers(_)) => true,
+            _ => false,
+        };
+        assert!(matches, "{asked:?} answered with {reply:?}");
+        if let Some(mutation) = common.and_then(|c| c.header_mutation.as_ref()) {
+            for header in &mutation.set_headers {
+                let header = header.header.as_ref().expect("a header");
+                assert!(valid_header_name(&header.key), "{:?}", header.key);
+                assert!(valid_header_value(&header.raw_value));
+            }
+            for name in &mutation.remove_headers {
+                assert!(valid_header_name(name), "{name:?}");
+            }
+        }
+        let judged = match &asked {
+            Some(Message::ResponseHeaders(h)) => h.end_of_stream,
+            Some(Message::ResponseBody(b)) => b.end_of_stream,
+            _ => false,
+        };
+        let from_upstream = exchange
+            .code_details
+            .as_deref()
+            .is_none_or(|d| d == "via_upstream");
+        if judged && from_upstream && exchange.grant.as_deref() != Some(state.grant.as_str()) {
+            assert!(
+                matches!(reply, Reply::ImmediateResponse(_)),
+                "an answer without its grant went through: {reply:?}"
+            );
+        }
+        if let Some(body_mutation::Mutation::Body(body)) = common
+            .and_then(|c| c.body_mutation.as_ref())
+            .and_then(|m| m.mutation.as_ref())
+        {
+            let mutation = common
+                .and_then(|c| c.header_mutation.as_ref())
+                .expect("a new body changes headers");
+            let length = mutation
+                .set_headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .find(|h| h.key == "content-length")
+                .map(|h| h.raw_value.clone());
+            assert_eq!(length, Some(body.len().to_string().into_bytes()));
+            assert!(mutation.remove_headers.iter().any(|h| h == "etag"));
+            serde_json::from_slice::<serde_json::Value>(body).expect("a filtered body is JSON");
+        }
+        if matches!(reply, Reply::ImmediateResponse(_)) {
+            return;
+        }
+    }
+}
+
+/// `envoy_check`: the input as an encoded `CheckRequest`, through the ext_authz door's
+/// translation (`src/doors/envoy/translate.rs`) and the example engine, and the decision
+/// back. Checked: the request target is split at the first `?`; a deny is a denied
+/// `CheckResponse` (never `OK`) with the decision's status, an allow an `OK` one; headers
+/// we set overwrite the client's copy (never appended beside it) and are valid; query
+/// parameters we set are encoded so that each stays one parameter and decodes back; a
+/// response grant travels as ext_authz metadata under its key.
+pub fn envoy_check(data: &[u8]) {
+    use envoy_translate::{access_request, check_response};
+    use envoy_types::ext_authz::v3::pb::{CheckRequest, HeaderAppendAction, HttpResponse};
+    use prost::Message as _;
+    use sluis_core::decision::{Allow, Decision, Deny, Outcome};
+
+    let Ok(check) = CheckRequest::decode(data) else {
+        return;
+    };
+    let state = answering();
+    let path = check
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+        .map(|h| h.path.clone())
+        .unwrap_or_default();
+    let too_large = envoy_translate::too_large(0);
+    assert_eq!(too_large.status.as_ref().map(|s| s.code), Some(7));
+    let _ = envoy_translate::body_len(&check);
+    let access = access_request(check);
+    assert_eq!(access.door.0, "envoy-grpc");
+    let (want_path, want_query) = path.split_once('?').unwrap_or((&path, ""));
+    assert_eq!(access.path, want_path);
+    assert_eq!(access.query, want_query);
+
+    let checked = |decision: Decision| {
+        let expected = decision.outcome.clone();
+        let answer = check_response(decision);
+        let code = answer.status.as_ref().map_or(-1, |s| s.code);
+        match (&expected, &answer.http_response) {
+            (Outcome::Allow(allow), Some(HttpResponse::OkResponse(ok))) => {
+                assert_eq!(code, 0);
+                assert_eq!(ok.headers.len(), allow.set_headers.len());
+                for header in &ok.headers {
+                    assert_eq!(
+                        header.append_action,
+                        HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+                        "a header we set must replace the client's copy"
+                    );
+                }
+                for (set, (key, value)) in ok.query_parameters_to_set.iter().zip(&allow.set_query) {
+                    for encoded in [&set.key, &set.value] {
+                        assert!(
+                            encoded
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)),
+                            "{encoded:?}"
+                        );
+                    }
+                    let decode = |s: &str| {
+                        percent_encoding::percent_decode_str(s)
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    };
+                    assert_eq!(&decode(&set.key), key);
+                    assert_eq!(&decode(&set.value), value);
+                }
+                let grant = answer
+                    .dynamic_metadata
+                    .as_ref()
+                    .and_then(|m| m.fields.get(sluis_core::response::grant::GRANT_KEY));
+                assert_eq!(grant.is_some(), allow.response_grant.is_some());
+            }
+            (Outcome::Deny(deny), Some(HttpResponse::DeniedResponse(denied))) => {
+                assert!(code == 7 || code == 16, "a deny answered with code {code}");
+                assert_eq!(
+                    denied.status.as_ref().map(|s| s.code),
+                    Some(i32::from(deny.status))
+                );
+                assert_eq!(denied.body, deny.body);
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    if let Ok(decision) = state.runtime.block_on(state.engine.decide(&access)) {
+        checked(decision);
+    }
+    // The request's own headers and query as what an allow sets, and a deny carries.
+    let mut headers: Vec<(String, String)> = access
+        .headers
+        .iter()
+        .take(8)
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    headers.sort();
+    checked(Decision {
+        outcome: Outcome::Allow(Allow {
+            set_headers: headers.clone(),
+            remove_headers: headers.iter().map(|(n, _)| n.clone()).collect(),
+            set_query: access.query_pairs().into_iter().take(8).collect(),
+            remove_query: access
+                .query_pairs()
+                .into_iter()
+                .map(|(k, _)| k)
+                .take(8)
+                .collect(),
+            response_grant: (!access.body.is_empty()).then(|| access.body.clone()),
+        }),
+        policy: None,
+        rule: Arc::from("fuzz"),
+        reason: String::new(),
+    });
+    checked(Decision {
+        outcome: Outcome::Deny(Deny {
+            status: if access.method.len().is_multiple_of(2) {
+                401
+            } else {
+                403
+            },
+            headers,
+            body: access.body.clone(),
+        }),
+        policy: None,
+        rule: Arc::from("fuzz"),
+        reason: String::new(),
+    });
+}

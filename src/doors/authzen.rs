@@ -531,8 +531,9 @@ fn response_to(body: &Map<String, Value>) -> Result<Option<ResponseTo>, BadReque
 
 /// The Bundle entry an evaluation stands for: its `resource.properties.resource` is the
 /// FHIR resource (of `resource.type`, with `resource.id` when it has an id), beside an
-/// optional `fullUrl` and `search`; the action is `read`.
-fn entry_of(evaluation: &Evaluation, at: &str) -> Result<Value, BadRequest> {
+/// optional `fullUrl` and `search`; the action is `read`. Takes the evaluation to move its
+/// resource out: a Bundle's worth of resources is not copied.
+fn entry_of(mut evaluation: Evaluation, at: &str) -> Result<Value, BadRequest> {
     if evaluation.action_name() != "read" {
         return Err(BadRequest(format!(
             "`{at}action.name` must be `read` in a response evaluation"
@@ -568,12 +569,14 @@ fn entry_of(evaluation: &Evaluation, at: &str) -> Result<Value, BadRequest> {
         )));
     }
     let mut entry = Map::new();
-    for key in ["fullUrl", "search"] {
-        if let Some(value) = properties.and_then(|p| p.get(key)).filter(|v| !v.is_null()) {
-            entry.insert(key.into(), value.clone());
+    // Checked above: `properties` is an object holding a non-null `resource`.
+    if let Some(Value::Object(properties)) = evaluation.resource.get_mut("properties") {
+        for key in ["fullUrl", "search", "resource"] {
+            if let Some(value) = properties.remove(key).filter(|v| !v.is_null()) {
+                entry.insert(key.into(), value);
+            }
         }
     }
-    entry.insert("resource".into(), resource.clone());
     Ok(Value::Object(entry))
 }
 
@@ -585,13 +588,14 @@ async fn judge_resources(
     to: &ResponseTo,
     items: Vec<(Result<Evaluation, BadRequest>, String)>,
 ) -> Vec<Value> {
-    let items: Vec<Result<Value, BadRequest>> = items
+    let mut entries: Vec<Value> = Vec::with_capacity(items.len());
+    let items: Vec<Result<(), BadRequest>> = items
         .into_iter()
-        .map(|(item, at)| item.and_then(|evaluation| entry_of(&evaluation, &at)))
-        .collect();
-    let entries: Vec<Value> = items
-        .iter()
-        .filter_map(|item| item.as_ref().ok().cloned())
+        .map(|(item, at)| {
+            let entry = item.and_then(|evaluation| entry_of(evaluation, &at))?;
+            entries.push(entry);
+            Ok(())
+        })
         .collect();
     let decided = engine
         .judge_entries(&to.grant, &entries, &to.shape, "authzen")
@@ -986,7 +990,7 @@ mod tests {
             let body = object(body);
             let _ = response_to(&body);
             if let Ok(evaluation) = evaluation_of(&body, &Map::new(), "")
-                && let Ok(entry) = entry_of(&evaluation, "")
+                && let Ok(entry) = entry_of(evaluation.clone(), "")
             {
                 proptest::prop_assert_eq!(
                     entry["resource"]["resourceType"].as_str(),

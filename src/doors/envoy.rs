@@ -7,20 +7,19 @@
 //! `RESOURCE_EXHAUSTED`, which Envoy treats as an error: `status_on_error`, closed), and a
 //! body over `request_body.max_bytes` is answered 413 without a decision.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use envoy_types::ext_authz::v3::pb::{
-    Address, Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
-    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse, QueryParameter,
-};
-use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
-use envoy_types::pb::google::rpc;
+use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
 use tonic::{Request, Response, Status};
 
-use sluis_core::decision::{Allow, Decision, Deny, Outcome};
 use sluis_core::engine::Engine;
-use sluis_core::request::{AccessRequest, Door, Source};
+
+/// `CheckRequest` → `AccessRequest` and `Decision` → `CheckResponse`, in a file of its own
+/// that names nothing of this crate: the fuzz target `envoy_check` includes it as it is.
+mod translate;
+
+pub use translate::{access_request, check_response};
+use translate::{body_len, too_large};
 
 /// The gRPC service Envoy's `ext_authz` filter calls.
 pub struct EnvoyDoor {
@@ -40,39 +39,6 @@ impl EnvoyDoor {
 pub fn max_message_bytes(max_body: usize) -> usize {
     max_body.saturating_add(1024 * 1024)
 }
-
-/// The size of the body a `CheckRequest` carries.
-fn body_len(check: &CheckRequest) -> usize {
-    check
-        .attributes
-        .as_ref()
-        .and_then(|a| a.request.as_ref())
-        .and_then(|r| r.http.as_ref())
-        .map(|http| http.body.len().max(http.raw_body.len()))
-        .unwrap_or(0)
-}
-
-/// 413 for a body larger than the door decides on.
-fn too_large(max_body: usize) -> CheckResponse {
-    check_response(Decision {
-        outcome: Outcome::Deny(Deny {
-            status: 413,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: sluis_core::decision::deny_body(
-                sluis_core::decision::DenyCode::InvalidRequest,
-                &format!("the request body is larger than {max_body} bytes"),
-            ),
-        }),
-        policy: None,
-        rule: Arc::from("request-body"),
-        reason: "request body too large".into(),
-    })
-}
-
-/// gRPC status codes (google.rpc.Code) used in `CheckResponse.status`.
-const OK: i32 = 0;
-const PERMISSION_DENIED: i32 = 7;
-const UNAUTHENTICATED: i32 = 16;
 
 #[tonic::async_trait]
 impl Authorization for EnvoyDoor {
@@ -98,192 +64,5 @@ impl Authorization for EnvoyDoor {
             // `failure_mode_allow: false` (our example config) that is a deny.
             Err(unavailable) => Err(Status::unavailable(unavailable.to_string())),
         }
-    }
-}
-
-/// Translates Envoy's view of the request.
-pub fn access_request(check: CheckRequest) -> AccessRequest {
-    let mut access = AccessRequest {
-        door: Door("envoy-grpc"),
-        ..Default::default()
-    };
-    let Some(attributes) = check.attributes else {
-        return access;
-    };
-    access.context = attributes.context_extensions;
-    if let Some(source) = attributes.source {
-        let address = source
-            .address
-            .and_then(|a| a.address)
-            .map(|address| match address {
-                Address::SocketAddress(socket) => match socket.port_specifier {
-                    Some(PortSpecifier::PortValue(port)) => format!("{}:{port}", socket.address),
-                    Some(PortSpecifier::NamedPort(name)) => format!("{}:{name}", socket.address),
-                    None => socket.address,
-                },
-                Address::Pipe(pipe) => pipe.path,
-                Address::EnvoyInternalAddress(_) => String::new(),
-            })
-            .unwrap_or_default();
-        let certificate = (!source.certificate.is_empty()).then(|| {
-            // Envoy sends the peer certificate URL-encoded.
-            percent_encoding::percent_decode_str(&source.certificate)
-                .decode_utf8_lossy()
-                .into_owned()
-        });
-        access.source = Source {
-            address,
-            certificate,
-        };
-    }
-    let Some(http) = attributes.request.and_then(|r| r.http) else {
-        return access;
-    };
-    access.method = http.method;
-    access.scheme = http.scheme;
-    access.host = http.host;
-    access.protocol = http.protocol;
-    access.body = if http.raw_body.is_empty() {
-        http.body
-    } else {
-        String::from_utf8_lossy(&http.raw_body).into_owned()
-    };
-    // `path` is the request target as sent: path and query together.
-    access.take_target(http.path);
-    access.headers = if http.headers.is_empty() {
-        raw_headers(http.header_map)
-    } else {
-        http.headers
-    };
-    access
-}
-
-/// Headers sent as a `HeaderMap` (`encode_raw_headers: true`), joined like Envoy joins them.
-fn raw_headers(
-    map: Option<envoy_types::pb::envoy::config::core::v3::HeaderMap>,
-) -> HashMap<String, String> {
-    let mut headers: HashMap<String, String> = HashMap::new();
-    for header in map.map(|m| m.headers).unwrap_or_default() {
-        let value = if header.raw_value.is_empty() {
-            header.value
-        } else {
-            String::from_utf8_lossy(&header.raw_value).into_owned()
-        };
-        headers
-            .entry(header.key.to_ascii_lowercase())
-            .and_modify(|v| {
-                v.push(',');
-                v.push_str(&value);
-            })
-            .or_insert(value);
-    }
-    headers
-}
-
-/// Encodes a decision.
-pub fn check_response(decision: Decision) -> CheckResponse {
-    match decision.outcome {
-        Outcome::Allow(mut allow) => CheckResponse {
-            status: Some(rpc::Status {
-                code: OK,
-                ..Default::default()
-            }),
-            // Envoy files it under `envoy.filters.http.ext_authz`, where the ext_proc
-            // filter forwards it from to the ext_proc door (`doors::ext_proc`).
-            dynamic_metadata: allow.response_grant.take().map(grant_metadata),
-            http_response: Some(HttpResponse::OkResponse(ok_response(allow))),
-        },
-        Outcome::Deny(deny) => CheckResponse {
-            status: Some(rpc::Status {
-                code: if deny.status == 401 {
-                    UNAUTHENTICATED
-                } else {
-                    PERMISSION_DENIED
-                },
-                ..Default::default()
-            }),
-            http_response: Some(HttpResponse::DeniedResponse(denied_response(deny))),
-            ..Default::default()
-        },
-    }
-}
-
-/// `{"sluis_grant": "<sealed>"}`.
-fn grant_metadata(sealed: String) -> envoy_types::pb::google::protobuf::Struct {
-    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
-    Struct {
-        fields: [(
-            crate::doors::ext_proc::GRANT_KEY.to_owned(),
-            Value {
-                kind: Some(Kind::StringValue(sealed)),
-            },
-        )]
-        .into_iter()
-        .collect(),
-    }
-}
-
-fn header(name: String, value: String, action: HeaderAppendAction) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key: name,
-            value,
-            ..Default::default()
-        }),
-        append_action: action as i32,
-        ..Default::default()
-    }
-}
-
-fn ok_response(allow: Allow) -> OkHttpResponse {
-    OkHttpResponse {
-        // Overwrite, never append: a client-supplied header of the same name must not
-        // survive next to ours.
-        headers: allow
-            .set_headers
-            .into_iter()
-            .map(|(n, v)| header(n, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
-            .collect(),
-        headers_to_remove: allow.remove_headers,
-        // Envoy inserts these into the query string as given: encode them, so a value
-        // with `&`, `#` or `=` stays one value.
-        query_parameters_to_set: allow
-            .set_query
-            .into_iter()
-            .map(|(key, value)| QueryParameter {
-                key: query_encode(&key),
-                value: query_encode(&value),
-            })
-            .collect(),
-        query_parameters_to_remove: allow
-            .remove_query
-            .iter()
-            .map(|key| query_encode(key))
-            .collect(),
-        ..Default::default()
-    }
-}
-
-/// Percent-encodes all but RFC 3986 unreserved characters.
-fn query_encode(text: &str) -> String {
-    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
-}
-
-fn denied_response(deny: Deny) -> DeniedHttpResponse {
-    DeniedHttpResponse {
-        status: Some(HttpStatus {
-            code: i32::from(deny.status),
-        }),
-        headers: deny
-            .headers
-            .into_iter()
-            .map(|(n, v)| header(n, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
-            .collect(),
-        body: deny.body,
     }
 }

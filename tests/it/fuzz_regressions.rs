@@ -83,3 +83,13 @@ fn config_inputs() {
 fn response_inputs() {
     replay("response", entries::response);
 }
+
+#[test]
+fn ext_proc_inputs() {
+    replay("ext_proc", entries::ext_proc);
+}
+
+#[test]
+fn envoy_check_inputs() {
+    replay("envoy_check", entries::envoy_check);
+}

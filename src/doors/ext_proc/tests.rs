@@ -3,7 +3,15 @@
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, Metadata};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
-use super::*;
+use envoy_types::pb::envoy::config::core::v3::HeaderValue;
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    BodyResponse, HttpHeaders, ProcessingRequest, body_mutation,
+    processing_request::Request as Message, processing_response::Response as Reply,
+};
+use sluis_core::decision::Deny;
+use sluis_core::response::ResponseVerdict;
+
+use super::exchange::*;
 
 fn headers_message(grant: Option<&str>, headers: &[(&str, &str)]) -> ProcessingRequest {
     let metadata = grant.map(|g| Metadata {

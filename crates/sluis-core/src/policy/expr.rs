@@ -42,6 +42,7 @@ use crate::flows::FlowIndex;
 use crate::flows::index::IndexedFlow;
 use crate::graphql::GraphqlRequest;
 
+pub mod entry_val;
 mod fast;
 mod fhir_val;
 mod flow_val;
@@ -94,6 +95,8 @@ pub struct Expr {
     pub caller_fields: Vec<String>,
     /// Whether it reads `entry` or `response` (only response rules may).
     pub uses_response: bool,
+    /// What it reads of `entry`, so an answer's entries are built only that far.
+    pub entry_fields: entry_val::EntryFields,
     /// The information sources it calls (`sources.NAME(arg)`), in order.
     pub source_calls: Vec<SourceCall>,
     /// Set when the whole expression has a shape evaluated without the interpreter
@@ -239,6 +242,7 @@ impl Expr {
                 message,
             });
         }
+        let entry_fields = entry_val::EntryFields::of(&tree.expr);
         Ok(Expr {
             source: source.to_owned(),
             fast: Fast::of(&tree.expr),
@@ -251,6 +255,7 @@ impl Expr {
             uses_caller: check.uses_caller,
             caller_fields: check.caller_fields,
             uses_response: check.uses_response,
+            entry_fields,
             source_calls: check.source_calls,
         })
     }

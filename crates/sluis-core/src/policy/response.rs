@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::Reporter;
 use super::diagnostic::DiagnosticKind as Kind;
+use super::expr::entry_val::{self, EntryFields, ReadEntry};
 use super::expr::{Expr, Vars, json_val};
 use super::positions::Step;
 use super::spec::{
@@ -33,6 +34,9 @@ pub struct ResponseRules {
     unreadable: OnUnreadable,
     unreadable_status: u16,
     max_entries: usize,
+    /// What the rules read of an entry, and what judging reads itself (the resource's
+    /// type, the search mode): all an entry is built into.
+    entry_fields: EntryFields,
 }
 
 #[derive(Debug)]
@@ -214,7 +218,14 @@ impl ResponseRules {
                 "`response_rules` has no `keep` rule, so every entry would be withheld".into(),
             );
         }
+        let mut entry_fields = EntryFields::default();
+        entry_fields.add(&["resource", "resourceType"]);
+        entry_fields.add(&["search", "mode"]);
+        for rule in &rules {
+            entry_fields.merge(&rule.condition.entry_fields);
+        }
         ResponseRules {
+            entry_fields,
             resource_types: spec.resource_types,
             rules,
             notice: spec.withheld_notice,
@@ -256,8 +267,14 @@ impl ResponseRules {
                 0,
             );
         }
-        let read = bundle::readable_headers(parts)
-            .and_then(|()| bundle::read(parts.body, self.max_entries));
+        let read = bundle::readable_headers(parts).and_then(|()| {
+            bundle::read(parts.body, self.max_entries, |text| {
+                entry_val::read_entry(text, &self.entry_fields).map_err(|e| match e {
+                    entry_val::ReadError::Duplicate => bundle::EntryError::Duplicate,
+                    entry_val::ReadError::Syntax => bundle::EntryError::Syntax,
+                })
+            })
+        });
         let body = match read {
             Ok(body) => body,
             Err(why) => {
@@ -284,13 +301,23 @@ impl ResponseRules {
             "status": parts.status,
             "bundle_type": bundle_type,
         }));
-        let (members, entries) = match body {
-            Body::Bundle { members, entries } => (Some(members), entries),
-            Body::Resource(resource) => (None, vec![serde_json::json!({ "resource": resource })]),
+        let single;
+        let (members, entries, judged) = match body {
+            Body::Bundle { members, entries } => (Some(members), entries, Vec::new()),
+            Body::Resource(resource) => {
+                single = serde_json::json!({ "resource": resource });
+                let entry = entry_val::entry_of_value(&single, &self.entry_fields);
+                (None, Vec::new(), vec![entry])
+            }
         };
-        let mut keep = Vec::with_capacity(entries.len());
+        let read: Vec<&ReadEntry> = entries
+            .iter()
+            .map(|e| &e.read)
+            .chain(judged.iter())
+            .collect();
+        let mut keep = Vec::with_capacity(read.len());
         let mut reasons: Vec<String> = Vec::new();
-        for (index, entry) in entries.iter().enumerate() {
+        for (index, entry) in read.iter().enumerate() {
             match self.judge_entry(vars, entry, &*response) {
                 Entry::Keep(_) => keep.push(true),
                 Entry::Withhold(_, why) => {
@@ -358,7 +385,8 @@ impl ResponseRules {
             );
         }
         let notice = self.notice == WithheldNotice::OperationOutcome;
-        match bundle::write_filtered(members, entries, &keep, notice) {
+        let matched = |e: &ReadEntry| e.text("search", "mode").is_none_or(|m| m == "match");
+        match bundle::write_filtered(members, entries, &keep, matched, notice) {
             Ok(body) => {
                 let set_headers = match self.notice {
                     WithheldNotice::Header => vec![("x-sluis-withheld".into(), "true".into())],
@@ -409,7 +437,11 @@ impl ResponseRules {
         let response = json_val(response);
         entries
             .iter()
-            .map(|entry| match self.judge_entry(vars, entry, &*response) {
+            .map(|entry| {
+                let entry = entry_val::entry_of_value(entry, &self.entry_fields);
+                self.judge_entry(vars, &entry, &*response)
+            })
+            .map(|judged| match judged {
                 Entry::Keep(rule) => EntryVerdict::Keep {
                     rule: rule.id.clone(),
                 },
@@ -439,12 +471,10 @@ impl ResponseRules {
     fn judge_entry(
         &self,
         vars: &Vars,
-        entry: &Value,
+        entry: &ReadEntry<'_>,
         response: &dyn cel::common::value::Val,
     ) -> Entry<'_> {
-        let resource_type = entry
-            .pointer("/resource/resourceType")
-            .and_then(Value::as_str);
+        let resource_type = entry.text("resource", "resourceType");
         if !self.resource_types.is_empty()
             && !resource_type.is_some_and(|t| self.resource_types.iter().any(|a| a == t))
         {
@@ -456,9 +486,10 @@ impl ResponseRules {
                 ),
             );
         }
-        let entry = json_val(entry);
-        let eval =
-            |rule: &ResponseRule| rule.condition.eval_bool_for_entry(vars, &*entry, response);
+        let eval = |rule: &ResponseRule| {
+            rule.condition
+                .eval_bool_for_entry(vars, &*entry.val, response)
+        };
         let of = |effect| self.rules.iter().filter(move |r| r.effect == effect);
         // Deny rules first: one of them decides for the whole answer.
         for rule in of(ResponseEffect::Deny) {

@@ -14,6 +14,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
+/// The name a gateway carries the sealed grant under, from the request decision's
+/// metadata to the judging of its answer (Envoy: ext_authz dynamic metadata, forwarded to
+/// ext_proc).
+pub const GRANT_KEY: &str = "sluis_grant";
+
 /// How long a grant stays valid after the request decision (seconds).
 pub const LIFETIME: i64 = 300;
 

@@ -1,0 +1,483 @@
+//! The `entry` variable of response rules, built straight from the answer's text with
+//! only the members the rules read.
+//!
+//! Converting a whole FHIR resource to CEL (serde_json `Value`, then CEL's `Value`, then
+//! its `dyn Val`: three copies of every string) cost more than the rules themselves, and a
+//! rule reads a few members of it (`entry.resource.meta`, `entry.resource.identifier`).
+//! At load, [`EntryFields::of`] finds which members of `entry` and of its members an
+//! expression selects; [`read_entry`] parses one entry's text once, builds those (whole,
+//! strings borrowed from the text) and only checks the rest: the same syntax and "no
+//! member named twice" as `crate::json::strict_json`. A member a rule reads is therefore
+//! exactly what it would be from the whole conversion, and absent when absent.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use cel::common::ast::Expr as Node;
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
+};
+use cel::common::value::Val;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// Which members of `entry` the rules read: the whole entry, or some of its members,
+/// each whole (`None`) or only some of its own members (`entry.resource.meta`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryFields {
+    All,
+    Some(BTreeMap<String, Option<BTreeSet<String>>>),
+}
+
+impl Default for EntryFields {
+    fn default() -> EntryFields {
+        EntryFields::Some(BTreeMap::new())
+    }
+}
+
+impl EntryFields {
+    /// What expression `tree` reads of `entry`. A use that is not a field selection
+    /// (`entry` passed whole, `entry.resource.size()` reads `resource` whole) takes all
+    /// of what it names.
+    pub fn of(tree: &Node) -> EntryFields {
+        let mut fields = EntryFields::default();
+        fields.walk(tree);
+        fields
+    }
+
+    /// Also what `other` reads.
+    pub fn merge(&mut self, other: &EntryFields) {
+        let EntryFields::Some(other) = other else {
+            *self = EntryFields::All;
+            return;
+        };
+        for (top, sub) in other {
+            match sub {
+                None => self.add(&[top.as_str()]),
+                Some(sub) => {
+                    for field in sub {
+                        self.add(&[top.as_str(), field.as_str()]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Also the member at `path` (its first two steps count).
+    pub fn add(&mut self, path: &[&str]) {
+        let EntryFields::Some(tops) = self else {
+            return;
+        };
+        match path {
+            [] => *self = EntryFields::All,
+            [top] => {
+                tops.insert((*top).to_owned(), None);
+            }
+            [top, field, ..] => match tops
+                .entry((*top).to_owned())
+                .or_insert_with(|| Some(BTreeSet::new()))
+            {
+                None => {}
+                Some(fields) => {
+                    fields.insert((*field).to_owned());
+                }
+            },
+        }
+    }
+
+    fn walk(&mut self, node: &Node) {
+        if matches!(self, EntryFields::All) {
+            return;
+        }
+        match node {
+            // `entry` itself, not below a selection: all of it. (A comprehension variable
+            // named `entry` is taken for it too: more is built, never less.)
+            Node::Ident(name) if name == "entry" => *self = EntryFields::All,
+            Node::Ident(_) | Node::Literal(_) | Node::Unspecified => {}
+            Node::Select(select) => {
+                // The selections down to the operand they start from.
+                let mut path = vec![select.field.as_str()];
+                let mut operand = &select.operand.expr;
+                while let Node::Select(inner) = operand {
+                    path.push(inner.field.as_str());
+                    operand = &inner.operand.expr;
+                }
+                match operand {
+                    Node::Ident(name) if name == "entry" => {
+                        path.reverse();
+                        self.add(&path);
+                    }
+                    other => self.walk(other),
+                }
+            }
+            Node::Call(call) => {
+                if let Some(target) = &call.target {
+                    self.walk(&target.expr);
+                }
+                for arg in &call.args {
+                    self.walk(&arg.expr);
+                }
+            }
+            Node::Comprehension(comp) => {
+                for part in [
+                    &comp.iter_range,
+                    &comp.accu_init,
+                    &comp.loop_cond,
+                    &comp.loop_step,
+                    &comp.result,
+                ] {
+                    self.walk(&part.expr);
+                }
+            }
+            Node::List(list) => {
+                for element in &list.elements {
+                    self.walk(&element.expr);
+                }
+            }
+            Node::Map(map) => {
+                for entry in &map.entries {
+                    if let cel::common::ast::EntryExpr::MapEntry(entry) = &entry.expr {
+                        self.walk(&entry.key.expr);
+                        self.walk(&entry.value.expr);
+                    }
+                }
+            }
+            Node::Struct(structure) => {
+                for field in &structure.entries {
+                    if let cel::common::ast::EntryExpr::StructField(field) = &field.expr {
+                        self.walk(&field.value.expr);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One entry read for judging.
+#[derive(Debug)]
+pub struct ReadEntry<'a> {
+    /// The `entry` variable (the members the rules read).
+    pub val: Box<dyn Val + 'a>,
+}
+
+impl<'a> ReadEntry<'a> {
+    /// A string member of a member (`resource`, `resourceType`), if it was built.
+    pub fn text(&self, top: &'static str, field: &'static str) -> Option<&str> {
+        let top = self
+            .val
+            .downcast_ref::<CelMap>()?
+            .get(&CelMapKey::from(top))?;
+        let value = top.downcast_ref::<CelMap>()?.get(&CelMapKey::from(field))?;
+        value.downcast_ref::<CelString>().map(|s| s.inner())
+    }
+}
+
+/// Why an entry's text could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    /// A member is named twice (its name is the upstream's data: not kept).
+    Duplicate,
+    /// Not JSON.
+    Syntax,
+}
+
+/// Reads one entry's JSON text, building the `fields` of it and checking all of it.
+pub fn read_entry<'a>(text: &'a str, fields: &EntryFields) -> Result<ReadEntry<'a>, ReadError> {
+    let want = match fields {
+        EntryFields::All => Want::All,
+        EntryFields::Some(tops) => Want::Entry(tops),
+    };
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let val = Build(want)
+        .deserialize(&mut deserializer)
+        .and_then(|val| deserializer.end().map(|()| val))
+        .map_err(|e| {
+            if e.is_data() && e.to_string().starts_with(DUPLICATE) {
+                ReadError::Duplicate
+            } else {
+                ReadError::Syntax
+            }
+        })?;
+    Ok(ReadEntry {
+        val: val.unwrap_or_else(|| Box::new(CelNull)),
+    })
+}
+
+/// The `fields` of an entry already parsed (the AuthZEN door's), strings borrowed.
+pub fn entry_of_value<'a>(value: &'a serde_json::Value, fields: &EntryFields) -> ReadEntry<'a> {
+    let want = match fields {
+        EntryFields::All => Want::All,
+        EntryFields::Some(tops) => Want::Entry(tops),
+    };
+    ReadEntry {
+        val: from_value(value, want).unwrap_or_else(|| Box::new(CelNull)),
+    }
+}
+
+const DUPLICATE: &str = "a member is named twice";
+
+/// What of a JSON value to build.
+#[derive(Clone, Copy)]
+enum Want<'f> {
+    /// All of it.
+    All,
+    /// Nothing: it is only checked.
+    Nothing,
+    /// Of an object, these members whole (an entry's member); anything else whole.
+    Members(&'f BTreeSet<String>),
+    /// Of an object, these members (the entry itself); anything else whole.
+    Entry(&'f BTreeMap<String, Option<BTreeSet<String>>>),
+}
+
+impl<'f> Want<'f> {
+    fn member(self, name: &str) -> Want<'f> {
+        match self {
+            Want::All => Want::All,
+            Want::Nothing => Want::Nothing,
+            Want::Members(names) if names.contains(name) => Want::All,
+            Want::Members(_) => Want::Nothing,
+            Want::Entry(tops) => match tops.get(name) {
+                None => Want::Nothing,
+                Some(None) => Want::All,
+                Some(Some(names)) => Want::Members(names),
+            },
+        }
+    }
+
+    /// What is built of a list's items, and of anything but an object: all of it.
+    fn item(self) -> Want<'f> {
+        match self {
+            Want::Nothing => Want::Nothing,
+            _ => Want::All,
+        }
+    }
+}
+
+fn from_value<'a>(value: &'a serde_json::Value, want: Want<'_>) -> Option<Box<dyn Val + 'a>> {
+    use serde_json::Value as Json;
+    if matches!(want, Want::Nothing) {
+        return None;
+    }
+    Some(match value {
+        Json::Null => Box::new(CelNull),
+        Json::Bool(b) => Box::new(CelBool::from(*b)),
+        Json::Number(n) => number(n),
+        Json::String(s) => Box::new(CelString::from(s.as_str())),
+        Json::Array(items) => Box::new(CelList::from(
+            items
+                .iter()
+                .filter_map(|item| from_value(item, want.item()))
+                .collect::<Vec<_>>(),
+        )),
+        Json::Object(members) => Box::new(CelMap::from(
+            members
+                .iter()
+                .filter_map(|(name, member)| {
+                    from_value(member, want.member(name))
+                        .map(|val| (CelMapKey::from(name.as_str()), val))
+                })
+                .collect::<HashMap<_, _>>(),
+        )),
+    })
+}
+
+/// A number as `cel::to_value` converts it: unsigned when it fits, else signed, else a
+/// double.
+fn number<'a>(n: &serde_json::Number) -> Box<dyn Val + 'a> {
+    if let Some(u) = n.as_u64() {
+        Box::new(CelUInt::from(u))
+    } else if let Some(i) = n.as_i64() {
+        Box::new(CelInt::from(i))
+    } else {
+        Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN)))
+    }
+}
+
+/// Builds what is wanted of the next value; `None` when nothing is.
+struct Build<'f>(Want<'f>);
+
+impl<'de> DeserializeSeed<'de> for Build<'_> {
+    type Value = Option<Box<dyn Val + 'de>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Build<'_> {
+    type Value = Option<Box<dyn Val + 'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(self.keep(|| Box::new(CelBool::from(v))))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(self.keep(|| Box::new(CelInt::from(v))))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(self.keep(|| Box::new(CelUInt::from(v))))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(self.keep(|| Box::new(CelDouble::from(v))))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(self.keep(|| Box::new(CelString::from(v))))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.keep(|| Box::new(CelString::from(v.to_owned()))))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(self.keep(|| Box::new(CelNull)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let item = self.0.item();
+        if matches!(item, Want::Nothing) {
+            while seq.next_element_seed(Check)?.is_some() {}
+            return Ok(None);
+        }
+        let mut items = Vec::new();
+        while let Some(value) = seq.next_element_seed(Build(item))? {
+            items.extend(value);
+        }
+        Ok(Some(Box::new(CelList::from(items))))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut names = Names::default();
+        let mut map = HashMap::new();
+        while let Some(name) = access.next_key_seed(Name)? {
+            names.check::<A::Error>(name.clone())?;
+            let want = self.0.member(&name);
+            if matches!(want, Want::Nothing) {
+                access.next_value_seed(Check)?;
+                continue;
+            }
+            if let Some(value) = access.next_value_seed(Build(want))? {
+                let key = match name {
+                    Cow::Borrowed(name) => CelMapKey::from(name),
+                    Cow::Owned(name) => CelMapKey::from(name),
+                };
+                map.insert(key, value);
+            }
+        }
+        Ok(self.keep(|| Box::new(CelMap::from(map))))
+    }
+}
+
+impl Build<'_> {
+    fn keep<'de>(self, build: impl FnOnce() -> Box<dyn Val + 'de>) -> Option<Box<dyn Val + 'de>> {
+        (!matches!(self.0, Want::Nothing)).then(build)
+    }
+}
+
+/// A member name, borrowed from the text unless it has escapes.
+struct Name;
+
+impl<'de> DeserializeSeed<'de> for Name {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Name {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}
+
+/// The names of one object seen so far: a name seen twice is an error.
+#[derive(Default)]
+struct Names<'de> {
+    seen: Vec<Cow<'de, str>>,
+    /// Past a few names, a set: an object of thousands of members stays linear.
+    many: Option<std::collections::HashSet<Cow<'de, str>>>,
+}
+
+impl<'de> Names<'de> {
+    fn check<E: de::Error>(&mut self, name: Cow<'de, str>) -> Result<(), E> {
+        let fresh = match &mut self.many {
+            Some(set) => set.insert(name),
+            None if self.seen.len() < 16 => {
+                let fresh = !self.seen.contains(&name);
+                self.seen.push(name);
+                fresh
+            }
+            None => {
+                let mut set: std::collections::HashSet<Cow<'de, str>> =
+                    self.seen.drain(..).collect();
+                let fresh = set.insert(name);
+                self.many = Some(set);
+                fresh
+            }
+        };
+        if fresh {
+            Ok(())
+        } else {
+            Err(E::custom(DUPLICATE))
+        }
+    }
+}
+
+/// Checks the next value (syntax, no member named twice) and builds nothing: serde's
+/// `IgnoredAny` would not see a name repeated inside what it skips.
+struct Check;
+
+impl<'de> DeserializeSeed<'de> for Check {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Check {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Check)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
+        let mut names = Names::default();
+        while let Some(name) = access.next_key_seed(Name)? {
+            names.check::<A::Error>(name.clone())?;
+            access.next_value_seed(Check)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

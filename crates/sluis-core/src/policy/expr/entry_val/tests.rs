@@ -1,0 +1,184 @@
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::policy::expr::{Expr, json_val};
+
+fn fields(sources: &[&str]) -> EntryFields {
+    let mut fields = EntryFields::default();
+    for source in sources {
+        fields.merge(&Expr::compile(source).unwrap().entry_fields);
+    }
+    fields
+}
+
+fn some(pairs: &[(&str, Option<&[&str]>)]) -> EntryFields {
+    EntryFields::Some(
+        pairs
+            .iter()
+            .map(|(top, sub)| {
+                (
+                    top.to_string(),
+                    sub.map(|s| s.iter().map(|f| f.to_string()).collect()),
+                )
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn the_members_a_rule_selects_are_found() {
+    assert_eq!(
+        fields(&[
+            "has(entry.resource.meta) && entry.resource.meta.security.exists(s, s.code == 'R')",
+            "entry.resource.identifier.exists(i, i.value == request.context['ura'])",
+        ]),
+        some(&[("resource", Some(&["identifier", "meta"]))])
+    );
+    // A member used whole, or `entry` itself: all of what it names.
+    assert_eq!(
+        fields(&["entry.resource.size() > 0", "entry.resource.id == 'x'"]),
+        some(&[("resource", None)])
+    );
+    assert_eq!(fields(&["entry.fullUrl != ''"]), some(&[("fullUrl", None)]));
+    assert_eq!(fields(&["size(entry) > 0"]), EntryFields::All);
+    assert_eq!(fields(&["entry['resource'].id == 'x'"]), EntryFields::All);
+    assert_eq!(fields(&["[entry][0].resource.id == 'x'"]), EntryFields::All);
+    assert_eq!(fields(&["response.status == 200"]), some(&[]));
+}
+
+/// What a rule sees of the entry built with only what it reads must be what it saw of
+/// the whole entry converted.
+fn same_answer(rule: &str, entry: &Value) {
+    let expr = Expr::compile(rule).unwrap();
+    let request = crate::request::AccessRequest {
+        context: [("ura".to_string(), "1".to_string())].into_iter().collect(),
+        ..Default::default()
+    };
+    let vars = crate::policy::expr::Vars::new(&request, None, expr.request_fields);
+    let response = json_val(&json!({"status": 200, "bundle_type": "searchset"}));
+    let whole = json_val(entry);
+    let text = entry.to_string();
+    let read = read_entry(&text, &expr.entry_fields).unwrap();
+    let of_value = entry_of_value(entry, &expr.entry_fields);
+    let expected = expr.eval_bool_for_entry(&vars, &*whole, &*response);
+    assert_eq!(
+        expr.eval_bool_for_entry(&vars, &*read.val, &*response),
+        expected,
+        "{rule} on {text}"
+    );
+    assert_eq!(
+        expr.eval_bool_for_entry(&vars, &*of_value.val, &*response),
+        expected,
+        "{rule} on {text}"
+    );
+}
+
+const RULES: [&str; 8] = [
+    "has(entry.resource.meta) && has(entry.resource.meta.security) && entry.resource.meta.security.exists(s, s.code == 'R')",
+    "entry.resource.identifier.exists(i, i.system == 'ura' && i.value == request.context['ura'])",
+    "entry.resource.resourceType == 'Organization'",
+    "entry.resource.active",
+    "entry.resource.count > 2",
+    "has(entry.resource.partOf)",
+    "entry.fullUrl.startsWith('https://')",
+    "size(entry.resource) > 3",
+];
+
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-1e6f64..1e6).prop_map(Value::from),
+        "[a-zR1 é\"\\\\]{0,6}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 32, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            proptest::collection::btree_map(
+                prop_oneof![
+                    Just("meta".to_string()),
+                    Just("security".to_string()),
+                    Just("code".to_string()),
+                    Just("identifier".to_string()),
+                    Just("system".to_string()),
+                    Just("value".to_string()),
+                    Just("active".to_string()),
+                    Just("count".to_string()),
+                    Just("partOf".to_string()),
+                    "[a-z]{1,3}",
+                ],
+                inner,
+                0..5
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+#[test]
+fn rules_see_the_same_on_known_entries() {
+    let entries = [
+        json!({"fullUrl": "https://x/Organization/1", "resource": {"resourceType": "Organization", "id": "1",
+            "meta": {"security": [{"code": "R"}]}, "identifier": [{"system": "ura", "value": "1"}],
+            "active": true, "count": 3, "name": "é\"x"}}),
+        json!({"resource": {"resourceType": "Organization", "identifier": [{"system": "ura", "value": "2"}]}}),
+        json!({"resource": {"resourceType": "Organization", "meta": {}, "identifier": "ura|1"}}),
+        json!({"resource": []}),
+        json!({"resource": {"resourceType": "Location", "meta": {"security": "R"}, "count": -4}}),
+        json!({}),
+    ];
+    for entry in &entries {
+        for rule in RULES {
+            same_answer(rule, entry);
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn rules_see_the_same_on_any_entry(resource in any_json(), url in any_json()) {
+        let entry = json!({"fullUrl": url, "resource": resource, "search": {"mode": "match"}});
+        for rule in RULES {
+            same_answer(rule, &entry);
+        }
+    }
+
+    /// Reading checks all of the text as `strict_json` does, also what is not built.
+    #[test]
+    fn reading_refuses_what_strict_json_refuses(text in "[{}\\[\\]\"a:,1 ]{0,24}") {
+        let strict = crate::json::strict_json(&text);
+        let read = read_entry(&text, &EntryFields::default());
+        match strict {
+            Ok(_) => prop_assert!(read.is_ok(), "{}", text),
+            Err(crate::json::StrictError::Duplicate(_)) => {
+                prop_assert_eq!(read.err(), Some(ReadError::Duplicate), "{}", text)
+            }
+            Err(crate::json::StrictError::Syntax) => {
+                prop_assert_eq!(read.err(), Some(ReadError::Syntax), "{}", text)
+            }
+        }
+    }
+}
+
+#[test]
+fn a_member_named_twice_is_refused_where_nothing_is_built() {
+    let fields = fields(&["entry.resource.id == 'x'"]);
+    for text in [
+        r#"{"search":{"mode":"match","mode":"include"},"resource":{"id":"x"}}"#,
+        r#"{"resource":{"id":"x","name":[{"a":1,"a":2}]}}"#,
+        r#"{"resource":{"id":"x"},"resource":{"id":"y"}}"#,
+        r#"{"other":[[{"b":1,"\u0062":2}]],"resource":{"id":"x"}}"#,
+    ] {
+        assert_eq!(
+            read_entry(text, &fields).err(),
+            Some(ReadError::Duplicate),
+            "{text}"
+        );
+    }
+    let many: String = (0..40).map(|i| format!(r#""k{i}":1,"#)).collect();
+    let text = format!(r#"{{"resource":{{{many}"k7":2}}}}"#);
+    assert_eq!(read_entry(&text, &fields).err(), Some(ReadError::Duplicate));
+}
