@@ -1,6 +1,7 @@
 //! Envoy's external authorization gRPC API (`envoy.service.auth.v3.Authorization/Check`).
 //!
-//! Translation only: `CheckRequest` → [`AccessRequest`], [`Decision`] → `CheckResponse`.
+//! Translation only: `CheckRequest` → [`AccessRequest`](sluis_core::request::AccessRequest),
+//! [`Decision`](sluis_core::decision::Decision) → `CheckResponse`.
 //!
 //! Request bodies (Envoy `with_request_body`) are bounded twice: a whole `CheckRequest`
 //! may be at most [`max_message_bytes`] (tonic refuses larger ones with

@@ -2,10 +2,11 @@
 //! the door through which upstream answers are judged by policies' response rules.
 //!
 //! Translation only: a stream's response headers and (buffered) body become
-//! [`ResponseParts`], the grant Envoy carries over from the ext_authz filter's dynamic
-//! metadata is handed to [`Engine::judge_response`] unopened, and the
-//! [`ResponseVerdict`] becomes a `BodyResponse` (continue, or the filtered body with its
-//! headers fixed) or an `ImmediateResponse` (a denial).
+//! [`ResponseParts`](sluis_core::response::ResponseParts), the grant Envoy carries over
+//! from the ext_authz filter's dynamic metadata is handed to [`Engine::judge_response`]
+//! unopened, and the [`ResponseVerdict`](sluis_core::response::ResponseVerdict) becomes a
+//! `BodyResponse` (continue, or the filtered body with its headers fixed) or an
+//! `ImmediateResponse` (a denial).
 //!
 //! Failing closed: anything the door cannot handle ends the stream with a gRPC error,
 //! which Envoy (with `failure_mode_allow: false`) answers with a 500. The stream is never
