@@ -59,6 +59,12 @@ use sluis_test_kit::mitz::MitzStandIn;
 use sluis_test_kit::nuts::{HolderFhir, patient, sources_yaml};
 use sluis_test_kit::{SigningKey, now, repo_path};
 
+/// The server's allocator (`src/main.rs`): a decision allocates many small CEL values, and
+/// its cost depends on the allocator; the figures are what `sluis serve` pays.
+/// (Until session 11 the benches ran on the system allocator: BENCHMARKS.md has both.)
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Distinct tokens per algorithm for the first-verification benchmarks. The bench config's
 /// token cache holds one entry (plus at most moka's 64 pending writes), so a token is long
 /// evicted by the time the cycle comes back to it.

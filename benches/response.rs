@@ -27,6 +27,12 @@ use sluis_core::policy::{LoadSettings, PolicySet};
 use sluis_core::request::AccessRequest;
 use sluis_core::response::{ResponseParts, ResponseVerdict};
 
+/// The server's allocator (`src/main.rs`): a decision allocates many small CEL values, and
+/// its cost depends on the allocator; the figures are what `sluis serve` pays.
+/// (Until session 11 the benches ran on the system allocator: BENCHMARKS.md has both.)
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ENTRIES: usize = 100;
 
 /// The mCSD response rules of `policy/care-services-mcsd.yaml`'s design, with the

@@ -26,6 +26,12 @@ use sluis_core::engine::Engine;
 use sluis_core::request::AccessRequest;
 use sluis_test_kit::nuts::HolderFhir;
 
+/// The server's allocator (`src/main.rs`): a decision allocates many small CEL values, and
+/// its cost depends on the allocator; the figures are what `sluis serve` pays.
+/// (Until session 11 the benches ran on the system allocator: BENCHMARKS.md has both.)
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The test kit's data holder, holding ten active Patients `p0`..`p9` and answering
 /// after `delay`; its base URL, and the server to count its reads.
 async fn stand_in(delay: Duration) -> (String, HolderFhir) {
