@@ -509,75 +509,15 @@ async fn a_stalled_ext_proc_times_out_and_fails_closed() {
 
 /// Sends an answer with a forged grant to the ext_proc door; the status it answers.
 async fn forged_exchange(grpc: u16) -> i32 {
-    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, Metadata};
-    use envoy_types::pb::envoy::service::ext_proc::v3::{
-        HttpBody, HttpHeaders, ProcessingRequest,
-        external_processor_client::ExternalProcessorClient, processing_request::Request,
-        processing_response::Response,
-    };
-    use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = ExternalProcessorClient::new(channel);
-    let grant = Struct {
-        fields: [(
-            "sluis_grant".to_string(),
-            PbValue {
-                kind: Some(Kind::StringValue(
-                    "eyJwb2xpY3kiOiJtY3NkIn0.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
-                )),
-            },
-        )]
-        .into_iter()
-        .collect(),
-    };
-    let headers = ProcessingRequest {
-        metadata_context: Some(Metadata {
-            filter_metadata: [("envoy.filters.http.ext_authz".to_string(), grant)]
-                .into_iter()
-                .collect(),
-            ..Default::default()
-        }),
-        request: Some(Request::ResponseHeaders(HttpHeaders {
-            headers: Some(HeaderMap {
-                headers: [
-                    (":status", "200"),
-                    ("content-type", "application/fhir+json"),
-                ]
-                .iter()
-                .map(|(k, v)| HeaderValue {
-                    key: k.to_string(),
-                    raw_value: v.as_bytes().to_vec(),
-                    ..Default::default()
-                })
-                .collect(),
-            }),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
-    let body = ProcessingRequest {
-        request: Some(Request::ResponseBody(HttpBody {
-            body: bundle(vec![org("x", "1234", false)], &[])
-                .to_string()
-                .into_bytes(),
-            end_of_stream: true,
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
-    let mut replies = client
-        .process(futures_util::stream::iter(vec![headers, body]))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut last = None;
-    while let Some(reply) = replies.message().await.unwrap() {
-        last = reply.response;
-    }
+    use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response;
+    let last = common::ext_proc::exchange(
+        &format!("127.0.0.1:{grpc}"),
+        "eyJwb2xpY3kiOiJtY3NkIn0.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        bundle(vec![org("x", "1234", false)], &[])
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
     match last {
         Some(Response::ImmediateResponse(immediate)) => immediate.status.unwrap().code,
         other => panic!("not denied: {other:?}"),

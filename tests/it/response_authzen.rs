@@ -90,68 +90,15 @@ async fn post(server: &Server, path: &str, body: &Value, token: Option<&str>) ->
 /// What the ext_proc door answers for `body` under `grant`: the kept ids, or the status
 /// of its denial.
 async fn ext_proc(server: &Server, grant: &str, body: &Value) -> Result<Vec<String>, i32> {
-    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, Metadata};
     use envoy_types::pb::envoy::service::ext_proc::v3::{
-        HttpBody, HttpHeaders, ProcessingRequest, body_mutation::Mutation,
-        external_processor_client::ExternalProcessorClient, processing_request::Request,
-        processing_response::Response,
+        body_mutation::Mutation, processing_response::Response,
     };
-    use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
-    let mut client = ExternalProcessorClient::connect(format!("http://{}", server.grpc))
-        .await
-        .unwrap();
-    let metadata = Struct {
-        fields: [(
-            "sluis_grant".to_string(),
-            PbValue {
-                kind: Some(Kind::StringValue(grant.into())),
-            },
-        )]
-        .into_iter()
-        .collect(),
-    };
-    let headers = ProcessingRequest {
-        metadata_context: Some(Metadata {
-            filter_metadata: [("envoy.filters.http.ext_authz".to_string(), metadata)]
-                .into_iter()
-                .collect(),
-            ..Default::default()
-        }),
-        request: Some(Request::ResponseHeaders(HttpHeaders {
-            headers: Some(HeaderMap {
-                headers: [
-                    (":status", "200"),
-                    ("content-type", "application/fhir+json"),
-                ]
-                .iter()
-                .map(|(k, v)| HeaderValue {
-                    key: k.to_string(),
-                    raw_value: v.as_bytes().to_vec(),
-                    ..Default::default()
-                })
-                .collect(),
-            }),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
-    let body_message = ProcessingRequest {
-        request: Some(Request::ResponseBody(HttpBody {
-            body: body.to_string().into_bytes(),
-            end_of_stream: true,
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
-    let mut replies = client
-        .process(futures_util::stream::iter(vec![headers, body_message]))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut last = None;
-    while let Some(reply) = replies.message().await.unwrap() {
-        last = reply.response;
-    }
+    let last = kit::ext_proc::exchange(
+        &server.grpc.to_string(),
+        grant,
+        body.to_string().into_bytes(),
+    )
+    .await;
     let ids = |bundle: &Value| -> Vec<String> {
         bundle["entry"]
             .as_array()

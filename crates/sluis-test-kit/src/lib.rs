@@ -15,6 +15,7 @@
 
 pub mod corpus;
 pub mod dpop;
+pub mod ext_proc;
 pub mod flows;
 pub mod gateway;
 pub mod mitz;
