@@ -59,11 +59,13 @@ impl Nonces {
         now.div_euclid(self.lifetime)
     }
 
+    /// What a window's tag is made over.
+    fn message(window: i64) -> Vec<u8> {
+        [LABEL, &window.to_be_bytes()].concat()
+    }
+
     fn tag(&self, window: i64) -> aws_lc_rs::hmac::Tag {
-        let mut context = aws_lc_rs::hmac::Context::with_key(&self.key);
-        context.update(LABEL);
-        context.update(&window.to_be_bytes());
-        context.sign()
+        aws_lc_rs::hmac::sign(&self.key, &Nonces::message(window))
     }
 
     /// The nonce to hand out at `now` (Unix seconds).
@@ -83,12 +85,10 @@ impl Nonces {
         let Ok(raw) = URL_SAFE_NO_PAD.decode(nonce) else {
             return false;
         };
-        let (Some(window), Some(tag)) = (raw.get(..8), raw.get(8..)) else {
-            return false;
-        };
         if raw.len() != RAW_LEN {
             return false;
         }
+        let (window, tag) = raw.split_at(8);
         let Ok(window) = <[u8; 8]>::try_from(window).map(i64::from_be_bytes) else {
             return false;
         };
@@ -96,10 +96,7 @@ impl Nonces {
         if window != current && Some(window) != current.checked_sub(1) {
             return false;
         }
-        let mut message = Vec::with_capacity(LABEL.len() + 8);
-        message.extend_from_slice(LABEL);
-        message.extend_from_slice(&window.to_be_bytes());
-        aws_lc_rs::hmac::verify(&self.key, &message, tag).is_ok()
+        aws_lc_rs::hmac::verify(&self.key, &Nonces::message(window), tag).is_ok()
     }
 }
 
