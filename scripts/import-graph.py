@@ -12,7 +12,7 @@ import sys
 
 # Bottom first. Modules on one line may not import each other.
 LAYERS = [
-    ["json", "mask", "metrics"],
+    ["json", "mask", "metrics", "secret"],
     ["decision"],
     ["request"],
     ["fhir"],

@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`json`] | JSON read strictly: a member named twice anywhere is refused |
 //! | [`mask`] | credentials masked out of paths, queries and reasons before anything is written |
+//! | [`secret`] | random keys made at start (sealed grants, DPoP nonces without a shared key) |
 //! | [`metrics`] | the service's counters, handed to the engine and the authenticator (no global) |
 //! | [`decision`] | [`decision::Decision`]: the gateway-neutral answer, with stable deny codes; [`decision::Unavailable`] |
 //! | [`request`] | [`request::AccessRequest`]: the gateway-neutral question |
@@ -39,6 +40,7 @@ pub mod metrics;
 pub mod policy;
 pub mod request;
 pub mod response;
+pub mod secret;
 pub mod sources;
 
 /// A serde YAML error without its trailing location, which callers report separately,

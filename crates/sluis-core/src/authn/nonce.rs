@@ -45,14 +45,7 @@ impl Nonces {
 
     /// Nonces under a key made now: valid in this process only.
     pub fn random(lifetime: i64) -> Nonces {
-        let mut secret = [0u8; 32];
-        // A failing system RNG leaves zeros: mix in uuid's RNG so that it cannot yield a
-        // known key.
-        let _ = aws_lc_rs::rand::fill(&mut secret);
-        for (byte, extra) in secret.iter_mut().zip(uuid::Uuid::new_v4().as_bytes()) {
-            *byte ^= extra;
-        }
-        Nonces::new(&secret, lifetime)
+        Nonces::new(&crate::secret::random_key(), lifetime)
     }
 
     fn window(&self, now: i64) -> i64 {

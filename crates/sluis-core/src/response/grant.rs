@@ -61,14 +61,7 @@ impl GrantKey {
 
     /// A random key: grants are then judged only by this process.
     pub fn random() -> GrantKey {
-        let mut secret = [0u8; 32];
-        // The system RNG failing leaves zeros; fill from uuid's RNG as well so that a
-        // failure cannot yield a known key.
-        let _ = aws_lc_rs::rand::fill(&mut secret);
-        for (byte, extra) in secret.iter_mut().zip(uuid::Uuid::new_v4().as_bytes()) {
-            *byte ^= extra;
-        }
-        GrantKey::from_secret(&secret)
+        GrantKey::from_secret(&crate::secret::random_key())
     }
 }
 
