@@ -65,6 +65,9 @@ pub struct Policy {
     pub mode: PolicyMode,
     hosts: Vec<String>,
     paths: Vec<String>,
+    /// Per entry of `paths`, the literal text every path it matches starts with
+    /// ([`literal_prefix`]): a request elsewhere is passed over without running the glob.
+    path_prefixes: Vec<Box<str>>,
     methods: Vec<String>,
     /// Accepted issuers (configured names); empty when the policy is anonymous.
     pub issuers: Vec<Arc<str>>,
@@ -1345,6 +1348,12 @@ fn compile_policy(
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect(),
+        path_prefixes: spec
+            .matcher
+            .paths
+            .iter()
+            .map(|p| Box::from(literal_prefix(p)))
+            .collect(),
         paths: spec.matcher.paths,
         methods: spec
             .matcher
@@ -1559,7 +1568,11 @@ impl Policy {
             || self
                 .paths
                 .iter()
-                .any(|p| fast_glob::glob_match(p.as_str(), request.path.as_str())))
+                .zip(&self.path_prefixes)
+                .any(|(p, prefix)| {
+                    request.path.starts_with(&**prefix)
+                        && fast_glob::glob_match(p.as_str(), request.path.as_str())
+                }))
         {
             return Some("path");
         }
@@ -2320,6 +2333,21 @@ impl Policy {
             .map(|(n, _)| n.as_str())
             .chain(self.response.forward_claims.as_deref())
     }
+}
+
+/// The text every path a `match.paths` glob matches starts with: the pattern up to its
+/// first special character, less a trailing `/` (so a globstar that matched its directory
+/// itself would still be tried); empty for a negated pattern. Only a quick refusal, and a
+/// property test holds it to `fast_glob`: a path with the prefix still runs the glob.
+/// Policies are tried in order per Check, and the glob was most of choosing one.
+fn literal_prefix(pattern: &str) -> &str {
+    if pattern.starts_with('!') {
+        return "";
+    }
+    let end = pattern
+        .find(['*', '?', '[', ']', '{', '}', ',', '\\', '!'])
+        .unwrap_or(pattern.len());
+    pattern.get(..end).unwrap_or("").trim_end_matches('/')
 }
 
 fn host_without_port(host: &str) -> &str {

@@ -658,6 +658,72 @@ proptest::proptest! {
     }
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20000))]
+
+    /// The literal prefix only ever passes over paths the glob would not match: selection
+    /// is the glob's alone.
+    #[test]
+    fn a_path_without_the_literal_prefix_never_matches_the_glob(
+        pattern in "[/a.b*?{},\\[\\]!\\\\-]{0,10}",
+        path in "[/a.b-]{0,8}",
+    ) {
+        if !path.starts_with(super::literal_prefix(&pattern)) {
+            proptest::prop_assert!(!fast_glob::glob_match(pattern.as_str(), path.as_str()));
+        }
+    }
+
+    #[test]
+    fn a_path_below_a_plain_prefix_is_judged_by_the_glob(
+        prefix in "(/[ab.]{1,3}){1,3}",
+        rest in "(/\\*\\*|/\\*|/[ab]|/\\{a,b\\}){0,2}",
+        path in "(/[ab.]{1,3}){0,4}/?",
+    ) {
+        let pattern = format!("{prefix}{rest}");
+        if fast_glob::glob_match(pattern.as_str(), path.as_str()) {
+            proptest::prop_assert!(path.starts_with(super::literal_prefix(&pattern)));
+        }
+    }
+}
+
+#[test]
+fn literal_prefixes_stop_at_the_first_special_character() {
+    assert_eq!(
+        super::literal_prefix("/eoverdracht/fhir/**"),
+        "/eoverdracht/fhir"
+    );
+    assert_eq!(super::literal_prefix("/mcsd"), "/mcsd");
+    assert_eq!(
+        super::literal_prefix("/bgz/fhir/Patient/*/*"),
+        "/bgz/fhir/Patient"
+    );
+    assert_eq!(super::literal_prefix("/a/{b,c}"), "/a");
+    assert_eq!(super::literal_prefix("/a\\*"), "/a");
+    assert_eq!(super::literal_prefix("!/admin/**"), "");
+    assert_eq!(super::literal_prefix("**"), "");
+    // A policy is still chosen by its glob alone.
+    let policies = set(r#"
+policies:
+  - id: below
+    match: {paths: ["/fhir/**"]}
+    issuers: [test]
+    rules: [{id: r, allow: "true"}]
+"#)
+    .unwrap();
+    for path in ["/fhir", "/fhir/", "/fhir/Patient/1", "/fhirx", "/other", ""] {
+        let request = AccessRequest {
+            path: path.into(),
+            method: "GET".into(),
+            ..Default::default()
+        };
+        let chosen = policies.select(&request).is_ok();
+        assert_eq!(chosen, fast_glob::glob_match("/fhir/**", path), "{path}");
+        if path == "/fhir/Patient/1" {
+            assert!(chosen);
+        }
+    }
+}
+
 /// The diagnostics for one policy file `p.yaml`, as `policy::validate` returns them.
 fn diagnostics(policies: &str) -> Vec<Diagnostic> {
     let dir = tempfile::tempdir().unwrap();
