@@ -155,6 +155,9 @@ pub struct Rule {
     pub condition: Expr,
     status: u16,
     message: Option<String>,
+    /// The reason of an allow by this rule, written once at load: an allow clones it
+    /// rather than formatting it per decision.
+    allowed: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1065,6 +1068,7 @@ fn compile_policy(
         }
         match Expr::compile(source) {
             Ok(condition) => rules.push(Rule {
+                allowed: format!("allow rule `{}` matched", rule.id),
                 id: Arc::from(rule.id.as_str()),
                 effect,
                 condition,
@@ -1859,7 +1863,7 @@ impl Policy {
                 );
             }
             match result {
-                Ok(true) => return self.allow(&rule.id, &vars, identity, request),
+                Ok(true) => return self.allow(rule, &vars, identity, request),
                 Ok(false) => {}
                 Err(e) => failures.push(format!("allow rule `{}` failed: {e}", rule.id)),
             }
@@ -1874,7 +1878,7 @@ impl Policy {
 
     fn allow(
         &self,
-        rule: &Arc<str>,
+        rule: &Rule,
         vars: &Vars,
         identity: Option<&Identity>,
         request: &AccessRequest,
@@ -1949,8 +1953,8 @@ impl Policy {
         Decision {
             outcome: Outcome::Allow(allow),
             policy: Some(self.id.clone()),
-            rule: rule.clone(),
-            reason: format!("allow rule `{rule}` matched"),
+            rule: rule.id.clone(),
+            reason: rule.allowed.clone(),
         }
     }
 
