@@ -3,6 +3,7 @@
 //! `envoy_check` runs exactly this file.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
@@ -63,11 +64,22 @@ pub fn access_request(check: CheckRequest) -> AccessRequest {
             .address
             .and_then(|a| a.address)
             .map(|address| match address {
-                Address::SocketAddress(socket) => match socket.port_specifier {
-                    Some(PortSpecifier::PortValue(port)) => format!("{}:{port}", socket.address),
-                    Some(PortSpecifier::NamedPort(name)) => format!("{}:{name}", socket.address),
-                    None => socket.address,
-                },
+                // Appended to the address taken from the message, not formatted anew.
+                Address::SocketAddress(socket) => {
+                    let mut address = socket.address;
+                    match socket.port_specifier {
+                        Some(PortSpecifier::PortValue(port)) => {
+                            // Writing to a `String` cannot fail.
+                            let _ = write!(address, ":{port}");
+                        }
+                        Some(PortSpecifier::NamedPort(name)) => {
+                            address.push(':');
+                            address.push_str(&name);
+                        }
+                        None => {}
+                    }
+                    address
+                }
                 Address::Pipe(pipe) => pipe.path,
                 Address::EnvoyInternalAddress(_) => String::new(),
             })
@@ -232,5 +244,64 @@ fn denied_response(deny: Deny) -> DeniedHttpResponse {
             .map(|(n, v)| header(n, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
             .collect(),
         body: deny.body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use envoy_types::pb::envoy::config::core::v3::{
+        Address as AddressMessage, Pipe, SocketAddress,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
+
+    use super::*;
+
+    fn from(address: Address) -> String {
+        let check = CheckRequest {
+            attributes: Some(AttributeContext {
+                source: Some(Peer {
+                    address: Some(AddressMessage {
+                        address: Some(address),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        access_request(check).source.address
+    }
+
+    fn socket(port: Option<PortSpecifier>) -> Address {
+        Address::SocketAddress(SocketAddress {
+            address: "10.1.2.3".into(),
+            port_specifier: port,
+            ..Default::default()
+        })
+    }
+
+    /// The peer's address reads `ip:port` as it did when it was formatted anew.
+    #[test]
+    fn the_source_address_is_the_address_and_its_port() {
+        for port in [0, 1, 8080, 65535, u32::MAX] {
+            assert_eq!(
+                from(socket(Some(PortSpecifier::PortValue(port)))),
+                format!("10.1.2.3:{port}")
+            );
+        }
+        assert_eq!(
+            from(socket(Some(PortSpecifier::NamedPort("https".into())))),
+            "10.1.2.3:https"
+        );
+        assert_eq!(from(socket(None)), "10.1.2.3");
+        assert_eq!(
+            from(Address::Pipe(Pipe {
+                path: "/run/envoy.sock".into(),
+                mode: 0,
+            })),
+            "/run/envoy.sock"
+        );
     }
 }
