@@ -155,11 +155,12 @@ impl Indexer for FlowVal {
     {
         let name = index
             .downcast_ref::<CelString>()
-            .map(|s| s.inner().to_owned())
+            .map(|s| s.inner())
             .ok_or_else(|| ExecutionError::function_error("_[_]", "a flow's fields have names"))?;
-        self.field(&name)
+        // The name is copied only into the error: a rule reads fields per flow per Check.
+        self.field(name)
             .map(CowVal::from)
-            .ok_or_else(|| ExecutionError::NoSuchKey(Arc::new(name)))
+            .ok_or_else(|| ExecutionError::NoSuchKey(Arc::new(name.to_owned())))
     }
 
     fn steal<'v>(self: Box<Self>, index: &dyn Val) -> Result<Box<dyn Val + 'v>, ExecutionError>
