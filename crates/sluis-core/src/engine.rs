@@ -282,8 +282,19 @@ impl Engine {
         claims: &serde_json::Map<String, serde_json::Value>,
         door: DoorCapabilities,
     ) -> Result<Weighed, Unavailable> {
-        self.decide_with(request, &Credentials::Relayed { issuer, claims }, door)
-            .await
+        let weighed = self
+            .decide_with(request, &Credentials::Relayed { issuer, claims }, door)
+            .await;
+        // Here, not in every decision: only this door reports per policy, and a door
+        // that does not would build and drop the list on every Check.
+        weighed.map(|mut weighed| {
+            if weighed.evaluated.is_empty() {
+                weighed
+                    .evaluated
+                    .extend(PolicyResult::of(&weighed.decision));
+            }
+            weighed
+        })
     }
 
     async fn decide_with(
@@ -363,16 +374,10 @@ impl Engine {
         if let (Some(log), Some(record)) = (&self.log, record) {
             log.record(record).await;
         }
-        let mut evaluated = seen.evaluated;
-        result.map(|decision| {
-            if evaluated.is_empty() {
-                evaluated.extend(PolicyResult::of(&decision));
-            }
-            Weighed {
-                decision,
-                evaluated,
-                caller: seen.caller,
-            }
+        result.map(|decision| Weighed {
+            decision,
+            evaluated: seen.evaluated,
+            caller: seen.caller,
         })
     }
 
