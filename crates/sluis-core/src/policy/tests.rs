@@ -673,6 +673,19 @@ proptest::proptest! {
         }
     }
 
+    /// Selection by comparing text is selection by `fast_glob`, whatever the pattern.
+    #[test]
+    fn a_path_glob_matches_what_fast_glob_matches(
+        pattern in "[/a.b*?{},\\[\\]!\\\\-]{0,10}|(/[ab.]{0,3}){0,3}(/\\*\\*|/\\*|/)?",
+        path in "[/a.b-]{0,8}|(/[ab.]{0,3}){0,4}/?",
+    ) {
+        proptest::prop_assert_eq!(
+            super::PathGlob::of(&pattern).matches(&pattern, &path),
+            fast_glob::glob_match(pattern.as_str(), path.as_str()),
+            "{:?}", super::PathGlob::of(&pattern)
+        );
+    }
+
     #[test]
     fn a_path_below_a_plain_prefix_is_judged_by_the_glob(
         prefix in "(/[ab.]{1,3}){1,3}",
@@ -701,6 +714,49 @@ fn literal_prefixes_stop_at_the_first_special_character() {
     assert_eq!(super::literal_prefix("/a\\*"), "/a");
     assert_eq!(super::literal_prefix("!/admin/**"), "");
     assert_eq!(super::literal_prefix("**"), "");
+    assert!(matches!(
+        super::PathGlob::of("/mcsd"),
+        super::PathGlob::Exact
+    ));
+    assert!(
+        matches!(super::PathGlob::of("/eoverdracht/fhir/**"), super::PathGlob::Below(b) if &*b == "/eoverdracht/fhir/")
+    );
+    assert!(matches!(
+        super::PathGlob::of("/bgz/fhir/Patient/*"),
+        super::PathGlob::Glob(_)
+    ));
+    for pattern in [
+        "/eoverdracht/fhir/**",
+        "/mcsd",
+        "/mcsd/**",
+        "/fhir",
+        "/a/",
+        "/a//**",
+    ] {
+        for path in [
+            "/eoverdracht/fhir/Patient/123",
+            "/eoverdracht/fhir/",
+            "/eoverdracht/fhir",
+            "/eoverdracht/fhir//x",
+            "/eoverdracht/fhirx/Patient",
+            "/eoverdracht/fhir/../admin",
+            "/mcsd",
+            "/mcsd/",
+            "/mcsd/Organization",
+            "/fhir",
+            "/fhir/",
+            "/a/",
+            "/a//b",
+            "/a",
+            "",
+        ] {
+            assert_eq!(
+                super::PathGlob::of(pattern).matches(pattern, path),
+                fast_glob::glob_match(pattern, path),
+                "{pattern} {path}"
+            );
+        }
+    }
     // A policy is still chosen by its glob alone.
     let policies = set(r#"
 policies:
