@@ -249,8 +249,6 @@ fn denied_response(deny: Deny) -> DeniedHttpResponse {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
-
     use envoy_types::pb::envoy::config::core::v3::{
         Address as AddressMessage, Pipe, SocketAddress,
     };
