@@ -70,7 +70,12 @@ pub async fn handle(
                     "the answer body is larger than {max_body} bytes"
                 )));
             }
-            exchange.body.extend_from_slice(&body.body);
+            if exchange.body.is_empty() {
+                // The whole body in one message (BUFFERED): taken, not copied.
+                exchange.body = body.body;
+            } else {
+                exchange.body.extend_from_slice(&body.body);
+            }
             if !body.end_of_stream {
                 // Only with a body mode other than BUFFERED: we judge whole bodies only.
                 return Err(Status::failed_precondition(
