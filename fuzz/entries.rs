@@ -387,6 +387,43 @@ fn answering() -> &'static Answering {
     })
 }
 
+/// `json_reader`: the input as a JSON text read by the one-pass reader of judged answers
+/// (`json::reader`), checked and built, beside `json::strict_json`: both must accept the
+/// same texts, refuse the others for the same first fault (a repeated name or anything
+/// else) and build the same value. Then as a Bundle (`response::bundle::read`, each entry
+/// built whole): each entry's text is the entry's own JSON, built the same by
+/// `strict_json`. (A Bundle's entries nest from themselves, so an accepted Bundle may be
+/// deeper as a whole than `strict_json` reads.)
+pub fn json_reader(data: &[u8]) {
+    use sluis_core::json::reader::{ReadError, Reader};
+    use sluis_core::json::{StrictError, strict_json};
+    use sluis_core::response::bundle::{self, Body};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let strict = strict_json(text).map_err(|e| match e {
+        StrictError::Duplicate(_) => ReadError::Duplicate,
+        StrictError::Syntax => ReadError::Syntax,
+    });
+    let mut reader = Reader::new(text);
+    let built = reader.json_value().and_then(|v| reader.end().map(|()| v));
+    assert_eq!(built, strict, "built: {text:?}");
+    let mut reader = Reader::new(text);
+    let checked = reader.check_value().and_then(|()| reader.end());
+    assert_eq!(
+        checked,
+        strict.as_ref().map(|_| ()).map_err(|e| *e),
+        "checked: {text:?}"
+    );
+    if let Ok(Body::Bundle { entries, .. }) =
+        bundle::read(data, 20, |reader: &mut Reader<'_>| reader.json_value())
+    {
+        for entry in entries {
+            assert_eq!(strict_json(entry.text).ok(), Some(entry.read), "{text:?}");
+        }
+    }
+}
+
 /// `response`: an upstream's answer judged by response rules, as the ext_proc door hands
 /// it to the engine. The first byte chooses the content type, a `content-encoding` and
 /// the status; the rest is the body. A filtered answer must be JSON holding exactly the

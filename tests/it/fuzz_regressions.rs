@@ -93,3 +93,8 @@ fn ext_proc_inputs() {
 fn envoy_check_inputs() {
     replay("envoy_check", entries::envoy_check);
 }
+
+#[test]
+fn json_reader_inputs() {
+    replay("json_reader", entries::json_reader);
+}

@@ -1,7 +1,11 @@
 //! JSON in which no object names a member twice, at any depth. serde_json keeps the last
 //! of duplicate members silently and has no switch for it; a server behind Sluis may keep
 //! the first, and then what Sluis checked is not what is used. Tokens (`authn::jose`)
-//! and GraphQL bodies (`graphql`) are read through this one `Deserialize`.
+//! and GraphQL bodies (`graphql`) are read through this one `Deserialize`; an upstream's
+//! FHIR answer, mostly passed over and copied out, through [`reader`], which checks the
+//! same in one pass without building what it does not need.
+
+pub mod reader;
 
 use std::fmt;
 

@@ -7,7 +7,7 @@
 //!
 //! | module | what it is |
 //! |---|---|
-//! | [`json`] | JSON read strictly: a member named twice anywhere is refused |
+//! | [`json`] | JSON read strictly: a member named twice anywhere is refused; [`json::reader`] reads an upstream's answer so in one pass |
 //! | [`mask`] | credentials masked out of paths, queries and reasons before anything is written |
 //! | [`secret`] | random keys made at start (sealed grants, DPoP nonces without a shared key) |
 //! | [`metrics`] | the service's counters, handed to the engine and the authenticator (no global) |

@@ -70,7 +70,12 @@ pub async fn handle(
                     "the answer body is larger than {max_body} bytes"
                 )));
             }
-            exchange.body.extend_from_slice(&body.body);
+            if exchange.body.is_empty() {
+                // The whole body in one message (BUFFERED): taken, not copied.
+                exchange.body = body.body;
+            } else {
+                exchange.body.extend_from_slice(&body.body);
+            }
             if !body.end_of_stream {
                 // Only with a body mode other than BUFFERED: we judge whole bodies only.
                 return Err(Status::failed_precondition(
@@ -128,12 +133,16 @@ pub fn read_headers(exchange: &mut Exchange, headers: HttpHeaders) -> Result<(),
         return Err(Status::resource_exhausted("too many answer headers"));
     }
     for header in list {
+        // Taken from the message, not copied: Envoy sends the value as UTF-8 bytes and the
+        // name in lower case, so neither needs a new string.
         let value = if header.raw_value.is_empty() {
             header.value
         } else {
-            String::from_utf8_lossy(&header.raw_value).into_owned()
+            String::from_utf8(header.raw_value)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
         };
-        let name = header.key.to_ascii_lowercase();
+        let mut name = header.key;
+        name.make_ascii_lowercase();
         if name == ":status" {
             exchange.status = value
                 .trim()

@@ -78,6 +78,36 @@ fn the_grant_and_the_answer_headers_are_read() {
 }
 
 #[test]
+fn header_bytes_that_are_not_utf8_are_read_with_replacement_characters() {
+    let headers = HttpHeaders {
+        headers: Some(HeaderMap {
+            headers: vec![
+                HeaderValue {
+                    key: "X-Name".into(),
+                    raw_value: b"caf\xe9".to_vec(),
+                    ..Default::default()
+                },
+                HeaderValue {
+                    key: "x-plain".into(),
+                    value: "as value".into(),
+                    ..Default::default()
+                },
+            ],
+        }),
+        ..Default::default()
+    };
+    let mut exchange = Exchange::default();
+    read_headers(&mut exchange, headers).unwrap();
+    assert_eq!(
+        exchange.headers,
+        [
+            ("x-name".to_string(), "caf\u{fffd}".to_string()),
+            ("x-plain".to_string(), "as value".to_string()),
+        ]
+    );
+}
+
+#[test]
 fn a_bad_status_is_an_error_not_a_guess() {
     let Some(Message::ResponseHeaders(headers)) =
         headers_message(None, &[(":status", "abc")]).request

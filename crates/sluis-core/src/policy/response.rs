@@ -268,11 +268,8 @@ impl ResponseRules {
             );
         }
         let read = bundle::readable_headers(parts).and_then(|()| {
-            bundle::read(parts.body, self.max_entries, |text| {
-                entry_val::read_entry(text, &self.entry_fields).map_err(|e| match e {
-                    entry_val::ReadError::Duplicate => bundle::EntryError::Duplicate,
-                    entry_val::ReadError::Syntax => bundle::EntryError::Syntax,
-                })
+            bundle::read(parts.body, self.max_entries, |reader| {
+                entry_val::read_entry_at(reader, &self.entry_fields)
             })
         });
         let body = match read {

@@ -6,9 +6,11 @@
 //! `entry[].resource` are judged one by one, or a single resource. Anything else is
 //! [`Unreadable`], and the policy says whether that passes (by default it is denied).
 //!
-//! Each entry is read once, by the caller's entry reader (the response rules build only
-//! the members they read, `policy::expr::entry_val`), and a kept entry is written back
-//! as the upstream's own bytes: nothing is re-serialised but the Bundle's own members.
+//! The body is read in one pass ([`crate::json::reader`]): the Bundle's own members are
+//! built, each entry is read by the caller's entry reader (the response rules build only
+//! the members they read, `policy::expr::entry_val`) where it lies, and its place in the
+//! text is kept, so that a kept entry is written back as the upstream's own bytes:
+//! nothing is re-serialised but the Bundle's own members.
 //!
 //! Filtering keeps the Bundle valid and tells no more than the kept entries: `total`
 //! becomes the number of kept `match` entries on a single page and is removed on a paged
@@ -18,13 +20,10 @@
 //! filtered: removing an entry from a `document` or a `transaction-response` breaks what
 //! the rest says about it, so such a Bundle with a withheld entry is denied whole.
 
-use std::fmt;
-
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::ResponseParts;
+use crate::json::reader::{ReadError, Reader};
 
 /// Why a body cannot be judged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,15 +40,6 @@ pub enum Unreadable {
     TooManyEntries(usize, usize),
     #[error("`entry` is not a list of objects")]
     BadEntries,
-}
-
-/// Why [`read`]'s entry reader refused an entry's text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EntryError {
-    /// A member is named twice.
-    Duplicate,
-    /// Not JSON.
-    Syntax,
 }
 
 /// A body read for judging.
@@ -69,7 +59,7 @@ pub enum Body<'a, T> {
 #[derive(Debug)]
 pub struct Entry<'a, T> {
     /// Its text as sent: a kept entry is written back unchanged.
-    pub text: &'a RawValue,
+    pub text: &'a str,
     /// What the entry reader made of it.
     pub read: T,
 }
@@ -100,178 +90,168 @@ pub fn readable_headers(parts: &ResponseParts<'_>) -> Result<(), Unreadable> {
 }
 
 /// Reads a body (headers already checked) within `max_entries`; `read_entry` reads each
-/// entry's text (an object), and must refuse a member named twice anywhere in it as
-/// [`crate::json::strict_json`] does: the Bundle's own members are checked here, the
-/// entries' insides by it, each byte once.
+/// entry (an object) where it lies, and must read or check all of it: the reader refuses
+/// a member named twice anywhere, as [`crate::json::strict_json`] does.
+///
+/// What is refused, and why, is what reading the Bundle whole and then each entry on its
+/// own would say: a syntax error anywhere, or a member of the Bundle's own named twice,
+/// first; then a body that is no object; then an `entry` that is no list, one of more than
+/// `max_entries`, one holding anything but objects; then the first entry `read_entry`
+/// refuses, each entry read as a text of its own (its nesting counts from itself).
 pub fn read<'a, T>(
     body: &'a [u8],
     max_entries: usize,
-    mut read_entry: impl FnMut(&'a str) -> Result<T, EntryError>,
+    mut read_entry: impl FnMut(&mut Reader<'a>) -> Result<T, ReadError>,
 ) -> Result<Body<'a, T>, Unreadable> {
-    let duplicate = || Unreadable::NotJson("a member is named twice".into());
     let text = std::str::from_utf8(body).map_err(|_| Unreadable::NotJson("not utf-8".into()))?;
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let top = Top { max_entries }
-        .deserialize(&mut deserializer)
-        .and_then(|top| deserializer.end().map(|()| top))
-        .map_err(|e| {
-            // The name is the upstream's data: not echoed.
-            if e.is_data() && e.to_string().starts_with(DUPLICATE) {
-                duplicate()
-            } else {
-                Unreadable::NotJson("syntax".into())
-            }
-        })?;
-    let Some(TopObject {
-        mut members,
-        entries,
-    }) = top
-    else {
-        return Err(Unreadable::NotObject);
+    let mut reader = Reader::new(text);
+    let (mut members, entries) = match reader.peek() {
+        Some(b'{') => read_top(&mut reader, max_entries, &mut read_entry).map_err(unreadable)?,
+        _ => {
+            reader
+                .check_value()
+                .and_then(|()| reader.end())
+                .map_err(unreadable)?;
+            return Err(Unreadable::NotObject);
+        }
     };
     if members.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         if let Some(entries) = entries {
-            let entry = crate::json::strict_json(entries.text.get()).map_err(|e| match e {
-                crate::json::StrictError::Duplicate(_) => duplicate(),
-                crate::json::StrictError::Syntax => Unreadable::NotJson("syntax".into()),
+            // Not a Bundle's entries after all: a member like any other (rare, read again).
+            let entry = crate::json::strict_json(entries.text).map_err(|e| match e {
+                crate::json::StrictError::Duplicate(_) => unreadable(ReadError::Duplicate),
+                crate::json::StrictError::Syntax => unreadable(ReadError::Syntax),
             })?;
             members.insert("entry".into(), entry);
         }
         return Ok(Body::Resource(Value::Object(members)));
     }
-    let entries = match entries {
-        None => Vec::new(),
-        Some(Entries {
-            list: Some((list, count)),
-            ..
-        }) => {
-            if count > max_entries {
-                return Err(Unreadable::TooManyEntries(count, max_entries));
-            }
-            list
-        }
-        Some(_) => return Err(Unreadable::BadEntries),
+    let Some(entries) = entries else {
+        return Ok(Body::Bundle {
+            members,
+            entries: Vec::new(),
+        });
     };
-    if !entries.iter().all(|e| e.get().starts_with('{')) {
+    let Some(count) = entries.count else {
+        return Err(Unreadable::BadEntries);
+    };
+    if count > max_entries {
+        return Err(Unreadable::TooManyEntries(count, max_entries));
+    }
+    if entries.not_objects {
         return Err(Unreadable::BadEntries);
     }
-    entries
-        .into_iter()
-        .map(|text| match read_entry(text.get()) {
-            Ok(read) => Ok(Entry { text, read }),
-            Err(EntryError::Duplicate) => Err(duplicate()),
-            Err(EntryError::Syntax) => Err(Unreadable::NotJson("syntax".into())),
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(|entries| Body::Bundle { members, entries })
+    if let Some(refused) = entries.refused {
+        return Err(unreadable(refused));
+    }
+    Ok(Body::Bundle {
+        members,
+        entries: entries.read,
+    })
 }
 
-const DUPLICATE: &str = "duplicate key `";
+fn unreadable(error: ReadError) -> Unreadable {
+    match error {
+        // The name is the upstream's data: not echoed.
+        ReadError::Duplicate => Unreadable::NotJson("a member is named twice".into()),
+        ReadError::Syntax => Unreadable::NotJson("syntax".into()),
+    }
+}
 
-/// The top level of a body: an object's members, `entry` apart as text.
-struct Top {
+/// The `entry` member as read.
+struct Entries<'a, T> {
+    /// Its text.
+    text: &'a str,
+    /// How many items it has, if it is a list.
+    count: Option<usize>,
+    /// The items read, no more than the most allowed.
+    read: Vec<Entry<'a, T>>,
+    /// Whether an item is no object.
+    not_objects: bool,
+    /// Why the entry reader refused the first item it refused.
+    refused: Option<ReadError>,
+}
+
+/// The members of a top-level object but `entry`, and `entry` read apart.
+type Top<'a, T> = (Map<String, Value>, Option<Entries<'a, T>>);
+
+/// Reads the top-level object: its members but `entry` built, `entry` read apart. Only
+/// syntax errors and the object's own faults count here; the entries' own are kept for
+/// [`read`] to weigh.
+fn read_top<'a, T>(
+    reader: &mut Reader<'a>,
     max_entries: usize,
-}
-
-struct TopObject<'a> {
-    members: Map<String, Value>,
-    entries: Option<Entries<'a>>,
-}
-
-/// The `entry` member: its text, and when it is a list its items' texts (no more than one
-/// past the most entries) and their number.
-struct Entries<'a> {
-    text: &'a RawValue,
-    list: Option<(Vec<&'a RawValue>, usize)>,
-}
-
-impl<'de> DeserializeSeed<'de> for Top {
-    type Value = Option<TopObject<'de>>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Top {
-    type Value = Option<TopObject<'de>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        // Checked all the same: a member named twice inside is refused as such.
-        while seq.next_element::<crate::json::StrictJson>()?.is_some() {}
-        Ok(None)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-        let mut members = Map::new();
-        let mut entries: Option<Entries<'de>> = None;
-        while let Some(name) = access.next_key::<String>()? {
-            if members.contains_key(&name) || (name == "entry" && entries.is_some()) {
-                return Err(de::Error::custom(format!("{DUPLICATE}{name}`")));
-            }
-            if name == "entry" {
-                let text: &'de RawValue = access.next_value()?;
-                let list = list_of(text, self.max_entries);
-                entries = Some(Entries { text, list });
-                continue;
-            }
-            let crate::json::StrictJson(value) = access.next_value()?;
-            members.insert(name, value);
-        }
-        Ok(Some(TopObject { members, entries }))
-    }
-}
-
-/// The items of a JSON list's text, at most `max + 1` of them kept, and how many there
-/// are; `None` when it is not a list. The text is JSON already (read as a `RawValue`).
-fn list_of(text: &RawValue, max: usize) -> Option<(Vec<&RawValue>, usize)> {
-    struct Items(usize);
-    impl<'de> Visitor<'de> for Items {
-        type Value = (Vec<&'de RawValue>, usize);
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a list")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut items = Vec::new();
-            while items.len() <= self.0 {
-                match seq.next_element::<&'de RawValue>()? {
-                    Some(item) => items.push(item),
-                    None => {
-                        let count = items.len();
-                        return Ok((items, count));
-                    }
-                }
-            }
-            // More than the most: counted, not kept.
-            let mut count = items.len();
-            while seq.next_element::<IgnoredAny>()?.is_some() {
-                count += 1;
-            }
-            Ok((items, count))
+    read_entry: &mut impl FnMut(&mut Reader<'a>) -> Result<T, ReadError>,
+) -> Result<Top<'a, T>, ReadError> {
+    let mut members = Map::new();
+    let mut entries = None;
+    let mut object = reader.begin_object()?;
+    while let Some(name) = reader.next_name(&mut object)? {
+        if name == "entry" {
+            entries = Some(read_entries(reader, max_entries, read_entry)?);
+        } else {
+            let value = reader.json_value()?;
+            members.insert(name.into_owned(), value);
         }
     }
-    let mut deserializer = serde_json::Deserializer::from_str(text.get());
-    deserializer.deserialize_seq(Items(max)).ok()
+    reader.end()?;
+    Ok((members, entries))
+}
+
+/// Reads `entry`: a list's items each by `read_entry` where they lie (up to the most
+/// allowed), anything else only checked for syntax.
+fn read_entries<'a, T>(
+    reader: &mut Reader<'a>,
+    max_entries: usize,
+    read_entry: &mut impl FnMut(&mut Reader<'a>) -> Result<T, ReadError>,
+) -> Result<Entries<'a, T>, ReadError> {
+    let start = reader.value_start();
+    let mut entries = Entries {
+        text: "",
+        count: None,
+        read: Vec::new(),
+        not_objects: false,
+        refused: None,
+    };
+    if reader.peek() != Some(b'[') {
+        reader.skip_value()?;
+        entries.text = reader.slice(start, reader.position());
+        return Ok(entries);
+    }
+    // The list is no part of an entry's nesting: each counts from itself.
+    let outer = reader.fresh_depth();
+    let mut list = reader.begin_array()?;
+    let mut count = 0;
+    while reader.next_item(&mut list)? {
+        count += 1;
+        let mark = reader.mark();
+        let object = reader.peek() == Some(b'{');
+        entries.not_objects |= !object;
+        if !object || count > max_entries || entries.not_objects || entries.refused.is_some() {
+            // Refused whatever it holds (too many, no object, after a refused one): only
+            // its syntax counts, as when the list is read whole.
+            reader.skip_value()?;
+            continue;
+        }
+        let depth = reader.fresh_depth();
+        let read = read_entry(reader);
+        reader.restore_depth(depth);
+        match read {
+            Ok(read) => entries.read.push(Entry {
+                text: reader.slice(mark.pos, reader.position()),
+                read,
+            }),
+            Err(refused) => {
+                entries.refused = Some(refused);
+                reader.reset(mark);
+                reader.skip_value()?;
+            }
+        }
+    }
+    reader.restore_depth(outer);
+    entries.count = Some(count);
+    entries.text = reader.slice(start, reader.position());
+    Ok(entries)
 }
 
 /// Why a filtered Bundle cannot be written.
@@ -322,47 +302,38 @@ pub fn write_filtered<T>(
             }
         }
     }
-    let mut items: Vec<&RawValue> = kept.iter().map(|e| e.text).collect();
-    // Writing a Value cannot fail (its keys are strings).
-    let outcome = (withheld && notice)
-        .then(|| {
-            serde_json::value::to_raw_value(&serde_json::json!({
-                "resource": {"resourceType": "OperationOutcome", "issue": [{
-                    "severity": "information", "code": "suppressed",
-                    "diagnostics": "some entries were withheld by policy"}]},
-                "search": {"mode": "outcome"}
-            }))
-            .ok()
-        })
-        .flatten();
-    items.extend(outcome.as_deref());
-    Ok(serde_json::to_vec(&Written {
-        members: &members,
-        entries: &items,
-    })
-    .unwrap_or_default())
-}
-
-/// A Bundle's members and its entries' texts, written as one object.
-struct Written<'w, 'a> {
-    members: &'w Map<String, Value>,
-    entries: &'w [&'a RawValue],
-}
-
-impl serde::Serialize for Written<'_, '_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(None)?;
-        for (name, value) in self.members {
-            map.serialize_entry(name, value)?;
-        }
-        // FHIR has no empty lists: a Bundle with nothing kept has no `entry`.
-        if !self.entries.is_empty() {
-            map.serialize_entry("entry", self.entries)?;
-        }
-        map.end()
+    let notice = (withheld && notice).then_some(WITHHELD_NOTICE);
+    let items = kept.iter().map(|e| e.text).chain(notice);
+    let size: usize = kept.iter().map(|e| e.text.len() + 1).sum();
+    let mut out = Vec::with_capacity(size + 256 + WITHHELD_NOTICE.len());
+    // Writing a Map cannot fail (its keys are strings).
+    if serde_json::to_writer(&mut out, &members).is_err() {
+        return Ok(Vec::new());
     }
+    // FHIR has no empty lists: a Bundle with nothing kept has no `entry`.
+    let mut items = items.peekable();
+    if items.peek().is_some() && out.pop() == Some(b'}') {
+        if !members.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#""entry":["#);
+        for (index, item) in items.enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(item.as_bytes());
+        }
+        out.extend_from_slice(b"]}");
+    }
+    Ok(out)
 }
+
+/// The entry that says some were withheld (and not how many).
+const WITHHELD_NOTICE: &str = concat!(
+    r#"{"resource":{"issue":[{"code":"suppressed","#,
+    r#""diagnostics":"some entries were withheld by policy","severity":"information"}],"#,
+    r#""resourceType":"OperationOutcome"},"search":{"mode":"outcome"}}"#
+);
 
 #[cfg(test)]
 mod tests;

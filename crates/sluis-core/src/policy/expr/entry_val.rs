@@ -5,21 +5,26 @@
 //! its `dyn Val`: three copies of every string) cost more than the rules themselves, and a
 //! rule reads a few members of it (`entry.resource.meta`, `entry.resource.identifier`).
 //! At load, [`EntryFields::of`] finds which members of `entry` and of its members an
-//! expression selects; [`read_entry`] parses one entry's text once, builds those (whole,
-//! strings borrowed from the text) and only checks the rest: the same syntax and "no
-//! member named twice" as `crate::json::strict_json`. A member a rule reads is therefore
+//! expression selects; [`read_entry_at`] reads one entry where it lies in the answer
+//! ([`crate::json::reader`], one pass over the whole answer), builds those (whole, strings
+//! borrowed from the text) and only checks the rest: the same syntax and "no member named
+//! twice" as `crate::json::strict_json`. A member a rule reads is therefore
 //! exactly what it would be from the whole conversion, and absent when absent.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
 
 use cel::common::ast::Expr as Node;
 use cel::common::types::{
     CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
 };
-use cel::common::value::Val;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+// The module, not its traits: `Indexer::get` in scope would hide `HashMap::get`.
+use cel::common::traits;
+use cel::common::types::Type;
+use cel::common::value::{Builtin, BuiltinRef, Val};
+use std::sync::Arc;
+
+use crate::json::reader::{Reader, Scalar};
 
 /// Which members of `entry` the rules read: the whole entry, or some of its members,
 /// each whole (`None`) or only some of its own members (`entry.resource.meta`).
@@ -172,34 +177,27 @@ impl<'a> ReadEntry<'a> {
     }
 }
 
-/// Why an entry's text could not be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReadError {
-    /// A member is named twice (its name is the upstream's data: not kept).
-    Duplicate,
-    /// Not JSON.
-    Syntax,
-}
+pub use crate::json::reader::ReadError;
 
 /// Reads one entry's JSON text, building the `fields` of it and checking all of it.
 pub fn read_entry<'a>(text: &'a str, fields: &EntryFields) -> Result<ReadEntry<'a>, ReadError> {
+    let mut reader = Reader::new(text);
+    let entry = read_entry_at(&mut reader, fields)?;
+    reader.end().map(|()| entry)
+}
+
+/// Reads the entry that comes next in `reader` (a Bundle's entry where it lies), building
+/// the `fields` of it and checking all of it.
+pub fn read_entry_at<'a>(
+    reader: &mut Reader<'a>,
+    fields: &EntryFields,
+) -> Result<ReadEntry<'a>, ReadError> {
     let want = match fields {
         EntryFields::All => Want::All,
         EntryFields::Some(tops) => Want::Entry(tops),
     };
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let val = Build(want)
-        .deserialize(&mut deserializer)
-        .and_then(|val| deserializer.end().map(|()| val))
-        .map_err(|e| {
-            if e.is_data() && e.to_string().starts_with(DUPLICATE) {
-                ReadError::Duplicate
-            } else {
-                ReadError::Syntax
-            }
-        })?;
     Ok(ReadEntry {
-        val: val.unwrap_or_else(|| Box::new(CelNull)),
+        val: build(reader, want)?.unwrap_or_else(|| Box::new(CelNull)),
     })
 }
 
@@ -213,8 +211,6 @@ pub fn entry_of_value<'a>(value: &'a serde_json::Value, fields: &EntryFields) ->
         val: from_value(value, want).unwrap_or_else(|| Box::new(CelNull)),
     }
 }
-
-const DUPLICATE: &str = "a member is named twice";
 
 /// What of a JSON value to build.
 #[derive(Clone, Copy)]
@@ -293,189 +289,128 @@ fn number<'a>(n: &serde_json::Number) -> Box<dyn Val + 'a> {
     }
 }
 
-/// Builds what is wanted of the next value; `None` when nothing is.
-struct Build<'f>(Want<'f>);
-
-impl<'de> DeserializeSeed<'de> for Build<'_> {
-    type Value = Option<Box<dyn Val + 'de>>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
+/// Builds what is wanted of the next value, checking all of it; `None` when nothing is
+/// wanted.
+fn build<'a>(
+    reader: &mut Reader<'a>,
+    want: Want<'_>,
+) -> Result<Option<Box<dyn Val + 'a>>, ReadError> {
+    if matches!(want, Want::Nothing) {
+        reader.check_value()?;
+        return Ok(None);
     }
-}
-
-impl<'de> Visitor<'de> for Build<'_> {
-    type Value = Option<Box<dyn Val + 'de>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
+    if let Some(scalar) = reader.scalar()? {
+        return Ok(Some(match scalar {
+            Scalar::Null => Box::new(CelNull),
+            Scalar::Bool(b) => Box::new(CelBool::from(b)),
+            Scalar::Number(n) => number(&n),
+            Scalar::String(Cow::Borrowed(s)) => Box::new(CelString::from(s)),
+            Scalar::String(Cow::Owned(s)) => Box::new(CelString::from(s)),
+        }));
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(self.keep(|| Box::new(CelBool::from(v))))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(self.keep(|| Box::new(CelInt::from(v))))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(self.keep(|| Box::new(CelUInt::from(v))))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(self.keep(|| Box::new(CelDouble::from(v))))
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(self.keep(|| Box::new(CelString::from(v))))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.keep(|| Box::new(CelString::from(v.to_owned()))))
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(self.keep(|| Box::new(CelNull)))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let item = self.0.item();
-        if matches!(item, Want::Nothing) {
-            while seq.next_element_seed(Check)?.is_some() {}
-            return Ok(None);
-        }
+    if reader.peek() == Some(b'[') {
+        let item = want.item();
         let mut items = Vec::new();
-        while let Some(value) = seq.next_element_seed(Build(item))? {
-            items.extend(value);
-        }
-        Ok(Some(Box::new(CelList::from(items))))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-        let mut names = Names::default();
-        let mut map = HashMap::new();
-        while let Some(name) = access.next_key_seed(Name)? {
-            names.check::<A::Error>(name.clone())?;
-            let want = self.0.member(&name);
-            if matches!(want, Want::Nothing) {
-                access.next_value_seed(Check)?;
-                continue;
-            }
-            if let Some(value) = access.next_value_seed(Build(want))? {
-                let key = match name {
-                    Cow::Borrowed(name) => CelMapKey::from(name),
-                    Cow::Owned(name) => CelMapKey::from(name),
-                };
-                map.insert(key, value);
+        let mut list = reader.begin_array()?;
+        while reader.next_item(&mut list)? {
+            let object = reader.peek() == Some(b'{');
+            match build(reader, item)? {
+                Some(value) if object => items.push(SharedMap::of(value)),
+                value => items.extend(value),
             }
         }
-        Ok(self.keep(|| Box::new(CelMap::from(map))))
+        return Ok(Some(Box::new(CelList::from(items))));
     }
+    let mut map = HashMap::new();
+    let mut object = reader.begin_object()?;
+    while let Some(name) = reader.next_name(&mut object)? {
+        if let Some(value) = build(reader, want.member(&name))? {
+            let key = match name {
+                Cow::Borrowed(name) => CelMapKey::from(name),
+                Cow::Owned(name) => CelMapKey::from(name),
+            };
+            map.insert(key, value);
+        }
+    }
+    Ok(Some(Box::new(CelMap::from(map))))
 }
 
-impl Build<'_> {
-    fn keep<'de>(self, build: impl FnOnce() -> Box<dyn Val + 'de>) -> Option<Box<dyn Val + 'de>> {
-        (!matches!(self.0, Want::Nothing)).then(build)
-    }
-}
+/// An object in a list, built once and shared by its copies: a comprehension over the list
+/// (`identifier.exists(i, ...)`) binds a copy of each item it visits, and copying a
+/// `CelMap` makes a new table and boxes each value again. It is the map in every other way:
+/// it answers to `downcast_ref::<CelMap>()`, equals what the map equals, and so on.
+#[derive(Debug, Clone)]
+struct SharedMap<'a>(Arc<CelMap<'a>>);
 
-/// A member name, borrowed from the text unless it has escapes.
-struct Name;
-
-impl<'de> DeserializeSeed<'de> for Name {
-    type Value = Cow<'de, str>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Name {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a member name")
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v.to_owned()))
-    }
-}
-
-/// The names of one object seen so far: a name seen twice is an error.
-#[derive(Default)]
-struct Names<'de> {
-    seen: Vec<Cow<'de, str>>,
-    /// Past a few names, a set: an object of thousands of members stays linear.
-    many: Option<std::collections::HashSet<Cow<'de, str>>>,
-}
-
-impl<'de> Names<'de> {
-    fn check<E: de::Error>(&mut self, name: Cow<'de, str>) -> Result<(), E> {
-        let fresh = match &mut self.many {
-            Some(set) => set.insert(name),
-            None if self.seen.len() < 16 => {
-                let fresh = !self.seen.contains(&name);
-                self.seen.push(name);
-                fresh
-            }
-            None => {
-                let mut set: std::collections::HashSet<Cow<'de, str>> =
-                    self.seen.drain(..).collect();
-                let fresh = set.insert(name);
-                self.many = Some(set);
-                fresh
-            }
-        };
-        if fresh {
-            Ok(())
-        } else {
-            Err(E::custom(DUPLICATE))
+impl<'a> SharedMap<'a> {
+    /// `value` shared, if it is a map (what [`build`] makes of an object).
+    fn of(value: Box<dyn Val + 'a>) -> Box<dyn Val + 'a> {
+        match value.downcast_ref::<CelMap>() {
+            // Moved out without a copy: an object was just built into this box.
+            Some(_) => match value.into_builtin() {
+                Some(Builtin::Map(map)) => Box::new(SharedMap(Arc::new(map))),
+                Some(_) | None => Box::new(CelNull),
+            },
+            None => value,
         }
     }
 }
 
-/// Checks the next value (syntax, no member named twice) and builds nothing: serde's
-/// `IgnoredAny` would not see a name repeated inside what it skips.
-struct Check;
-
-impl<'de> DeserializeSeed<'de> for Check {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
+impl<'a> Val for SharedMap<'a> {
+    fn get_type(&self) -> &Type {
+        self.0.get_type()
     }
-}
-
-impl<'de> Visitor<'de> for Check {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
+    fn cel_type() -> &'static Type {
+        <CelMap as Val>::cel_type()
     }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
+    fn as_container(&self) -> Option<&dyn traits::Container> {
+        self.0.as_container()
     }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
+    fn as_indexer<'b, 'w>(&'b self) -> Option<&'b (dyn traits::Indexer + 'w)>
+    where
+        Self: 'w,
+    {
+        self.0.as_indexer()
     }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
+    fn into_indexer<'w>(self: Box<Self>) -> Option<Box<dyn traits::Indexer + 'w>>
+    where
+        Self: 'w,
+    {
+        self.0.clone_as_boxed().into_indexer()
     }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
+    fn as_iterable<'b, 'w>(&'b self) -> Option<&'b (dyn traits::Iterable + 'w)>
+    where
+        Self: 'w,
+    {
+        self.0.as_iterable()
     }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
+    fn as_sizer(&self) -> Option<&dyn traits::Sizer> {
+        self.0.as_sizer()
     }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
+    fn as_zeroer(&self) -> Option<&dyn traits::Zeroer> {
+        self.0.as_zeroer()
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Check)?.is_some() {}
-        Ok(())
+    fn equals(&self, other: &dyn Val) -> bool {
+        self.0.equals(other)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
-        let mut names = Names::default();
-        while let Some(name) = access.next_key_seed(Name)? {
-            names.check::<A::Error>(name.clone())?;
-            access.next_value_seed(Check)?;
-        }
-        Ok(())
+    fn clone_as_boxed<'w>(&self) -> Box<dyn Val + 'w>
+    where
+        Self: 'w,
+    {
+        Box::new(self.clone())
+    }
+    fn as_builtin<'b, 'w>(&'b self) -> BuiltinRef<'b, 'w>
+    where
+        Self: 'w,
+    {
+        BuiltinRef::Map(&self.0)
+    }
+    fn into_builtin<'w>(self: Box<Self>) -> Option<Builtin<'w>>
+    where
+        Self: 'w,
+    {
+        let map = Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone());
+        Some(Builtin::Map(map))
     }
 }
 

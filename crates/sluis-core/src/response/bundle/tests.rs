@@ -28,14 +28,82 @@ fn bundle(entries: usize, links: &[&str]) -> Value {
     })
 }
 
+mod reference;
+
 /// Reads as the response rules do, each entry whole and strictly.
 fn read_strict(body: &[u8], max: usize) -> Result<Body<'_, Value>, Unreadable> {
-    read(body, max, |text| {
-        crate::json::strict_json(text).map_err(|e| match e {
-            crate::json::StrictError::Duplicate(_) => EntryError::Duplicate,
-            crate::json::StrictError::Syntax => EntryError::Syntax,
+    read(body, max, |reader| reader.json_value())
+}
+
+/// Reads `body` as [`read_strict`] and as the reader before the one-pass one: the same
+/// answer, down to which fault refused it.
+fn same_as_reference(body: &str, max: usize) -> Result<(), TestCaseError> {
+    let read = read_strict(body.as_bytes(), max).map(|read| match read {
+        Body::Bundle { members, entries } => reference::Read::Bundle {
+            members,
+            entries: entries
+                .into_iter()
+                .map(|e| (e.text.to_owned(), e.read))
+                .collect(),
+        },
+        Body::Resource(resource) => reference::Read::Resource(resource),
+    });
+    prop_assert_eq!(read, reference::read(body.as_bytes(), max), "{}", body);
+    Ok(())
+}
+
+/// Bodies near a Bundle: the members a Bundle has, now and then one twice, in any order;
+/// entries that are objects or not, with names repeated at any depth, or no list at all.
+fn near_bundle() -> impl Strategy<Value = String> {
+    use crate::json::reader::tests::{json_text, json_text_mostly_unique};
+    let resource = prop_oneof![4 => json_text_mostly_unique(), 1 => json_text()];
+    let entry = prop_oneof![
+        6 => resource.clone().prop_map(|resource| format!(
+            r#"{{"fullUrl":"u","resource":{resource},"search":{{"mode":"match"}}}}"#
+        )),
+        1 => resource.prop_map(|resource| format!(r#"{{ "resource" : {resource} }}"#)),
+        1 => json_text_mostly_unique(),
+        // Nesting counts from the entry: 126 lists in it are read, 127 refused.
+        1 => (125usize..128).prop_map(|n| format!(r#"{{"a":{}1{}}}"#, "[".repeat(n), "]".repeat(n))),
+    ];
+    let entries = prop_oneof![
+        8 => proptest::collection::vec(entry, 0..6).prop_map(|items| format!("[{}]", items.join(","))),
+        1 => json_text_mostly_unique(),
+    ];
+    let resource_type = prop_oneof![
+        4 => Just(Some(r#""resourceType":"Bundle""#)),
+        1 => Just(Some(r#""resourceType":"Patient""#)),
+        1 => Just(None),
+    ];
+    let extra = prop_oneof![
+        Just(r#""type":"searchset""#.to_string()),
+        Just(r#""total":3"#.to_string()),
+        Just(r#""link":[{"relation":"self","url":"x"}]"#.to_string()),
+        Just(r#""resourceType":"Bundle""#.to_string()),
+        json_text_mostly_unique().prop_map(|value| format!(r#""other":{value}"#)),
+        json_text_mostly_unique().prop_map(|value| format!(r#""\u0074ype":{value}"#)),
+    ];
+    (
+        resource_type,
+        proptest::collection::vec(extra, 0..3),
+        proptest::option::weighted(0.9, entries.clone()),
+        proptest::option::weighted(0.05, entries),
+    )
+        .prop_flat_map(|(resource_type, extras, entries, again)| {
+            let members: Vec<String> = resource_type
+                .map(str::to_owned)
+                .into_iter()
+                .chain(extras)
+                .chain(
+                    entries
+                        .into_iter()
+                        .chain(again)
+                        .map(|e| format!(r#""entry":{e}"#)),
+                )
+                .collect();
+            Just(members).prop_shuffle()
         })
-    })
+        .prop_map(|members| format!("{{{}}}", members.join(",")))
 }
 
 fn is_match(entry: &Value) -> bool {
@@ -240,6 +308,23 @@ proptest! {
         if let Some(total) = out.get("total") {
             prop_assert_eq!(total.as_u64(), Some(kept as u64));
         }
+    }
+
+    #[test]
+    fn bodies_read_as_the_reader_before_read_them(body in near_bundle(), max in 0usize..5) {
+        same_as_reference(&body, max)?;
+    }
+
+    /// Broken bodies: the same bytes spliced with a piece of JSON syntax somewhere.
+    #[test]
+    fn broken_bodies_are_refused_as_the_reader_before_refused_them(
+        body in near_bundle(),
+        max in 0usize..5,
+        cut in any::<prop::sample::Index>(),
+        piece in "[{}\\[\\],:\"\\\\ 0-9a-z.eE+-]{0,3}",
+    ) {
+        let broken = crate::json::reader::tests::splice(&body, cut, &piece);
+        same_as_reference(&broken, max)?;
     }
 
     #[test]

@@ -74,7 +74,7 @@ fn same_answer(rule: &str, entry: &Value) {
     );
 }
 
-const RULES: [&str; 8] = [
+const RULES: [&str; 16] = [
     "has(entry.resource.meta) && has(entry.resource.meta.security) && entry.resource.meta.security.exists(s, s.code == 'R')",
     "entry.resource.identifier.exists(i, i.system == 'ura' && i.value == request.context['ura'])",
     "entry.resource.resourceType == 'Organization'",
@@ -83,6 +83,15 @@ const RULES: [&str; 8] = [
     "has(entry.resource.partOf)",
     "entry.fullUrl.startsWith('https://')",
     "size(entry.resource) > 3",
+    // Objects in lists are shared by their copies (`SharedMap`): still maps in every way.
+    "{'code': 'R'} in entry.resource.meta.security",
+    "entry.resource.identifier[0] == {'system': 'ura', 'value': '1'}",
+    "{'system': 'ura', 'value': '1'} == entry.resource.identifier[0]",
+    "entry.resource.identifier.filter(i, true) == entry.resource.identifier",
+    "entry.resource.identifier.map(i, i).exists(i, i.value == '1' && type(i) == map)",
+    "entry.resource.identifier.all(i, size(i) > 1 && 'value' in i)",
+    "entry.resource.identifier.exists(i, i.exists(k, k == 'system'))",
+    "[entry.resource.identifier[0]][0].value == request.context['ura']",
 ];
 
 fn any_json() -> impl Strategy<Value = Value> {
@@ -129,6 +138,8 @@ fn rules_see_the_same_on_known_entries() {
         json!({"resource": []}),
         json!({"resource": {"resourceType": "Location", "meta": {"security": "R"}, "count": -4}}),
         json!({}),
+        json!({"resource": {"identifier": [{"value": "1", "system": "ura"}, {"system": "x"}, "ura", [1]],
+            "meta": {"security": [{"code": "R"}, {"code": "R", "system": "s"}]}}}),
     ];
     for entry in &entries {
         for rule in RULES {
