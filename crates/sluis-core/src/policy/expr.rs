@@ -1225,7 +1225,7 @@ pub struct Vars<'a> {
     graphql_template: OnceLock<Arc<str>>,
     graphql_value: OnceLock<Box<dyn Val>>,
     /// The request read as FHIR, in a policy with a `fhir` block whose rules read it.
-    fhir: Option<Arc<crate::fhir::ParsedRequest>>,
+    fhir: Option<fhir_val::FhirVal>,
 }
 
 /// A policy's `data`, as a CEL value built once at load.
@@ -1275,7 +1275,7 @@ impl<'a> Vars<'a> {
 
     /// The request read as FHIR; without it, `request.fhir` is null.
     pub fn with_fhir(mut self, fhir: Option<Arc<crate::fhir::ParsedRequest>>) -> Vars<'a> {
-        self.fhir = fhir;
+        self.fhir = fhir.map(fhir_val::FhirVal::new);
         self
     }
 
@@ -1369,8 +1369,38 @@ impl Vars<'_> {
     }
 }
 
+/// A dotted name (`request.context.patient_bsn`) answered whole, as the value its
+/// first segment's resolver lends, selected field by field.
+///
+/// The interpreter asks a resolver for the whole name first (cel-go's rule: the most
+/// specific name wins), and only on `None` for each shorter prefix, then for each CEL type
+/// of that name, then selects the rest field by field. Answering the whole name here
+/// skips those look-ups and selections. Only borrowed values are walked: where a step
+/// is missing, not a container or built anew, the answer is `None` and the interpreter
+/// takes its usual way, with its usual errors (a missing key is its `no such key`).
+fn resolve_path<'b>(
+    resolver: &'b dyn cel::context::VariableResolver,
+    name: &str,
+) -> Option<CowVal<'b, 'b>> {
+    let (root, rest) = name.split_once('.')?;
+    let CowVal::Borrowed(mut value) = resolver.resolve(root)? else {
+        return None;
+    };
+    for field in rest.split('.') {
+        let key: cel::common::types::CelString = field.into();
+        match value.as_indexer()?.get(&key) {
+            Ok(CowVal::Borrowed(next)) => value = next,
+            _ => return None,
+        }
+    }
+    Some(CowVal::Borrowed(value))
+}
+
 impl cel::context::VariableResolver for Vars<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        if variable.contains('.') {
+            return resolve_path(self, variable);
+        }
         let value: &dyn Val = match variable {
             "request" => &**self
                 .request_value
@@ -1411,12 +1441,10 @@ impl cel::context::VariableResolver for Vars<'_> {
                 }),
                 None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
             },
-            FHIR => {
-                return Some(CowVal::Owned(match &self.fhir {
-                    Some(fhir) => Box::new(fhir_val::FhirVal(fhir.clone())),
-                    None => Box::new(cel::common::types::CelNull),
-                }));
-            }
+            FHIR => match &self.fhir {
+                Some(fhir) => fhir,
+                None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
+            },
             "caller" => &**self
                 .caller_value
                 .get_or_init(|| to_val(caller_value(self.caller, self.identity))),
@@ -1452,6 +1480,9 @@ struct EntryScope<'v, 'a> {
 
 impl cel::context::VariableResolver for EntryScope<'_, '_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        if variable.contains('.') {
+            return resolve_path(self, variable);
+        }
         match variable {
             "entry" => Some(CowVal::Borrowed(self.entry)),
             "response" => Some(CowVal::Borrowed(self.response)),
@@ -1753,6 +1784,111 @@ mod tests {
         for source in ["token.claims", "has(token.sub)", "token.sub + 'x'", "flows"] {
             assert!(Expr::compile(source).unwrap().fast.is_none(), "{source}");
         }
+    }
+
+    /// A dotted name answered whole by the resolver (`resolve_path`) gives what the
+    /// interpreter gives when it resolves the first segment and selects the rest: the same
+    /// value, or the same error, for present and missing members, presence tests,
+    /// comprehension variables that shadow a variable, and `request.fhir`.
+    #[test]
+    fn dotted_names_answered_whole_agree_with_the_interpreter() {
+        struct Segmentwise<'v, 'a>(&'v Vars<'a>);
+        impl cel::context::VariableResolver for Segmentwise<'_, '_> {
+            fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+                if variable.contains('.') {
+                    None
+                } else {
+                    self.0.resolve(variable)
+                }
+            }
+        }
+        let mut request = request();
+        request.set_target("/fhir/Observation/$lastn?patient=Patient/p1&category=a,b");
+        request.context = [("patient_bsn", "900186021"), ("n", "m")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let mut identity = identity();
+        identity.claims = serde_json::json!({"subject_role": "01.015", "deep": {"x": [1, 2]}})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let fhir = crate::fhir::parse(
+            &request,
+            "/fhir",
+            crate::fhir::FhirVersion::R4,
+            &crate::fhir::FhirLimits::default(),
+        )
+        .map(Arc::new)
+        .ok();
+        assert!(fhir.is_some());
+        let data = Data::from_yaml(
+            serde_yaml_ng::from_str("{sct: 'http://snomed.info/sct|', nested: {a: {b: 2}}}")
+                .unwrap(),
+        )
+        .unwrap();
+        for source in [
+            "request.context.patient_bsn",
+            "request.context.n",
+            "request.context.n.m",
+            "request.context.missing",
+            "request.context.patient_bsn.deeper",
+            "has(request.context.patient_bsn)",
+            "has(request.context.missing)",
+            "has(request.context.n)",
+            "request.headers['x-request-id']",
+            "request.method.size()",
+            "token.claims.subject_role",
+            "token.claims.deep.x[1]",
+            "token.claims.deep.missing",
+            "token.sub",
+            "data.sct + 'x'",
+            "data.nested.a.b",
+            "data.nested.a.c",
+            "data.sct.nope",
+            "request.fhir.type",
+            "request.fhir.operation",
+            "request.fhir.patient.id",
+            "request.fhir.patient.bsn",
+            "request.fhir.param('category')",
+            "request.fhir.include.size()",
+            "[{'context': 1}].exists(request, request.context == 1)",
+            "[{'n': {'m': 7}}].map(data, data.n.m)",
+            "request.fhir.type == 'Observation' && request.fhir.operation == 'lastn'",
+        ] {
+            let mut expr = Expr::compile(source).unwrap_or_else(|e| panic!("{source}: {e:?}"));
+            // Through the interpreter both ways (a direct field read has its own test).
+            expr.fast = None;
+            for identity in [Some(&identity), None] {
+                let vars = Vars::new(&request, identity, RequestFields::ALL)
+                    .with_fhir(fhir.clone())
+                    .with_data(Some(&data));
+                let whole = expr.eval(&vars);
+                let resolver = Segmentwise(&vars);
+                let segmentwise = ROOT.with(|root| {
+                    let root: &Context = root;
+                    let mut scope = root.new_inner_scope();
+                    scope.set_variable_resolver(&resolver);
+                    Value::resolve(&expr.tree, &scope)
+                        .map_err(|e| format!("`{}`: {e}", expr.source))
+                });
+                assert_eq!(whole, segmentwise, "{source}");
+            }
+        }
+        // ... and the whole names are answered by the resolver, not by the fallback.
+        use cel::context::VariableResolver;
+        let vars = Vars::new(&request, Some(&identity), RequestFields::ALL)
+            .with_fhir(fhir)
+            .with_data(Some(&data));
+        for name in [
+            "request.context.patient_bsn",
+            "token.claims.deep.x",
+            "data.nested.a.b",
+            "@fhir.patient.id",
+        ] {
+            assert!(vars.resolve(name).is_some(), "{name}");
+        }
+        assert!(vars.resolve("request.context.missing").is_none());
     }
 
     /// `graphql.template` read directly gives what the interpreter gives: with and without
