@@ -1018,7 +1018,8 @@ fn root_context() -> Context<'static, 'static> {
     let _ = context.add_function("smartPermits", smart_permits);
     let source: RawFunction = Box::new(source_call);
     let _ = context.add_function(SOURCE, source);
-    let _ = context.add_function("param", |ftx: &FunctionContext| fhir_val::param(ftx));
+    let param: RawFunction = Box::new(fhir_val::param);
+    let _ = context.add_function("param", param);
     let _ = context.add_function("values", |ftx: &FunctionContext| fhir_val::values(ftx));
     let _ = context.add_function("hasOnly", |ftx: &FunctionContext| fhir_val::has_only(ftx));
     let _ = context.add_function(

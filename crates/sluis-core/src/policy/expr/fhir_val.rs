@@ -51,6 +51,8 @@ pub const METHODS: [&str; 3] = ["param", "values", "hasOnly"];
 pub struct FhirVal {
     request: Arc<ParsedRequest>,
     fields: [OnceLock<Box<dyn Val>>; FIELDS.len()],
+    /// `param(name)` of each of the request's parameters, in their order.
+    params: Box<[OnceLock<Box<dyn Val>>]>,
 }
 
 impl Clone for FhirVal {
@@ -141,9 +143,18 @@ fn search(param: &SearchParam) -> Value {
 impl FhirVal {
     pub fn new(request: Arc<ParsedRequest>) -> FhirVal {
         FhirVal {
+            params: request.params.iter().map(|_| OnceLock::new()).collect(),
             request,
             fields: Default::default(),
         }
+    }
+
+    /// `param(name)` of the parameter named exactly `name`, built on its first read.
+    fn param(&self, name: &str) -> Option<&(dyn Val + 'static)> {
+        let slot = self.request.params.iter().position(|p| p.raw == name)?;
+        let value = self.params[slot]
+            .get_or_init(|| to_val(groups(&self.request.params[slot].values)));
+        Some(&**value)
     }
 
     /// The field `name`, built on its first read.
@@ -285,14 +296,36 @@ fn receiver_and_name<'f>(
 }
 
 /// `request.fhir.param(name)`: the AND-groups of OR-values of the parameter named
-/// exactly `name` (`[]` when absent).
-pub fn param(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
-    let (fhir, name) = receiver_and_name(ftx, "request.fhir.param('category')")?;
-    Ok(fhir
-        .request
-        .param(name)
-        .map(|p| groups(&p.values))
-        .unwrap_or_else(|| Value::List(Arc::new(Vec::new()))))
+/// exactly `name` (`[]` when absent), lent from the decision's `request.fhir` where it can.
+pub fn param<'c, 'cl>(
+    ftx: &mut FunctionContext<'c, 'cl>,
+) -> Result<CowVal<'c, 'cl>, ExecutionError> {
+    let example = "request.fhir.param('category')";
+    let name = ftx
+        .args
+        .first()
+        .and_then(|a| a.downcast_ref::<CelString>())
+        .map(|s| s.inner().to_owned())
+        .ok_or_else(|| {
+            ExecutionError::function_error(ftx.name, format!("pass a parameter name: {example}"))
+        })?;
+    let not_fhir =
+        || ExecutionError::function_error("param", format!("call it on request.fhir: {example}"));
+    let empty = || CowVal::owned(cel::common::types::CelList::from(Vec::<Box<dyn Val>>::new()));
+    match ftx.this.take() {
+        Some(CowVal::Borrowed(this)) => {
+            let fhir = this.downcast_ref::<FhirVal>().ok_or_else(not_fhir)?;
+            Ok(fhir.param(&name).map_or_else(empty, CowVal::Borrowed))
+        }
+        Some(CowVal::Owned(this)) => {
+            let fhir = this.downcast_ref::<FhirVal>().ok_or_else(not_fhir)?;
+            Ok(match fhir.request.param(&name) {
+                Some(p) => CowVal::Owned(to_val(groups(&p.values))),
+                None => empty(),
+            })
+        }
+        None => Err(not_fhir()),
+    }
 }
 
 /// `request.fhir.values(name)`: every value of the parameter, AND-groups flattened.
