@@ -102,6 +102,9 @@ pub struct Expr {
     /// Set when the whole expression has a shape evaluated without the interpreter
     /// (see [`fast`]).
     fast: Option<Fast>,
+    /// `tree` with its dotted names written as one name each (see [`Names`]), which the
+    /// interpreter evaluates; `None` when it has none.
+    named: Option<IdedExpr>,
 }
 
 /// A set of `request` fields. Building the whole `request` value (every header, the
@@ -243,6 +246,8 @@ impl Expr {
             });
         }
         let entry_fields = entry_val::EntryFields::of(&tree.expr);
+        let mut named = tree.clone();
+        let named = Names::default().walk(&mut named.expr).then_some(named);
         Ok(Expr {
             source: source.to_owned(),
             fast: Fast::of(&tree.expr),
@@ -257,7 +262,21 @@ impl Expr {
             uses_response: check.uses_response,
             entry_fields,
             source_calls: check.source_calls,
+            named,
         })
+    }
+
+    /// Evaluates the tree the interpreter runs in `scope`. Where a dotted name written as
+    /// one fails, the tree as written is evaluated again for the interpreter's own error
+    /// (`no such key: x` rather than an undeclared `request.context.x`).
+    fn run(&self, scope: &Context) -> Result<Value, String> {
+        let error = |e: ExecutionError| format!("`{}`: {e}", self.source);
+        match &self.named {
+            None => Value::resolve(&self.tree, scope).map_err(error),
+            Some(named) => Value::resolve(named, scope)
+                .or_else(|_| Value::resolve(&self.tree, scope))
+                .map_err(error),
+        }
     }
 
     /// Evaluates to a boolean; anything else is an error (and so, for rules, no match).
@@ -313,7 +332,7 @@ impl Expr {
                 let root: &Context = root;
                 let mut scope = root.new_inner_scope();
                 scope.set_variable_resolver(&scoped);
-                Value::resolve(&self.tree, &scope).map_err(|e| format!("`{}`: {e}", self.source))
+                self.run(&scope)
             })
         } else {
             self.eval(vars)
@@ -340,7 +359,7 @@ impl Expr {
             let root: &Context = root;
             let mut scope = root.new_inner_scope();
             scope.set_variable_resolver(vars);
-            Value::resolve(&self.tree, &scope).map_err(|e| format!("`{}`: {e}", self.source))
+            self.run(&scope)
         })
     }
 }
@@ -570,6 +589,103 @@ fn memoized_filter(call: &cel::common::ast::CallExpr, bound: &[String]) -> Optio
         "permitting" if plain => Some(FLOWS_PERMITTING),
         "covering" if plain => Some(FLOWS_COVERING),
         _ => None,
+    }
+}
+
+/// Writes each dotted name rooted at a variable (`request.context.patient_bsn`,
+/// `@fhir.patient.id`) as one identifier, which the resolver answers whole
+/// ([`resolve_path`]). The interpreter reads a dotted name by collecting its segments,
+/// joining them, and asking every scope for the whole name, each prefix and each type of
+/// that name; one identifier is one question. Names rooted at a comprehension's variable
+/// stay as written, and so does the last step of a presence test (`has(a.b.c)` tests
+/// for `c` on `a.b`).
+#[derive(Default)]
+struct Names {
+    bound: Vec<String>,
+}
+
+impl Names {
+    /// Whether it wrote any name.
+    fn walk(&mut self, expr: &mut Node) -> bool {
+        match expr {
+            Node::Select(select) if !select.test => {
+                if let Some(name) = self.dotted(expr) {
+                    *expr = Node::Ident(name);
+                    return true;
+                }
+                let Node::Select(select) = expr else {
+                    return false;
+                };
+                self.walk(&mut select.operand.expr)
+            }
+            Node::Select(select) => self.walk(&mut select.operand.expr),
+            Node::Call(call) => {
+                let mut wrote = false;
+                if let Some(target) = &mut call.target {
+                    wrote |= self.walk(&mut target.expr);
+                }
+                for arg in &mut call.args {
+                    wrote |= self.walk(&mut arg.expr);
+                }
+                wrote
+            }
+            Node::Comprehension(comp) => {
+                let mut wrote = self.walk(&mut comp.iter_range.expr);
+                wrote |= self.walk(&mut comp.accu_init.expr);
+                let depth = self.bound.len();
+                self.bound.push(comp.iter_var.clone());
+                self.bound.extend(comp.iter_var2.clone());
+                self.bound.push(comp.accu_var.clone());
+                wrote |= self.walk(&mut comp.loop_cond.expr);
+                wrote |= self.walk(&mut comp.loop_step.expr);
+                wrote |= self.walk(&mut comp.result.expr);
+                self.bound.truncate(depth);
+                wrote
+            }
+            Node::List(list) => list
+                .elements
+                .iter_mut()
+                .fold(false, |wrote, element| self.walk(&mut element.expr) | wrote),
+            Node::Map(map) => map.entries.iter_mut().fold(false, |wrote, entry| {
+                if let cel::common::ast::EntryExpr::MapEntry(entry) = &mut entry.expr {
+                    let key = self.walk(&mut entry.key.expr);
+                    self.walk(&mut entry.value.expr) | key | wrote
+                } else {
+                    wrote
+                }
+            }),
+            Node::Struct(structure) => structure.entries.iter_mut().fold(false, |wrote, field| {
+                if let cel::common::ast::EntryExpr::StructField(field) = &mut field.expr {
+                    self.walk(&mut field.value.expr) | wrote
+                } else {
+                    wrote
+                }
+            }),
+            Node::Ident(_) | Node::Literal(_) | Node::Unspecified => false,
+        }
+    }
+
+    /// The dotted name `expr` spells, when its root is a variable the resolver answers.
+    fn dotted(&self, expr: &Node) -> Option<String> {
+        let mut segments = Vec::new();
+        let mut node = expr;
+        let root = loop {
+            match node {
+                Node::Select(select) if !select.test => {
+                    segments.push(select.field.as_str());
+                    node = &select.operand.expr;
+                }
+                Node::Ident(root) => break root.as_str(),
+                _ => return None,
+            }
+        };
+        let answered = VARIABLES.contains(&root) || root.starts_with('@');
+        if !answered || self.bound.iter().any(|b| b == root) {
+            return None;
+        }
+        segments.push(root);
+        segments.reverse();
+        Some(segments.join("."))
     }
 }
 
@@ -1376,25 +1492,23 @@ impl Vars<'_> {
 /// The interpreter asks a resolver for the whole name first (cel-go's rule: the most
 /// specific name wins), and only on `None` for each shorter prefix, then for each CEL type
 /// of that name, then selects the rest field by field. Answering the whole name here
-/// skips those look-ups and selections. Only borrowed values are walked: where a step
-/// is missing, not a container or built anew, the answer is `None` and the interpreter
-/// takes its usual way, with its usual errors (a missing key is its `no such key`).
+/// skips those look-ups and selections, and the names [`Names`] wrote as one are asked
+/// only this way. Where a step is missing or not a container, the answer is `None`: the
+/// interpreter's way fails there too (`Expr::run` then gives its error).
 fn resolve_path<'b>(
     resolver: &'b dyn cel::context::VariableResolver,
     name: &str,
 ) -> Option<CowVal<'b, 'b>> {
     let (root, rest) = name.split_once('.')?;
-    let CowVal::Borrowed(mut value) = resolver.resolve(root)? else {
-        return None;
-    };
+    let mut value = resolver.resolve(root)?;
     for field in rest.split('.') {
         let key: cel::common::types::CelString = field.into();
-        match value.as_indexer()?.get(&key) {
-            Ok(CowVal::Borrowed(next)) => value = next,
-            _ => return None,
-        }
+        value = match value {
+            CowVal::Borrowed(value) => value.as_indexer()?.get(&key).ok()?,
+            CowVal::Owned(value) => CowVal::Owned(value.as_indexer()?.get(&key).ok()?.into_owned()),
+        };
     }
-    Some(CowVal::Borrowed(value))
+    Some(value)
 }
 
 impl cel::context::VariableResolver for Vars<'_> {

@@ -152,8 +152,8 @@ impl FhirVal {
     /// `param(name)` of the parameter named exactly `name`, built on its first read.
     fn param(&self, name: &str) -> Option<&(dyn Val + 'static)> {
         let slot = self.request.params.iter().position(|p| p.raw == name)?;
-        let value = self.params[slot]
-            .get_or_init(|| to_val(groups(&self.request.params[slot].values)));
+        let value =
+            self.params[slot].get_or_init(|| to_val(groups(&self.request.params[slot].values)));
         Some(&**value)
     }
 
