@@ -151,18 +151,22 @@ impl FhirVal {
 
     /// `param(name)` of the parameter named exactly `name`, built on its first read.
     fn param(&self, name: &str) -> Option<&(dyn Val + 'static)> {
-        let slot = self.request.params.iter().position(|p| p.raw == name)?;
-        let value =
-            self.params[slot].get_or_init(|| to_val(groups(&self.request.params[slot].values)));
-        Some(&**value)
+        let (param, slot) = self
+            .request
+            .params
+            .iter()
+            .zip(self.params.iter())
+            .find(|(param, _)| param.raw == name)?;
+        Some(&**slot.get_or_init(|| to_val(groups(&param.values))))
     }
 
     /// The field `name`, built on its first read.
     fn field(&self, name: &str) -> Option<&(dyn Val + 'static)> {
-        let slot = FIELDS.iter().position(|field| *field == name)?;
-        let value =
-            self.fields[slot].get_or_init(|| to_val(self.build(name).unwrap_or(Value::Null)));
-        Some(&**value)
+        let (_, slot) = FIELDS
+            .iter()
+            .zip(self.fields.iter())
+            .find(|(field, _)| **field == name)?;
+        Some(&**slot.get_or_init(|| to_val(self.build(name).unwrap_or(Value::Null))))
     }
 
     fn build(&self, name: &str) -> Option<Value> {
