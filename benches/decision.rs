@@ -365,6 +365,13 @@ fn count_mode(
     std::process::exit(0);
 }
 
+/// Generous look-up bounds: the first decision fills the caches, also under valgrind
+/// (`SLUIS_BENCH_COUNT`), where a fetch takes far longer than it would.
+fn bounds_for_valgrind(sources: &str) -> String {
+    let sources = sources.replace("    retries: 0\n", "    retries: 0\n    timeout: 30s\n");
+    format!("lookups:\n  deadline: 60s\n{sources}")
+}
+
 const BENCH_ISSUER: &str = "https://bench.example.org";
 const BENCH_AUDIENCE: &str = "https://api.bench.example.org";
 
@@ -757,13 +764,7 @@ fn fhir(c: &mut Criterion) {
             "issuers:\n  - name: nuts-node\n    issuer: https://nuts.example.org\n    audiences: [https://fhir.example.org]\n    jwks: {{ file: {} }}\npolicies:\n  - {}\n{}",
             repo_path("examples/keys/dev-jwks.json").display(),
             repo_path("policy/nl").display(),
-            // Generous bounds: the first decision fills the caches, also under valgrind
-            // (`SLUIS_BENCH_COUNT`), where a fetch takes far longer than it would.
-            format!(
-                "lookups:\n  deadline: 60s\n{}",
-                sources_yaml(&holder_url, &mitz)
-                    .replace("    retries: 0\n", "    retries: 0\n    timeout: 30s\n")
-            )
+            bounds_for_valgrind(&sources_yaml(&holder_url, &mitz))
         ),
     )
     .unwrap();
