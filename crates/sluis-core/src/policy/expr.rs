@@ -102,6 +102,9 @@ pub struct Expr {
     /// Set when the whole expression has a shape evaluated without the interpreter
     /// (see [`fast`]).
     fast: Option<Fast>,
+    /// `tree` with its dotted names written as one name each (see [`Names`]), which the
+    /// interpreter evaluates; `None` when it has none.
+    named: Option<IdedExpr>,
 }
 
 /// A set of `request` fields. Building the whole `request` value (every header, the
@@ -243,6 +246,8 @@ impl Expr {
             });
         }
         let entry_fields = entry_val::EntryFields::of(&tree.expr);
+        let mut named = tree.clone();
+        let named = Names::default().walk(&mut named.expr).then_some(named);
         Ok(Expr {
             source: source.to_owned(),
             fast: Fast::of(&tree.expr),
@@ -257,7 +262,21 @@ impl Expr {
             uses_response: check.uses_response,
             entry_fields,
             source_calls: check.source_calls,
+            named,
         })
+    }
+
+    /// Evaluates the tree the interpreter runs in `scope`. Where a dotted name written as
+    /// one fails, the tree as written is evaluated again for the interpreter's own error
+    /// (`no such key: x` rather than an undeclared `request.context.x`).
+    fn run(&self, scope: &Context) -> Result<Value, String> {
+        let error = |e: ExecutionError| format!("`{}`: {e}", self.source);
+        match &self.named {
+            None => Value::resolve(&self.tree, scope).map_err(error),
+            Some(named) => Value::resolve(named, scope)
+                .or_else(|_| Value::resolve(&self.tree, scope))
+                .map_err(error),
+        }
     }
 
     /// Evaluates to a boolean; anything else is an error (and so, for rules, no match).
@@ -313,7 +332,7 @@ impl Expr {
                 let root: &Context = root;
                 let mut scope = root.new_inner_scope();
                 scope.set_variable_resolver(&scoped);
-                Value::resolve(&self.tree, &scope).map_err(|e| format!("`{}`: {e}", self.source))
+                self.run(&scope)
             })
         } else {
             self.eval(vars)
@@ -340,7 +359,7 @@ impl Expr {
             let root: &Context = root;
             let mut scope = root.new_inner_scope();
             scope.set_variable_resolver(vars);
-            Value::resolve(&self.tree, &scope).map_err(|e| format!("`{}`: {e}", self.source))
+            self.run(&scope)
         })
     }
 }
@@ -570,6 +589,103 @@ fn memoized_filter(call: &cel::common::ast::CallExpr, bound: &[String]) -> Optio
         "permitting" if plain => Some(FLOWS_PERMITTING),
         "covering" if plain => Some(FLOWS_COVERING),
         _ => None,
+    }
+}
+
+/// Writes each dotted name rooted at a variable (`request.context.patient_bsn`,
+/// `@fhir.patient.id`) as one identifier, which the resolver answers whole
+/// ([`resolve_path`]). The interpreter reads a dotted name by collecting its segments,
+/// joining them, and asking every scope for the whole name, each prefix and each type of
+/// that name; one identifier is one question. Names rooted at a comprehension's variable
+/// stay as written, and so does the last step of a presence test (`has(a.b.c)` tests
+/// for `c` on `a.b`).
+#[derive(Default)]
+struct Names {
+    bound: Vec<String>,
+}
+
+impl Names {
+    /// Whether it wrote any name.
+    fn walk(&mut self, expr: &mut Node) -> bool {
+        match expr {
+            Node::Select(select) if !select.test => {
+                if let Some(name) = self.dotted(expr) {
+                    *expr = Node::Ident(name);
+                    return true;
+                }
+                let Node::Select(select) = expr else {
+                    return false;
+                };
+                self.walk(&mut select.operand.expr)
+            }
+            Node::Select(select) => self.walk(&mut select.operand.expr),
+            Node::Call(call) => {
+                let mut wrote = false;
+                if let Some(target) = &mut call.target {
+                    wrote |= self.walk(&mut target.expr);
+                }
+                for arg in &mut call.args {
+                    wrote |= self.walk(&mut arg.expr);
+                }
+                wrote
+            }
+            Node::Comprehension(comp) => {
+                let mut wrote = self.walk(&mut comp.iter_range.expr);
+                wrote |= self.walk(&mut comp.accu_init.expr);
+                let depth = self.bound.len();
+                self.bound.push(comp.iter_var.clone());
+                self.bound.extend(comp.iter_var2.clone());
+                self.bound.push(comp.accu_var.clone());
+                wrote |= self.walk(&mut comp.loop_cond.expr);
+                wrote |= self.walk(&mut comp.loop_step.expr);
+                wrote |= self.walk(&mut comp.result.expr);
+                self.bound.truncate(depth);
+                wrote
+            }
+            Node::List(list) => list
+                .elements
+                .iter_mut()
+                .fold(false, |wrote, element| self.walk(&mut element.expr) | wrote),
+            Node::Map(map) => map.entries.iter_mut().fold(false, |wrote, entry| {
+                if let cel::common::ast::EntryExpr::MapEntry(entry) = &mut entry.expr {
+                    let key = self.walk(&mut entry.key.expr);
+                    self.walk(&mut entry.value.expr) | key | wrote
+                } else {
+                    wrote
+                }
+            }),
+            Node::Struct(structure) => structure.entries.iter_mut().fold(false, |wrote, field| {
+                if let cel::common::ast::EntryExpr::StructField(field) = &mut field.expr {
+                    self.walk(&mut field.value.expr) | wrote
+                } else {
+                    wrote
+                }
+            }),
+            Node::Ident(_) | Node::Literal(_) | Node::Unspecified => false,
+        }
+    }
+
+    /// The dotted name `expr` spells, when its root is a variable the resolver answers.
+    fn dotted(&self, expr: &Node) -> Option<String> {
+        let mut segments = Vec::new();
+        let mut node = expr;
+        let root = loop {
+            match node {
+                Node::Select(select) if !select.test => {
+                    segments.push(select.field.as_str());
+                    node = &select.operand.expr;
+                }
+                Node::Ident(root) => break root.as_str(),
+                _ => return None,
+            }
+        };
+        let answered = VARIABLES.contains(&root) || root.starts_with('@');
+        if !answered || self.bound.iter().any(|b| b == root) {
+            return None;
+        }
+        segments.push(root);
+        segments.reverse();
+        Some(segments.join("."))
     }
 }
 
@@ -1018,7 +1134,8 @@ fn root_context() -> Context<'static, 'static> {
     let _ = context.add_function("smartPermits", smart_permits);
     let source: RawFunction = Box::new(source_call);
     let _ = context.add_function(SOURCE, source);
-    let _ = context.add_function("param", |ftx: &FunctionContext| fhir_val::param(ftx));
+    let param: RawFunction = Box::new(fhir_val::param);
+    let _ = context.add_function("param", param);
     let _ = context.add_function("values", |ftx: &FunctionContext| fhir_val::values(ftx));
     let _ = context.add_function("hasOnly", |ftx: &FunctionContext| fhir_val::has_only(ftx));
     let _ = context.add_function(
@@ -1225,7 +1342,7 @@ pub struct Vars<'a> {
     graphql_template: OnceLock<Arc<str>>,
     graphql_value: OnceLock<Box<dyn Val>>,
     /// The request read as FHIR, in a policy with a `fhir` block whose rules read it.
-    fhir: Option<Arc<crate::fhir::ParsedRequest>>,
+    fhir: Option<fhir_val::FhirVal>,
 }
 
 /// A policy's `data`, as a CEL value built once at load.
@@ -1275,7 +1392,7 @@ impl<'a> Vars<'a> {
 
     /// The request read as FHIR; without it, `request.fhir` is null.
     pub fn with_fhir(mut self, fhir: Option<Arc<crate::fhir::ParsedRequest>>) -> Vars<'a> {
-        self.fhir = fhir;
+        self.fhir = fhir.map(fhir_val::FhirVal::new);
         self
     }
 
@@ -1369,8 +1486,36 @@ impl Vars<'_> {
     }
 }
 
+/// A dotted name (`request.context.patient_bsn`) answered whole, as the value its
+/// first segment's resolver lends, selected field by field.
+///
+/// The interpreter asks a resolver for the whole name first (cel-go's rule: the most
+/// specific name wins), and only on `None` for each shorter prefix, then for each CEL type
+/// of that name, then selects the rest field by field. Answering the whole name here
+/// skips those look-ups and selections, and the names [`Names`] wrote as one are asked
+/// only this way. Where a step is missing or not a container, the answer is `None`: the
+/// interpreter's way fails there too (`Expr::run` then gives its error).
+fn resolve_path<'b>(
+    resolver: &'b dyn cel::context::VariableResolver,
+    name: &str,
+) -> Option<CowVal<'b, 'b>> {
+    let (root, rest) = name.split_once('.')?;
+    let mut value = resolver.resolve(root)?;
+    for field in rest.split('.') {
+        let key: cel::common::types::CelString = field.into();
+        value = match value {
+            CowVal::Borrowed(value) => value.as_indexer()?.get(&key).ok()?,
+            CowVal::Owned(value) => CowVal::Owned(value.as_indexer()?.get(&key).ok()?.into_owned()),
+        };
+    }
+    Some(value)
+}
+
 impl cel::context::VariableResolver for Vars<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        if variable.contains('.') {
+            return resolve_path(self, variable);
+        }
         let value: &dyn Val = match variable {
             "request" => &**self
                 .request_value
@@ -1411,12 +1556,10 @@ impl cel::context::VariableResolver for Vars<'_> {
                 }),
                 None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
             },
-            FHIR => {
-                return Some(CowVal::Owned(match &self.fhir {
-                    Some(fhir) => Box::new(fhir_val::FhirVal(fhir.clone())),
-                    None => Box::new(cel::common::types::CelNull),
-                }));
-            }
+            FHIR => match &self.fhir {
+                Some(fhir) => fhir,
+                None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
+            },
             "caller" => &**self
                 .caller_value
                 .get_or_init(|| to_val(caller_value(self.caller, self.identity))),
@@ -1452,6 +1595,9 @@ struct EntryScope<'v, 'a> {
 
 impl cel::context::VariableResolver for EntryScope<'_, '_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        if variable.contains('.') {
+            return resolve_path(self, variable);
+        }
         match variable {
             "entry" => Some(CowVal::Borrowed(self.entry)),
             "response" => Some(CowVal::Borrowed(self.response)),
@@ -1753,6 +1899,111 @@ mod tests {
         for source in ["token.claims", "has(token.sub)", "token.sub + 'x'", "flows"] {
             assert!(Expr::compile(source).unwrap().fast.is_none(), "{source}");
         }
+    }
+
+    /// A dotted name answered whole by the resolver (`resolve_path`) gives what the
+    /// interpreter gives when it resolves the first segment and selects the rest: the same
+    /// value, or the same error, for present and missing members, presence tests,
+    /// comprehension variables that shadow a variable, and `request.fhir`.
+    #[test]
+    fn dotted_names_answered_whole_agree_with_the_interpreter() {
+        struct Segmentwise<'v, 'a>(&'v Vars<'a>);
+        impl cel::context::VariableResolver for Segmentwise<'_, '_> {
+            fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+                if variable.contains('.') {
+                    None
+                } else {
+                    self.0.resolve(variable)
+                }
+            }
+        }
+        let mut request = request();
+        request.set_target("/fhir/Observation/$lastn?patient=Patient/p1&category=a,b");
+        request.context = [("patient_bsn", "900186021"), ("n", "m")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let mut identity = identity();
+        identity.claims = serde_json::json!({"subject_role": "01.015", "deep": {"x": [1, 2]}})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let fhir = crate::fhir::parse(
+            &request,
+            "/fhir",
+            crate::fhir::FhirVersion::R4,
+            &crate::fhir::FhirLimits::default(),
+        )
+        .map(Arc::new)
+        .ok();
+        assert!(fhir.is_some());
+        let data = Data::from_yaml(
+            serde_yaml_ng::from_str("{sct: 'http://snomed.info/sct|', nested: {a: {b: 2}}}")
+                .unwrap(),
+        )
+        .unwrap();
+        for source in [
+            "request.context.patient_bsn",
+            "request.context.n",
+            "request.context.n.m",
+            "request.context.missing",
+            "request.context.patient_bsn.deeper",
+            "has(request.context.patient_bsn)",
+            "has(request.context.missing)",
+            "has(request.context.n)",
+            "request.headers['x-request-id']",
+            "request.method.size()",
+            "token.claims.subject_role",
+            "token.claims.deep.x[1]",
+            "token.claims.deep.missing",
+            "token.sub",
+            "data.sct + 'x'",
+            "data.nested.a.b",
+            "data.nested.a.c",
+            "data.sct.nope",
+            "request.fhir.type",
+            "request.fhir.operation",
+            "request.fhir.patient.id",
+            "request.fhir.patient.bsn",
+            "request.fhir.param('category')",
+            "request.fhir.include.size()",
+            "[{'context': 1}].exists(request, request.context == 1)",
+            "[{'n': {'m': 7}}].map(data, data.n.m)",
+            "request.fhir.type == 'Observation' && request.fhir.operation == 'lastn'",
+        ] {
+            let mut expr = Expr::compile(source).unwrap_or_else(|e| panic!("{source}: {e:?}"));
+            // Through the interpreter both ways (a direct field read has its own test).
+            expr.fast = None;
+            for identity in [Some(&identity), None] {
+                let vars = Vars::new(&request, identity, RequestFields::ALL)
+                    .with_fhir(fhir.clone())
+                    .with_data(Some(&data));
+                let whole = expr.eval(&vars);
+                let resolver = Segmentwise(&vars);
+                let segmentwise = ROOT.with(|root| {
+                    let root: &Context = root;
+                    let mut scope = root.new_inner_scope();
+                    scope.set_variable_resolver(&resolver);
+                    Value::resolve(&expr.tree, &scope)
+                        .map_err(|e| format!("`{}`: {e}", expr.source))
+                });
+                assert_eq!(whole, segmentwise, "{source}");
+            }
+        }
+        // ... and the whole names are answered by the resolver, not by the fallback.
+        use cel::context::VariableResolver;
+        let vars = Vars::new(&request, Some(&identity), RequestFields::ALL)
+            .with_fhir(fhir)
+            .with_data(Some(&data));
+        for name in [
+            "request.context.patient_bsn",
+            "token.claims.deep.x",
+            "data.nested.a.b",
+            "@fhir.patient.id",
+        ] {
+            assert!(vars.resolve(name).is_some(), "{name}");
+        }
+        assert!(vars.resolve("request.context.missing").is_none());
     }
 
     /// `graphql.template` read directly gives what the interpreter gives: with and without

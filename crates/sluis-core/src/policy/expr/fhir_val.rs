@@ -4,7 +4,7 @@
 //! map of every search parameter.
 
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cel::ExecutionError;
 use cel::common::traits::Indexer;
@@ -44,9 +44,23 @@ pub const FIELDS: [&str; 19] = [
 /// The functions called on `request.fhir`.
 pub const METHODS: [&str; 3] = ["param", "values", "hasOnly"];
 
-/// The request read as FHIR.
-#[derive(Debug, Clone)]
-pub struct FhirVal(pub Arc<ParsedRequest>);
+/// The request read as FHIR, and the fields read so far: a decision's rules read the
+/// same few fields (`type`, `interaction`, `patient`) again and again, and each is built
+/// once per decision and then lent out.
+#[derive(Debug)]
+pub struct FhirVal {
+    request: Arc<ParsedRequest>,
+    fields: [OnceLock<Box<dyn Val>>; FIELDS.len()],
+    /// `param(name)` of each of the request's parameters, in their order.
+    params: Box<[OnceLock<Box<dyn Val>>]>,
+}
+
+impl Clone for FhirVal {
+    /// The same request; the copy builds its own fields.
+    fn clone(&self) -> FhirVal {
+        FhirVal::new(self.request.clone())
+    }
+}
 
 fn text(s: &str) -> Value {
     Value::String(Arc::new(s.to_owned()))
@@ -127,8 +141,36 @@ fn search(param: &SearchParam) -> Value {
 }
 
 impl FhirVal {
-    fn field(&self, name: &str) -> Option<Value> {
-        let r = &*self.0;
+    pub fn new(request: Arc<ParsedRequest>) -> FhirVal {
+        FhirVal {
+            params: request.params.iter().map(|_| OnceLock::new()).collect(),
+            request,
+            fields: Default::default(),
+        }
+    }
+
+    /// `param(name)` of the parameter named exactly `name`, built on its first read.
+    fn param(&self, name: &str) -> Option<&(dyn Val + 'static)> {
+        let (param, slot) = self
+            .request
+            .params
+            .iter()
+            .zip(self.params.iter())
+            .find(|(param, _)| param.raw == name)?;
+        Some(&**slot.get_or_init(|| to_val(groups(&param.values))))
+    }
+
+    /// The field `name`, built on its first read.
+    fn field(&self, name: &str) -> Option<&(dyn Val + 'static)> {
+        let (_, slot) = FIELDS
+            .iter()
+            .zip(self.fields.iter())
+            .find(|(field, _)| **field == name)?;
+        Some(&**slot.get_or_init(|| to_val(self.build(name).unwrap_or(Value::Null))))
+    }
+
+    fn build(&self, name: &str) -> Option<Value> {
+        let r = &*self.request;
         Some(match name {
             "version" => text(r.version.name()),
             "interaction" => text(r.interaction.code()),
@@ -196,7 +238,7 @@ impl Val for FhirVal {
     fn equals(&self, other: &dyn Val) -> bool {
         other
             .downcast_ref::<FhirVal>()
-            .is_some_and(|o| Arc::ptr_eq(&o.0, &self.0))
+            .is_some_and(|o| Arc::ptr_eq(&o.request, &self.request))
     }
 
     fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v> {
@@ -217,13 +259,13 @@ impl Indexer for FhirVal {
     {
         let name = index
             .downcast_ref::<CelString>()
-            .map(|s| s.inner().to_owned())
+            .map(|s| s.inner())
             .ok_or_else(|| {
                 ExecutionError::function_error("_[_]", "request.fhir's fields have names")
             })?;
-        self.field(&name)
-            .map(|v| CowVal::Owned(to_val(v)))
-            .ok_or_else(|| ExecutionError::NoSuchKey(Arc::new(name)))
+        self.field(name)
+            .map(CowVal::Borrowed)
+            .ok_or_else(|| ExecutionError::NoSuchKey(Arc::new(name.to_owned())))
     }
 
     fn steal<'v>(self: Box<Self>, index: &dyn Val) -> Result<Box<dyn Val + 'v>, ExecutionError>
@@ -258,21 +300,43 @@ fn receiver_and_name<'f>(
 }
 
 /// `request.fhir.param(name)`: the AND-groups of OR-values of the parameter named
-/// exactly `name` (`[]` when absent).
-pub fn param(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
-    let (fhir, name) = receiver_and_name(ftx, "request.fhir.param('category')")?;
-    Ok(fhir
-        .0
-        .param(name)
-        .map(|p| groups(&p.values))
-        .unwrap_or_else(|| Value::List(Arc::new(Vec::new()))))
+/// exactly `name` (`[]` when absent), lent from the decision's `request.fhir` where it can.
+pub fn param<'c, 'cl>(
+    ftx: &mut FunctionContext<'c, 'cl>,
+) -> Result<CowVal<'c, 'cl>, ExecutionError> {
+    let example = "request.fhir.param('category')";
+    let name = ftx
+        .args
+        .first()
+        .and_then(|a| a.downcast_ref::<CelString>())
+        .map(|s| s.inner().to_owned())
+        .ok_or_else(|| {
+            ExecutionError::function_error(ftx.name, format!("pass a parameter name: {example}"))
+        })?;
+    let not_fhir =
+        || ExecutionError::function_error("param", format!("call it on request.fhir: {example}"));
+    let empty = || CowVal::owned(cel::common::types::CelList::from(Vec::<Box<dyn Val>>::new()));
+    match ftx.this.take() {
+        Some(CowVal::Borrowed(this)) => {
+            let fhir = this.downcast_ref::<FhirVal>().ok_or_else(not_fhir)?;
+            Ok(fhir.param(&name).map_or_else(empty, CowVal::Borrowed))
+        }
+        Some(CowVal::Owned(this)) => {
+            let fhir = this.downcast_ref::<FhirVal>().ok_or_else(not_fhir)?;
+            Ok(match fhir.request.param(&name) {
+                Some(p) => CowVal::Owned(to_val(groups(&p.values))),
+                None => empty(),
+            })
+        }
+        None => Err(not_fhir()),
+    }
 }
 
 /// `request.fhir.values(name)`: every value of the parameter, AND-groups flattened.
 pub fn values(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
     let (fhir, name) = receiver_and_name(ftx, "request.fhir.values('category')")?;
     Ok(texts(
-        fhir.0
+        fhir.request
             .param(name)
             .into_iter()
             .flat_map(|p| p.values.iter().flatten())
@@ -305,7 +369,7 @@ pub fn has_only(ftx: &FunctionContext) -> Result<bool, ExecutionError> {
         .filter_map(|v| v.downcast_ref::<CelString>().map(|s| s.inner()))
         .collect();
     Ok(fhir
-        .0
+        .request
         .params
         .iter()
         .all(|p| allowed.contains(&p.raw.as_str())))
