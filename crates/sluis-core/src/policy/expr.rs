@@ -1113,18 +1113,16 @@ fn root_context() -> Context<'static, 'static> {
                 .map_err(|e| ExecutionError::function_error("matches", e))
         },
     );
-    let _ = context.add_function(
-        "containsAll",
-        |This(list): This<Arc<Vec<Value>>>, wanted: Arc<Vec<Value>>| {
-            wanted.iter().all(|w| list.contains(w))
-        },
-    );
-    let _ = context.add_function(
-        "containsAny",
-        |This(list): This<Arc<Vec<Value>>>, wanted: Arc<Vec<Value>>| {
-            wanted.iter().any(|w| list.contains(w))
-        },
-    );
+    let _ = context.add_function("containsAll", |ftx: &FunctionContext| {
+        membership(ftx, |list, other, has| {
+            other.iter().all(|w| has(list, w.as_ref()))
+        })
+    });
+    let _ = context.add_function("containsAny", |ftx: &FunctionContext| {
+        membership(ftx, |list, other, has| {
+            other.iter().any(|w| has(list, w.as_ref()))
+        })
+    });
     let _ = context.add_function("permits", |ftx: &FunctionContext| flow_allows(ftx, true));
     let _ = context.add_function("covers", |ftx: &FunctionContext| flow_allows(ftx, false));
     let permitting: RawFunction = Box::new(|ftx| flows_filter(ftx, true));
@@ -1138,12 +1136,12 @@ fn root_context() -> Context<'static, 'static> {
     let _ = context.add_function("param", param);
     let _ = context.add_function("values", |ftx: &FunctionContext| fhir_val::values(ftx));
     let _ = context.add_function("hasOnly", |ftx: &FunctionContext| fhir_val::has_only(ftx));
-    let _ = context.add_function(
-        "sameSet",
-        |This(list): This<Arc<Vec<Value>>>, other: Arc<Vec<Value>>| {
-            list.iter().all(|x| other.contains(x)) && other.iter().all(|x| list.contains(x))
-        },
-    );
+    let _ = context.add_function("sameSet", |ftx: &FunctionContext| {
+        membership(ftx, |list, other, has| {
+            list.iter().all(|x| has(other, x.as_ref()))
+                && other.iter().all(|x| has(list, x.as_ref()))
+        })
+    });
     let _ = context.add_function("fhirPrefix", |This(value): This<Arc<String>>| {
         fhir_val::split_prefix(&value).0.to_owned()
     });
@@ -1151,6 +1149,38 @@ fn root_context() -> Context<'static, 'static> {
         fhir_val::split_prefix(&value).1.to_owned()
     });
     context
+}
+
+/// The list functions (`containsAll`, `containsAny`, `sameSet`): `test` over the list
+/// called on and the list given, with membership as CEL's `in` decides it, on the lists
+/// as they are (converting both to `cel::Value` per call cost more than the test).
+fn membership(
+    ftx: &FunctionContext,
+    test: impl Fn(
+        &[Box<dyn Val + '_>],
+        &[Box<dyn Val + '_>],
+        &dyn Fn(&[Box<dyn Val + '_>], &dyn Val) -> bool,
+    ) -> bool,
+) -> Result<bool, ExecutionError> {
+    use cel::common::types::CelList;
+    let invalid = || {
+        ExecutionError::function_error(
+            ftx.name,
+            format!("call it on a list with a list: ['a'].{}(['a'])", ftx.name),
+        )
+    };
+    let list = ftx
+        .this
+        .as_ref()
+        .and_then(|this| this.downcast_ref::<CelList>())
+        .ok_or_else(invalid)?;
+    let other = ftx
+        .args
+        .first()
+        .and_then(|arg| arg.downcast_ref::<CelList>())
+        .ok_or_else(invalid)?;
+    let has = |items: &[Box<dyn Val + '_>], x: &dyn Val| items.iter().any(|i| i.equals(x));
+    Ok(test(list.inner(), other.inner(), &has))
 }
 
 /// `@source('NAME', arg)`: the answer, as a handle on the source's one converted copy
@@ -1901,6 +1931,35 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The list functions answer as sets of their items do.
+        #[test]
+        fn list_functions_are_set_tests(
+            list in proptest::collection::vec("[abc]", 0..5),
+            other in proptest::collection::vec("[abc]", 0..5),
+        ) {
+            use std::collections::BTreeSet;
+            let quoted = |items: &[String]| {
+                let items: Vec<String> = items.iter().map(|i| format!("'{i}'")).collect();
+                format!("[{}]", items.join(", "))
+            };
+            let (a, b) = (quoted(&list), quoted(&other));
+            let (set_a, set_b): (BTreeSet<_>, BTreeSet<_>) =
+                (list.iter().collect(), other.iter().collect());
+            for (function, expected) in [
+                ("containsAll", set_b.is_subset(&set_a)),
+                ("containsAny", !set_a.is_disjoint(&set_b)),
+                ("sameSet", set_a == set_b),
+            ] {
+                proptest::prop_assert_eq!(
+                    eval(&format!("{a}.{function}({b})")),
+                    Ok(Value::Bool(expected)),
+                    "{}.{}({})", a, function, b
+                );
+            }
+        }
+    }
+
     /// A dotted name answered whole by the resolver (`resolve_path`) gives what the
     /// interpreter gives when it resolves the first segment and selects the rest: the same
     /// value, or the same error, for present and missing members, presence tests,
@@ -2252,6 +2311,35 @@ mod tests {
             eval("['a','b'].containsAny(['c','b'])"),
             Ok(Value::Bool(true))
         );
+        assert_eq!(eval("['a','b'].containsAny(['c'])"), Ok(Value::Bool(false)));
+        assert_eq!(eval("[].containsAny([])"), Ok(Value::Bool(false)));
+        assert_eq!(eval("[].containsAll([])"), Ok(Value::Bool(true)));
+        assert_eq!(
+            eval("['a','b'].sameSet(['b','a','a'])"),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(eval("['a','b'].sameSet(['a'])"), Ok(Value::Bool(false)));
+        assert_eq!(eval("['a'].sameSet(['a','c'])"), Ok(Value::Bool(false)));
+        assert_eq!(
+            eval("[[1, 2], 3].containsAll([[1, 2]])"),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            eval("[{'a': 1}].sameSet([{'a': 1}])"),
+            Ok(Value::Bool(true))
+        );
+        // membership as `in` decides it
+        assert_eq!(
+            eval("[1, 2].containsAll([2]) == (2 in [1, 2])"),
+            Ok(Value::Bool(true))
+        );
+        for source in [
+            "'a'.containsAll(['a'])",
+            "['a'].sameSet('a')",
+            "[].containsAny()",
+        ] {
+            assert!(eval(source).is_err(), "{source}");
+        }
     }
 
     #[test]
