@@ -38,7 +38,7 @@ use serde_json::{Map, Value, json};
 
 use sluis_core::decision::{Decision, Outcome};
 use sluis_core::engine::Engine;
-use sluis_core::request::{AccessRequest, Source};
+use sluis_core::request::{AccessRequest, Source, encode_query_part};
 
 /// Request bodies, at most: enforced while the body is read (413 past it), so no request
 /// makes the door buffer more, whatever its `content-length` says. Stated here rather than
@@ -246,9 +246,13 @@ fn query_string(arguments: &Map<String, Value>) -> String {
     let sorted: BTreeMap<&String, &Value> = arguments.iter().collect();
     let mut pairs: Vec<String> = Vec::new();
     let mut push = |name: &str, value: &Value| match value {
-        Value::Bool(true) => pairs.push(encode(name)),
-        Value::String(s) => pairs.push(format!("{}={}", encode(name), encode(s))),
-        Value::Number(n) => pairs.push(format!("{}={n}", encode(name))),
+        Value::Bool(true) => pairs.push(encode_query_part(name)),
+        Value::String(s) => pairs.push(format!(
+            "{}={}",
+            encode_query_part(name),
+            encode_query_part(s)
+        )),
+        Value::Number(n) => pairs.push(format!("{}={n}", encode_query_part(name))),
         _ => {}
     };
     for (name, value) in sorted {
@@ -258,15 +262,6 @@ fn query_string(arguments: &Map<String, Value>) -> String {
         }
     }
     pairs.join("&")
-}
-
-fn encode(text: &str) -> String {
-    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
 }
 
 /// The `result` document the plugin acts on.

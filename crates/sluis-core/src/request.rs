@@ -242,6 +242,17 @@ pub fn decoded_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `text` with every character but RFC 3986's unreserved ones percent-encoded: a query
+/// parameter's name or value that a gateway puts in a query string as it is.
+pub fn encode_query_part(text: &str) -> String {
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
+}
+
 /// `query` (raw, without `?`) after an allow's query changes, for a door whose gateway sets
 /// the whole query string it is handed (a Kong plugin): parameters neither removed nor set
 /// keep their bytes exactly as the client sent them, since re-encoding could change what a

@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
 use envoy_types::pb::google::rpc;
 
 use sluis_core::decision::{Allow, Decision, Deny, Outcome};
-use sluis_core::request::{AccessRequest, Door, Source};
+use sluis_core::request::{AccessRequest, Door, Source, encode_query_part};
 
 /// The size of the body a `CheckRequest` carries.
 pub fn body_len(check: &CheckRequest) -> usize {
@@ -210,27 +210,17 @@ fn ok_response(allow: Allow) -> OkHttpResponse {
             .set_query
             .into_iter()
             .map(|(key, value)| QueryParameter {
-                key: query_encode(&key),
-                value: query_encode(&value),
+                key: encode_query_part(&key),
+                value: encode_query_part(&value),
             })
             .collect(),
         query_parameters_to_remove: allow
             .remove_query
             .iter()
-            .map(|key| query_encode(key))
+            .map(|key| encode_query_part(key))
             .collect(),
         ..Default::default()
     }
-}
-
-/// Percent-encodes all but RFC 3986 unreserved characters.
-fn query_encode(text: &str) -> String {
-    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
 }
 
 fn denied_response(deny: Deny) -> DeniedHttpResponse {
