@@ -24,6 +24,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use envoy_types::ext_authz::v3::CheckResponseExt;
 use envoy_types::ext_authz::v3::pb::{
@@ -42,7 +43,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:9292";
 const USAGE: &str = "usage: sluis-noop-authz [--runtime multi|current] [--threads N] \
-                     [--capture FILE] [LISTEN_ADDR]   (default 127.0.0.1:9292)";
+                     [--capture FILE] [--sluis-transport] [LISTEN_ADDR]   (default 127.0.0.1:9292)";
 
 /// Answers every Check with the same OK, built once.
 struct NoopAuthz {
@@ -107,6 +108,7 @@ struct Options {
     current_thread: bool,
     threads: Option<usize>,
     capture: Option<std::path::PathBuf>,
+    sluis_transport: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -115,6 +117,7 @@ fn options() -> Result<Options, String> {
         current_thread: false,
         threads: None,
         capture: None,
+        sluis_transport: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -129,6 +132,7 @@ fn options() -> Result<Options, String> {
                 let n = args.next().unwrap_or_default();
                 options.threads = Some(n.parse().map_err(|e| format!("--threads {n:?}: {e}"))?);
             }
+            "--sluis-transport" => options.sluis_transport = true,
             "--capture" => {
                 options.capture = Some(args.next().ok_or("--capture: a file")?.into());
             }
@@ -176,6 +180,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         };
         let mut builder = tonic::transport::Server::builder();
+        if options.sluis_transport {
+            // `sluis serve`'s gRPC listener settings at their defaults (src/server.rs,
+            // `ListenerLimits`): what the transport costs apart from deciding.
+            builder = builder
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+                .max_concurrent_streams(1024)
+                .tcp_keepalive(Some(Duration::from_secs(60)))
+                .timeout(Duration::from_secs(30));
+        }
         match options.capture {
             Some(file) => {
                 let capture = capture::CaptureService {
