@@ -1,7 +1,7 @@
 //! RFC 7662 token introspection: asking the authorization server whether a token is
 //! active, with the cache, coalescing and outage rules that keep it off the hot path.
 //!
-//! - Active results are cached by a SHA-256 of the token until the earlier of `exp` and
+//! - Active results are cached by the token's key ([`super::TokenKey`]) until the earlier of `exp` and
 //!   `cache_ttl`; inactive ones for `negative_cache_ttl`. Both in one bounded cache.
 //! - Concurrent look-ups of one token share one upstream call.
 //! - An endpoint that is down, slow, or answers 5xx or garbage never yields an allow: the
@@ -63,9 +63,9 @@ pub struct Introspector {
     cache_ttl: i64,
     negative_ttl: i64,
     serve_stale: bool,
-    cache: Cache<[u8; 32], Answer>,
+    cache: Cache<super::TokenKey, Answer>,
     /// Look-ups in progress, by token hash: later callers wait for the first one's call.
-    in_flight: Mutex<HashMap<[u8; 32], Flight>>,
+    in_flight: Mutex<HashMap<super::TokenKey, Flight>>,
     pub stats: IntrospectionStats,
 }
 
@@ -226,7 +226,7 @@ impl Introspector {
     pub async fn introspect(
         &self,
         token: &str,
-        key: [u8; 32],
+        key: super::TokenKey,
     ) -> Result<(Arc<serde_json::Map<String, Json>>, i64), AuthnError> {
         let now = now_secs();
         let mut stale = None;
@@ -563,10 +563,10 @@ fn inactive() -> AuthnError {
 /// `fresh_until`), inactive ones until their short deadline.
 struct UntilDone;
 
-impl moka::Expiry<[u8; 32], Answer> for UntilDone {
+impl moka::Expiry<super::TokenKey, Answer> for UntilDone {
     fn expire_after_create(
         &self,
-        _key: &[u8; 32],
+        _key: &super::TokenKey,
         answer: &Answer,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {

@@ -284,7 +284,7 @@ impl Issuer {
         &self,
         introspection: &Introspector,
         token: &str,
-        key: [u8; 32],
+        key: super::TokenKey,
         token_hash: String,
     ) -> Result<Identity, AuthnError> {
         let (claims, fresh_until) = introspection.introspect(token, key).await?;
@@ -309,7 +309,7 @@ impl Issuer {
     pub async fn verify(
         &self,
         token: &str,
-        key: [u8; 32],
+        key: super::TokenKey,
         token_hash: String,
     ) -> Result<Identity, TokenError> {
         if let Some(introspection) = &self.introspection
