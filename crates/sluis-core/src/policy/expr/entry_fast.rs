@@ -23,6 +23,7 @@ use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 
 use super::VARIABLES;
+use super::entry_val::member;
 
 /// A response rule's condition of the shapes evaluated directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,8 +162,8 @@ impl EntryCond {
             EntryCond::Has(path, field) => {
                 let value = path.value(scope, bound)?;
                 // A map only: `has` on anything else is an error, or a struct's field.
-                value.downcast_ref::<CelMap>()?;
-                value.as_container()?.contains(field).ok()
+                let map = value.downcast_ref::<CelMap>()?;
+                Some(member(map, field).is_some())
             }
             EntryCond::Equals { left, right, equal } => {
                 let left = left.value(scope, bound)?;
@@ -349,11 +350,10 @@ impl Path {
         };
         for key in &self.steps {
             // Members of maps only: a list indexed by a string is CEL's error.
-            value.downcast_ref::<CelMap>()?;
             value = match value {
-                CowVal::Borrowed(value) => value.as_indexer()?.get(key).ok()?,
+                CowVal::Borrowed(value) => CowVal::Borrowed(member(value.downcast_ref()?, key)?),
                 CowVal::Owned(value) => {
-                    CowVal::Owned(value.as_indexer()?.get(key).ok()?.into_owned())
+                    CowVal::Owned(member(value.downcast_ref()?, key)?.clone_as_boxed())
                 }
             };
         }

@@ -402,6 +402,29 @@ proptest! {
     }
 }
 
+/// Objects of more members than are searched one by one are looked up by hash: the same.
+#[test]
+fn large_objects_are_looked_up_alike() {
+    let mut resource = serde_json::Map::new();
+    for i in 0..20 {
+        resource.insert(format!("k{i}"), Value::from(format!("v{i}")));
+    }
+    let entry = json!({"resource": resource});
+    let response = json!({"status": 200});
+    for (rule, holds) in [
+        ("has(entry.resource.k7)", true),
+        ("has(entry.resource.k20)", false),
+        ("entry.resource.k3 == 'v3'", true),
+        ("entry.resource['k19'] != 'v19'", false),
+    ] {
+        assert_eq!(same_answer(rule, &entry, &response), Some(holds), "{rule}");
+    }
+    assert_eq!(
+        same_answer("entry.resource.k20 == 'v'", &entry, &response),
+        None
+    );
+}
+
 /// The generated rules reach the fast path often enough for the property to mean something.
 #[test]
 fn generated_rules_are_often_answered_fast() {
