@@ -4,7 +4,8 @@
 //! evaluations), and through the interpreter each one pays for a scope, the names it reads,
 //! a scope per item of an `exists` with the item copied into it, and an overload search per
 //! operator: 2.6 M instructions a Bundle, more than reading it. Most response rules are
-//! made of presence tests, string comparisons and `exists`/`all` over a list of the entry
+//! made of presence tests, comparisons of strings (and of strings joined with `+`) and
+//! `exists`/`all` over a list of the entry
 //! (`has(entry.resource.meta) && entry.resource.meta.security.exists(s, s.code == 'R')`);
 //! [`EntryCond::of`] recognises those at load and [`EntryCond::holds`] evaluates them on
 //! the entry's values directly.
@@ -58,6 +59,8 @@ pub(super) enum EntryCond {
 pub(super) enum Term {
     Path(Path),
     Literal(String),
+    /// `left + right` of strings (`'Organization/' + caller.ura`).
+    Concat(Box<Term>, Box<Term>),
 }
 
 /// A variable and the members selected from it (`entry.resource.meta`,
@@ -265,10 +268,20 @@ fn string(node: &Node) -> Option<&str> {
 
 impl Term {
     fn of(node: &Node, bound: &[String]) -> Option<Term> {
-        match string(node) {
-            Some(literal) => Some(Term::Literal(literal.to_owned())),
-            None => Path::of(node, bound).map(Term::Path),
+        if let Some(literal) = string(node) {
+            return Some(Term::Literal(literal.to_owned()));
         }
+        if let Node::Call(call) = node
+            && call.target.is_none()
+            && call.func_name == operators::ADD
+            && let [left, right] = call.args.as_slice()
+        {
+            return Some(Term::Concat(
+                Box::new(Term::of(&left.expr, bound)?),
+                Box::new(Term::of(&right.expr, bound)?),
+            ));
+        }
+        Path::of(node, bound).map(Term::Path)
     }
 
     fn value<'s>(
@@ -279,6 +292,17 @@ impl Term {
         match self {
             Term::Path(path) => path.value(scope, bound).map(Got::Value),
             Term::Literal(text) => Some(Got::Text(text)),
+            // Strings only: `+` of lists, numbers or a string and anything else is the
+            // interpreter's (a concatenation, a sum, an error).
+            Term::Concat(left, right) => {
+                let left = left.value(scope, bound)?;
+                let right = right.value(scope, bound)?;
+                let (left, right) = (left.text()?, right.text()?);
+                let mut text = String::with_capacity(left.len() + right.len());
+                text.push_str(left);
+                text.push_str(right);
+                Some(Got::Owned(text))
+            }
         }
     }
 }
@@ -287,6 +311,7 @@ impl Term {
 enum Got<'s> {
     Value(CowVal<'s, 's>),
     Text(&'s str),
+    Owned(String),
 }
 
 impl Got<'_> {
@@ -295,6 +320,7 @@ impl Got<'_> {
         match self {
             Got::Value(value) => value.downcast_ref::<CelString>().map(|s| s.inner()),
             Got::Text(text) => Some(text),
+            Got::Owned(text) => Some(text),
         }
     }
 }

@@ -89,6 +89,8 @@ fn term(vars: &[&'static str]) -> BoxedStrategy<String> {
     prop_oneof![
         6 => path(&TEXT_PATHS, vars, true, false),
         4 => proptest::sample::select(&TEXTS[..]).prop_map(literal),
+        1 => (proptest::sample::select(&TEXTS[..]), path(&TEXT_PATHS, vars, true, false))
+            .prop_map(|(t, p)| format!("{} + {p}", literal(t))),
         // Not strings: the interpreter decides.
         1 => proptest::sample::select(&["1", "200", "true", "null", "[]", "entry.resource"][..]).prop_map(str::to_owned),
     ]
@@ -281,7 +283,7 @@ fn same_answer(rule: &str, entry: &Value, response: &Value) -> Option<bool> {
 }
 
 /// The rules of `benches/response.rs` and `policy/care-services-mcsd.yaml`'s design.
-const RULES: [&str; 5] = [
+const RULES: [&str; 6] = [
     "has(entry.resource.meta) && has(entry.resource.meta.security) \
      && entry.resource.meta.security.exists(s, s.code == 'R')",
     "entry.resource.resourceType == 'Organization' && \
@@ -290,6 +292,8 @@ const RULES: [&str; 5] = [
     "entry.resource.resourceType in ['Organization', 'Location']",
     "!has(entry.search) || entry.search.mode != 'include'",
     "response.bundle_type == 'searchset' && entry.resource.identifier.all(i, i.system != 'x')",
+    "entry.resource.resourceType == 'Location' && \
+     entry.resource.managingOrganization.reference == 'Organization/' + request.context.ura",
 ];
 
 #[test]
@@ -302,7 +306,8 @@ fn common_rules_are_answered_without_the_interpreter() {
         json!({"resource": {"resourceType": "Organization", "meta": {"lastUpdated": "2026"},
             "identifier": [{"system": "http://fhir.nl/fhir/NamingSystem/agb-z", "value": "2"},
                 {"system": "http://fhir.nl/fhir/NamingSystem/ura", "value": "2"}]}}),
-        json!({"resource": {"resourceType": "Location", "identifier": []}, "search": {"mode": "include"}}),
+        json!({"resource": {"resourceType": "Location", "identifier": [],
+            "managingOrganization": {"reference": "Organization/1"}}, "search": {"mode": "include"}}),
     ];
     let response = json!({"status": 200, "bundle_type": "searchset"});
     for rule in RULES {
@@ -320,6 +325,8 @@ fn common_rules_are_answered_without_the_interpreter() {
         && entry.resource.meta.security.exists(s, s.code == 'R')";
     assert_eq!(same_answer(restricted, &entries[0], &response), Some(true));
     assert_eq!(same_answer(restricted, &entries[1], &response), Some(false));
+    assert_eq!(same_answer(RULES[5], &entries[2], &response), Some(true));
+    assert_eq!(same_answer(RULES[5], &entries[0], &response), Some(false));
     let own = RULES[1];
     assert_eq!(same_answer(own, &entries[0], &response), Some(true));
     assert_eq!(same_answer(own, &entries[1], &response), Some(false));
@@ -379,6 +386,11 @@ fn values_of_other_kinds_go_to_the_interpreter() {
             json!({"resource": {"identifier": []}}),
         ),
         ("response.bundle_type == 'searchset'", json!({})),
+        // A string and a number added: CEL's error.
+        (
+            "'Organization/' + entry.resource.id == 'Organization/1'",
+            json!({"resource": {"id": 1}}),
+        ),
     ] {
         assert_eq!(
             same_answer(rule, &entry, &response),
