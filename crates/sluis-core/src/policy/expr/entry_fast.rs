@@ -25,6 +25,7 @@ use cel::context::VariableResolver;
 
 use super::VARIABLES;
 use super::entry_val::member;
+use super::fast::Quantifier;
 
 /// A response rule's condition of the shapes evaluated directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,64 +198,17 @@ impl EntryCond {
     }
 }
 
-/// `exists`/`all` as CEL's macros expand them (see `fast::Fast::quantified`), over a
-/// path.
+/// `exists`/`all` over a path (see [`Quantifier::of`]).
 fn quantified(comprehension: &ComprehensionExpr, bound: &mut Vec<String>) -> Option<EntryCond> {
-    let ComprehensionExpr {
-        iter_range,
-        iter_var,
-        iter_var2,
-        accu_var,
-        accu_init,
-        loop_cond,
-        loop_step,
-        result,
-    } = comprehension;
-    if iter_var2.is_some() || !matches!(&result.expr, Node::Ident(r) if r == accu_var) {
-        return None;
-    }
-    let Node::Literal(LiteralValue::Boolean(init)) = &accu_init.expr else {
-        return None;
-    };
-    let all = *init.inner();
-    let is_accu = |node: &Node| matches!(node, Node::Ident(name) if name == accu_var);
-    let Node::Call(stop) = &loop_cond.expr else {
-        return None;
-    };
-    let [tested] = stop.args.as_slice() else {
-        return None;
-    };
-    let stops_right = stop.func_name == operators::NOT_STRICTLY_FALSE
-        && match &tested.expr {
-            node if all => is_accu(node),
-            Node::Call(not) => {
-                not.func_name == operators::LOGICAL_NOT
-                    && matches!(not.args.as_slice(), [a] if is_accu(&a.expr))
-            }
-            _ => false,
-        };
-    let Node::Call(step) = &loop_step.expr else {
-        return None;
-    };
-    let fold = if all {
-        operators::LOGICAL_AND
-    } else {
-        operators::LOGICAL_OR
-    };
-    let [accu, cond] = step.args.as_slice() else {
-        return None;
-    };
-    if !stops_right || step.func_name != fold || !is_accu(&accu.expr) {
-        return None;
-    }
-    let list = Path::of(&iter_range.expr, bound)?;
-    bound.push(iter_var.clone());
+    let quantifier = Quantifier::of(comprehension)?;
+    let list = Path::of(quantifier.range, bound)?;
+    bound.push(quantifier.var.to_owned());
     // The accumulator is not readable by the condition: a name of it is not recognised.
-    let cond = EntryCond::within(&cond.expr, bound);
+    let cond = EntryCond::within(quantifier.cond, bound);
     bound.pop();
     Some(EntryCond::Quantified {
         list,
-        all,
+        all: quantifier.all,
         cond: Box::new(cond?),
     })
 }

@@ -8,26 +8,12 @@ use serde_json::{Value, json};
 
 use super::EntryCond;
 use crate::policy::expr::entry_val::read_entry;
+use crate::policy::expr::fast::tests::literal;
 use crate::policy::expr::{EntryScope, Expr, Vars, json_val};
 use crate::request::AccessRequest;
 
 /// Strings that entries and literals share often enough to compare equal.
 const TEXTS: [&str; 7] = ["R", "1", "ura", "", "Organization", "searchset", "é\"\\"];
-
-/// `text` as a CEL string literal.
-fn literal(text: &str) -> String {
-    let mut out = String::from("'");
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("\\'"),
-            '"' => out.push_str("\\\""),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
-}
 
 /// Paths to maps in the generated entries (usually), for `has`.
 const MAPS: [&str; 5] = [
