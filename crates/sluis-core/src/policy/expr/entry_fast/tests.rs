@@ -56,7 +56,7 @@ fn path(
             .prop_map(str::to_owned)
             .boxed(),
     ];
-    for var in vars.iter().copied() {
+    for &var in vars {
         if items {
             options.push(
                 proptest::sample::select(&ITEM_FIELDS[..])
