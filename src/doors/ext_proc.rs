@@ -53,40 +53,51 @@ type Replies = Pin<Box<dyn Stream<Item = Result<ProcessingResponse, Status>> + S
 impl ExternalProcessor for ExtProcDoor {
     type ProcessStream = Replies;
 
+    /// Each reply is made when tonic asks for it, on the stream's own task: no task of
+    /// our own and no channel between it and the replies (a spawn, a channel and two
+    /// wake-ups per answer judged, for a strictly one-question-one-answer exchange).
     async fn process(
         &self,
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Replies>, Status> {
-        let inbound = request.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(serve_stream(
-            self.engine.clone(),
-            self.max_body,
-            inbound,
-            tx,
-        ));
-        let replies = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|reply| (reply, rx))
+        let stream = StreamState {
+            engine: self.engine.clone(),
+            max_body: self.max_body,
+            inbound: request.into_inner(),
+            exchange: Exchange::default(),
+            ended: false,
+        };
+        let replies = futures_util::stream::unfold(stream, |mut stream| async move {
+            let reply = stream.next_reply().await?;
+            Some((reply, stream))
         });
         Ok(Response::new(Box::pin(replies)))
     }
 }
 
-async fn serve_stream(
+/// One ext_proc stream being answered.
+struct StreamState {
     engine: Arc<Engine>,
     max_body: usize,
-    mut inbound: Streaming<ProcessingRequest>,
-    tx: tokio::sync::mpsc::Sender<Result<ProcessingResponse, Status>>,
-) {
-    let mut exchange = Exchange::default();
-    loop {
-        let message = match inbound.message().await {
+    inbound: Streaming<ProcessingRequest>,
+    exchange: Exchange,
+    /// An error or an `ImmediateResponse` was sent: the stream ends there.
+    ended: bool,
+}
+
+impl StreamState {
+    /// The reply to the next message; `None` once the stream is over.
+    async fn next_reply(&mut self) -> Option<Result<ProcessingResponse, Status>> {
+        if self.ended {
+            return None;
+        }
+        let message = match self.inbound.message().await {
             Ok(Some(message)) => message,
             // Envoy is done with the stream, or it broke: nothing left to answer.
-            Ok(None) | Err(_) => return,
+            Ok(None) | Err(_) => return None,
         };
-        let reply = handle(&engine, max_body, &mut exchange, message).await;
-        let last = matches!(
+        let reply = handle(&self.engine, self.max_body, &mut self.exchange, message).await;
+        self.ended = matches!(
             &reply,
             Err(_)
                 | Ok(ProcessingResponse {
@@ -94,9 +105,7 @@ async fn serve_stream(
                     ..
                 })
         );
-        if tx.send(reply).await.is_err() || last {
-            return;
-        }
+        Some(reply)
     }
 }
 

@@ -42,6 +42,7 @@ use crate::flows::FlowIndex;
 use crate::flows::index::IndexedFlow;
 use crate::graphql::GraphqlRequest;
 
+mod entry_fast;
 pub mod entry_val;
 mod fast;
 mod fhir_val;
@@ -97,6 +98,9 @@ pub struct Expr {
     pub uses_response: bool,
     /// What it reads of `entry`, so an answer's entries are built only that far.
     pub entry_fields: entry_val::EntryFields,
+    /// Set when it reads `entry` or `response` and has a shape evaluated on the entry
+    /// without the interpreter (see [`entry_fast`]).
+    entry_fast: Option<entry_fast::EntryCond>,
     /// The information sources it calls (`sources.NAME(arg)`), in order.
     pub source_calls: Vec<SourceCall>,
     /// Set when the whole expression has a shape evaluated without the interpreter
@@ -246,6 +250,10 @@ impl Expr {
             });
         }
         let entry_fields = entry_val::EntryFields::of(&tree.expr);
+        let entry_fast = check
+            .uses_response
+            .then(|| entry_fast::EntryCond::of(&tree.expr))
+            .flatten();
         let mut named = tree.clone();
         let named = Names::default().walk(&mut named.expr).then_some(named);
         Ok(Expr {
@@ -261,6 +269,7 @@ impl Expr {
             caller_fields: check.caller_fields,
             uses_response: check.uses_response,
             entry_fields,
+            entry_fast,
             source_calls: check.source_calls,
             named,
         })
@@ -327,11 +336,23 @@ impl Expr {
             entry,
             response,
         };
+        if let Some(holds) = self
+            .entry_fast
+            .as_ref()
+            .and_then(|cond| cond.holds(&scoped, None))
+        {
+            return Ok(holds);
+        }
+        self.interpret_for_entry(vars, &scoped)
+    }
+
+    /// [`Expr::eval_bool_for_entry`] by the interpreter alone.
+    fn interpret_for_entry(&self, vars: &Vars, scoped: &EntryScope) -> Result<bool, String> {
         let result = if self.uses_response {
             ROOT.with(|root| {
                 let root: &Context = root;
                 let mut scope = root.new_inner_scope();
-                scope.set_variable_resolver(&scoped);
+                scope.set_variable_resolver(scoped);
                 self.run(&scope)
             })
         } else {

@@ -168,16 +168,37 @@ pub struct ReadEntry<'a> {
 impl<'a> ReadEntry<'a> {
     /// A string member of a member (`resource`, `resourceType`), if it was built.
     pub fn text(&self, top: &'static str, field: &'static str) -> Option<&str> {
-        let top = self
-            .val
-            .downcast_ref::<CelMap>()?
-            .get(&CelMapKey::from(top))?;
-        let value = top.downcast_ref::<CelMap>()?.get(&CelMapKey::from(field))?;
+        let top = member(self.val.downcast_ref::<CelMap>()?, &CelString::from(top))?;
+        let value = member(top.downcast_ref::<CelMap>()?, &CelString::from(field))?;
         value.downcast_ref::<CelString>().map(|s| s.inner())
     }
 }
 
 pub use crate::json::reader::ReadError;
+
+/// Maps of no more members than this are searched member by member.
+const SCANNED: usize = 8;
+
+/// The member `key` of `map`, as CEL's `map.key`, `map['key']` and `has(map.key)` find
+/// it: the value of the one string key equal to it (a string key has no numeric
+/// fallbacks). The objects of an entry have a few members each, and comparing their
+/// names costs less than hashing one with SipHash, which a `HashMap` look-up does first.
+pub(super) fn member<'b, 'v>(
+    map: &'b CelMap<'v>,
+    key: &CelString<'_>,
+) -> Option<&'b (dyn Val + 'v)> {
+    let members = map.inner();
+    if members.len() > SCANNED {
+        return match traits::Indexer::get(map, key) {
+            Ok(cel::common::value::CowVal::Borrowed(value)) => Some(value),
+            _ => None,
+        };
+    }
+    members.iter().find_map(|(name, value)| match name {
+        CelMapKey::String(name) if name.inner() == key.inner() => Some(&**value),
+        _ => None,
+    })
+}
 
 /// Reads one entry's JSON text, building the `fields` of it and checking all of it.
 pub fn read_entry<'a>(text: &'a str, fields: &EntryFields) -> Result<ReadEntry<'a>, ReadError> {

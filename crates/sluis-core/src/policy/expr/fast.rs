@@ -23,7 +23,7 @@ use cel::common::types::CelList;
 use cel::context::VariableResolver;
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 
 use super::flow_val::FlowVal;
 use super::{Vars, text};
@@ -70,69 +70,20 @@ impl Fast {
         }
     }
 
-    /// `exists`/`all` as CEL's macros expand them: an accumulator `@result` starting at
-    /// false (true), folded with `||` (`&&`) until it is true (false).
+    /// `exists`/`all` over a variable holding flows (see [`Quantifier::of`]).
     fn quantified(comprehension: &ComprehensionExpr) -> Option<Fast> {
-        let ComprehensionExpr {
-            iter_range,
-            iter_var,
-            iter_var2,
-            accu_var,
-            accu_init,
-            loop_cond,
-            loop_step,
-            result,
-        } = comprehension;
-        if iter_var2.is_some() || !matches!(&result.expr, Node::Ident(r) if r == accu_var) {
-            return None;
-        }
-        let Node::Ident(variable) = &iter_range.expr else {
+        let quantifier = Quantifier::of(comprehension)?;
+        let Node::Ident(variable) = quantifier.range else {
             return None;
         };
-        let Node::Literal(LiteralValue::Boolean(init)) = &accu_init.expr else {
-            return None;
-        };
-        let all = *init.inner();
-        let is_accu = |node: &Node| matches!(node, Node::Ident(name) if name == accu_var);
-        // `@not_strictly_false(@result)` for `all`, `@not_strictly_false(!@result)` for
-        // `exists`: stop once the answer is known.
-        let Node::Call(stop) = &loop_cond.expr else {
-            return None;
-        };
-        let [tested] = stop.args.as_slice() else {
-            return None;
-        };
-        let stops_right = stop.func_name == operators::NOT_STRICTLY_FALSE
-            && match &tested.expr {
-                node if all => is_accu(node),
-                Node::Call(not) => {
-                    not.func_name == operators::LOGICAL_NOT
-                        && matches!(not.args.as_slice(), [a] if is_accu(&a.expr))
-                }
-                _ => false,
-            };
-        let Node::Call(step) = &loop_step.expr else {
-            return None;
-        };
-        let fold = if all {
-            operators::LOGICAL_AND
-        } else {
-            operators::LOGICAL_OR
-        };
-        let [accu, cond] = step.args.as_slice() else {
-            return None;
-        };
-        if !stops_right || step.func_name != fold || !is_accu(&accu.expr) {
-            return None;
-        }
         // A variable the loop shadows is the loop's, not the request's.
-        if variable == iter_var || variable == accu_var {
+        if variable == quantifier.var || *variable == comprehension.accu_var {
             return None;
         }
         Some(Fast::Quantified {
             variable: variable.clone(),
-            all,
-            cond: Cond::of(&cond.expr, iter_var)?,
+            all: quantifier.all,
+            cond: Cond::of(quantifier.cond, quantifier.var)?,
         })
     }
 
@@ -219,6 +170,80 @@ impl Fast {
                 Ok(_) => return None,
                 Err(e) => Err(e),
             },
+        })
+    }
+}
+
+/// `list.exists(x, cond)` or `list.all(x, cond)` as CEL's macros expand them: an
+/// accumulator `@result` starting at false (true), folded with `||` (`&&`) until it is
+/// true (false), which is its result.
+pub(super) struct Quantifier<'e> {
+    /// What it ranges over.
+    pub(super) range: &'e Node,
+    /// The loop variable.
+    pub(super) var: &'e str,
+    /// `all` (else `exists`).
+    pub(super) all: bool,
+    /// The condition on each item.
+    pub(super) cond: &'e Node,
+}
+
+impl<'e> Quantifier<'e> {
+    pub(super) fn of(comprehension: &'e ComprehensionExpr) -> Option<Quantifier<'e>> {
+        let ComprehensionExpr {
+            iter_range,
+            iter_var,
+            iter_var2,
+            accu_var,
+            accu_init,
+            loop_cond,
+            loop_step,
+            result,
+        } = comprehension;
+        if iter_var2.is_some() || !matches!(&result.expr, Node::Ident(r) if r == accu_var) {
+            return None;
+        }
+        let Node::Literal(LiteralValue::Boolean(init)) = &accu_init.expr else {
+            return None;
+        };
+        let all = *init.inner();
+        let is_accu = |node: &Node| matches!(node, Node::Ident(name) if name == accu_var);
+        // `@not_strictly_false(@result)` for `all`, `@not_strictly_false(!@result)` for
+        // `exists`: stop once the answer is known.
+        let Node::Call(stop) = &loop_cond.expr else {
+            return None;
+        };
+        let [tested] = stop.args.as_slice() else {
+            return None;
+        };
+        let stops_right = stop.func_name == operators::NOT_STRICTLY_FALSE
+            && match &tested.expr {
+                node if all => is_accu(node),
+                Node::Call(not) => {
+                    not.func_name == operators::LOGICAL_NOT
+                        && matches!(not.args.as_slice(), [a] if is_accu(&a.expr))
+                }
+                _ => false,
+            };
+        let Node::Call(step) = &loop_step.expr else {
+            return None;
+        };
+        let fold = if all {
+            operators::LOGICAL_AND
+        } else {
+            operators::LOGICAL_OR
+        };
+        let [accu, cond] = step.args.as_slice() else {
+            return None;
+        };
+        if !stops_right || step.func_name != fold || !is_accu(&accu.expr) {
+            return None;
+        }
+        Some(Quantifier {
+            range: &iter_range.expr,
+            var: iter_var,
+            all,
+            cond: &cond.expr,
         })
     }
 }

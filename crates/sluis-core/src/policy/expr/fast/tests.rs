@@ -42,7 +42,7 @@ fn regex(pattern: &str) -> BoxedStrategy<String> {
 }
 
 /// `text` as a CEL string literal.
-fn literal(text: &str) -> String {
+pub(in crate::policy::expr) fn literal(text: &str) -> String {
     let mut out = String::from("'");
     for c in text.chars() {
         match c {
