@@ -42,7 +42,7 @@ pub use lookups::{
     CacheState, Fixture, FixtureAnswer, LookupTrace, Lookups, Pending, Scope, call_current,
 };
 use settings::{LookupLimits, SourceConfig, SourceSettings};
-pub use shared::SharedAnswer;
+pub use shared::{SharedAnswer, SharedMap};
 
 /// A look-up's cache key: a keyed hash of the source and its canonical arguments.
 pub type Key = [u8; 32];
@@ -133,7 +133,8 @@ pub struct Answer {
     /// The answer in the interpreter's own form, converted once when it arrives: every
     /// rule that reads it gets a [`SharedAnswer`] handle on this one copy. (A `cel::Value`
     /// handed back from a function is converted, deeply, on every call: that conversion
-    /// was a third of what a cached look-up cost.)
+    /// was a third of what a cached look-up cost.) Objects in lists are shared
+    /// ([`SharedMap`]): a comprehension binds each item it visits by a reference count.
     evaluable: Box<dyn Val>,
     /// Not found / empty / refused: cached for `negative_ttl`.
     pub negative: bool,
@@ -145,7 +146,7 @@ impl Answer {
     /// An answer of `value`, converted for the interpreter and rendered for explain.
     pub fn new(value: Value, negative: bool) -> Result<Answer, LookupFailure> {
         let shown = shown(&value);
-        let evaluable = Box::<dyn Val>::try_from(value)
+        let evaluable = shared::evaluable(value)
             .map_err(|_| LookupFailure::Invalid("a value CEL cannot hold"))?;
         Ok(Answer {
             evaluable,
