@@ -40,6 +40,7 @@ use crate::metrics::Metrics;
 pub use kinds::{MITZ_KEYS, Query};
 pub use lookups::{
     CacheState, Fixture, FixtureAnswer, LookupTrace, Lookups, Pending, Scope, call_current,
+    call_current_fields,
 };
 use settings::{LookupLimits, SourceConfig, SourceSettings};
 pub use shared::{SharedAnswer, SharedMap};
@@ -781,20 +782,9 @@ fn write_value(value: &dyn Val, out: &mut Vec<u8>) -> Result<(), String> {
                 let CelMapKey::String(key) = key else {
                     return Err("map keys must be strings".into());
                 };
-                entries.push((key.inner(), value));
+                entries.push((key.inner(), value.as_ref()));
             }
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (key, value)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                json(out, key)?;
-                out.push(b':');
-                write_value(value.as_ref(), out)?;
-            }
-            out.push(b'}');
-            Ok(())
+            write_object(&mut entries, out)
         }
         _ => {
             if let Some(b) = value.downcast_ref::<CelBool>() {
@@ -821,6 +811,36 @@ fn write_value(value: &dyn Val, out: &mut Vec<u8>) -> Result<(), String> {
             }
         }
     }
+}
+
+/// An object of `entries` (their keys distinct), its members in key order.
+fn write_object(entries: &mut [(&str, &dyn Val)], out: &mut Vec<u8>) -> Result<(), String> {
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (key, value)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json(out, key)?;
+        out.push(b':');
+        write_value(*value, out)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// The canonical bytes of a map of `fields` (their names distinct), bounded in size: what
+/// [`write_canonical`] writes of a map holding them, without building the map (a rule's
+/// map literal of arguments, `sources.mitz({'bsn': ..., ...})`).
+pub fn write_canonical_fields(
+    fields: &mut [(&str, &dyn Val)],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    write_object(fields, out)?;
+    if out.len() > MAX_ARGUMENT_BYTES {
+        return Err(format!("arguments larger than {MAX_ARGUMENT_BYTES} bytes"));
+    }
+    Ok(())
 }
 
 fn json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), String> {

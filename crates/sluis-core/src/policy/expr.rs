@@ -562,6 +562,12 @@ pub struct SourceCall {
 /// The function `sources.NAME(arg)` calls are rewritten to: `@source('NAME', arg)`.
 const SOURCE: &str = "@source";
 
+/// The function `sources.NAME({'k': v, ...})` calls with a map literal of distinct
+/// literal names are rewritten to: `@source_fields('NAME', 'k', v, ...)`. The look-up only
+/// writes the map's canonical bytes; building it (a table, every name hashed) on every
+/// evaluation cost more than writing them.
+const SOURCE_FIELDS: &str = "@source_fields";
+
 /// The variable `request.fhir` is rewritten to: the parsed FHIR request is not part of
 /// the `request` map (which is built per field read), but a value of its own, built
 /// lazily ([`fhir_val`]).
@@ -687,6 +693,36 @@ impl Names {
         segments.reverse();
         Some(segments.join("."))
     }
+}
+
+/// The names and values of a call's one argument, when it is a map literal of distinct
+/// literal string names and no optional entries (`{'bsn': x, 'role': y}`): `'bsn', x,
+/// 'role', y`, in the order written, so they are evaluated (and fail) in the order the
+/// map's entries would be.
+fn literal_fields(args: &[IdedExpr]) -> Option<Vec<IdedExpr>> {
+    let [arg] = args else {
+        return None;
+    };
+    let Node::Map(map) = &arg.expr else {
+        return None;
+    };
+    let mut names: Vec<&str> = Vec::with_capacity(map.entries.len());
+    let mut fields = Vec::with_capacity(2 * map.entries.len());
+    for entry in &map.entries {
+        let cel::common::ast::EntryExpr::MapEntry(entry) = &entry.expr else {
+            return None;
+        };
+        let Node::Literal(LiteralValue::String(name)) = &entry.key.expr else {
+            return None;
+        };
+        if entry.optional || names.contains(&&**name) {
+            return None;
+        }
+        names.push(&**name);
+        fields.push(entry.key.clone());
+        fields.push(entry.value.clone());
+    }
+    Some(fields)
 }
 
 impl Check {
@@ -922,8 +958,13 @@ impl Check {
                 }),
             });
         }
-        call.args.insert(0, name);
         call.target = None;
+        if let Some(fields) = literal_fields(&call.args) {
+            call.args = std::iter::once(name).chain(fields).collect();
+            call.func_name = SOURCE_FIELDS.to_owned();
+            return;
+        }
+        call.args.insert(0, name);
         call.func_name = SOURCE.to_owned();
     }
 
@@ -1132,6 +1173,8 @@ fn root_context() -> Context<'static, 'static> {
     let _ = context.add_function("smartPermits", smart_permits);
     let source: RawFunction = Box::new(source_call);
     let _ = context.add_function(SOURCE, source);
+    let source_fields: RawFunction = Box::new(source_fields_call);
+    let _ = context.add_function(SOURCE_FIELDS, source_fields);
     let param: RawFunction = Box::new(fhir_val::param);
     let _ = context.add_function("param", param);
     let _ = context.add_function("values", |ftx: &FunctionContext| fhir_val::values(ftx));
@@ -1201,6 +1244,29 @@ fn source_call<'c, 'cl>(
         ));
     };
     crate::sources::call_current(name.inner(), arg.as_ref())
+        .map(CowVal::owned)
+        .map_err(|e| ExecutionError::function_error("sources", e))
+}
+
+/// `@source_fields('NAME', 'k', v, ...)`: `@source('NAME', {'k': v, ...})` without
+/// building the map.
+fn source_fields_call<'c, 'cl>(
+    ftx: &mut FunctionContext<'c, 'cl>,
+) -> Result<CowVal<'c, 'cl>, ExecutionError> {
+    use cel::common::types::CelString;
+    let invalid =
+        || ExecutionError::function_error("sources", "call a source as `sources.NAME(...)`");
+    let (name, rest) = ftx.args.split_first().ok_or_else(invalid)?;
+    let name = name.downcast_ref::<CelString>().ok_or_else(invalid)?;
+    let mut fields = Vec::with_capacity(rest.len() / 2);
+    for pair in rest.chunks(2) {
+        let [field, value] = pair else {
+            return Err(invalid());
+        };
+        let field = field.downcast_ref::<CelString>().ok_or_else(invalid)?;
+        fields.push((field.inner(), value.as_ref()));
+    }
+    crate::sources::call_current_fields(name.inner(), &mut fields)
         .map(CowVal::owned)
         .map_err(|e| ExecutionError::function_error("sources", e))
 }
@@ -1871,6 +1937,9 @@ impl From<ExecutionError> for ExprError {
         }
     }
 }
+
+#[cfg(test)]
+mod source_tests;
 
 #[cfg(test)]
 mod tests {

@@ -89,6 +89,36 @@ proptest! {
 }
 
 proptest! {
+    /// A map literal's fields written without building the map: the bytes (or the
+    /// refusal) of the map built.
+    #[test]
+    fn fields_are_written_as_their_map(
+        fields in proptest::collection::hash_map("[a-z\"é]{0,6}", cel_value(), 0..6),
+    ) {
+        let map = Value::Map(Map {
+            map: Arc::new(
+                fields
+                    .iter()
+                    .map(|(k, v)| (CelKey::String(Arc::new(k.clone())), v.clone()))
+                    .collect(),
+            ),
+        });
+        let map = Box::<dyn Val>::try_from(map).unwrap();
+        let mut expected = Vec::new();
+        let expected = write_canonical(map.as_ref(), &mut expected).map(|()| expected);
+        let values: Vec<(String, Box<dyn Val>)> = fields
+            .into_iter()
+            .map(|(k, v)| (k, Box::<dyn Val>::try_from(v).unwrap()))
+            .collect();
+        let mut pairs: Vec<(&str, &dyn Val)> =
+            values.iter().map(|(k, v)| (k.as_str(), v.as_ref())).collect();
+        let mut written = Vec::new();
+        let written = write_canonical_fields(&mut pairs, &mut written).map(|()| written);
+        prop_assert_eq!(expected, written);
+    }
+}
+
+proptest! {
     /// Equal maps, in whatever order their entries were written, have one key; maps
     /// that differ have different keys; and the key never holds an argument in clear.
     #[test]
