@@ -1417,7 +1417,7 @@ pub struct Vars<'a> {
     certificate_header: Option<&'a crate::authn::settings::CertificateHeader>,
     fields: RequestFields,
     identity: Option<&'a Identity>,
-    request_value: OnceLock<Box<dyn Val>>,
+    request_value: OnceLock<Box<dyn Val + 'a>>,
     source_value: OnceLock<Box<dyn Val>>,
     now_value: OnceLock<Box<dyn Val>>,
     flows: Option<FlowSource<'a>>,
@@ -1427,7 +1427,7 @@ pub struct Vars<'a> {
     data: Option<&'a Data>,
     /// The policy's `caller` block, and its identifiers once resolved.
     caller: Option<&'a super::caller::Caller>,
-    caller_value: OnceLock<Box<dyn Val>>,
+    caller_value: OnceLock<Box<dyn Val + 'a>>,
     /// `subject`, `action`, `resource`, `context` of an evaluation, in that order.
     evaluation_values: [OnceLock<Box<dyn Val>>; 4],
     /// The request's GraphQL operation, in a policy with a `graphql` block.
@@ -1615,7 +1615,7 @@ impl cel::context::VariableResolver for Vars<'_> {
         let value: &dyn Val = match variable {
             "request" => &**self
                 .request_value
-                .get_or_init(|| to_val(request_value(self.request, self.fields))),
+                .get_or_init(|| request_val(self.request, self.fields)),
             "token" => match self.identity {
                 Some(identity) => identity_val(identity),
                 None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
@@ -1658,7 +1658,7 @@ impl cel::context::VariableResolver for Vars<'_> {
             },
             "caller" => &**self
                 .caller_value
-                .get_or_init(|| to_val(caller_value(self.caller, self.identity))),
+                .get_or_init(|| caller_val(self.caller, self.identity)),
             "data" => match self.data {
                 Some(data) => &*data.0,
                 None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
@@ -1740,6 +1740,63 @@ fn json(value: &serde_json::Value) -> Value {
     cel::to_value(value).unwrap_or(Value::Null)
 }
 
+/// Members of a map as the interpreter holds them.
+type Members<'a> = std::collections::HashMap<cel::common::types::CelMapKey<'a>, Box<dyn Val + 'a>>;
+
+/// `request`: the `fields` of it a policy reads, built straight as the interpreter's values
+/// with their strings borrowed from the request. (Built as a `cel::Value` and converted,
+/// every map was built twice, each name hashed twice, and every string copied twice.)
+/// [`request_value`] is the same through `cel::Value`, kept as the tests' reference.
+fn request_val<'a>(request: &'a AccessRequest, fields: RequestFields) -> Box<dyn Val + 'a> {
+    use cel::common::types::{CelList, CelMap, CelMapKey, CelString};
+    fn text(s: &str) -> Box<dyn Val + '_> {
+        Box::new(CelString::from(s))
+    }
+    fn strings(map: &std::collections::HashMap<String, String>) -> Box<dyn Val + '_> {
+        Box::new(CelMap::from(
+            map.iter()
+                .map(|(k, v)| (CelMapKey::from(k.as_str()), text(v)))
+                .collect::<Members>(),
+        ))
+    }
+    let mut members = Members::with_capacity(4);
+    let mut add = |name: &'static str, value: &dyn Fn() -> Box<dyn Val + 'a>| {
+        if fields.has(name) {
+            members.insert(CelMapKey::from(name), value());
+        }
+    };
+    add("method", &|| text(&request.method));
+    add("scheme", &|| text(&request.scheme));
+    add("host", &|| text(&request.host));
+    add("path", &|| text(&request.path));
+    add("query_string", &|| text(&request.query));
+    add("protocol", &|| text(&request.protocol));
+    add("body", &|| text(&request.body));
+    add("segments", &|| {
+        Box::new(CelList::from(
+            request
+                .path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(text)
+                .collect::<Vec<_>>(),
+        ))
+    });
+    add("context", &|| strings(&request.context));
+    add("query", &|| {
+        let mut query = Members::new();
+        for (key, value) in request.query_pairs() {
+            query
+                .entry(CelMapKey::from(key))
+                .or_insert_with(|| Box::new(CelString::from(value)));
+        }
+        Box::new(CelMap::from(query))
+    });
+    add("headers", &|| strings(&request.headers));
+    Box::new(CelMap::from(members))
+}
+
+#[cfg(test)]
 fn request_value(request: &AccessRequest, fields: RequestFields) -> Value {
     let mut entries = Vec::with_capacity(4);
     let mut add = |name: &'static str, value: &dyn Fn() -> Value| {
@@ -1906,6 +1963,32 @@ pub fn graphql_value(
 
 /// `caller`: each identifier of the policy's `caller` block, a string or null. A
 /// conflicting identifier is left out, so reading it fails (closed).
+fn caller_val<'a>(
+    caller: Option<&'a super::caller::Caller>,
+    identity: Option<&Identity>,
+) -> Box<dyn Val + 'a> {
+    use super::caller::Found;
+    use cel::common::types::{CelMap, CelMapKey, CelNull, CelString};
+    let Some(caller) = caller else {
+        return Box::new(CelMap::from(Members::new()));
+    };
+    let members = caller
+        .resolve(identity)
+        .into_iter()
+        .filter_map(|(name, found)| {
+            let value: Box<dyn Val> = match found {
+                Found::Nothing => Box::new(CelNull),
+                Found::Value(value) => Box::new(CelString::from(value)),
+                Found::Conflict(_) => return None,
+            };
+            Some((CelMapKey::from(name), value))
+        })
+        .collect::<Members>();
+    Box::new(CelMap::from(members))
+}
+
+/// [`caller_val`] through `cel::Value`, the tests' reference.
+#[cfg(test)]
 fn caller_value(caller: Option<&super::caller::Caller>, identity: Option<&Identity>) -> Value {
     use super::caller::Found;
     let Some(caller) = caller else {
@@ -1940,6 +2023,9 @@ impl From<ExecutionError> for ExprError {
 
 #[cfg(test)]
 mod source_tests;
+
+#[cfg(test)]
+mod vars_tests;
 
 #[cfg(test)]
 mod tests {
