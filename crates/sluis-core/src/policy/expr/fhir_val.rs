@@ -161,7 +161,7 @@ impl FhirVal {
     }
 
     /// The field `name`, built on its first read.
-    fn field(&self, name: &str) -> Option<&(dyn Val + 'static)> {
+    pub(super) fn field(&self, name: &str) -> Option<&(dyn Val + 'static)> {
         let (_, slot) = FIELDS
             .iter()
             .zip(self.fields.iter())
