@@ -239,6 +239,14 @@ impl SourceSet {
         ))
     }
 
+    /// Whether a source answers for the caller's own token (userinfo): only then does a
+    /// decision's [`Lookups`] need the token and its `sub`.
+    pub fn asks_with_the_callers_token(&self) -> bool {
+        self.sources
+            .iter()
+            .any(|s| matches!(s.kind, kinds::Kind::Userinfo { .. }))
+    }
+
     /// The declared names.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.sources.iter().map(|s| &*s.name)
