@@ -178,14 +178,6 @@ impl FhirVal {
         let r = &*self.request;
         let text = |s: &str| -> Box<dyn Val> { Box::new(CelString::from(s.to_owned())) };
         let opt_text = |s: Option<&str>| s.map_or_else(|| Box::new(CelNull) as Box<dyn Val>, text);
-        let map = |members: [(&'static str, Box<dyn Val>); 2]| -> Box<dyn Val> {
-            Box::new(cel::common::types::CelMap::from(
-                members
-                    .into_iter()
-                    .map(|(k, v)| (cel::common::types::CelMapKey::from(k), v))
-                    .collect::<std::collections::HashMap<_, _>>(),
-            ))
-        };
         match name {
             "version" => text(r.version.name()),
             "interaction" => text(r.interaction.code()),
@@ -195,7 +187,7 @@ impl FhirVal {
             "operation" => opt_text(r.operation.as_deref()),
             "summary" => opt_text(r.summary.as_deref()),
             "compartment" => match &r.compartment {
-                Some((kind, id)) => map([("type", text(kind)), ("id", text(id))]),
+                Some((kind, id)) => map_val([("type", text(kind)), ("id", text(id))]),
                 None => Box::new(CelNull),
             },
             "patient" => {
@@ -206,12 +198,7 @@ impl FhirVal {
                         |s| Box::new(CelString::from(s)),
                     )
                 });
-                Box::new(cel::common::types::CelMap::from(
-                    [("id", id), ("bsn", bsn), ("problem", problem)]
-                        .into_iter()
-                        .map(|(k, v)| (cel::common::types::CelMapKey::from(k), v))
-                        .collect::<std::collections::HashMap<_, _>>(),
-                ))
+                map_val([("id", id), ("bsn", bsn), ("problem", problem)])
             }
             _ => to_val(self.build(name).unwrap_or(Value::Null)),
         }
@@ -260,6 +247,17 @@ impl FhirVal {
             _ => return None,
         })
     }
+}
+
+/// A map of `members` built straight as the interpreter's.
+fn map_val<const N: usize>(members: [(&'static str, Box<dyn Val>); N]) -> Box<dyn Val> {
+    use cel::common::types::{CelMap, CelMapKey};
+    Box::new(CelMap::from(
+        members
+            .into_iter()
+            .map(|(name, value)| (CelMapKey::from(name), value))
+            .collect::<std::collections::HashMap<_, _>>(),
+    ))
 }
 
 /// [`groups`] built straight as the interpreter's list of lists.
