@@ -772,7 +772,7 @@ fn write_value(value: &dyn Val, out: &mut Vec<u8>) -> Result<(), String> {
         return Err(format!("arguments larger than {MAX_ARGUMENT_BYTES} bytes"));
     }
     match value.as_builtin() {
-        BuiltinRef::String(s) => json_str(out, s.inner()),
+        BuiltinRef::String(s) => json(out, s.inner()),
         BuiltinRef::List(list) => {
             out.push(b'[');
             for (i, item) in list.inner().iter().enumerate() {
@@ -829,7 +829,7 @@ fn write_object(entries: &mut [(&str, &dyn Val)], out: &mut Vec<u8>) -> Result<(
         if i > 0 {
             out.push(b',');
         }
-        json_str(out, key)?;
+        json(out, key)?;
         out.push(b':');
         write_value(*value, out)?;
     }
@@ -848,19 +848,6 @@ pub fn write_canonical_fields(
     if out.len() > MAX_ARGUMENT_BYTES {
         return Err(format!("arguments larger than {MAX_ARGUMENT_BYTES} bytes"));
     }
-    Ok(())
-}
-
-/// A string as JSON, as `serde_json` writes it: one that needs no escape (no `"`, `\` or
-/// control character, which is nearly every argument) copied as it is.
-fn json_str(out: &mut Vec<u8>, text: &str) -> Result<(), String> {
-    if text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        return json(out, text);
-    }
-    out.reserve(text.len() + 2);
-    out.push(b'"');
-    out.extend_from_slice(text.as_bytes());
-    out.push(b'"');
     Ok(())
 }
 

@@ -89,16 +89,6 @@ proptest! {
 }
 
 proptest! {
-    /// A string written as it is where it needs no escape: what `serde_json` writes.
-    #[test]
-    fn strings_are_written_as_serde_json_writes_them(text in "\\PC{0,16}|[\\x00-\\x7f]{0,16}|[a-z\"\\\\]{0,8}") {
-        let mut written = Vec::new();
-        json_str(&mut written, &text).unwrap();
-        prop_assert_eq!(written, serde_json::to_vec(&text).unwrap());
-    }
-}
-
-proptest! {
     /// A map literal's fields written without building the map: the bytes (or the
     /// refusal) of the map built.
     #[test]
