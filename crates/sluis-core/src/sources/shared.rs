@@ -191,7 +191,8 @@ impl Indexer for SharedAnswer {
 pub struct SharedMap<'a>(Arc<CelMap<'a>>);
 
 impl<'a> SharedMap<'a> {
-    /// `value` shared, if it is a map (what [`build`] makes of an object).
+    /// `value` shared, if it is a map (an object of a source's answer or of a response
+    /// entry, as built).
     pub fn of(value: Box<dyn Val + 'a>) -> Box<dyn Val + 'a> {
         match value.downcast_ref::<CelMap>() {
             // Moved out without a copy: an object was just built into this box.
