@@ -35,7 +35,14 @@ use crate::authn::Identity;
 #[derive(Debug, Default)]
 pub struct Caller {
     identifiers: Vec<Identifier>,
+    /// Which block this is, for an identity's cache of its `caller` value: unique to each
+    /// block compiled in this process (0, the default, is the empty block's, whose value
+    /// is the same whatever the policy).
+    id: u64,
 }
+
+/// The next [`Caller::id`].
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 #[derive(Debug)]
 struct Identifier {
@@ -98,6 +105,11 @@ pub enum Found {
 }
 
 impl Caller {
+    /// Which block this is (see the field).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Checks a policy's `caller` block; each problem is one message.
     pub fn compile(spec: BTreeMap<String, CallerIdentifierSpec>) -> Result<Caller, Vec<String>> {
         let mut problems = Vec::new();
@@ -141,7 +153,11 @@ impl Caller {
             });
         }
         if problems.is_empty() {
-            Ok(Caller { identifiers })
+            let id = match identifiers.is_empty() {
+                true => 0,
+                false => NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            };
+            Ok(Caller { identifiers, id })
         } else {
             Err(problems)
         }

@@ -1427,7 +1427,7 @@ pub struct Vars<'a> {
     data: Option<&'a Data>,
     /// The policy's `caller` block, and its identifiers once resolved.
     caller: Option<&'a super::caller::Caller>,
-    caller_value: OnceLock<Box<dyn Val + 'a>>,
+    caller_value: OnceLock<Box<dyn Val>>,
     /// `subject`, `action`, `resource`, `context` of an evaluation, in that order.
     evaluation_values: [OnceLock<Box<dyn Val>>; 4],
     /// The request's GraphQL operation, in a policy with a `graphql` block.
@@ -1582,6 +1582,33 @@ impl Vars<'_> {
     }
 }
 
+impl Vars<'_> {
+    /// `caller`: the identity's value for this policy's `caller` block where the identity
+    /// holds it, else built for this request. The first block asked about an identity is
+    /// kept with it, unless its identifiers conflict (so a conflict is still resolved, and
+    /// logged, on every request, as before).
+    fn caller(&self) -> &dyn Val {
+        let (Some(caller), Some(identity)) = (self.caller, self.identity) else {
+            return &**self
+                .caller_value
+                .get_or_init(|| caller_val(self.caller, self.identity).0);
+        };
+        if identity.caller_value.get().is_none() {
+            let (value, conflict) = caller_val(Some(caller), Some(identity));
+            if conflict {
+                return &**self.caller_value.get_or_init(|| value);
+            }
+            let _ = identity.caller_value.set((caller.id(), value));
+        }
+        match identity.caller_value.get() {
+            Some((id, value)) if *id == caller.id() => &**value,
+            _ => &**self
+                .caller_value
+                .get_or_init(|| caller_val(Some(caller), Some(identity)).0),
+        }
+    }
+}
+
 /// A dotted name (`request.context.patient_bsn`) answered whole, as the value its
 /// first segment's resolver lends, selected field by field.
 ///
@@ -1656,9 +1683,7 @@ impl cel::context::VariableResolver for Vars<'_> {
                 Some(fhir) => fhir,
                 None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
             },
-            "caller" => &**self
-                .caller_value
-                .get_or_init(|| caller_val(self.caller, self.identity)),
+            "caller" => self.caller(),
             "data" => match self.data {
                 Some(data) => &*data.0,
                 None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
@@ -1963,15 +1988,16 @@ pub fn graphql_value(
 
 /// `caller`: each identifier of the policy's `caller` block, a string or null. A
 /// conflicting identifier is left out, so reading it fails (closed).
-fn caller_val<'a>(
-    caller: Option<&'a super::caller::Caller>,
+fn caller_val(
+    caller: Option<&super::caller::Caller>,
     identity: Option<&Identity>,
-) -> Box<dyn Val + 'a> {
+) -> (Box<dyn Val>, bool) {
     use super::caller::Found;
     use cel::common::types::{CelMap, CelMapKey, CelNull, CelString};
     let Some(caller) = caller else {
-        return Box::new(CelMap::from(Members::new()));
+        return (Box::new(CelMap::from(Members::new())), false);
     };
+    let mut conflict = false;
     let members = caller
         .resolve(identity)
         .into_iter()
@@ -1979,12 +2005,15 @@ fn caller_val<'a>(
             let value: Box<dyn Val> = match found {
                 Found::Nothing => Box::new(CelNull),
                 Found::Value(value) => Box::new(CelString::from(value)),
-                Found::Conflict(_) => return None,
+                Found::Conflict(_) => {
+                    conflict = true;
+                    return None;
+                }
             };
-            Some((CelMapKey::from(name), value))
+            Some((CelMapKey::from(name.to_owned()), value))
         })
         .collect::<Members>();
-    Box::new(CelMap::from(members))
+    (Box::new(CelMap::from(members)), conflict)
 }
 
 /// [`caller_val`] through `cel::Value`, the tests' reference.

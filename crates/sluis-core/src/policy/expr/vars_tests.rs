@@ -119,10 +119,55 @@ role: {from: ["claim:subject_role"]}
         for caller in [Some(&caller), None] {
             for identity in [Some(identity), None] {
                 assert_eq!(
-                    value(caller_val(caller, identity).as_ref()),
+                    value(caller_val(caller, identity).0.as_ref()),
                     value(to_val(caller_value(caller, identity)).as_ref())
                 );
             }
         }
     }
+}
+
+/// `caller` through `Vars`, kept with the identity: the same value on every request, for
+/// the block it was built for; another block's is its own; a conflict is never kept.
+#[test]
+fn caller_kept_with_the_identity_is_the_callers_value() {
+    let block = |yaml: &str| {
+        super::super::caller::Caller::compile(serde_yaml_ng::from_str(yaml).unwrap()).unwrap()
+    };
+    let ura = block(r#"ura: {from: ["claim:organization_ura", "claim:subject_organization_id"]}"#);
+    let role = block(r#"role: {from: ["claim:subject_role"]}"#);
+    let identity = |claims: serde_json::Value| Identity {
+        claims: claims.as_object().unwrap().clone(),
+        ..Identity::for_tests("nuts", "https://idp", Some("s-1"))
+    };
+    let request = AccessRequest::default();
+    let through = |caller: &super::super::caller::Caller, identity: &Identity| {
+        use cel::context::VariableResolver;
+        let vars = super::Vars::new(&request, Some(identity), RequestFields::default())
+            .with_caller(Some(caller));
+        value(vars.resolve("caller").unwrap().as_ref())
+    };
+    let reference =
+        |caller, identity| value(to_val(caller_value(Some(caller), Some(identity))).as_ref());
+    let agreeing = identity(serde_json::json!({"organization_ura": "1", "subject_role": "01.015"}));
+    for _ in 0..2 {
+        assert_eq!(through(&ura, &agreeing), reference(&ura, &agreeing));
+        assert_eq!(through(&role, &agreeing), reference(&role, &agreeing));
+    }
+    assert!(
+        agreeing
+            .caller_value
+            .get()
+            .is_some_and(|(id, _)| *id == ura.id())
+    );
+    let conflicting =
+        identity(serde_json::json!({"organization_ura": "1", "subject_organization_id": "2"}));
+    for _ in 0..2 {
+        assert_eq!(through(&ura, &conflicting), reference(&ura, &conflicting));
+    }
+    assert!(
+        conflicting.caller_value.get().is_none(),
+        "a conflict is not kept"
+    );
+    assert_ne!(ura.id(), role.id());
 }
