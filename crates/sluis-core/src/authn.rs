@@ -58,6 +58,11 @@ pub struct Identity {
     /// The policy engine's view of this identity, built on first use and then shared by
     /// every request carrying the same (cached) token.
     pub(crate) cel_value: OnceLock<Box<dyn cel::common::value::Val>>,
+    /// The policy engine's `caller` of this identity for one policy's `caller` block (by
+    /// the block's id), when its identifiers agree: built on first use, then shared by
+    /// every request carrying the same (cached) token that a policy with that block
+    /// judges. Another block's `caller` is built per request.
+    pub(crate) caller_value: OnceLock<(u64, Box<dyn cel::common::value::Val>)>,
     /// How the issuer's aggregated claims are trusted; `None`: the issuer has no
     /// `aggregated_claims` configuration, so none are used.
     pub claim_sources: Option<Arc<aggregated::ClaimSources>>,
@@ -85,6 +90,7 @@ impl Identity {
             token_hash: "00".into(),
             cache_until: i64::MAX,
             cel_value: OnceLock::new(),
+            caller_value: OnceLock::new(),
             claim_sources: None,
             aggregated: OnceLock::new(),
         }

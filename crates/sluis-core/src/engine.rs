@@ -740,15 +740,21 @@ impl Judge<'_> {
             _ => return Ok(policy.evaluate(request, identity, &self.flows.load(), trace)),
         };
         // The caller's own bearer token, for userinfo; a DPoP-bound one cannot be used
-        // without a proof Sluis cannot make.
-        let token = match presented_token(request) {
-            Ok((Scheme::Bearer, token)) if identity.is_some() => Some(Arc::from(token)),
-            _ => None,
+        // without a proof Sluis cannot make. Copied only where a userinfo source is
+        // declared: nothing else reads it.
+        let (token, sub) = if sources.asks_with_the_callers_token() {
+            let token = match presented_token(request) {
+                Ok((Scheme::Bearer, token)) if identity.is_some() => Some(Arc::from(token)),
+                _ => None,
+            };
+            (token, identity.and_then(|i| i.sub.clone()))
+        } else {
+            (None, None)
         };
         let lookups = Arc::new(Lookups::new(
             sources.clone(),
             token,
-            identity.and_then(|i| i.sub.clone()),
+            sub,
             self.fixtures.clone(),
         ));
         // An `Arc`, not a guard: it is held across the fetches.

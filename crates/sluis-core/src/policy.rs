@@ -2146,15 +2146,16 @@ impl Policy {
         trace: Option<&mut Trace>,
     ) -> Result<Arc<crate::fhir::ParsedRequest>, Box<Decision>> {
         let parsed = crate::fhir::parse(request, &fhir.base_path, fhir.version, &fhir.limits);
+        // `Ok(Some(name))`: listed in the statement `name` (written out only for a trace).
         let checked = match &parsed {
             Ok(parsed) => match &fhir.capabilities {
                 Some(caps) => caps
                     .check(parsed, fhir.allow_iterate)
-                    .map(|()| format!("; listed in the CapabilityStatement `{}`", caps.name))
+                    .map(|()| Some(&caps.name))
                     .map_err(|u| u.to_string()),
-                None => Ok(String::new()),
+                None => Ok(None),
             },
-            Err(_) => Ok(String::new()),
+            Err(_) => Ok(None),
         };
         if let Some(trace) = trace {
             trace.fhir = Some(match (&parsed, &checked) {
@@ -2168,7 +2169,8 @@ impl Policy {
                         .map(|t| format!(" on `{t}`"))
                         .unwrap_or_default(),
                     match checked {
-                        Ok(listed) => listed.clone(),
+                        Ok(Some(name)) => format!("; listed in the CapabilityStatement `{name}`"),
+                        Ok(None) => String::new(),
                         Err(reason) => format!("; {reason}"),
                     }
                 ),

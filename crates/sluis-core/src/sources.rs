@@ -40,9 +40,10 @@ use crate::metrics::Metrics;
 pub use kinds::{MITZ_KEYS, Query};
 pub use lookups::{
     CacheState, Fixture, FixtureAnswer, LookupTrace, Lookups, Pending, Scope, call_current,
+    call_current_fields,
 };
 use settings::{LookupLimits, SourceConfig, SourceSettings};
-pub use shared::SharedAnswer;
+pub use shared::{SharedAnswer, SharedMap};
 
 /// A look-up's cache key: a keyed hash of the source and its canonical arguments.
 pub type Key = [u8; 32];
@@ -133,7 +134,8 @@ pub struct Answer {
     /// The answer in the interpreter's own form, converted once when it arrives: every
     /// rule that reads it gets a [`SharedAnswer`] handle on this one copy. (A `cel::Value`
     /// handed back from a function is converted, deeply, on every call: that conversion
-    /// was a third of what a cached look-up cost.)
+    /// was a third of what a cached look-up cost.) Objects in lists are shared
+    /// ([`SharedMap`]): a comprehension binds each item it visits by a reference count.
     evaluable: Box<dyn Val>,
     /// Not found / empty / refused: cached for `negative_ttl`.
     pub negative: bool,
@@ -145,7 +147,7 @@ impl Answer {
     /// An answer of `value`, converted for the interpreter and rendered for explain.
     pub fn new(value: Value, negative: bool) -> Result<Answer, LookupFailure> {
         let shown = shown(&value);
-        let evaluable = Box::<dyn Val>::try_from(value)
+        let evaluable = shared::evaluable(value)
             .map_err(|_| LookupFailure::Invalid("a value CEL cannot hold"))?;
         Ok(Answer {
             evaluable,
@@ -235,6 +237,14 @@ impl SourceSet {
             },
             kept,
         ))
+    }
+
+    /// Whether a source answers for the caller's own token (userinfo): only then does a
+    /// decision's [`Lookups`] need the token and its `sub`.
+    pub fn asks_with_the_callers_token(&self) -> bool {
+        self.sources
+            .iter()
+            .any(|s| matches!(s.kind, kinds::Kind::Userinfo { .. }))
     }
 
     /// The declared names.
@@ -780,20 +790,9 @@ fn write_value(value: &dyn Val, out: &mut Vec<u8>) -> Result<(), String> {
                 let CelMapKey::String(key) = key else {
                     return Err("map keys must be strings".into());
                 };
-                entries.push((key.inner(), value));
+                entries.push((key.inner(), value.as_ref()));
             }
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (key, value)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                json(out, key)?;
-                out.push(b':');
-                write_value(value.as_ref(), out)?;
-            }
-            out.push(b'}');
-            Ok(())
+            write_object(&mut entries, out)
         }
         _ => {
             if let Some(b) = value.downcast_ref::<CelBool>() {
@@ -820,6 +819,36 @@ fn write_value(value: &dyn Val, out: &mut Vec<u8>) -> Result<(), String> {
             }
         }
     }
+}
+
+/// An object of `entries` (their keys distinct), its members in key order.
+fn write_object(entries: &mut [(&str, &dyn Val)], out: &mut Vec<u8>) -> Result<(), String> {
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (key, value)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json(out, key)?;
+        out.push(b':');
+        write_value(*value, out)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// The canonical bytes of a map of `fields` (their names distinct), bounded in size: what
+/// [`write_canonical`] writes of a map holding them, without building the map (a rule's
+/// map literal of arguments, `sources.mitz({'bsn': ..., ...})`).
+pub fn write_canonical_fields(
+    fields: &mut [(&str, &dyn Val)],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    write_object(fields, out)?;
+    if out.len() > MAX_ARGUMENT_BYTES {
+        return Err(format!("arguments larger than {MAX_ARGUMENT_BYTES} bytes"));
+    }
+    Ok(())
 }
 
 fn json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), String> {

@@ -479,6 +479,7 @@ impl Issuer {
             claims,
             token_hash,
             cel_value: OnceLock::new(),
+            caller_value: OnceLock::new(),
             claim_sources: self.claim_sources.clone(),
             aggregated: OnceLock::new(),
         })

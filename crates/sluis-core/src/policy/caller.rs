@@ -35,7 +35,14 @@ use crate::authn::Identity;
 #[derive(Debug, Default)]
 pub struct Caller {
     identifiers: Vec<Identifier>,
+    /// Which block this is, for an identity's cache of its `caller` value: unique to each
+    /// block compiled in this process (0, the default, is the empty block's, whose value
+    /// is the same whatever the policy).
+    id: u64,
 }
+
+/// The next [`Caller::id`].
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 #[derive(Debug)]
 struct Identifier {
@@ -98,6 +105,11 @@ pub enum Found {
 }
 
 impl Caller {
+    /// Which block this is (see the field).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Checks a policy's `caller` block; each problem is one message.
     pub fn compile(spec: BTreeMap<String, CallerIdentifierSpec>) -> Result<Caller, Vec<String>> {
         let mut problems = Vec::new();
@@ -141,7 +153,11 @@ impl Caller {
             });
         }
         if problems.is_empty() {
-            Ok(Caller { identifiers })
+            let id = match identifiers.is_empty() {
+                true => 0,
+                false => NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            };
+            Ok(Caller { identifiers, id })
         } else {
             Err(problems)
         }
@@ -194,7 +210,8 @@ impl Caller {
 
 impl Identifier {
     fn resolve(&self, identity: &Identity) -> Found {
-        let mut seen: Vec<(String, String)> = Vec::new();
+        // The sources' labels are written only for a conflict (a `format!` each).
+        let mut seen: Vec<(&Source, String)> = Vec::new();
         for source in &self.sources {
             let value = match source {
                 Source::ClientId => identity.client_id.as_deref().and_then(|v| self.marked(v)),
@@ -211,21 +228,29 @@ impl Identifier {
                 Source::Claim(name) => identity.claims.get(name).and_then(|v| self.claimed(v)),
             };
             if let Some(value) = value {
-                seen.push((source.label(), value));
+                seen.push((source, value));
             }
         }
-        match seen.first() {
-            None => Found::Nothing,
-            Some((_, first)) if seen.iter().all(|(_, v)| v == first) => Found::Value(first.clone()),
-            Some(_) => {
-                tracing::warn!(
-                    identifier = %self.name,
-                    sources = %seen.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join(", "),
-                    "the token's sources of a caller identifier disagree: it is left unset, rules reading it fail closed"
-                );
-                Found::Conflict(seen)
-            }
+        if seen
+            .iter()
+            .skip(1)
+            .all(|(_, v)| Some(v) == seen.first().map(|(_, f)| f))
+        {
+            return match seen.into_iter().next() {
+                None => Found::Nothing,
+                Some((_, first)) => Found::Value(first),
+            };
         }
+        let seen: Vec<(String, String)> = seen
+            .into_iter()
+            .map(|(source, value)| (source.label(), value))
+            .collect();
+        tracing::warn!(
+            identifier = %self.name,
+            sources = %seen.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join(", "),
+            "the token's sources of a caller identifier disagree: it is left unset, rules reading it fail closed"
+        );
+        Found::Conflict(seen)
     }
 
     /// An identifier written with its prefix (`uzovi:5000`): the rest, when there is one.

@@ -583,6 +583,12 @@ pub struct SourceCall {
 /// The function `sources.NAME(arg)` calls are rewritten to: `@source('NAME', arg)`.
 const SOURCE: &str = "@source";
 
+/// The function `sources.NAME({'k': v, ...})` calls with a map literal of distinct
+/// literal names are rewritten to: `@source_fields('NAME', 'k', v, ...)`. The look-up only
+/// writes the map's canonical bytes; building it (a table, every name hashed) on every
+/// evaluation cost more than writing them.
+const SOURCE_FIELDS: &str = "@source_fields";
+
 /// The variable `request.fhir` is rewritten to: the parsed FHIR request is not part of
 /// the `request` map (which is built per field read), but a value of its own, built
 /// lazily ([`fhir_val`]).
@@ -708,6 +714,36 @@ impl Names {
         segments.reverse();
         Some(segments.join("."))
     }
+}
+
+/// The names and values of a call's one argument, when it is a map literal of distinct
+/// literal string names and no optional entries (`{'bsn': x, 'role': y}`): `'bsn', x,
+/// 'role', y`, in the order written, so they are evaluated (and fail) in the order the
+/// map's entries would be.
+fn literal_fields(args: &[IdedExpr]) -> Option<Vec<IdedExpr>> {
+    let [arg] = args else {
+        return None;
+    };
+    let Node::Map(map) = &arg.expr else {
+        return None;
+    };
+    let mut names: Vec<&str> = Vec::with_capacity(map.entries.len());
+    let mut fields = Vec::with_capacity(2 * map.entries.len());
+    for entry in &map.entries {
+        let cel::common::ast::EntryExpr::MapEntry(entry) = &entry.expr else {
+            return None;
+        };
+        let Node::Literal(LiteralValue::String(name)) = &entry.key.expr else {
+            return None;
+        };
+        if entry.optional || names.contains(&&**name) {
+            return None;
+        }
+        names.push(&**name);
+        fields.push(entry.key.clone());
+        fields.push(entry.value.clone());
+    }
+    Some(fields)
 }
 
 impl Check {
@@ -943,8 +979,13 @@ impl Check {
                 }),
             });
         }
-        call.args.insert(0, name);
         call.target = None;
+        if let Some(fields) = literal_fields(&call.args) {
+            call.args = std::iter::once(name).chain(fields).collect();
+            call.func_name = SOURCE_FIELDS.to_owned();
+            return;
+        }
+        call.args.insert(0, name);
         call.func_name = SOURCE.to_owned();
     }
 
@@ -1153,6 +1194,8 @@ fn root_context() -> Context<'static, 'static> {
     let _ = context.add_function("smartPermits", smart_permits);
     let source: RawFunction = Box::new(source_call);
     let _ = context.add_function(SOURCE, source);
+    let source_fields: RawFunction = Box::new(source_fields_call);
+    let _ = context.add_function(SOURCE_FIELDS, source_fields);
     let param: RawFunction = Box::new(fhir_val::param);
     let _ = context.add_function("param", param);
     let _ = context.add_function("values", |ftx: &FunctionContext| fhir_val::values(ftx));
@@ -1222,6 +1265,29 @@ fn source_call<'c, 'cl>(
         ));
     };
     crate::sources::call_current(name.inner(), arg.as_ref())
+        .map(CowVal::owned)
+        .map_err(|e| ExecutionError::function_error("sources", e))
+}
+
+/// `@source_fields('NAME', 'k', v, ...)`: `@source('NAME', {'k': v, ...})` without
+/// building the map.
+fn source_fields_call<'c, 'cl>(
+    ftx: &mut FunctionContext<'c, 'cl>,
+) -> Result<CowVal<'c, 'cl>, ExecutionError> {
+    use cel::common::types::CelString;
+    let invalid =
+        || ExecutionError::function_error("sources", "call a source as `sources.NAME(...)`");
+    let (name, rest) = ftx.args.split_first().ok_or_else(invalid)?;
+    let name = name.downcast_ref::<CelString>().ok_or_else(invalid)?;
+    let mut fields = Vec::with_capacity(rest.len() / 2);
+    for pair in rest.chunks(2) {
+        let [field, value] = pair else {
+            return Err(invalid());
+        };
+        let field = field.downcast_ref::<CelString>().ok_or_else(invalid)?;
+        fields.push((field.inner(), value.as_ref()));
+    }
+    crate::sources::call_current_fields(name.inner(), &mut fields)
         .map(CowVal::owned)
         .map_err(|e| ExecutionError::function_error("sources", e))
 }
@@ -1372,7 +1438,7 @@ pub struct Vars<'a> {
     certificate_header: Option<&'a crate::authn::settings::CertificateHeader>,
     fields: RequestFields,
     identity: Option<&'a Identity>,
-    request_value: OnceLock<Box<dyn Val>>,
+    request_value: OnceLock<Box<dyn Val + 'a>>,
     source_value: OnceLock<Box<dyn Val>>,
     now_value: OnceLock<Box<dyn Val>>,
     flows: Option<FlowSource<'a>>,
@@ -1537,6 +1603,33 @@ impl Vars<'_> {
     }
 }
 
+impl Vars<'_> {
+    /// `caller`: the identity's value for this policy's `caller` block where the identity
+    /// holds it, else built for this request. The first block asked about an identity is
+    /// kept with it, unless its identifiers conflict (so a conflict is still resolved, and
+    /// logged, on every request, as before).
+    fn caller(&self) -> &dyn Val {
+        let (Some(caller), Some(identity)) = (self.caller, self.identity) else {
+            return &**self
+                .caller_value
+                .get_or_init(|| caller_val(self.caller, self.identity).0);
+        };
+        if identity.caller_value.get().is_none() {
+            let (value, conflict) = caller_val(Some(caller), Some(identity));
+            if conflict {
+                return &**self.caller_value.get_or_init(|| value);
+            }
+            let _ = identity.caller_value.set((caller.id(), value));
+        }
+        match identity.caller_value.get() {
+            Some((id, value)) if *id == caller.id() => &**value,
+            _ => &**self
+                .caller_value
+                .get_or_init(|| caller_val(Some(caller), Some(identity)).0),
+        }
+    }
+}
+
 /// A dotted name (`request.context.patient_bsn`) answered whole, as the value its
 /// first segment's resolver lends, selected field by field.
 ///
@@ -1570,7 +1663,7 @@ impl cel::context::VariableResolver for Vars<'_> {
         let value: &dyn Val = match variable {
             "request" => &**self
                 .request_value
-                .get_or_init(|| to_val(request_value(self.request, self.fields))),
+                .get_or_init(|| request_val(self.request, self.fields)),
             "token" => match self.identity {
                 Some(identity) => identity_val(identity),
                 None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
@@ -1611,9 +1704,7 @@ impl cel::context::VariableResolver for Vars<'_> {
                 Some(fhir) => fhir,
                 None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
             },
-            "caller" => &**self
-                .caller_value
-                .get_or_init(|| to_val(caller_value(self.caller, self.identity))),
+            "caller" => self.caller(),
             "data" => match self.data {
                 Some(data) => &*data.0,
                 None => return Some(CowVal::Owned(Box::new(cel::common::types::CelNull))),
@@ -1695,6 +1786,63 @@ fn json(value: &serde_json::Value) -> Value {
     cel::to_value(value).unwrap_or(Value::Null)
 }
 
+/// Members of a map as the interpreter holds them.
+type Members<'a> = std::collections::HashMap<cel::common::types::CelMapKey<'a>, Box<dyn Val + 'a>>;
+
+/// `request`: the `fields` of it a policy reads, built straight as the interpreter's values
+/// with their strings borrowed from the request. (Built as a `cel::Value` and converted,
+/// every map was built twice, each name hashed twice, and every string copied twice.)
+/// [`request_value`] is the same through `cel::Value`, kept as the tests' reference.
+fn request_val<'a>(request: &'a AccessRequest, fields: RequestFields) -> Box<dyn Val + 'a> {
+    use cel::common::types::{CelList, CelMap, CelMapKey, CelString};
+    fn text(s: &str) -> Box<dyn Val + '_> {
+        Box::new(CelString::from(s))
+    }
+    fn strings(map: &std::collections::HashMap<String, String>) -> Box<dyn Val + '_> {
+        Box::new(CelMap::from(
+            map.iter()
+                .map(|(k, v)| (CelMapKey::from(k.as_str()), text(v)))
+                .collect::<Members>(),
+        ))
+    }
+    let mut members = Members::with_capacity(4);
+    let mut add = |name: &'static str, value: &dyn Fn() -> Box<dyn Val + 'a>| {
+        if fields.has(name) {
+            members.insert(CelMapKey::from(name), value());
+        }
+    };
+    add("method", &|| text(&request.method));
+    add("scheme", &|| text(&request.scheme));
+    add("host", &|| text(&request.host));
+    add("path", &|| text(&request.path));
+    add("query_string", &|| text(&request.query));
+    add("protocol", &|| text(&request.protocol));
+    add("body", &|| text(&request.body));
+    add("segments", &|| {
+        Box::new(CelList::from(
+            request
+                .path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(text)
+                .collect::<Vec<_>>(),
+        ))
+    });
+    add("context", &|| strings(&request.context));
+    add("query", &|| {
+        let mut query = Members::new();
+        for (key, value) in request.query_pairs() {
+            query
+                .entry(CelMapKey::from(key))
+                .or_insert_with(|| Box::new(CelString::from(value)));
+        }
+        Box::new(CelMap::from(query))
+    });
+    add("headers", &|| strings(&request.headers));
+    Box::new(CelMap::from(members))
+}
+
+#[cfg(test)]
 fn request_value(request: &AccessRequest, fields: RequestFields) -> Value {
     let mut entries = Vec::with_capacity(4);
     let mut add = |name: &'static str, value: &dyn Fn() -> Value| {
@@ -1861,6 +2009,36 @@ pub fn graphql_value(
 
 /// `caller`: each identifier of the policy's `caller` block, a string or null. A
 /// conflicting identifier is left out, so reading it fails (closed).
+fn caller_val(
+    caller: Option<&super::caller::Caller>,
+    identity: Option<&Identity>,
+) -> (Box<dyn Val>, bool) {
+    use super::caller::Found;
+    use cel::common::types::{CelMap, CelMapKey, CelNull, CelString};
+    let Some(caller) = caller else {
+        return (Box::new(CelMap::from(Members::new())), false);
+    };
+    let mut conflict = false;
+    let members = caller
+        .resolve(identity)
+        .into_iter()
+        .filter_map(|(name, found)| {
+            let value: Box<dyn Val> = match found {
+                Found::Nothing => Box::new(CelNull),
+                Found::Value(value) => Box::new(CelString::from(value)),
+                Found::Conflict(_) => {
+                    conflict = true;
+                    return None;
+                }
+            };
+            Some((CelMapKey::from(name.to_owned()), value))
+        })
+        .collect::<Members>();
+    (Box::new(CelMap::from(members)), conflict)
+}
+
+/// [`caller_val`] through `cel::Value`, the tests' reference.
+#[cfg(test)]
 fn caller_value(caller: Option<&super::caller::Caller>, identity: Option<&Identity>) -> Value {
     use super::caller::Found;
     let Some(caller) = caller else {
@@ -1892,6 +2070,12 @@ impl From<ExecutionError> for ExprError {
         }
     }
 }
+
+#[cfg(test)]
+mod source_tests;
+
+#[cfg(test)]
+mod vars_tests;
 
 #[cfg(test)]
 mod tests {

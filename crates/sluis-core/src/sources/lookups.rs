@@ -8,7 +8,10 @@ use std::time::Instant;
 
 use cel::common::value::Val;
 
-use super::{Answer, Key, LookupFailure, Outcome, Query, SharedAnswer, SourceSet, write_canonical};
+use super::{
+    Answer, Key, LookupFailure, Outcome, Query, SharedAnswer, SourceSet, write_canonical,
+    write_canonical_fields,
+};
 
 /// Where an answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +135,26 @@ impl Lookups {
     /// A call `sources.NAME(arg)` from a rule: the answer if this decision or the cache
     /// has it; else the look-up is noted as wanted and the call fails for now.
     pub fn call(&self, name: &str, arg: &dyn Val) -> Result<SharedAnswer, String> {
+        self.call_with(name, |out| write_canonical(arg, out))
+    }
+
+    /// A call `sources.NAME({...})` whose argument is a map literal, given as its fields
+    /// (their names distinct) instead of a built map: the same look-up as [`Lookups::call`]
+    /// with that map.
+    pub fn call_fields(
+        &self,
+        name: &str,
+        fields: &mut [(&str, &dyn Val)],
+    ) -> Result<SharedAnswer, String> {
+        self.call_with(name, |out| write_canonical_fields(fields, out))
+    }
+
+    /// A call whose canonical arguments `write` writes.
+    fn call_with(
+        &self,
+        name: &str,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
+    ) -> Result<SharedAnswer, String> {
         let Some(index) = self.set.index(name) else {
             return Err(format!(
                 "no source `{name}` is declared (declared: {})",
@@ -143,7 +166,7 @@ impl Lookups {
         };
         let failed = |failure: LookupFailure| format!("source `{name}`: {failure}");
         let mut args = Vec::with_capacity(64);
-        write_canonical(arg, &mut args).map_err(|e| failed(LookupFailure::Arguments(e)))?;
+        write(&mut args).map_err(|e| failed(LookupFailure::Arguments(e)))?;
         let key = if matches!(source.kind, super::kinds::Kind::Userinfo { .. }) {
             // Userinfo answers for the caller's token: the token is the key.
             self.set
@@ -388,11 +411,25 @@ impl Drop for Scope {
 
 /// `sources.NAME(arg)` as a rule calls it.
 pub fn call_current(name: &str, arg: &dyn Val) -> Result<SharedAnswer, String> {
-    let current = CURRENT.with(|c| c.borrow().clone());
-    match current {
-        Some(lookups) => lookups.call(name, arg),
+    with_current(name, |lookups| lookups.call(name, arg))
+}
+
+/// `sources.NAME({...})` with a map literal, as a rule calls it: see [`Lookups::call_fields`].
+pub fn call_current_fields(
+    name: &str,
+    fields: &mut [(&str, &dyn Val)],
+) -> Result<SharedAnswer, String> {
+    with_current(name, |lookups| lookups.call_fields(name, fields))
+}
+
+fn with_current(
+    name: &str,
+    call: impl FnOnce(&Lookups) -> Result<SharedAnswer, String>,
+) -> Result<SharedAnswer, String> {
+    CURRENT.with(|c| match &*c.borrow() {
+        Some(lookups) => call(lookups),
         None => Err(format!(
             "source `{name}`: no information sources are configured here"
         )),
-    }
+    })
 }

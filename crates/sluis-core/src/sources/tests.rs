@@ -89,6 +89,36 @@ proptest! {
 }
 
 proptest! {
+    /// A map literal's fields written without building the map: the bytes (or the
+    /// refusal) of the map built.
+    #[test]
+    fn fields_are_written_as_their_map(
+        fields in proptest::collection::hash_map("[a-z\"é]{0,6}", cel_value(), 0..6),
+    ) {
+        let map = Value::Map(Map {
+            map: Arc::new(
+                fields
+                    .iter()
+                    .map(|(k, v)| (CelKey::String(Arc::new(k.clone())), v.clone()))
+                    .collect(),
+            ),
+        });
+        let map = Box::<dyn Val>::try_from(map).unwrap();
+        let mut expected = Vec::new();
+        let expected = write_canonical(map.as_ref(), &mut expected).map(|()| expected);
+        let values: Vec<(String, Box<dyn Val>)> = fields
+            .into_iter()
+            .map(|(k, v)| (k, Box::<dyn Val>::try_from(v).unwrap()))
+            .collect();
+        let mut pairs: Vec<(&str, &dyn Val)> =
+            values.iter().map(|(k, v)| (k.as_str(), v.as_ref())).collect();
+        let mut written = Vec::new();
+        let written = write_canonical_fields(&mut pairs, &mut written).map(|()| written);
+        prop_assert_eq!(expected, written);
+    }
+}
+
+proptest! {
     /// Equal maps, in whatever order their entries were written, have one key; maps
     /// that differ have different keys; and the key never holds an argument in clear.
     #[test]
@@ -174,7 +204,8 @@ fn every_failure_kind_is_listed() {
 
 /// A rule reading a shared answer sees what it would see reading the answer itself:
 /// fields, indexing, comprehensions, `in`, `size`, `has`, equality both ways,
-/// the answer put in a list or a map, and passed to a function as a whole.
+/// the answer put in a list or a map, and passed to a function as a whole; the same
+/// value, or the same error.
 #[test]
 fn a_shared_answer_reads_as_the_answer_itself() {
     let json = serde_json::json!({
@@ -189,8 +220,6 @@ fn a_shared_answer_reads_as_the_answer_itself() {
         ],
         "nothing": null
     });
-    let value = kinds::to_cel(&json).unwrap();
-    let shared = SharedAnswer(Arc::new(Answer::new(value.clone(), false).unwrap()));
     let expressions = [
         "$A.active",
         "$A.id + '/x'",
@@ -219,7 +248,34 @@ fn a_shared_answer_reads_as_the_answer_itself() {
         "$A.missing",
         "$A.id.missing",
         "$A[1]",
+        // An object of a list: owned after `[0]` or `filter`, shared in the answer.
+        "$A.identifier[0].value",
+        "$A.identifier[0]['value']",
+        "$A.identifier[0].missing",
+        "$A.identifier[0][1]",
+        "$A.identifier[0][1.5]",
+        "$A.identifier[0][[1]]",
+        "$A.identifier.filter(i, true)[1].system",
+        "$A.identifier.filter(i, true)[0][true]",
+        "has($A.identifier[0].value)",
+        "has($A.identifier[0].missing)",
+        "$A.identifier[0] == {'system': 'http://fhir.nl/fhir/NamingSystem/bsn', 'value': '900186021'}",
+        "{'value': 'x', 'system': 'urn:other'} in $A.identifier",
+        "$A.identifier.map(i, i)[1] == $S.identifier[1]",
+        "type($A.identifier[0]) == map && size($A.identifier[0]) == 2",
+        "$A.identifier[0].exists(k, k == 'value') && $A.identifier[0].all(k, k != '')",
+        "$A.identifier + [1]",
+        "[$A.identifier[0]][0].system",
+        "$A.identifier[0] + $A.identifier[1]",
     ];
+    for expression in expressions {
+        same_through_a_shared_answer(&json, expression).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// `expression` (`$A`, `$S` standing for the answer) on `json` as the interpreter's own
+/// value, and on a [`SharedAnswer`] of it, held in a variable and returned by a function.
+fn same_through_a_shared_answer(json: &serde_json::Value, expression: &str) -> Result<(), String> {
     type Raw = Box<
         dyn for<'c, 'cl> Fn(
                 &mut cel::FunctionContext<'c, 'cl>,
@@ -227,36 +283,91 @@ fn a_shared_answer_reads_as_the_answer_itself() {
             + Send
             + Sync,
     >;
-    for expression in expressions {
-        let plain_text = expression.replace("$A", "a").replace("$S", "same");
-        let mut plain = cel::Context::default();
-        plain.add_variable_as_val("a", Box::<dyn Val>::try_from(value.clone()).unwrap());
-        plain.add_variable_as_val("same", Box::<dyn Val>::try_from(value.clone()).unwrap());
-        let expected = cel::Program::compile(&plain_text).unwrap().execute(&plain);
-        // Held in a variable (borrowed by the interpreter).
-        let mut through = cel::Context::default();
-        through.add_variable_as_val("a", Box::new(shared.clone()));
-        through.add_variable_as_val("same", Box::new(shared.clone()));
-        let held = cel::Program::compile(&plain_text)
-            .unwrap()
-            .execute(&through);
-        // Returned by a function, as `sources.NAME(...)` returns it (owned).
-        let mut returned = cel::Context::default();
-        let answer = shared.clone();
-        let call: Raw = Box::new(move |_| Ok(CowVal::owned(answer.clone())));
-        let _ = returned.add_function("answer", call);
-        let call_text = expression
-            .replace("$A", "answer()")
-            .replace("$S", "answer()");
-        let called = cel::Program::compile(&call_text)
-            .unwrap()
-            .execute(&returned);
-        for got in [held, called] {
-            match (&expected, &got) {
-                (Ok(expected), Ok(got)) => assert_eq!(expected, got, "{expression}"),
-                (Err(_), Err(_)) => {}
-                _ => panic!("{expression}: {expected:?} against {got:?}"),
-            }
+    let value = kinds::to_cel(json).unwrap();
+    let shared = SharedAnswer(Arc::new(Answer::new(value.clone(), false).unwrap()));
+    let plain_text = expression.replace("$A", "a").replace("$S", "same");
+    let mut plain = cel::Context::default();
+    plain.add_variable_as_val("a", Box::<dyn Val>::try_from(value.clone()).unwrap());
+    plain.add_variable_as_val("same", Box::<dyn Val>::try_from(value.clone()).unwrap());
+    let expected = cel::Program::compile(&plain_text).unwrap().execute(&plain);
+    // Held in a variable (borrowed by the interpreter).
+    let mut through = cel::Context::default();
+    through.add_variable_as_val("a", Box::new(shared.clone()));
+    through.add_variable_as_val("same", Box::new(shared.clone()));
+    let held = cel::Program::compile(&plain_text)
+        .unwrap()
+        .execute(&through);
+    // Returned by a function, as `sources.NAME(...)` returns it (owned).
+    let mut returned = cel::Context::default();
+    let answer = shared.clone();
+    let call: Raw = Box::new(move |_| Ok(CowVal::owned(answer.clone())));
+    let _ = returned.add_function("answer", call);
+    let call_text = expression
+        .replace("$A", "answer()")
+        .replace("$S", "answer()");
+    let called = cel::Program::compile(&call_text)
+        .unwrap()
+        .execute(&returned);
+    for (how, got) in [("held", held), ("returned", called)] {
+        if got != expected {
+            return Err(format!(
+                "{expression} ({how}): {expected:?} against {got:?}"
+            ));
         }
+    }
+    Ok(())
+}
+
+fn any_json() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        (-3i64..3).prop_map(serde_json::Value::from),
+        prop::sample::select(vec!["a", "b", "x", ""]).prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+            prop::collection::btree_map(
+                prop::sample::select(vec!["a", "b", "x"]).prop_map(str::to_owned),
+                inner,
+                0..4
+            )
+            .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    /// Any answer, read by selections, indexing and comprehensions over its lists of
+    /// objects: the same value or the same error through the shared answer. (Lists only
+    /// are iterated: a map's keys come in the order of its table, which two copies of
+    /// one map need not share, shared or not.)
+    #[test]
+    fn any_shared_answer_reads_as_the_answer_itself(
+        a in prop::collection::vec(any_json(), 0..4),
+        b in prop::collection::vec(any_json(), 0..4),
+        expression in prop::sample::select(vec![
+            "$A.x.filter(i, true)[0].a",
+            "$A.x.filter(i, has(i.a))[0]['b']",
+            "$A.x.map(i, i)[0][0]",
+            "$A.x.exists(i, i.a == 'a')",
+            "$A.x.all(i, 'a' in i)",
+            "$A.x[0].a.b",
+            "$A.x[1].x[0].a",
+            "$A.a.filter(i, i.b == null).map(i, i.x)",
+            "$A.x.filter(i, type(i) == map).size()",
+            "$A.x == $S.x",
+            "$A.x[0] == $S.a",
+            "$A.x.filter(i, i == i)",
+            "$A.x[0].exists(k, k == 'a')",
+            "has($A.x[0].b)",
+            "$A.x + $S.a",
+            "$A.b in $A.x",
+            "$A.x.exists(i, i == $S.b)",
+        ]),
+    ) {
+        let json = serde_json::json!({"x": a, "a": b, "b": {"a": "x"}});
+        prop_assert_eq!(same_through_a_shared_answer(&json, expression), Ok(()));
     }
 }

@@ -18,13 +18,12 @@ use cel::common::ast::Expr as Node;
 use cel::common::types::{
     CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
 };
+use cel::common::value::Val;
 // The module, not its traits: `Indexer::get` in scope would hide `HashMap::get`.
 use cel::common::traits;
-use cel::common::types::Type;
-use cel::common::value::{Builtin, BuiltinRef, Val};
-use std::sync::Arc;
 
 use crate::json::reader::{Reader, Scalar};
+use crate::sources::SharedMap;
 
 /// Which members of `entry` the rules read: the whole entry, or some of its members,
 /// each whole (`None`) or only some of its own members (`entry.resource.meta`).
@@ -354,85 +353,6 @@ fn build<'a>(
         }
     }
     Ok(Some(Box::new(CelMap::from(map))))
-}
-
-/// An object in a list, built once and shared by its copies: a comprehension over the list
-/// (`identifier.exists(i, ...)`) binds a copy of each item it visits, and copying a
-/// `CelMap` makes a new table and boxes each value again. It is the map in every other way:
-/// it answers to `downcast_ref::<CelMap>()`, equals what the map equals, and so on.
-#[derive(Debug, Clone)]
-struct SharedMap<'a>(Arc<CelMap<'a>>);
-
-impl<'a> SharedMap<'a> {
-    /// `value` shared, if it is a map (what [`build`] makes of an object).
-    fn of(value: Box<dyn Val + 'a>) -> Box<dyn Val + 'a> {
-        match value.downcast_ref::<CelMap>() {
-            // Moved out without a copy: an object was just built into this box.
-            Some(_) => match value.into_builtin() {
-                Some(Builtin::Map(map)) => Box::new(SharedMap(Arc::new(map))),
-                Some(_) | None => Box::new(CelNull),
-            },
-            None => value,
-        }
-    }
-}
-
-impl<'a> Val for SharedMap<'a> {
-    fn get_type(&self) -> &Type {
-        self.0.get_type()
-    }
-    fn cel_type() -> &'static Type {
-        <CelMap as Val>::cel_type()
-    }
-    fn as_container(&self) -> Option<&dyn traits::Container> {
-        self.0.as_container()
-    }
-    fn as_indexer<'b, 'w>(&'b self) -> Option<&'b (dyn traits::Indexer + 'w)>
-    where
-        Self: 'w,
-    {
-        self.0.as_indexer()
-    }
-    fn into_indexer<'w>(self: Box<Self>) -> Option<Box<dyn traits::Indexer + 'w>>
-    where
-        Self: 'w,
-    {
-        self.0.clone_as_boxed().into_indexer()
-    }
-    fn as_iterable<'b, 'w>(&'b self) -> Option<&'b (dyn traits::Iterable + 'w)>
-    where
-        Self: 'w,
-    {
-        self.0.as_iterable()
-    }
-    fn as_sizer(&self) -> Option<&dyn traits::Sizer> {
-        self.0.as_sizer()
-    }
-    fn as_zeroer(&self) -> Option<&dyn traits::Zeroer> {
-        self.0.as_zeroer()
-    }
-    fn equals(&self, other: &dyn Val) -> bool {
-        self.0.equals(other)
-    }
-    fn clone_as_boxed<'w>(&self) -> Box<dyn Val + 'w>
-    where
-        Self: 'w,
-    {
-        Box::new(self.clone())
-    }
-    fn as_builtin<'b, 'w>(&'b self) -> BuiltinRef<'b, 'w>
-    where
-        Self: 'w,
-    {
-        BuiltinRef::Map(&self.0)
-    }
-    fn into_builtin<'w>(self: Box<Self>) -> Option<Builtin<'w>>
-    where
-        Self: 'w,
-    {
-        let map = Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone());
-        Some(Builtin::Map(map))
-    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@ use std::sync::Arc;
 
 use cel::Value;
 use cel::common::ast::{CallExpr, ComprehensionExpr, Expr as Node, LiteralValue, operators};
-use cel::common::types::CelList;
+use cel::common::types::{CelList, CelNull, CelString};
+use cel::common::value::CowVal;
 use cel::context::VariableResolver;
 
 #[cfg(test)]
@@ -54,6 +55,24 @@ pub(super) enum Fast {
     },
     /// `!x` of any of the above that gives a bool.
     Not(Box<Fast>),
+    /// `request.fhir.type == 'Patient'`, `request.fhir.patient.id == null` (`text` is
+    /// `None`), or `!=` (not `equal`): a member, or a member's member, of the request read
+    /// as FHIR compared with a string or null. Read from the decision's `request.fhir`
+    /// (built once per decision); anything but a string or null there, or no
+    /// `request.fhir`, leaves the expression to the interpreter.
+    FhirEquals {
+        path: Vec<String>,
+        text: Option<String>,
+        equal: bool,
+    },
+    /// `'key' in request.context`.
+    InContext(String),
+    /// `a && b` with `a` of a shape above: false where `a` is false (CEL's `&&` is false
+    /// with a false operand, whatever the other is, and does not evaluate it); anything
+    /// else leaves the whole expression to the interpreter. The use-case policies open
+    /// most rules with such a test (`request.fhir.type == 'Coverage' && ...`), and most
+    /// rules do not apply to a given request.
+    AndFirst(Box<Fast>),
 }
 
 impl Fast {
@@ -92,6 +111,38 @@ impl Fast {
             ("!_", [operand]) => {
                 let inner = Fast::of(&operand.expr)?;
                 (!matches!(inner, Fast::Field(_))).then(|| Fast::Not(Box::new(inner)))
+            }
+            (operators::LOGICAL_AND, [left, _]) => {
+                let first = Fast::of(&left.expr)?;
+                (!matches!(first, Fast::Field(_))).then(|| Fast::AndFirst(Box::new(first)))
+            }
+            (operators::IN, [key, container]) => {
+                let key = string(&key.expr)?;
+                let Node::Select(select) = &container.expr else {
+                    return None;
+                };
+                let request = matches!(&select.operand.expr, Node::Ident(r) if r == "request");
+                (request && !select.test && select.field == "context")
+                    .then(|| Fast::InContext(key.to_owned()))
+            }
+            (op @ ("_==_" | "_!=_"), [left, right])
+                if fhir_path(&left.expr).is_some() || fhir_path(&right.expr).is_some() =>
+            {
+                let (path, literal) = match (fhir_path(&left.expr), fhir_path(&right.expr)) {
+                    (Some(path), None) => (path, &right.expr),
+                    (None, Some(path)) => (path, &left.expr),
+                    _ => return None,
+                };
+                let text = match literal {
+                    Node::Literal(LiteralValue::String(text)) => Some(text.inner().to_owned()),
+                    Node::Literal(LiteralValue::Null) => None,
+                    _ => return None,
+                };
+                Some(Fast::FhirEquals {
+                    path,
+                    text,
+                    equal: op == "_==_",
+                })
             }
             (op @ ("_==_" | "_!=_" | "_>_"), [left, right]) => {
                 if let (Some(variable), Some(0)) = (list_size(&left.expr), int(&right.expr)) {
@@ -170,6 +221,31 @@ impl Fast {
                 Ok(_) => return None,
                 Err(e) => Err(e),
             },
+            Fast::FhirEquals { path, text, equal } => {
+                let (first, rest) = path.split_first()?;
+                let mut value = vars.fhir.as_ref()?.field(first)?;
+                for step in rest {
+                    let key = CelString::from(step.as_str());
+                    match value.as_indexer()?.get(&key).ok()? {
+                        CowVal::Borrowed(member) => value = member,
+                        CowVal::Owned(_) => return None,
+                    }
+                }
+                // CEL's `==` of a string and null is false, of two nulls true.
+                let read = if let Some(read) = value.downcast_ref::<CelString>() {
+                    Some(read.inner())
+                } else if value.downcast_ref::<CelNull>().is_some() {
+                    None
+                } else {
+                    return None;
+                };
+                Ok(Value::Bool((read == text.as_deref()) == *equal))
+            }
+            Fast::InContext(key) => Ok(Value::Bool(vars.request.context.contains_key(key))),
+            Fast::AndFirst(first) => match first.eval(vars)? {
+                Ok(Value::Bool(false)) => Ok(Value::Bool(false)),
+                _ => return None,
+            },
         })
     }
 }
@@ -245,6 +321,25 @@ impl<'e> Quantifier<'e> {
             all,
             cond: &cond.expr,
         })
+    }
+}
+
+/// `request.fhir.a` or `request.fhir.a.b` (as the load rewrote it: `@fhir.a`): `[a, b]`.
+fn fhir_path(node: &Node) -> Option<Vec<String>> {
+    let mut path = Vec::new();
+    let mut node = node;
+    loop {
+        match node {
+            Node::Select(select) if !select.test => {
+                path.push(select.field.clone());
+                node = &select.operand.expr;
+            }
+            Node::Ident(root) if root == super::FHIR && (1..=2).contains(&path.len()) => {
+                path.reverse();
+                return Some(path);
+            }
+            _ => return None,
+        }
     }
 }
 

@@ -157,18 +157,54 @@ impl FhirVal {
             .iter()
             .zip(self.params.iter())
             .find(|(param, _)| param.raw == name)?;
-        Some(&**slot.get_or_init(|| to_val(groups(&param.values))))
+        Some(&**slot.get_or_init(|| groups_val(&param.values)))
     }
 
     /// The field `name`, built on its first read.
-    fn field(&self, name: &str) -> Option<&(dyn Val + 'static)> {
+    pub(super) fn field(&self, name: &str) -> Option<&(dyn Val + 'static)> {
         let (_, slot) = FIELDS
             .iter()
             .zip(self.fields.iter())
             .find(|(field, _)| **field == name)?;
-        Some(&**slot.get_or_init(|| to_val(self.build(name).unwrap_or(Value::Null))))
+        Some(&**slot.get_or_init(|| self.build_val(name)))
     }
 
+    /// The field `name` as the interpreter holds it. The fields rules read on every
+    /// decision (strings, `patient`, `compartment`) are built straight, not as a
+    /// `cel::Value` converted after (two maps and two copies of each string); the rest
+    /// as [`FhirVal::build`] gives them.
+    fn build_val(&self, name: &str) -> Box<dyn Val> {
+        use cel::common::types::CelNull;
+        let r = &*self.request;
+        let text = |s: &str| -> Box<dyn Val> { Box::new(CelString::from(s.to_owned())) };
+        let opt_text = |s: Option<&str>| s.map_or_else(|| Box::new(CelNull) as Box<dyn Val>, text);
+        match name {
+            "version" => text(r.version.name()),
+            "interaction" => text(r.interaction.code()),
+            "type" => opt_text(r.resource_type.as_deref()),
+            "id" => opt_text(r.id.as_deref()),
+            "version_id" => opt_text(r.version_id.as_deref()),
+            "operation" => opt_text(r.operation.as_deref()),
+            "summary" => opt_text(r.summary.as_deref()),
+            "compartment" => match &r.compartment {
+                Some((kind, id)) => map_val([("type", text(kind)), ("id", text(id))]),
+                None => Box::new(CelNull),
+            },
+            "patient" => {
+                let patient = r.patient();
+                let [id, bsn, problem] = [patient.id, patient.bsn, patient.problem].map(|s| {
+                    s.map_or_else(
+                        || Box::new(CelNull) as Box<dyn Val>,
+                        |s| Box::new(CelString::from(s)),
+                    )
+                });
+                map_val([("id", id), ("bsn", bsn), ("problem", problem)])
+            }
+            _ => to_val(self.build(name).unwrap_or(Value::Null)),
+        }
+    }
+
+    /// The field `name` as a `cel::Value`.
     fn build(&self, name: &str) -> Option<Value> {
         let r = &*self.request;
         Some(match name {
@@ -211,6 +247,35 @@ impl FhirVal {
             _ => return None,
         })
     }
+}
+
+/// A map of `members` built straight as the interpreter's.
+fn map_val<const N: usize>(members: [(&'static str, Box<dyn Val>); N]) -> Box<dyn Val> {
+    use cel::common::types::{CelMap, CelMapKey};
+    Box::new(CelMap::from(
+        members
+            .into_iter()
+            .map(|(name, value)| (CelMapKey::from(name), value))
+            .collect::<std::collections::HashMap<_, _>>(),
+    ))
+}
+
+/// [`groups`] built straight as the interpreter's list of lists.
+fn groups_val(values: &[Vec<String>]) -> Box<dyn Val> {
+    use cel::common::types::CelList;
+    Box::new(CelList::from(
+        values
+            .iter()
+            .map(|group| {
+                Box::new(CelList::from(
+                    group
+                        .iter()
+                        .map(|value| Box::new(CelString::from(value.clone())) as Box<dyn Val>)
+                        .collect::<Vec<_>>(),
+                )) as Box<dyn Val>
+            })
+            .collect::<Vec<_>>(),
+    ))
 }
 
 fn to_val(value: Value) -> Box<dyn Val> {
@@ -324,7 +389,7 @@ pub fn param<'c, 'cl>(
         Some(CowVal::Owned(this)) => {
             let fhir = this.downcast_ref::<FhirVal>().ok_or_else(not_fhir)?;
             Ok(match fhir.request.param(&name) {
-                Some(p) => CowVal::Owned(to_val(groups(&p.values))),
+                Some(p) => CowVal::Owned(groups_val(&p.values)),
                 None => empty(),
             })
         }
@@ -391,4 +456,53 @@ pub fn split_prefix(value: &str) -> (&str, &str) {
         return (prefix, rest);
     }
     ("eq", value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field, and `param(name)` of every parameter, built straight is the value
+    /// [`FhirVal::build`] and [`groups`] give through `cel::Value`, over requests of every
+    /// interaction.
+    #[test]
+    fn fields_built_straight_are_the_values_built_before() {
+        for target in [
+            "/fhir/Patient?_id=p1&_include=Patient:general-practitioner&_summary=true",
+            "/fhir/Patient/p1",
+            "/fhir/Patient/p1/_history/2",
+            "/fhir/Patient/p1/Observation?code=a,b&code=c&_count=3&_sort=-date",
+            "/fhir/Observation/$lastn?patient=Patient/p1&category=a,b&_elements=id",
+            "/fhir/Observation?patient=p1&patient=p2&patient.identifier=x|1",
+            "/fhir/Observation?subject:Patient.identifier=bsn|1&_has:Observation:patient:code=x",
+            "/fhir/Coverage?patient=p1&_revinclude:iterate=a:b",
+            "/fhir/Condition?patient=p1,p2",
+            "/fhir/$everything",
+            "/fhir/Patient/p1/$everything",
+            "/fhir/metadata",
+            "/fhir",
+        ] {
+            let mut request = crate::request::AccessRequest {
+                method: "GET".into(),
+                ..Default::default()
+            };
+            request.set_target(target);
+            let parsed = crate::fhir::parse(
+                &request,
+                "/fhir",
+                crate::fhir::FhirVersion::R4,
+                &crate::fhir::FhirLimits::default(),
+            )
+            .unwrap();
+            let fhir = FhirVal::new(Arc::new(parsed));
+            for name in FIELDS {
+                let built = Value::try_from(fhir.build_val(name).as_ref()).unwrap();
+                assert_eq!(built, fhir.build(name).unwrap(), "{target}: {name}");
+            }
+            for param in &fhir.request.params {
+                let built = Value::try_from(groups_val(&param.values).as_ref()).unwrap();
+                assert_eq!(built, groups(&param.values), "{target}: {}", param.raw);
+            }
+        }
+    }
 }

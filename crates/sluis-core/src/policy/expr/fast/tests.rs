@@ -390,3 +390,179 @@ fn the_generator_makes_fast_shapes() {
     }
     assert!(fast > 300, "only {fast} of 500 are fast shapes");
 }
+
+/// The FHIR and context shapes (`request.fhir.type == 'X'`, `request.fhir.patient.id ==
+/// null`, `'k' in request.context`, and `&&` opened by one of them) against the
+/// interpreter, over FHIR requests of every interaction and contexts with and without the
+/// key: the same value, or the same error (the fast path only ever answers false for an
+/// `&&`, and leaves the rest to the interpreter).
+mod fhir_shapes {
+    use super::*;
+
+    const TARGETS: &[&str] = &[
+        "/fhir/Patient?_id=p1&_include=Patient:general-practitioner",
+        "/fhir/Patient/p1",
+        "/fhir/Patient/p1/_history/2",
+        "/fhir/Patient/p1/Observation?code=a",
+        "/fhir/Observation/$lastn?patient=Patient/p1&category=a,b",
+        "/fhir/Observation?patient=p1&patient=p2",
+        "/fhir/Coverage?patient=p1",
+        "/fhir/$everything",
+        "/fhir/metadata",
+        "/fhir",
+        "/elsewhere",
+    ];
+
+    const CONTEXTS: &[&[(&str, &str)]] = &[&[], &[("patient_bsn", "1")], &[("x", "")]];
+
+    fn operand() -> BoxedStrategy<String> {
+        let field = proptest::sample::select(
+            &[
+                "request.fhir.type",
+                "request.fhir.interaction",
+                "request.fhir.operation",
+                "request.fhir.id",
+                "request.fhir.version_id",
+                "request.fhir.version",
+                "request.fhir.summary",
+                "request.fhir.count",
+                "request.fhir.include",
+                "request.fhir.patient",
+                "request.fhir.patient.id",
+                "request.fhir.patient.bsn",
+                "request.fhir.patient.missing",
+                "request.fhir.compartment.type",
+                "request.fhir.type.x",
+                "request.fhir.missing",
+            ][..],
+        );
+        let value = prop_oneof![
+            proptest::sample::select(
+                &[
+                    "'Patient'",
+                    "'Observation'",
+                    "'search-type'",
+                    "'read'",
+                    "'lastn'",
+                    "'p1'",
+                    "'R4'",
+                    "''",
+                    "null",
+                    "1",
+                    "['a']",
+                ][..]
+            )
+            .prop_map(str::to_owned),
+            text().prop_map(|t| literal(&t)),
+        ];
+        let comparison =
+            (field, value, any::<bool>(), any::<bool>()).prop_map(|(f, v, eq, flip)| {
+                let op = if eq { "==" } else { "!=" };
+                if flip {
+                    format!("{v} {op} {f}")
+                } else {
+                    format!("{f} {op} {v}")
+                }
+            });
+        let context = proptest::sample::select(&["patient_bsn", "x", ""][..])
+            .prop_map(|key| format!("'{key}' in request.context"));
+        prop_oneof![3 => comparison, 1 => context].boxed()
+    }
+
+    /// `a && b && ...`, grouped and negated at random; the rest of a conjunction is
+    /// anything (an error, a look-up the test has no sources for, a non-bool).
+    fn expression() -> BoxedStrategy<String> {
+        let rest = proptest::sample::select(
+            &[
+                "true",
+                "false",
+                "request.fhir.hasOnly(['patient'])",
+                "request.context.missing == 'x'",
+                "sources.nothing({'a': 1}).b",
+                "1",
+                "request.fhir.patient.id.size() > 0",
+            ][..],
+        );
+        let conjunction = (
+            operand(),
+            proptest::collection::vec(prop_oneof![operand(), rest.prop_map(str::to_owned)], 0..3),
+        )
+            .prop_map(|(first, rest)| {
+                std::iter::once(first)
+                    .chain(rest)
+                    .collect::<Vec<_>>()
+                    .join(" && ")
+            });
+        (conjunction, any::<bool>(), any::<bool>(), operand())
+            .prop_map(|(c, not, nest, other)| match (not, nest) {
+                (true, _) => format!("!({c})"),
+                (false, true) => format!("({c}) && {other}"),
+                (false, false) => c,
+            })
+            .boxed()
+    }
+
+    fn run(expr: &Expr, target: &str, context: &[(&str, &str)]) -> Result<cel::Value, String> {
+        let mut request = AccessRequest {
+            method: "GET".into(),
+            ..Default::default()
+        };
+        request.set_target(target);
+        for (key, value) in context {
+            request.context.insert((*key).into(), (*value).into());
+        }
+        let parsed = crate::fhir::parse(
+            &request,
+            "/fhir",
+            crate::fhir::FhirVersion::R4,
+            &crate::fhir::FhirLimits::default(),
+        )
+        .ok()
+        .map(Arc::new);
+        let vars = Vars::new(&request, None, RequestFields::ALL).with_fhir(parsed);
+        expr.eval(&vars)
+    }
+
+    proptest! {
+        #![proptest_config(Runner { cases: 300, failure_persistence: None, ..Runner::default() })]
+        #[test]
+        fn fhir_and_context_shapes_agree_with_the_interpreter(
+            source in expression(),
+            target in proptest::sample::select(TARGETS),
+            context in proptest::sample::select(CONTEXTS),
+        ) {
+            let Ok(direct) = Expr::compile(&source) else {
+                return Ok(());
+            };
+            let mut interpreted = Expr::compile(&source).unwrap();
+            interpreted.fast = None;
+            prop_assert_eq!(
+                run(&direct, target, context),
+                run(&interpreted, target, context),
+                "{}", source
+            );
+        }
+    }
+
+    #[test]
+    fn the_use_case_rules_open_with_fast_shapes() {
+        for source in [
+            "request.fhir.patient.id == null",
+            "'patient_bsn' in request.context && request.context.patient_bsn != ''",
+            "request.fhir.type == 'Patient' && request.fhir.interaction == 'search-type' \
+             && request.fhir.hasOnly(['_id'])",
+            "request.fhir.type == 'Observation' && request.fhir.operation == 'lastn' \
+             && request.fhir.param('code') == [['x']]",
+        ] {
+            let expr = Expr::compile(source).unwrap();
+            assert!(expr.fast.is_some(), "{source}");
+        }
+        // A false first test decides; a true one leaves the rest to the interpreter.
+        let expr = Expr::compile("request.fhir.type == 'Patient' && 1").unwrap();
+        assert_eq!(
+            run(&expr, "/fhir/Coverage?patient=p1", &[]),
+            Ok(cel::Value::Bool(false))
+        );
+        assert!(run(&expr, "/fhir/Patient/p1", &[]).is_err());
+    }
+}
