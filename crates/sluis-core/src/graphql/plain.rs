@@ -206,17 +206,7 @@ impl<'a> Lexer<'a> {
                 }
                 b'\\' => {
                     value.push_str(self.text.get(run..self.at)?);
-                    value.push(match self.byte(self.at + 1)? {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        _ => return None,
-                    });
+                    value.push(crate::json::reader::short_escape(self.byte(self.at + 1)?)?);
                     self.at += 2;
                     run = self.at;
                 }

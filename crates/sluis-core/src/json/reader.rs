@@ -358,15 +358,10 @@ impl<'a> Reader<'a> {
             return Err(ReadError::Syntax);
         };
         self.pos += 1;
+        if let Some(c) = short_escape(kind) {
+            return Ok(c);
+        }
         Ok(match kind {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
             b'u' => {
                 let first = self.hex4()?;
                 match first {
@@ -555,6 +550,22 @@ fn plain_integer(text: &str) -> Option<u64> {
         && bytes.iter().all(u8::is_ascii_digit)
         && (bytes.len() == 1 || bytes.first() != Some(&b'0'));
     if plain { text.parse().ok() } else { None }
+}
+
+/// The character a one-letter escape (`\n`, `\"`, ...) stands for, as JSON and GraphQL
+/// strings both write them; `None` for `u` and anything that is not an escape.
+pub(crate) fn short_escape(byte: u8) -> Option<char> {
+    Some(match byte {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
