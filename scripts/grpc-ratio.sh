@@ -22,19 +22,21 @@
 #   BIN_OLD [unset]: a directory holding an earlier `sluis` build, run beside BIN's (its
 #     listeners shifted by 200), so two builds are compared in one sitting;
 #   NOOP_DEFAULT [1]: 0 skips the default tonic no-op;
+#   NOOP_SKIP [1]: 0 skips `noop-skip`, the lean no-op that does not decode the
+#     CheckRequest at all (`--skip-decode`): the floor of the transport itself;
 #   NOOP_TRANSPORT [1]: 0 skips `noop-transport`, the lean no-op with `sluis serve`'s gRPC
 #     listener settings (keep-alives, stream limit, the per-Check timeout): what Sluis's
 #     transport costs apart from deciding;
 #   CHECK [benches/data/check-eoverdracht.bin]; OUT [tmp/grpc-ratio].
 # Also printed per server: minor page faults per Check (kernel time no system call shows).
 # Needs: cargo build --release --bin sluis -p sluis-noop-authz; h2load
-# (scripts/install-load-tools.sh). Uses ports 9190-9192, 9292-9294, 9390-9392.
+# (scripts/install-load-tools.sh). Uses ports 9190-9192, 9292-9295, 9390-9392.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-tmp/grpc-ratio}; mkdir -p "$OUT"
 BIN=${BIN:-target/release}; BIN_OLD=${BIN_OLD:-}
 ROUNDS=${ROUNDS:-5}; N=${N:-100000}; C=${C:-2}; M=${M:-16}
-NOOP_DEFAULT=${NOOP_DEFAULT:-1}; NOOP_TRANSPORT=${NOOP_TRANSPORT:-1}
+NOOP_DEFAULT=${NOOP_DEFAULT:-1}; NOOP_TRANSPORT=${NOOP_TRANSPORT:-1}; NOOP_SKIP=${NOOP_SKIP:-1}
 CHECK=${CHECK:-benches/data/check-eoverdracht.bin}
 source scripts/load-common.sh
 
@@ -69,6 +71,7 @@ start() { # name port command...
 start noop 9292 "$BIN/sluis-noop-authz" 127.0.0.1:9292
 [[ "$NOOP_DEFAULT" == 0 ]] || start noop-default 9293 "$BIN/sluis-noop-default" 127.0.0.1:9293
 [[ "$NOOP_TRANSPORT" == 0 ]] || start noop-transport 9294 "$BIN/sluis-noop-authz" --sluis-transport 127.0.0.1:9294
+[[ "$NOOP_SKIP" == 0 ]] || start noop-skip 9295 "$BIN/sluis-noop-authz" --skip-decode 127.0.0.1:9295
 CONFIG=$(private_example_config "$OUT"); CONFIGS+=("$CONFIG")
 start sluis 9191 "$BIN/sluis" serve --config "$CONFIG"
 echo "flow at sluis: HTTP $(register_load_flow 127.0.0.1:9190)"
