@@ -507,6 +507,10 @@ mod ext_proc_exchange;
 #[path = "../src/doors/envoy/translate.rs"]
 mod envoy_translate;
 
+/// The ext_authz door's reader of a `CheckRequest`'s bytes (the file itself, by path).
+#[path = "../src/doors/envoy/read.rs"]
+mod envoy_read;
+
 /// A header name a gateway accepts from us: a lower-case RFC 9110 token.
 fn valid_header_name(name: &str) -> bool {
     !name.is_empty()
@@ -718,8 +722,10 @@ pub fn ext_proc(data: &[u8]) {
 }
 
 /// `envoy_check`: the input as an encoded `CheckRequest`, through the ext_authz door's
-/// translation (`src/doors/envoy/translate.rs`) and the example engine, and the decision
-/// back. Checked: the request target is split at the first `?`; a deny is a denied
+/// reader (`src/doors/envoy/read.rs`) and translation (`src/doors/envoy/translate.rs`)
+/// and the example engine, and the decision back. Checked: the reader never panics, and
+/// where prost reads the message it reads the same request as prost and `access_request`
+/// together (same fields, same body size); the request target is split at the first `?`; a deny is a denied
 /// `CheckResponse` (never `OK`) with the decision's status, an allow an `OK` one; headers
 /// we set overwrite the client's copy (never appended beside it) and are valid; query
 /// parameters we set are encoded so that each stays one parameter and decodes back; a
@@ -730,9 +736,40 @@ pub fn envoy_check(data: &[u8]) {
     use prost::Message as _;
     use sluis_core::decision::{Allow, Decision, Deny, Outcome};
 
+    let read = envoy_read::read_check(data);
     let Ok(check) = CheckRequest::decode(data) else {
         return;
     };
+    let read = read.expect("prost reads the message, so the door's reader must");
+    assert_eq!(read.body_len, envoy_translate::body_len(&check));
+    {
+        let prost = access_request(check.clone());
+        let (a, b) = (&read.access, &prost);
+        assert_eq!(
+            (
+                &a.method,
+                &a.scheme,
+                &a.host,
+                &a.path,
+                &a.query,
+                &a.protocol,
+                &a.body
+            ),
+            (
+                &b.method,
+                &b.scheme,
+                &b.host,
+                &b.path,
+                &b.query,
+                &b.protocol,
+                &b.body
+            )
+        );
+        assert_eq!(a.headers, b.headers);
+        assert_eq!(a.context, b.context);
+        assert_eq!(a.source.address, b.source.address);
+        assert_eq!(a.source.certificate, b.source.certificate);
+    }
     let state = answering();
     let path = check
         .attributes
@@ -743,7 +780,6 @@ pub fn envoy_check(data: &[u8]) {
         .unwrap_or_default();
     let too_large = envoy_translate::too_large(0);
     assert_eq!(too_large.status.as_ref().map(|s| s.code), Some(7));
-    let _ = envoy_translate::body_len(&check);
     let access = access_request(check);
     assert_eq!(access.door.0, "envoy-grpc");
     let (want_path, want_query) = path.split_once('?').unwrap_or((&path, ""));

@@ -8,7 +8,8 @@
 # tmp/grpc-callgrind/ for `callgrind_annotate --inclusive=yes`.
 # The servers: the lean no-op (`sluis-noop-authz`, with NOOP_ARGS, e.g. `--runtime
 # current`), the default tonic no-op (`sluis-noop-default`; NOOP_DEFAULT=0 skips it), the
-# lean no-op with `sluis serve`'s gRPC listener settings (`noop-transport`),
+# lean no-op with `sluis serve`'s gRPC listener settings (`noop-transport`), the lean
+# no-op that does not decode the CheckRequest (`noop-skip`: the transport's floor),
 # Sluis from BIN and, with BIN_OLD=DIR, an earlier Sluis build. The request is the
 # CheckRequest captured from Envoy 1.40 (CHECK, default benches/data/check-eoverdracht.bin).
 # ONLY="noop sluis" measures a subset.
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/.."
 OUT=tmp/grpc-callgrind; mkdir -p $OUT
 N=${N:-2000}; WARM=${WARM:-200}; BIN=${BIN:-target/release}; BIN_OLD=${BIN_OLD:-}
 NOOP_ARGS=${NOOP_ARGS:-}; NOOP_DEFAULT=${NOOP_DEFAULT:-1}
-ONLY=" ${ONLY:-noop noop-default noop-transport sluis sluis-old} "
+ONLY=" ${ONLY:-noop noop-default noop-transport noop-skip sluis sluis-old} "
 CHECK=${CHECK:-benches/data/check-eoverdracht.bin}
 cp "$CHECK" $OUT/check.bin
 
@@ -79,5 +80,6 @@ run() {
 run noop 9292 $BIN/sluis-noop-authz $NOOP_ARGS 127.0.0.1:9292
 [[ "$NOOP_DEFAULT" == 0 ]] || run noop-default 9292 $BIN/sluis-noop-default 127.0.0.1:9292
 run noop-transport 9292 $BIN/sluis-noop-authz --sluis-transport 127.0.0.1:9292
+run noop-skip 9292 $BIN/sluis-noop-authz --skip-decode 127.0.0.1:9292
 run sluis 9191 $BIN/sluis serve --config $CONFIG
 [[ -z "$BIN_OLD" ]] || run sluis-old 9191 $BIN_OLD/sluis serve --config $CONFIG

@@ -22,18 +22,21 @@
 #   BIN_OLD [unset]: a directory holding an earlier `sluis` build, run beside BIN's (its
 #     listeners shifted by 200), so two builds are compared in one sitting;
 #   NOOP_DEFAULT [1]: 0 skips the default tonic no-op;
+#   NOOP_SKIP [1]: 0 skips `noop-skip`, the lean no-op that does not decode the
+#     CheckRequest at all (`--skip-decode`): the floor of the transport itself;
 #   NOOP_TRANSPORT [1]: 0 skips `noop-transport`, the lean no-op with `sluis serve`'s gRPC
 #     listener settings (keep-alives, stream limit, the per-Check timeout): what Sluis's
 #     transport costs apart from deciding;
 #   CHECK [benches/data/check-eoverdracht.bin]; OUT [tmp/grpc-ratio].
+# Also printed per server: minor page faults per Check (kernel time no system call shows).
 # Needs: cargo build --release --bin sluis -p sluis-noop-authz; h2load
-# (scripts/install-load-tools.sh). Uses ports 9190-9192, 9292-9294, 9390-9392.
+# (scripts/install-load-tools.sh). Uses ports 9190-9192, 9292-9295, 9390-9392.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-tmp/grpc-ratio}; mkdir -p "$OUT"
 BIN=${BIN:-target/release}; BIN_OLD=${BIN_OLD:-}
 ROUNDS=${ROUNDS:-5}; N=${N:-100000}; C=${C:-2}; M=${M:-16}
-NOOP_DEFAULT=${NOOP_DEFAULT:-1}; NOOP_TRANSPORT=${NOOP_TRANSPORT:-1}
+NOOP_DEFAULT=${NOOP_DEFAULT:-1}; NOOP_TRANSPORT=${NOOP_TRANSPORT:-1}; NOOP_SKIP=${NOOP_SKIP:-1}
 CHECK=${CHECK:-benches/data/check-eoverdracht.bin}
 source scripts/load-common.sh
 
@@ -47,6 +50,8 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }
 # Context switches of all the process's threads (voluntary: it slept waiting for work).
 switches() { cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s + 0}'; }
+# Minor page faults of the process (a fault is kernel time that no system call shows).
+faults() { awk '{print $10}' "/proc/$1/stat"; }
 smoke() { # name port
   curl -s --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' \
     --data-binary "@$CHECK" "http://127.0.0.1:$2/envoy.service.auth.v3.Authorization/Check" -o "$OUT/smoke-$1.bin"
@@ -66,6 +71,7 @@ start() { # name port command...
 start noop 9292 "$BIN/sluis-noop-authz" 127.0.0.1:9292
 [[ "$NOOP_DEFAULT" == 0 ]] || start noop-default 9293 "$BIN/sluis-noop-default" 127.0.0.1:9293
 [[ "$NOOP_TRANSPORT" == 0 ]] || start noop-transport 9294 "$BIN/sluis-noop-authz" --sluis-transport 127.0.0.1:9294
+[[ "$NOOP_SKIP" == 0 ]] || start noop-skip 9295 "$BIN/sluis-noop-authz" --skip-decode 127.0.0.1:9295
 CONFIG=$(private_example_config "$OUT"); CONFIGS+=("$CONFIG")
 start sluis 9191 "$BIN/sluis" serve --config "$CONFIG"
 echo "flow at sluis: HTTP $(register_load_flow 127.0.0.1:9190)"
@@ -79,28 +85,29 @@ for s in "${SERVERS[@]}"; do read -r name port _ <<<"$s"; smoke "$name" "$port";
 HZ=$(getconf CLK_TCK)
 RESULTS=$OUT/results.tsv; : > "$RESULTS"
 echo "h2load -t1 -c$C -m$M -n$N, $ROUNDS rounds, request $CHECK ($(stat -c %s "$CHECK") bytes); loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-6s %-13s %10s %16s %14s %14s %17s %7s\n' round server Check/s "server µs/Check" "of which sys" "sleeps/Check" "h2load µs/Check" failed
+printf '%-6s %-13s %10s %16s %14s %14s %14s %17s %7s\n' round server Check/s "server µs/Check" "of which sys" "sleeps/Check" "faults/Check" "h2load µs/Check" failed
 for round in $(seq "$ROUNDS"); do
   for s in "${SERVERS[@]}"; do
     read -r name port pid <<<"$s"
     h2load -t1 -c1 -m1 -n 200 --data="$CHECK" -H 'content-type: application/grpc' -H 'te: trailers' \
       "http://127.0.0.1:$port/envoy.service.auth.v3.Authorization/Check" > /dev/null # warm-up
-    before=$(cpu_ticks "$pid"); sys_before=$(sys_ticks "$pid"); sw_before=$(switches "$pid")
+    before=$(cpu_ticks "$pid"); sys_before=$(sys_ticks "$pid"); sw_before=$(switches "$pid"); flt_before=$(faults "$pid")
     # `times` in the subshell: the user and system time of its child, h2load.
     ( h2load -n "$N" -t1 -c"$C" -m"$M" --data="$CHECK" -H 'content-type: application/grpc' -H 'te: trailers' \
         "http://127.0.0.1:$port/envoy.service.auth.v3.Authorization/Check" > "$OUT/h2load-$name-$round.txt"
       times > "$OUT/times-$name-$round.txt" )
-    after=$(cpu_ticks "$pid"); sys_after=$(sys_ticks "$pid"); sw_after=$(switches "$pid")
+    after=$(cpu_ticks "$pid"); sys_after=$(sys_ticks "$pid"); sw_after=$(switches "$pid"); flt_after=$(faults "$pid")
     rps=$(awk '/^finished in/ {for (i = 1; i <= NF; i++) if ($(i+1) ~ /^req\/s/) {gsub(",", "", $i); print $i}}' "$OUT/h2load-$name-$round.txt")
     failed=$(awk '/^requests:/ {for (i = 1; i <= NF; i++) if ($(i+1) ~ /^(failed|errored|timeout)/) s += $i} END {print s + 0}' "$OUT/h2load-$name-$round.txt")
     server_us=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$N" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
     sys_us=$(awk -v t=$((sys_after - sys_before)) -v hz="$HZ" -v n="$N" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
     wakes=$(awk -v t=$((sw_after - sw_before)) -v n="$N" 'BEGIN {printf "%.3f", t / n}')
+    flts=$(awk -v t=$((flt_after - flt_before)) -v n="$N" 'BEGIN {printf "%.3f", t / n}')
     h2load_us=$(awk -v n="$N" 'NR == 2 {
         split($1, u, /[ms]/); split($2, s, /[ms]/)
         printf "%.1f", ((u[1] * 60 + u[2]) + (s[1] * 60 + s[2])) * 1e6 / n }' "$OUT/times-$name-$round.txt")
-    printf '%-6s %-13s %10.0f %16s %14s %14s %17s %7s\n' "$round" "$name" "$rps" "$server_us" "$sys_us" "$wakes" "$h2load_us" "$failed"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$rps" "$server_us" "$h2load_us" "$sys_us" "$wakes" >> "$RESULTS"
+    printf '%-6s %-13s %10.0f %16s %14s %14s %14s %17s %7s\n' "$round" "$name" "$rps" "$server_us" "$sys_us" "$wakes" "$flts" "$h2load_us" "$failed"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$rps" "$server_us" "$h2load_us" "$sys_us" "$wakes" "$flts" >> "$RESULTS"
   done
 done
 
@@ -118,6 +125,10 @@ awk -F'\t' '
       name = names[s]; if (name == "noop") continue
       for (r = 1; r <= rounds; r++) { ratio[r] = rps[r, name] / rps[r, "noop"]; extra[r] = cpu[r, name] - cpu[r, "noop"] }
       printf "%s / noop: Check/s ratio %s; CPU µs/Check above noop %s\n", name, summary(ratio, rounds), summary(extra, rounds)
+      if (name == "sluis" && ("1", "noop-skip") in rps) {
+        for (r = 1; r <= rounds; r++) { ratio[r] = rps[r, "sluis"] / rps[r, "noop-skip"]; extra[r] = cpu[r, "sluis"] - cpu[r, "noop-skip"] }
+        printf "sluis / noop-skip (the transport floor): Check/s ratio %s; CPU µs/Check above it %s\n", summary(ratio, rounds), summary(extra, rounds)
+      }
       if (name == "sluis" && ("1", "sluis-old") in rps) {
         for (r = 1; r <= rounds; r++) ratio[r] = rps[r, "sluis"] / rps[r, "sluis-old"]
         printf "sluis / sluis-old: Check/s ratio %s\n", summary(ratio, rounds)

@@ -7,7 +7,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 use futures_util::FutureExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -20,7 +19,7 @@ use tower::ServiceExt;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::admin::{AdminAuth, AdminOptions};
-use crate::doors::envoy::EnvoyDoor;
+use crate::doors::envoy::{EnvoyDoor, EnvoyService};
 use crate::doors::ext_proc::ExtProcDoor;
 use crate::reload::Reloader;
 use sluis_config::{Config, ListenerLimits};
@@ -167,9 +166,11 @@ pub async fn run(
     tls.spawn_watches(&stop_rx);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AuthorizationServer<EnvoyDoor>>().await;
-    let door = AuthorizationServer::new(EnvoyDoor::new(engine.clone(), max_body))
-        .max_decoding_message_size(crate::doors::envoy::max_message_bytes(max_body));
+    health.set_serving::<EnvoyService>().await;
+    let door = EnvoyService::new(
+        EnvoyDoor::new(engine.clone(), max_body),
+        crate::doors::envoy::max_message_bytes(max_body),
+    );
     health
         .set_serving::<ExternalProcessorServer<ExtProcDoor>>()
         .await;

@@ -12,6 +12,11 @@
 //! "continue, unchanged" to every message: the baseline of Envoy + Sluis's ext_proc door
 //! judging answers (`scripts/load.sh`, scenario `ext_proc`).
 //!
+//! `--skip-decode` answers without decoding the `CheckRequest` at all (a codec that skips
+//! the message's bytes): no authorization server can decide like that, but it is the
+//! floor of the transport itself, what tonic, h2 and the gRPC framing cost per Check
+//! (`scripts/grpc-ratio.sh` runs it as `noop-skip`).
+//!
 //! `sluis-noop-default` (same package) is the other baseline: what an off-the-shelf
 //! tonic server looks like (`#[tokio::main]`, default settings, system allocator).
 //!
@@ -43,7 +48,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:9292";
 const USAGE: &str = "usage: sluis-noop-authz [--runtime multi|current] [--threads N] \
-                     [--capture FILE] [--sluis-transport] [LISTEN_ADDR]   (default 127.0.0.1:9292)";
+                     [--capture FILE] [--sluis-transport] [--skip-decode] [LISTEN_ADDR]   (default 127.0.0.1:9292)";
 
 /// Answers every Check with the same OK, built once.
 struct NoopAuthz {
@@ -109,6 +114,7 @@ struct Options {
     threads: Option<usize>,
     capture: Option<std::path::PathBuf>,
     sluis_transport: bool,
+    skip_decode: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -118,6 +124,7 @@ fn options() -> Result<Options, String> {
         threads: None,
         capture: None,
         sluis_transport: false,
+        skip_decode: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -133,6 +140,7 @@ fn options() -> Result<Options, String> {
                 options.threads = Some(n.parse().map_err(|e| format!("--threads {n:?}: {e}"))?);
             }
             "--sluis-transport" => options.sluis_transport = true,
+            "--skip-decode" => options.skip_decode = true,
             "--capture" => {
                 options.capture = Some(args.next().ok_or("--capture: a file")?.into());
             }
@@ -199,6 +207,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 };
                 builder
                     .add_service(capture)
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await?;
+            }
+            None if options.skip_decode => {
+                builder
+                    .add_service(skip::SkipService { ok: ok_response() })
+                    .add_service(ExternalProcessorServer::new(NoopExtProc))
                     .serve_with_incoming_shutdown(incoming, shutdown)
                     .await?;
             }
@@ -322,6 +337,78 @@ mod capture {
             Box::pin(async move {
                 let mut grpc = tonic::server::Grpc::new(RawCodec);
                 Ok(grpc.unary(Check(service), request).await)
+            })
+        }
+    }
+}
+
+/// `--skip-decode`: the Check method with a codec that skips the request's bytes.
+mod skip {
+    use super::*;
+    use bytes::Buf;
+    use tonic::codec::{Codec, DecodeBuf, Decoder};
+    use tonic::codegen::{Body, BoxFuture, Service, http};
+
+    #[derive(Clone)]
+    pub struct SkipService {
+        pub ok: CheckResponse,
+    }
+
+    impl tonic::server::NamedService for SkipService {
+        const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+    }
+
+    struct SkipCodec;
+    struct SkipDecoder;
+
+    impl Decoder for SkipDecoder {
+        type Item = ();
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, Status> {
+            src.advance(src.remaining());
+            Ok(Some(()))
+        }
+    }
+
+    impl Codec for SkipCodec {
+        type Encode = CheckResponse;
+        type Decode = ();
+        type Encoder = <tonic_prost::ProstCodec<CheckResponse, CheckRequest> as Codec>::Encoder;
+        type Decoder = SkipDecoder;
+        fn encoder(&mut self) -> Self::Encoder {
+            tonic_prost::ProstCodec::<CheckResponse, CheckRequest>::default().encoder()
+        }
+        fn decoder(&mut self) -> SkipDecoder {
+            SkipDecoder
+        }
+    }
+
+    struct Check(CheckResponse);
+
+    impl tonic::server::UnaryService<()> for Check {
+        type Response = CheckResponse;
+        type Future = std::future::Ready<Result<Response<CheckResponse>, Status>>;
+        fn call(&mut self, _request: Request<()>) -> Self::Future {
+            std::future::ready(Ok(Response::new(self.0.clone())))
+        }
+    }
+
+    impl<B> Service<http::Request<B>> for SkipService
+    where
+        B: Body + Send + 'static,
+        B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, request: http::Request<B>) -> Self::Future {
+            let ok = self.ok.clone();
+            Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(SkipCodec);
+                Ok(grpc.unary(Check(ok), request).await)
             })
         }
     }
