@@ -57,21 +57,26 @@ fn same_answer(rule: &str, entry: &Value) {
     };
     let vars = crate::policy::expr::Vars::new(&request, None, expr.request_fields);
     let response = json_val(&json!({"status": 200, "bundle_type": "searchset"}));
-    let whole = json_val(entry);
+    let whole = EntryValue::of_val(json_val(entry));
     let text = entry.to_string();
     let read = read_entry(&text, &expr.entry_fields).unwrap();
     let of_value = entry_of_value(entry, &expr.entry_fields);
-    let expected = expr.eval_bool_for_entry(&vars, &*whole, &*response);
-    assert_eq!(
-        expr.eval_bool_for_entry(&vars, &*read.val, &*response),
-        expected,
-        "{rule} on {text}"
-    );
-    assert_eq!(
-        expr.eval_bool_for_entry(&vars, &*of_value.val, &*response),
-        expected,
-        "{rule} on {text}"
-    );
+    let expected = expr.eval_bool_for_entry(&vars, &whole, &*response);
+    for entry in [&read, &of_value] {
+        // Through the fast path on the tree, and by the interpreter on its CEL value.
+        let value = EntryValue::new(&entry.tree);
+        assert_eq!(
+            expr.eval_bool_for_entry(&vars, &value, &*response),
+            expected,
+            "{rule} on {text}"
+        );
+        let converted = EntryValue::of_val(entry.tree.to_val());
+        assert_eq!(
+            expr.eval_bool_for_entry(&vars, &converted, &*response),
+            expected,
+            "{rule} on {text}"
+        );
+    }
 }
 
 const RULES: [&str; 16] = [
