@@ -198,3 +198,89 @@ fn a_member_named_twice_is_refused_where_nothing_is_built() {
     let text = format!(r#"{{"resource":{{{many}"k7":2}}}}"#);
     assert_eq!(read_entry(&text, &fields).err(), Some(ReadError::Duplicate));
 }
+
+/// `tree` with each object's members in name order (a `serde_json` object's order).
+fn sorted(tree: Tree<'_>) -> Tree<'_> {
+    match tree {
+        Tree::Scalar(s) => Tree::Scalar(s),
+        Tree::List(items) => Tree::List(items.into_iter().map(sorted).collect()),
+        Tree::Object(members) => {
+            let mut members: Vec<_> = members.into_iter().map(|(n, v)| (n, sorted(v))).collect();
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            Tree::Object(members)
+        }
+    }
+}
+
+/// Member selections over the names `json_text` generates (decoded: `ab` is also spelt
+/// `a\u0062`, `é` also `\u00e9`).
+fn any_fields() -> impl Strategy<Value = EntryFields> {
+    prop_oneof![
+        Just(EntryFields::All),
+        Just(EntryFields::default()),
+        Just(some(&[("a", None)])),
+        Just(some(&[("ab", Some(&["a", "é"])), ("b", None)])),
+        Just(some(&[("meta", Some(&["security"])), ("é", Some(&["ab"]))])),
+        Just(some(&[("a\"", None), ("😀", Some(&["x", "id"]))])),
+    ]
+}
+
+proptest! {
+    /// The tree read from a text is what reading the text whole with `strict_json` and
+    /// keeping the selected members gives (escapes, unicode, repeated names, nesting),
+    /// and a text `strict_json` refuses is refused for the same fault.
+    #[test]
+    fn the_tree_read_is_what_strict_json_reads(
+        text in prop_oneof![
+            crate::json::reader::tests::json_text(),
+            crate::json::reader::tests::json_text_mostly_unique(),
+        ],
+        fields in any_fields(),
+    ) {
+        let object = format!("{{\"a\":{text},\"ab\":{text},\"\\u00e9\":[{text}]}}");
+        for text in [&text, &object] {
+            let strict = crate::json::strict_json(text);
+            let read = read_entry(text, &fields);
+            match &strict {
+                Ok(value) => {
+                    let expected = entry_of_value(value, &fields);
+                    prop_assert_eq!(read.map(|r| sorted(r.tree)), Ok(expected.tree), "{}", text);
+                }
+                Err(crate::json::StrictError::Duplicate(_)) => {
+                    prop_assert_eq!(read.err(), Some(ReadError::Duplicate), "{}", text)
+                }
+                Err(crate::json::StrictError::Syntax) => {
+                    prop_assert_eq!(read.err(), Some(ReadError::Syntax), "{}", text)
+                }
+            }
+        }
+    }
+
+    /// Broken and deeply nested texts are refused as `strict_json` refuses them.
+    #[test]
+    fn mangled_entries_are_refused_as_strict_json_refuses_them(
+        text in crate::json::reader::tests::json_text(),
+        cut in any::<prop::sample::Index>(),
+        piece in "[{}\\[\\],:\"\\\\ 0-9a-z.eE+-]{0,3}",
+        depth in prop_oneof![Just(0usize), 120usize..130],
+        fields in any_fields(),
+    ) {
+        let mangled = crate::json::reader::tests::splice(&text, cut, &piece);
+        let nested = format!("{}{mangled}{}", "{\"a\":[".repeat(depth / 2), "]}".repeat(depth / 2));
+        let wrapped = format!("{{\"a\":{nested}}}");
+        let strict = crate::json::strict_json(&wrapped);
+        let read = read_entry(&wrapped, &fields);
+        match &strict {
+            Ok(value) => {
+                let expected = entry_of_value(value, &fields);
+                prop_assert_eq!(read.map(|r| sorted(r.tree)), Ok(expected.tree), "{}", wrapped);
+            }
+            Err(crate::json::StrictError::Duplicate(_)) => {
+                prop_assert_eq!(read.err(), Some(ReadError::Duplicate), "{}", wrapped)
+            }
+            Err(crate::json::StrictError::Syntax) => {
+                prop_assert_eq!(read.err(), Some(ReadError::Syntax), "{}", wrapped)
+            }
+        }
+    }
+}
