@@ -7,9 +7,11 @@
 //! At load, [`EntryFields::of`] finds which members of `entry` and of its members an
 //! expression selects; [`read_entry_at`] reads one entry where it lies in the answer
 //! ([`crate::json::reader`], one pass over the whole answer), builds those (whole, strings
-//! borrowed from the text) and only checks the rest: the same syntax and "no member named
-//! twice" as `crate::json::strict_json`. A member a rule reads is therefore
-//! exactly what it would be from the whole conversion, and absent when absent.
+//! borrowed from the text) into a plain [`Tree`] and only checks the rest: the same syntax
+//! and "no member named twice" as `crate::json::strict_json`. A member a rule reads is
+//! therefore exactly what it would be from the whole conversion, and absent when absent.
+//! The entry fast path walks the tree; the CEL value ([`EntryValue::val`]) is made from it
+//! only when a rule of the entry needs the interpreter.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
