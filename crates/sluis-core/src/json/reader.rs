@@ -243,12 +243,7 @@ impl<'a> Reader<'a> {
             self.pos = stop + 1;
             let name = self.slice(start, stop);
             let seen = self.names.get(base..).unwrap_or_default();
-            // The first byte, compared inline, tells most names apart without a `memcmp`.
-            if seen.iter().any(|s| {
-                s.len() == name.len()
-                    && s.as_bytes().first() == name.as_bytes().first()
-                    && *s == name
-            }) {
+            if seen.iter().any(|s| same_name(s, name)) {
                 return Err(ReadError::Duplicate);
             }
             self.names.push(name);
@@ -360,7 +355,9 @@ impl<'a> Reader<'a> {
     }
 
     /// Where the run of bytes from `from` that need no attention ends: at the first `"`,
-    /// `\` or control character (or the end). Eight bytes at a time.
+    /// `\` or control character (or the end). Eight bytes at a time. (Sixteen at a time,
+    /// written for the compiler to test together, did not become one vector test: a judged
+    /// Bundle cost 2.38 M instructions instead of 1.93 M.)
     fn plain_run(&self, from: usize) -> usize {
         const ONES: u64 = 0x0101_0101_0101_0101;
         const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -579,6 +576,13 @@ impl<'a> Reader<'a> {
             _ => Err(ReadError::Syntax),
         }
     }
+}
+
+/// Whether two member names are the same: the length and the first byte, compared inline,
+/// tell most names of an object apart without calling `memcmp`.
+#[inline]
+pub fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
 }
 
 /// An integer of digits alone that fits in a `u64` for sure, as `serde_json` reads it.

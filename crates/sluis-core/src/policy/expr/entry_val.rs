@@ -14,7 +14,7 @@
 //! only when a rule of the entry needs the interpreter.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use cel::common::ast::Expr as Node;
@@ -25,20 +25,22 @@ use cel::common::value::Val;
 // The module, not its traits: `Indexer::get` in scope would hide `HashMap::get`.
 use cel::common::traits;
 
-use crate::json::reader::{Reader, Scalar};
+use crate::json::reader::{Reader, Scalar, same_name};
 use crate::sources::SharedMap;
 
 /// Which members of `entry` the rules read: the whole entry, or some of its members,
-/// each whole (`None`) or only some of its own members (`entry.resource.meta`).
+/// each whole (`None`) or only some of its own members (`entry.resource.meta`). Names in
+/// order, each once. (Lists rather than ordered maps: each member of every entry read is
+/// looked up in them, and a few names compared one by one cost less than a search.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryFields {
     All,
-    Some(BTreeMap<String, Option<BTreeSet<String>>>),
+    Some(Vec<(String, Option<Vec<String>>)>),
 }
 
 impl Default for EntryFields {
     fn default() -> EntryFields {
-        EntryFields::Some(BTreeMap::new())
+        EntryFields::Some(Vec::new())
     }
 }
 
@@ -75,20 +77,33 @@ impl EntryFields {
         let EntryFields::Some(tops) = self else {
             return;
         };
-        match path {
-            [] => *self = EntryFields::All,
-            [top] => {
-                tops.insert((*top).to_owned(), None);
+        let (top, field) = match path {
+            [] => {
+                *self = EntryFields::All;
+                return;
             }
-            [top, field, ..] => match tops
-                .entry((*top).to_owned())
-                .or_insert_with(|| Some(BTreeSet::new()))
-            {
-                None => {}
-                Some(fields) => {
-                    fields.insert((*field).to_owned());
+            [top] => (*top, None),
+            [top, field, ..] => (*top, Some(*field)),
+        };
+        let at = match tops.binary_search_by(|(name, _)| name.as_str().cmp(top)) {
+            Ok(at) => at,
+            Err(at) => {
+                tops.insert(at, (top.to_owned(), Some(Vec::new())));
+                at
+            }
+        };
+        let Some((_, sub)) = tops.get_mut(at) else {
+            return;
+        };
+        match (field, sub) {
+            // The member whole.
+            (None, sub) => *sub = None,
+            (Some(_), None) => {}
+            (Some(field), Some(fields)) => {
+                if let Err(at) = fields.binary_search_by(|name| name.as_str().cmp(field)) {
+                    fields.insert(at, field.to_owned());
                 }
-            },
+            }
         }
     }
 
@@ -181,7 +196,7 @@ impl<'a> Tree<'a> {
         match self {
             Tree::Object(members) => members
                 .iter()
-                .find_map(|(n, value)| (n == name).then_some(value)),
+                .find_map(|(n, value)| same_name(n, name).then_some(value)),
             _ => None,
         }
     }
@@ -340,22 +355,24 @@ enum Want<'f> {
     /// Nothing: it is only checked.
     Nothing,
     /// Of an object, these members whole (an entry's member); anything else whole.
-    Members(&'f BTreeSet<String>),
+    Members(&'f [String]),
     /// Of an object, these members (the entry itself); anything else whole.
-    Entry(&'f BTreeMap<String, Option<BTreeSet<String>>>),
+    Entry(&'f [(String, Option<Vec<String>>)]),
 }
 
 impl<'f> Want<'f> {
+    /// What is built of the member `name`. The selections hold a few names each, compared
+    /// one by one, most told apart at their first byte.
     fn member(self, name: &str) -> Want<'f> {
         match self {
             Want::All => Want::All,
             Want::Nothing => Want::Nothing,
-            Want::Members(names) if names.contains(name) => Want::All,
+            Want::Members(names) if names.iter().any(|n| same_name(n, name)) => Want::All,
             Want::Members(_) => Want::Nothing,
-            Want::Entry(tops) => match tops.get(name) {
+            Want::Entry(tops) => match tops.iter().find(|(top, _)| same_name(top, name)) {
                 None => Want::Nothing,
-                Some(None) => Want::All,
-                Some(Some(names)) => Want::Members(names),
+                Some((_, None)) => Want::All,
+                Some((_, Some(names))) => Want::Members(names),
             },
         }
     }
