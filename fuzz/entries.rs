@@ -393,10 +393,13 @@ fn answering() -> &'static Answering {
 /// else) and build the same value. Then as a Bundle (`response::bundle::read`, each entry
 /// built whole): each entry's text is the entry's own JSON, built the same by
 /// `strict_json`. (A Bundle's entries nest from themselves, so an accepted Bundle may be
-/// deeper as a whole than `strict_json` reads.)
+/// deeper as a whole than `strict_json` reads.) Last as one entry read by the response
+/// rules' reader (`entry_val::read_entry`), whole and the members of two rules: the tree
+/// is what the `strict_json` value gives of the same members, or the fault is the same.
 pub fn json_reader(data: &[u8]) {
     use sluis_core::json::reader::{ReadError, Reader};
     use sluis_core::json::{StrictError, strict_json};
+    use sluis_core::policy::expr::entry_val;
     use sluis_core::response::bundle::{self, Body};
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -420,6 +423,48 @@ pub fn json_reader(data: &[u8]) {
     {
         for entry in entries {
             assert_eq!(strict_json(entry.text).ok(), Some(entry.read), "{text:?}");
+        }
+    }
+    // The response rules' entry reader: whole, and the members of the bench's rules.
+    let selected = [
+        "entry.resource.meta.security.exists(s, s.code == 'R')",
+        "entry.resource.identifier.exists(i, i.value == '1') && entry.fullUrl != ''",
+    ];
+    for fields in [entry_val::EntryFields::All, fields_of(&selected)] {
+        let read = entry_val::read_entry(text, &fields).map(|entry| sorted(entry.tree));
+        match &strict {
+            Ok(value) => assert_eq!(
+                read,
+                Ok(entry_val::entry_of_value(value, &fields).tree),
+                "tree: {text:?}"
+            ),
+            Err(fault) => assert_eq!(read.err(), Some(*fault), "tree: {text:?}"),
+        }
+    }
+}
+
+/// What the rules `sources` read of an entry.
+fn fields_of(sources: &[&str]) -> sluis_core::policy::expr::entry_val::EntryFields {
+    let mut fields = sluis_core::policy::expr::entry_val::EntryFields::default();
+    for source in sources {
+        let expr = sluis_core::policy::expr::Expr::compile(source).expect("a valid rule");
+        fields.merge(&expr.entry_fields);
+    }
+    fields
+}
+
+/// `tree` with each object's members in name order (a `serde_json` object's order).
+fn sorted(
+    tree: sluis_core::policy::expr::entry_val::Tree<'_>,
+) -> sluis_core::policy::expr::entry_val::Tree<'_> {
+    use sluis_core::policy::expr::entry_val::Tree;
+    match tree {
+        Tree::Scalar(scalar) => Tree::Scalar(scalar),
+        Tree::List(items) => Tree::List(items.into_iter().map(sorted).collect()),
+        Tree::Object(members) => {
+            let mut members: Vec<_> = members.into_iter().map(|(n, v)| (n, sorted(v))).collect();
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            Tree::Object(members)
         }
     }
 }

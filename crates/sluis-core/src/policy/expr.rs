@@ -328,7 +328,7 @@ impl Expr {
     pub fn eval_bool_for_entry(
         &self,
         vars: &Vars,
-        entry: &dyn Val,
+        entry: &entry_val::EntryValue<'_>,
         response: &dyn Val,
     ) -> Result<bool, String> {
         let scoped = EntryScope {
@@ -1729,19 +1729,19 @@ impl cel::context::VariableResolver for Vars<'_> {
 }
 
 /// A request's variables plus one entry of its answer.
-struct EntryScope<'v, 'a> {
+struct EntryScope<'v, 'a, 't> {
     vars: &'v Vars<'a>,
-    entry: &'v dyn Val,
+    entry: &'v entry_val::EntryValue<'t>,
     response: &'v dyn Val,
 }
 
-impl cel::context::VariableResolver for EntryScope<'_, '_> {
+impl cel::context::VariableResolver for EntryScope<'_, '_, '_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         if variable.contains('.') {
             return resolve_path(self, variable);
         }
         match variable {
-            "entry" => Some(CowVal::Borrowed(self.entry)),
+            "entry" => Some(CowVal::Borrowed(self.entry.val())),
             "response" => Some(CowVal::Borrowed(self.response)),
             other => self.vars.resolve(other),
         }

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::Reporter;
 use super::diagnostic::DiagnosticKind as Kind;
-use super::expr::entry_val::{self, EntryFields, ReadEntry};
+use super::expr::entry_val::{self, EntryFields, EntryValue, ReadEntry};
 use super::expr::{Expr, Vars, json_val};
 use super::positions::Step;
 use super::spec::{
@@ -483,10 +483,9 @@ impl ResponseRules {
                 ),
             );
         }
-        let eval = |rule: &ResponseRule| {
-            rule.condition
-                .eval_bool_for_entry(vars, &*entry.val, response)
-        };
+        // Converted to CEL values only if a rule needs the interpreter.
+        let value = EntryValue::new(&entry.tree);
+        let eval = |rule: &ResponseRule| rule.condition.eval_bool_for_entry(vars, &value, response);
         let of = |effect| self.rules.iter().filter(move |r| r.effect == effect);
         // Deny rules first: one of them decides for the whole answer.
         for rule in of(ResponseEffect::Deny) {

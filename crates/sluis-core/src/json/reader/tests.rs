@@ -67,6 +67,47 @@ fn members_named_twice_are_refused_at_any_depth_and_escaped_names_decoded() {
 }
 
 #[test]
+fn names_as_spelt_and_names_decoded_are_one_set_per_object() {
+    // A plain name before, after and between escaped ones; past 16 names too.
+    let plain: String = (0..20).map(|i| format!(r#""p{i}":1,"#)).collect();
+    for (text, expected) in [
+        (
+            r#"{"x":1,"ab":2,"a\u0062":3}"#.to_string(),
+            Err(ReadError::Duplicate),
+        ),
+        (
+            r#"{"a\u0062":1,"x":2,"ab":3}"#.to_string(),
+            Err(ReadError::Duplicate),
+        ),
+        (
+            r#"{"a\u0062":1,"x":2,"a\u0063":3,"ac":4}"#.to_string(),
+            Err(ReadError::Duplicate),
+        ),
+        (
+            r#"{"a\u0062":1,"x":2,"abc":3,"y":{"ab":1}}"#.to_string(),
+            Ok(()),
+        ),
+        (
+            format!(r#"{{{plain}"p\u0031":2}}"#),
+            Err(ReadError::Duplicate),
+        ),
+        (
+            format!(r#"{{"p\u0031":2,{plain}"z":1}}"#),
+            Err(ReadError::Duplicate),
+        ),
+        (format!(r#"{{"p\u0031":2,"q":{{{plain}"z":1}}}}"#), Ok(())),
+        (
+            r#"{"":1,"\u0000":2,"\"":3,"":4}"#.to_string(),
+            Err(ReadError::Duplicate),
+        ),
+        (r#"{"":1,"\u0000":2,"\"":3}"#.to_string(), Ok(())),
+    ] {
+        assert_eq!(checked(&text), expected, "{text}");
+        same_as_strict(&text);
+    }
+}
+
+#[test]
 fn what_serde_json_refuses_is_refused() {
     for text in [
         "",

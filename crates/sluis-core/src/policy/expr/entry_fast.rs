@@ -23,9 +23,9 @@ use cel::common::types::{CelList, CelMap, CelString};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 
-use super::VARIABLES;
-use super::entry_val::member;
+use super::entry_val::{Tree, member};
 use super::fast::Quantifier;
+use super::{EntryScope, VARIABLES};
 
 /// A response rule's condition of the shapes evaluated directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +74,9 @@ pub(super) struct Path {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Root {
-    /// A variable the scope answers (`entry`, `response`, `request`, ...).
+    /// `entry`: walked as read ([`Tree`]), not as CEL values.
+    Entry,
+    /// A variable the scope answers (`response`, `request`, ...).
     Variable(String),
     /// A loop variable, counted from the innermost loop (0) outwards.
     Bound(usize),
@@ -82,8 +84,50 @@ enum Root {
 
 /// The loop variables in scope while evaluating, innermost first.
 pub(super) struct Bound<'s> {
-    value: &'s dyn Val,
+    value: Item<'s>,
     outer: Option<&'s Bound<'s>>,
+}
+
+/// A value looked at: part of the entry as read, or a CEL value (of another variable,
+/// or of the entry where only its CEL value is known).
+#[derive(Clone, Copy)]
+enum Item<'s> {
+    Tree(&'s Tree<'s>),
+    Val(&'s dyn Val),
+}
+
+/// A value found by a [`Path`]: a CEL value may be made on the way (a variable's).
+enum Found<'s> {
+    Tree(&'s Tree<'s>),
+    Val(CowVal<'s, 's>),
+}
+
+impl Found<'_> {
+    fn item(&self) -> Item<'_> {
+        match self {
+            Found::Tree(tree) => Item::Tree(tree),
+            Found::Val(value) => Item::Val(&**value),
+        }
+    }
+}
+
+impl<'s> Item<'s> {
+    /// Whether it is a map (CEL's `has` reads maps only) holding `field`.
+    fn has(self, field: &CelString<'_>) -> Option<bool> {
+        match self {
+            Item::Tree(tree @ Tree::Object(_)) => Some(tree.member(field.inner()).is_some()),
+            Item::Tree(_) => None,
+            Item::Val(value) => Some(member(value.downcast_ref::<CelMap>()?, field).is_some()),
+        }
+    }
+
+    /// Its text, if it is a string.
+    fn text(self) -> Option<&'s str> {
+        match self {
+            Item::Tree(tree) => tree.text(),
+            Item::Val(value) => value.downcast_ref::<CelString>().map(|s| s.inner()),
+        }
+    }
 }
 
 impl EntryCond {
@@ -149,7 +193,7 @@ impl EntryCond {
     /// interpreter must decide (see the module doc).
     pub(super) fn holds<'s>(
         &self,
-        scope: &'s dyn VariableResolver,
+        scope: &'s EntryScope<'_, '_, '_>,
         bound: Option<&Bound<'s>>,
     ) -> Option<bool> {
         match self {
@@ -164,10 +208,8 @@ impl EntryCond {
                 false => right.holds(scope, bound),
             },
             EntryCond::Has(path, field) => {
-                let value = path.value(scope, bound)?;
                 // A map only: `has` on anything else is an error, or a struct's field.
-                let map = value.downcast_ref::<CelMap>()?;
-                Some(member(map, field).is_some())
+                path.value(scope, bound)?.item().has(field)
             }
             EntryCond::Equals { left, right, equal } => {
                 let left = left.value(scope, bound)?;
@@ -181,15 +223,29 @@ impl EntryCond {
             }
             EntryCond::Quantified { list, all, cond } => {
                 let value = list.value(scope, bound)?;
-                let items = value.downcast_ref::<CelList>()?;
-                for item in items.inner() {
+                // The first item that decides ends the loop, as in CEL.
+                let decides = |item| {
                     let inner = Bound {
-                        value: &**item,
+                        value: item,
                         outer: bound,
                     };
-                    // The first item that decides ends the loop, as in CEL.
-                    if cond.holds(scope, Some(&inner))? != *all {
-                        return Some(!*all);
+                    cond.holds(scope, Some(&inner)).map(|holds| holds != *all)
+                };
+                match value.item() {
+                    Item::Tree(Tree::List(items)) => {
+                        for item in items {
+                            if decides(Item::Tree(item))? {
+                                return Some(!*all);
+                            }
+                        }
+                    }
+                    Item::Tree(_) => return None,
+                    Item::Val(value) => {
+                        for item in value.downcast_ref::<CelList>()?.inner() {
+                            if decides(Item::Val(&**item))? {
+                                return Some(!*all);
+                            }
+                        }
                     }
                 }
                 Some(*all)
@@ -240,7 +296,7 @@ impl Term {
 
     fn value<'s>(
         &'s self,
-        scope: &'s dyn VariableResolver,
+        scope: &'s EntryScope<'_, '_, '_>,
         bound: Option<&Bound<'s>>,
     ) -> Option<Got<'s>> {
         match self {
@@ -263,7 +319,7 @@ impl Term {
 
 /// A side of a comparison evaluated.
 enum Got<'s> {
-    Value(CowVal<'s, 's>),
+    Value(Found<'s>),
     Text(&'s str),
     Owned(String),
 }
@@ -272,7 +328,7 @@ impl Got<'_> {
     /// Its text, if it is a string.
     fn text(&self) -> Option<&str> {
         match self {
-            Got::Value(value) => value.downcast_ref::<CelString>().map(|s| s.inner()),
+            Got::Value(value) => value.item().text(),
             Got::Text(text) => Some(text),
             Got::Owned(text) => Some(text),
         }
@@ -286,6 +342,7 @@ impl Path {
             Node::Ident(name) => {
                 let root = match bound.iter().rev().position(|b| b == name) {
                     Some(depth) => Root::Bound(depth),
+                    None if name == "entry" => Root::Entry,
                     None if VARIABLES.contains(&name.as_str()) => Root::Variable(name.clone()),
                     None => return None,
                 };
@@ -315,26 +372,37 @@ impl Path {
     /// Its value, `None` where a member is missing or a step is no map.
     fn value<'s>(
         &self,
-        scope: &'s dyn VariableResolver,
+        scope: &'s EntryScope<'_, '_, '_>,
         bound: Option<&Bound<'s>>,
-    ) -> Option<CowVal<'s, 's>> {
+    ) -> Option<Found<'s>> {
         let mut value = match &self.root {
-            Root::Variable(name) => scope.resolve(name)?,
+            Root::Entry => match scope.entry.tree() {
+                Some(tree) => Found::Tree(tree),
+                None => Found::Val(CowVal::Borrowed(scope.entry.val())),
+            },
+            Root::Variable(name) => Found::Val(scope.resolve(name)?),
             Root::Bound(depth) => {
                 let mut at = bound?;
                 for _ in 0..*depth {
                     at = at.outer?;
                 }
-                CowVal::Borrowed(at.value)
+                match at.value {
+                    Item::Tree(tree) => Found::Tree(tree),
+                    Item::Val(value) => Found::Val(CowVal::Borrowed(value)),
+                }
             }
         };
         for key in &self.steps {
             // Members of maps only: a list indexed by a string is CEL's error.
             value = match value {
-                CowVal::Borrowed(value) => CowVal::Borrowed(member(value.downcast_ref()?, key)?),
-                CowVal::Owned(value) => {
-                    CowVal::Owned(member(value.downcast_ref()?, key)?.clone_as_boxed())
+                Found::Tree(tree @ Tree::Object(_)) => Found::Tree(tree.member(key.inner())?),
+                Found::Tree(_) => return None,
+                Found::Val(CowVal::Borrowed(value)) => {
+                    Found::Val(CowVal::Borrowed(member(value.downcast_ref()?, key)?))
                 }
+                Found::Val(CowVal::Owned(value)) => Found::Val(CowVal::Owned(
+                    member(value.downcast_ref()?, key)?.clone_as_boxed(),
+                )),
             };
         }
         Some(value)

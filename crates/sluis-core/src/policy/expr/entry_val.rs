@@ -7,12 +7,15 @@
 //! At load, [`EntryFields::of`] finds which members of `entry` and of its members an
 //! expression selects; [`read_entry_at`] reads one entry where it lies in the answer
 //! ([`crate::json::reader`], one pass over the whole answer), builds those (whole, strings
-//! borrowed from the text) and only checks the rest: the same syntax and "no member named
-//! twice" as `crate::json::strict_json`. A member a rule reads is therefore
-//! exactly what it would be from the whole conversion, and absent when absent.
+//! borrowed from the text) into a plain [`Tree`] and only checks the rest: the same syntax
+//! and "no member named twice" as `crate::json::strict_json`. A member a rule reads is
+//! therefore exactly what it would be from the whole conversion, and absent when absent.
+//! The entry fast path walks the tree; the CEL value ([`EntryValue::val`]) is made from it
+//! only when a rule of the entry needs the interpreter.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use cel::common::ast::Expr as Node;
 use cel::common::types::{
@@ -22,20 +25,22 @@ use cel::common::value::Val;
 // The module, not its traits: `Indexer::get` in scope would hide `HashMap::get`.
 use cel::common::traits;
 
-use crate::json::reader::{Reader, Scalar};
+use crate::json::reader::{Reader, Scalar, same_name};
 use crate::sources::SharedMap;
 
 /// Which members of `entry` the rules read: the whole entry, or some of its members,
-/// each whole (`None`) or only some of its own members (`entry.resource.meta`).
+/// each whole (`None`) or only some of its own members (`entry.resource.meta`). Names in
+/// order, each once. (Lists rather than ordered maps: each member of every entry read is
+/// looked up in them, and a few names compared one by one cost less than a search.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryFields {
     All,
-    Some(BTreeMap<String, Option<BTreeSet<String>>>),
+    Some(Vec<(String, Option<Vec<String>>)>),
 }
 
 impl Default for EntryFields {
     fn default() -> EntryFields {
-        EntryFields::Some(BTreeMap::new())
+        EntryFields::Some(Vec::new())
     }
 }
 
@@ -72,20 +77,33 @@ impl EntryFields {
         let EntryFields::Some(tops) = self else {
             return;
         };
-        match path {
-            [] => *self = EntryFields::All,
-            [top] => {
-                tops.insert((*top).to_owned(), None);
+        let (top, field) = match path {
+            [] => {
+                *self = EntryFields::All;
+                return;
             }
-            [top, field, ..] => match tops
-                .entry((*top).to_owned())
-                .or_insert_with(|| Some(BTreeSet::new()))
-            {
-                None => {}
-                Some(fields) => {
-                    fields.insert((*field).to_owned());
+            [top] => (*top, None),
+            [top, field, ..] => (*top, Some(*field)),
+        };
+        let at = match tops.binary_search_by(|(name, _)| name.as_str().cmp(top)) {
+            Ok(at) => at,
+            Err(at) => {
+                tops.insert(at, (top.to_owned(), Some(Vec::new())));
+                at
+            }
+        };
+        let Some((_, sub)) = tops.get_mut(at) else {
+            return;
+        };
+        match (field, sub) {
+            // The member whole.
+            (None, sub) => *sub = None,
+            (Some(_), None) => {}
+            (Some(field), Some(fields)) => {
+                if let Err(at) = fields.binary_search_by(|name| name.as_str().cmp(field)) {
+                    fields.insert(at, field.to_owned());
                 }
-            },
+            }
         }
     }
 
@@ -157,19 +175,116 @@ impl EntryFields {
     }
 }
 
+/// A JSON value of an entry as read: the members the rules read, strings borrowed from
+/// the answer's text (decoded where they have escapes). The fast path
+/// (`policy::expr::entry_fast`) walks it as it is; only a rule the interpreter must
+/// evaluate has it converted to CEL values ([`Tree::to_val`], once per entry). Building
+/// CEL maps for every entry (a `HashMap` with SipHash and a box per value) cost more than
+/// the rules that read them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tree<'a> {
+    Scalar(Scalar<'a>),
+    List(Vec<Tree<'a>>),
+    /// Members in the order sent; no name twice (the reader refuses a repeated one, and a
+    /// `serde_json` object has none).
+    Object(Vec<(Cow<'a, str>, Tree<'a>)>),
+}
+
+impl<'a> Tree<'a> {
+    /// The member `name` of an object; `None` if there is none or this is no object.
+    pub fn member(&self, name: &str) -> Option<&Tree<'a>> {
+        match self {
+            Tree::Object(members) => members
+                .iter()
+                .find_map(|(n, value)| same_name(n, name).then_some(value)),
+            _ => None,
+        }
+    }
+
+    /// Its text, if it is a string.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Tree::Scalar(Scalar::String(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The CEL value the interpreter sees, as `cel::to_value` would convert the same JSON
+    /// (objects in lists shared by their copies, [`SharedMap`]); strings borrowed.
+    pub fn to_val(&self) -> Box<dyn Val + '_> {
+        match self {
+            Tree::Scalar(Scalar::Null) => Box::new(CelNull),
+            Tree::Scalar(Scalar::Bool(b)) => Box::new(CelBool::from(*b)),
+            Tree::Scalar(Scalar::Number(n)) => number(n),
+            Tree::Scalar(Scalar::String(s)) => Box::new(CelString::from(&**s)),
+            Tree::List(items) => Box::new(CelList::from(
+                items
+                    .iter()
+                    .map(|item| match item {
+                        Tree::Object(_) => SharedMap::of(item.to_val()),
+                        _ => item.to_val(),
+                    })
+                    .collect::<Vec<_>>(),
+            )),
+            Tree::Object(members) => Box::new(CelMap::from(
+                members
+                    .iter()
+                    .map(|(name, value)| (CelMapKey::from(&**name), value.to_val()))
+                    .collect::<HashMap<_, _>>(),
+            )),
+        }
+    }
+}
+
 /// One entry read for judging.
 #[derive(Debug)]
 pub struct ReadEntry<'a> {
     /// The `entry` variable (the members the rules read).
-    pub val: Box<dyn Val + 'a>,
+    pub tree: Tree<'a>,
 }
 
 impl<'a> ReadEntry<'a> {
     /// A string member of a member (`resource`, `resourceType`), if it was built.
     pub fn text(&self, top: &'static str, field: &'static str) -> Option<&str> {
-        let top = member(self.val.downcast_ref::<CelMap>()?, &CelString::from(top))?;
-        let value = member(top.downcast_ref::<CelMap>()?, &CelString::from(field))?;
-        value.downcast_ref::<CelString>().map(|s| s.inner())
+        self.tree.member(top)?.member(field)?.text()
+    }
+}
+
+/// The `entry` variable while one entry is judged: the tree the fast path walks, and the
+/// CEL value the interpreter reads, converted the first time a rule needs it.
+pub struct EntryValue<'t> {
+    /// `None` when only the CEL value is known (the reference of tests).
+    tree: Option<&'t Tree<'t>>,
+    val: OnceLock<Box<dyn Val + 't>>,
+}
+
+impl<'t> EntryValue<'t> {
+    pub fn new(tree: &'t Tree<'t>) -> EntryValue<'t> {
+        EntryValue {
+            tree: Some(tree),
+            val: OnceLock::new(),
+        }
+    }
+
+    /// An entry known only as a CEL value: every rule reads it through CEL's types.
+    #[cfg(test)]
+    pub(crate) fn of_val(val: Box<dyn Val + 't>) -> EntryValue<'t> {
+        EntryValue {
+            tree: None,
+            val: OnceLock::from(val),
+        }
+    }
+
+    pub fn tree(&self) -> Option<&'t Tree<'t>> {
+        self.tree
+    }
+
+    /// The CEL value, converted on first use.
+    pub fn val(&self) -> &(dyn Val + 't) {
+        &**self.val.get_or_init(|| match self.tree {
+            Some(tree) => tree.to_val(),
+            None => Box::new(CelNull),
+        })
     }
 }
 
@@ -217,7 +332,7 @@ pub fn read_entry_at<'a>(
         EntryFields::Some(tops) => Want::Entry(tops),
     };
     Ok(ReadEntry {
-        val: build(reader, want)?.unwrap_or_else(|| Box::new(CelNull)),
+        tree: build(reader, want)?.unwrap_or(Tree::Scalar(Scalar::Null)),
     })
 }
 
@@ -228,7 +343,7 @@ pub fn entry_of_value<'a>(value: &'a serde_json::Value, fields: &EntryFields) ->
         EntryFields::Some(tops) => Want::Entry(tops),
     };
     ReadEntry {
-        val: from_value(value, want).unwrap_or_else(|| Box::new(CelNull)),
+        tree: from_value(value, want).unwrap_or(Tree::Scalar(Scalar::Null)),
     }
 }
 
@@ -240,22 +355,24 @@ enum Want<'f> {
     /// Nothing: it is only checked.
     Nothing,
     /// Of an object, these members whole (an entry's member); anything else whole.
-    Members(&'f BTreeSet<String>),
+    Members(&'f [String]),
     /// Of an object, these members (the entry itself); anything else whole.
-    Entry(&'f BTreeMap<String, Option<BTreeSet<String>>>),
+    Entry(&'f [(String, Option<Vec<String>>)]),
 }
 
 impl<'f> Want<'f> {
+    /// What is built of the member `name`. The selections hold a few names each, compared
+    /// one by one, most told apart at their first byte.
     fn member(self, name: &str) -> Want<'f> {
         match self {
             Want::All => Want::All,
             Want::Nothing => Want::Nothing,
-            Want::Members(names) if names.contains(name) => Want::All,
+            Want::Members(names) if names.iter().any(|n| same_name(n, name)) => Want::All,
             Want::Members(_) => Want::Nothing,
-            Want::Entry(tops) => match tops.get(name) {
+            Want::Entry(tops) => match tops.iter().find(|(top, _)| same_name(top, name)) {
                 None => Want::Nothing,
-                Some(None) => Want::All,
-                Some(Some(names)) => Want::Members(names),
+                Some((_, None)) => Want::All,
+                Some((_, Some(names))) => Want::Members(names),
             },
         }
     }
@@ -269,31 +386,30 @@ impl<'f> Want<'f> {
     }
 }
 
-fn from_value<'a>(value: &'a serde_json::Value, want: Want<'_>) -> Option<Box<dyn Val + 'a>> {
+fn from_value<'a>(value: &'a serde_json::Value, want: Want<'_>) -> Option<Tree<'a>> {
     use serde_json::Value as Json;
     if matches!(want, Want::Nothing) {
         return None;
     }
     Some(match value {
-        Json::Null => Box::new(CelNull),
-        Json::Bool(b) => Box::new(CelBool::from(*b)),
-        Json::Number(n) => number(n),
-        Json::String(s) => Box::new(CelString::from(s.as_str())),
-        Json::Array(items) => Box::new(CelList::from(
+        Json::Null => Tree::Scalar(Scalar::Null),
+        Json::Bool(b) => Tree::Scalar(Scalar::Bool(*b)),
+        Json::Number(n) => Tree::Scalar(Scalar::Number(n.clone())),
+        Json::String(s) => Tree::Scalar(Scalar::String(Cow::Borrowed(s))),
+        Json::Array(items) => Tree::List(
             items
                 .iter()
                 .filter_map(|item| from_value(item, want.item()))
-                .collect::<Vec<_>>(),
-        )),
-        Json::Object(members) => Box::new(CelMap::from(
+                .collect(),
+        ),
+        Json::Object(members) => Tree::Object(
             members
                 .iter()
                 .filter_map(|(name, member)| {
-                    from_value(member, want.member(name))
-                        .map(|val| (CelMapKey::from(name.as_str()), val))
+                    from_value(member, want.member(name)).map(|tree| (Cow::Borrowed(&**name), tree))
                 })
-                .collect::<HashMap<_, _>>(),
-        )),
+                .collect(),
+        ),
     })
 }
 
@@ -311,48 +427,31 @@ fn number<'a>(n: &serde_json::Number) -> Box<dyn Val + 'a> {
 
 /// Builds what is wanted of the next value, checking all of it; `None` when nothing is
 /// wanted.
-fn build<'a>(
-    reader: &mut Reader<'a>,
-    want: Want<'_>,
-) -> Result<Option<Box<dyn Val + 'a>>, ReadError> {
+fn build<'a>(reader: &mut Reader<'a>, want: Want<'_>) -> Result<Option<Tree<'a>>, ReadError> {
     if matches!(want, Want::Nothing) {
         reader.check_value()?;
         return Ok(None);
     }
     if let Some(scalar) = reader.scalar()? {
-        return Ok(Some(match scalar {
-            Scalar::Null => Box::new(CelNull),
-            Scalar::Bool(b) => Box::new(CelBool::from(b)),
-            Scalar::Number(n) => number(&n),
-            Scalar::String(Cow::Borrowed(s)) => Box::new(CelString::from(s)),
-            Scalar::String(Cow::Owned(s)) => Box::new(CelString::from(s)),
-        }));
+        return Ok(Some(Tree::Scalar(scalar)));
     }
     if reader.peek() == Some(b'[') {
         let item = want.item();
         let mut items = Vec::new();
         let mut list = reader.begin_array()?;
         while reader.next_item(&mut list)? {
-            let object = reader.peek() == Some(b'{');
-            match build(reader, item)? {
-                Some(value) if object => items.push(SharedMap::of(value)),
-                value => items.extend(value),
-            }
+            items.extend(build(reader, item)?);
         }
-        return Ok(Some(Box::new(CelList::from(items))));
+        return Ok(Some(Tree::List(items)));
     }
-    let mut map = HashMap::new();
+    let mut members = Vec::new();
     let mut object = reader.begin_object()?;
     while let Some(name) = reader.next_name(&mut object)? {
         if let Some(value) = build(reader, want.member(&name))? {
-            let key = match name {
-                Cow::Borrowed(name) => CelMapKey::from(name),
-                Cow::Owned(name) => CelMapKey::from(name),
-            };
-            map.insert(key, value);
+            members.push((name, value));
         }
     }
-    Ok(Some(Box::new(CelMap::from(map))))
+    Ok(Some(Tree::Object(members)))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use proptest::strategy::ValueTree;
 use serde_json::{Value, json};
 
 use super::EntryCond;
-use crate::policy::expr::entry_val::read_entry;
+use crate::policy::expr::entry_val::{EntryValue, read_entry};
 use crate::policy::expr::fast::tests::literal;
 use crate::policy::expr::{EntryScope, Expr, Vars, json_val};
 use crate::request::AccessRequest;
@@ -242,9 +242,11 @@ fn same_answer(rule: &str, entry: &Value, response: &Value) -> Option<bool> {
     let response = json_val(response);
     let text = entry.to_string();
     let read = read_entry(&text, &expr.entry_fields).expect("generated JSON reads");
-    let whole = json_val(entry);
+    // As read (the fast path walks the tree), and converted whole (it walks CEL values).
+    let read = EntryValue::new(&read.tree);
+    let whole = EntryValue::of_val(json_val(entry));
     let mut fast = None;
-    for entry in [&*read.val, &*whole] {
+    for entry in [&read, &whole] {
         let scoped = EntryScope {
             vars: &vars,
             entry,

@@ -57,21 +57,26 @@ fn same_answer(rule: &str, entry: &Value) {
     };
     let vars = crate::policy::expr::Vars::new(&request, None, expr.request_fields);
     let response = json_val(&json!({"status": 200, "bundle_type": "searchset"}));
-    let whole = json_val(entry);
+    let whole = EntryValue::of_val(json_val(entry));
     let text = entry.to_string();
     let read = read_entry(&text, &expr.entry_fields).unwrap();
     let of_value = entry_of_value(entry, &expr.entry_fields);
-    let expected = expr.eval_bool_for_entry(&vars, &*whole, &*response);
-    assert_eq!(
-        expr.eval_bool_for_entry(&vars, &*read.val, &*response),
-        expected,
-        "{rule} on {text}"
-    );
-    assert_eq!(
-        expr.eval_bool_for_entry(&vars, &*of_value.val, &*response),
-        expected,
-        "{rule} on {text}"
-    );
+    let expected = expr.eval_bool_for_entry(&vars, &whole, &*response);
+    for entry in [&read, &of_value] {
+        // Through the fast path on the tree, and by the interpreter on its CEL value.
+        let value = EntryValue::new(&entry.tree);
+        assert_eq!(
+            expr.eval_bool_for_entry(&vars, &value, &*response),
+            expected,
+            "{rule} on {text}"
+        );
+        let converted = EntryValue::of_val(entry.tree.to_val());
+        assert_eq!(
+            expr.eval_bool_for_entry(&vars, &converted, &*response),
+            expected,
+            "{rule} on {text}"
+        );
+    }
 }
 
 const RULES: [&str; 16] = [
@@ -192,4 +197,81 @@ fn a_member_named_twice_is_refused_where_nothing_is_built() {
     let many: String = (0..40).map(|i| format!(r#""k{i}":1,"#)).collect();
     let text = format!(r#"{{"resource":{{{many}"k7":2}}}}"#);
     assert_eq!(read_entry(&text, &fields).err(), Some(ReadError::Duplicate));
+}
+
+/// `tree` with each object's members in name order (a `serde_json` object's order).
+fn sorted(tree: Tree<'_>) -> Tree<'_> {
+    match tree {
+        Tree::Scalar(s) => Tree::Scalar(s),
+        Tree::List(items) => Tree::List(items.into_iter().map(sorted).collect()),
+        Tree::Object(members) => {
+            let mut members: Vec<_> = members.into_iter().map(|(n, v)| (n, sorted(v))).collect();
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            Tree::Object(members)
+        }
+    }
+}
+
+/// Member selections over the names `json_text` generates (decoded: `ab` is also spelt
+/// `a\u0062`, `é` also `\u00e9`).
+fn any_fields() -> impl Strategy<Value = EntryFields> {
+    prop_oneof![
+        Just(EntryFields::All),
+        Just(EntryFields::default()),
+        Just(some(&[("a", None)])),
+        Just(some(&[("ab", Some(&["a", "é"])), ("b", None)])),
+        Just(some(&[("meta", Some(&["security"])), ("é", Some(&["ab"]))])),
+        Just(some(&[("a\"", None), ("😀", Some(&["x", "id"]))])),
+    ]
+}
+
+/// Reading `text` gives the tree `strict_json`'s value gives of `fields`, or the same
+/// fault.
+fn tree_as_strict(text: &str, fields: &EntryFields) -> Result<(), TestCaseError> {
+    let read = read_entry(text, fields);
+    match crate::json::strict_json(text) {
+        Ok(value) => {
+            let expected = entry_of_value(&value, fields);
+            prop_assert_eq!(read.map(|r| sorted(r.tree)), Ok(expected.tree), "{}", text);
+        }
+        Err(crate::json::StrictError::Duplicate(_)) => {
+            prop_assert_eq!(read.err(), Some(ReadError::Duplicate), "{}", text)
+        }
+        Err(crate::json::StrictError::Syntax) => {
+            prop_assert_eq!(read.err(), Some(ReadError::Syntax), "{}", text)
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    /// The tree read from a text is what reading the text whole with `strict_json` and
+    /// keeping the selected members gives (escapes, unicode, repeated names, nesting),
+    /// and a text `strict_json` refuses is refused for the same fault.
+    #[test]
+    fn the_tree_read_is_what_strict_json_reads(
+        text in prop_oneof![
+            crate::json::reader::tests::json_text(),
+            crate::json::reader::tests::json_text_mostly_unique(),
+        ],
+        fields in any_fields(),
+    ) {
+        let object = format!("{{\"a\":{text},\"ab\":{text},\"\\u00e9\":[{text}]}}");
+        tree_as_strict(&text, &fields)?;
+        tree_as_strict(&object, &fields)?;
+    }
+
+    /// Broken and deeply nested texts are refused as `strict_json` refuses them.
+    #[test]
+    fn mangled_entries_are_refused_as_strict_json_refuses_them(
+        text in crate::json::reader::tests::json_text(),
+        cut in any::<prop::sample::Index>(),
+        piece in "[{}\\[\\],:\"\\\\ 0-9a-z.eE+-]{0,3}",
+        depth in prop_oneof![Just(0usize), 120usize..130],
+        fields in any_fields(),
+    ) {
+        let mangled = crate::json::reader::tests::splice(&text, cut, &piece);
+        let nested = format!("{}{mangled}{}", "{\"a\":[".repeat(depth / 2), "]}".repeat(depth / 2));
+        tree_as_strict(&format!("{{\"a\":{nested}}}"), &fields)?;
+    }
 }
