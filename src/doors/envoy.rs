@@ -1,6 +1,6 @@
 //! Envoy's external authorization gRPC API (`envoy.service.auth.v3.Authorization/Check`).
 //!
-//! Translation only: `CheckRequest` → [`AccessRequest`](sluis_core::request::AccessRequest),
+//! Translation only: `CheckRequest` → [`AccessRequest`],
 //! [`Decision`](sluis_core::decision::Decision) → `CheckResponse`.
 //!
 //! The service Sluis serves is [`EnvoyService`]: the generated service's routing and
