@@ -778,6 +778,27 @@ mod tests {
             let longer = format!("{a}.");
             proptest::prop_assert_ne!(keys.of(&a), keys.of(&longer));
         }
+
+        /// Any text a client can put in a header, not only a JWT's characters: control
+        /// characters, NUL, any Unicode; and a text with one character changed anywhere.
+        #[test]
+        fn any_text_has_a_key_of_its_own(
+            a in "(?s).{0,200}",
+            b in "(?s).{0,200}",
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            other in proptest::prelude::any::<char>(),
+        ) {
+            let keys = TokenKeys::new().unwrap();
+            proptest::prop_assert_eq!(a == b, keys.of(&a) == keys.of(&b));
+            let mut chars: Vec<char> = a.chars().collect();
+            if !chars.is_empty() {
+                let at = at.index(chars.len());
+                let changed = chars[at] != other;
+                chars[at] = other;
+                let c: String = chars.into_iter().collect();
+                proptest::prop_assert_eq!(changed, keys.of(&a) != keys.of(&c));
+            }
+        }
     }
 
     #[tokio::test]
