@@ -232,18 +232,8 @@ pub fn access_request(check: CheckRequest, max_body: usize) -> Result<AccessRequ
                 format!("header `{}` is not visible ASCII", name.escape_debug()),
             ));
         }
-        let name = name.to_ascii_lowercase();
-        match headers.get_mut(&name) {
-            // Two spellings of one name: joined as repeats are.
-            Some(earlier) => {
-                let earlier: &mut String = earlier;
-                earlier.push(',');
-                earlier.push_str(&value);
-            }
-            None => {
-                headers.insert(name, value);
-            }
-        }
+        // Two spellings of one name: joined as repeats are.
+        sluis_core::request::join_header(&mut headers, name.to_ascii_lowercase(), value);
     }
     let body = match check.body_base64 {
         None => String::new(),

@@ -228,13 +228,7 @@ fn joined_headers(headers: &HeaderMap) -> Result<HashMap<String, String>, String
         let value = value
             .to_str()
             .map_err(|_| format!("header `{name}` is not visible ASCII"))?;
-        joined
-            .entry(name.as_str().to_owned())
-            .and_modify(|v| {
-                v.push(',');
-                v.push_str(value);
-            })
-            .or_insert_with(|| value.to_owned());
+        sluis_core::request::join_header(&mut joined, name.as_str().to_owned(), value);
     }
     Ok(joined)
 }

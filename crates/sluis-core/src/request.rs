@@ -143,6 +143,37 @@ pub struct Source {
     pub certificate: Option<String>,
 }
 
+/// Adds a header to a door's map of request headers: a name already there gets `value`
+/// after a `,`, as Envoy joins repeated headers. `name` is lower-case. Every door that
+/// builds `AccessRequest::headers` from a list of headers does it this way.
+pub fn join_header<V: AsRef<str> + Into<String>>(
+    headers: &mut HashMap<String, String>,
+    name: String,
+    value: V,
+) {
+    match headers.entry(name) {
+        std::collections::hash_map::Entry::Occupied(mut earlier) => {
+            let earlier = earlier.get_mut();
+            earlier.push(',');
+            earlier.push_str(value.as_ref());
+        }
+        std::collections::hash_map::Entry::Vacant(new) => {
+            new.insert(value.into());
+        }
+    }
+}
+
+impl Source {
+    /// A peer certificate as Envoy sends it (URL-encoded PEM; empty: none), decoded.
+    pub fn peer_certificate(encoded: &str) -> Option<String> {
+        (!encoded.is_empty()).then(|| {
+            percent_encoding::percent_decode_str(encoded)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    }
+}
+
 /// Headers with which a client asks the upstream to perform another method than the
 /// request's own; frameworks that honour them (Rails, Laravel, ASP.NET, Express's
 /// `method-override`, ...) would perform a method Sluis never judged.

@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use sluis_core::request::{AccessRequest, Door, Source};
+use sluis_core::request::{AccessRequest, Door, Source, join_header};
 
 /// Why the bytes are not a `CheckRequest`. Envoy never sends one: the door answers it as
 /// a failed call, which Envoy's filter treats as an error (closed).
@@ -170,15 +170,9 @@ impl Check {
                 Some(Address::Pipe(path)) => path,
                 Some(Address::Internal) | None => String::new(),
             };
-            let certificate = (!peer.certificate.is_empty()).then(|| {
-                // Envoy sends the peer certificate URL-encoded.
-                percent_encoding::percent_decode_str(&peer.certificate)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            });
             access.source = Source {
                 address,
-                certificate,
+                certificate: Source::peer_certificate(&peer.certificate),
             };
         }
         let Some(http) = self.http else {
@@ -210,20 +204,14 @@ impl Check {
 
 /// Headers sent as a `HeaderMap` (`encode_raw_headers: true`), joined like Envoy joins them.
 fn joined(raw: Vec<RawHeader>) -> HashMap<String, String> {
-    let mut headers: HashMap<String, String> = HashMap::new();
+    let mut headers = HashMap::new();
     for header in raw {
         let value = if header.raw_value.is_empty() {
             header.value
         } else {
             String::from_utf8_lossy(&header.raw_value).into_owned()
         };
-        headers
-            .entry(header.key.to_ascii_lowercase())
-            .and_modify(|v| {
-                v.push(',');
-                v.push_str(&value);
-            })
-            .or_insert(value);
+        join_header(&mut headers, header.key.to_ascii_lowercase(), value);
     }
     headers
 }

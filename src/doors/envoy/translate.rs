@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
 use envoy_types::pb::google::rpc;
 
 use sluis_core::decision::{Allow, Decision, Deny, Outcome};
-use sluis_core::request::{AccessRequest, Door, Source, encode_query_part};
+use sluis_core::request::{AccessRequest, Door, Source, encode_query_part, join_header};
 
 /// The size of the body a `CheckRequest` carries.
 pub fn body_len(check: &CheckRequest) -> usize {
@@ -84,15 +84,9 @@ pub fn access_request(check: CheckRequest) -> AccessRequest {
                 Address::EnvoyInternalAddress(_) => String::new(),
             })
             .unwrap_or_default();
-        let certificate = (!source.certificate.is_empty()).then(|| {
-            // Envoy sends the peer certificate URL-encoded.
-            percent_encoding::percent_decode_str(&source.certificate)
-                .decode_utf8_lossy()
-                .into_owned()
-        });
         access.source = Source {
             address,
-            certificate,
+            certificate: Source::peer_certificate(&source.certificate),
         };
     }
     let Some(http) = attributes.request.and_then(|r| r.http) else {
@@ -121,20 +115,14 @@ pub fn access_request(check: CheckRequest) -> AccessRequest {
 fn raw_headers(
     map: Option<envoy_types::pb::envoy::config::core::v3::HeaderMap>,
 ) -> HashMap<String, String> {
-    let mut headers: HashMap<String, String> = HashMap::new();
+    let mut headers = HashMap::new();
     for header in map.map(|m| m.headers).unwrap_or_default() {
         let value = if header.raw_value.is_empty() {
             header.value
         } else {
             String::from_utf8_lossy(&header.raw_value).into_owned()
         };
-        headers
-            .entry(header.key.to_ascii_lowercase())
-            .and_modify(|v| {
-                v.push(',');
-                v.push_str(&value);
-            })
-            .or_insert(value);
+        join_header(&mut headers, header.key.to_ascii_lowercase(), value);
     }
     headers
 }
