@@ -6,8 +6,10 @@
 //! The service Sluis serves is [`EnvoyService`]: the generated service's routing and
 //! gRPC handling (tonic's [`Grpc`](tonic::server::Grpc)), with a codec whose decoder reads
 //! the `CheckRequest`'s bytes straight into the `AccessRequest` ([`read_check`]) instead of
-//! building prost's whole message first. [`EnvoyDoor`] still implements the generated
-//! `Authorization` trait, the same decision on a decoded message.
+//! building prost's whole message first. [`access_request`] and [`body_len`] are the same
+//! translation from prost's decoded message: the reference the reader is held to (the
+//! property tests and the `envoy_check` fuzz entry), and what tests that build a
+//! `CheckRequest` message use.
 //!
 //! Request bodies (Envoy `with_request_body`) are bounded twice: a whole `CheckRequest`
 //! may be at most [`max_message_bytes`] (tonic refuses larger ones with
@@ -20,7 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
+use envoy_types::ext_authz::v3::pb::CheckResponse;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::{Request, Response, Status};
 
@@ -35,8 +37,8 @@ mod translate;
 mod read;
 
 pub use read::{NotACheck, ReadCheck, read_check};
-pub use translate::{access_request, check_response};
-use translate::{body_len, too_large};
+use translate::too_large;
+pub use translate::{access_request, body_len, check_response};
 
 /// The gRPC service Envoy's `ext_authz` filter calls.
 pub struct EnvoyDoor {
@@ -80,20 +82,6 @@ impl EnvoyDoor {
             // `failure_mode_allow: false` (our example config) that is a deny.
             Err(unavailable) => Err(Status::unavailable(unavailable.to_string())),
         }
-    }
-}
-
-#[tonic::async_trait]
-impl Authorization for EnvoyDoor {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
-        let check = request.into_inner();
-        let body_len = body_len(&check);
-        self.decide(access_request(check), body_len)
-            .await
-            .map(Response::new)
     }
 }
 
