@@ -323,3 +323,28 @@ fn malformed_framing_is_refused() {
         assert!(CheckRequest::decode(bytes).is_err(), "prost too: {bytes:?}");
     }
 }
+
+/// Unknown groups nested deep: skipped alike up to prost's recursion limit, refused past
+/// it, and never a stack overflow however deep (100,000 levels).
+#[test]
+fn deeply_nested_groups_are_skipped_or_refused_never_overflow() {
+    let key = |tag: u64, kind: u64| {
+        let mut bytes = Vec::new();
+        prost::encoding::encode_varint(tag << 3 | kind, &mut bytes);
+        bytes
+    };
+    for depth in [1usize, 50, 98, 99, 100, 101, 150, 100_000] {
+        let mut bytes = Vec::new();
+        for _ in 0..depth {
+            bytes.extend(key(1000, 3));
+        }
+        for _ in 0..depth {
+            bytes.extend(key(1000, 4));
+        }
+        let read = read_check(&bytes);
+        match through_prost(&bytes) {
+            Some(_) => assert!(read.is_ok(), "depth {depth}: prost reads it"),
+            None => assert!(read.is_err(), "depth {depth}: prost refuses it"),
+        }
+    }
+}

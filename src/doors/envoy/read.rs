@@ -519,7 +519,10 @@ impl<'a> Wire<'a> {
     }
 
     /// A field not read, skipped as prost skips an unknown field: its framing checked.
+    /// As prost's, it counts against the recursion limit: at the limit even a varint is
+    /// refused, and each group goes one level deeper.
     fn skip(&mut self, kind: u8, tag: u32, depth: u32) -> Result<(), NotACheck> {
+        let inner_depth = deeper(depth)?;
         match kind {
             VARINT => {
                 self.varint()?;
@@ -541,7 +544,7 @@ impl<'a> Wire<'a> {
                     }
                     break;
                 }
-                self.skip(inner_kind, inner, deeper(depth)?)?;
+                self.skip(inner_kind, inner, inner_depth)?;
             },
             _ => return Err(NotACheck("a group is closed that was not opened")),
         }
