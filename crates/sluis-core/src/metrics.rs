@@ -9,9 +9,10 @@
 //! names, door names; never a request's path or a caller's identity.
 
 use std::hash::BuildHasher;
-use std::sync::{Arc, LazyLock, PoisonError, RwLock};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hashbrown::HashTable;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -26,6 +27,11 @@ use prometheus_client::registry::Registry;
 /// nothing else. Here, at the bottom of the core, so that every layer that opens such a
 /// span can name it without importing the engine.
 pub const SPAN_TARGET: &str = "sluis::span";
+
+/// The per-shard counter and histogram every decision bumps.
+mod shards;
+
+use shards::{ShardedCounter, ShardedHistogram};
 
 /// Decision labels borrow what the decision already holds (policy and rule ids are
 /// shared `Arc<str>`s, outcome and door static names), so counting a decision allocates
@@ -117,13 +123,14 @@ struct DisagreementLabels {
 }
 
 /// One decision label set's counter and histogram, resolved once ([`Metrics::decision`]).
+#[derive(Clone)]
 struct DecisionHandles {
     policy: Option<Arc<str>>,
     rule: Option<Arc<str>>,
     outcome: &'static str,
     door: &'static str,
-    counted: Counter,
-    timed: Histogram,
+    counted: ShardedCounter,
+    timed: ShardedHistogram,
 }
 
 /// At most this many label sets' handles are kept (policy and rule ids come from the
@@ -133,15 +140,16 @@ const MAX_DECISION_HANDLES: usize = 1024;
 /// Every metric Sluis exports.
 pub struct Metrics {
     registry: Registry,
-    decisions: Family<DecisionLabels, Counter>,
-    decision_seconds: Family<DoorLabels, Histogram, fn() -> Histogram>,
+    decisions: Family<DecisionLabels, ShardedCounter>,
+    decision_seconds: Family<DoorLabels, ShardedHistogram, fn() -> ShardedHistogram>,
     /// What each decision label set resolved to in `decisions` and `decision_seconds`: a
-    /// decision is counted with one cheap hash of its labels and one read lock, instead
+    /// decision is counted with one cheap hash of its labels and a look-up in a table
+    /// that readers share without a lock (a new label set replaces the table), instead
     /// of two family look-ups (SipHash of every label, a lock each, reference counts).
-    decision_handles: RwLock<HashTable<DecisionHandles>>,
+    decision_handles: ArcSwap<HashTable<DecisionHandles>>,
     handle_hasher: foldhash::fast::RandomState,
-    token_cache_hits: Counter,
-    token_cache_misses: Counter,
+    token_cache_hits: ShardedCounter,
+    token_cache_misses: ShardedCounter,
     token_cache_entries: Gauge,
     introspection: Family<EventLabels, Counter>,
     jwks_fetches: Family<IssuerLabels, Counter>,
@@ -171,24 +179,24 @@ fn source_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
-fn decision_histogram() -> Histogram {
+fn decision_histogram() -> ShardedHistogram {
     // 5 µs .. ~80 ms: a cached decision takes microseconds, a first verification
     // tens of µs, an introspection call or a JWKS fetch milliseconds.
-    Histogram::new(exponential_buckets(0.000_005, 2.0, 15))
+    ShardedHistogram::new(exponential_buckets(0.000_005, 2.0, 15))
 }
 
 impl Metrics {
     /// A registry with every metric at zero.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("sluis");
-        let decisions = Family::<DecisionLabels, Counter>::default();
+        let decisions = Family::<DecisionLabels, ShardedCounter>::default();
         registry.register(
             "decisions",
             "Decisions by policy, deciding rule, outcome and front door",
             decisions.clone(),
         );
         let decision_seconds =
-            Family::<DoorLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            Family::<DoorLabels, ShardedHistogram, fn() -> ShardedHistogram>::new_with_constructor(
                 decision_histogram,
             );
         registry.register(
@@ -196,7 +204,7 @@ impl Metrics {
             "Time to decide, token verification and policy evaluation included, by front door",
             decision_seconds.clone(),
         );
-        let token_cache = Family::<ResultLabels, Counter>::default();
+        let token_cache = Family::<ResultLabels, ShardedCounter>::default();
         registry.register(
             "token_cache_lookups",
             "Verified-token cache look-ups: hit or miss",
@@ -365,7 +373,7 @@ impl Metrics {
             log_lines,
             decisions,
             decision_seconds,
-            decision_handles: RwLock::default(),
+            decision_handles: ArcSwap::default(),
             handle_hasher: foldhash::fast::RandomState::default(),
             token_cache_hits,
             token_cache_misses,
@@ -409,16 +417,11 @@ impl Metrics {
                 && handles.rule.as_deref() == rule_id
         };
         let seconds = took.as_secs_f64();
-        let table = self
-            .decision_handles
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = table.find(hash, same) {
+        if let Some(found) = self.decision_handles.load().find(hash, same) {
             found.counted.inc();
             found.timed.observe(seconds);
             return;
         }
-        drop(table);
         let id = |id: Option<&Arc<str>>| Id(id.unwrap_or(&NONE).clone());
         let resolved = DecisionHandles {
             policy: policy.cloned(),
@@ -441,19 +444,21 @@ impl Metrics {
         };
         resolved.counted.inc();
         resolved.timed.observe(seconds);
-        let mut table = self
-            .decision_handles
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if table.find(hash, same).is_some() {
-            return;
-        }
-        if table.len() >= MAX_DECISION_HANDLES {
-            table.clear();
-        }
+        // A label set not seen before: a new table with it replaces the old (rare, so
+        // copying is cheaper than making every decision take a lock).
         let hasher = &self.handle_hasher;
-        table.insert_unique(hash, resolved, |h| {
-            hasher.hash_one((h.policy.as_deref(), h.rule.as_deref(), h.outcome, h.door))
+        self.decision_handles.rcu(|table| {
+            let mut table = if table.len() >= MAX_DECISION_HANDLES {
+                HashTable::new()
+            } else {
+                HashTable::clone(table)
+            };
+            if table.find(hash, same).is_none() {
+                table.insert_unique(hash, resolved.clone(), |h| {
+                    hasher.hash_one((h.policy.as_deref(), h.rule.as_deref(), h.outcome, h.door))
+                });
+            }
+            table
         });
     }
 
