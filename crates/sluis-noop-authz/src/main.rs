@@ -20,8 +20,13 @@
 //! `sluis-noop-default` (same package) is the other baseline: what an off-the-shelf
 //! tonic server looks like (`#[tokio::main]`, default settings, system allocator).
 //!
+//! `--answer FILE` answers every Check with the `CheckResponse` in FILE (a gRPC frame as
+//! `curl` saves it, or the bare message) instead of the empty OK: with Sluis's own answer
+//! it shows what the answer costs the gateway (headers set and removed), apart from what
+//! the server costs.
+//!
 //! Usage: `sluis-noop-authz [--runtime multi|current] [--threads N] [--capture FILE]
-//! [LISTEN_ADDR]` (default `127.0.0.1:9292`, `multi` with one worker per core).
+//! [--answer FILE] [LISTEN_ADDR]` (default `127.0.0.1:9292`, `multi` with one worker per core).
 //! `--capture FILE` writes the first Check's request body as received (the 5-byte gRPC
 //! frame prefix and the protobuf bytes, untouched) to FILE, answers it, and exits: how
 //! `benches/data/` holds a CheckRequest sent by a real Envoy.
@@ -48,7 +53,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:9292";
 const USAGE: &str = "usage: sluis-noop-authz [--runtime multi|current] [--threads N] \
-                     [--capture FILE] [--sluis-transport] [--skip-decode] [LISTEN_ADDR]   (default 127.0.0.1:9292)";
+                     [--capture FILE] [--answer FILE] [--sluis-transport] [--skip-decode] [LISTEN_ADDR]   (default 127.0.0.1:9292)";
 
 /// Answers every Check with the same OK, built once.
 struct NoopAuthz {
@@ -102,6 +107,21 @@ impl ExternalProcessor for NoopExtProc {
     }
 }
 
+/// The `CheckResponse` in `file`: a gRPC frame (uncompressed, its 5-byte prefix giving
+/// the message's length) or the bare message.
+fn answer_from(file: &std::path::Path) -> Result<CheckResponse, String> {
+    use prost::Message as _;
+    let bytes = std::fs::read(file).map_err(|e| format!("--answer {}: {e}", file.display()))?;
+    let message = match bytes.get(..5) {
+        Some(&[0, a, b, c, d]) if u32::from_be_bytes([a, b, c, d]) as usize == bytes.len() - 5 => {
+            &bytes[5..]
+        }
+        _ => &bytes[..],
+    };
+    CheckResponse::decode(message)
+        .map_err(|e| format!("--answer {}: not a CheckResponse: {e}", file.display()))
+}
+
 fn ok_response() -> CheckResponse {
     let mut response = CheckResponse::with_status(Status::ok(""));
     response.set_http_response(OkHttpResponse::default());
@@ -113,6 +133,7 @@ struct Options {
     current_thread: bool,
     threads: Option<usize>,
     capture: Option<std::path::PathBuf>,
+    answer: Option<std::path::PathBuf>,
     sluis_transport: bool,
     skip_decode: bool,
 }
@@ -123,6 +144,7 @@ fn options() -> Result<Options, String> {
         current_thread: false,
         threads: None,
         capture: None,
+        answer: None,
         sluis_transport: false,
         skip_decode: false,
     };
@@ -144,6 +166,9 @@ fn options() -> Result<Options, String> {
             "--capture" => {
                 options.capture = Some(args.next().ok_or("--capture: a file")?.into());
             }
+            "--answer" => {
+                options.answer = Some(args.next().ok_or("--answer: a file")?.into());
+            }
             addr => {
                 options.addr = addr
                     .parse()
@@ -161,6 +186,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             eprintln!("{message}");
             std::process::exit(if message == USAGE { 0 } else { 2 });
         }
+    };
+    let ok = match &options.answer {
+        Some(file) => answer_from(file).unwrap_or_else(|message| {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }),
+        None => ok_response(),
     };
     let runtime = if options.current_thread {
         tokio::runtime::Builder::new_current_thread()
@@ -212,14 +244,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             None if options.skip_decode => {
                 builder
-                    .add_service(skip::SkipService { ok: ok_response() })
+                    .add_service(skip::SkipService { ok: ok.clone() })
                     .add_service(ExternalProcessorServer::new(NoopExtProc))
                     .serve_with_incoming_shutdown(incoming, shutdown)
                     .await?;
             }
             None => {
                 builder
-                    .add_service(AuthorizationServer::new(NoopAuthz { ok: ok_response() }))
+                    .add_service(AuthorizationServer::new(NoopAuthz { ok }))
                     .add_service(ExternalProcessorServer::new(NoopExtProc))
                     .serve_with_incoming_shutdown(incoming, shutdown)
                     .await?;
@@ -411,5 +443,40 @@ mod skip {
                 Ok(grpc.unary(Check(ok), request).await)
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    /// `--answer` takes the CheckResponse framed as curl saves a gRPC body, or bare; any
+    /// other bytes are refused, never answered as something else.
+    #[test]
+    fn an_answer_is_read_framed_or_bare() {
+        let dir = std::env::temp_dir().join(format!("noop-answer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut answer = ok_response();
+        answer.dynamic_metadata = None;
+        if let Some(envoy_types::ext_authz::v3::pb::HttpResponse::OkResponse(ok)) =
+            &mut answer.http_response
+        {
+            ok.headers_to_remove.push("authorization".to_owned());
+        }
+        let bare = answer.encode_to_vec();
+        let mut framed = vec![0];
+        framed.extend_from_slice(&(bare.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&bare);
+        for (name, bytes) in [("bare", &bare), ("framed", &framed)] {
+            let file = dir.join(name);
+            std::fs::write(&file, bytes).unwrap();
+            assert_eq!(answer_from(&file).unwrap(), answer, "{name}");
+        }
+        let file = dir.join("garbage");
+        std::fs::write(&file, b"\xff\xff\xff").unwrap();
+        assert!(answer_from(&file).is_err());
+        assert!(answer_from(&dir.join("missing")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
