@@ -27,10 +27,14 @@
 #   NOOP_TRANSPORT [1]: 0 skips `noop-transport`, the lean no-op with `sluis serve`'s gRPC
 #     listener settings (keep-alives, stream limit, the per-Check timeout): what Sluis's
 #     transport costs apart from deciding;
+#   NOOP_ANSWER [unset]: a file holding a CheckResponse (e.g. Sluis's answer as curl saves
+#     it, tmp/grpc-ratio/smoke-sluis.bin after a run): also runs `noop-answer`, the lean
+#     no-op answering that instead of an empty OK (`--answer`): what the bigger answer
+#     costs the transport, apart from deciding;
 #   CHECK [benches/data/check-eoverdracht.bin]; OUT [tmp/grpc-ratio].
 # Also printed per server: minor page faults per Check (kernel time no system call shows).
 # Needs: cargo build --release --bin sluis -p sluis-noop-authz; h2load
-# (scripts/install-load-tools.sh). Uses ports 9190-9192, 9292-9295, 9390-9392.
+# (scripts/install-load-tools.sh). Uses ports 9190-9192, 9292-9296, 9390-9392.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-tmp/grpc-ratio}; mkdir -p "$OUT"
@@ -72,6 +76,7 @@ start noop 9292 "$BIN/sluis-noop-authz" 127.0.0.1:9292
 [[ "$NOOP_DEFAULT" == 0 ]] || start noop-default 9293 "$BIN/sluis-noop-default" 127.0.0.1:9293
 [[ "$NOOP_TRANSPORT" == 0 ]] || start noop-transport 9294 "$BIN/sluis-noop-authz" --sluis-transport 127.0.0.1:9294
 [[ "$NOOP_SKIP" == 0 ]] || start noop-skip 9295 "$BIN/sluis-noop-authz" --skip-decode 127.0.0.1:9295
+[[ -z "${NOOP_ANSWER:-}" ]] || start noop-answer 9296 "$BIN/sluis-noop-authz" --answer "$NOOP_ANSWER" 127.0.0.1:9296
 CONFIG=$(private_example_config "$OUT"); CONFIGS+=("$CONFIG")
 start sluis 9191 "$BIN/sluis" serve --config "$CONFIG"
 echo "flow at sluis: HTTP $(register_load_flow 127.0.0.1:9190)"
@@ -128,6 +133,10 @@ awk -F'\t' '
       if (name == "sluis" && ("1", "noop-skip") in rps) {
         for (r = 1; r <= rounds; r++) { ratio[r] = rps[r, "sluis"] / rps[r, "noop-skip"]; extra[r] = cpu[r, "sluis"] - cpu[r, "noop-skip"] }
         printf "sluis / noop-skip (the transport floor): Check/s ratio %s; CPU µs/Check above it %s\n", summary(ratio, rounds), summary(extra, rounds)
+      }
+      if (name == "sluis" && ("1", "noop-answer") in rps) {
+        for (r = 1; r <= rounds; r++) { ratio[r] = rps[r, "sluis"] / rps[r, "noop-answer"]; extra[r] = cpu[r, "sluis"] - cpu[r, "noop-answer"] }
+        printf "sluis / noop-answer (a no-op giving the same answer): Check/s ratio %s; CPU µs/Check above it %s\n", summary(ratio, rounds), summary(extra, rounds)
       }
       if (name == "sluis" && ("1", "sluis-old") in rps) {
         for (r = 1; r <= rounds; r++) ratio[r] = rps[r, "sluis"] / rps[r, "sluis-old"]
