@@ -25,7 +25,7 @@
 //!   plugin bug); 503 `{"error": "temporarily_unavailable", ...}`: the engine cannot decide.
 //!   The plugin treats both as an error and fails closed (`status_on_error`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -221,7 +221,10 @@ pub fn access_request(check: CheckRequest, max_body: usize) -> Result<AccessRequ
             format!("`{}` is not an HTTP method", check.method.escape_debug()),
         ));
     }
-    let mut headers = HashMap::with_capacity(check.headers.len());
+    let mut headers = sluis_core::request::Headers::with_capacity_and_hasher(
+        check.headers.len(),
+        Default::default(),
+    );
     for (name, value) in check.headers {
         if !value
             .bytes()

@@ -44,7 +44,6 @@
 //! `request.body`. A body larger than `request_body.max_bytes` is refused with 413 before
 //! anything is decided: a decision on part of a body could allow what the whole would not.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -222,8 +221,8 @@ fn origin_form(target: &str) -> Result<String, String> {
 }
 
 /// Header names lower-cased; repeated headers joined with `,` as Envoy joins them.
-fn joined_headers(headers: &HeaderMap) -> Result<HashMap<String, String>, String> {
-    let mut joined: HashMap<String, String> = HashMap::new();
+fn joined_headers(headers: &HeaderMap) -> Result<sluis_core::request::Headers, String> {
+    let mut joined = sluis_core::request::Headers::default();
     for (name, value) in headers {
         let value = value
             .to_str()

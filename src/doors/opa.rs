@@ -220,8 +220,8 @@ fn path(path: String) -> Result<String, String> {
 
 /// Headers as the plugins send them (name → value, or → list of values for a repeated
 /// header), lower-cased and joined with `,`.
-fn headers(map: &Map<String, Value>) -> Result<std::collections::HashMap<String, String>, String> {
-    let mut headers = std::collections::HashMap::new();
+fn headers(map: &Map<String, Value>) -> Result<sluis_core::request::Headers, String> {
+    let mut headers = sluis_core::request::Headers::default();
     for (name, value) in map {
         let text = match value {
             Value::String(s) => s.clone(),

@@ -6,6 +6,11 @@
 
 use std::collections::HashMap;
 
+/// A request's headers by lower-cased name. Hashed with foldhash (seeded per process)
+/// rather than SipHash: every Check fills one from the gateway's headers, and their
+/// number is bounded by the gateway and by the largest message a door accepts.
+pub type Headers = HashMap<String, String, foldhash::fast::RandomState>;
+
 /// One request to authorize, as the gateway saw it.
 ///
 /// Its `Debug` output redacts credentials (credential headers, and credential-named
@@ -27,7 +32,7 @@ pub struct AccessRequest {
     pub protocol: String,
     /// Request headers, names lower-cased. Repeated headers are joined with `,` as
     /// Envoy does.
-    pub headers: HashMap<String, String>,
+    pub headers: Headers,
     pub source: Source,
     /// The request body, when the gateway sends it (Envoy `with_request_body`).
     pub body: String,
@@ -146,11 +151,7 @@ pub struct Source {
 /// Adds a header to a door's map of request headers: a name already there gets `value`
 /// after a `,`, as Envoy joins repeated headers. `name` is lower-case. Every door that
 /// builds `AccessRequest::headers` from a list of headers does it this way.
-pub fn join_header<V: AsRef<str> + Into<String>>(
-    headers: &mut HashMap<String, String>,
-    name: String,
-    value: V,
-) {
+pub fn join_header<V: AsRef<str> + Into<String>>(headers: &mut Headers, name: String, value: V) {
     match headers.entry(name) {
         std::collections::hash_map::Entry::Occupied(mut earlier) => {
             let earlier = earlier.get_mut();

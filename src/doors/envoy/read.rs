@@ -97,7 +97,7 @@ enum Port {
 #[derive(Default)]
 struct Http {
     method: String,
-    headers: HashMap<String, String>,
+    headers: sluis_core::request::Headers,
     path: String,
     host: String,
     scheme: String,
@@ -203,8 +203,8 @@ impl Check {
 }
 
 /// Headers sent as a `HeaderMap` (`encode_raw_headers: true`), joined like Envoy joins them.
-fn joined(raw: Vec<RawHeader>) -> HashMap<String, String> {
-    let mut headers = HashMap::new();
+fn joined(raw: Vec<RawHeader>) -> sluis_core::request::Headers {
+    let mut headers = sluis_core::request::Headers::default();
     for header in raw {
         let value = if header.raw_value.is_empty() {
             header.value
@@ -489,11 +489,11 @@ impl<'a> Wire<'a> {
     }
 
     /// A `map<string, string>` entry, inserted (replacing an earlier one of its key).
-    fn map_entry(
+    fn map_entry<S: std::hash::BuildHasher>(
         &mut self,
         kind: u8,
         depth: u32,
-        into: &mut HashMap<String, String>,
+        into: &mut HashMap<String, String, S>,
     ) -> Result<(), NotACheck> {
         let (mut key, mut value) = (String::new(), String::new());
         self.message(kind, depth, |wire, depth| {

@@ -2,7 +2,6 @@
 //! [`Decision`] → `CheckResponse`. Names nothing of the `sluis` crate, so the fuzz target
 //! `envoy_check` runs exactly this file.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -106,7 +105,7 @@ pub fn access_request(check: CheckRequest) -> AccessRequest {
     access.headers = if http.headers.is_empty() {
         raw_headers(http.header_map)
     } else {
-        http.headers
+        http.headers.into_iter().collect()
     };
     access
 }
@@ -114,8 +113,8 @@ pub fn access_request(check: CheckRequest) -> AccessRequest {
 /// Headers sent as a `HeaderMap` (`encode_raw_headers: true`), joined like Envoy joins them.
 fn raw_headers(
     map: Option<envoy_types::pb::envoy::config::core::v3::HeaderMap>,
-) -> HashMap<String, String> {
-    let mut headers = HashMap::new();
+) -> sluis_core::request::Headers {
+    let mut headers = sluis_core::request::Headers::default();
     for header in map.map(|m| m.headers).unwrap_or_default() {
         let value = if header.raw_value.is_empty() {
             header.value

@@ -101,7 +101,7 @@ pub fn parse(body: &[u8], base_path: &str) -> Result<Input, String> {
     if request.header.len() > MAX_HEADERS {
         return Err(format!("more than {MAX_HEADERS} headers"));
     }
-    let mut headers = HashMap::new();
+    let mut headers = sluis_core::request::Headers::default();
     for (name, value) in &request.header {
         let joined = match value {
             Value::String(text) => text.clone(),

@@ -1798,7 +1798,7 @@ fn request_val<'a>(request: &'a AccessRequest, fields: RequestFields) -> Box<dyn
     fn text(s: &str) -> Box<dyn Val + '_> {
         Box::new(CelString::from(s))
     }
-    fn strings(map: &std::collections::HashMap<String, String>) -> Box<dyn Val + '_> {
+    fn strings<S>(map: &std::collections::HashMap<String, String, S>) -> Box<dyn Val + '_> {
         Box::new(CelMap::from(
             map.iter()
                 .map(|(k, v)| (CelMapKey::from(k.as_str()), text(v)))
