@@ -23,7 +23,7 @@ use cel::common::types::{CelList, CelMap, CelString};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 
-use super::entry_val::{Tree, member};
+use super::entry_val::{TreeRef, member};
 use super::fast::Quantifier;
 use super::{EntryScope, VARIABLES};
 
@@ -74,7 +74,7 @@ pub(super) struct Path {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Root {
-    /// `entry`: walked as read ([`Tree`]), not as CEL values.
+    /// `entry`: walked as read ([`TreeRef`]), not as CEL values.
     Entry,
     /// A variable the scope answers (`response`, `request`, ...).
     Variable(String),
@@ -92,20 +92,20 @@ pub(super) struct Bound<'s> {
 /// or of the entry where only its CEL value is known).
 #[derive(Clone, Copy)]
 enum Item<'s> {
-    Tree(&'s Tree<'s>),
+    Tree(TreeRef<'s>),
     Val(&'s dyn Val),
 }
 
 /// A value found by a [`Path`]: a CEL value may be made on the way (a variable's).
 enum Found<'s> {
-    Tree(&'s Tree<'s>),
+    Tree(TreeRef<'s>),
     Val(CowVal<'s, 's>),
 }
 
 impl Found<'_> {
     fn item(&self) -> Item<'_> {
         match self {
-            Found::Tree(tree) => Item::Tree(tree),
+            Found::Tree(tree) => Item::Tree(*tree),
             Found::Val(value) => Item::Val(&**value),
         }
     }
@@ -115,7 +115,7 @@ impl<'s> Item<'s> {
     /// Whether it is a map (CEL's `has` reads maps only) holding `field`.
     fn has(self, field: &CelString<'_>) -> Option<bool> {
         match self {
-            Item::Tree(tree @ Tree::Object(_)) => Some(tree.member(field.inner()).is_some()),
+            Item::Tree(tree) if tree.is_object() => Some(tree.member(field.inner()).is_some()),
             Item::Tree(_) => None,
             Item::Val(value) => Some(member(value.downcast_ref::<CelMap>()?, field).is_some()),
         }
@@ -232,14 +232,13 @@ impl EntryCond {
                     cond.holds(scope, Some(&inner)).map(|holds| holds != *all)
                 };
                 match value.item() {
-                    Item::Tree(Tree::List(items)) => {
-                        for item in items {
+                    Item::Tree(tree) => {
+                        for item in tree.items()? {
                             if decides(Item::Tree(item))? {
                                 return Some(!*all);
                             }
                         }
                     }
-                    Item::Tree(_) => return None,
                     Item::Val(value) => {
                         for item in value.downcast_ref::<CelList>()?.inner() {
                             if decides(Item::Val(&**item))? {
@@ -395,7 +394,7 @@ impl Path {
         for key in &self.steps {
             // Members of maps only: a list indexed by a string is CEL's error.
             value = match value {
-                Found::Tree(tree @ Tree::Object(_)) => Found::Tree(tree.member(key.inner())?),
+                Found::Tree(tree) if tree.is_object() => Found::Tree(tree.member(key.inner())?),
                 Found::Tree(_) => return None,
                 Found::Val(CowVal::Borrowed(value)) => {
                     Found::Val(CowVal::Borrowed(member(value.downcast_ref()?, key)?))
