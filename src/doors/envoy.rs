@@ -132,30 +132,24 @@ where
             // As the generated service: any other method of this service is UNIMPLEMENTED.
             return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
         }
-        // The door moves into this request's future: one reference count taken per
-        // Check, not one per layer.
-        let (door, max_message) = (self.door.clone(), self.max_message);
+        let this = self.clone();
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(CheckCodec)
-                .apply_max_message_size_config(Some(max_message), None);
-            Ok(grpc.unary(CheckMethod(Some(door)), request).await)
+                .apply_max_message_size_config(Some(this.max_message), None);
+            Ok(grpc.unary(CheckMethod(this.door), request).await)
         })
     }
 }
 
-/// The `Check` method for one call: tonic calls it once, and it hands its door on.
-struct CheckMethod(Option<Arc<EnvoyDoor>>);
+struct CheckMethod(Arc<EnvoyDoor>);
 
 impl tonic::server::UnaryService<ReadCheck> for CheckMethod {
     type Response = CheckResponse;
     type Future = BoxFuture<Response<CheckResponse>, Status>;
 
     fn call(&mut self, request: Request<ReadCheck>) -> Self::Future {
-        let door = self.0.take();
+        let door = self.0.clone();
         Box::pin(async move {
-            // tonic's `Grpc::unary` calls its service once; were it ever called again,
-            // that call has no door and is refused, never decided without one.
-            let door = door.ok_or_else(|| Status::internal("the Check method ran twice"))?;
             let ReadCheck { access, body_len } = request.into_inner();
             door.decide(access, body_len).await.map(Response::new)
         })
