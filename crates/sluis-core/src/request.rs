@@ -500,4 +500,41 @@ mod tests {
             proptest::prop_assert_eq!(&lent.query, &taken.query);
         }
     }
+
+    proptest::proptest! {
+        /// Headers as a client chooses them (any text, repeated names, names that differ
+        /// in one character, up to hundreds of them): every name keeps its own value,
+        /// and repeats are joined in order, as a plain ordered map joins them.
+        #[test]
+        fn any_headers_are_joined_each_under_its_own_name(
+            headers in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        "[a-z-]{1,3}",
+                        "x-[a-z0-9]{0,40}",
+                        "\\PC{0,12}",
+                    ],
+                    "\\PC{0,16}",
+                ),
+                0..500,
+            ),
+        ) {
+            let mut joined = Headers::default();
+            let mut expected = std::collections::BTreeMap::<String, String>::new();
+            for (name, value) in &headers {
+                join_header(&mut joined, name.clone(), value.as_str());
+                expected
+                    .entry(name.clone())
+                    .and_modify(|earlier| {
+                        earlier.push(',');
+                        earlier.push_str(value);
+                    })
+                    .or_insert_with(|| value.clone());
+            }
+            proptest::prop_assert_eq!(joined.len(), expected.len());
+            for (name, value) in &expected {
+                proptest::prop_assert_eq!(joined.get(name), Some(value));
+            }
+        }
+    }
 }
