@@ -1049,6 +1049,10 @@ const DENY_LOG_PER_SECOND: u64 = 10;
 /// process-wide (the log is), counting what it drops so the next admitted line says so.
 static DENY_LOG: DenyLogBudget = DenyLogBudget::new();
 
+/// The same budget for the info lines of answers judged with entries withheld or denied
+/// (`engine::response`): its own, so answers cannot crowd out request denials.
+static RESPONSE_LOG: DenyLogBudget = DenyLogBudget::new();
+
 struct DenyLogBudget {
     /// (second since the epoch << 20) | lines logged in it, so one compare-and-swap
     /// moves both.

@@ -192,17 +192,47 @@ impl Engine {
             Some(log) => log.masker(),
             None => super::default_masker(),
         };
-        tracing::info!(
-            door = "envoy-ext-proc",
-            policy = decided.policy.as_deref().unwrap_or("-"),
-            rule = %decided.rule,
-            outcome,
-            status,
-            kept = decided.kept,
-            withheld = decided.withheld,
-            reason = %masker.mask(&decided.reason),
-            "response decision"
-        );
+        // An answer passed whole is the common case: at debug, as an allowed request is.
+        // One with entries withheld (a shadow policy's too) or denied is what an operator
+        // asks about: at info, bounded as request denials are, so that a flood of
+        // answers cannot flood the log (and a busy proxy does not pay a write per
+        // answer). The decision log and the metrics have every one.
+        let notable =
+            !matches!(decided.verdict, ResponseVerdict::Pass { .. }) || decided.withheld > 0;
+        let admitted = if notable {
+            super::RESPONSE_LOG.admit(time)
+        } else {
+            None
+        };
+        macro_rules! log_decision {
+            ($level:ident) => {
+                tracing::$level!(
+                    door = "envoy-ext-proc",
+                    policy = decided.policy.as_deref().unwrap_or("-"),
+                    rule = %decided.rule,
+                    outcome,
+                    status,
+                    kept = decided.kept,
+                    withheld = decided.withheld,
+                    reason = %masker.mask(&decided.reason),
+                    "response decision"
+                )
+            };
+        }
+        match admitted {
+            Some(skipped) => {
+                if skipped > 0 {
+                    tracing::info!(
+                        door = "envoy-ext-proc",
+                        skipped,
+                        "response decisions not logged (at most {} a second)",
+                        super::DENY_LOG_PER_SECOND
+                    );
+                }
+                log_decision!(info);
+            }
+            None => log_decision!(debug),
+        }
         if let Some(log) = &self.log {
             let record = DecisionRecord {
                 door: "envoy-ext-proc",

@@ -235,3 +235,67 @@ fn the_gateways_own_answers_pass_without_a_grant() {
         .expect("judged at once without a decision log");
     assert!(matches!(decided.verdict, ResponseVerdict::Pass { .. }));
 }
+
+/// What the service's log gets: one line per answer, at debug when it passed whole; an
+/// answer with entries withheld at info, but no more than the budget a second.
+#[tokio::test]
+async fn answers_passed_whole_log_at_debug_and_filtered_ones_at_info_within_a_budget() {
+    #[derive(Clone, Default)]
+    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let engine = engine("enforce", true);
+    // Every id starts with "": both entries kept. With "a", `b-1` is withheld.
+    let whole = grant(&engine, "").await.unwrap();
+    let filtered = grant(&engine, "a").await.unwrap();
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        assert!(matches!(
+            judge(&engine, Some(&whole)),
+            ResponseVerdict::Pass { .. }
+        ));
+        for _ in 0..25 {
+            assert!(matches!(
+                judge(&engine, Some(&filtered)),
+                ResponseVerdict::Filter { .. }
+            ));
+        }
+    });
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let decisions: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("response decision"))
+        .collect();
+    assert_eq!(decisions.len(), 26, "{text}");
+    let (first, rest) = decisions.split_first().unwrap();
+    assert!(
+        first.contains("DEBUG") && first.contains("outcome=\"pass\""),
+        "{first}"
+    );
+    assert!(
+        rest.iter()
+            .all(|l| l.contains("outcome=\"filter\"") && l.contains("withheld=1")),
+        "{text}"
+    );
+    // Other tests of this process share the budget: at most its size is at info here.
+    let at_info = rest.iter().filter(|l| l.contains(" INFO ")).count();
+    assert!(at_info <= 10, "{at_info} lines at info: {text}");
+    assert!(
+        rest.iter()
+            .all(|l| l.contains(" INFO ") || l.contains("DEBUG")),
+        "{text}"
+    );
+}
