@@ -96,6 +96,11 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
+    /// How many bytes of the text are left to read.
+    pub fn remaining(&self) -> usize {
+        self.text.len().saturating_sub(self.pos)
+    }
+
     /// Where the next value starts, and what else to go back to with [`Reader::reset`].
     pub fn mark(&mut self) -> Mark {
         Mark {
@@ -578,11 +583,22 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Whether two member names are the same: the length and the first byte, compared inline,
-/// tell most names of an object apart without calling `memcmp`.
+/// Whether two member names are the same: the length and the first byte tell most names
+/// of an object apart; the same ones are compared eight bytes at a time and the rest byte
+/// by byte, inline. Names are short (4–12 bytes), and a call to `memcmp` for each name a
+/// rule found cost more than the comparison (550 calls per judged Bundle).
 #[inline]
 pub fn same_name(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() || a.first() != b.first() {
+        return false;
+    }
+    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
+    let word = |chunk: &[u8]| u64::from_le_bytes(<[u8; 8]>::try_from(chunk).unwrap_or_default());
+    if (&mut x).zip(&mut y).any(|(p, q)| word(p) != word(q)) {
+        return false;
+    }
+    x.remainder().iter().zip(y.remainder()).all(|(p, q)| p == q)
 }
 
 /// An integer of digits alone that fits in a `u64` for sure, as `serde_json` reads it.

@@ -101,6 +101,11 @@ pub struct Expr {
     /// Set when it reads `entry` or `response` and has a shape evaluated on the entry
     /// without the interpreter (see [`entry_fast`]).
     entry_fast: Option<entry_fast::EntryCond>,
+    /// The resource type an entry must have for it to hold (see
+    /// [`entry_fast::type_guard`]): an entry of another is false without evaluating it.
+    entry_type: Option<String>,
+    /// `entry_fast` without that guard: what decides an entry of that type.
+    entry_rest: Option<entry_fast::EntryCond>,
     /// The information sources it calls (`sources.NAME(arg)`), in order.
     pub source_calls: Vec<SourceCall>,
     /// Set when the whole expression has a shape evaluated without the interpreter
@@ -254,6 +259,11 @@ impl Expr {
             .uses_response
             .then(|| entry_fast::EntryCond::of(&tree.expr))
             .flatten();
+        let entry_type = entry_fast::type_guard(&tree.expr);
+        let entry_rest = entry_fast
+            .as_ref()
+            .filter(|_| entry_type.is_some())
+            .and_then(entry_fast::EntryCond::after_guard);
         let mut named = tree.clone();
         let named = Names::default().walk(&mut named.expr).then_some(named);
         Ok(Expr {
@@ -270,6 +280,8 @@ impl Expr {
             uses_response: check.uses_response,
             entry_fields,
             entry_fast,
+            entry_type,
+            entry_rest,
             source_calls: check.source_calls,
             named,
         })
@@ -336,6 +348,19 @@ impl Expr {
             entry,
             response,
         };
+        if let (Some(needed), Some(kind)) = (&self.entry_type, entry.resource_type()) {
+            if needed != kind {
+                return Ok(false);
+            }
+            // The guard holds, and `true && x` is `x`: the rest decides.
+            if let Some(holds) = self
+                .entry_rest
+                .as_ref()
+                .and_then(|rest| rest.holds(&scoped, None))
+            {
+                return Ok(holds);
+            }
+        }
         if let Some(holds) = self
             .entry_fast
             .as_ref()

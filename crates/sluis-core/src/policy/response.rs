@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::Reporter;
 use super::diagnostic::DiagnosticKind as Kind;
-use super::expr::entry_val::{self, EntryFields, EntryValue, ReadEntry};
+use super::expr::entry_val::{self, BundleTrees, EntryFields, EntryValue, TreeAt, TreeRef};
 use super::expr::{Expr, Vars, json_val};
 use super::positions::Step;
 use super::spec::{
@@ -267,11 +267,14 @@ impl ResponseRules {
                 0,
             );
         }
+        // All entries' trees in one list (see `BundleTrees`).
+        let mut trees = BundleTrees::new();
         let read = bundle::readable_headers(parts).and_then(|()| {
             bundle::read(parts.body, self.max_entries, |reader| {
-                entry_val::read_entry_at(reader, &self.entry_fields)
+                trees.read_entry(reader, &self.entry_fields)
             })
         });
+        let trees = trees.finish();
         let body = match read {
             Ok(body) => body,
             Err(why) => {
@@ -307,14 +310,13 @@ impl ResponseRules {
                 (None, Vec::new(), vec![entry])
             }
         };
-        let read: Vec<&ReadEntry> = entries
+        let read = entries
             .iter()
-            .map(|e| &e.read)
-            .chain(judged.iter())
-            .collect();
-        let mut keep = Vec::with_capacity(read.len());
+            .map(|e| trees.entry(e.read))
+            .chain(judged.iter().map(|e| e.tree.root()));
+        let mut keep = Vec::with_capacity(entries.len() + judged.len());
         let mut reasons: Vec<String> = Vec::new();
-        for (index, entry) in read.iter().enumerate() {
+        for (index, entry) in read.enumerate() {
             match self.judge_entry(vars, entry, &*response) {
                 Entry::Keep(_) => keep.push(true),
                 Entry::Withhold(_, why) => {
@@ -382,7 +384,12 @@ impl ResponseRules {
             );
         }
         let notice = self.notice == WithheldNotice::OperationOutcome;
-        let matched = |e: &ReadEntry| e.text("search", "mode").is_none_or(|m| m == "match");
+        let matched = |at: &TreeAt| {
+            trees
+                .entry(*at)
+                .member_text("search", "mode")
+                .is_none_or(|m| m == "match")
+        };
         match bundle::write_filtered(members, entries, &keep, matched, notice) {
             Ok(body) => {
                 let set_headers = match self.notice {
@@ -436,15 +443,15 @@ impl ResponseRules {
             .iter()
             .map(|entry| {
                 let entry = entry_val::entry_of_value(entry, &self.entry_fields);
-                self.judge_entry(vars, &entry, &*response)
+                self.judge_entry(vars, entry.tree.root(), &*response)
             })
             .map(|judged| match judged {
                 Entry::Keep(rule) => EntryVerdict::Keep {
                     rule: rule.id.clone(),
                 },
-                Entry::Withhold(rule, reason) => EntryVerdict::Withhold {
+                Entry::Withhold(rule, why) => EntryVerdict::Withhold {
                     rule: rule.map(|r| r.id.clone()),
-                    reason,
+                    reason: why.to_string(),
                 },
                 Entry::Deny(rule, reason) => EntryVerdict::Deny {
                     rule: rule.id.clone(),
@@ -468,23 +475,21 @@ impl ResponseRules {
     fn judge_entry(
         &self,
         vars: &Vars,
-        entry: &ReadEntry<'_>,
+        entry: TreeRef<'_>,
         response: &dyn cel::common::value::Val,
     ) -> Entry<'_> {
-        let resource_type = entry.text("resource", "resourceType");
+        // Converted to CEL values only if a rule needs the interpreter; its resource type
+        // found once, for `resource_types` and every rule's guard.
+        let value = EntryValue::at(entry);
+        let resource_type = value.resource_type();
         if !self.resource_types.is_empty()
             && !resource_type.is_some_and(|t| self.resource_types.iter().any(|a| a == t))
         {
             return Entry::Withhold(
                 None,
-                format!(
-                    "resource type `{}` is not in `resource_types`",
-                    resource_type.unwrap_or("(none)")
-                ),
+                Why::NotListed(resource_type.unwrap_or("(none)").to_owned()),
             );
         }
-        // Converted to CEL values only if a rule needs the interpreter.
-        let value = EntryValue::new(&entry.tree);
         let eval = |rule: &ResponseRule| rule.condition.eval_bool_for_entry(vars, &value, response);
         let of = |effect| self.rules.iter().filter(move |r| r.effect == effect);
         // Deny rules first: one of them decides for the whole answer.
@@ -506,21 +511,8 @@ impl ResponseRules {
         for rule in of(ResponseEffect::Withhold) {
             match eval(rule) {
                 Ok(false) => {}
-                Ok(true) => {
-                    return Entry::Withhold(
-                        Some(rule),
-                        format!("withhold rule `{}` matched", rule.id),
-                    );
-                }
-                Err(e) => {
-                    return Entry::Withhold(
-                        Some(rule),
-                        format!(
-                            "withhold rule `{}` failed to evaluate, failing closed: {e}",
-                            rule.id
-                        ),
-                    );
-                }
+                Ok(true) => return Entry::Withhold(Some(rule), Why::Matched(&rule.id)),
+                Err(e) => return Entry::Withhold(Some(rule), Why::Failed(&rule.id, e)),
             }
         }
         let mut failures = Vec::new();
@@ -531,21 +523,44 @@ impl ResponseRules {
                 Err(e) => failures.push(format!("keep rule `{}` failed: {e}", rule.id)),
             }
         }
-        Entry::Withhold(
-            None,
-            if failures.is_empty() {
-                "no keep rule matched".into()
-            } else {
-                format!("no keep rule matched; {}", failures.join("; "))
-            },
-        )
+        Entry::Withhold(None, Why::NoKeep(failures))
     }
 }
 
 enum Entry<'r> {
     Keep(&'r ResponseRule),
-    Withhold(Option<&'r ResponseRule>, String),
+    Withhold(Option<&'r ResponseRule>, Why<'r>),
     Deny(&'r ResponseRule, String),
+}
+
+/// Why an entry was withheld, written out only where it is told (the first few of an
+/// answer): a `String` per withheld entry was an allocation each, mostly thrown away.
+enum Why<'r> {
+    /// Its type is not in `resource_types`.
+    NotListed(String),
+    /// This `withhold` rule held.
+    Matched(&'r str),
+    /// This `withhold` rule failed, failing closed.
+    Failed(&'r str, String),
+    /// No `keep` rule held; these failed.
+    NoKeep(Vec<String>),
+}
+
+impl std::fmt::Display for Why<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::NotListed(kind) => write!(f, "resource type `{kind}` is not in `resource_types`"),
+            Why::Matched(rule) => write!(f, "withhold rule `{rule}` matched"),
+            Why::Failed(rule, e) => {
+                write!(
+                    f,
+                    "withhold rule `{rule}` failed to evaluate, failing closed: {e}"
+                )
+            }
+            Why::NoKeep(failures) if failures.is_empty() => f.write_str("no keep rule matched"),
+            Why::NoKeep(failures) => write!(f, "no keep rule matched; {}", failures.join("; ")),
+        }
+    }
 }
 
 #[cfg(test)]

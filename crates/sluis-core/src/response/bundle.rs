@@ -237,10 +237,16 @@ fn read_entries<'a, T>(
         let read = read_entry(reader);
         reader.restore_depth(depth);
         match read {
-            Ok(read) => entries.read.push(Entry {
-                text: reader.slice(mark.pos, reader.position()),
-                read,
-            }),
+            Ok(read) => {
+                let text = reader.slice(mark.pos, reader.position());
+                if entries.read.is_empty() {
+                    // Room for as many entries as the rest would hold of this one's size:
+                    // the list grows once instead of doubling seven times for a hundred.
+                    let likely = reader.remaining() / text.len().max(1) + 1;
+                    entries.read.reserve(likely.min(max_entries));
+                }
+                entries.read.push(Entry { text, read });
+            }
             Err(refused) => {
                 entries.refused = Some(refused);
                 reader.reset(mark);

@@ -351,6 +351,26 @@ pub(crate) fn splice(text: &str, cut: prop::sample::Index, piece: &str) -> Strin
 }
 
 proptest! {
+    /// Names compared word by word are the same exactly when they are equal.
+    #[test]
+    fn same_name_is_equality(
+        a in "[ab\u{e9}]{0,19}",
+        b in "[ab\u{e9}]{0,19}",
+        at in any::<prop::sample::Index>(),
+        with in "[ab\u{e9}]",
+    ) {
+        prop_assert_eq!(same_name(&a, &b), a == b);
+        // One character replaced: often the same length, differing at any byte.
+        let mut chars: Vec<char> = a.chars().collect();
+        if !chars.is_empty() {
+            let i = at.index(chars.len());
+            chars[i] = with.chars().next().unwrap_or('a');
+        }
+        let c: String = chars.into_iter().collect();
+        prop_assert_eq!(same_name(&a, &c), a == c);
+        prop_assert!(same_name(&a, &a.clone()));
+    }
+
     #[test]
     fn generated_json_reads_as_strict_json_reads_it(
         text in prop_oneof![json_text(), json_text_mostly_unique()],

@@ -253,6 +253,74 @@ impl EntryCond {
     }
 }
 
+/// The resource type an entry must have for `node` to hold: the literal of its first
+/// conjunct when that is `entry.resource.resourceType == '...'` (either way round). An
+/// entry whose resource type is another string makes that conjunct false, and CEL's
+/// `false && x` is false whatever `x` is (an error included), so the whole condition is
+/// false without evaluating it. Response rules start so ("keep own Organizations"), and
+/// an entry met each rule's guard again from the top of the entry.
+pub(super) fn type_guard(node: &Node) -> Option<String> {
+    let Node::Call(call) = node else {
+        return None;
+    };
+    if call.target.is_some() {
+        return None;
+    }
+    match (call.func_name.as_str(), call.args.as_slice()) {
+        (operators::LOGICAL_AND, [left, _]) => type_guard(&left.expr),
+        (operators::EQUALS, [left, right]) => {
+            let is_type = |node: &Node| Path::of(node, &[]).is_some_and(|p| p.is_resource_type());
+            match (string(&left.expr), string(&right.expr)) {
+                (None, Some(literal)) if is_type(&left.expr) => Some(literal.to_owned()),
+                (Some(literal), None) if is_type(&right.expr) => Some(literal.to_owned()),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+impl EntryCond {
+    /// The condition without its first conjunct, when that is the resource-type guard
+    /// [`type_guard`] finds: what decides once the guard holds (`true && x` is `x`).
+    pub(super) fn after_guard(&self) -> Option<EntryCond> {
+        let EntryCond::And(left, right) = self else {
+            return None;
+        };
+        if left.is_type_guard() {
+            return Some((**right).clone());
+        }
+        let rest = left.after_guard()?;
+        Some(EntryCond::And(Box::new(rest), right.clone()))
+    }
+
+    fn is_type_guard(&self) -> bool {
+        match self {
+            EntryCond::Equals {
+                left,
+                right,
+                equal: true,
+            } => matches!(
+                (left, right),
+                (Term::Path(path), Term::Literal(_)) | (Term::Literal(_), Term::Path(path))
+                    if path.is_resource_type()
+            ),
+            _ => false,
+        }
+    }
+}
+
+impl Path {
+    /// Whether it is `entry.resource.resourceType`.
+    fn is_resource_type(&self) -> bool {
+        self.root == Root::Entry
+            && matches!(
+                self.steps.as_slice(),
+                [resource, kind] if resource.inner() == "resource" && kind.inner() == "resourceType"
+            )
+    }
+}
+
 /// `exists`/`all` over a path (see [`Quantifier::of`]).
 fn quantified(comprehension: &ComprehensionExpr, bound: &mut Vec<String>) -> Option<EntryCond> {
     let quantifier = Quantifier::of(comprehension)?;

@@ -282,6 +282,12 @@ impl<'t> TreeRef<'t> {
         }
     }
 
+    /// The text of the string member `field` of its member `top` (`resource`,
+    /// `resourceType`), if it was built.
+    pub fn member_text(self, top: &str, field: &str) -> Option<&'t str> {
+        self.member(top)?.member(field)?.text()
+    }
+
     /// Its text, if it is a string.
     pub fn text(self) -> Option<&'t str> {
         match self.kind()? {
@@ -341,11 +347,19 @@ impl<'t> TreeRef<'t> {
 }
 
 impl<'a> Tree<'a> {
-    /// The entry itself.
+    /// The entry itself (of a tree holding one).
     pub fn root(&self) -> TreeRef<'_> {
         TreeRef {
             nodes: &self.nodes,
             at: 0,
+        }
+    }
+
+    /// One of the entries of a Bundle's tree ([`BundleTrees`]).
+    pub fn entry(&self, at: TreeAt) -> TreeRef<'_> {
+        TreeRef {
+            nodes: &self.nodes,
+            at: at.0,
         }
     }
 
@@ -416,6 +430,85 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// Where an entry's values start in the one list of a Bundle's ([`BundleTrees`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeAt(usize);
+
+/// The entries of one Bundle read into one list of values, each entry's after the one
+/// before ([`Tree::entry`] finds one): a Bundle's trees are one allocation, or a few, where
+/// a list per entry made a hundred of them per answer (and through Envoy every block taken
+/// from the allocator is likely a cache miss). The `0` that ends a chain of members stays
+/// unambiguous: index 0 is the first entry itself, which is no entry's member.
+pub struct BundleTrees<'a> {
+    tree: Builder<'a>,
+    /// Whether the list was made room for after the first entry.
+    sized: bool,
+}
+
+impl Default for BundleTrees<'_> {
+    fn default() -> Self {
+        BundleTrees::new()
+    }
+}
+
+impl<'a> BundleTrees<'a> {
+    /// The room made for the entries after the first at most (values; 64 bytes each):
+    /// beyond it the list grows as any `Vec` does.
+    const MOST_RESERVED: usize = 64 * 1024;
+
+    pub fn new() -> BundleTrees<'a> {
+        BundleTrees {
+            tree: Builder {
+                nodes: Vec::with_capacity(Builder::CAPACITY),
+            },
+            sized: false,
+        }
+    }
+
+    /// Reads the entry that comes next in `reader` as [`read_entry_at`] does, into the
+    /// list; where it starts there.
+    pub fn read_entry(
+        &mut self,
+        reader: &mut Reader<'a>,
+        fields: &EntryFields,
+    ) -> Result<TreeAt, ReadError> {
+        let before = self.tree.nodes.len();
+        let start = reader.value_start();
+        match build(reader, Want::of(fields), Cow::Borrowed(""), &mut self.tree) {
+            Ok(Some(at)) => {
+                if !self.sized {
+                    // The entries of a Bundle are alike: room for as many as the rest of
+                    // the text would hold of the first, and half as many values again (some
+                    // entries hold more: a security label, a second identifier), so that
+                    // the list is not moved. Growing it past the room made copies it whole:
+                    // 83k instructions per Bundle of the bench, more than the allocations
+                    // saved.
+                    self.sized = true;
+                    let read = self.tree.nodes.len() - before;
+                    let length = reader.position().saturating_sub(start).max(1);
+                    let more = (reader.remaining() / length).saturating_mul(read);
+                    let room = more.saturating_add(more / 2);
+                    self.tree
+                        .nodes
+                        .reserve(room.min(BundleTrees::MOST_RESERVED));
+                }
+                Ok(TreeAt(at))
+            }
+            // An entry is an object: always built (`Want::of` is never `Nothing`).
+            Ok(None) => Err(ReadError::Syntax),
+            Err(e) => {
+                self.tree.nodes.truncate(before);
+                Err(e)
+            }
+        }
+    }
+
+    /// The entries read, in one tree.
+    pub fn finish(self) -> Tree<'a> {
+        self.tree.finish()
+    }
+}
+
 /// One entry read for judging.
 #[derive(Debug)]
 pub struct ReadEntry<'a> {
@@ -426,7 +519,7 @@ pub struct ReadEntry<'a> {
 impl<'a> ReadEntry<'a> {
     /// A string member of a member (`resource`, `resourceType`), if it was built.
     pub fn text(&self, top: &'static str, field: &'static str) -> Option<&str> {
-        self.tree.root().member(top)?.member(field)?.text()
+        self.tree.root().member_text(top, field)
     }
 }
 
@@ -435,15 +528,29 @@ impl<'a> ReadEntry<'a> {
 pub struct EntryValue<'t> {
     /// `None` when only the CEL value is known (the reference of tests).
     tree: Option<TreeRef<'t>>,
+    /// `entry.resource.resourceType`, when the tree is known and it is a string: found
+    /// once per entry, for every rule's guard ([`super::Expr::eval_bool_for_entry`]).
+    resource_type: Option<&'t str>,
     val: OnceLock<Box<dyn Val + 't>>,
 }
 
 impl<'t> EntryValue<'t> {
     pub fn new(tree: &'t Tree<'t>) -> EntryValue<'t> {
+        EntryValue::at(tree.root())
+    }
+
+    /// The entry whose values start at `tree` (one of a Bundle's: [`Tree::entry`]).
+    pub fn at(tree: TreeRef<'t>) -> EntryValue<'t> {
         EntryValue {
-            tree: Some(tree.root()),
+            tree: Some(tree),
+            resource_type: tree.member_text("resource", "resourceType"),
             val: OnceLock::new(),
         }
+    }
+
+    /// `entry.resource.resourceType`, if the tree is known and it is a string.
+    pub fn resource_type(&self) -> Option<&'t str> {
+        self.resource_type
     }
 
     /// An entry known only as a CEL value: every rule reads it through CEL's types.
@@ -451,6 +558,7 @@ impl<'t> EntryValue<'t> {
     pub(crate) fn of_val(val: Box<dyn Val + 't>) -> EntryValue<'t> {
         EntryValue {
             tree: None,
+            resource_type: None,
             val: OnceLock::from(val),
         }
     }
@@ -507,12 +615,8 @@ pub fn read_entry_at<'a>(
     reader: &mut Reader<'a>,
     fields: &EntryFields,
 ) -> Result<ReadEntry<'a>, ReadError> {
-    let want = match fields {
-        EntryFields::All => Want::All,
-        EntryFields::Some(tops) => Want::Entry(tops),
-    };
     let mut tree = Builder::new();
-    build(reader, want, Cow::Borrowed(""), &mut tree)?;
+    build(reader, Want::of(fields), Cow::Borrowed(""), &mut tree)?;
     Ok(ReadEntry {
         tree: tree.finish(),
     })
@@ -520,12 +624,8 @@ pub fn read_entry_at<'a>(
 
 /// The `fields` of an entry already parsed (the AuthZEN door's), strings borrowed.
 pub fn entry_of_value<'a>(value: &'a serde_json::Value, fields: &EntryFields) -> ReadEntry<'a> {
-    let want = match fields {
-        EntryFields::All => Want::All,
-        EntryFields::Some(tops) => Want::Entry(tops),
-    };
     let mut tree = Builder::new();
-    from_value(value, want, Cow::Borrowed(""), &mut tree);
+    from_value(value, Want::of(fields), Cow::Borrowed(""), &mut tree);
     ReadEntry {
         tree: tree.finish(),
     }
@@ -545,6 +645,14 @@ enum Want<'f> {
 }
 
 impl<'f> Want<'f> {
+    /// What is built of an entry.
+    fn of(fields: &'f EntryFields) -> Want<'f> {
+        match fields {
+            EntryFields::All => Want::All,
+            EntryFields::Some(tops) => Want::Entry(tops),
+        }
+    }
+
     /// What is built of the member `name`. The selections hold a few names each, compared
     /// one by one, most told apart at their first byte.
     fn member(self, name: &str) -> Want<'f> {

@@ -402,6 +402,71 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// A rule guarded by the resource type (decided once per entry, the rest evaluated
+    /// alone when it holds) gives what the interpreter gives, whichever way round the
+    /// guard is written and however deep the first conjunct sits.
+    #[test]
+    fn guarded_rules_give_what_the_interpreter_gives(
+        rest in cond(Vec::new(), 2),
+        more in cond(Vec::new(), 1),
+        kind in proptest::sample::select(&["'Organization'", "'Location'", "''"][..]),
+        shape in 0..3usize,
+        entry in any_entry(),
+    ) {
+        let guard = "entry.resource.resourceType";
+        let rule = match shape {
+            0 => format!("{guard} == {kind} && ({rest})"),
+            1 => format!("{kind} == {guard} && ({rest})"),
+            _ => format!("({guard} == {kind} && ({rest})) && ({more})"),
+        };
+        let expr = Expr::compile(&rule).unwrap();
+        prop_assert!(expr.entry_type.is_some(), "{}", rule);
+        let response = json!({"status": 200, "bundle_type": "searchset"});
+        same_answer(&rule, &entry, &response);
+    }
+}
+
+#[test]
+fn the_type_guard_is_the_first_conjunct_only() {
+    let guard = |rule: &str| Expr::compile(rule).unwrap().entry_type;
+    let org = Some("Organization".to_owned());
+    assert_eq!(guard("entry.resource.resourceType == 'Organization'"), org);
+    assert_eq!(
+        guard("'Organization' == entry.resource.resourceType && true"),
+        org
+    );
+    assert_eq!(
+        guard("(entry.resource.resourceType == 'Organization' && true) && false"),
+        org
+    );
+    for rule in [
+        "true && entry.resource.resourceType == 'Organization'",
+        "entry.resource.resourceType != 'Organization' && true",
+        "entry.resource.resourceType == 'Organization' || true",
+        "entry.resource.resourceType == entry.resource.id && true",
+        "entry.resource.identifier.exists(entry, entry.resource.resourceType == 'x')",
+        "entry.resource['resourceType'] == 'Organization' && false",
+    ] {
+        let expected = (rule == "entry.resource['resourceType'] == 'Organization' && false")
+            .then(|| org.clone())
+            .flatten();
+        assert_eq!(guard(rule), expected, "{rule}");
+    }
+    // An Organization's rest decides; another type is false unevaluated, even where the
+    // rest would fail; a type that is no string is the interpreter's.
+    let rule = "entry.resource.resourceType == 'Organization' && entry.resource.id == 'x'";
+    let response = json!({"status": 200});
+    let org = json!({"resource": {"resourceType": "Organization", "id": "x"}});
+    let location = json!({"resource": {"resourceType": "Location"}});
+    let odd = json!({"resource": {"resourceType": 1, "id": "x"}});
+    assert_eq!(same_answer(rule, &org, &response), Some(true));
+    assert_eq!(same_answer(rule, &location, &response), Some(false));
+    same_answer(rule, &odd, &response);
+}
+
 /// Objects of more members than are searched one by one are looked up by hash: the same.
 #[test]
 fn large_objects_are_looked_up_alike() {

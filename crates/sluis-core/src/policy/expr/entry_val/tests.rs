@@ -355,3 +355,37 @@ proptest! {
         tree_as_strict(&format!("{{\"a\":{nested}}}"), &fields)?;
     }
 }
+
+proptest! {
+    /// A Bundle's entries read one after another into one list ([`BundleTrees`]) are each
+    /// the tree read alone gives, whatever was read before them (an entry refused halfway
+    /// included: it leaves nothing behind).
+    #[test]
+    fn entries_in_one_list_are_each_the_tree_read_alone(
+        entries in proptest::collection::vec(
+            prop_oneof![
+                4 => crate::json::reader::tests::json_text_mostly_unique()
+                    .prop_map(|text| format!("{{\"resource\":{text},\"search\":{{\"mode\":\"match\"}}}}")),
+                1 => crate::json::reader::tests::json_text(),
+            ],
+            0..6,
+        ),
+        fields in any_fields(),
+    ) {
+        let mut trees = BundleTrees::new();
+        let mut read = Vec::new();
+        for text in &entries {
+            let mut reader = Reader::new(text);
+            let at = trees.read_entry(&mut reader, &fields).and_then(|at| reader.end().map(|()| at));
+            let alone = read_entry(text, &fields);
+            prop_assert_eq!(at.as_ref().err(), alone.as_ref().err(), "{}", text);
+            if let (Ok(at), Ok(alone)) = (at, alone) {
+                read.push((at, alone));
+            }
+        }
+        let tree = trees.finish();
+        for (at, alone) in &read {
+            prop_assert_eq!(sorted(tree.entry(*at)), sorted(alone.tree.root()));
+        }
+    }
+}
