@@ -524,3 +524,57 @@ fn shapes_are_recognised() {
     ));
     assert_eq!(of("unknown.x == 'a'"), None);
 }
+
+/// The guard against an upstream's hostile `resourceType`, read from the text as sent:
+/// JSON escapes are the type they spell, look-alikes and other spellings are another
+/// type, a type that is no string or is missing goes to the interpreter, and a type
+/// named twice is refused by the reader before any rule runs.
+#[test]
+fn the_type_guard_reads_hostile_resource_types_as_the_interpreter_does() {
+    let rule = "entry.resource.resourceType == 'Organization' && entry.resource.id == 'x'";
+    let expr = Expr::compile(rule).unwrap();
+    assert!(expr.entry_type.is_some());
+    let request = AccessRequest::default();
+    let vars = Vars::new(&request, None, expr.request_fields);
+    let response = json_val(&json!({"status": 200}));
+    let decide = |text: &str| {
+        let read = read_entry(text, &expr.entry_fields).expect("valid JSON reads");
+        let entry = EntryValue::new(&read.tree);
+        let scoped = EntryScope {
+            vars: &vars,
+            entry: &entry,
+            response: &*response,
+        };
+        let fast = expr.eval_bool_for_entry(&vars, &entry, &*response);
+        assert_eq!(fast, expr.interpret_for_entry(&vars, &scoped), "{text}");
+        fast
+    };
+    let of = |kind: &str| format!(r#"{{"resource": {{"resourceType": {kind}, "id": "x"}}}}"#);
+    // Escapes spell the type: its rest decides.
+    assert_eq!(decide(&of(r#""Organi\u007aation""#)), Ok(true));
+    assert_eq!(decide(&of(r#""\u004frganization""#)), Ok(true));
+    // Another spelling is another type: false without the rest.
+    for other in [
+        r#""organization""#,
+        r#""Organization ""#,
+        r#""Organizatіon""#, // a Cyrillic і
+        r#""Organization\u0000""#,
+        r#""""#,
+    ] {
+        assert_eq!(decide(&of(other)), Ok(false), "{other}");
+    }
+    // No string: what the interpreter says.
+    // (`decide` holds the answer to the interpreter's; which it is does not matter here.)
+    for odd in ["1", "null", "true", r#"["Organization"]"#, r#"{"x": 1}"#] {
+        let _ = decide(&of(odd));
+    }
+    let _ = decide(r#"{"resource": {"id": "x"}}"#);
+    let _ = decide(r#"{"resource": "Organization"}"#);
+    // Named twice: refused, whatever the order.
+    for twice in [
+        r#"{"resource": {"resourceType": "Location", "resourceType": "Organization", "id": "x"}}"#,
+        r#"{"resource": {"resourceType": "Organization", "id": "x", "resourceType": "Location"}}"#,
+    ] {
+        assert!(read_entry(twice, &expr.entry_fields).is_err(), "{twice}");
+    }
+}
