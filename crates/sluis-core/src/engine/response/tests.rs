@@ -238,8 +238,30 @@ fn the_gateways_own_answers_pass_without_a_grant() {
 
 /// What the service's log gets: one line per answer, at debug when it passed whole; an
 /// answer with entries withheld at info, but no more than the budget a second.
+///
+/// Run in a process of its own (this test binary again, with only this test): the budget
+/// is process-wide, and with other tests logging the same lines on threads without a
+/// subscriber, tracing's cached interest lost this subscriber's info lines (seen: 18 lines
+/// of 26, every one at info missing).
 #[tokio::test]
 async fn answers_passed_whole_log_at_debug_and_filtered_ones_at_info_within_a_budget() {
+    const ALONE: &str = "SLUIS_TEST_LOG_ALONE";
+    if std::env::var_os(ALONE).is_none() {
+        let name = "engine::response::tests::\
+                    answers_passed_whole_log_at_debug_and_filtered_ones_at_info_within_a_budget";
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--test-threads=1", "--nocapture"])
+            .env(ALONE, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
     #[derive(Clone, Default)]
     struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
     impl std::io::Write for Lines {
@@ -290,9 +312,13 @@ async fn answers_passed_whole_log_at_debug_and_filtered_ones_at_info_within_a_bu
             .all(|l| l.contains("outcome=\"filter\"") && l.contains("withheld=1")),
         "{text}"
     );
-    // Other tests of this process share the budget: at most its size is at info here.
+    // The budget is this process's alone: its size at info, or twice that if the answers
+    // straddled a second.
     let at_info = rest.iter().filter(|l| l.contains(" INFO ")).count();
-    assert!(at_info <= 10, "{at_info} lines at info: {text}");
+    assert!(
+        (10..=20).contains(&at_info),
+        "{at_info} lines at info: {text}"
+    );
     assert!(
         rest.iter()
             .all(|l| l.contains(" INFO ") || l.contains("DEBUG")),
