@@ -16,6 +16,8 @@
 #                     ("continue" to every message), on a 100-entry mCSD Bundle (baseline)
 #     i) envoy-extproc+sluis  the same, ext_proc -> Sluis's ext_proc door judging the
 #                     Bundle with policy/care-services-mcsd.yaml's response_rules (against h)
+#                     (the authz CPU of h is Sluis's Checks plus the no-op's ext_proc answers;
+#                     of i, Sluis's Checks and judgements)
 #                     (envoy/bench-front-ext-proc.yaml.tmpl, envoy/bench-upstream-bundle.yaml.tmpl)
 #   gRPC straight at the authz server (h2load, no Envoy):
 #     d) grpc noop    CheckRequest -> sluis-noop-authz          (baseline)
@@ -279,11 +281,14 @@ loadgen_us() {
     if (n > 0) printf "%.1f", ((u[1] * 60 + u[2]) + (s[1] * 60 + s[2])) * 1e6 / n; else printf "-" }' "$1"
 }
 
-# cpu_ticks PID: user + system CPU time the process has used so far, in clock ticks;
-# 0 for no PID
+# cpu_ticks "PID...": user + system CPU time the processes have used so far, in clock ticks;
+# 0 for none
 cpu_ticks() {
-  if [[ -z "${1:-}" ]]; then echo 0; return; fi
-  awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
+  local pid ticks=0
+  for pid in ${1:-}; do
+    ticks=$(( ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
+  done
+  echo "$ticks"
 }
 
 # per_request TICKS REQUESTS: CPU microseconds per request, "-" when not measured
@@ -476,7 +481,8 @@ PY
     suffix=""
     [[ "$ROUNDS" == 1 ]] || suffix="#$round"
     start_envoy front-envoy-extproc-noop "$OUT_DIR/front-extproc-noop.yaml" "$FRONT_CONCURRENCY" "$FRONT_PORT"
-    run_wrk "envoy-extproc+noop$suffix" "$STARTED_PID" "$SLUIS_PID"
+    # The authorization side's CPU: Sluis's Checks and the no-op's ext_proc answers.
+    run_wrk "envoy-extproc+noop$suffix" "$STARTED_PID" "$SLUIS_PID $NOOP_PID"
     stop "$STARTED_PID"
     start_envoy front-envoy-extproc-sluis "$OUT_DIR/front-extproc-sluis.yaml" "$FRONT_CONCURRENCY" "$FRONT_PORT"
     run_wrk "envoy-extproc+sluis$suffix" "$STARTED_PID" "$SLUIS_PID"
