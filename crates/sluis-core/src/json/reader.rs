@@ -208,11 +208,13 @@ impl<'a> Reader<'a> {
 
     /// [`Reader::next_name`] for a member only checked: whether there is one.
     fn next_member(&mut self, object: &mut Object<'a>) -> Result<bool, ReadError> {
-        if self.member_follows(object)? {
-            self.member_name(object).map(|_| true)
-        } else {
-            Ok(false)
+        if !self.member_follows(object)? {
+            return Ok(false);
         }
+        if self.plain_member_name(object)?.is_none() {
+            self.other_member_name(object)?;
+        }
+        Ok(true)
     }
 
     /// Whether a member follows (its name's `"` next), or the object is closed.
@@ -240,30 +242,58 @@ impl<'a> Reader<'a> {
     /// colon, where serde_json's visitor checks it), and its colon.
     #[inline]
     fn member_name(&mut self, object: &mut Object<'a>) -> Result<Cow<'a, str>, ReadError> {
+        match self.plain_member_name(object)? {
+            Some(name) => Ok(Cow::Borrowed(name)),
+            None => self.other_member_name(object),
+        }
+    }
+
+    /// [`Reader::member_name`] for the common name: no escapes, in an object whose names
+    /// are still on the stack ([`INLINE_NAMES`]). `None`, nothing read, for any other.
+    /// (Apart from [`Reader::other_member_name`], so that the names read most are read by
+    /// a few instructions inlined where they are read: the whole function, with the set
+    /// of decoded names, cost about 45 instructions a name in saving registers alone.)
+    #[inline(always)]
+    fn plain_member_name(&mut self, object: &Object<'a>) -> Result<Option<&'a str>, ReadError> {
+        let base = object.base;
+        if object.many.is_some() || self.names.len() - base >= INLINE_NAMES {
+            return Ok(None);
+        }
         let start = self.pos + 1;
         let stop = self.plain_run(start);
-        let base = object.base;
-        let plain = self.text.as_bytes().get(stop) == Some(&b'"');
-        let name = if plain && object.many.is_none() && self.names.len() - base < INLINE_NAMES {
-            self.pos = stop + 1;
-            let name = self.slice(start, stop);
-            let seen = self.names.get(base..).unwrap_or_default();
-            if seen.iter().any(|s| same_name(s, name)) {
-                return Err(ReadError::Duplicate);
-            }
-            self.names.push(name);
-            Cow::Borrowed(name)
+        if self.text.as_bytes().get(stop) != Some(&b'"') {
+            return Ok(None);
+        }
+        let name = self.slice(start, stop);
+        let seen = self.names.get(base..).unwrap_or_default();
+        if seen.iter().any(|s| same_name(s, name)) {
+            return Err(ReadError::Duplicate);
+        }
+        self.names.push(name);
+        self.pos = stop + 1;
+        // The colon mostly follows the name at once.
+        if self.byte() == Some(b':') {
+            self.pos += 1;
         } else {
-            let name = self.string()?;
-            let names = &mut self.names;
-            let set = object
-                .many
-                .get_or_insert_with(|| names.drain(base..).map(Cow::Borrowed).collect());
-            if !set.insert(name.clone()) {
-                return Err(ReadError::Duplicate);
-            }
-            name
-        };
+            self.eat(b':')?;
+        }
+        Ok(Some(name))
+    }
+
+    /// [`Reader::member_name`] for a name with escapes, or in an object of many names:
+    /// the object's names move to a set of decoded names.
+    #[cold]
+    #[inline(never)]
+    fn other_member_name(&mut self, object: &mut Object<'a>) -> Result<Cow<'a, str>, ReadError> {
+        let base = object.base;
+        let name = self.string()?;
+        let names = &mut self.names;
+        let set = object
+            .many
+            .get_or_insert_with(|| names.drain(base..).map(Cow::Borrowed).collect());
+        if !set.insert(name.clone()) {
+            return Err(ReadError::Duplicate);
+        }
         self.eat(b':')?;
         Ok(name)
     }
@@ -308,6 +338,12 @@ impl<'a> Reader<'a> {
     /// The string that comes next, decoded; borrowed from the text unless it has escapes.
     pub fn string(&mut self) -> Result<Cow<'a, str>, ReadError> {
         self.eat(b'"')?;
+        self.string_rest()
+    }
+
+    /// The rest of a string whose `"` was read, decoded.
+    #[inline]
+    fn string_rest(&mut self) -> Result<Cow<'a, str>, ReadError> {
         let start = self.pos;
         let stop = self.plain_run(start);
         self.pos = stop;
@@ -340,9 +376,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Checks the string that comes next (escapes as [`Reader::string`] decodes them).
-    fn check_string(&mut self) -> Result<(), ReadError> {
-        self.eat(b'"')?;
+    /// Checks the rest of a string whose `"` was read (escapes as [`Reader::string`]
+    /// decodes them).
+    fn check_string_rest(&mut self) -> Result<(), ReadError> {
         loop {
             self.pos = self.plain_run(self.pos);
             match self.byte() {
@@ -500,7 +536,10 @@ impl<'a> Reader<'a> {
     pub fn scalar(&mut self) -> Result<Option<Scalar<'a>>, ReadError> {
         Ok(Some(match self.peek() {
             Some(b'{' | b'[') => return Ok(None),
-            Some(b'"') => Scalar::String(self.string()?),
+            Some(b'"') => {
+                self.pos += 1;
+                Scalar::String(self.string_rest()?)
+            }
             Some(b'-' | b'0'..=b'9') => Scalar::Number(self.number()?),
             Some(b't') => self.literal(b"true").map(|()| Scalar::Bool(true))?,
             Some(b'f') => self.literal(b"false").map(|()| Scalar::Bool(false))?,
@@ -511,22 +550,34 @@ impl<'a> Reader<'a> {
 
     /// Checks the value that comes next, building nothing.
     pub fn check_value(&mut self) -> Result<(), ReadError> {
+        // The byte seen is taken as it is (not looked for again, as `begin_object` would).
         match self.peek() {
             Some(b'{') => {
-                let mut object = self.begin_object()?;
+                self.pos += 1;
+                self.enter()?;
+                let mut object = Object {
+                    base: self.names.len(),
+                    first: true,
+                    many: None,
+                };
                 while self.next_member(&mut object)? {
                     self.check_value()?;
                 }
                 Ok(())
             }
             Some(b'[') => {
-                let mut array = self.begin_array()?;
+                self.pos += 1;
+                self.enter()?;
+                let mut array = Array { first: true };
                 while self.next_item(&mut array)? {
                     self.check_value()?;
                 }
                 Ok(())
             }
-            Some(b'"') => self.check_string(),
+            Some(b'"') => {
+                self.pos += 1;
+                self.check_string_rest()
+            }
             Some(b'-' | b'0'..=b'9') => self.check_number(),
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
@@ -586,19 +637,34 @@ impl<'a> Reader<'a> {
 /// Whether two member names are the same: the length and the first byte tell most names
 /// of an object apart; the same ones are compared eight bytes at a time and the rest byte
 /// by byte, inline. Names are short (4–12 bytes), and a call to `memcmp` for each name a
-/// rule found cost more than the comparison (550 calls per judged Bundle).
-#[inline]
+/// rule found cost more than the comparison (550 calls per judged Bundle). (Written with
+/// indices, not `chunks_exact` and `zip`: where the compiler did not inline those, making
+/// the `Zip` alone cost 65k instructions per judged Bundle.)
+#[inline(always)]
 pub fn same_name(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() || a.first() != b.first() {
         return false;
     }
-    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
-    let word = |chunk: &[u8]| u64::from_le_bytes(<[u8; 8]>::try_from(chunk).unwrap_or_default());
-    if (&mut x).zip(&mut y).any(|(p, q)| word(p) != word(q)) {
-        return false;
+    let word = |bytes: Option<&[u8]>| {
+        bytes
+            .and_then(|chunk| <[u8; 8]>::try_from(chunk).ok())
+            .map(u64::from_le_bytes)
+    };
+    let mut at = 0;
+    while let Some(p) = word(a.get(at..at + 8)) {
+        if Some(p) != word(b.get(at..at + 8)) {
+            return false;
+        }
+        at += 8;
     }
-    x.remainder().iter().zip(y.remainder()).all(|(p, q)| p == q)
+    while let Some(p) = a.get(at) {
+        if Some(p) != b.get(at) {
+            return false;
+        }
+        at += 1;
+    }
+    true
 }
 
 /// An integer of digits alone that fits in a `u64` for sure, as `serde_json` reads it.

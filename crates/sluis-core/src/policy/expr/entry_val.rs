@@ -766,6 +766,11 @@ fn build<'a>(
     let mut object = reader.begin_object()?;
     while let Some(member) = reader.next_name(&mut object)? {
         let wanted = want.member(&member);
+        if matches!(wanted, Want::Nothing) {
+            // Most members of an entry: checked here, not through another call of this.
+            reader.check_value()?;
+            continue;
+        }
         if let Some(child) = build(reader, wanted, member, tree)? {
             tree.link(at, last, child);
             last = Some(child);
