@@ -184,6 +184,12 @@ impl<'a> Reader<'a> {
     /// Opens the object that comes next.
     pub fn begin_object(&mut self) -> Result<Object<'a>, ReadError> {
         self.eat(b'{')?;
+        self.opened_object()
+    }
+
+    /// The object whose `{` was just read.
+    #[inline]
+    fn opened_object(&mut self) -> Result<Object<'a>, ReadError> {
         self.enter()?;
         Ok(Object {
             base: self.names.len(),
@@ -307,6 +313,12 @@ impl<'a> Reader<'a> {
     /// Opens the list that comes next.
     pub fn begin_array(&mut self) -> Result<Array, ReadError> {
         self.eat(b'[')?;
+        self.opened_array()
+    }
+
+    /// The list whose `[` was just read.
+    #[inline]
+    fn opened_array(&mut self) -> Result<Array, ReadError> {
         self.enter()?;
         Ok(Array { first: true })
     }
@@ -554,12 +566,7 @@ impl<'a> Reader<'a> {
         match self.peek() {
             Some(b'{') => {
                 self.pos += 1;
-                self.enter()?;
-                let mut object = Object {
-                    base: self.names.len(),
-                    first: true,
-                    many: None,
-                };
+                let mut object = self.opened_object()?;
                 while self.next_member(&mut object)? {
                     self.check_value()?;
                 }
@@ -567,8 +574,7 @@ impl<'a> Reader<'a> {
             }
             Some(b'[') => {
                 self.pos += 1;
-                self.enter()?;
-                let mut array = Array { first: true };
+                let mut array = self.opened_array()?;
                 while self.next_item(&mut array)? {
                     self.check_value()?;
                 }
