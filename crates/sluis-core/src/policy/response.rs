@@ -443,21 +443,20 @@ impl ResponseRules {
             .iter()
             .map(|entry| {
                 let entry = entry_val::entry_of_value(entry, &self.entry_fields);
-                self.judge_entry(vars, entry.tree.root(), &*response)
-            })
-            .map(|judged| match judged {
-                Entry::Keep(rule) => EntryVerdict::Keep {
-                    rule: rule.id.clone(),
-                },
-                Entry::Withhold(rule, why) => EntryVerdict::Withhold {
-                    rule: rule.map(|r| r.id.clone()),
-                    reason: why.to_string(),
-                },
-                Entry::Deny(rule, reason) => EntryVerdict::Deny {
-                    rule: rule.id.clone(),
-                    status: rule.status,
-                    reason,
-                },
+                match self.judge_entry(vars, entry.tree.root(), &*response) {
+                    Entry::Keep(rule) => EntryVerdict::Keep {
+                        rule: rule.id.clone(),
+                    },
+                    Entry::Withhold(rule, why) => EntryVerdict::Withhold {
+                        rule: rule.map(|r| r.id.clone()),
+                        reason: why.to_string(),
+                    },
+                    Entry::Deny(rule, reason) => EntryVerdict::Deny {
+                        rule: rule.id.clone(),
+                        status: rule.status,
+                        reason,
+                    },
+                }
             })
             .collect()
     }
@@ -472,12 +471,12 @@ impl ResponseRules {
         self.max_entries
     }
 
-    fn judge_entry(
+    fn judge_entry<'e>(
         &self,
         vars: &Vars,
-        entry: TreeRef<'_>,
+        entry: TreeRef<'e>,
         response: &dyn cel::common::value::Val,
-    ) -> Entry<'_> {
+    ) -> Entry<'_, 'e> {
         // Converted to CEL values only if a rule needs the interpreter; its resource type
         // found once, for `resource_types` and every rule's guard.
         let value = EntryValue::at(entry);
@@ -485,10 +484,7 @@ impl ResponseRules {
         if !self.resource_types.is_empty()
             && !resource_type.is_some_and(|t| self.resource_types.iter().any(|a| a == t))
         {
-            return Entry::Withhold(
-                None,
-                Why::NotListed(resource_type.unwrap_or("(none)").to_owned()),
-            );
+            return Entry::Withhold(None, Why::NotListed(resource_type.unwrap_or("(none)")));
         }
         let eval = |rule: &ResponseRule| rule.condition.eval_bool_for_entry(vars, &value, response);
         let of = |effect| self.rules.iter().filter(move |r| r.effect == effect);
@@ -527,17 +523,18 @@ impl ResponseRules {
     }
 }
 
-enum Entry<'r> {
+/// What became of one entry: `'r` borrows the rules, `'e` the entry as read.
+enum Entry<'r, 'e> {
     Keep(&'r ResponseRule),
-    Withhold(Option<&'r ResponseRule>, Why<'r>),
+    Withhold(Option<&'r ResponseRule>, Why<'r, 'e>),
     Deny(&'r ResponseRule, String),
 }
 
 /// Why an entry was withheld, written out only where it is told (the first few of an
 /// answer): a `String` per withheld entry was an allocation each, mostly thrown away.
-enum Why<'r> {
+enum Why<'r, 'e> {
     /// Its type is not in `resource_types`.
-    NotListed(String),
+    NotListed(&'e str),
     /// This `withhold` rule held.
     Matched(&'r str),
     /// This `withhold` rule failed, failing closed.
@@ -546,7 +543,7 @@ enum Why<'r> {
     NoKeep(Vec<String>),
 }
 
-impl std::fmt::Display for Why<'_> {
+impl std::fmt::Display for Why<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Why::NotListed(kind) => write!(f, "resource type `{kind}` is not in `resource_types`"),
