@@ -875,7 +875,7 @@ pub fn envoy_check(data: &[u8]) {
         .headers
         .iter()
         .take(8)
-        .map(|(n, v)| (n.clone(), v.clone()))
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
         .collect();
     headers.sort();
     checked(Decision {

@@ -222,6 +222,19 @@ impl<E: SpanExporter> SpanExporter for Logged<E> {
     }
 }
 
+/// A request's headers as OpenTelemetry's propagators read them.
+struct Carrier<'h>(&'h sluis_core::request::Headers);
+
+impl opentelemetry::propagation::Extractor for Carrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().collect()
+    }
+}
+
 /// Joins decision spans to the caller's W3C trace context (`traceparent`, `tracestate`)
 /// and reads their OpenTelemetry trace ids: what the engine's
 /// [`sluis_core::engine::TraceContext`] asks of the server.
@@ -229,7 +242,7 @@ pub struct W3cTraceContext;
 
 impl TraceContext for W3cTraceContext {
     fn adopt(&self, span: &tracing::Span, request: &AccessRequest) {
-        let parent = TraceContextPropagator::new().extract(&request.headers);
+        let parent = TraceContextPropagator::new().extract(&Carrier(&request.headers));
         // Fails only without the OpenTelemetry layer, and then nothing is exported.
         let _ = span.set_parent(parent);
     }

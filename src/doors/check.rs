@@ -221,11 +221,8 @@ pub fn access_request(check: CheckRequest, max_body: usize) -> Result<AccessRequ
             format!("`{}` is not an HTTP method", check.method.escape_debug()),
         ));
     }
-    let mut headers = sluis_core::request::Headers::with_capacity_and_hasher(
-        check.headers.len(),
-        Default::default(),
-    );
-    for (name, value) in check.headers {
+    let mut headers = sluis_core::request::HeadersBuilder::default();
+    for (name, value) in &check.headers {
         if !value
             .bytes()
             .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
@@ -236,8 +233,9 @@ pub fn access_request(check: CheckRequest, max_body: usize) -> Result<AccessRequ
             ));
         }
         // Two spellings of one name: joined as repeats are.
-        sluis_core::request::join_header(&mut headers, name.to_ascii_lowercase(), value);
+        headers.push_lowercased(name, value);
     }
+    let headers = headers.build(sluis_core::request::Repeats::Join);
     let body = match check.body_base64 {
         None => String::new(),
         Some(encoded) => {

@@ -143,7 +143,7 @@ pub fn access_request(
     body: &[u8],
 ) -> Result<AccessRequest, String> {
     let joined = joined_headers(headers)?;
-    let header = |name: &str| joined.get(name).map(String::as_str);
+    let header = |name: &str| joined.get(name);
     let rest = uri.path().strip_prefix(PREFIX).unwrap_or("");
     let (original_method, target) = if rest.is_empty() {
         let method = one_of(header("x-original-method"), header("x-forwarded-method"), "method")?
@@ -222,14 +222,15 @@ fn origin_form(target: &str) -> Result<String, String> {
 
 /// Header names lower-cased; repeated headers joined with `,` as Envoy joins them.
 fn joined_headers(headers: &HeaderMap) -> Result<sluis_core::request::Headers, String> {
-    let mut joined = sluis_core::request::Headers::default();
+    let mut joined = sluis_core::request::HeadersBuilder::default();
     for (name, value) in headers {
         let value = value
             .to_str()
             .map_err(|_| format!("header `{name}` is not visible ASCII"))?;
-        sluis_core::request::join_header(&mut joined, name.as_str().to_owned(), value);
+        // `http` keeps names lower-case.
+        joined.push(name.as_str(), value);
     }
-    Ok(joined)
+    Ok(joined.build(sluis_core::request::Repeats::Join))
 }
 
 /// Encodes a decision for the gateway.

@@ -229,7 +229,10 @@ mod tests {
         assert_eq!(r.method, "GET");
         assert_eq!(r.path, "/fhir/Organization");
         assert_eq!(r.query, "name=a%20b&_count=5");
-        assert_eq!(r.headers["accept"], "application/fhir+json,text/plain");
+        assert_eq!(
+            r.headers.get("accept"),
+            Some("application/fhir+json,text/plain")
+        );
         assert!(!r.headers.contains_key("authorization"));
         assert_eq!(r.context["data_holder_organization_id"], "00000666");
         assert!(!r.context.contains_key("other"));

@@ -221,7 +221,7 @@ fn path(path: String) -> Result<String, String> {
 /// Headers as the plugins send them (name → value, or → list of values for a repeated
 /// header), lower-cased and joined with `,`.
 fn headers(map: &Map<String, Value>) -> Result<sluis_core::request::Headers, String> {
-    let mut headers = sluis_core::request::Headers::default();
+    let mut headers = sluis_core::request::HeadersBuilder::default();
     for (name, value) in map {
         let text = match value {
             Value::String(s) => s.clone(),
@@ -235,9 +235,10 @@ fn headers(map: &Map<String, Value>) -> Result<sluis_core::request::Headers, Str
                 .join(","),
             _ => return Err(format!("header `{name}`: a string or a list of strings")),
         };
-        headers.insert(name.to_ascii_lowercase(), text);
+        // Two spellings of one name: the later one's value, as a map keeps it.
+        headers.push_lowercased(name, &text);
     }
-    Ok(headers)
+    Ok(headers.build(sluis_core::request::Repeats::Replace))
 }
 
 /// A query string from the plugins' decoded arguments (name → value, list of values, or

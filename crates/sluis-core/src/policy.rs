@@ -1977,7 +1977,7 @@ impl Policy {
                     .headers
                     .keys()
                     .filter(|h| h.starts_with(prefix))
-                    .for_each(|h| push(h)),
+                    .for_each(&mut push),
                 None => push(pattern),
             }
         }

@@ -6,10 +6,9 @@
 
 use std::collections::HashMap;
 
-/// A request's headers by lower-cased name. Hashed with foldhash (seeded per process)
-/// rather than SipHash: every Check fills one from the gateway's headers, and their
-/// number is bounded by the gateway and by the largest message a door accepts.
-pub type Headers = HashMap<String, String, foldhash::fast::RandomState>;
+mod headers;
+
+pub use headers::{Headers, HeadersBuilder, Repeats};
 
 /// One request to authorize, as the gateway saw it.
 ///
@@ -99,29 +98,8 @@ impl Evaluation {
     }
 }
 
-/// Headers whose values are credentials: never printed.
-const SECRET_HEADERS: [&str; 5] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "dpop",
-    "x-api-key",
-];
-
 impl std::fmt::Debug for AccessRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let headers: std::collections::BTreeMap<&str, &str> = self
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                let shown = if SECRET_HEADERS.contains(&name.as_str()) {
-                    "[redacted]"
-                } else {
-                    value.as_str()
-                };
-                (name.as_str(), shown)
-            })
-            .collect();
         f.debug_struct("AccessRequest")
             .field("method", &self.method)
             .field("scheme", &self.scheme)
@@ -129,7 +107,7 @@ impl std::fmt::Debug for AccessRequest {
             .field("path", &crate::mask::mask_credentials(&self.path))
             .field("query", &crate::mask::mask_credentials(&self.query))
             .field("protocol", &self.protocol)
-            .field("headers", &headers)
+            .field("headers", &self.headers)
             .field("body_bytes", &self.body.len())
             .field("source", &self.source)
             .field("context", &self.context)
@@ -146,22 +124,6 @@ pub struct Source {
     pub address: String,
     /// The client certificate in PEM, when the gateway terminated mutual TLS and passed it.
     pub certificate: Option<String>,
-}
-
-/// Adds a header to a door's map of request headers: a name already there gets `value`
-/// after a `,`, as Envoy joins repeated headers. `name` is lower-case. Every door that
-/// builds `AccessRequest::headers` from a list of headers does it this way.
-pub fn join_header<V: AsRef<str> + Into<String>>(headers: &mut Headers, name: String, value: V) {
-    match headers.entry(name) {
-        std::collections::hash_map::Entry::Occupied(mut earlier) => {
-            let earlier = earlier.get_mut();
-            earlier.push(',');
-            earlier.push_str(value.as_ref());
-        }
-        std::collections::hash_map::Entry::Vacant(new) => {
-            new.insert(value.into());
-        }
-    }
 }
 
 impl Source {
@@ -190,7 +152,7 @@ pub const POLICY_CONTEXT_KEY: &str = "sluis_policy";
 impl AccessRequest {
     /// A header by its lower-case name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
+        self.headers.get(name)
     }
 
     /// The method a method-override header asks for, upper-cased: `None` without such a
@@ -202,7 +164,7 @@ impl AccessRequest {
         if !self
             .headers
             .keys()
-            .any(|name| METHOD_OVERRIDE_HEADERS.contains(&name.as_str()))
+            .any(|name| METHOD_OVERRIDE_HEADERS.contains(&name))
         {
             return None;
         }
@@ -498,43 +460,6 @@ mod tests {
             taken.take_target(target.clone());
             proptest::prop_assert_eq!(&lent.path, &taken.path);
             proptest::prop_assert_eq!(&lent.query, &taken.query);
-        }
-    }
-
-    proptest::proptest! {
-        /// Headers as a client chooses them (any text, repeated names, names that differ
-        /// in one character, up to hundreds of them): every name keeps its own value,
-        /// and repeats are joined in order, as a plain ordered map joins them.
-        #[test]
-        fn any_headers_are_joined_each_under_its_own_name(
-            headers in proptest::collection::vec(
-                (
-                    proptest::prop_oneof![
-                        "[a-z-]{1,3}",
-                        "x-[a-z0-9]{0,40}",
-                        "\\PC{0,12}",
-                    ],
-                    "\\PC{0,16}",
-                ),
-                0..500,
-            ),
-        ) {
-            let mut joined = Headers::default();
-            let mut expected = std::collections::BTreeMap::<String, String>::new();
-            for (name, value) in &headers {
-                join_header(&mut joined, name.clone(), value.as_str());
-                expected
-                    .entry(name.clone())
-                    .and_modify(|earlier| {
-                        earlier.push(',');
-                        earlier.push_str(value);
-                    })
-                    .or_insert_with(|| value.clone());
-            }
-            proptest::prop_assert_eq!(joined.len(), expected.len());
-            for (name, value) in &expected {
-                proptest::prop_assert_eq!(joined.get(name), Some(value));
-            }
         }
     }
 }

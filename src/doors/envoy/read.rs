@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use sluis_core::request::{AccessRequest, Door, Source, join_header};
+use sluis_core::request::{AccessRequest, Door, Headers, HeadersBuilder, Repeats, Source};
 
 /// Why the bytes are not a `CheckRequest`. Envoy never sends one: the door answers it as
 /// a failed call, which Envoy's filter treats as an error (closed).
@@ -62,8 +62,11 @@ pub fn read_check(bytes: &[u8]) -> Result<ReadCheck, NotACheck> {
     Ok(check.finish())
 }
 
-/// The headers of a usual request through Envoy (the captured eOverdracht Check has 11).
+/// The headers of a usual request through Envoy (the captured eOverdracht Check has 11),
+/// and room for their names and values (the captured ones take 1.3 KiB, most of it the
+/// token).
 const HEADERS: usize = 14;
+const HEADER_BYTES: usize = 2048;
 
 /// prost's recursion limit: messages (and groups) nested deeper are refused.
 const DEPTH: u32 = 100;
@@ -97,7 +100,8 @@ enum Port {
 #[derive(Default)]
 struct Http {
     method: String,
-    headers: sluis_core::request::Headers,
+    /// `headers`, a map: a later entry of a name replaces an earlier one.
+    headers: HeadersBuilder,
     path: String,
     host: String,
     scheme: String,
@@ -196,24 +200,23 @@ impl Check {
         access.headers = if http.headers.is_empty() {
             joined(http.header_map.unwrap_or_default())
         } else {
-            http.headers
+            http.headers.build(Repeats::Replace)
         };
         ReadCheck { access, body_len }
     }
 }
 
 /// Headers sent as a `HeaderMap` (`encode_raw_headers: true`), joined like Envoy joins them.
-fn joined(raw: Vec<RawHeader>) -> sluis_core::request::Headers {
-    let mut headers = sluis_core::request::Headers::default();
+fn joined(raw: Vec<RawHeader>) -> Headers {
+    let mut headers = HeadersBuilder::default();
     for header in raw {
-        let value = if header.raw_value.is_empty() {
-            header.value
+        if header.raw_value.is_empty() {
+            headers.push_lowercased(&header.key, &header.value);
         } else {
-            String::from_utf8_lossy(&header.raw_value).into_owned()
-        };
-        join_header(&mut headers, header.key.to_ascii_lowercase(), value);
+            headers.push_lowercased(&header.key, &String::from_utf8_lossy(&header.raw_value));
+        }
     }
-    headers
+    headers.build(Repeats::Join)
 }
 
 impl Peer {
@@ -319,10 +322,11 @@ impl Http {
                 2 => wire.string(kind, &mut self.method)?,
                 3 => {
                     // Room for a usual request's headers at once, not grown entry by entry.
-                    if self.headers.capacity() == 0 {
-                        self.headers.reserve(HEADERS);
+                    if self.headers.is_empty() {
+                        self.headers = HeadersBuilder::with_capacity(HEADERS, HEADER_BYTES);
                     }
-                    wire.map_entry(kind, depth, &mut self.headers)?;
+                    let (name, value) = wire.string_pair(kind, depth)?;
+                    self.headers.push(name, value);
                 }
                 4 => wire.string(kind, &mut self.path)?,
                 5 => wire.string(kind, &mut self.host)?,
@@ -464,6 +468,12 @@ impl<'a> Wire<'a> {
         Ok(())
     }
 
+    /// A `string` field's text, borrowed.
+    fn str(&mut self, kind: u8) -> Result<&'a str, NotACheck> {
+        let bytes = self.delimited(kind)?;
+        std::str::from_utf8(bytes).map_err(|_| NotACheck("a string is not UTF-8"))
+    }
+
     /// A `bytes` field: replaces `into`'s bytes.
     fn bytes(&mut self, kind: u8, into: &mut Vec<u8>) -> Result<(), NotACheck> {
         let bytes = self.delimited(kind)?;
@@ -508,6 +518,23 @@ impl<'a> Wire<'a> {
         })?;
         into.insert(key, value);
         Ok(())
+    }
+
+    /// A `map<string, string>` entry's key and value, borrowed (empty when absent, the
+    /// last when repeated, as prost reads them).
+    fn string_pair(&mut self, kind: u8, depth: u32) -> Result<(&'a str, &'a str), NotACheck> {
+        let (mut key, mut value) = ("", "");
+        self.message(kind, depth, |wire, depth| {
+            while let Some((tag, kind)) = wire.key()? {
+                match tag {
+                    1 => key = wire.str(kind)?,
+                    2 => value = wire.str(kind)?,
+                    _ => wire.skip(kind, tag, depth)?,
+                }
+            }
+            Ok(())
+        })?;
+        Ok((key, value))
     }
 
     /// Everything left of this message, skipped.

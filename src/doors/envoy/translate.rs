@@ -13,7 +13,9 @@ use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
 use envoy_types::pb::google::rpc;
 
 use sluis_core::decision::{Allow, Decision, Deny, Outcome};
-use sluis_core::request::{AccessRequest, Door, Source, encode_query_part, join_header};
+use sluis_core::request::{
+    AccessRequest, Door, HeadersBuilder, Repeats, Source, encode_query_part,
+};
 
 /// The size of the body a `CheckRequest` carries.
 pub fn body_len(check: &CheckRequest) -> usize {
@@ -114,16 +116,15 @@ pub fn access_request(check: CheckRequest) -> AccessRequest {
 fn raw_headers(
     map: Option<envoy_types::pb::envoy::config::core::v3::HeaderMap>,
 ) -> sluis_core::request::Headers {
-    let mut headers = sluis_core::request::Headers::default();
+    let mut headers = HeadersBuilder::default();
     for header in map.map(|m| m.headers).unwrap_or_default() {
-        let value = if header.raw_value.is_empty() {
-            header.value
+        if header.raw_value.is_empty() {
+            headers.push_lowercased(&header.key, &header.value);
         } else {
-            String::from_utf8_lossy(&header.raw_value).into_owned()
-        };
-        join_header(&mut headers, header.key.to_ascii_lowercase(), value);
+            headers.push_lowercased(&header.key, &String::from_utf8_lossy(&header.raw_value));
+        }
     }
-    headers
+    headers.build(Repeats::Join)
 }
 
 /// Encodes a decision.

@@ -101,7 +101,7 @@ pub fn parse(body: &[u8], base_path: &str) -> Result<Input, String> {
     if request.header.len() > MAX_HEADERS {
         return Err(format!("more than {MAX_HEADERS} headers"));
     }
-    let mut headers = sluis_core::request::Headers::default();
+    let mut headers = sluis_core::request::HeadersBuilder::default();
     for (name, value) in &request.header {
         let joined = match value {
             Value::String(text) => text.clone(),
@@ -113,8 +113,10 @@ pub fn parse(body: &[u8], base_path: &str) -> Result<Input, String> {
                 .join(","),
             _ => return Err(format!("header `{name}` is not a string or a list")),
         };
-        headers.insert(name.to_ascii_lowercase(), joined);
+        // Two spellings of one name: the later one's value, as a map keeps it.
+        headers.push_lowercased(name, &joined);
     }
+    let mut headers = headers.build(sluis_core::request::Repeats::Replace);
     // The token is the PEP's business: what it verified comes as `subject`.
     headers.remove("authorization");
     headers.remove("dpop");

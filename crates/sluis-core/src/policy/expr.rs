@@ -1823,10 +1823,10 @@ fn request_val<'a>(request: &'a AccessRequest, fields: RequestFields) -> Box<dyn
     fn text(s: &str) -> Box<dyn Val + '_> {
         Box::new(CelString::from(s))
     }
-    fn strings<S>(map: &std::collections::HashMap<String, String, S>) -> Box<dyn Val + '_> {
+    fn strings<'m>(pairs: impl Iterator<Item = (&'m str, &'m str)>) -> Box<dyn Val + 'm> {
         Box::new(CelMap::from(
-            map.iter()
-                .map(|(k, v)| (CelMapKey::from(k.as_str()), text(v)))
+            pairs
+                .map(|(k, v)| (CelMapKey::from(k), text(v)))
                 .collect::<Members>(),
         ))
     }
@@ -1853,7 +1853,14 @@ fn request_val<'a>(request: &'a AccessRequest, fields: RequestFields) -> Box<dyn
                 .collect::<Vec<_>>(),
         ))
     });
-    add("context", &|| strings(&request.context));
+    add("context", &|| {
+        strings(
+            request
+                .context
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+    });
     add("query", &|| {
         let mut query = Members::new();
         for (key, value) in request.query_pairs() {
@@ -1863,7 +1870,7 @@ fn request_val<'a>(request: &'a AccessRequest, fields: RequestFields) -> Box<dyn
         }
         Box::new(CelMap::from(query))
     });
-    add("headers", &|| strings(&request.headers));
+    add("headers", &|| strings(request.headers.iter()));
     Box::new(CelMap::from(members))
 }
 
@@ -1896,7 +1903,7 @@ fn request_value(request: &AccessRequest, fields: RequestFields) -> Value {
         let context: std::collections::HashMap<cel::objects::Key, Value> = request
             .context
             .iter()
-            .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), text(v)))
+            .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.to_owned())), text(v)))
             .collect();
         Value::Map(cel::objects::Map {
             map: Arc::new(context),
@@ -1917,7 +1924,7 @@ fn request_value(request: &AccessRequest, fields: RequestFields) -> Value {
         let headers: std::collections::HashMap<cel::objects::Key, Value> = request
             .headers
             .iter()
-            .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), text(v)))
+            .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.to_owned())), text(v)))
             .collect();
         Value::Map(cel::objects::Map {
             map: Arc::new(headers),

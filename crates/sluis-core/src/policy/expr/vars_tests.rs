@@ -61,7 +61,7 @@ proptest! {
 fn a_request_with_every_field_is_built_as_before() {
     let mut request = AccessRequest {
         method: "GET".into(),
-        headers: [("x-a".into(), "1".into())].into_iter().collect(),
+        headers: [("x-a", "1")].into_iter().collect(),
         context: HashMap::from([("patient_bsn".into(), "900186021".into())]),
         ..Default::default()
     };
