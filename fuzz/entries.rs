@@ -324,6 +324,62 @@ pub fn request_target(data: &[u8]) {
     assert_eq!(joined, target);
 }
 
+/// The input's lines as `name: value` headers (a line without `:` is a name with an empty
+/// value), built as a door builds them, joined and replaced: every name must find what an
+/// ordered map of the same lines holds, and names not given must find nothing.
+pub fn headers(data: &[u8]) {
+    use sluis_core::request::{HeadersBuilder, Repeats};
+    use std::collections::BTreeMap;
+    let input = text(data);
+    let lines: Vec<(&str, String, &str)> = input
+        .lines()
+        .map(|line| {
+            let (name, value) = line.split_once(':').unwrap_or((line, ""));
+            (name, name.to_ascii_lowercase(), value)
+        })
+        .collect();
+    for repeats in [Repeats::Join, Repeats::Replace] {
+        let mut builder = HeadersBuilder::default();
+        let mut map = BTreeMap::<&str, String>::new();
+        for (i, (raw_name, name, value)) in lines.iter().enumerate() {
+            // Half the names lower-cased by the builder, half by the caller.
+            if i % 2 == 0 {
+                builder.push(name, value);
+            } else {
+                builder.push_lowercased(raw_name, value);
+            }
+            match (map.get_mut(name.as_str()), repeats) {
+                (Some(earlier), Repeats::Join) => {
+                    earlier.push(',');
+                    earlier.push_str(value);
+                }
+                _ => {
+                    map.insert(name, (*value).to_owned());
+                }
+            }
+        }
+        let headers = builder.build(repeats);
+        assert_eq!(headers.len(), map.len());
+        for (name, value) in &map {
+            assert_eq!(headers.get(name), Some(value.as_str()), "{name}");
+        }
+        let mut listed: Vec<(&str, &str)> = headers.iter().collect();
+        listed.sort();
+        assert!(
+            listed
+                .into_iter()
+                .eq(map.iter().map(|(n, v)| (*n, v.as_str())))
+        );
+        for (_, name, _) in &lines {
+            let absent = format!("{name}-");
+            assert_eq!(
+                headers.get(&absent),
+                map.get(absent.as_str()).map(String::as_str)
+            );
+        }
+    }
+}
+
 /// The config file reader: the input as a `sluis.yaml`'s text, `sources:` and its strict
 /// key check included. Read or refused, never a panic; a refusal of an unknown key beside
 /// a source's kind names the key.

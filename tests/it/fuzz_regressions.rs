@@ -75,6 +75,11 @@ fn request_target_inputs() {
 }
 
 #[test]
+fn headers_inputs() {
+    replay("headers", entries::headers);
+}
+
+#[test]
 fn config_inputs() {
     replay("config_file", entries::config_file);
 }
