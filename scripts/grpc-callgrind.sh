@@ -12,7 +12,9 @@
 # no-op that does not decode the CheckRequest (`noop-skip`: the transport's floor),
 # Sluis from BIN and, with BIN_OLD=DIR, an earlier Sluis build. The request is the
 # CheckRequest captured from Envoy 1.40 (CHECK, default benches/data/check-eoverdracht.bin).
-# ONLY="noop sluis" measures a subset.
+# ONLY="noop sluis" measures a subset. VALGRIND_OPTS="--cache-sim=yes" also simulates this
+# CPU's caches and prints each event per Check (L1 instruction and data misses: where a
+# server's CPU goes beyond its instructions, BENCHMARKS.md session 18).
 # Needs: cargo build --release --bin sluis -p sluis-noop-authz (or BIN=DIR with the
 # binaries); valgrind; h2load
 # (scripts/install-load-tools.sh). Uses ports 9190-9293.
@@ -54,6 +56,11 @@ measure() { # name port pid
   load "$2" $((2 * N))
   local two; two=$(counted "$3" 2n "$1")
   echo "$1: $one instructions for $N checks, $two for $((2 * N)): $(( (two - one) / N )) per Check"
+  # Every event the run counted (more than instructions with --cache-sim=yes), per Check.
+  awk -v n="$N" '/^events:/ {for (i = 2; i <= NF; i++) name[i] = $i}
+    /^totals:/ {for (i = 2; i <= NF; i++) total[FILENAME, i] = $i; last = NF}
+    END {line = ""; for (i = 2; i <= last; i++) line = line sprintf(" %s=%.0f", name[i], (total[ARGV[2], i] - total[ARGV[1], i]) / n); print "  per Check:" line}' \
+    "$OUT/$1.n.out" "$OUT/$1.2n.out"
 }
 
 rm -f $OUT/callgrind.out.*
