@@ -21,6 +21,9 @@
 #   BIN [target/release] (sluis, sluis-noop-authz, sluis-noop-default);
 #   BIN_OLD [unset]: a directory holding an earlier `sluis` build, run beside BIN's (its
 #     listeners shifted by 200), so two builds are compared in one sitting;
+#   NOOP_OLD [0]: 1 also runs BIN_OLD's `sluis-noop-authz` as `noop-old`, and compares
+#     sluis-old with it: two builds of both, e.g. with and without PGO
+#     (scripts/pgo-build.sh), each Sluis against the no-op built the same way;
 #   NOOP_DEFAULT [1]: 0 skips the default tonic no-op;
 #   NOOP_SKIP [1]: 0 skips `noop-skip`, the lean no-op that does not decode the
 #     CheckRequest at all (`--skip-decode`): the floor of the transport itself;
@@ -34,7 +37,7 @@
 #   CHECK [benches/data/check-eoverdracht.bin]; OUT [tmp/grpc-ratio].
 # Also printed per server: minor page faults per Check (kernel time no system call shows).
 # Needs: cargo build --release --bin sluis -p sluis-noop-authz; h2load
-# (scripts/install-load-tools.sh). Uses ports 9190-9192, 9292-9296, 9390-9392.
+# (scripts/install-load-tools.sh). Uses ports 9190-9192, 9292-9297, 9390-9392.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-tmp/grpc-ratio}; mkdir -p "$OUT"
@@ -76,6 +79,8 @@ start noop 9292 "$BIN/sluis-noop-authz" 127.0.0.1:9292
 [[ "$NOOP_DEFAULT" == 0 ]] || start noop-default 9293 "$BIN/sluis-noop-default" 127.0.0.1:9293
 [[ "$NOOP_TRANSPORT" == 0 ]] || start noop-transport 9294 "$BIN/sluis-noop-authz" --sluis-transport 127.0.0.1:9294
 [[ "$NOOP_SKIP" == 0 ]] || start noop-skip 9295 "$BIN/sluis-noop-authz" --skip-decode 127.0.0.1:9295
+[[ "${NOOP_OLD:-0}" == 0 || -n "$BIN_OLD" ]] || { echo "NOOP_OLD=1 needs BIN_OLD" >&2; exit 2; }
+[[ "${NOOP_OLD:-0}" == 0 ]] || start noop-old 9297 "$BIN_OLD/sluis-noop-authz" 127.0.0.1:9297
 [[ -z "${NOOP_ANSWER:-}" ]] || start noop-answer 9296 "$BIN/sluis-noop-authz" --answer "$NOOP_ANSWER" 127.0.0.1:9296
 CONFIG=$(private_example_config "$OUT"); CONFIGS+=("$CONFIG")
 start sluis 9191 "$BIN/sluis" serve --config "$CONFIG"
@@ -137,6 +142,10 @@ awk -F'\t' '
       if (name == "sluis" && ("1", "noop-answer") in rps) {
         for (r = 1; r <= rounds; r++) { ratio[r] = rps[r, "sluis"] / rps[r, "noop-answer"]; extra[r] = cpu[r, "sluis"] - cpu[r, "noop-answer"] }
         printf "sluis / noop-answer (a no-op giving the same answer): Check/s ratio %s; CPU µs/Check above it %s\n", summary(ratio, rounds), summary(extra, rounds)
+      }
+      if (name == "sluis-old" && ("1", "noop-old") in rps) {
+        for (r = 1; r <= rounds; r++) { ratio[r] = rps[r, "sluis-old"] / rps[r, "noop-old"]; extra[r] = cpu[r, "sluis-old"] - cpu[r, "noop-old"] }
+        printf "sluis-old / noop-old (both from BIN_OLD): Check/s ratio %s; CPU µs/Check above it %s\n", summary(ratio, rounds), summary(extra, rounds)
       }
       if (name == "sluis" && ("1", "sluis-old") in rps) {
         for (r = 1; r <= rounds; r++) ratio[r] = rps[r, "sluis"] / rps[r, "sluis-old"]
