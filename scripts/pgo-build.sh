@@ -11,7 +11,9 @@
 # what a deployment sees: Envoy gRPC Checks allowed with a cached token, denied for want
 # of a flow, without a token and with a forged one; forward-auth; AuthZEN evaluations;
 # flow registration and the admin API. Each with fresh tokens and requests made here,
-# not the captured CheckRequest in benches/data that the benchmarks send.
+# not the captured CheckRequest in benches/data that the benchmarks send. Then the test
+# suites of every example policy, and of your own configs (TRAIN_CONFIGS), through
+# `sluis test`.
 #
 # Two release builds per binary: about 20 minutes for `sluis` on two cores, 24 for both
 # with BOLT=1. The profile belongs to this source: build again after changing the code.
@@ -21,6 +23,8 @@
 # h2load and curl (scripts/install-load-tools.sh). Uses ports 9190-9192 and 9292.
 # Environment: OUT [target/pgo]; N [40000] the size of the training load's largest part;
 #   BOLT [0]: 1 also lays each binary out with BOLT, trained the same way;
+#   TRAIN_CONFIGS [unset]: space-separated configs whose policy test suites (`sluis test
+#     --config`) join the training: your own policies;
 #   GEN_BIN [unset]: a directory holding instrumented binaries already built (skips that
 #   build).
 set -euo pipefail
@@ -132,6 +136,16 @@ train_sluis() { # instrumented-binary work-dir
   done
   # A clean exit writes the profile; a killed process writes none.
   kill -TERM "$pid"; wait "$pid" || true
+  # Every example policy, and the operator's (TRAIN_CONFIGS), through `sluis test`: their
+  # rules' code then counts as run, not as cold code LLVM would optimise for size.
+  log "training: policy test suites"
+  local suite
+  for suite in examples/config.yaml examples/cookbook/config.yaml examples/nuts/config.yaml ${TRAIN_CONFIGS:-}; do
+    for _ in $(seq 10); do
+      "$sluis" test --config "$suite" >/dev/null ||
+        { echo "warning: the test suites of $suite fail: trained on them as they are" >&2; break; }
+    done
+  done
 }
 
 train_noop() { # instrumented-binary work-dir
@@ -180,8 +194,13 @@ main() {
     rm -rf "$work"
     ls "$raw"/*.profraw >/dev/null 2>&1 || { echo "$what wrote no profile" >&2; exit 1; }
     "$PROFDATA" merge -o "$OUT/profile/$what.profdata" "$raw"
+    # Named by its content: cargo rebuilds a crate when its flags change, not when a file
+    # they name does, and a dependency built with an older profile would be kept.
+    rm -f "$OUT/profile/$what"-*.profdata
+    profile="$OUT/profile/$what-$(sha256sum "$OUT/profile/$what.profdata" | cut -c1-12).profdata"
+    mv "$OUT/profile/$what.profdata" "$profile"
     log "$what: optimised build with the profile"
-    build "$what" "$OUT/use-$what" "-Cprofile-use=$OUT/profile/$what.profdata -Cllvm-args=-no-pgo-warn-mismatch $USE_RUSTFLAGS"
+    build "$what" "$OUT/use-$what" "-Cprofile-use=$profile -Cllvm-args=-no-pgo-warn-mismatch $USE_RUSTFLAGS"
     cp "$OUT/use-$what/$TARGET/release/$name" "$OUT/bin/$name"
     if [[ "${BOLT:-0}" == 1 ]]; then
       log "$what: BOLT"
