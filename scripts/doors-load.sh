@@ -35,17 +35,11 @@ pid=$!
 for _ in $(seq 50); do curl -sf localhost:9190/readyz >/dev/null && break; sleep 0.2; done
 
 [[ "$(register_load_flow 127.0.0.1:9190)" == 20[01] ]] || { echo "cannot register the flow" >&2; exit 1; }
-token="$("$SLUIS" dev-token --key examples/keys/dev-rsa.pem --kid dev-1 --claims '{
-  "iss": "https://nuts.example.org", "aud": "https://fhir.example.org",
-  "sub": "did:web:receiver.example.org", "client_id": "did:web:receiver.example.org",
-  "scope": "eOverdracht-receiver"}')"
+token="$(load_flow_token "$SLUIS")"
 path=/eoverdracht/fhir/Patient/123
 
 python3 scripts/gen-check-request.py -o "$OUT/check.bin" --path "$path" --host 127.0.0.1:10000 --token "$token" >/dev/null
-cat >"$OUT/evaluation.json" <<'EOF'
-{"subject": {"type": "user", "id": "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"},
- "action": {"name": "can_create_todo"}, "resource": {"type": "todo", "id": "todo-1"}}
-EOF
+printf '%s' "$AUTHZEN_EVALUATION" >"$OUT/evaluation.json"
 
 # Each door must allow before it is measured: a deny path is cheaper and would flatter it.
 status=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $token" "http://127.0.0.1:9192/decisions$path")

@@ -49,10 +49,6 @@ source scripts/load-common.sh
 
 PIDS=(); CONFIGS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -f "${CONFIGS[@]}"' EXIT
-wait_port() { # port
-  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "nothing listens on 127.0.0.1:$1" >&2; exit 1
-}
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }
 # Context switches of all the process's threads (voluntary: it slept waiting for work).
@@ -73,7 +69,7 @@ start() { # name port command...
   local name=$1 port=$2; shift 2
   "$@" > "$OUT/$name.log" 2>&1 & PIDS+=($!)
   SERVERS+=("$name $port $!")
-  wait_port "$port"
+  wait_listening "$port"
 }
 start noop 9292 "$BIN/sluis-noop-authz" 127.0.0.1:9292
 [[ "$NOOP_DEFAULT" == 0 ]] || start noop-default 9293 "$BIN/sluis-noop-default" 127.0.0.1:9293

@@ -32,3 +32,25 @@ register_load_flow() {
   curl -s -o /dev/null -w '%{http_code}' -X POST "http://$1/v1/flows" \
     -H 'content-type: application/json' -d "$LOAD_FLOW"
 }
+
+# load_flow_token SLUIS_BINARY: prints a development token (an hour's) that LOAD_FLOW's
+# requests are allowed with: the receiver the flow names, the example config's issuer.
+load_flow_token() {
+  "$1" dev-token --key examples/keys/dev-rsa.pem --kid dev-1 --claims '{
+    "iss": "https://nuts.example.org", "aud": "https://fhir.example.org",
+    "sub": "did:web:receiver.example.org", "client_id": "did:web:receiver.example.org",
+    "scope": "eOverdracht-receiver"}'
+}
+
+# An AuthZEN evaluation policy/authzen-todo.yaml allows.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+AUTHZEN_EVALUATION='{"subject": {"type": "user", "id": "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"},
+ "action": {"name": "can_create_todo"}, "resource": {"type": "todo", "id": "todo-1"}}'
+
+# wait_listening PORT [SECONDS]: returns once something listens on 127.0.0.1:PORT; fails
+# after SECONDS (default 20).
+wait_listening() {
+  for _ in $(seq $((${2:-20} * 10))); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "nothing listens on 127.0.0.1:$1" >&2
+  return 1
+}

@@ -68,25 +68,14 @@ fi
 mkdir -p "$OUT/bin"
 OUT="$(cd "$OUT" && pwd)"
 
-# package binary: cargo arguments for one of the binaries.
-cargo_args() {
-  case $1 in
-    sluis) echo "-p sluis --bin sluis" ;;
-    *) echo "-p sluis-noop-authz --bin sluis-noop-authz" ;;
-  esac
-}
+# The binary (and its package: each is named after it) of sluis or noop.
 bin_name() { [[ $1 == sluis ]] && echo sluis || echo sluis-noop-authz; }
 
 # --target keeps RUSTFLAGS off build scripts and proc macros: only the binary is
 # instrumented and optimised with the profile.
 build() { # what target-dir rustflags
-  # shellcheck disable=SC2046
-  RUSTFLAGS="$3" cargo build --release --locked --target "$TARGET" --target-dir "$2" $(cargo_args "$1")
-}
-
-wait_port() { # port
-  for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "nothing listens on 127.0.0.1:$1" >&2; return 1
+  local name; name=$(bin_name "$1")
+  RUSTFLAGS="$3" cargo build --release --locked --target "$TARGET" --target-dir "$2" -p "$name" --bin "$name"
 }
 
 grpc() { # count request-file port
@@ -97,13 +86,10 @@ grpc() { # count request-file port
 train_sluis() { # instrumented-binary work-dir
   local sluis=$1 work=$2 config token pid path=/eoverdracht/fhir/Patient/123
   config=$(private_example_config "$work"); CONFIGS+=("$config")
-  token="$("$sluis" dev-token --key examples/keys/dev-rsa.pem --kid dev-1 --claims '{
-    "iss": "https://nuts.example.org", "aud": "https://fhir.example.org",
-    "sub": "did:web:receiver.example.org", "client_id": "did:web:receiver.example.org",
-    "scope": "eOverdracht-receiver"}')"
+  token="$(load_flow_token "$sluis")"
   "$sluis" serve --config "$config" >"$work/sluis.log" 2>&1 &
   pid=$!; PIDS+=("$pid")
-  wait_port 9191
+  wait_listening 9191
   for _ in $(seq 50); do curl -sf localhost:9190/readyz >/dev/null && break; sleep 0.2; done
   [[ "$(register_load_flow 127.0.0.1:9190)" == 20[01] ]] || { echo "cannot register the flow" >&2; return 1; }
   local gen=scripts/gen-check-request.py
@@ -122,8 +108,7 @@ train_sluis() { # instrumented-binary work-dir
   log "training: forward-auth and AuthZEN"
   h2load -n $((N / 4)) -t1 -c2 --h1 -H "authorization: Bearer $token" \
     "http://127.0.0.1:9192/decisions$path" | grep -E '^requests:' >&2
-  printf '%s' '{"subject": {"type": "user", "id": "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"},
-    "action": {"name": "can_create_todo"}, "resource": {"type": "todo", "id": "todo-1"}}' >"$work/evaluation.json"
+  printf '%s' "$AUTHZEN_EVALUATION" >"$work/evaluation.json"
   h2load -n $((N / 8)) -t1 -c2 --h1 --data="$work/evaluation.json" -H 'content-type: application/json' \
     http://127.0.0.1:9192/access/v1/evaluation | grep -E '^requests:' >&2
   log "training: admin API"
@@ -152,7 +137,7 @@ train_noop() { # instrumented-binary work-dir
   local noop=$1 work=$2 pid
   "$noop" 127.0.0.1:9292 >"$work/noop.log" 2>&1 &
   pid=$!; PIDS+=("$pid")
-  wait_port 9292
+  wait_listening 9292
   python3 scripts/gen-check-request.py -o "$work/check.bin" --path /eoverdracht/fhir/Patient/123 \
     --host fhir.example.org --token not-checked >/dev/null
   log "training: gRPC Checks at the no-op"
