@@ -21,8 +21,15 @@
 #                  build context: take that binary instead, built for the runtime's Debian
 #                  release (glibc). scripts/container-test.sh builds the image this way
 #                  from a locally made Debian root, with no registry and no second build.
+#   SLUIS_PGO      auto: the binary built here is optimised with the committed profile
+#                  pgo/sluis.profdata (scripts/release-build.sh) when RUST_IMAGE's rustc
+#                  is the one that made it, plain otherwise; 1: that or fail; 0: plain.
+#
+# RUST_IMAGE names an exact rustc: a profile serves only the compiler that made it, and
+# `scripts/release-build.sh --check` (in CI) fails when this default and the profile's
+# record disagree.
 
-ARG RUST_IMAGE=rust:1.95-bookworm
+ARG RUST_IMAGE=rust:1.95.0-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS build
@@ -31,9 +38,11 @@ LABEL org.opencontainers.image.title=sluis
 ARG SLUIS_GIT_COMMIT=unknown
 ENV SLUIS_GIT_COMMIT=${SLUIS_GIT_COMMIT}
 ARG SLUIS_PREBUILT=
+ARG SLUIS_PGO=auto
 WORKDIR /src
 # Only what .dockerignore lets through: the workspace (fuzz/ is not part of it), the
-# container's example config and what it reads, and a prebuilt binary if there is one.
+# release build's script and profile, the container's example config and what it reads,
+# and a prebuilt binary if there is one.
 COPY . .
 RUN set -eu; \
     mkdir -p /out/var/lib/sluis /out/usr/share/sluis/examples/keys /out/etc/sluis/config \
@@ -41,8 +50,7 @@ RUN set -eu; \
     if [ -n "${SLUIS_PREBUILT}" ]; then \
         cp "${SLUIS_PREBUILT}" /out/sluis; \
     else \
-        cargo build --release --locked --bin sluis; \
-        cp target/release/sluis /out/sluis; \
+        SLUIS_PGO="${SLUIS_PGO}" scripts/release-build.sh /out/sluis; \
     fi; \
     chmod 0755 /out/sluis; \
     cp examples/config.yaml /out/usr/share/sluis/examples/config.yaml; \

@@ -26,12 +26,16 @@
 #   TRAIN_CONFIGS [unset]: space-separated configs whose policy test suites (`sluis test
 #     --config`) join the training: your own policies;
 #   GEN_BIN [unset]: a directory holding instrumented binaries already built (skips that
-#   build).
+#   build);
+#   SAVE [0]: 1 also makes `sluis`'s profile the one the image ships (pgo/sluis.profdata
+#     and its record, read by scripts/release-build.sh): a release does this, on the
+#     default training (TRAIN_CONFIGS unset), then commits pgo/.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 OUT=${OUT:-target/pgo}; N=${N:-40000}
-TARGET=$(rustc -vV | sed -n 's/^host: //p')
+source scripts/pgo-common.sh
+TARGET=$PGO_TARGET
 LLVM_MAJOR=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 WHAT=("$@"); ((${#WHAT[@]})) || WHAT=(sluis)
 for what in "${WHAT[@]}"; do
@@ -41,6 +45,7 @@ done
 log() { printf '== %s\n' "$*" >&2; }
 source scripts/load-common.sh
 PIDS=(); CONFIGS=()
+# shellcheck disable=SC2154 # p is the trap's own loop variable
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -f "${CONFIGS[@]}"' EXIT
 
 profdata() {
@@ -71,11 +76,27 @@ OUT="$(cd "$OUT" && pwd)"
 # The binary (and its package: each is named after it) of sluis or noop.
 bin_name() { [[ $1 == sluis ]] && echo sluis || echo sluis-noop-authz; }
 
-# --target keeps RUSTFLAGS off build scripts and proc macros: only the binary is
-# instrumented and optimised with the profile.
 build() { # what target-dir rustflags
-  local name; name=$(bin_name "$1")
-  RUSTFLAGS="$3" cargo build --release --locked --target "$TARGET" --target-dir "$2" -p "$name" --bin "$name"
+  pgo_build "$(bin_name "$1")" "$2" "$3"
+}
+
+# SAVE=1: the profile becomes the committed one, with its record: what made it and from
+# what source (scripts/release-build.sh checks both before using it).
+save_profile() { # profile
+  mkdir -p "$(dirname "$PGO_PROFILE")"
+  gzip -9 -n -c "$1" >"$PGO_PROFILE"
+  {
+    echo "# The profile beside this file: made by scripts/pgo-build.sh (SAVE=1), read by"
+    echo "# scripts/release-build.sh. Do not edit: make it again."
+    echo "rustc=$(rustc -V)"
+    echo "version=$(pgo_version)"
+    echo "commit=$(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)"
+    echo "source=$(pgo_source_digest)"
+    echo "sha256=$(sha256sum "$PGO_PROFILE" | cut -d' ' -f1)"
+    echo "made=$(date -u +%Y-%m-%d)"
+    echo "training=N=$N${TRAIN_CONFIGS:+ TRAIN_CONFIGS=$TRAIN_CONFIGS}"
+  } >"$PGO_META"
+  log "saved as $PGO_PROFILE ($(du -h "$PGO_PROFILE" | cut -f1)): commit it with $PGO_META"
 }
 
 grpc() { # count request-file port
@@ -185,7 +206,8 @@ main() {
     profile="$OUT/profile/$what-$(sha256sum "$OUT/profile/$what.profdata" | cut -c1-12).profdata"
     mv "$OUT/profile/$what.profdata" "$profile"
     log "$what: optimised build with the profile"
-    build "$what" "$OUT/use-$what" "-Cprofile-use=$profile -Cllvm-args=-no-pgo-warn-mismatch $USE_RUSTFLAGS"
+    if [[ "${SAVE:-0}" == 1 && $what == sluis ]]; then save_profile "$profile"; fi
+    build "$what" "$OUT/use-$what" "$(pgo_use_flags "$profile") $USE_RUSTFLAGS"
     cp "$OUT/use-$what/$TARGET/release/$name" "$OUT/bin/$name"
     if [[ "${BOLT:-0}" == 1 ]]; then
       log "$what: BOLT"

@@ -60,6 +60,7 @@ mod newcomer;
 mod nuts_deployment;
 mod policy_loading;
 mod policy_tools;
+mod release_build;
 mod response_authz;
 mod response_authzen;
 mod rollout;

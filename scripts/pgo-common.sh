@@ -1,0 +1,55 @@
+# shellcheck shell=bash
+# Sourced by scripts/pgo-build.sh (which makes a profile) and scripts/release-build.sh
+# (which builds the shipped binary with the committed one): the profile-guided build
+# itself, and what a profile records about the build it belongs to.
+#
+# A profile names each function by its symbol. Rust's symbols carry a hash of the crate's
+# metadata, which cargo computes from the compiler's version and each package's name and
+# version. So a profile serves only the rustc that made it, and after a version bump it no
+# longer reaches the workspace's own crates (their dependencies keep it). Within one rustc
+# and version, a function whose code changed loses its profile, the others keep theirs.
+
+PGO_TARGET=$(rustc -vV | sed -n 's/^host: //p')
+# Where the committed profile lives (gzip-compressed), and its record (key=value lines).
+# shellcheck disable=SC2034 # used by the scripts that source this file
+PGO_PROFILE=pgo/sluis.profdata.gz
+PGO_META=pgo/sluis.profdata.meta
+
+# pgo_build NAME TARGET_DIR RUSTFLAGS: a release build of the binary NAME (each binary's
+# package has its name). --target keeps RUSTFLAGS off build scripts and proc macros: only
+# the binary is instrumented, or optimised with the profile.
+pgo_build() {
+  RUSTFLAGS="$3" cargo build --release --locked --target "$PGO_TARGET" --target-dir "$2" -p "$1" --bin "$1"
+}
+
+# pgo_use_flags PROFILE: the flags of a build optimised with PROFILE. Functions that
+# changed since the profile was made are left unprofiled, without a warning for each.
+pgo_use_flags() {
+  echo "-Cprofile-use=$1 -Cllvm-args=-no-pgo-warn-mismatch"
+}
+
+# pgo_source_digest: a digest of what the binary is compiled from: the manifests, the lock
+# file, the Rust sources and the protocol definitions, tests and benchmarks left out. It
+# tells whether the source changed since a profile was made; it needs no git (the
+# container build has none).
+pgo_source_digest() {
+  find Cargo.toml Cargo.lock build.rs src crates proto -type f \
+    \( -name '*.rs' -o -name '*.proto' -o -name Cargo.toml -o -name Cargo.lock \) \
+    -not -path '*/tests/*' -not -path '*/benches/*' -print0 |
+    LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
+}
+
+# pgo_version: the workspace's version, which is every crate's.
+pgo_version() {
+  sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml
+}
+
+# pgo_meta KEY: a value of the committed profile's record.
+pgo_meta() {
+  sed -n "s/^$1=//p" "$PGO_META"
+}
+
+# pgo_unpack DEST: the committed profile, uncompressed, as rustc reads it.
+pgo_unpack() {
+  gzip -dc "$PGO_PROFILE" >"$1"
+}
