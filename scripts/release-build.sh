@@ -67,15 +67,16 @@ check() {
   local ok=0 image
   profile_usable || ok=1
   [[ -f $PGO_META ]] || return 1
-  image=$(sed -n 's/^ARG RUST_IMAGE=//p' Dockerfile)
-  if [[ "$image" != "rust:$(pgo_meta rustc | cut -d' ' -f2)-"* ]]; then
+  # (The image's build context leaves the Dockerfile out: there, only the profile.)
+  image=$(sed -n 's/^ARG RUST_IMAGE=//p' Dockerfile 2>/dev/null || true)
+  if [[ -f Dockerfile && "$image" != "rust:$(pgo_meta rustc | cut -d' ' -f2)-"* ]]; then
     warn "the Dockerfile builds with $image, the profile was made by $(pgo_meta rustc):" \
       "the image would be built without it"
     ok=1
   fi
   # Only a profile of this rustc: one of another rustc's LLVM may be unreadable to it.
   if ((ok == 0)) && ! profile_readable; then ok=1; fi
-  ((ok == 0)) && echo "release-build: $PGO_PROFILE serves $(pgo_meta rustc) and $image (made at commit $(pgo_meta commit))"
+  ((ok == 0)) && echo "release-build: $PGO_PROFILE serves $(pgo_meta rustc)${image:+ and $image} (made at commit $(pgo_meta commit))"
   return "$ok"
 }
 
