@@ -200,11 +200,7 @@ main() {
     rm -rf "$work"
     ls "$raw"/*.profraw >/dev/null 2>&1 || { echo "$what wrote no profile" >&2; exit 1; }
     "$PROFDATA" merge -o "$OUT/profile/$what.profdata" "$raw"
-    # Named by its content: cargo rebuilds a crate when its flags change, not when a file
-    # they name does, and a dependency built with an older profile would be kept.
-    rm -f "$OUT/profile/$what"-*.profdata
-    profile="$OUT/profile/$what-$(sha256sum "$OUT/profile/$what.profdata" | cut -c1-12).profdata"
-    mv "$OUT/profile/$what.profdata" "$profile"
+    profile=$(pgo_named_by_content "$OUT/profile/$what.profdata" "$what")
     log "$what: optimised build with the profile"
     if [[ "${SAVE:-0}" == 1 && $what == sluis ]]; then save_profile "$profile"; fi
     build "$what" "$OUT/use-$what" "$(pgo_use_flags "$profile") $USE_RUSTFLAGS"

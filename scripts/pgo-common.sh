@@ -22,6 +22,19 @@ pgo_build() {
   RUSTFLAGS="$3" cargo build --release --locked --target "$PGO_TARGET" --target-dir "$2" -p "$1" --bin "$1"
 }
 
+# pgo_named_by_content FILE NAME: renames the profile FILE, in its own directory, to
+# NAME-<the first 12 hex digits of its SHA-256>.profdata (removing older ones of NAME) and
+# prints the new path. Cargo rebuilds a crate when its flags change, not when a file they
+# name does: under a fixed name, dependencies built with an older profile would be kept.
+pgo_named_by_content() {
+  local dir named
+  dir=$(dirname "$1")
+  named="$dir/$2-$(sha256sum "$1" | cut -c1-12).profdata"
+  rm -f "$dir/$2"-*.profdata
+  mv "$1" "$named"
+  echo "$named"
+}
+
 # pgo_use_flags PROFILE: the flags of a build optimised with PROFILE. Functions that
 # changed since the profile was made are left unprofiled, without a warning for each.
 pgo_use_flags() {

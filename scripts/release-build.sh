@@ -86,11 +86,9 @@ build() { # dest
     0) warn "SLUIS_PGO=0: a plain release build" ;;
     1 | auto)
       if profile_usable && profile_readable; then
-        # Named by its content: cargo rebuilds a crate when its flags change, not when a
-        # file they name does.
-        profile="$PWD/target/pgo-profile/sluis-$(pgo_meta sha256 | cut -c1-12).profdata"
-        mkdir -p "$(dirname "$profile")"
-        pgo_unpack "$profile"
+        mkdir -p target/pgo-profile
+        pgo_unpack target/pgo-profile/sluis.profdata
+        profile="$PWD/$(pgo_named_by_content target/pgo-profile/sluis.profdata sluis)"
         flags=$(pgo_use_flags "$profile")
       elif [[ $mode == 1 ]]; then
         warn "SLUIS_PGO=1 and the profile cannot be used"
