@@ -6,12 +6,10 @@
 //! The service Sluis serves is [`EnvoyService`]: the generated service's routing and
 //! gRPC handling (tonic's [`Grpc`](tonic::server::Grpc)), with a codec whose decoder reads
 //! the `CheckRequest`'s bytes straight into the `AccessRequest` ([`read_check`]) instead of
-//! building prost's whole message first, and whose encoder writes the decision's
-//! `CheckResponse` bytes straight from the [`Decision`] ([`write_check_response`]).
-//! [`access_request`], [`body_len`] and [`check_response`] are the same translation with
-//! prost's messages: the reference the reader and the writer are held to (the property
-//! tests and the `envoy_check` fuzz entry), and what tests that build a `CheckRequest`
-//! message use.
+//! building prost's whole message first. [`access_request`] and [`body_len`] are the same
+//! translation from prost's decoded message: the reference the reader is held to (the
+//! property tests and the `envoy_check` fuzz entry), and what tests that build a
+//! `CheckRequest` message use.
 //!
 //! Request bodies (Envoy `with_request_body`) are bounded twice: a whole `CheckRequest`
 //! may be at most [`max_message_bytes`] (tonic refuses larger ones with
@@ -24,10 +22,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use envoy_types::ext_authz::v3::pb::CheckResponse;
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::{Request, Response, Status};
 
-use sluis_core::decision::Decision;
 use sluis_core::engine::Engine;
 use sluis_core::request::AccessRequest;
 
@@ -38,13 +36,9 @@ mod translate;
 /// The `CheckRequest`'s bytes → `AccessRequest`, in a file of its own for the same reason.
 mod read;
 
-/// `Decision` → the `CheckResponse`'s bytes, in a file of its own for the same reason.
-mod write;
-
 pub use read::{NotACheck, ReadCheck, read_check};
 use translate::too_large;
 pub use translate::{access_request, body_len, check_response};
-pub use write::write_check_response;
 
 /// The gRPC service Envoy's `ext_authz` filter calls.
 pub struct EnvoyDoor {
@@ -67,7 +61,11 @@ pub fn max_message_bytes(max_body: usize) -> usize {
 
 impl EnvoyDoor {
     /// Decides a translated Check; `body_len` is the size of the body Envoy sent.
-    async fn decide(&self, access: AccessRequest, body_len: usize) -> Result<Decision, Status> {
+    async fn decide(
+        &self,
+        access: AccessRequest,
+        body_len: usize,
+    ) -> Result<CheckResponse, Status> {
         if body_len > self.max_body {
             tracing::info!(
                 max = self.max_body,
@@ -76,7 +74,7 @@ impl EnvoyDoor {
             return Ok(too_large(self.max_body));
         }
         match self.engine.decide(&access).await {
-            Ok(decision) => Ok(decision),
+            Ok(decision) => Ok(check_response(decision)),
             // UNAVAILABLE, not a CheckResponse and not UNKNOWN: Envoy treats a failed call
             // as an error and applies the filter's `failure_mode_allow` (and
             // `status_on_error`), so the operator's choice decides what happens while we
@@ -146,8 +144,8 @@ where
 struct CheckMethod(Arc<EnvoyDoor>);
 
 impl tonic::server::UnaryService<ReadCheck> for CheckMethod {
-    type Response = Decision;
-    type Future = BoxFuture<Response<Decision>, Status>;
+    type Response = CheckResponse;
+    type Future = BoxFuture<Response<CheckResponse>, Status>;
 
     fn call(&mut self, request: Request<ReadCheck>) -> Self::Future {
         let door = self.0.clone();
@@ -158,37 +156,22 @@ impl tonic::server::UnaryService<ReadCheck> for CheckMethod {
     }
 }
 
-/// The question is read by [`read_check`], the answer written by
-/// [`write_check_response`].
+/// prost encodes the answer; the question is read by [`read_check`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CheckCodec;
 
 impl Codec for CheckCodec {
-    type Encode = Decision;
+    type Encode = CheckResponse;
     type Decode = ReadCheck;
-    type Encoder = CheckEncoder;
+    type Encoder = tonic_prost::ProstEncoder<CheckResponse>;
     type Decoder = CheckDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
-        CheckEncoder
+        tonic_prost::ProstEncoder::new(BufferSettings::default())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         CheckDecoder
-    }
-}
-
-/// Writes a decision's `CheckResponse` message with [`write_check_response`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CheckEncoder;
-
-impl Encoder for CheckEncoder {
-    type Item = Decision;
-    type Error = Status;
-
-    fn encode(&mut self, decision: Decision, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        write_check_response(&decision, buf);
-        Ok(())
     }
 }
 

@@ -32,7 +32,6 @@ mod envoy_iwlz;
 mod envoy_mtls;
 mod envoy_negative;
 mod envoy_read_props;
-mod envoy_write_props;
 mod example_policies;
 mod flows_grpc;
 mod flows_postgres;

@@ -29,8 +29,8 @@ pub fn body_len(check: &CheckRequest) -> usize {
 }
 
 /// 413 for a body larger than the door decides on.
-pub fn too_large(max_body: usize) -> Decision {
-    Decision {
+pub fn too_large(max_body: usize) -> CheckResponse {
+    check_response(Decision {
         outcome: Outcome::Deny(Deny {
             status: 413,
             headers: vec![("content-type".into(), "application/json".into())],
@@ -42,7 +42,7 @@ pub fn too_large(max_body: usize) -> Decision {
         policy: None,
         rule: Arc::from("request-body"),
         reason: "request body too large".into(),
-    }
+    })
 }
 
 /// gRPC status codes (google.rpc.Code) used in `CheckResponse.status`.
