@@ -22,7 +22,7 @@
 #                  release (glibc). scripts/container-test.sh builds the image this way
 #                  from a locally made Debian root, with no registry and no second build.
 #   SLUIS_PGO      auto: the binary built here is optimised with the committed profile
-#                  pgo/sluis.profdata (scripts/release-build.sh) when RUST_IMAGE's rustc
+#                  pgo/sluis.profdata.gz (scripts/release-build.sh) when RUST_IMAGE's rustc
 #                  is the one that made it, plain otherwise; 1: that or fail; 0: plain.
 #
 # RUST_IMAGE names an exact rustc: a profile serves only the compiler that made it, and
