@@ -11,7 +11,7 @@
 # from capture to capture; their sizes do not.
 #
 # Usage: scripts/capture-check-request.sh [OUT]   (default benches/data/check-eoverdracht.bin)
-# Needs: scripts/install-envoy.sh; cargo build --release --bin sluis -p sluis-noop-authz
+# Needs: scripts/install-envoy.sh; cargo build --release -p sluis -p sluis-noop-authz
 # (or BIN=DIR with both binaries). Uses ports 10090-10093.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -15,7 +15,7 @@
 # ONLY="noop sluis" measures a subset. VALGRIND_OPTS="--cache-sim=yes" also simulates this
 # CPU's caches and prints each event per Check (L1 instruction and data misses: where a
 # server's CPU goes beyond its instructions, BENCHMARKS.md session 18).
-# Needs: cargo build --release --bin sluis -p sluis-noop-authz (or BIN=DIR with the
+# Needs: cargo build --release -p sluis -p sluis-noop-authz (or BIN=DIR with the
 # binaries); valgrind; h2load
 # (scripts/install-load-tools.sh). Uses ports 9190-9293.
 set -euo pipefail

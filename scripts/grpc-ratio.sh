@@ -36,7 +36,7 @@
 #     costs the transport, apart from deciding;
 #   CHECK [benches/data/check-eoverdracht.bin]; OUT [tmp/grpc-ratio].
 # Also printed per server: minor page faults per Check (kernel time no system call shows).
-# Needs: cargo build --release --bin sluis -p sluis-noop-authz; h2load
+# Needs: cargo build --release -p sluis -p sluis-noop-authz; h2load
 # (scripts/install-load-tools.sh). Uses ports 9190-9192, 9292-9297, 9390-9392.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -39,7 +39,7 @@
 # not counted against the front Envoy's worker threads.
 #
 # Prerequisites: scripts/install-envoy.sh, scripts/install-load-tools.sh,
-#   cargo build --release -p sluis-noop-authz [--bin sluis]
+#   cargo build --release -p sluis -p sluis-noop-authz
 #
 # Environment (defaults in brackets):
 #   DURATION [10s] THREADS [1] CONNECTIONS [16]   wrk settings per run
