@@ -37,8 +37,17 @@ pgo_named_by_content() {
 
 # pgo_use_flags PROFILE: the flags of a build optimised with PROFILE. Functions that
 # changed since the profile was made are left unprofiled, without a warning for each.
+#
+# -icp-total-percent-threshold=90: LLVM turns an indirect call into a direct one (and may
+# then inline it) only where one target takes 90 % of the calls, not LLVM's default 30 %.
+# Without it, four of five profiles made from the same training load had LLVM promote
+# tokio's task poll in the worker's loop and inline the door's whole future into it:
+# larger futures moved on every Check, +0.5 to +1.3 µs of CPU per Check against the
+# committed profile's build, code unchanged (BENCHMARKS.md, sessions 21 to 23). With it,
+# the two such profiles tried kept the loop apart; the committed profile's own build is
+# equal with and without it (session 23: ±0.1 µs per Check, two sittings).
 pgo_use_flags() {
-  echo "-Cprofile-use=$1 -Cllvm-args=-no-pgo-warn-mismatch"
+  echo "-Cprofile-use=$1 -Cllvm-args=-no-pgo-warn-mismatch -Cllvm-args=-icp-total-percent-threshold=90"
 }
 
 # pgo_source_digest: a digest of what the binary is compiled from: the manifests, the lock
