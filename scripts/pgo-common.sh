@@ -39,7 +39,7 @@ pgo_named_by_content() {
 # changed since the profile was made are left unprofiled, without a warning for each.
 #
 # -icp-total-percent-threshold=90: LLVM turns an indirect call into a direct one (and may
-# then inline it) only where one target takes 90 % of the calls, not LLVM's default 30 %.
+# then inline it) only where one target takes 90 % of the calls, not LLVM's default 5 %.
 # Without it, four of five profiles made from the same training load had LLVM promote
 # tokio's task poll in the worker's loop and inline the door's whole future into it:
 # larger futures moved on every Check, +0.5 to +1.3 µs of CPU per Check against the
