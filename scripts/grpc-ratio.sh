@@ -34,6 +34,9 @@
 #     it, tmp/grpc-ratio/smoke-sluis.bin after a run): also runs `noop-answer`, the lean
 #     no-op answering that instead of an empty OK (`--answer`): what the bigger answer
 #     costs the transport, apart from deciding;
+#   SLUIS_EXTRA [unset]: a YAML file of top-level keys the example config does not set,
+#     appended to BIN's Sluis's config only (e.g. a decision_log or tracing block): with
+#     BIN_OLD=BIN, "sluis / sluis-old" is then what that block costs, paired by round;
 #   CHECK [benches/data/check-eoverdracht.bin]; OUT [tmp/grpc-ratio].
 # Also printed per server: minor page faults per Check (kernel time no system call shows).
 # Needs: cargo build --release -p sluis -p sluis-noop-authz; h2load
@@ -79,6 +82,11 @@ start noop 9292 "$BIN/sluis-noop-authz" 127.0.0.1:9292
 [[ "${NOOP_OLD:-0}" == 0 ]] || start noop-old 9297 "$BIN_OLD/sluis-noop-authz" 127.0.0.1:9297
 [[ -z "${NOOP_ANSWER:-}" ]] || start noop-answer 9296 "$BIN/sluis-noop-authz" --answer "$NOOP_ANSWER" 127.0.0.1:9296
 CONFIG=$(private_example_config "$OUT"); CONFIGS+=("$CONFIG")
+if [[ -n "${SLUIS_EXTRA:-}" ]]; then
+  # Top-level keys the example config does not set (decision_log, tracing): appended.
+  cat "$SLUIS_EXTRA" >>"$CONFIG"
+  "$BIN/sluis" validate --config "$CONFIG" >/dev/null || { echo "the config with $SLUIS_EXTRA does not load" >&2; exit 1; }
+fi
 start sluis 9191 "$BIN/sluis" serve --config "$CONFIG"
 echo "flow at sluis: HTTP $(register_load_flow 127.0.0.1:9190)"
 if [[ -n "$BIN_OLD" ]]; then
@@ -144,8 +152,8 @@ awk -F'\t' '
         printf "sluis-old / noop-old (both from BIN_OLD): Check/s ratio %s; CPU µs/Check above it %s\n", summary(ratio, rounds), summary(extra, rounds)
       }
       if (name == "sluis" && ("1", "sluis-old") in rps) {
-        for (r = 1; r <= rounds; r++) ratio[r] = rps[r, "sluis"] / rps[r, "sluis-old"]
-        printf "sluis / sluis-old: Check/s ratio %s\n", summary(ratio, rounds)
+        for (r = 1; r <= rounds; r++) { ratio[r] = rps[r, "sluis"] / rps[r, "sluis-old"]; extra[r] = cpu[r, "sluis"] - cpu[r, "sluis-old"] }
+        printf "sluis / sluis-old: Check/s ratio %s; CPU µs/Check above sluis-old, paired by round, %s\n", summary(ratio, rounds), summary(extra, rounds)
       }
     }
   }' "$RESULTS" | tee "$OUT/summary.txt"
