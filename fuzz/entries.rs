@@ -966,3 +966,45 @@ pub fn envoy_check(data: &[u8]) {
         reason: String::new(),
     });
 }
+
+/// The input as text bound for a log (a path, a query, a deny reason), masked as the
+/// decision log and the service's own log mask it (`mask::Masker`, the defaults): nothing
+/// shaped like a JWT, no BSN (a 9-digit run passing the 11-check) and no value of a
+/// credential-named parameter may be left, and text with nothing to mask comes back as it
+/// was.
+pub fn mask(data: &[u8]) {
+    use sluis_core::mask::{CREDENTIAL_MASK, CREDENTIAL_PARAMETERS, MaskConfig, Masker, is_bsn};
+    use std::borrow::Cow;
+    static CHECKS: OnceLock<(regex::Regex, regex::Regex)> = OnceLock::new();
+    let (jwt, parameter) = CHECKS.get_or_init(|| {
+        let names: Vec<String> = CREDENTIAL_PARAMETERS
+            .iter()
+            .map(|n| regex::escape(n))
+            .collect();
+        (
+            regex::Regex::new(r"eyJ[A-Za-z0-9_-]*(?:(?:\.|%2[Ee])[A-Za-z0-9_-]*){2,4}").unwrap(),
+            regex::Regex::new(&format!(
+                r#"(?i)(?:^|[?&;/\s"'`,(\[{{])(?:{})="#,
+                names.join("|")
+            ))
+            .unwrap(),
+        )
+    });
+    let text = text(data);
+    let masked = Masker::new(&MaskConfig::default()).mask(&text);
+    assert!(!jwt.is_match(&masked), "a JWT left in {masked:?}");
+    for run in masked.split(|c: char| !c.is_ascii_digit()) {
+        assert!(!is_bsn(run), "a BSN left in {masked:?}");
+    }
+    for found in parameter.find_iter(&masked) {
+        let value = masked.get(found.end()..).unwrap_or("");
+        let ends = |c: char| matches!(c, '&' | ';' | '#' | '"' | '\'' | '`') || c.is_whitespace();
+        assert!(
+            value.starts_with(CREDENTIAL_MASK) || value.chars().next().is_none_or(ends),
+            "a credential parameter's value left in {masked:?}"
+        );
+    }
+    if let Cow::Borrowed(same) = masked {
+        assert_eq!(same, text);
+    }
+}

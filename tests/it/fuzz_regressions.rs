@@ -103,3 +103,8 @@ fn envoy_check_inputs() {
 fn json_reader_inputs() {
     replay("json_reader", entries::json_reader);
 }
+
+#[test]
+fn mask_inputs() {
+    replay("mask", entries::mask);
+}

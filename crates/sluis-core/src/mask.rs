@@ -18,6 +18,9 @@ pub const BSN_MASK: &str = "[bsn]";
 pub const PATTERN_MASK: &str = "[masked]";
 /// What a credential (a credential-named parameter's value, a JWT) is replaced with.
 pub const CREDENTIAL_MASK: &str = "[credential]";
+/// The replacement of a credential-named parameter: its separator and name kept, its value
+/// [`CREDENTIAL_MASK`].
+const PARAMETER_MASK: &str = "${lead}${name}[credential]";
 
 /// Parameter names whose values are credentials, matched case-insensitively, with `_`
 /// and `-` also matching their percent-encodings: OAuth 2.0 and OIDC parameters that
@@ -151,9 +154,12 @@ pub fn mask_credentials(text: &str) -> Cow<'_, str> {
         // nothing of the text is worth the risk of logging it.
         return Cow::Owned(CREDENTIAL_MASK.to_owned());
     };
-    let text = match parameter.replace_all(text, format!("${{lead}}${{name}}{CREDENTIAL_MASK}")) {
-        Cow::Owned(masked) => Cow::Owned(masked),
-        Cow::Borrowed(_) => Cow::Borrowed(text),
+    // A parameter's name ends in `=` or `%3D`: text with neither has none (most paths),
+    // and the parameter pattern, a long case-insensitive alternation, is not run.
+    let may_have_parameter = memchr::memchr2(b'=', b'%', text.as_bytes()).is_some();
+    let text = match may_have_parameter.then(|| parameter.replace_all(text, PARAMETER_MASK)) {
+        Some(Cow::Owned(masked)) => Cow::Owned(masked),
+        _ => Cow::Borrowed(text),
     };
     match jwt.replace_all(&text, CREDENTIAL_MASK) {
         Cow::Owned(masked) => Cow::Owned(masked),
@@ -366,6 +372,67 @@ mod tests {
             masker.mask("access_token=opaque-1"),
             "access_token=opaque-1"
         );
+    }
+
+    /// The text the properties below are drawn from: credential names, separators, `=` and
+    /// its encoding, a JWT's pieces, digits and other text, in any order.
+    fn loggable_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            proptest::sample::select(CREDENTIAL_PARAMETERS).prop_map(str::to_owned),
+            proptest::sample::select(vec![
+                "=",
+                "%3D",
+                "%3d",
+                "%5F",
+                "%2D",
+                "&",
+                "?",
+                ";",
+                "/",
+                " ",
+                "`",
+                "\"",
+                "'",
+                "#",
+                ".",
+                "%2E",
+                "eyJ",
+                "eyJhbGciOiJSUzI1NiJ9",
+                "111222333",
+                "[",
+                "(",
+                ","
+            ])
+            .prop_map(str::to_owned),
+            "[a-zA-Z0-9_%-]{0,6}",
+        ];
+        proptest::collection::vec(piece, 0..12).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest::proptest! {
+        /// Skipping the parameter pattern where the text has neither `=` nor `%` changes
+        /// nothing: the masked text is what both patterns, always run, make of it.
+        #[test]
+        fn the_parameter_prefilter_changes_nothing(text in loggable_text()) {
+            let (parameter, jwt) = credential_patterns().unwrap();
+            let replacement = format!("${{lead}}${{name}}{CREDENTIAL_MASK}");
+            let step = parameter.replace_all(&text, replacement.as_str()).into_owned();
+            let expected = jwt.replace_all(&step, CREDENTIAL_MASK).into_owned();
+            proptest::prop_assert_eq!(mask_credentials(&text).into_owned(), expected);
+        }
+
+        /// Nothing shaped like a JWT is left in masked text, and text with nothing to mask
+        /// is given back as it was, without a copy.
+        #[test]
+        fn no_jwt_survives_masking(text in loggable_text()) {
+            let (_, jwt) = credential_patterns().unwrap();
+            let masked = masker(&[]).mask(&text);
+            proptest::prop_assert!(!jwt.is_match(&masked), "{masked}");
+            if let Cow::Borrowed(same) = masked {
+                proptest::prop_assert_eq!(same, text.as_str());
+            }
+        }
     }
 
     #[test]
