@@ -37,6 +37,7 @@
 #   SLUIS_EXTRA [unset]: a YAML file of top-level keys the example config does not set,
 #     appended to BIN's Sluis's config only (e.g. a decision_log or tracing block): with
 #     BIN_OLD=BIN, "sluis / sluis-old" is then what that block costs, paired by round;
+#   SLUIS_EXTRA_OLD [unset]: the same for BIN_OLD's Sluis (two builds, each with the block);
 #   CHECK [benches/data/check-eoverdracht.bin]; OUT [tmp/grpc-ratio].
 # Also printed per server: minor page faults per Check (kernel time no system call shows).
 # Needs: cargo build --release -p sluis -p sluis-noop-authz; h2load
@@ -91,6 +92,7 @@ start sluis 9191 "$BIN/sluis" serve --config "$CONFIG"
 echo "flow at sluis: HTTP $(register_load_flow 127.0.0.1:9190)"
 if [[ -n "$BIN_OLD" ]]; then
   CONFIG_OLD=$(private_example_config "$OUT" 200); CONFIGS+=("$CONFIG_OLD")
+  [[ -z "${SLUIS_EXTRA_OLD:-}" ]] || cat "$SLUIS_EXTRA_OLD" >>"$CONFIG_OLD"
   start sluis-old 9391 "$BIN_OLD/sluis" serve --config "$CONFIG_OLD"
   echo "flow at sluis-old: HTTP $(register_load_flow 127.0.0.1:9390)"
 fi
