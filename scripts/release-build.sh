@@ -43,7 +43,8 @@ profile_usable() {
       "the workspace's own crates build unprofiled; make it again (scripts/pgo-build.sh, SAVE=1)"
   elif [[ "$(pgo_source_digest)" != "$(pgo_meta source)" ]]; then
     warn "the source changed since the profile was made (at commit $(pgo_meta commit)):" \
-      "functions that changed build unprofiled; a release makes it again (scripts/pgo-build.sh, SAVE=1)"
+      "functions that changed build unprofiled, and every function of a crate whose dependencies" \
+      "changed; a release makes it again (scripts/pgo-build.sh, SAVE=1)"
   fi
 }
 
