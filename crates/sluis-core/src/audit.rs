@@ -582,6 +582,9 @@ impl DecisionLog {
 
 /// The writer thread: runs until every handle is gone, flushing whenever the queue is
 /// empty so lines reach the sink within a moment without a flush per line under load.
+/// How long the writer waits, once the queue is empty, for more lines before it flushes.
+const LINGER: Duration = Duration::from_micros(200);
+
 fn write_lines(
     mut receiver: mpsc::Receiver<Message>,
     mut formatter: Formatter,
@@ -593,7 +596,22 @@ fn write_lines(
         // at most one record outside the queue and `queue` bounds what waits.
         let mut next = Some(message);
         let mut waiting = Vec::new();
-        while let Some(message) = next.take() {
+        let mut lingered = false;
+        loop {
+            let Some(message) = next.take() else {
+                // The queue is empty. Once per batch, wait [`LINGER`] for more lines before
+                // flushing: under load a decision then neither wakes this thread nor
+                // costs a write of its own, as most did when the writer flushed whenever
+                // it caught up (2.3–2.8 µs of CPU per decision more, BENCHMARKS.md session
+                // 23), and a line reaches the file at most that much later.
+                if lingered {
+                    break;
+                }
+                lingered = true;
+                std::thread::sleep(LINGER);
+                next = receiver.try_recv().ok();
+                continue;
+            };
             match message {
                 Message::Record(record) => {
                     let line = formatter.line(&record);
