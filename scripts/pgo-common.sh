@@ -47,8 +47,8 @@ pgo_named_by_content() {
 # tokio's task poll in the worker's loop and inline the door's whole future into it:
 # larger futures moved on every Check, +0.5 to +1.3 µs of CPU per Check against the
 # committed profile's build, code unchanged (BENCHMARKS.md, sessions 21 to 23). With it,
-# the two such profiles tried kept the loop apart; the committed profile's own build is
-# equal with and without it (session 23: ±0.1 µs per Check, two sittings).
+# the three such profiles tried kept the loop apart, and the committed profile's own build
+# is equal with and without it (session 23: ±0.1 µs per Check, two sittings).
 pgo_use_flags() {
   echo "-Cprofile-use=$1 -Cllvm-args=-no-pgo-warn-mismatch -Cllvm-args=-icp-total-percent-threshold=90"
 }

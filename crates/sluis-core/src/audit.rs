@@ -580,11 +580,12 @@ impl DecisionLog {
     }
 }
 
-/// The writer thread: runs until every handle is gone, flushing whenever the queue is
-/// empty so lines reach the sink within a moment without a flush per line under load.
 /// How long the writer waits, once the queue is empty, for more lines before it flushes.
 const LINGER: Duration = Duration::from_micros(200);
 
+/// The writer thread: runs until every handle is gone, flushing once the queue has stayed
+/// empty for [`LINGER`], so lines reach the sink within a moment without a flush, or a
+/// wake-up of this thread, per line under load.
 fn write_lines(
     mut receiver: mpsc::Receiver<Message>,
     mut formatter: Formatter,
