@@ -70,7 +70,7 @@ PID=
 trap 'kill $PID 2>/dev/null || true; rm -f $CONFIG' EXIT
 # SLUIS_EXTRA=FILE: top-level keys appended to Sluis's config (a decision_log or tracing
 # block), as in scripts/grpc-ratio.sh.
-[[ -z "${SLUIS_EXTRA:-}" ]] || cat "$SLUIS_EXTRA" >>"$CONFIG"
+[[ -z "${SLUIS_EXTRA:-}" ]] || append_config_block "$CONFIG" "$SLUIS_EXTRA" "$BIN/sluis"
 smoke() { # port
   curl -s --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' --data-binary @$OUT/check.bin "http://127.0.0.1:$1/envoy.service.auth.v3.Authorization/Check" -o $OUT/smoke.bin
   python3 scripts/gen-check-request.py --decode-response $OUT/smoke.bin

@@ -83,16 +83,12 @@ start noop 9292 "$BIN/sluis-noop-authz" 127.0.0.1:9292
 [[ "${NOOP_OLD:-0}" == 0 ]] || start noop-old 9297 "$BIN_OLD/sluis-noop-authz" 127.0.0.1:9297
 [[ -z "${NOOP_ANSWER:-}" ]] || start noop-answer 9296 "$BIN/sluis-noop-authz" --answer "$NOOP_ANSWER" 127.0.0.1:9296
 CONFIG=$(private_example_config "$OUT"); CONFIGS+=("$CONFIG")
-if [[ -n "${SLUIS_EXTRA:-}" ]]; then
-  # Top-level keys the example config does not set (decision_log, tracing): appended.
-  cat "$SLUIS_EXTRA" >>"$CONFIG"
-  "$BIN/sluis" validate --config "$CONFIG" >/dev/null || { echo "the config with $SLUIS_EXTRA does not load" >&2; exit 1; }
-fi
+[[ -z "${SLUIS_EXTRA:-}" ]] || append_config_block "$CONFIG" "$SLUIS_EXTRA" "$BIN/sluis"
 start sluis 9191 "$BIN/sluis" serve --config "$CONFIG"
 echo "flow at sluis: HTTP $(register_load_flow 127.0.0.1:9190)"
 if [[ -n "$BIN_OLD" ]]; then
   CONFIG_OLD=$(private_example_config "$OUT" 200); CONFIGS+=("$CONFIG_OLD")
-  [[ -z "${SLUIS_EXTRA_OLD:-}" ]] || cat "$SLUIS_EXTRA_OLD" >>"$CONFIG_OLD"
+  [[ -z "${SLUIS_EXTRA_OLD:-}" ]] || append_config_block "$CONFIG_OLD" "$SLUIS_EXTRA_OLD" "$BIN_OLD/sluis"
   start sluis-old 9391 "$BIN_OLD/sluis" serve --config "$CONFIG_OLD"
   echo "flow at sluis-old: HTTP $(register_load_flow 127.0.0.1:9390)"
 fi

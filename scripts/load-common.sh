@@ -27,6 +27,14 @@ private_example_config() {
   echo "$config"
 }
 
+# append_config_block CONFIG FILE SLUIS_BINARY: appends FILE (top-level keys the example
+# config does not set, e.g. a decision_log or tracing block) to CONFIG, and fails unless
+# the result loads.
+append_config_block() {
+  cat "$2" >>"$1"
+  "$3" validate --config "$1" >/dev/null || { echo "the config with $2 does not load" >&2; return 1; }
+}
+
 # register_load_flow ADMIN_ADDRESS: registers LOAD_FLOW, prints the HTTP status.
 register_load_flow() {
   curl -s -o /dev/null -w '%{http_code}' -X POST "http://$1/v1/flows" \
