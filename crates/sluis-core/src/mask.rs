@@ -16,11 +16,17 @@ use serde::{Deserialize, Deserializer};
 pub const BSN_MASK: &str = "[bsn]";
 /// What a match of a configured pattern is replaced with.
 pub const PATTERN_MASK: &str = "[masked]";
+/// [`CREDENTIAL_MASK`]'s text, for `concat!`.
+macro_rules! credential_mask {
+    () => {
+        "[credential]"
+    };
+}
 /// What a credential (a credential-named parameter's value, a JWT) is replaced with.
-pub const CREDENTIAL_MASK: &str = "[credential]";
+pub const CREDENTIAL_MASK: &str = credential_mask!();
 /// The replacement of a credential-named parameter: its separator and name kept, its value
 /// [`CREDENTIAL_MASK`].
-const PARAMETER_MASK: &str = "${lead}${name}[credential]";
+const PARAMETER_MASK: &str = concat!("${lead}${name}", credential_mask!());
 
 /// Parameter names whose values are credentials, matched case-insensitively, with `_`
 /// and `-` also matching their percent-encodings: OAuth 2.0 and OIDC parameters that
