@@ -264,7 +264,7 @@ impl DecisionRecord {
 #[derive(Serialize)]
 struct Line<'a> {
     time: String,
-    decision_id: String,
+    decision_id: &'a str,
     request_id: Option<&'a str>,
     trace_id: Option<&'a str>,
     door: &'a str,
@@ -361,17 +361,86 @@ fn trace_id(traceparent: &str) -> Option<&str> {
     valid.then_some(trace)
 }
 
+/// Random version 4 UUIDs for the lines' decision ids, their random bits drawn from the
+/// system's generator (aws-lc) 4 KiB at a time: one draw per 256 lines, where
+/// `Uuid::new_v4` makes a `getrandom` system call for each (BENCHMARKS.md, session 24).
+/// The ids need to be unique, not secret.
+struct IdPool {
+    bytes: Box<[u8; IdPool::SIZE]>,
+    /// How many of `bytes` were used.
+    used: usize,
+}
+
+impl IdPool {
+    const SIZE: usize = 4096;
+
+    fn new() -> IdPool {
+        IdPool {
+            bytes: Box::new([0; IdPool::SIZE]),
+            used: IdPool::SIZE,
+        }
+    }
+
+    fn next(&mut self) -> uuid::Uuid {
+        if self.used == IdPool::SIZE {
+            if aws_lc_rs::rand::fill(&mut self.bytes[..]).is_err() {
+                return uuid::Uuid::new_v4();
+            }
+            self.used = 0;
+        }
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&self.bytes[self.used..self.used + 16]);
+        self.used += 16;
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
+}
+
+/// The lines' times: RFC 3339 in UTC with microseconds, `2026-12-07T22:30:44.123456Z`.
+/// The date and the time of day are formatted once per second, not once per line.
+#[derive(Default)]
+struct Stamps {
+    /// The second `prefix` shows, since the Unix epoch.
+    second: Option<u64>,
+    /// `2026-12-07T22:30:44`.
+    prefix: String,
+}
+
+impl Stamps {
+    /// The last second of the year 9999: beyond it RFC 3339 has no form.
+    const LAST: u64 = 253_402_300_799;
+
+    fn format(&mut self, time: SystemTime) -> String {
+        let since = match time.duration_since(UNIX_EPOCH) {
+            Ok(since) if since.as_secs() <= Stamps::LAST => since,
+            _ => {
+                return chrono::DateTime::<chrono::Utc>::from(time)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            }
+        };
+        let second = since.as_secs();
+        if self.second != Some(second) {
+            let whole =
+                chrono::DateTime::<chrono::Utc>::from(UNIX_EPOCH + Duration::from_secs(second));
+            self.prefix = whole.format("%Y-%m-%dT%H:%M:%S").to_string();
+            self.second = Some(second);
+        }
+        format!("{}.{:06}Z", self.prefix, since.subsec_micros())
+    }
+}
+
 /// Turns records into lines: masks, formats and chains. Lives on the writer thread.
 struct Formatter {
     masker: Arc<Masker>,
+    /// Where the lines' decision ids come from.
+    ids: IdPool,
+    stamps: Stamps,
     /// The hash of the last line written, when chaining.
     prev: Option<String>,
 }
 
 impl Formatter {
     fn line(&mut self, record: &DecisionRecord) -> String {
-        let time = chrono::DateTime::<chrono::Utc>::from(record.time)
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let time = self.stamps.format(record.time);
         let path = self.masker.mask(&record.path);
         let query = self.masker.mask(&record.query);
         let reason = self.masker.mask(&record.reason);
@@ -385,9 +454,10 @@ impl Formatter {
                 .and_then(|sub| sub.as_str()),
             token_hash: &identity.token_hash,
         });
+        let mut id = uuid::Uuid::encode_buffer();
         let line = Line {
             time,
-            decision_id: uuid::Uuid::new_v4().to_string(),
+            decision_id: self.ids.next().hyphenated().encode_lower(&mut id),
             request_id: record.request_id.as_deref(),
             trace_id: record
                 .trace_id
@@ -517,6 +587,8 @@ impl DecisionLog {
         let masker = Arc::new(Masker::new(&config.mask));
         let formatter = Formatter {
             masker: masker.clone(),
+            ids: IdPool::new(),
+            stamps: Stamps::default(),
             prev,
         };
         let writer_stats = stats.clone();

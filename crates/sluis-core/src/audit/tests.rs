@@ -132,7 +132,50 @@ async fn lines_carry_every_field() {
     let time = line["time"].as_str().unwrap();
     assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok(), "{time}");
     assert!(time.ends_with('Z'), "{time}");
-    assert_eq!(line["decision_id"].as_str().unwrap().len(), 36);
+    let id = uuid::Uuid::parse_str(line["decision_id"].as_str().unwrap()).unwrap();
+    assert_eq!(id.get_version(), Some(uuid::Version::Random));
+    assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+}
+
+proptest::proptest! {
+    /// Formatting once per second gives what chrono gives for each time: times in any
+    /// order, the same second again, before 1970 and past the year 9999.
+    #[test]
+    fn stamps_are_chronos_rfc3339_with_microseconds(
+        times in proptest::collection::vec(
+            (-100_000_000_000i64..300_000_000_000i64, 0u32..1_000_000_000u32, 0u8..3),
+            1..20,
+        ),
+    ) {
+        let mut stamps = Stamps::default();
+        let mut last = None;
+        for (secs, nanos, again) in times {
+            // Now and then the previous second again, with other nanoseconds.
+            let secs = if again == 0 { last.unwrap_or(secs) } else { secs };
+            last = Some(secs);
+            let offset = Duration::new(secs.unsigned_abs(), 0);
+            let whole = if secs >= 0 { UNIX_EPOCH + offset } else { UNIX_EPOCH - offset };
+            let time = whole + Duration::from_nanos(u64::from(nanos));
+            let expected = chrono::DateTime::<chrono::Utc>::from(time)
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            proptest::prop_assert_eq!(stamps.format(time), expected);
+        }
+    }
+}
+
+#[test]
+fn decision_ids_are_random_uuids_and_differ_across_the_pools_draws() {
+    let mut pool = IdPool::new();
+    let ids: std::collections::HashSet<uuid::Uuid> = (0..3 * IdPool::SIZE / 16 + 5)
+        .map(|_| pool.next())
+        .collect();
+    assert_eq!(ids.len(), 3 * IdPool::SIZE / 16 + 5, "an id came twice");
+    for id in &ids {
+        assert_eq!(id.get_version(), Some(uuid::Version::Random), "{id}");
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
+    }
+    // A second pool does not start where the first did.
+    assert!(!ids.contains(&IdPool::new().next()));
 }
 
 #[test]
