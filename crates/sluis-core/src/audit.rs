@@ -383,15 +383,19 @@ impl IdPool {
 
     fn next(&mut self) -> uuid::Uuid {
         if self.used == IdPool::SIZE {
-            if aws_lc_rs::rand::fill(&mut self.bytes[..]).is_err() {
+            if aws_lc_rs::rand::fill(self.bytes.as_mut_slice()).is_err() {
                 return uuid::Uuid::new_v4();
             }
             self.used = 0;
         }
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&self.bytes[self.used..self.used + 16]);
-        self.used += 16;
-        uuid::Builder::from_random_bytes(bytes).into_uuid()
+        let drawn = self.bytes.get(self.used..self.used + 16);
+        match drawn.and_then(|drawn| <[u8; 16]>::try_from(drawn).ok()) {
+            Some(bytes) => {
+                self.used += 16;
+                uuid::Builder::from_random_bytes(bytes).into_uuid()
+            }
+            None => uuid::Uuid::new_v4(),
+        }
     }
 }
 
