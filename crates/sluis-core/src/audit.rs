@@ -410,7 +410,8 @@ struct Stamps {
 }
 
 impl Stamps {
-    /// The last second of the year 9999: beyond it RFC 3339 has no form.
+    /// The last second of the year 9999: later years do not fit RFC 3339's four digits,
+    /// and chrono's own form of them is kept.
     const LAST: u64 = 253_402_300_799;
 
     fn format(&mut self, time: SystemTime) -> String {
