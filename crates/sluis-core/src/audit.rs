@@ -362,40 +362,38 @@ fn trace_id(traceparent: &str) -> Option<&str> {
 }
 
 /// Random version 4 UUIDs for the lines' decision ids, their random bits drawn from the
-/// system's generator (aws-lc) 4 KiB at a time: one draw per 256 lines, where
-/// `Uuid::new_v4` makes a `getrandom` system call for each (BENCHMARKS.md, session 24).
-/// The ids need to be unique, not secret.
+/// system's generator (aws-lc) for [`IdPool::IDS`] ids at a time, where `Uuid::new_v4`
+/// makes a `getrandom` system call for each (BENCHMARKS.md, session 24). The ids need to
+/// be unique, not secret.
 struct IdPool {
-    bytes: Box<[u8; IdPool::SIZE]>,
-    /// How many of `bytes` were used.
+    drawn: Box<[[u8; 16]; IdPool::IDS]>,
+    /// How many of `drawn` were used.
     used: usize,
 }
 
 impl IdPool {
-    const SIZE: usize = 4096;
+    const IDS: usize = 256;
 
     fn new() -> IdPool {
         IdPool {
-            bytes: Box::new([0; IdPool::SIZE]),
-            used: IdPool::SIZE,
+            drawn: Box::new([[0; 16]; IdPool::IDS]),
+            used: IdPool::IDS,
         }
     }
 
     fn next(&mut self) -> uuid::Uuid {
-        if self.used == IdPool::SIZE {
-            if aws_lc_rs::rand::fill(self.bytes.as_mut_slice()).is_err() {
+        if self.used == IdPool::IDS {
+            if aws_lc_rs::rand::fill(self.drawn.as_flattened_mut()).is_err() {
                 return uuid::Uuid::new_v4();
             }
             self.used = 0;
         }
-        let drawn = self.bytes.get(self.used..self.used + 16);
-        match drawn.and_then(|drawn| <[u8; 16]>::try_from(drawn).ok()) {
-            Some(bytes) => {
-                self.used += 16;
-                uuid::Builder::from_random_bytes(bytes).into_uuid()
-            }
-            None => uuid::Uuid::new_v4(),
-        }
+        // Always there: `used` is below `IDS` here.
+        let Some(&bytes) = self.drawn.get(self.used) else {
+            return uuid::Uuid::new_v4();
+        };
+        self.used += 1;
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
     }
 }
 

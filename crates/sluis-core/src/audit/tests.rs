@@ -166,10 +166,9 @@ proptest::proptest! {
 #[test]
 fn decision_ids_are_random_uuids_and_differ_across_the_pools_draws() {
     let mut pool = IdPool::new();
-    let ids: std::collections::HashSet<uuid::Uuid> = (0..3 * IdPool::SIZE / 16 + 5)
-        .map(|_| pool.next())
-        .collect();
-    assert_eq!(ids.len(), 3 * IdPool::SIZE / 16 + 5, "an id came twice");
+    let ids: std::collections::HashSet<uuid::Uuid> =
+        (0..3 * IdPool::IDS + 5).map(|_| pool.next()).collect();
+    assert_eq!(ids.len(), 3 * IdPool::IDS + 5, "an id came twice");
     for id in &ids {
         assert_eq!(id.get_version(), Some(uuid::Version::Random), "{id}");
         assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
